@@ -1,0 +1,8 @@
+/**
+ * The one storage surface: SQL over PostgreSQL, either a real server through a `pg` pool
+ * (DATABASE_URL set) or embedded PGlite in the data directory. Both speak the same SQL; keep
+ * queries to what Postgres 15 and PGlite's Postgres accept alike.
+ */
+export type { Db, Queryable, QueryResult } from './types.ts';
+export { openDb } from './openDb.ts';
+export { migrate } from './migrate.ts';

@@ -1,0 +1,92 @@
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type { Db, Queryable, QueryResult } from './types.ts';
+
+export interface OpenDbOptions {
+  /** postgres:// URL; when absent PGlite is used in `dataDir`/pgdata. */
+  databaseUrl?: string | undefined;
+  dataDir: string;
+  poolSize?: number;
+  /** Use an in-memory PGlite (tests that need no persistence). */
+  inMemory?: boolean;
+}
+
+export async function openDb(options: OpenDbOptions): Promise<Db> {
+  return options.databaseUrl ? openPg(options.databaseUrl, options.poolSize ?? 10) : openPglite(options);
+}
+
+async function openPg(url: string, max: number): Promise<Db> {
+  const { default: pg } = await import('pg');
+  const pool = new pg.Pool({ connectionString: url, max, idleTimeoutMillis: 30_000 });
+  // An idle client that loses its server must not crash the process.
+  pool.on('error', () => {});
+  const run = async <R>(q: { query: pg.Pool['query'] }, sql: string, params?: unknown[]) => {
+    const res = await q.query(sql, params as unknown[]);
+    return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 } satisfies QueryResult<R>;
+  };
+  await pool.query('SELECT 1');
+  return {
+    kind: 'pg',
+    query: (sql, params) => run(pool, sql, params),
+    exec: async (sql) => {
+      await pool.query(sql);
+    },
+    async transaction(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const tx: Queryable = {
+          query: (sql, params) => run(client, sql, params),
+          exec: async (sql) => {
+            await client.query(sql);
+          },
+        };
+        const result = await fn(tx);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    close: () => pool.end(),
+  };
+}
+
+async function openPglite(options: OpenDbOptions): Promise<Db> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  let dir: string | undefined;
+  if (!options.inMemory) {
+    dir = path.join(options.dataDir, 'pgdata');
+    mkdirSync(dir, { recursive: true });
+  }
+  const lite = await PGlite.create(dir);
+  const run = async <R>(
+    q: { query: (sql: string, params?: unknown[]) => Promise<{ rows: unknown[]; affectedRows?: number }> },
+    sql: string,
+    params?: unknown[],
+  ): Promise<QueryResult<R>> => {
+    const res = await q.query(sql, params);
+    return { rows: res.rows as R[], rowCount: res.affectedRows || res.rows.length };
+  };
+  return {
+    kind: 'pglite',
+    query: (sql, params) => run(lite, sql, params),
+    exec: async (sql) => {
+      await lite.exec(sql);
+    },
+    // PGlite runs one statement at a time and holds other callers out while a transaction runs.
+    transaction: (fn) =>
+      lite.transaction((tx) =>
+        fn({
+          query: (sql, params) => run(tx, sql, params),
+          exec: async (sql) => {
+            await tx.exec(sql);
+          },
+        }),
+      ),
+    close: () => lite.close(),
+  };
+}

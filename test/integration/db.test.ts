@@ -1,0 +1,36 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../src/db/index.ts';
+import { type TestDb, testDb } from '../support/db.ts';
+
+let t: TestDb;
+beforeAll(async () => {
+  t = await testDb();
+});
+afterAll(() => t.close());
+
+describe('db', () => {
+  it('records applied migrations and applies nothing twice', async () => {
+    const versions = await t.db.query<{ version: string }>('SELECT version FROM schema_migrations ORDER BY version');
+    expect(versions.rows.map((r) => r.version)).toContain('0001');
+    expect(await migrate(t.db)).toEqual([]);
+  });
+
+  it('rolls a failed transaction back completely', async () => {
+    await expect(
+      t.db.transaction(async (tx) => {
+        await tx.query("INSERT INTO secrets (name, value_enc) VALUES ('rollback-probe', 'x')");
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    const res = await t.db.query("SELECT 1 FROM secrets WHERE name = 'rollback-probe'");
+    expect(res.rowCount).toBe(0);
+  });
+
+  it('reports affected rows for updates', async () => {
+    await t.db.query("INSERT INTO secrets (name, value_enc) VALUES ('a', '1'), ('b', '2')");
+    const res = await t.db.query("UPDATE secrets SET value_enc = 'z' WHERE name IN ('a', 'b')");
+    expect(res.rowCount).toBe(2);
+    const none = await t.db.query("UPDATE secrets SET value_enc = 'z' WHERE name = 'missing'");
+    expect(none.rowCount).toBe(0);
+  });
+});

@@ -1,0 +1,51 @@
+/**
+ * A fresh, migrated database for one test file: in-memory PGlite by default, or — when
+ * TEST_DATABASE_URL names a real PostgreSQL server (CI sets it) — a new database created on
+ * that server and dropped afterwards, so test files can run in parallel.
+ */
+import { randomBytes } from 'node:crypto';
+import { type Db, migrate, openDb } from '../../src/db/index.ts';
+
+export interface TestDb {
+  db: Db;
+  /** postgres:// URL of the test database, when running against a real server. */
+  url: string | undefined;
+  close(): Promise<void>;
+}
+
+export const realPostgresUrl = process.env.TEST_DATABASE_URL || undefined;
+
+export async function createTestDatabase(): Promise<{ url: string | undefined; drop(): Promise<void> }> {
+  if (!realPostgresUrl) return { url: undefined, drop: async () => {} };
+  const { default: pg } = await import('pg');
+  const name = `kkh_test_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: realPostgresUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(realPostgresUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: realPostgresUrl });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+export async function testDb(): Promise<TestDb> {
+  const created = await createTestDatabase();
+  const db = await openDb({ databaseUrl: created.url, dataDir: '', inMemory: true, poolSize: 5 });
+  await migrate(db);
+  return {
+    db,
+    url: created.url,
+    async close() {
+      await db.close();
+      await created.drop();
+    },
+  };
+}
