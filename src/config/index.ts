@@ -22,7 +22,10 @@ const schema = z
     /** Where PGlite, dev TLS material, the key-encryption key and demo files live. */
     dataDir: z.string().min(1).default('./data'),
     /** postgres://… — when set, a pg pool is used instead of embedded PGlite. */
-    databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+    databaseUrl: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+      .optional(),
     /** Size of the pg pool (ignored for PGlite, which has exactly one connection). */
     databasePoolSize: z.number().int().min(1).max(200).default(10),
     tls: z
@@ -160,7 +163,12 @@ function deepMerge(base: Record<string, unknown>, extra: Record<string, unknown>
   for (const [k, v] of Object.entries(extra)) {
     const prev = out[k];
     out[k] =
-      v && typeof v === 'object' && !Array.isArray(v) && prev && typeof prev === 'object' && !Array.isArray(prev)
+      v &&
+      typeof v === 'object' &&
+      !Array.isArray(v) &&
+      prev &&
+      typeof prev === 'object' &&
+      !Array.isArray(prev)
         ? deepMerge(prev as Record<string, unknown>, v as Record<string, unknown>)
         : v;
   }

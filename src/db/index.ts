@@ -3,6 +3,7 @@
  * (DATABASE_URL set) or embedded PGlite in the data directory. Both speak the same SQL; keep
  * queries to what Postgres 15 and PGlite's Postgres accept alike.
  */
-export type { Db, Queryable, QueryResult } from './types.ts';
-export { openDb } from './openDb.ts';
+
 export { migrate } from './migrate.ts';
+export { openDb } from './openDb.ts';
+export type { Db, Queryable, QueryResult } from './types.ts';

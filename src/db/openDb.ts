@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import type pg from 'pg';
 import type { Db, Queryable, QueryResult } from './types.ts';
 
 export interface OpenDbOptions {
@@ -16,11 +17,11 @@ export async function openDb(options: OpenDbOptions): Promise<Db> {
 }
 
 async function openPg(url: string, max: number): Promise<Db> {
-  const { default: pg } = await import('pg');
-  const pool = new pg.Pool({ connectionString: url, max, idleTimeoutMillis: 30_000 });
+  const { default: pgModule } = await import('pg');
+  const pool = new pgModule.Pool({ connectionString: url, max, idleTimeoutMillis: 30_000 });
   // An idle client that loses its server must not crash the process.
   pool.on('error', () => {});
-  const run = async <R>(q: { query: pg.Pool['query'] }, sql: string, params?: unknown[]) => {
+  const run = async <R>(q: pg.Pool | pg.PoolClient, sql: string, params?: unknown[]) => {
     const res = await q.query(sql, params as unknown[]);
     return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 } satisfies QueryResult<R>;
   };

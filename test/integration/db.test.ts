@@ -10,7 +10,9 @@ afterAll(() => t.close());
 
 describe('db', () => {
   it('records applied migrations and applies nothing twice', async () => {
-    const versions = await t.db.query<{ version: string }>('SELECT version FROM schema_migrations ORDER BY version');
+    const versions = await t.db.query<{ version: string }>(
+      'SELECT version FROM schema_migrations ORDER BY version',
+    );
     expect(versions.rows.map((r) => r.version)).toContain('0001');
     expect(await migrate(t.db)).toEqual([]);
   });

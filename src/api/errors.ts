@@ -1,0 +1,43 @@
+import type { Context } from 'koa';
+
+/**
+ * The API's one error envelope:
+ *   { "error": { "status": 401, "code": "invalid_token", "message": "…" }, "meta": { "interactionId": "…" } }
+ * Token problems also carry an RFC 6750 / RFC 9449 WWW-Authenticate challenge.
+ */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly challenge: string | undefined;
+  constructor(status: number, code: string, message: string, challenge?: string) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.challenge = challenge;
+  }
+}
+
+const quote = (s: string) => s.replace(/["\\]/g, '');
+
+/** `DPoP error="invalid_token", error_description="…", algs="…"` */
+export function dpopChallenge(
+  error: string | undefined,
+  description: string | undefined,
+  algs: readonly string[],
+): string {
+  const parts = [];
+  if (error) parts.push(`error="${quote(error)}"`);
+  if (description) parts.push(`error_description="${quote(description)}"`);
+  parts.push(`algs="${algs.join(' ')}"`);
+  return `DPoP ${parts.join(', ')}`;
+}
+
+export function sendApiError(ctx: Context, err: ApiError): void {
+  ctx.status = err.status;
+  if (err.challenge) ctx.set('www-authenticate', err.challenge);
+  ctx.set('cache-control', 'no-store');
+  ctx.body = {
+    error: { status: err.status, code: err.code, message: err.message },
+    meta: { interactionId: ctx.state.interactionId },
+  };
+}

@@ -1,0 +1,78 @@
+/**
+ * Composes the koa application: security headers and x-fapi-interaction-id on every response,
+ * static assets, the interaction pages, the resource server, and oidc-provider underneath.
+ */
+import Router from '@koa/router';
+import Koa from 'koa';
+import mount from 'koa-mount';
+import type Provider from 'oidc-provider';
+import { apiRoutes } from './api/index.ts';
+import type { AuthnContext } from './authn/index.ts';
+import type { Config } from './config/index.ts';
+import type { Db } from './db/index.ts';
+import { fapiInteractionId, securityHeaders } from './http/index.ts';
+import type { Logger } from './log.ts';
+import { interactionRoutes } from './oidc/interactions.ts';
+import { assetsMiddleware, errorPage, html, languageOf } from './web/index.ts';
+
+export interface CreateAppOptions {
+  config: Config;
+  db: Db;
+  provider: Provider;
+  authn: AuthnContext;
+  logger: Logger;
+  /** The provider's cookie keys: koa-mount runs it on this app's context, whose keys sign cookies. */
+  cookieKeys: string[];
+}
+
+export function createApp({ config, db, provider, authn, logger, cookieKeys }: CreateAppOptions): Koa {
+  const app = new Koa();
+  app.keys = cookieKeys;
+  // Trust X-Forwarded-* only when a TLS-terminating proxy is in front by configuration.
+  app.proxy = config.tls.mode === 'proxy';
+
+  app.use(async (ctx, next) => {
+    try {
+      await next();
+    } catch (err) {
+      // Client mistakes are handled where they happen; what reaches here is ours. No stack traces out.
+      logger.error({ err, path: ctx.path, interactionId: ctx.state.interactionId }, 'unhandled error');
+      ctx.status = 500;
+      if (ctx.accepts('html', 'json') === 'html') {
+        ctx.type = 'html';
+        ctx.body = errorPage({ lang: languageOf(ctx), error: 'server_error' });
+      } else {
+        ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred' };
+      }
+    }
+  });
+  app.use(fapiInteractionId());
+  app.use(securityHeaders());
+  app.use(assetsMiddleware());
+
+  const misc = new Router();
+  misc.get('/healthz', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+  // Where the demo aggregator is sent back to: shows that a code arrived, never exchanges it.
+  misc.get('/demo/callback', (ctx) => {
+    ctx.set('cache-control', 'no-store');
+    ctx.type = 'html';
+    const q = ctx.query;
+    ctx.body = `<!doctype html>${html`<html lang="en"><head><meta charset="utf-8"><title>Demo callback</title><link rel="stylesheet" href="/assets/style.css"></head><body><main>
+<h1>Demo aggregator callback</h1>
+<p id="result">${q.error ? `error: ${String(q.error)} ${String(q.error_description ?? '')}` : 'An authorization code arrived. A real aggregator now redeems it at the token endpoint with private_key_jwt and DPoP.'}</p>
+<p>iss: <code id="iss">${String(q.iss ?? '')}</code></p></main></body></html>`}`;
+  });
+
+  for (const router of [
+    misc,
+    interactionRoutes({ provider, db, config, authn }),
+    apiRoutes({ provider, db, config }),
+  ]) {
+    app.use(router.routes());
+    app.use(router.allowedMethods());
+  }
+  app.use(mount(provider));
+  return app;
+}

@@ -1,0 +1,43 @@
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/index.ts';
+
+export interface AuthnContext {
+  db: Db;
+  /** WebAuthn relying-party id (the issuer's host name). */
+  rpId: string;
+  /** Shown by authenticators when a passkey is created. */
+  rpName: string;
+  /** The only origin accepted in WebAuthn client data. */
+  origin: string;
+  ticketTtlSeconds: number;
+  maxFailedAttempts: number;
+}
+
+/** Where a request came from, for the audit log. */
+export interface RequestMeta {
+  ip?: string | undefined;
+  userAgent?: string | undefined;
+  interactionId?: string | undefined;
+}
+
+export function createAuthnContext(db: Db, config: Config, rpName = 'Kakehashi'): AuthnContext {
+  return {
+    db,
+    rpId: config.rpId,
+    rpName,
+    origin: config.origin,
+    ticketTtlSeconds: config.enrollment.ticketTtl,
+    maxFailedAttempts: config.enrollment.maxFailedAttempts,
+  };
+}
+
+/** Audit event types written by this module (other modules and pages query by them). */
+export const AUTHN_AUDIT = {
+  ticketIssued: 'enrollment.ticket.issued',
+  ticketAccepted: 'enrollment.ticket.accepted',
+  ticketRejected: 'enrollment.ticket.rejected',
+  ticketLocked: 'enrollment.ticket.locked',
+  ticketUsed: 'enrollment.ticket.used',
+  passkeyRegister: 'authn.passkey.register',
+  passkeyLogin: 'authn.passkey.login',
+} as const;

@@ -1,0 +1,18 @@
+/**
+ * Customer authentication: one-time enrollment tickets (issued after KYC) and passkey (WebAuthn)
+ * registration and login ceremonies. No passwords exist. Pages call these functions; every
+ * security-relevant outcome is written to the audit log (never a ticket, key or assertion).
+ */
+export { AUTHN_AUDIT, type AuthnContext, createAuthnContext, type RequestMeta } from './context.ts';
+export { AuthnError, type AuthnErrorCode } from './errors.ts';
+export {
+  deleteExpiredChallenges,
+  finishPasskeyAuthentication,
+  finishPasskeyRegistration,
+  listPasskeys,
+  type PasskeyLogin,
+  type PasskeySummary,
+  startPasskeyAuthentication,
+  startPasskeyRegistration,
+} from './passkeys.ts';
+export { checkEnrollmentTicket, issueEnrollmentTicket, normalizeTicket } from './tickets.ts';

@@ -1,0 +1,4 @@
+/** Cross-cutting HTTP pieces: security headers, x-fapi-interaction-id, body reading. */
+export { fapiInteractionId, INTERACTION_ID_HEADER } from './interactionId.ts';
+export { BodyError, readBody } from './readBody.ts';
+export { securityHeaders } from './securityHeaders.ts';

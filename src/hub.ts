@@ -1,0 +1,120 @@
+/**
+ * Starting and stopping one hub node: storage, migrations, keys, demo data, the provider, the
+ * koa app and the HTTPS (or, behind a proxy, HTTP) listener.
+ */
+import { mkdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type Provider from 'oidc-provider';
+import { createApp } from './app.ts';
+import type { AuthnContext } from './authn/index.ts';
+import type { Config } from './config/index.ts';
+import { type Db, migrate, openDb } from './db/index.ts';
+import { type DemoInfo, seedDemo } from './demo/seed.ts';
+import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
+import { createLogger, type Logger } from './log.ts';
+import { createProvider } from './oidc/provider.ts';
+import { ensureDevTls, secureTlsOptions } from './tls/index.ts';
+
+export interface Hub {
+  config: Config;
+  db: Db;
+  provider: Provider;
+  authn: AuthnContext;
+  logger: Logger;
+  server: http.Server | https.Server;
+  /** Where this node listens (may differ from the issuer behind a proxy). */
+  listenUrl: string;
+  demo: DemoInfo | undefined;
+  /** Path of the dev CA certificate when the hub made its own TLS material. */
+  caPath: string | undefined;
+  close(): Promise<void>;
+}
+
+export interface StartHubOptions {
+  logger?: Logger;
+  /** Use this database instead of opening one from the configuration (tests). */
+  db?: Db;
+}
+
+export async function startHub(config: Config, options: StartHubOptions = {}): Promise<Hub> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const db =
+    options.db ??
+    (await openDb({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      poolSize: config.databasePoolSize,
+    }));
+  try {
+    const applied = await migrate(db);
+    if (applied.length) logger.info({ applied }, 'migrations applied');
+    const keys = await loadKeyMaterial(db, loadKeyEncryptionKey(config));
+    const demo = config.demo ? await seedDemo(db, config) : undefined;
+    const provider = createProvider({ config, db, keys });
+    provider.on('server_error', (ctx, err) =>
+      logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
+    );
+    const authn: AuthnContext = {
+      db,
+      rpId: config.rpId,
+      rpName: 'Kakehashi',
+      origin: config.origin,
+      ticketTtlSeconds: config.enrollment.ticketTtl,
+      maxFailedAttempts: config.enrollment.maxFailedAttempts,
+    };
+    const app = createApp({ config, db, provider, authn, logger, cookieKeys: keys.cookieKeys });
+
+    let server: http.Server | https.Server;
+    let caPath: string | undefined;
+    if (config.tls.mode === 'proxy') {
+      server = http.createServer(app.callback());
+    } else if (config.tls.mode === 'files') {
+      server = https.createServer(
+        secureTlsOptions({
+          certPem: readFileSync(config.tls.certFile!, 'utf8'),
+          keyPem: readFileSync(config.tls.keyFile!, 'utf8'),
+        }),
+        app.callback(),
+      );
+    } else {
+      const tls = await ensureDevTls(config.dataDir, [
+        new URL(config.issuer).hostname,
+        ...config.tls.devHostnames,
+      ]);
+      caPath = tls.caPath;
+      server = https.createServer(secureTlsOptions(tls), app.callback());
+    }
+    server.keepAliveTimeout = 65_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+    const { port } = server.address() as AddressInfo;
+    const scheme = config.tls.mode === 'proxy' ? 'http' : 'https';
+    const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+    return {
+      config,
+      db,
+      provider,
+      authn,
+      logger,
+      server,
+      listenUrl: `${scheme}://${host}:${port}`,
+      demo,
+      caPath,
+      async close() {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        if (!options.db) await db.close();
+      },
+    };
+  } catch (err) {
+    if (!options.db) await db.close().catch(() => {});
+    throw err;
+  }
+}

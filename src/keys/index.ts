@@ -1,0 +1,13 @@
+/**
+ * Key material at rest: the key-encryption key, sealing of secrets, and the signing keys and shared
+ * secrets oidc-provider needs (the same on every node that shares the database).
+ */
+export { decryptAtRest, encryptAtRest, loadKeyEncryptionKey } from './atRest.ts';
+export { KeyError, type KeyErrorCode } from './errors.ts';
+export {
+  type JsonWebKeyWithKid,
+  jwkThumbprint,
+  type KeyMaterial,
+  loadKeyMaterial,
+  SIGNING_ALGS,
+} from './material.ts';

@@ -1,0 +1,223 @@
+/**
+ * oidc-provider storage over Postgres/PGlite: every model in `oidc_payloads` (payload as jsonb), except
+ * `Client`, which is read from the operator-managed `clients` table. One SQL statement per call.
+ *
+ * Code reuse (RFC 6749 §4.1.2, FAPI 2.0). oidc-provider 9.13 redeems a code in two separate steps
+ * (lib/helpers/grant_source.js consumeGrantSource): if the found code already has `consumed`, it revokes
+ * the grant (tokens by grantId and, by the default revokeGrantPolicy, the Grant itself) and answers
+ * `invalid_grant`; otherwise it calls `adapter.consume()` and goes on to issue tokens. Two concurrent
+ * requests can both pass the first step. So `consume` here is an atomic check-and-set, and the loser
+ * does itself what oidc-provider would have done had it seen `consumed`: it deletes every row of the
+ * code's grant, the Grant included, and throws `InvalidGrant`, which oidc-provider turns into a 400
+ * `invalid_grant` (any other error would become a 500 `server_error`; oidc-provider itself does not
+ * catch or revoke on a throwing consume()). The winner may save its tokens after that delete; they
+ * are dead anyway, because `find` hides grant-bound tokens whose Grant is gone (and oidc-provider's
+ * userinfo, introspection and refresh_token also reject them for that reason).
+ */
+
+import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { errors } from 'oidc-provider';
+import { recordAudit } from '../audit/index.ts';
+import type { Db } from '../db/index.ts';
+
+/** Models whose consumption redeems a grant: a second redemption revokes that grant. */
+const GRANT_SOURCES: Record<string, string> = {
+  AuthorizationCode: 'authorization code',
+  RefreshToken: 'refresh token',
+  DeviceCode: 'device code',
+  BackchannelAuthenticationRequest: 'backchannel authentication request',
+  PreAuthorizedCode: 'pre-authorized code',
+};
+
+/**
+ * Models that carry a grantId and stand for the grant. `find` returns them only while the Grant row
+ * exists, so revoking a grant (which deletes the Grant) disables every token of it at once, including
+ * one the winner of a code race saves just after the loser's revocation, and for every reader (our
+ * resource server only calls AccessToken.find). One extra primary-key probe in the same statement.
+ */
+const GRANT_BOUND = new Set([...Object.keys(GRANT_SOURCES), 'AccessToken']);
+
+const SQL = {
+  upsert: `INSERT INTO oidc_payloads (model, id, payload, grant_id, uid, user_code, expires_at, consumed_at)
+    VALUES ($1, $2, $3::jsonb, $4, $5, $6, now() + $7::float8 * interval '1 second', to_timestamp($8::float8))
+    ON CONFLICT (model, id) DO UPDATE SET payload = EXCLUDED.payload, grant_id = EXCLUDED.grant_id,
+      uid = EXCLUDED.uid, user_code = EXCLUDED.user_code, expires_at = EXCLUDED.expires_at,
+      consumed_at = COALESCE(oidc_payloads.consumed_at, EXCLUDED.consumed_at)`,
+  // float8, not bigint: pg returns int8 as a string.
+  find: `SELECT payload, floor(extract(epoch FROM consumed_at))::float8 AS consumed FROM oidc_payloads
+    WHERE model = $1 AND id = $2 AND (expires_at IS NULL OR expires_at > now())`,
+  // Tokens and codes are found only while their Grant exists (see GRANT_BOUND).
+  findGrantBound: `SELECT p.payload, floor(extract(epoch FROM p.consumed_at))::float8 AS consumed FROM oidc_payloads p
+    WHERE p.model = $1 AND p.id = $2 AND (p.expires_at IS NULL OR p.expires_at > now())
+      AND (p.grant_id IS NULL OR EXISTS (SELECT 1 FROM oidc_payloads g WHERE g.model = 'Grant' AND g.id = p.grant_id))`,
+  findByUid: `SELECT payload, floor(extract(epoch FROM consumed_at))::float8 AS consumed FROM oidc_payloads
+    WHERE model = $1 AND uid = $2 AND (expires_at IS NULL OR expires_at > now()) LIMIT 1`,
+  findByUserCode: `SELECT payload, floor(extract(epoch FROM consumed_at))::float8 AS consumed FROM oidc_payloads
+    WHERE model = $1 AND user_code = $2 AND (expires_at IS NULL OR expires_at > now()) LIMIT 1`,
+  consume:
+    'UPDATE oidc_payloads SET consumed_at = now() WHERE model = $1 AND id = $2 AND consumed_at IS NULL',
+  // The losing redemption: revoke the whole grant in one statement (rows of the grant, and the Grant).
+  revokeSourceGrant: `WITH src AS (SELECT grant_id FROM oidc_payloads WHERE model = $1 AND id = $2),
+    del AS (
+      DELETE FROM oidc_payloads p USING src
+      WHERE src.grant_id IS NOT NULL AND (p.grant_id = src.grant_id OR (p.model = 'Grant' AND p.id = src.grant_id))
+      RETURNING p.model)
+    SELECT EXISTS (SELECT 1 FROM src) AS found, (SELECT grant_id FROM src) AS grant_id,
+      (SELECT count(*) FROM del)::int AS revoked`,
+  destroy: 'DELETE FROM oidc_payloads WHERE model = $1 AND id = $2',
+  revokeByGrantId: 'DELETE FROM oidc_payloads WHERE grant_id = $1',
+  clientFind: 'SELECT metadata FROM clients WHERE client_id = $1 AND enabled',
+  clientUpsert: `INSERT INTO clients (client_id, metadata) VALUES ($1, $2::jsonb)
+    ON CONFLICT (client_id) DO UPDATE SET metadata = EXCLUDED.metadata, updated_at = now()`,
+  clientDestroy: 'DELETE FROM clients WHERE client_id = $1',
+};
+
+/** An escaped NUL (\u0000 not preceded by an odd number of backslashes). */
+const ESCAPED_NUL = /(?:^|[^\\])(?:\\\\)*\\u0000/;
+
+function toJsonb(value: unknown): string {
+  const json = JSON.stringify(value);
+  // jsonb cannot hold U+0000; request parameters (state, nonce, …) end up in payloads, so a NUL sent by a
+  // client must be a 400, not a database error turned into a 500.
+  if (json.includes('\\u0000') && ESCAPED_NUL.test(json)) {
+    throw new errors.InvalidRequest('parameters must not contain NUL characters');
+  }
+  return json;
+}
+
+interface PayloadRow {
+  payload: AdapterPayload;
+  consumed: number | null;
+}
+
+function toPayload(row: PayloadRow | undefined): AdapterPayload | undefined {
+  if (!row) return undefined;
+  // The column is the one source of truth for consumption (see upsert).
+  return row.consumed === null ? row.payload : { ...row.payload, consumed: row.consumed };
+}
+
+class PgAdapter implements Adapter {
+  readonly #db: Db;
+  readonly #model: string;
+
+  constructor(db: Db, model: string) {
+    this.#db = db;
+    this.#model = model;
+  }
+
+  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    let stored = payload;
+    let consumed: number | null = null;
+    if ('consumed' in payload) {
+      // The column, not the JSON, records consumption; a consumed model saved again stays consumed
+      // because the upsert never sets consumed_at back to NULL.
+      const { consumed: value, ...rest } = payload;
+      stored = rest;
+      if (typeof value === 'number') consumed = value;
+      else if (value) consumed = Math.floor(Date.now() / 1000);
+    }
+    await this.#db.query(SQL.upsert, [
+      this.#model,
+      id,
+      toJsonb(stored),
+      payload.grantId ?? null,
+      payload.uid ?? null,
+      payload.userCode ?? null,
+      typeof expiresIn === 'number' ? expiresIn : null,
+      consumed,
+    ]);
+  }
+
+  async find(id: string): Promise<AdapterPayload | undefined> {
+    const sql = GRANT_BOUND.has(this.#model) ? SQL.findGrantBound : SQL.find;
+    return toPayload((await this.#db.query<PayloadRow>(sql, [this.#model, id])).rows[0]);
+  }
+
+  async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    return toPayload((await this.#db.query<PayloadRow>(SQL.findByUid, [this.#model, uid])).rows[0]);
+  }
+
+  async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    return toPayload((await this.#db.query<PayloadRow>(SQL.findByUserCode, [this.#model, userCode])).rows[0]);
+  }
+
+  /** Atomic check-and-set; exactly one caller per id succeeds, every other one throws (see the file comment). */
+  async consume(id: string): Promise<void> {
+    const won = await this.#db.query(SQL.consume, [this.#model, id]);
+    if (won.rowCount === 1) return;
+
+    if (this.#model === 'PushedAuthorizationRequest') {
+      // Same answer oidc-provider gives for a request_uri it finds consumed (actions/authorization/respond.js).
+      throw new errors.InvalidRequestUri('request_uri is invalid, expired, or was already used');
+    }
+    const label = GRANT_SOURCES[this.#model] ?? this.#model;
+    const res = await this.#db.query<{ found: boolean; grant_id: string | null; revoked: number }>(
+      SQL.revokeSourceGrant,
+      [this.#model, id],
+    );
+    const row = res.rows[0];
+    if (row?.found) {
+      // Never log the id: for codes and tokens it is the secret value itself.
+      await recordAudit(this.#db, {
+        type: 'oidc.grant_source.reused',
+        outcome: 'failure',
+        actor: 'system',
+        data: { model: this.#model, grantId: row.grant_id, revokedRows: row.revoked, concurrent: true },
+      }).catch(() => {});
+      throw new errors.InvalidGrant(`${label} already consumed`);
+    }
+    // Gone meanwhile (revoked by a third redemption, or destroyed).
+    throw new errors.InvalidGrant(`${label} not found`);
+  }
+
+  async destroy(id: string): Promise<void> {
+    await this.#db.query(SQL.destroy, [this.#model, id]);
+  }
+
+  /** Deletes every row bound to the grant, whatever its model (oidc-provider calls this once per model). */
+  async revokeByGrantId(grantId: string): Promise<void> {
+    await this.#db.query(SQL.revokeByGrantId, [grantId]);
+  }
+}
+
+/** Clients live in `clients` so operators can add or disable them in the database, effective at once. */
+class ClientAdapter implements Adapter {
+  readonly #db: Db;
+
+  constructor(db: Db) {
+    this.#db = db;
+  }
+
+  async find(id: string): Promise<AdapterPayload | undefined> {
+    const row = (await this.#db.query<{ metadata: AdapterPayload }>(SQL.clientFind, [id])).rows[0];
+    return row ? { ...row.metadata, client_id: id } : undefined;
+  }
+
+  async upsert(id: string, payload: AdapterPayload): Promise<void> {
+    await this.#db.query(SQL.clientUpsert, [id, toJsonb({ ...payload, client_id: id })]);
+  }
+
+  async destroy(id: string): Promise<void> {
+    await this.#db.query(SQL.clientDestroy, [id]);
+  }
+
+  async findByUid(): Promise<undefined> {
+    return undefined;
+  }
+
+  async findByUserCode(): Promise<undefined> {
+    return undefined;
+  }
+
+  async consume(): Promise<void> {}
+
+  async revokeByGrantId(): Promise<void> {}
+}
+
+/**
+ * For oidc-provider's `adapter` option. An arrow function is not constructable, so oidc-provider
+ * (helpers/initialize_adapter.js, models/base_model.js) calls it as a factory, once per model.
+ */
+export function createAdapterFactory(db: Db): (modelName: string) => Adapter {
+  return (modelName) => (modelName === 'Client' ? new ClientAdapter(db) : new PgAdapter(db, modelName));
+}

@@ -1,0 +1,335 @@
+/**
+ * The pages oidc-provider sends the browser to (`/interaction/:uid`): passkey login, enrollment
+ * with a one-time ticket, and consent. JSON endpoints serve the WebAuthn ceremonies; every
+ * error answers in the OAuth error shape with a 4xx.
+ */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { errors as oidcErrors } from 'oidc-provider';
+import { recordAudit } from '../audit/index.ts';
+import {
+  type AuthnContext,
+  AuthnError,
+  checkEnrollmentTicket,
+  finishPasskeyAuthentication,
+  finishPasskeyRegistration,
+  startPasskeyAuthentication,
+  startPasskeyRegistration,
+} from '../authn/index.ts';
+import type { Config } from '../config/index.ts';
+import { ConsentError, recordConsent } from '../consent/index.ts';
+import type { Db } from '../db/index.ts';
+import { BodyError, readBody } from '../http/index.ts';
+import { consentPage, enrollPage, errorPage, languageOf, loginPage } from '../web/index.ts';
+
+export interface InteractionRoutesOptions {
+  provider: Provider;
+  db: Db;
+  config: Config;
+  authn: AuthnContext;
+}
+
+type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+class InteractionError extends Error {
+  readonly status: number;
+  readonly error: string;
+  constructor(status: number, error: string, description: string) {
+    super(description);
+    this.status = status;
+    this.error = error;
+  }
+}
+
+function meta(ctx: Context, uid: string) {
+  return { ip: ctx.ip, userAgent: ctx.get('user-agent'), interactionId: uid };
+}
+
+export function interactionRoutes({ provider, db, config, authn }: InteractionRoutesOptions): Router {
+  const router = new Router({ prefix: '/interaction/:uid' });
+
+  /** Loads the interaction bound to this browser's cookie and to the uid in the path. */
+  async function details(ctx: Context): Promise<Details> {
+    try {
+      const d = await provider.interactionDetails(ctx.req, ctx.res);
+      if (d.uid !== ctx.params.uid)
+        throw new InteractionError(400, 'invalid_request', 'interaction mismatch');
+      return d;
+    } catch (err) {
+      if (err instanceof InteractionError) throw err;
+      if (err instanceof oidcErrors.SessionNotFound)
+        throw new InteractionError(
+          400,
+          'invalid_request',
+          'the sign-in has expired or was opened in another browser; start again from the application',
+        );
+      throw err;
+    }
+  }
+
+  /** Stores the interaction's result and sends the browser back to the authorization endpoint. */
+  async function finish(
+    ctx: Context,
+    result: Parameters<Provider['interactionResult']>[2],
+    options: { mergeWithLastSubmission: boolean },
+  ) {
+    const to = await provider.interactionResult(ctx.req, ctx.res, result, options);
+    ctx.redirect(to);
+    ctx.status = 303;
+  }
+
+  async function clientName(clientId: unknown): Promise<string> {
+    const client = typeof clientId === 'string' ? await provider.Client.find(clientId) : undefined;
+    return (client?.clientName as string | undefined) ?? String(clientId);
+  }
+
+  /** JSON endpoints: known failures become OAuth-style 4xx bodies. */
+  async function json(ctx: Context, work: () => Promise<unknown>): Promise<void> {
+    ctx.set('cache-control', 'no-store');
+    try {
+      ctx.body = await work();
+    } catch (err) {
+      if (err instanceof InteractionError) {
+        ctx.status = err.status;
+        ctx.body = { error: err.error, error_description: err.message };
+      } else if (err instanceof AuthnError) {
+        ctx.status = err.code === 'ERR_TICKET_LOCKED' ? 429 : 400;
+        ctx.body = { error: 'access_denied', error_code: err.code, error_description: err.message };
+      } else if (err instanceof BodyError) {
+        ctx.status = err.status;
+        ctx.body = { error: 'invalid_request', error_description: err.message };
+      } else throw err;
+    }
+  }
+
+  async function page(ctx: Context, work: () => Promise<string>): Promise<void> {
+    ctx.set('cache-control', 'no-store');
+    ctx.type = 'html';
+    try {
+      ctx.body = await work();
+    } catch (err) {
+      if (!(err instanceof InteractionError)) throw err;
+      ctx.status = err.status;
+      ctx.body = errorPage({ lang: languageOf(ctx), error: err.error, description: err.message });
+    }
+  }
+
+  router.get('/', (ctx) =>
+    page(ctx, async () => {
+      const d = await details(ctx);
+      const lang = languageOf(ctx);
+      const name = await clientName(d.params.client_id);
+      if (d.prompt.name === 'login') {
+        return loginPage({ lang, uid: d.uid, clientName: name, enrolled: ctx.query.enrolled === '1' });
+      }
+      if (d.prompt.name === 'consent') {
+        const customerId = d.session?.accountId;
+        if (!customerId) throw new InteractionError(400, 'invalid_request', 'no signed-in customer');
+        const accounts = await db.query<{
+          id: string;
+          nickname: string;
+          tax_category: string | null;
+          account_number: string;
+          name_ja: string;
+          name_en: string;
+        }>(
+          `SELECT a.id, a.nickname, a.tax_category, a.account_number, i.name_ja, i.name_en
+           FROM accounts a JOIN institutions i ON i.id = a.institution_id
+           WHERE a.customer_id = $1 AND a.status = 'open' ORDER BY a.opened_on, a.id`,
+          [customerId],
+        );
+        return consentPage({
+          lang,
+          uid: d.uid,
+          clientName: name,
+          scopes: String(d.params.scope ?? '')
+            .split(' ')
+            .filter(Boolean),
+          accounts: accounts.rows.map((a) => ({
+            id: a.id,
+            nickname: a.nickname,
+            institutionName: lang === 'ja' ? a.name_ja : a.name_en,
+            taxCategory: a.tax_category,
+            maskedNumber: `••••${a.account_number.slice(-3)}`,
+          })),
+        });
+      }
+      throw new InteractionError(400, 'invalid_request', `unsupported prompt ${d.prompt.name}`);
+    }),
+  );
+
+  router.get('/enroll', (ctx) =>
+    page(ctx, async () => {
+      const d = await details(ctx);
+      return enrollPage({ lang: languageOf(ctx), uid: d.uid });
+    }),
+  );
+
+  router.post('/passkey/options', (ctx) =>
+    json(ctx, async () => {
+      const d = await details(ctx);
+      return startPasskeyAuthentication(authn, { interactionId: d.uid });
+    }),
+  );
+
+  router.post('/passkey/verify', (ctx) =>
+    json(ctx, async () => {
+      const d = await details(ctx);
+      if (d.prompt.name !== 'login') throw new InteractionError(400, 'invalid_request', 'already signed in');
+      const body = await readBody(ctx, 'json');
+      const result = await finishPasskeyAuthentication(
+        authn,
+        { interactionId: d.uid, response: body as never },
+        meta(ctx, d.uid),
+      );
+      const redirectTo = await provider.interactionResult(
+        ctx.req,
+        ctx.res,
+        { login: { accountId: result.customerId, acr: result.acr, amr: result.amr, ts: result.authTime } },
+        { mergeWithLastSubmission: false },
+      );
+      return { redirectTo };
+    }),
+  );
+
+  router.post('/enroll/options', (ctx) =>
+    json(ctx, async () => {
+      const d = await details(ctx);
+      const body = await readBody(ctx, 'json');
+      const customerNumber = typeof body.customerNumber === 'string' ? body.customerNumber.trim() : '';
+      const ticket = typeof body.ticket === 'string' ? body.ticket : '';
+      if (!customerNumber || !ticket || customerNumber.length > 32 || ticket.length > 64)
+        throw new InteractionError(
+          400,
+          'invalid_request',
+          'customer number and registration code are required',
+        );
+      const checked = await checkEnrollmentTicket(authn, { customerNumber, ticket }, meta(ctx, d.uid));
+      return startPasskeyRegistration(authn, {
+        customerId: checked.customerId,
+        ticketId: checked.ticketId,
+        interactionId: d.uid,
+      });
+    }),
+  );
+
+  router.post('/enroll/verify', (ctx) =>
+    json(ctx, async () => {
+      const d = await details(ctx);
+      const body = await readBody(ctx, 'json');
+      if (typeof body.response !== 'object' || body.response === null)
+        throw new InteractionError(400, 'invalid_request', 'response is required');
+      const name = typeof body.passkeyName === 'string' ? body.passkeyName.trim().slice(0, 64) : undefined;
+      const result = await finishPasskeyRegistration(
+        authn,
+        { interactionId: d.uid, response: body.response as never, ...(name ? { passkeyName: name } : {}) },
+        meta(ctx, d.uid),
+      );
+      return { registered: true, credentialId: result.credentialId };
+    }),
+  );
+
+  router.post('/consent', async (ctx) => {
+    ctx.set('cache-control', 'no-store');
+    let d: Details;
+    let form: URLSearchParams;
+    try {
+      d = await details(ctx);
+      if (d.prompt.name !== 'consent')
+        throw new InteractionError(400, 'invalid_request', 'no consent is pending');
+      form = await readBody(ctx, 'form');
+    } catch (err) {
+      if (!(err instanceof InteractionError || err instanceof BodyError)) throw err;
+      ctx.status = err instanceof BodyError ? err.status : err.status;
+      ctx.type = 'html';
+      ctx.body = errorPage({ lang: languageOf(ctx), error: 'invalid_request', description: err.message });
+      return;
+    }
+    const customerId = d.session!.accountId;
+    const clientId = String(d.params.client_id);
+    if (form.get('decision') !== 'approve') {
+      await recordAudit(db, {
+        type: 'consent.denied',
+        outcome: 'info',
+        actor: `customer:${customerId}`,
+        customerId,
+        clientId,
+        ip: ctx.ip,
+        interactionId: d.uid,
+      });
+      return finish(
+        ctx,
+        { error: 'access_denied', error_description: 'the customer denied the request' },
+        { mergeWithLastSubmission: false },
+      );
+    }
+    const scopes = String(d.params.scope ?? '')
+      .split(' ')
+      .filter(Boolean);
+    const accountIds = scopes.includes('accounts') ? form.getAll('account') : [];
+    const grant = d.grantId
+      ? await provider.Grant.find(d.grantId)
+      : new provider.Grant({ accountId: customerId, clientId });
+    if (!grant) throw new InteractionError(400, 'invalid_request', 'grant not found');
+    grant.addOIDCScope(scopes.join(' '));
+    const grantId = await grant.save();
+    try {
+      await recordConsent(db, {
+        grantId,
+        customerId,
+        clientId,
+        scopes,
+        accountIds,
+        expiresAt: new Date(Date.now() + config.oidc.grantTtl * 1000),
+      });
+    } catch (err) {
+      if (!(err instanceof ConsentError)) throw err;
+      await grant.destroy();
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.body = errorPage({ lang: languageOf(ctx), error: 'invalid_request', description: err.message });
+      return;
+    }
+    await recordAudit(db, {
+      type: 'consent.granted',
+      outcome: 'success',
+      actor: `customer:${customerId}`,
+      customerId,
+      clientId,
+      ip: ctx.ip,
+      userAgent: ctx.get('user-agent'),
+      interactionId: d.uid,
+      data: { grantId, scopes, accountIds },
+    });
+    return finish(ctx, { consent: { grantId } }, { mergeWithLastSubmission: true });
+  });
+
+  router.post('/abort', async (ctx) => {
+    ctx.set('cache-control', 'no-store');
+    let d: Details;
+    try {
+      d = await details(ctx);
+    } catch (err) {
+      if (!(err instanceof InteractionError)) throw err;
+      ctx.status = err.status;
+      ctx.type = 'html';
+      ctx.body = errorPage({ lang: languageOf(ctx), error: err.error, description: err.message });
+      return;
+    }
+    await recordAudit(db, {
+      type: 'authn.aborted',
+      outcome: 'info',
+      clientId: String(d.params.client_id),
+      ip: ctx.ip,
+      interactionId: d.uid,
+    });
+    return finish(
+      ctx,
+      { error: 'access_denied', error_description: 'the customer cancelled the sign-in' },
+      { mergeWithLastSubmission: false },
+    );
+  });
+
+  return router;
+}

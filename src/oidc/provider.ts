@@ -1,0 +1,136 @@
+/**
+ * The FAPI 2.0 authorization server: oidc-provider 9 with every setting DESIGN.md lists that
+ * the library's `fapi.profile = '2.0'` does not make by itself.
+ */
+import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/index.ts';
+import type { KeyMaterial } from '../keys/index.ts';
+import { renderErrorPage } from '../web/index.ts';
+import { createAdapterFactory } from './adapter.ts';
+
+/** FAPI 2.0 §5.4: only these JWS algorithms, everywhere. */
+export const FAPI_ALGS = ['PS256', 'ES256', 'EdDSA'] as const;
+/** Scopes the hub knows. `accounts` is read access to the accounts the customer picks at consent. */
+export const SCOPES = ['openid', 'offline_access', 'accounts'] as const;
+/** Assurance levels: `phr` phishing-resistant, `phrh` phishing-resistant hardware-protected. */
+export const ACR_VALUES = ['phr', 'phrh'] as const;
+
+export interface CreateProviderOptions {
+  config: Config;
+  db: Db;
+  keys: KeyMaterial;
+}
+
+export function createProvider({ config, db, keys }: CreateProviderOptions): Provider {
+  const algs = [...FAPI_ALGS];
+  const configuration: Configuration = {
+    adapter: createAdapterFactory(db) as unknown as Configuration['adapter'],
+    clients: [],
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      id_token_signed_response_alg: 'ES256',
+      dpop_bound_access_tokens: true,
+      require_pushed_authorization_requests: true,
+    },
+    clientAuthMethods: ['private_key_jwt'],
+    enabledJWA: {
+      clientAuthSigningAlgValues: algs,
+      idTokenSigningAlgValues: algs,
+      requestObjectSigningAlgValues: algs,
+      userinfoSigningAlgValues: algs,
+      introspectionSigningAlgValues: algs,
+      authorizationSigningAlgValues: algs,
+      dPoPSigningAlgValues: algs,
+    },
+    responseTypes: ['code'],
+    scopes: [...SCOPES],
+    acrValues: [...ACR_VALUES],
+    // acr, amr and auth_time ride on the openid scope: relying parties always learn how the customer signed in.
+    claims: { openid: ['sub', 'acr', 'amr', 'auth_time'] },
+    // FAPI 2.0 requires the redirect_uri in every (pushed) authorization request.
+    allowOmittingSingleRegisteredRedirectUri: false,
+    clockTolerance: config.oidc.clockToleranceSeconds,
+    jwks: keys.signingJwks as Configuration['jwks'],
+    cookies: {
+      keys: keys.cookieKeys,
+      long: { httpOnly: true, sameSite: 'lax', secure: true, signed: true },
+      short: { httpOnly: true, sameSite: 'lax', secure: true, signed: true },
+    },
+    features: {
+      devInteractions: { enabled: false },
+      fapi: { enabled: true, profile: '2.0' },
+      pushedAuthorizationRequests: {
+        enabled: true,
+        requirePushedAuthorizationRequests: true,
+        allowUnregisteredRedirectUris: false,
+      },
+      dPoP: { enabled: true, nonceSecret: keys.dpopNonceSecret, allowReplay: false },
+      introspection: { enabled: false },
+      revocation: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      userinfo: { enabled: true },
+      claimsParameter: { enabled: false },
+    },
+    // FAPI 2.0 §5.3.2.1: a retried refresh must not revoke the grant, so refresh tokens stay.
+    rotateRefreshToken: false,
+    // Aggregators hold long-lived consent: every consented client allowed to refresh gets one.
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    pkce: { required: () => true },
+    ttl: {
+      AuthorizationCode: config.oidc.authorizationCodeTtl,
+      PushedAuthorizationRequest: config.oidc.parTtl,
+      AccessToken: config.oidc.accessTokenTtl,
+      IdToken: config.oidc.idTokenTtl,
+      RefreshToken: config.oidc.refreshTokenTtl,
+      Session: config.oidc.sessionTtl,
+      Interaction: config.oidc.interactionTtl,
+      Grant: config.oidc.grantTtl,
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    findAccount: async (_ctx, sub) => {
+      const res = await db.query<{ id: string }>(
+        "SELECT id FROM customers WHERE id = $1 AND status = 'active'",
+        [sub],
+      );
+      if (!res.rows[0]) return undefined;
+      return { accountId: sub, claims: async () => ({ sub }) };
+    },
+    renderError: async (ctx, out) => {
+      renderErrorPage(ctx as unknown as KoaContextWithOIDC, out as unknown as Record<string, string>);
+    },
+    discovery: { service_documentation: `${config.issuer}/docs` },
+  };
+
+  const provider = new Provider(config.issuer, configuration);
+  bindRefreshTokensToProofKey(provider);
+  return provider;
+}
+
+/**
+ * oidc-provider binds refresh tokens to a DPoP key only for public clients; for confidential
+ * clients RFC 9449 leaves it to client authentication. Kakehashi binds every refresh token to
+ * the same key as its first access token as well, so a stolen refresh token plus a stolen client
+ * key are both needed; the refresh_token grant then checks `jkt` itself.
+ */
+function bindRefreshTokensToProofKey(provider: Provider): void {
+  const proto = provider.RefreshToken.prototype as unknown as {
+    save: (...args: unknown[]) => Promise<string>;
+    jkt?: string;
+    'x5t#S256'?: string;
+  };
+  const save = proto.save;
+  proto.save = function saveBound(this: typeof proto, ...args: unknown[]) {
+    const at = (Provider.ctx as KoaContextWithOIDC | undefined)?.oidc?.entities?.AccessToken as
+      | { jkt?: string; 'x5t#S256'?: string }
+      | undefined;
+    if (at && !this.jkt && !this['x5t#S256']) {
+      if (at.jkt) this.jkt = at.jkt;
+      if (at['x5t#S256']) this['x5t#S256'] = at['x5t#S256'];
+    }
+    return save.apply(this, args);
+  };
+}

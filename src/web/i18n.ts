@@ -1,0 +1,111 @@
+/** Japanese first (the customers are Japanese investors), English on request. */
+export type Lang = 'ja' | 'en';
+
+const MESSAGES = {
+  ja: {
+    appName: 'Kakehashi',
+    switchLanguage: 'English',
+    loginTitle: 'ログイン',
+    loginLead: '登録済みのパスキーでログインしてください。パスワードは使いません。',
+    loginButton: 'パスキーでログイン',
+    loginFor: (client: string) => `${client} がアカウント情報へのアクセスを求めています。`,
+    firstTime: 'はじめての方（パスキーの登録）',
+    cancel: 'キャンセル',
+    enrollTitle: 'パスキーの登録',
+    enrollLead:
+      'お届けした「登録コード」とお客様番号を入力してください。登録コードは郵送でのみお知らせしています。メールやSMSのリンクから入力を求めることはありません。',
+    customerNumber: 'お客様番号',
+    ticket: '登録コード',
+    passkeyName: 'パスキーの名前（任意）',
+    enrollButton: 'パスキーを登録',
+    enrolled: 'パスキーを登録しました。続けて、登録したパスキーでログインしてください。',
+    backToLogin: 'ログイン画面に戻る',
+    consentTitle: 'アクセスの許可',
+    consentLead: (client: string) => `${client} が次のアクセスを求めています。`,
+    scopesHeading: '許可する内容',
+    accountsHeading: '対象の口座（選択した口座のみ共有されます）',
+    noAccounts: '共有できる口座がありません。',
+    approve: '許可する',
+    deny: '許可しない',
+    consentNote: '許可はいつでもセキュリティ設定の画面から取り消せます。',
+    errorTitle: 'エラー',
+    errorLead: '処理を続けられませんでした。',
+    working: '処理中…',
+    passkeyUnsupported: 'このブラウザはパスキーに対応していません。',
+    scope: {
+      openid: 'ログインした本人であることの確認',
+      offline_access: '継続的なアクセス（ログインしていない間も）',
+      accounts: '口座の一覧と口座情報の参照（読み取りのみ）',
+    } as Record<string, string>,
+    taxCategory: { specific: '特定口座', general: '一般口座', nisa: 'NISA口座' } as Record<string, string>,
+  },
+  en: {
+    appName: 'Kakehashi',
+    switchLanguage: '日本語',
+    loginTitle: 'Sign in',
+    loginLead: 'Sign in with your registered passkey. There are no passwords.',
+    loginButton: 'Sign in with a passkey',
+    loginFor: (client: string) => `${client} is asking for access to your account information.`,
+    firstTime: 'First time here? Register a passkey',
+    cancel: 'Cancel',
+    enrollTitle: 'Register a passkey',
+    enrollLead:
+      'Enter the registration code we sent you by post and your customer number. We never ask for it through a link in an e-mail or SMS.',
+    customerNumber: 'Customer number',
+    ticket: 'Registration code',
+    passkeyName: 'Name for this passkey (optional)',
+    enrollButton: 'Register a passkey',
+    enrolled: 'Your passkey is registered. Now sign in with it.',
+    backToLogin: 'Back to sign-in',
+    consentTitle: 'Allow access',
+    consentLead: (client: string) => `${client} is asking for the following access.`,
+    scopesHeading: 'What you allow',
+    accountsHeading: 'Accounts (only the ones you select are shared)',
+    noAccounts: 'There are no accounts to share.',
+    approve: 'Allow',
+    deny: 'Deny',
+    consentNote: 'You can withdraw this permission at any time from your security settings.',
+    errorTitle: 'Error',
+    errorLead: 'We could not continue.',
+    working: 'Working…',
+    passkeyUnsupported: 'This browser does not support passkeys.',
+    scope: {
+      openid: 'Confirm that it is you who signed in',
+      offline_access: 'Ongoing access (also while you are signed out)',
+      accounts: 'Read your account list and account details (read only)',
+    } as Record<string, string>,
+    taxCategory: { specific: 'Specific account', general: 'General account', nisa: 'NISA account' } as Record<
+      string,
+      string
+    >,
+  },
+};
+
+export type Messages = (typeof MESSAGES)['ja'];
+
+export function messages(lang: Lang): Messages {
+  return MESSAGES[lang];
+}
+
+/** `?lang=` wins, then the `lang` cookie, then Accept-Language; Japanese by default. */
+export function pickLanguage(input: {
+  query?: string | undefined;
+  cookie?: string | undefined;
+  acceptLanguage?: string | undefined;
+}): Lang {
+  for (const v of [input.query, input.cookie]) if (v === 'ja' || v === 'en') return v;
+  const ranked = (input.acceptLanguage ?? '')
+    .split(',')
+    .map((part) => {
+      const [tag = '', ...params] = part.trim().toLowerCase().split(';');
+      const q = params.find((p) => p.trim().startsWith('q='));
+      return { tag, q: q ? Number(q.trim().slice(2)) || 0 : 1 };
+    })
+    .filter((x) => x.tag)
+    .sort((a, b) => b.q - a.q);
+  for (const { tag } of ranked) {
+    if (tag.startsWith('ja')) return 'ja';
+    if (tag.startsWith('en')) return 'en';
+  }
+  return 'ja';
+}

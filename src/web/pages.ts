@@ -1,0 +1,128 @@
+import { html, type SafeHtml } from './html.ts';
+import { type Lang, messages } from './i18n.ts';
+
+function layout(
+  lang: Lang,
+  title: string,
+  body: SafeHtml,
+  options: { scripts?: string[]; switchHref?: string } = {},
+): string {
+  const t = messages(lang);
+  const other: Lang = lang === 'ja' ? 'en' : 'ja';
+  const switchHref = options.switchHref ?? `?lang=${other}`;
+  return `<!doctype html>${html`<html lang="${lang}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${title} · ${t.appName}</title>
+<link rel="stylesheet" href="/assets/style.css">
+</head>
+<body>
+<header><span class="brand">${t.appName}</span> <a class="lang" href="${switchHref}" hreflang="${other}">${t.switchLanguage}</a></header>
+<main>
+<h1>${title}</h1>
+${body}
+</main>
+${(options.scripts ?? []).map((s) => html`<script src="${s}"></script>`)}
+</body>
+</html>`}`;
+}
+
+const PASSKEY_SCRIPTS = ['/assets/simplewebauthn-browser.js', '/assets/passkey.js'];
+
+export interface LoginPageInput {
+  lang: Lang;
+  uid: string;
+  clientName: string;
+  /** Shown after a passkey was just registered. */
+  enrolled?: boolean;
+}
+
+export function loginPage(p: LoginPageInput): string {
+  const t = messages(p.lang);
+  return layout(
+    p.lang,
+    t.loginTitle,
+    html`${p.enrolled ? html`<p class="notice" role="status">${t.enrolled}</p>` : ''}
+<p>${t.loginFor(p.clientName)}</p>
+<p>${t.loginLead}</p>
+<p id="error" class="error" role="alert" hidden></p>
+<button type="button" id="passkey-login" data-uid="${p.uid}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}">${t.loginButton}</button>
+<p><a id="enroll-link" href="/interaction/${p.uid}/enroll">${t.firstTime}</a></p>
+<form method="post" action="/interaction/${p.uid}/abort"><button type="submit" class="secondary" id="cancel">${t.cancel}</button></form>`,
+    { scripts: PASSKEY_SCRIPTS },
+  );
+}
+
+export function enrollPage(p: { lang: Lang; uid: string }): string {
+  const t = messages(p.lang);
+  return layout(
+    p.lang,
+    t.enrollTitle,
+    html`<p>${t.enrollLead}</p>
+<p id="error" class="error" role="alert" hidden></p>
+<form id="enroll-form" data-uid="${p.uid}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}">
+<label>${t.customerNumber}<input name="customerNumber" id="customerNumber" required autocomplete="username" inputmode="numeric" maxlength="32"></label>
+<label>${t.ticket}<input name="ticket" id="ticket" required autocomplete="one-time-code" maxlength="64" spellcheck="false"></label>
+<label>${t.passkeyName}<input name="passkeyName" id="passkeyName" maxlength="64"></label>
+<button type="submit" id="enroll-button">${t.enrollButton}</button>
+</form>
+<p><a href="/interaction/${p.uid}">${t.backToLogin}</a></p>`,
+    { scripts: PASSKEY_SCRIPTS },
+  );
+}
+
+export interface ConsentAccount {
+  id: string;
+  nickname: string;
+  institutionName: string;
+  taxCategory: string | null;
+  maskedNumber: string;
+}
+
+export interface ConsentPageInput {
+  lang: Lang;
+  uid: string;
+  clientName: string;
+  scopes: string[];
+  accounts: ConsentAccount[];
+}
+
+export function consentPage(p: ConsentPageInput): string {
+  const t = messages(p.lang);
+  const wantsAccounts = p.scopes.includes('accounts');
+  return layout(
+    p.lang,
+    t.consentTitle,
+    html`<p>${t.consentLead(p.clientName)}</p>
+<form method="post" action="/interaction/${p.uid}/consent" id="consent-form">
+<h2>${t.scopesHeading}</h2>
+<ul class="scopes">${p.scopes.map((s) => html`<li data-scope="${s}">${t.scope[s] ?? s}</li>`)}</ul>
+${
+  wantsAccounts
+    ? html`<h2>${t.accountsHeading}</h2>
+${
+  p.accounts.length
+    ? html`<ul class="accounts">${p.accounts.map(
+        (a) =>
+          html`<li><label><input type="checkbox" name="account" value="${a.id}" checked> ${a.nickname} — ${a.institutionName} ${a.taxCategory ? t.taxCategory[a.taxCategory] : ''} <span class="masked">${a.maskedNumber}</span></label></li>`,
+      )}</ul>`
+    : html`<p>${t.noAccounts}</p>`
+}`
+    : ''
+}
+<p class="note">${t.consentNote}</p>
+<button type="submit" name="decision" value="approve" id="approve">${t.approve}</button>
+<button type="submit" name="decision" value="deny" id="deny" class="secondary">${t.deny}</button>
+</form>`,
+  );
+}
+
+export function errorPage(p: { lang: Lang; error: string; description?: string | undefined }): string {
+  const t = messages(p.lang);
+  return layout(
+    p.lang,
+    t.errorTitle,
+    html`<p>${t.errorLead}</p><p class="error" id="error-code">${p.error}</p>${p.description ? html`<p id="error-description">${p.description}</p>` : ''}`,
+  );
+}

@@ -1,0 +1,84 @@
+/**
+ * Starts a real hub for a test file: HTTPS on a free loopback port, a temporary data directory
+ * (dev CA, KEK, demo client), embedded PGlite — or a fresh database on the real PostgreSQL when
+ * TEST_DATABASE_URL is set. Clients talk to it over real HTTP with the dev CA trusted.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { type ConfigInput, loadConfig } from '../../src/config/index.ts';
+import { type Hub, startHub } from '../../src/hub.ts';
+import { createLogger } from '../../src/log.ts';
+import { createTestDatabase } from './db.ts';
+
+export interface DemoClient {
+  issuer: string;
+  client_id: string;
+  redirect_uris: string[];
+  scope: string;
+  private_jwk: JsonWebKey & { kid: string; alg: string };
+}
+
+export interface TestHub {
+  hub: Hub;
+  issuer: string;
+  caPem: string;
+  /** undici dispatcher that trusts the dev CA. */
+  dispatcher: Agent;
+  /** fetch that trusts the dev CA (give it to openid-client as its customFetch). */
+  fetch: typeof globalThis.fetch;
+  demoClient: DemoClient;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startTestHub(overrides: ConfigInput = {}): Promise<TestHub> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-test-'));
+  const database = await createTestDatabase();
+  const port = await freePort();
+  const config = loadConfig({
+    env: {},
+    configDir: path.join(dataDir, 'no-config'),
+    overrides: {
+      port,
+      dataDir,
+      issuer: `https://localhost:${port}`,
+      logLevel: 'silent',
+      ...(database.url ? { databaseUrl: database.url, databasePoolSize: 10 } : {}),
+      ...overrides,
+    },
+  });
+  const hub = await startHub(config, { logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent') });
+  const caPem = readFileSync(hub.caPath!, 'utf8');
+  const dispatcher = new Agent({ connect: { ca: caPem }, keepAliveTimeout: 1000 });
+  const demoClient = JSON.parse(readFileSync(hub.demo!.clientFile, 'utf8')) as DemoClient;
+  return {
+    hub,
+    issuer: config.issuer,
+    caPem,
+    dispatcher,
+    fetch: ((url: string | URL, init?: RequestInit) =>
+      undiciFetch(url, { ...(init as object), dispatcher })) as unknown as typeof globalThis.fetch,
+    demoClient,
+    dataDir,
+    async close() {
+      await dispatcher.close();
+      await hub.close();
+      await database.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,62 @@
+/**
+ * The demo aggregator as a real relying party: openid-client 6 with private_key_jwt, PAR, PKCE
+ * and DPoP, trusting the test hub's dev CA.
+ */
+import * as client from 'openid-client';
+import type { TestHub } from './hub.ts';
+
+export interface Rp {
+  config: client.Configuration;
+  dpopKey: client.CryptoKeyPair;
+  dpop: client.DPoPHandle;
+  redirectUri: string;
+}
+
+export async function demoRp(t: TestHub, options: { dpopKey?: client.CryptoKeyPair } = {}): Promise<Rp> {
+  const { private_jwk, client_id, redirect_uris } = t.demoClient;
+  const {
+    kid,
+    alg: _alg,
+    use: _use,
+    key_ops: _ops,
+    ...jwk
+  } = private_jwk as JsonWebKey & { kid: string; alg: string; use?: string };
+  const key = await crypto.subtle.importKey('jwk', jwk, { name: 'ECDSA', namedCurve: 'P-256' }, false, [
+    'sign',
+  ]);
+  const config = await client.discovery(
+    new URL(t.issuer),
+    client_id,
+    undefined,
+    client.PrivateKeyJwt({ key, kid }),
+    {
+      [client.customFetch]: t.fetch as client.CustomFetch,
+    },
+  );
+  const dpopKey = options.dpopKey ?? (await client.randomDPoPKeyPair('ES256'));
+  return { config, dpopKey, dpop: client.getDPoPHandle(config, dpopKey), redirectUri: redirect_uris[0]! };
+}
+
+export interface StartedAuthorization {
+  url: URL;
+  codeVerifier: string;
+  state: string;
+}
+
+/** PAR with PKCE and the DPoP key (dpop_jkt), returning the URL to send the browser to. */
+export async function startAuthorization(rp: Rp, scope = 'openid accounts'): Promise<StartedAuthorization> {
+  const codeVerifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const url = await client.buildAuthorizationUrlWithPAR(
+    rp.config,
+    {
+      redirect_uri: rp.redirectUri,
+      scope,
+      code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
+      code_challenge_method: 'S256',
+      state,
+    },
+    { DPoP: rp.dpop },
+  );
+  return { url, codeVerifier, state };
+}
