@@ -16,6 +16,10 @@ export async function migrate(db: Db, dir = MIGRATIONS_DIR): Promise<string[]> {
   const files = readdirSync(dir)
     .filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f))
     .sort();
+  const versions = files.map((f) => f.slice(0, 4));
+  const clash = versions.find((v, i) => versions.indexOf(v) !== i);
+  // Two files with one number would let one of them be skipped silently on some node.
+  if (clash) throw new Error(`migrations: more than one file is numbered ${clash}`);
   return db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_ID]);
     await tx.query(

@@ -36,3 +36,31 @@ describe('db', () => {
     expect(none.rowCount).toBe(0);
   });
 });
+
+describe('migrate', () => {
+  it('refuses two migration files with the same number', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const path = await import('node:path');
+    const dir = mkdtempSync(path.join(tmpdir(), 'kkh-migrations-'));
+    writeFileSync(path.join(dir, '0001_a.sql'), 'SELECT 1;');
+    writeFileSync(path.join(dir, '0001_b.sql'), 'SELECT 1;');
+    await expect(migrate(t.db, dir)).rejects.toThrow(/more than one file is numbered 0001/);
+  });
+
+  it('applies nothing of a migration that fails', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const path = await import('node:path');
+    const dir = mkdtempSync(path.join(tmpdir(), 'kkh-migrations-'));
+    writeFileSync(
+      path.join(dir, '9001_half.sql'),
+      'CREATE TABLE half_done (id int); SELECT no_such_function();',
+    );
+    await expect(migrate(t.db, dir)).rejects.toThrow(/migration 9001_half.sql failed/);
+    const table = await t.db.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'half_done'");
+    expect(table.rowCount).toBe(0);
+    const recorded = await t.db.query("SELECT 1 FROM schema_migrations WHERE version = '9001'");
+    expect(recorded.rowCount).toBe(0);
+  });
+});
