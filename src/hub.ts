@@ -8,12 +8,13 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type Provider from 'oidc-provider';
 import { createApp } from './app.ts';
-import type { AuthnContext } from './authn/index.ts';
+import { type AuthnContext, createAuthnContext, deleteExpiredChallenges } from './authn/index.ts';
 import type { Config } from './config/index.ts';
 import { type Db, migrate, openDb } from './db/index.ts';
 import { type DemoInfo, seedDemo } from './demo/seed.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
 import { createLogger, type Logger } from './log.ts';
+import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
 import { createProvider } from './oidc/provider.ts';
 import { ensureDevTls, secureTlsOptions } from './tls/index.ts';
 
@@ -57,14 +58,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
     provider.on('server_error', (ctx, err) =>
       logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
     );
-    const authn: AuthnContext = {
-      db,
-      rpId: config.rpId,
-      rpName: 'Kakehashi',
-      origin: config.origin,
-      ticketTtlSeconds: config.enrollment.ticketTtl,
-      maxFailedAttempts: config.enrollment.maxFailedAttempts,
-    };
+    const authn = createAuthnContext(db, config);
     const app = createApp({ config, db, provider, authn, logger, cookieKeys: keys.cookieKeys });
 
     let server: http.Server | https.Server;
@@ -88,6 +82,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       server = https.createServer(secureTlsOptions(tls), app.callback());
     }
     server.keepAliveTimeout = 65_000;
+    const sweeper = startSweeper(db, logger);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, () => resolve());
@@ -106,6 +101,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       demo,
       caPath,
       async close() {
+        clearInterval(sweeper);
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
@@ -117,4 +113,24 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
     if (!options.db) await db.close().catch(() => {});
     throw err;
   }
+}
+
+const SWEEP_INTERVAL_MS = 5 * 60_000;
+
+/**
+ * Deletes expired tokens, sessions and challenges now and then. Finders already ignore expired
+ * rows, so this only keeps tables small; every node may run it, deletes are idempotent.
+ */
+function startSweeper(db: Db, logger: Logger): NodeJS.Timeout {
+  const timer = setInterval(async () => {
+    try {
+      const oidc = await deleteExpiredOidcPayloads(db);
+      const challenges = await deleteExpiredChallenges(db);
+      if (oidc + challenges > 0) logger.debug({ oidc, challenges }, 'expired rows swept');
+    } catch (err) {
+      logger.warn({ err }, 'sweep of expired rows failed');
+    }
+  }, SWEEP_INTERVAL_MS);
+  timer.unref();
+  return timer;
 }

@@ -6,7 +6,7 @@
  *   keys                        list the public signing keys
  */
 import { parseArgs } from 'node:util';
-import { issueEnrollmentTicket } from './authn/index.ts';
+import { createAuthnContext, issueEnrollmentTicket } from './authn/index.ts';
 import { ConfigError, loadConfig } from './config/index.ts';
 import { migrate, openDb } from './db/index.ts';
 import { startHub } from './hub.ts';
@@ -90,20 +90,10 @@ async function main(argv: string[]): Promise<number> {
         );
         return 2;
       }
-      const t = await issueEnrollmentTicket(
-        {
-          db,
-          rpId: config.rpId,
-          rpName: 'Kakehashi',
-          origin: config.origin,
-          ticketTtlSeconds: config.enrollment.ticketTtl,
-          maxFailedAttempts: config.enrollment.maxFailedAttempts,
-        },
-        {
-          customerId: found.rows[0]!.id,
-          issuedBy: `operator:${values.operator ?? process.env.USER ?? 'cli'}`,
-        },
-      );
+      const t = await issueEnrollmentTicket(createAuthnContext(db, config), {
+        customerId: found.rows[0]!.id,
+        issuedBy: `operator:${values.operator ?? process.env.USER ?? 'cli'}`,
+      });
       console.log(
         `${t.ticket}\nexpires ${t.expiresAt.toISOString()} — deliver it out of band (転送不要郵便); it is shown only once`,
       );

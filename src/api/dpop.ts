@@ -6,6 +6,7 @@
  */
 import { constants, createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
 import type { Queryable } from '../db/index.ts';
+import { tryJwkThumbprint } from '../keys/index.ts';
 
 export interface DpopReplayStore {
   /** true if first sighting (records it until expiresAt), false if seen before. */
@@ -87,7 +88,7 @@ export async function verifyDpopProof(o: VerifyDpopOptions): Promise<VerifiedDpo
     if (m in jwk) throw new DpopError('DPoP jwk contains private key material');
   }
 
-  const jkt = thumbprintOrUndefined(jwk);
+  const jkt = tryJwkThumbprint(jwk);
   if (jkt === undefined) throw new DpopError('DPoP jwk is invalid');
   // Before importing: proofs with keys unrelated to the token then cost no key import or cache slot.
   if (jkt !== o.expectedJkt) throw new DpopError('DPoP key does not match the access token binding');
@@ -131,32 +132,11 @@ export async function verifyDpopProof(o: VerifyDpopOptions): Promise<VerifiedDpo
  * RFC 7638 thumbprint (base64url SHA-256 of the required members in lexicographic order) computed with
  * createHash over the canonical JSON: ~35× faster than jose's calculateJwkThumbprint.
  */
+/** RFC 7638 thumbprint; a DpopError for a key without the members a thumbprint needs. */
 export function jwkThumbprint(jwk: { kty: string; [k: string]: unknown }): string {
-  const t = thumbprintOrUndefined(jwk);
+  const t = tryJwkThumbprint(jwk);
   if (t === undefined) throw new DpopError('JWK is missing required members');
   return t;
-}
-
-function thumbprintOrUndefined(jwk: Record<string, unknown>): string | undefined {
-  const { kty } = jwk;
-  let canonical: string;
-  // JSON.stringify of string members in this order is exactly RFC 7638's canonical form.
-  if (kty === 'EC') {
-    const { crv, x, y } = jwk;
-    if (typeof crv !== 'string' || typeof x !== 'string' || typeof y !== 'string') return undefined;
-    canonical = JSON.stringify({ crv, kty, x, y });
-  } else if (kty === 'RSA') {
-    const { e, n } = jwk;
-    if (typeof e !== 'string' || typeof n !== 'string') return undefined;
-    canonical = JSON.stringify({ e, kty, n });
-  } else if (kty === 'OKP') {
-    const { crv, x } = jwk;
-    if (typeof crv !== 'string' || typeof x !== 'string') return undefined;
-    canonical = JSON.stringify({ crv, kty, x });
-  } else {
-    return undefined;
-  }
-  return createHash('sha256').update(canonical).digest('base64url');
 }
 
 interface CachedKey {

@@ -6,9 +6,9 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { jwkThumbprint } from '../api/dpop.ts';
 import type { Config } from '../config/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
+import { jwkThumbprint } from '../keys/index.ts';
 
 export const DEMO_INSTITUTION_ID = 'demo-securities';
 export const DEMO_CUSTOMER_NUMBER = '10000001';

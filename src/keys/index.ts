@@ -4,9 +4,9 @@
  */
 export { decryptAtRest, encryptAtRest, loadKeyEncryptionKey } from './atRest.ts';
 export { KeyError, type KeyErrorCode } from './errors.ts';
+export { jwkThumbprint, tryJwkThumbprint } from './jwkThumbprint.ts';
 export {
   type JsonWebKeyWithKid,
-  jwkThumbprint,
   type KeyMaterial,
   loadKeyMaterial,
   SIGNING_ALGS,

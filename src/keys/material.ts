@@ -1,3 +1,4 @@
+import { jwkThumbprint } from './jwkThumbprint.ts';
 /**
  * Signing keys and shared secrets for oidc-provider, generated once per database and identical on
  * every node. Private halves and secrets are stored sealed with the key-encryption key.
@@ -42,32 +43,6 @@ function generate(alg: SigningAlg): KeyObject {
     case 'EdDSA':
       return generateKeyPairSync('ed25519').privateKey;
   }
-}
-
-/** RFC 7638 JWK thumbprint (SHA-256): the required members in lexicographic order, no whitespace. */
-export function jwkThumbprint(jwk: {
-  kty?: string;
-  crv?: string;
-  x?: string;
-  y?: string;
-  n?: string;
-  e?: string;
-}): string {
-  let canonical: string;
-  switch (jwk.kty) {
-    case 'EC':
-      canonical = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
-      break;
-    case 'RSA':
-      canonical = JSON.stringify({ e: jwk.e, kty: jwk.kty, n: jwk.n });
-      break;
-    case 'OKP':
-      canonical = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x });
-      break;
-    default:
-      throw new TypeError(`unsupported key type ${String(jwk.kty)}`);
-  }
-  return createHash('sha256').update(canonical).digest('base64url');
 }
 
 export function publicPart(jwk: JsonWebKeyWithKid): JsonWebKeyWithKid {

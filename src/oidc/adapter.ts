@@ -18,7 +18,7 @@
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
-import type { Db } from '../db/index.ts';
+import type { Db, Queryable } from '../db/index.ts';
 
 /** Models whose consumption redeems a grant: a second redemption revokes that grant. */
 const GRANT_SOURCES: Record<string, string> = {
@@ -220,4 +220,21 @@ class ClientAdapter implements Adapter {
  */
 export function createAdapterFactory(db: Db): (modelName: string) => Adapter {
   return (modelName) => (modelName === 'Client' ? new ClientAdapter(db) : new PgAdapter(db, modelName));
+}
+
+/**
+ * Deletes expired oidc-provider rows (finders already hide them) older than `graceSeconds`,
+ * at most `limit` per call so a sweep never holds long locks. Returns how many went.
+ */
+export async function deleteExpiredOidcPayloads(
+  db: Queryable,
+  graceSeconds = 3600,
+  limit = 5000,
+): Promise<number> {
+  const res = await db.query(
+    `DELETE FROM oidc_payloads WHERE ctid IN (
+       SELECT ctid FROM oidc_payloads WHERE expires_at < now() - make_interval(secs => $1) LIMIT $2)`,
+    [graceSeconds, limit],
+  );
+  return res.rowCount;
 }

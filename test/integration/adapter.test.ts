@@ -6,7 +6,7 @@ import Provider, { errors } from 'oidc-provider';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Db, openDb } from '../../src/db/index.ts';
 import { loadKeyMaterial } from '../../src/keys/index.ts';
-import { createAdapterFactory } from '../../src/oidc/adapter.ts';
+import { createAdapterFactory, deleteExpiredOidcPayloads } from '../../src/oidc/adapter.ts';
 import { type TestDb, testDb } from '../support/db.ts';
 
 let t: TestDb;
@@ -262,6 +262,23 @@ describe('oidc_payloads adapter', () => {
     } finally {
       if (db !== t.db) await db.close();
     }
+  });
+});
+
+describe('deleteExpiredOidcPayloads', () => {
+  it('deletes rows expired longer than the grace period, and nothing else', async () => {
+    const [old, recent, live, forever] = [id(), id(), id(), id()];
+    await t.db.query(
+      `INSERT INTO oidc_payloads (model, id, payload, expires_at) VALUES
+       ('Session', $1, '{}', now() - interval '2 hours'), ('Session', $2, '{}', now() - interval '10 minutes'),
+       ('Session', $3, '{}', now() + interval '1 hour'), ('Session', $4, '{}', NULL)`,
+      [old, recent, live, forever],
+    );
+    expect(await deleteExpiredOidcPayloads(t.db, 3600)).toBeGreaterThanOrEqual(1);
+    const left = await t.db.query<{ id: string }>('SELECT id FROM oidc_payloads WHERE id = ANY($1::text[])', [
+      [old, recent, live, forever],
+    ]);
+    expect(left.rows.map((r) => r.id).sort()).toEqual([recent, live, forever].sort());
   });
 });
 
