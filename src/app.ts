@@ -10,7 +10,7 @@ import { apiRoutes } from './api/index.ts';
 import type { AuthnContext } from './authn/index.ts';
 import type { Config } from './config/index.ts';
 import type { Db } from './db/index.ts';
-import { fapiInteractionId, securityHeaders } from './http/index.ts';
+import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
 import type { Logger } from './log.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { assetsMiddleware, errorPage, html, languageOf } from './web/index.ts';
@@ -49,6 +49,7 @@ export function createApp({ config, db, provider, authn, logger, cookieKeys }: C
   app.use(fapiInteractionId());
   app.use(securityHeaders());
   app.use(assetsMiddleware());
+  app.use(postOnly(['/request', '/token', '/token/revocation', '/token/introspection']));
 
   const misc = new Router();
   misc.get('/healthz', (ctx) => {

@@ -58,8 +58,8 @@ const schema = z
       .object({
         /** FAPI 2.0: authorization codes live at most 60 s. */
         authorizationCodeTtl: seconds.max(60).default(60),
-        /** FAPI 2.0: request_uri lifetime below 600 s. */
-        parTtl: seconds.max(599).default(90),
+        /** request_uri lifetime (FAPI 2.0: below 600 s; oidc-provider allows at most 60 s). */
+        parTtl: seconds.max(60).default(60),
         accessTokenTtl: seconds.max(3600).default(600),
         refreshTokenTtl: seconds.default(90 * 24 * 3600),
         idTokenTtl: seconds.max(3600).default(600),

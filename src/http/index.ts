@@ -1,4 +1,5 @@
 /** Cross-cutting HTTP pieces: security headers, x-fapi-interaction-id, body reading. */
 export { fapiInteractionId, INTERACTION_ID_HEADER } from './interactionId.ts';
+export { postOnly } from './postOnly.ts';
 export { BodyError, readBody } from './readBody.ts';
 export { securityHeaders } from './securityHeaders.ts';

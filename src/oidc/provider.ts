@@ -82,7 +82,6 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     pkce: { required: () => true },
     ttl: {
       AuthorizationCode: config.oidc.authorizationCodeTtl,
-      PushedAuthorizationRequest: config.oidc.parTtl,
       AccessToken: config.oidc.accessTokenTtl,
       IdToken: config.oidc.idTokenTtl,
       RefreshToken: config.oidc.refreshTokenTtl,
@@ -107,6 +106,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
 
   const provider = new Provider(config.issuer, configuration);
   bindRefreshTokensToProofKey(provider);
+  limitRequestUriLifetime(provider, config.oidc.parTtl);
   return provider;
 }
 
@@ -133,4 +133,25 @@ function bindRefreshTokensToProofKey(provider: Provider): void {
     }
     return save.apply(this, args);
   };
+}
+
+/**
+ * oidc-provider fixes a request_uri's lifetime at 60 s (less for a request object expiring sooner)
+ * and reads no ttl setting for it. Shorter lifetimes are honoured here: the stored request expires
+ * after `seconds`, and the PAR response's expires_in says so.
+ */
+function limitRequestUriLifetime(provider: Provider, seconds: number): void {
+  const proto = provider.PushedAuthorizationRequest.prototype as unknown as {
+    save: (ttl?: number) => Promise<string>;
+  };
+  const save = proto.save;
+  proto.save = function saveLimited(this: unknown, ttl?: number) {
+    return save.call(this, Math.min(ttl ?? seconds, seconds));
+  };
+  provider.use(async (ctx, next) => {
+    await next();
+    const body = ctx.body as { expires_in?: number } | undefined;
+    if (ctx.oidc?.route === 'pushed_authorization_request' && typeof body?.expires_in === 'number')
+      body.expires_in = Math.min(body.expires_in, seconds);
+  });
 }

@@ -15,7 +15,7 @@ describe('loadConfig', () => {
     expect(c.issuer).toBe('https://localhost:8443');
     expect(c.rpId).toBe('localhost');
     expect(c.oidc.authorizationCodeTtl).toBeLessThanOrEqual(60);
-    expect(c.oidc.parTtl).toBeLessThan(600);
+    expect(c.oidc.parTtl).toBe(60);
     expect(c.databaseUrl).toBeUndefined();
   });
 

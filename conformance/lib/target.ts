@@ -1,0 +1,174 @@
+/**
+ * The hub under test, as the plan sees it: where it is, how to reach it (a fetch and a dispatcher
+ * that trust its CA), its discovery document, the two registered demo clients, the demo customer
+ * with an emulated passkey device, and the code / request_uri lifetimes it was configured with.
+ *
+ * Either started in-process (startLocalTarget, via test/support/hub.ts) or an external hub
+ * started with `npm start` (connectTarget, reading the demo client files and CA from its data dir).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { Agent, buildConnector, fetch as undiciFetch } from 'undici';
+import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import type { ConfigInput } from '../../src/config/index.ts';
+import { startTestHub } from '../../test/support/hub.ts';
+import {
+  type ClientFile,
+  type ClientIdentity,
+  clientFromFile,
+  type HubConnection,
+  type HubMetadata,
+} from './client.ts';
+import { createPasskeyUser, type PasskeyUser } from './login.ts';
+
+export interface Target extends HubConnection {
+  /** Human description for the report. */
+  label: string;
+  /** `a` is demo-aggregator, `b` is demo-aggregator-2 (for cross-client misuse). */
+  clients: { a: ClientIdentity; b: ClientIdentity };
+  /** The demo customer with one emulated passkey device (enrolled at its first login). */
+  user: PasskeyUser;
+  /** Authorization code lifetime the hub was configured with, seconds (the expiry check waits it out). */
+  codeTtl: number;
+  close(): Promise<void>;
+}
+
+export const DEMO_CUSTOMER_NUMBER = '10000001';
+
+const DEFAULT_CODE_TTL = 60;
+
+function fetchVia(dispatcher: Agent): typeof globalThis.fetch {
+  return ((url: string | URL, init?: RequestInit) =>
+    undiciFetch(url, { ...(init as object), dispatcher })) as unknown as typeof globalThis.fetch;
+}
+
+async function discover(issuer: string, fetch: typeof globalThis.fetch): Promise<HubMetadata> {
+  const res = await fetch(`${issuer}/.well-known/openid-configuration`, {
+    headers: { accept: 'application/json' },
+  });
+  if (res.status !== 200) throw new Error(`discovery at ${issuer} answered HTTP ${res.status}`);
+  return (await res.json()) as HubMetadata;
+}
+
+function readClientFile(file: string): ClientFile {
+  return JSON.parse(readFileSync(file, 'utf8')) as ClientFile;
+}
+
+export interface LocalTargetOptions {
+  /** Configuration overrides for the in-process hub (e.g. short lifetimes). */
+  config?: ConfigInput;
+  /**
+   * Give the hub the issuer `https://localhost` (default port 443, as behind a load balancer)
+   * while it listens on a free port; the dispatcher connects there. This makes the "explicit
+   * default port in htu" checks meaningful.
+   */
+  defaultPortIssuer?: boolean;
+}
+
+/** Starts a hub in-process (PGlite, or a fresh database on TEST_DATABASE_URL) with demo data. */
+export async function startLocalTarget(o: LocalTargetOptions = {}): Promise<Target> {
+  const t = await startTestHub({
+    ...(o.defaultPortIssuer ? { issuer: 'https://localhost' } : {}),
+    ...o.config,
+  });
+  try {
+    const { port } = t.hub.server.address() as AddressInfo;
+    const connector = buildConnector({ ca: t.caPem });
+    // Every connection goes to the port the hub really listens on, whatever the URL says.
+    const dispatcher = new Agent({
+      keepAliveTimeout: 1000,
+      connect: (opts, callback) =>
+        connector(
+          { ...opts, hostname: t.hub.config.host, port: String(port), servername: 'localhost' },
+          callback,
+        ),
+    });
+    const fetch = fetchVia(dispatcher);
+    const demo = t.hub.demo;
+    if (!demo) throw new Error('the in-process hub has no demo data');
+    const metadata = await discover(t.issuer, fetch);
+    const clients = {
+      a: await clientFromFile(readClientFile(demo.clientFile)),
+      b: await clientFromFile(
+        readClientFile(path.join(path.dirname(demo.clientFile), 'aggregator-client-2.json')),
+      ),
+    };
+    const user = createPasskeyUser({
+      fetch,
+      customerNumber: demo.customerNumber,
+      ticket: async () =>
+        (
+          await issueEnrollmentTicket(t.hub.authn, {
+            customerId: demo.customerId,
+            issuedBy: 'operator:conformance',
+          })
+        ).ticket,
+    });
+    return {
+      label: `in-process hub ${t.issuer} (${t.hub.db.kind}${t.hub.config.databaseUrl ? ', TEST_DATABASE_URL' : ''})`,
+      issuer: t.issuer,
+      fetch,
+      dispatcher,
+      metadata,
+      clients,
+      user,
+      codeTtl: t.hub.config.oidc.authorizationCodeTtl,
+      async close() {
+        await dispatcher.close();
+        await t.close();
+      },
+    };
+  } catch (err) {
+    await t.close();
+    throw err;
+  }
+}
+
+export interface ExternalTargetOptions {
+  issuer: string;
+  /** The hub's data directory: demo/aggregator-client*.json and tls/ca.pem. */
+  dataDir: string;
+  /** A one-time enrollment ticket for the demo customer (`npm run kakehashi -- enroll-ticket 10000001`). */
+  ticket: string;
+  customerNumber?: string;
+  /** The hub's authorization code lifetime, if not the default 60 s. */
+  codeTtl?: number;
+}
+
+/** A hub started elsewhere (`npm start`). */
+export async function connectTarget(o: ExternalTargetOptions): Promise<Target> {
+  const issuer = o.issuer.replace(/\/$/, '');
+  const caFile = path.join(o.dataDir, 'tls', 'ca.pem');
+  // A hub with operator-supplied certificates has no dev CA: trust the system store then.
+  const dispatcher = new Agent({
+    keepAliveTimeout: 1000,
+    ...(existsSync(caFile) ? { connect: { ca: readFileSync(caFile, 'utf8') } } : {}),
+  });
+  const fetch = fetchVia(dispatcher);
+  try {
+    const metadata = await discover(issuer, fetch);
+    const clients = {
+      a: await clientFromFile(readClientFile(path.join(o.dataDir, 'demo', 'aggregator-client.json'))),
+      b: await clientFromFile(readClientFile(path.join(o.dataDir, 'demo', 'aggregator-client-2.json'))),
+    };
+    return {
+      label: `external hub ${issuer}`,
+      issuer,
+      fetch,
+      dispatcher,
+      metadata,
+      clients,
+      user: createPasskeyUser({
+        fetch,
+        customerNumber: o.customerNumber ?? DEMO_CUSTOMER_NUMBER,
+        ticket: o.ticket,
+      }),
+      codeTtl: o.codeTtl ?? DEFAULT_CODE_TTL,
+      close: () => dispatcher.close(),
+    };
+  } catch (err) {
+    await dispatcher.close();
+    throw err;
+  }
+}
