@@ -21,13 +21,12 @@ export interface CreateAppOptions {
   provider: Provider;
   authn: AuthnContext;
   logger: Logger;
-  /** The provider's cookie keys: koa-mount runs it on this app's context, whose keys sign cookies. */
-  cookieKeys: string[];
 }
 
-export function createApp({ config, db, provider, authn, logger, cookieKeys }: CreateAppOptions): Koa {
+export function createApp({ config, db, provider, authn, logger }: CreateAppOptions): Koa {
   const app = new Koa();
-  app.keys = cookieKeys;
+  // koa-mount runs the provider on this app's context, so this app signs the provider's cookies.
+  app.keys = provider.keys;
   // Trust X-Forwarded-* only when a TLS-terminating proxy is in front by configuration.
   app.proxy = config.tls.mode === 'proxy';
 

@@ -7,6 +7,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type Provider from 'oidc-provider';
+import { deleteExpiredDpopProofs } from './api/index.ts';
 import { createApp } from './app.ts';
 import { type AuthnContext, createAuthnContext, deleteExpiredChallenges } from './authn/index.ts';
 import type { Config } from './config/index.ts';
@@ -59,7 +60,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
     );
     const authn = createAuthnContext(db, config);
-    const app = createApp({ config, db, provider, authn, logger, cookieKeys: keys.cookieKeys });
+    const app = createApp({ config, db, provider, authn, logger });
 
     let server: http.Server | https.Server;
     let caPath: string | undefined;
@@ -126,7 +127,8 @@ function startSweeper(db: Db, logger: Logger): NodeJS.Timeout {
     try {
       const oidc = await deleteExpiredOidcPayloads(db);
       const challenges = await deleteExpiredChallenges(db);
-      if (oidc + challenges > 0) logger.debug({ oidc, challenges }, 'expired rows swept');
+      const proofs = await deleteExpiredDpopProofs(db);
+      if (oidc + challenges + proofs > 0) logger.debug({ oidc, challenges, proofs }, 'expired rows swept');
     } catch (err) {
       logger.warn({ err }, 'sweep of expired rows failed');
     }

@@ -248,11 +248,16 @@ const SWEEP_BATCH = 1000;
  * Postgres replay store over dpop_seen: the key is stored as the hex SHA-256 of `${jkt}:${jti}` and the
  * primary key makes "first sighting" an atomic INSERT … ON CONFLICT DO NOTHING across all nodes.
  */
+/** The dpop_seen key for a `${jkt}:${jti}` replay key. */
+export function dpopSeenKey(jtiKey: string): string {
+  return createHash('sha256').update(jtiKey).digest('hex');
+}
+
 export function createDbReplayStore(db: Queryable): DpopReplayStore {
   let calls = 0;
   return {
     async remember(jtiKey, expiresAt) {
-      const hash = createHash('sha256').update(jtiKey).digest('hex');
+      const hash = dpopSeenKey(jtiKey);
       const r = await db.query(
         'INSERT INTO dpop_seen (jti_hash, expires_at) VALUES ($1, $2) ON CONFLICT (jti_hash) DO NOTHING',
         [hash, expiresAt.toISOString()],
@@ -271,4 +276,13 @@ export function createDbReplayStore(db: Queryable): DpopReplayStore {
       return r.rowCount === 1;
     },
   };
+}
+
+/** Deletes remembered DPoP jtis whose proofs can no longer be fresh, at most `limit` per call. */
+export async function deleteExpiredDpopProofs(db: Queryable, limit = SWEEP_BATCH): Promise<number> {
+  const res = await db.query(
+    'DELETE FROM dpop_seen WHERE jti_hash IN (SELECT jti_hash FROM dpop_seen WHERE expires_at < now() LIMIT $1)',
+    [limit],
+  );
+  return res.rowCount;
 }

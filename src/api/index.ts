@@ -10,9 +10,10 @@ import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
-import { createDbReplayStore, DpopError, verifyDpopProof } from './dpop.ts';
+import { DpopError, dpopSeenKey, verifyDpopProof } from './dpop.ts';
 import { ApiError, dpopChallenge, sendApiError } from './errors.ts';
 
+export { deleteExpiredDpopProofs } from './dpop.ts';
 export { ApiError } from './errors.ts';
 
 export interface ApiRoutesOptions {
@@ -26,6 +27,8 @@ interface Authorized {
   clientId: string;
   grantId: string;
   scopes: Set<string>;
+  /** The proof's jti, to be recorded by the read's own statement (one round trip per read). */
+  proofSeen: { key: string; expiresAt: Date };
 }
 
 interface AccountRow {
@@ -49,9 +52,25 @@ const mask = (n: string) => `${'*'.repeat(Math.max(0, n.length - 3))}${n.slice(-
 
 export function apiRoutes({ provider, db, config }: ApiRoutesOptions): Router {
   const router = new Router({ prefix: '/api/v1' });
-  const replay = createDbReplayStore(db);
   const invalid = (description: string) =>
     new ApiError(401, 'invalid_token', description, dpopChallenge('invalid_token', description, FAPI_ALGS));
+
+  /** Audits a refused DPoP proof and returns the error to answer with. */
+  async function rejectProof(
+    ctx: Context,
+    who: { clientId?: string | undefined; customerId?: string | undefined },
+    reason: string,
+  ): Promise<ApiError> {
+    await recordAudit(db, {
+      type: 'api.dpop.rejected',
+      outcome: 'failure',
+      clientId: who.clientId,
+      customerId: who.customerId,
+      ip: ctx.ip,
+      data: { reason, path: ctx.path },
+    });
+    return invalid(reason);
+  }
 
   /** Authenticates the call: DPoP-bound access token + a valid proof for this exact request. */
   async function authorize(ctx: Context, scope: string): Promise<Authorized> {
@@ -72,6 +91,14 @@ export function apiRoutes({ provider, db, config }: ApiRoutesOptions): Router {
     if (!token.jkt) throw invalid('the access token is not DPoP-bound');
     const raw = ctx.req.headers.dpop;
     const proofs = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+    // Every other check first; the jti is recorded atomically by the read's statement (see readOnce).
+    let proofSeen: Authorized['proofSeen'] | undefined;
+    const replay = {
+      async remember(jtiKey: string, expiresAt: Date) {
+        proofSeen = { key: dpopSeenKey(jtiKey), expiresAt };
+        return true;
+      },
+    };
     try {
       await verifyDpopProof({
         headers: proofs,
@@ -84,15 +111,7 @@ export function apiRoutes({ provider, db, config }: ApiRoutesOptions): Router {
       });
     } catch (err) {
       if (!(err instanceof DpopError)) throw err;
-      await recordAudit(db, {
-        type: 'api.dpop.rejected',
-        outcome: 'failure',
-        clientId: token.clientId,
-        customerId: token.accountId,
-        ip: ctx.ip,
-        data: { reason: err.message, path: ctx.path },
-      });
-      throw invalid(err.message);
+      throw await rejectProof(ctx, { clientId: token.clientId, customerId: token.accountId }, err.message);
     }
     const scopes = new Set(String(token.scope ?? '').split(' '));
     if (!scopes.has(scope))
@@ -103,7 +122,13 @@ export function apiRoutes({ provider, db, config }: ApiRoutesOptions): Router {
         dpopChallenge('insufficient_scope', undefined, FAPI_ALGS),
       );
     if (!token.grantId || !token.accountId) throw invalid('the access token has no consent');
-    return { customerId: token.accountId, clientId: token.clientId!, grantId: token.grantId, scopes };
+    return {
+      customerId: token.accountId,
+      clientId: token.clientId!,
+      grantId: token.grantId,
+      scopes,
+      proofSeen: proofSeen!,
+    };
   }
 
   router.use(async (ctx, next) => {
@@ -120,18 +145,30 @@ export function apiRoutes({ provider, db, config }: ApiRoutesOptions): Router {
 
   router.get('/accounts', async (ctx) => {
     const auth = await authorize(ctx, 'accounts');
-    // One round trip: no row means no active consent; a row with a null id, a consent without accounts.
-    const res = await db.query<AccountRow>(
-      `SELECT a.id, a.kind, a.tax_category, a.branch_code, a.account_number, a.nickname, a.currency, a.status,
-              a.opened_on, a.institution_id, i.name_ja, i.name_en
-       FROM consents c
-       LEFT JOIN accounts a ON a.id = ANY (c.account_ids) AND a.customer_id = c.customer_id
-       LEFT JOIN institutions i ON i.id = a.institution_id
-       WHERE c.grant_id = $1 AND c.client_id = $2 AND c.customer_id = $3 AND c.revoked_at IS NULL AND c.expires_at > now()
-       ORDER BY a.opened_on, a.id`,
-      [auth.grantId, auth.clientId, auth.customerId],
+    // One round trip records the proof's jti (replay check) and reads the consented accounts.
+    // A first row with a null grant_id means no active consent; a null id, a consent without accounts.
+    const res = await db.query<AccountRow & { fresh: number; grant_id: string | null }>(
+      `WITH seen AS (
+         INSERT INTO dpop_seen (jti_hash, expires_at) VALUES ($4, $5) ON CONFLICT (jti_hash) DO NOTHING RETURNING 1)
+       SELECT (SELECT count(*) FROM seen)::int AS fresh, x.* FROM (SELECT 1) AS one LEFT JOIN (
+         SELECT c.grant_id, a.id, a.kind, a.tax_category, a.branch_code, a.account_number, a.nickname, a.currency,
+                a.status, a.opened_on, a.institution_id, i.name_ja, i.name_en
+         FROM consents c
+         LEFT JOIN accounts a ON a.id = ANY (c.account_ids) AND a.customer_id = c.customer_id
+         LEFT JOIN institutions i ON i.id = a.institution_id
+         WHERE c.grant_id = $1 AND c.client_id = $2 AND c.customer_id = $3 AND c.revoked_at IS NULL
+           AND c.expires_at > now()) AS x ON true
+       ORDER BY x.opened_on, x.id`,
+      [
+        auth.grantId,
+        auth.clientId,
+        auth.customerId,
+        auth.proofSeen.key,
+        auth.proofSeen.expiresAt.toISOString(),
+      ],
     );
-    if (res.rows.length === 0)
+    if (res.rows[0]?.fresh !== 1) throw await rejectProof(ctx, auth, 'DPoP proof replayed');
+    if (!res.rows[0]?.grant_id)
       throw new ApiError(403, 'consent_inactive', 'the consent behind this token was revoked or has expired');
     const accounts = res.rows.filter((r) => r.id !== null);
     ctx.body = {

@@ -21,8 +21,21 @@ async function openPg(url: string, max: number): Promise<Db> {
   const pool = new pgModule.Pool({ connectionString: url, max, idleTimeoutMillis: 30_000 });
   // An idle client that loses its server must not crash the process.
   pool.on('error', () => {});
+  // Named statements: each connection parses and plans a statement once instead of on every call
+  // (measured: half of Postgres' CPU per flow went to parsing and planning unnamed statements).
+  const names = new Map<string, string>();
+  const nameOf = (sql: string) => {
+    let name = names.get(sql);
+    // Statements are static strings in this code base; the cap guards against one that is not.
+    if (!name && names.size >= 2000) return undefined;
+    if (!name) {
+      name = `k${names.size}`;
+      names.set(sql, name);
+    }
+    return name;
+  };
   const run = async <R>(q: pg.Pool | pg.PoolClient, sql: string, params?: unknown[]) => {
-    const res = await q.query(sql, params as unknown[]);
+    const res = await q.query({ name: nameOf(sql), text: sql, values: params ?? [] });
     return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 } satisfies QueryResult<R>;
   };
   await pool.query('SELECT 1');

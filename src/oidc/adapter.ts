@@ -238,3 +238,58 @@ export async function deleteExpiredOidcPayloads(
   );
   return res.rowCount;
 }
+
+export interface RevokedCustomerSessions {
+  sessions: number;
+  grants: number;
+  /** Access and refresh tokens, codes and any other row bound to those grants. */
+  tokens: number;
+}
+
+/**
+ * Ends every session of a customer and revokes every grant (so every token and code of those grants)
+ * in one statement: what a takeover signal or a freeze needs. Client-credentials tokens name no
+ * customer and stay. Idempotent; returns what went.
+ */
+export async function revokeCustomerSessions(
+  db: Queryable,
+  customerId: string,
+): Promise<RevokedCustomerSessions> {
+  const res = await db.query<RevokedCustomerSessions>(
+    `WITH owned AS (
+       SELECT model, id FROM oidc_payloads WHERE model IN ('Session', 'Grant') AND payload ->> 'accountId' = $1),
+     del AS (
+       DELETE FROM oidc_payloads p
+       WHERE (p.model, p.id) IN (SELECT model, id FROM owned)
+          OR p.grant_id IN (SELECT id FROM owned WHERE model = 'Grant')
+       RETURNING p.model)
+     SELECT (count(*) FILTER (WHERE model = 'Session'))::int AS sessions,
+            (count(*) FILTER (WHERE model = 'Grant'))::int AS grants,
+            (count(*) FILTER (WHERE model NOT IN ('Session', 'Grant')))::int AS tokens
+     FROM del`,
+    [customerId],
+  );
+  return res.rows[0] ?? { sessions: 0, grants: 0, tokens: 0 };
+}
+
+/**
+ * oidc-provider's ReplayDetection.unique does find-then-save: two statements, and two concurrent
+ * requests carrying the same client-assertion or DPoP jti could both pass. This is the same check as
+ * one atomic statement: true only for the first sighting (an expired, unswept row counts as unseen).
+ */
+export async function rememberJtiOnce(
+  db: Queryable,
+  id: string,
+  iss: string,
+  ttlSeconds: number,
+): Promise<boolean> {
+  const res = await db.query(
+    `INSERT INTO oidc_payloads (model, id, payload, expires_at)
+     VALUES ('ReplayDetection', $1, $2::jsonb, now() + $3::float8 * interval '1 second')
+     ON CONFLICT (model, id) DO UPDATE SET payload = EXCLUDED.payload, expires_at = EXCLUDED.expires_at
+       WHERE oidc_payloads.expires_at IS NOT NULL AND oidc_payloads.expires_at <= now()
+     RETURNING 1`,
+    [id, JSON.stringify({ iss, kind: 'ReplayDetection' }), Math.max(1, ttlSeconds)],
+  );
+  return res.rowCount === 1;
+}

@@ -6,6 +6,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
+import type { InteractionResults } from 'oidc-provider';
 import { errors as oidcErrors } from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
 import {
@@ -68,14 +69,29 @@ export function interactionRoutes({ provider, db, config, authn }: InteractionRo
     }
   }
 
-  /** Stores the interaction's result and sends the browser back to the authorization endpoint. */
+  /**
+   * Records the interaction's result on the interaction already loaded by details() — what
+   * provider.interactionResult does, without loading the interaction, its session and cookies again.
+   */
+  async function storeResult(
+    d: Details,
+    result: InteractionResults,
+    options: { mergeWithLastSubmission: boolean },
+  ): Promise<string> {
+    d.result =
+      options.mergeWithLastSubmission && !('error' in result) ? { ...d.lastSubmission, ...result } : result;
+    await d.save(d.exp - Math.floor(Date.now() / 1000));
+    return d.returnTo;
+  }
+
+  /** Stores the result and sends the browser back to the authorization endpoint. */
   async function finish(
     ctx: Context,
-    result: Parameters<Provider['interactionResult']>[2],
+    d: Details,
+    result: InteractionResults,
     options: { mergeWithLastSubmission: boolean },
   ) {
-    const to = await provider.interactionResult(ctx.req, ctx.res, result, options);
-    ctx.redirect(to);
+    ctx.redirect(await storeResult(d, result, options));
     ctx.status = 303;
   }
 
@@ -183,9 +199,8 @@ export function interactionRoutes({ provider, db, config, authn }: InteractionRo
         { interactionId: d.uid, response: body as never },
         meta(ctx, d.uid),
       );
-      const redirectTo = await provider.interactionResult(
-        ctx.req,
-        ctx.res,
+      const redirectTo = await storeResult(
+        d,
         { login: { accountId: result.customerId, acr: result.acr, amr: result.amr, ts: result.authTime } },
         { mergeWithLastSubmission: false },
       );
@@ -260,6 +275,7 @@ export function interactionRoutes({ provider, db, config, authn }: InteractionRo
       });
       return finish(
         ctx,
+        d,
         { error: 'access_denied', error_description: 'the customer denied the request' },
         { mergeWithLastSubmission: false },
       );
@@ -302,7 +318,7 @@ export function interactionRoutes({ provider, db, config, authn }: InteractionRo
       interactionId: d.uid,
       data: { grantId, scopes, accountIds },
     });
-    return finish(ctx, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    return finish(ctx, d, { consent: { grantId } }, { mergeWithLastSubmission: true });
   });
 
   router.post('/abort', async (ctx) => {
@@ -326,6 +342,7 @@ export function interactionRoutes({ provider, db, config, authn }: InteractionRo
     });
     return finish(
       ctx,
+      d,
       { error: 'access_denied', error_description: 'the customer cancelled the sign-in' },
       { mergeWithLastSubmission: false },
     );

@@ -2,12 +2,14 @@
  * The FAPI 2.0 authorization server: oidc-provider 9 with every setting DESIGN.md lists that
  * the library's `fapi.profile = '2.0'` does not make by itself.
  */
+import { createHash } from 'node:crypto';
 import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
+import { CookieSigner } from '../http/index.ts';
 import type { KeyMaterial } from '../keys/index.ts';
 import { renderErrorPage } from '../web/index.ts';
-import { createAdapterFactory } from './adapter.ts';
+import { createAdapterFactory, rememberJtiOnce } from './adapter.ts';
 
 /** FAPI 2.0 §5.4: only these JWS algorithms, everywhere. */
 export const FAPI_ALGS = ['PS256', 'ES256', 'EdDSA'] as const;
@@ -23,6 +25,7 @@ export interface CreateProviderOptions {
 }
 
 export function createProvider({ config, db, keys }: CreateProviderOptions): Provider {
+  const accountsSeen = new WeakMap<object, Map<string, boolean>>();
   const algs = [...FAPI_ALGS];
   const configuration: Configuration = {
     adapter: createAdapterFactory(db) as unknown as Configuration['adapter'],
@@ -56,7 +59,9 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     clockTolerance: config.oidc.clockToleranceSeconds,
     jwks: keys.signingJwks as Configuration['jwks'],
     cookies: {
-      keys: keys.cookieKeys,
+      // Keygrip-compatible but fast on Node 24 (see CookieSigner); the koa app that mounts the provider
+      // must sign with the same object (createApp uses provider.keys).
+      keys: new CookieSigner(keys.cookieKeys) as unknown as string[],
       long: { httpOnly: true, sameSite: 'lax', secure: true, signed: true },
       short: { httpOnly: true, sameSite: 'lax', secure: true, signed: true },
     },
@@ -75,6 +80,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       userinfo: { enabled: true },
       claimsParameter: { enabled: false },
     },
+    // Aggregator tokens live by the consent (the grant), not by the customer's browser session.
+    expiresWithSession: async () => false,
     // FAPI 2.0 §5.3.2.1: a retried refresh must not revoke the grant, so refresh tokens stay.
     rotateRefreshToken: false,
     // Aggregators hold long-lived consent: every consented client allowed to refresh gets one.
@@ -90,13 +97,17 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       Grant: config.oidc.grantTtl,
     },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
-    findAccount: async (_ctx, sub) => {
-      const res = await db.query<{ id: string }>(
-        "SELECT id FROM customers WHERE id = $1 AND status = 'active'",
-        [sub],
-      );
-      if (!res.rows[0]) return undefined;
-      return { accountId: sub, claims: async () => ({ sub }) };
+    findAccount: async (ctx, sub) => {
+      // oidc-provider asks up to three times per request for the same subject; ask the database once.
+      let known = accountsSeen.get(ctx);
+      if (!known) accountsSeen.set(ctx, (known = new Map()));
+      let active = known.get(sub);
+      if (active === undefined) {
+        const res = await db.query("SELECT 1 FROM customers WHERE id = $1 AND status = 'active'", [sub]);
+        active = res.rowCount === 1;
+        known.set(sub, active);
+      }
+      return active ? { accountId: sub, claims: async () => ({ sub }) } : undefined;
     },
     renderError: async (ctx, out) => {
       renderErrorPage(ctx as unknown as KoaContextWithOIDC, out as unknown as Record<string, string>);
@@ -106,6 +117,14 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
 
   const provider = new Provider(config.issuer, configuration);
   bindRefreshTokensToProofKey(provider);
+  // One atomic statement instead of oidc-provider's find-then-save (see rememberJtiOnce).
+  provider.ReplayDetection.unique = async (iss: string, jti: string, exp: number) =>
+    rememberJtiOnce(
+      db,
+      createHash('sha256').update(`${iss}${jti}`).digest('base64url'),
+      iss,
+      exp - Math.floor(Date.now() / 1000),
+    );
   limitRequestUriLifetime(provider, config.oidc.parTtl);
   return provider;
 }

@@ -6,7 +6,7 @@ import Provider, { errors } from 'oidc-provider';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Db, openDb } from '../../src/db/index.ts';
 import { loadKeyMaterial } from '../../src/keys/index.ts';
-import { createAdapterFactory, deleteExpiredOidcPayloads } from '../../src/oidc/adapter.ts';
+import { createAdapterFactory, deleteExpiredOidcPayloads, rememberJtiOnce } from '../../src/oidc/adapter.ts';
 import { type TestDb, testDb } from '../support/db.ts';
 
 let t: TestDb;
@@ -262,6 +262,27 @@ describe('oidc_payloads adapter', () => {
     } finally {
       if (db !== t.db) await db.close();
     }
+  });
+});
+
+describe('rememberJtiOnce (client assertion and DPoP jti replay at the token endpoint)', () => {
+  it('lets exactly one of 20 concurrent sightings of one jti through', async () => {
+    const jti = id();
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => rememberJtiOnce(t.db, jti, 'client-a', 60)),
+    );
+    expect(results.filter(Boolean)).toHaveLength(1);
+    expect(await rememberJtiOnce(t.db, jti, 'client-a', 60)).toBe(false);
+  });
+
+  it('treats an expired, not yet swept sighting as unseen', async () => {
+    const jti = id();
+    await t.db.query(
+      `INSERT INTO oidc_payloads (model, id, payload, expires_at) VALUES ('ReplayDetection', $1, '{}', now() - interval '1 second')`,
+      [jti],
+    );
+    expect(await rememberJtiOnce(t.db, jti, 'client-a', 60)).toBe(true);
+    expect(await rememberJtiOnce(t.db, jti, 'client-a', 60)).toBe(false);
   });
 });
 
