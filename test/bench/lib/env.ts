@@ -46,6 +46,46 @@ export function processCpuSeconds(pid: number): number | undefined {
   return f ? (Number(f[11]) + Number(f[12])) * TICK_S : undefined;
 }
 
+/** utime+stime of one thread (the main thread's tid is the pid), in seconds. */
+export function threadCpuSeconds(pid: number, tid: number): number | undefined {
+  try {
+    const raw = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    const f = raw.slice(raw.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * TICK_S;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Precise on-CPU time of one thread in ns (/proc/<pid>/task/<tid>/schedstat), or 0 when unreadable. */
+export function threadRuntimeNs(pid: number, tid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ', 1)[0]);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Live backends of a PostgreSQL postmaster serving `database` (their process title names it), so that
+ * background workers (checkpointer, WAL writer, autovacuum) stay out of per-step figures.
+ */
+export function postgresBackends(postmasterPid: number, database: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSafe('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const f = statFields(Number(entry));
+    if (!f || Number(f[1]) !== postmasterPid) continue;
+    try {
+      const title = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (title.includes(` ${database} `)) out.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
 /**
  * CPU seconds of a PostgreSQL server: the postmaster, its live children, and (through the
  * postmaster's cutime/cstime) the children that already exited.
@@ -119,6 +159,8 @@ export interface Database {
   source: 'scripts/pg-test-server.sh' | 'own initdb' | 'BENCH_DATABASE_URL';
   fsync: 'off' | 'on' | 'unknown';
   serverVersion: string;
+  /** pg_stat_statements is loaded (BENCH_PG_STATS=1). */
+  statementStats: boolean;
   stop(): Promise<void>;
 }
 
@@ -152,6 +194,7 @@ export async function startDatabase(log: (s: string) => void): Promise<Database>
   let postmasterPid: number | undefined;
   let source: Database['source'];
   let fsync: Database['fsync'];
+  let statementStats = false;
   const external = process.env.BENCH_DATABASE_URL;
   if (external) {
     adminUrl = external;
@@ -161,7 +204,8 @@ export async function startDatabase(log: (s: string) => void): Promise<Database>
     const dir = path.join(tmpdir(), `kakehashi-bench-pg-${randomBytes(4).toString('hex')}`);
     const port = await freePort();
     const durable = (process.env.BENCH_PG_FSYNC ?? 'off') === 'on';
-    if (!durable) {
+    const statements = /^(1|true|on|yes)$/i.test(process.env.BENCH_PG_STATS ?? '');
+    if (!durable && !statements) {
       log(`starting PostgreSQL with scripts/pg-test-server.sh on port ${port} (fsync=off)`);
       adminUrl = execFileSync('sh', ['scripts/pg-test-server.sh', 'start', dir], {
         encoding: 'utf8',
@@ -173,7 +217,17 @@ export async function startDatabase(log: (s: string) => void): Promise<Database>
       source = 'scripts/pg-test-server.sh';
       fsync = 'off';
     } else {
-      log(`starting PostgreSQL with fsync=on (own initdb) on port ${port}`);
+      // The same server as scripts/pg-test-server.sh starts, with durable commits and/or
+      // pg_stat_statements (which must be preloaded) as asked.
+      const settings = durable
+        ? '-c fsync=on -c synchronous_commit=on -c full_page_writes=on'
+        : '-c fsync=off -c full_page_writes=off';
+      const preload = statements
+        ? ' -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on'
+        : '';
+      log(
+        `starting PostgreSQL (own initdb) on port ${port} with fsync=${durable ? 'on' : 'off'}${statements ? ' and pg_stat_statements' : ''}`,
+      );
       const bin = PG_BIN();
       mkdirSync(dir, { recursive: true });
       if (process.getuid?.() === 0) execFileSync('chown', ['postgres', dir]);
@@ -189,7 +243,7 @@ export async function startDatabase(log: (s: string) => void): Promise<Database>
         `${dir}/server.log`,
         '-w',
         '-o',
-        `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on -c full_page_writes=on`,
+        `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c max_connections=300 ${settings}${preload}`,
         'start',
       ]);
       adminUrl = `postgres://postgres@127.0.0.1:${port}/postgres`;
@@ -202,7 +256,8 @@ export async function startDatabase(log: (s: string) => void): Promise<Database>
         rmSync(dir, { recursive: true, force: true });
       };
       source = 'own initdb';
-      fsync = 'on';
+      fsync = durable ? 'on' : 'off';
+      statementStats = statements;
     }
     const pidFile = path.join(dir, 'data', 'postmaster.pid');
     if (existsSync(pidFile)) postmasterPid = Number(readFileSync(pidFile, 'utf8').split('\n', 1)[0]);
@@ -212,13 +267,18 @@ export async function startDatabase(log: (s: string) => void): Promise<Database>
   let serverVersion = 'unknown';
   try {
     await admin.connect();
-    serverVersion = (await admin.query<{ v: string }>('SHOW server_version')).rows[0]?.v ?? 'unknown';
+    serverVersion =
+      (await admin.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]?.v ??
+      'unknown';
     if (fsync === 'unknown')
-      fsync = (await admin.query<{ f: 'on' | 'off' }>('SHOW fsync')).rows[0]?.f ?? 'unknown';
+      fsync =
+        (await admin.query<{ f: 'on' | 'off' }>("SELECT current_setting('fsync') AS f")).rows[0]?.f ??
+        'unknown';
     if (postmasterPid === undefined) {
       // A local server we may read: its data directory holds the postmaster pid.
       try {
-        const dataDir = (await admin.query<{ d: string }>('SHOW data_directory')).rows[0]?.d;
+        const dataDir = (await admin.query<{ d: string }>("SELECT current_setting('data_directory') AS d"))
+          .rows[0]?.d;
         if (dataDir)
           postmasterPid = Number(
             readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n', 1)[0],
@@ -240,6 +300,7 @@ export async function startDatabase(log: (s: string) => void): Promise<Database>
     source,
     fsync,
     serverVersion,
+    statementStats,
     async stop() {
       if (external) {
         const c = new pg.Client({ connectionString: adminUrl });

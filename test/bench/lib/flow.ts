@@ -195,40 +195,53 @@ async function follow(
  * Runs one complete flow and returns per-step durations (ms). Throws on any deviation. Every flow
  * starts in a fresh browser profile, so each one signs in with the passkey and consents.
  */
-export async function runFlow(s: FlowSettings, u: VirtualUser, times: StepTimes): Promise<void> {
+export async function runFlow(
+  s: FlowSettings,
+  u: VirtualUser,
+  times: StepTimes,
+  onLap?: (step: Step | 'start') => Promise<void>,
+): Promise<void> {
   const jar = new CookieJar();
   const origin = s.target.issuer;
+  await onLap?.('start');
   let t = performance.now();
-  const lap = (step: Step) => {
+  // Synchronous unless a probe is given (the per-step CPU table), so the hot path pays no await.
+  const lap = (step: Step): Promise<void> | undefined => {
     const now = performance.now();
     times[step] = now - t;
-    t = now;
+    if (!onLap) {
+      t = now;
+      return undefined;
+    }
+    return onLap(step).then(() => {
+      t = performance.now();
+    });
   };
 
   const par = await pushAuthorizationRequest(s, u);
-  lap('par');
+  await lap('par');
   const loginPath = await authorize(s, u, jar, par.requestUri);
-  lap('authorize');
+  await lap('authorize');
   if (s.loginPage) {
     await getPage(s, u, jar, 'loginPage', loginPath);
-    lap('loginPage');
+    await lap('loginPage');
   }
   const options = await postJson(s, u, jar, 'passkeyOptions', `${loginPath}/passkey/options`, {});
-  lap('passkeyOptions');
+  await lap('passkeyOptions');
   const assertion = u.device.authenticate(options as never, origin);
-  lap('passkeyAssert');
+  await lap('passkeyAssert');
   const verified = await postJson(s, u, jar, 'passkeyVerify', `${loginPath}/passkey/verify`, assertion);
-  lap('passkeyVerify');
+  await lap('passkeyVerify');
   const consentPath = pathOf(
     s,
     await follow(s, u, jar, 'resumeLogin', pathOf(s, verified.redirectTo as string, 'passkeyVerify')),
     'resumeLogin',
   );
   if (!consentPath.startsWith('/interaction/')) throw new Error(`resumeLogin: redirected to ${consentPath}`);
-  lap('resumeLogin');
+  await lap('resumeLogin');
   if (s.consentPage) {
     await getPage(s, u, jar, 'consentPage', consentPath);
-    lap('consentPage');
+    await lap('consentPage');
   }
   let form = 'decision=approve';
   for (const id of u.accountIds) form += `&account=${encodeURIComponent(id)}`;
@@ -243,9 +256,9 @@ export async function runFlow(s: FlowSettings, u: VirtualUser, times: StepTimes)
     false,
   );
   jar.store(consentRes.setCookie);
-  lap('consent');
+  await lap('consent');
   const callback = await follow(s, u, jar, 'resumeConsent', pathOf(s, consentRes.location, 'consent'));
-  lap('resumeConsent');
+  await lap('resumeConsent');
 
   if (!callback.startsWith(`${s.redirectUri}?`))
     throw new Error(`resumeConsent: redirected to ${callback.slice(0, 120)}`);
@@ -280,7 +293,7 @@ export async function runFlow(s: FlowSettings, u: VirtualUser, times: StepTimes)
   if (!tokens.access_token || tokens.token_type?.toLowerCase() !== 'dpop')
     throw new Error(`token: unexpected response ${res.text!.slice(0, 200)}`);
   u.accessToken = tokens.access_token;
-  lap('token');
+  await lap('token');
 }
 
 /** Enrolls the user's device with a one-time ticket in a fresh interaction (set-up, not measured). */

@@ -14,13 +14,20 @@ export interface Target {
   caPem: string;
 }
 
+/** TLS connections the generator opened so far (a phase should open none: keep-alive throughout). */
+export const connectionStats = { opened: 0 };
+
 export function connection(target: Target): Client {
-  return new Client(target.connectOrigin, {
+  const client = new Client(target.connectOrigin, {
     connect: { ca: target.caPem, servername: 'localhost' },
     keepAliveTimeout: 60_000,
     keepAliveMaxTimeout: 120_000,
     pipelining: 1,
   });
+  client.on('connect', () => {
+    connectionStats.opened += 1;
+  });
+  return client;
 }
 
 export class UnexpectedResponse extends Error {
