@@ -36,6 +36,8 @@ const MESSAGES: Record<AuthnErrorCode, string> = {
 export class AuthnError extends Error {
   override name = 'AuthnError';
   readonly code: AuthnErrorCode;
+  /** The customer the failure is attributable to (a registered passkey failed), for throttling. */
+  customerId: string | undefined;
 
   constructor(code: AuthnErrorCode, options?: { cause?: unknown }) {
     super(MESSAGES[code], options);

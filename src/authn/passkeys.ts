@@ -479,6 +479,7 @@ export async function finishPasskeyAuthentication(
     return result;
   } catch (err) {
     if (!(err instanceof AuthnError)) throw err;
+    err.customerId ??= customerId;
     await recordAudit(ctx.db, {
       type: AUTHN_AUDIT.passkeyLogin,
       outcome: 'failure',

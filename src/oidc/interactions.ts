@@ -22,6 +22,18 @@ import type { Config } from '../config/index.ts';
 import { ConsentError, recordConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, readBody } from '../http/index.ts';
+import {
+  accountLock,
+  DEFAULT_THROTTLE_POLICY,
+  isKnownDevice,
+  recordAuthFailure,
+  recordAuthSuccess,
+  rememberDevice,
+  sourceKey,
+  sourceRetryAfter,
+  type ThrottlePolicy,
+  unlockAccount,
+} from '../risk/index.ts';
 import { consentPage, enrollPage, errorPage, languageOf, loginPage } from '../web/index.ts';
 
 export interface InteractionRoutesOptions {
@@ -29,6 +41,7 @@ export interface InteractionRoutesOptions {
   db: Db;
   config: Config;
   authn: AuthnContext;
+  throttle?: ThrottlePolicy;
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -36,19 +49,48 @@ type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 class InteractionError extends Error {
   readonly status: number;
   readonly error: string;
-  constructor(status: number, error: string, description: string) {
+  readonly code: string | undefined;
+  readonly retryAfter: number | undefined;
+  constructor(status: number, error: string, description: string, code?: string, retryAfter?: number) {
     super(description);
     this.status = status;
     this.error = error;
+    this.code = code;
+    this.retryAfter = retryAfter;
   }
 }
+
+/** A long-lived cookie naming this browser; its hash is stored per customer after a sign-in. */
+const DEVICE_COOKIE = 'kkh_device';
+const DEVICE_COOKIE_DAYS = 400;
+const ACCOUNT_FAILURES = new Set(['ERR_WEBAUTHN_VERIFICATION', 'ERR_PASSKEY_COUNTER']);
+const TICKET_GUESSES = new Set(['ERR_TICKET_INVALID', 'ERR_TICKET_MALFORMED']);
 
 function meta(ctx: Context, uid: string) {
   return { ip: ctx.ip, userAgent: ctx.get('user-agent'), interactionId: uid };
 }
 
-export function interactionRoutes({ provider, db, config, authn }: InteractionRoutesOptions): Router {
+export function interactionRoutes({
+  provider,
+  db,
+  config,
+  authn,
+  throttle = DEFAULT_THROTTLE_POLICY,
+}: InteractionRoutesOptions): Router {
   const router = new Router({ prefix: '/interaction/:uid' });
+
+  /** 429 while the source is slowed down after failures. */
+  async function refuseThrottledSource(_ctx: Context, source: string): Promise<void> {
+    const wait = await sourceRetryAfter(db, source);
+    if (wait > 0)
+      throw new InteractionError(
+        429,
+        'access_denied',
+        `Too many failed attempts from your network. Please wait ${wait} seconds and try again.`,
+        'ERR_THROTTLED',
+        wait,
+      );
+  }
 
   /** Loads the interaction bound to this browser's cookie and to the uid in the path. */
   async function details(ctx: Context): Promise<Details> {
@@ -108,7 +150,12 @@ export function interactionRoutes({ provider, db, config, authn }: InteractionRo
     } catch (err) {
       if (err instanceof InteractionError) {
         ctx.status = err.status;
-        ctx.body = { error: err.error, error_description: err.message };
+        if (err.retryAfter) ctx.set('retry-after', String(err.retryAfter));
+        ctx.body = {
+          error: err.error,
+          ...(err.code ? { error_code: err.code } : {}),
+          error_description: err.message,
+        };
       } else if (err instanceof AuthnError) {
         ctx.status = err.code === 'ERR_TICKET_LOCKED' ? 429 : 400;
         ctx.body = { error: 'access_denied', error_code: err.code, error_description: err.message };
@@ -193,12 +240,60 @@ export function interactionRoutes({ provider, db, config, authn }: InteractionRo
     json(ctx, async () => {
       const d = await details(ctx);
       if (d.prompt.name !== 'login') throw new InteractionError(400, 'invalid_request', 'already signed in');
+      const source = sourceKey(ctx.ip);
+      await refuseThrottledSource(ctx, source);
       const body = await readBody(ctx, 'json');
-      const result = await finishPasskeyAuthentication(
-        authn,
-        { interactionId: d.uid, response: body as never },
-        meta(ctx, d.uid),
-      );
+      let result: Awaited<ReturnType<typeof finishPasskeyAuthentication>>;
+      try {
+        result = await finishPasskeyAuthentication(
+          authn,
+          { interactionId: d.uid, response: body as never },
+          meta(ctx, d.uid),
+        );
+      } catch (err) {
+        if (err instanceof AuthnError) {
+          // Only a registered passkey that failed verification counts against its account.
+          const customerId = ACCOUNT_FAILURES.has(err.code) ? err.customerId : undefined;
+          await recordAuthFailure(
+            db,
+            { source, customerId },
+            { ...meta(ctx, d.uid), reason: err.code },
+            throttle,
+          );
+        }
+        throw err;
+      }
+      // A locked account still admits its owner from a browser they already signed in with
+      // (FSA comment 83); anyone else has to wait for the lock to end or re-prove their identity.
+      const device = ctx.cookies.get(DEVICE_COOKIE, { signed: false });
+      const lock = await accountLock(db, result.customerId);
+      if (lock.locked && !(await isKnownDevice(db, result.customerId, device))) {
+        await recordAudit(db, {
+          type: 'risk.account.locked.refused',
+          outcome: 'failure',
+          customerId: result.customerId,
+          ip: ctx.ip,
+          userAgent: ctx.get('user-agent'),
+          interactionId: d.uid,
+          data: { lockedUntil: lock.lockedUntil?.toISOString() },
+        });
+        throw new InteractionError(
+          403,
+          'access_denied',
+          'This account is locked after repeated failed sign-ins. Sign in from a device you used before, or contact us to verify your identity again.',
+          'ERR_ACCOUNT_LOCKED',
+        );
+      }
+      await recordAuthSuccess(db, result.customerId);
+      const token = await rememberDevice(db, result.customerId, device, ctx.get('user-agent'));
+      ctx.cookies.set(DEVICE_COOKIE, token, {
+        httpOnly: true,
+        secure: true,
+        sameSite: 'lax',
+        signed: false,
+        overwrite: true,
+        maxAge: DEVICE_COOKIE_DAYS * 24 * 3600 * 1000,
+      });
       const redirectTo = await storeResult(
         d,
         { login: { accountId: result.customerId, acr: result.acr, amr: result.amr, ts: result.authTime } },
@@ -220,7 +315,16 @@ export function interactionRoutes({ provider, db, config, authn }: InteractionRo
           'invalid_request',
           'customer number and registration code are required',
         );
-      const checked = await checkEnrollmentTicket(authn, { customerNumber, ticket }, meta(ctx, d.uid));
+      const source = sourceKey(ctx.ip);
+      await refuseThrottledSource(ctx, source);
+      const checked = await checkEnrollmentTicket(authn, { customerNumber, ticket }, meta(ctx, d.uid)).catch(
+        async (err: unknown) => {
+          // Guessing codes slows the guesser's network down; the ticket lock protects the customer.
+          if (err instanceof AuthnError && TICKET_GUESSES.has(err.code))
+            await recordAuthFailure(db, { source }, { ...meta(ctx, d.uid), reason: err.code }, throttle);
+          throw err;
+        },
+      );
       return startPasskeyRegistration(authn, {
         customerId: checked.customerId,
         ticketId: checked.ticketId,
@@ -241,6 +345,8 @@ export function interactionRoutes({ provider, db, config, authn }: InteractionRo
         { interactionId: d.uid, response: body.response as never, ...(name ? { passkeyName: name } : {}) },
         meta(ctx, d.uid),
       );
+      // Enrolling with a one-time ticket is re-proofing of identity: it lifts an automatic lock.
+      await unlockAccount(db, result.customerId, 'reproofing');
       return { registered: true, credentialId: result.credentialId };
     }),
   );

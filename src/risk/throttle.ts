@@ -1,0 +1,230 @@
+/**
+ * Failed-authentication throttling and account lock.
+ *
+ * - A failing SOURCE (IPv4 address, IPv6 /64) is slowed down progressively: after `freeFailures`
+ *   failures in the window, each further failure doubles the wait (capped), and requests from it are
+ *   refused until the wait is over.
+ * - Consecutive failures against one ACCOUNT lock it automatically (JSDA IV.1.(2)③) for
+ *   `lockSeconds`, or until the customer re-proofs their identity or an operator unlocks it.
+ * - The lock applies to devices the customer has never signed in from. A browser that already
+ *   completed a sign-in for this customer (a known device) still gets in, so that someone hammering
+ *   an account from elsewhere cannot keep its owner out (FSA comment 83).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
+import { recordAudit } from '../audit/index.ts';
+import type { Queryable } from '../db/index.ts';
+
+export interface ThrottlePolicy {
+  source: {
+    /** Failures in the window before any delay applies. */
+    freeFailures: number;
+    windowSeconds: number;
+    baseDelaySeconds: number;
+    maxDelaySeconds: number;
+  };
+  account: {
+    /** Consecutive failures that lock the account. */
+    lockAfter: number;
+    lockSeconds: number;
+  };
+}
+
+export const DEFAULT_THROTTLE_POLICY: ThrottlePolicy = {
+  source: { freeFailures: 5, windowSeconds: 900, baseDelaySeconds: 2, maxDelaySeconds: 900 },
+  account: { lockAfter: 10, lockSeconds: 24 * 3600 },
+};
+
+/** The unit a source is throttled by: an IPv4 address, or the /64 of an IPv6 address. */
+export function sourceKey(ip: string | undefined): string {
+  if (!ip) return 'unknown';
+  const v4mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (v4mapped) return v4mapped[1]!;
+  if (isIP(ip) !== 6) return ip;
+  // Expand "::" and keep the first four hextets.
+  const [head = '', tail = ''] = ip.toLowerCase().split('::');
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const full = ip.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
+  return `${full
+    .slice(0, 4)
+    .map((x) => x.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
+
+/** Seconds the source must still wait, 0 when it may try. */
+export async function sourceRetryAfter(db: Queryable, source: string): Promise<number> {
+  const res = await db.query<{ wait: number }>(
+    `SELECT ceil(extract(epoch FROM blocked_until - now()))::int AS wait FROM auth_source_failures
+     WHERE source = $1 AND blocked_until > now()`,
+    [source],
+  );
+  return res.rows[0]?.wait ?? 0;
+}
+
+export interface FailureOutcome {
+  /** Seconds the source now has to wait before its next try (0: none). */
+  sourceRetryAfter: number;
+  /** The account became locked by this failure. */
+  accountLockedNow: boolean;
+}
+
+export interface FailureMeta {
+  ip?: string | undefined;
+  userAgent?: string | undefined;
+  interactionId?: string | undefined;
+  reason: string;
+}
+
+/**
+ * Records one failed authentication from `source`, against `customerId` when the failure could be
+ * attributed to an account (a registered passkey that failed verification). Atomic per row, so
+ * concurrent failures are all counted.
+ */
+export async function recordAuthFailure(
+  db: Queryable,
+  input: { source: string; customerId?: string | undefined },
+  meta: FailureMeta,
+  policy: ThrottlePolicy = DEFAULT_THROTTLE_POLICY,
+): Promise<FailureOutcome> {
+  const s = policy.source;
+  // A window older than windowSeconds starts over; past the free failures the delay doubles each time.
+  const src = await db.query<{ wait: number }>(
+    `INSERT INTO auth_source_failures AS f (source, failures, window_started, last_failure_at)
+     VALUES ($1, 1, now(), now())
+     ON CONFLICT (source) DO UPDATE SET
+       failures = CASE WHEN f.window_started < now() - make_interval(secs => $2) THEN 1 ELSE f.failures + 1 END,
+       window_started = CASE WHEN f.window_started < now() - make_interval(secs => $2) THEN now() ELSE f.window_started END,
+       last_failure_at = now()
+     RETURNING CASE WHEN failures > $3
+       THEN least($5::float8, $4::float8 * power(2, failures - $3 - 1))::int ELSE 0 END AS wait`,
+    [input.source, s.windowSeconds, s.freeFailures, s.baseDelaySeconds, s.maxDelaySeconds],
+  );
+  const wait = src.rows[0]?.wait ?? 0;
+  if (wait > 0) {
+    await db.query(
+      `UPDATE auth_source_failures SET blocked_until = now() + make_interval(secs => $2) WHERE source = $1`,
+      [input.source, wait],
+    );
+  }
+  let lockedNow = false;
+  if (input.customerId) {
+    const acc = await db.query<{ locked_now: boolean; failures: number }>(
+      `INSERT INTO account_lockouts AS l (customer_id, consecutive_failures, last_failure_at)
+       VALUES ($1, 1, now())
+       ON CONFLICT (customer_id) DO UPDATE SET consecutive_failures = l.consecutive_failures + 1, last_failure_at = now()
+       RETURNING consecutive_failures AS failures,
+         (consecutive_failures >= $2 AND (locked_until IS NULL OR locked_until <= now())) AS locked_now`,
+      [input.customerId, policy.account.lockAfter],
+    );
+    lockedNow = acc.rows[0]?.locked_now ?? false;
+    if (lockedNow) {
+      await db.query(
+        `UPDATE account_lockouts SET locked_at = now(), locked_until = now() + make_interval(secs => $2)
+         WHERE customer_id = $1`,
+        [input.customerId, policy.account.lockSeconds],
+      );
+      await recordAudit(db, {
+        type: 'risk.account.locked',
+        outcome: 'info',
+        actor: 'system',
+        customerId: input.customerId,
+        ip: meta.ip,
+        userAgent: meta.userAgent,
+        interactionId: meta.interactionId,
+        data: {
+          consecutiveFailures: acc.rows[0]?.failures,
+          lockSeconds: policy.account.lockSeconds,
+          reason: meta.reason,
+        },
+      });
+    }
+  }
+  await recordAudit(db, {
+    type: 'risk.auth.failure',
+    outcome: 'failure',
+    customerId: input.customerId,
+    ip: meta.ip,
+    userAgent: meta.userAgent,
+    interactionId: meta.interactionId,
+    data: { source: input.source, reason: meta.reason, sourceRetryAfter: wait },
+  });
+  return { sourceRetryAfter: wait, accountLockedNow: lockedNow };
+}
+
+export interface AccountLock {
+  locked: boolean;
+  lockedUntil: Date | null;
+}
+
+export async function accountLock(db: Queryable, customerId: string): Promise<AccountLock> {
+  const res = await db.query<{ locked_until: Date | null }>(
+    'SELECT locked_until FROM account_lockouts WHERE customer_id = $1 AND locked_until > now()',
+    [customerId],
+  );
+  const until = res.rows[0]?.locked_until ?? null;
+  return { locked: until !== null, lockedUntil: until };
+}
+
+/** A successful sign-in ends the run of consecutive failures (an active lock stays). */
+export async function recordAuthSuccess(db: Queryable, customerId: string): Promise<void> {
+  await db.query(
+    'UPDATE account_lockouts SET consecutive_failures = 0 WHERE customer_id = $1 AND consecutive_failures > 0',
+    [customerId],
+  );
+}
+
+/** Lifts a lock: after re-proofing (`by` = 'reproofing') or by an operator. Audited. */
+export async function unlockAccount(db: Queryable, customerId: string, by: string): Promise<boolean> {
+  const res = await db.query(
+    `UPDATE account_lockouts SET consecutive_failures = 0, locked_until = NULL
+     WHERE customer_id = $1 AND (locked_until IS NOT NULL OR consecutive_failures > 0)`,
+    [customerId],
+  );
+  if (res.rowCount > 0)
+    await recordAudit(db, {
+      type: 'risk.account.unlocked',
+      outcome: 'info',
+      actor: by,
+      customerId,
+      data: { by },
+    });
+  return res.rowCount > 0;
+}
+
+const deviceHash = (token: string) => createHash('sha256').update(token).digest('base64url');
+
+/**
+ * Remembers this browser as one the customer signed in from. Returns the device token to keep in
+ * the browser's cookie (the one passed in when the browser already had one).
+ */
+export async function rememberDevice(
+  db: Queryable,
+  customerId: string,
+  existingToken: string | undefined,
+  userAgent: string | undefined,
+): Promise<string> {
+  const token =
+    existingToken && /^[A-Za-z0-9_-]{43}$/.test(existingToken)
+      ? existingToken
+      : randomBytes(32).toString('base64url');
+  await db.query(
+    `INSERT INTO known_devices (device_hash, customer_id, user_agent) VALUES ($1, $2, $3)
+     ON CONFLICT (device_hash, customer_id) DO UPDATE SET last_used_at = now(), user_agent = EXCLUDED.user_agent`,
+    [deviceHash(token), customerId, userAgent?.slice(0, 256) ?? null],
+  );
+  return token;
+}
+
+export async function isKnownDevice(
+  db: Queryable,
+  customerId: string,
+  token: string | undefined,
+): Promise<boolean> {
+  if (!token) return false;
+  const res = await db.query('SELECT 1 FROM known_devices WHERE device_hash = $1 AND customer_id = $2', [
+    deviceHash(token),
+    customerId,
+  ]);
+  return res.rowCount === 1;
+}
