@@ -16,6 +16,8 @@ export interface AuthnContext {
 /** Where a request came from, for the audit log. */
 export interface RequestMeta {
   ip?: string | undefined;
+  /** Source port (JSDA IV.5.(1): kept for investigations, e.g. behind carrier-grade NAT). */
+  port?: number | undefined;
   userAgent?: string | undefined;
   interactionId?: string | undefined;
 }

@@ -53,7 +53,7 @@ function normalizeCustomerNumber(input: string): string {
 }
 
 function auditMeta(meta: RequestMeta | undefined) {
-  return { ip: meta?.ip, userAgent: meta?.userAgent, interactionId: meta?.interactionId };
+  return { ip: meta?.ip, port: meta?.port, userAgent: meta?.userAgent, interactionId: meta?.interactionId };
 }
 
 export async function issueEnrollmentTicket(

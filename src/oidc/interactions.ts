@@ -67,7 +67,9 @@ const ACCOUNT_FAILURES = new Set(['ERR_WEBAUTHN_VERIFICATION', 'ERR_PASSKEY_COUN
 const TICKET_GUESSES = new Set(['ERR_TICKET_INVALID', 'ERR_TICKET_MALFORMED']);
 
 function meta(ctx: Context, uid: string) {
-  return { ip: ctx.ip, userAgent: ctx.get('user-agent'), interactionId: uid };
+  // Behind a proxy the socket's port is the proxy's; only a directly connected client's is worth keeping.
+  const port = ctx.app.proxy ? undefined : ctx.req.socket.remotePort;
+  return { ip: ctx.ip, port, userAgent: ctx.get('user-agent'), interactionId: uid };
 }
 
 export function interactionRoutes({

@@ -71,6 +71,7 @@ export interface FailureOutcome {
 
 export interface FailureMeta {
   ip?: string | undefined;
+  port?: number | undefined;
   userAgent?: string | undefined;
   interactionId?: string | undefined;
   reason: string;
@@ -145,6 +146,7 @@ export async function recordAuthFailure(
     outcome: 'failure',
     customerId: input.customerId,
     ip: meta.ip,
+    port: meta.port,
     userAgent: meta.userAgent,
     interactionId: meta.interactionId,
     data: { source: input.source, reason: meta.reason, sourceRetryAfter: wait },

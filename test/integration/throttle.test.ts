@@ -241,6 +241,16 @@ describe('an attacker elsewhere cannot lock the owner out (FSA comment 83)', () 
         [t.hub.demo!.customerId],
       )
     ).rows.map((r) => r.type);
+    // Every sign-in keeps the source address and port for investigators (JSDA IV.5.(1)).
+    const logins = await t.hub.db.query<{ ip: string; port: number; user_agent: string | null }>(
+      "SELECT ip, port, user_agent FROM audit_events WHERE type = 'authn.passkey.login' AND customer_id = $1",
+      [t.hub.demo!.customerId],
+    );
+    expect(logins.rowCount).toBeGreaterThan(lockAfter);
+    for (const row of logins.rows) {
+      expect(row.ip).toMatch(/^(::ffff:)?127\.0\.0\.\d+$/);
+      expect(row.port).toBeGreaterThan(0);
+    }
     expect(types).toEqual(
       expect.arrayContaining([
         'risk.auth.failure',
