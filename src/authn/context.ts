@@ -42,4 +42,7 @@ export const AUTHN_AUDIT = {
   ticketUsed: 'enrollment.ticket.used',
   passkeyRegister: 'authn.passkey.register',
   passkeyLogin: 'authn.passkey.login',
+  passkeyCloneSuspected: 'authn.passkey.clone_suspected',
+  passkeyRenamed: 'authn.passkey.renamed',
+  passkeyRemoved: 'authn.passkey.removed',
 } as const;

@@ -10,7 +10,9 @@ export type AuthnErrorCode =
   | 'ERR_WEBAUTHN_CHALLENGE'
   | 'ERR_WEBAUTHN_VERIFICATION'
   | 'ERR_PASSKEY_UNKNOWN'
-  | 'ERR_PASSKEY_COUNTER';
+  | 'ERR_PASSKEY_COUNTER'
+  | 'ERR_PASSKEY_DISABLED'
+  | 'ERR_PASSKEY_LAST';
 
 /**
  * Messages are safe to show to the customer: they never echo input, secrets or library detail
@@ -31,6 +33,9 @@ const MESSAGES: Record<AuthnErrorCode, string> = {
   ERR_WEBAUTHN_VERIFICATION: 'The passkey could not be verified. Please try again.',
   ERR_PASSKEY_UNKNOWN: 'This passkey is not registered with us.',
   ERR_PASSKEY_COUNTER: 'This passkey could not be accepted. Please contact us.',
+  ERR_PASSKEY_DISABLED:
+    'This passkey has been disabled for your protection. Please use another passkey or contact us.',
+  ERR_PASSKEY_LAST: 'Your last passkey cannot be removed: you would have no way left to sign in.',
 };
 
 export class AuthnError extends Error {

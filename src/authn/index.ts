@@ -12,6 +12,9 @@ export {
   listPasskeys,
   type PasskeyLogin,
   type PasskeySummary,
+  removePasskey,
+  renamePasskey,
+  startAdditionalPasskeyRegistration,
   startPasskeyAuthentication,
   startPasskeyRegistration,
 } from './passkeys.ts';

@@ -16,6 +16,7 @@ import {
 } from '@simplewebauthn/server';
 import { recordAudit } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
+import { authenticatorModel } from './aaguids.ts';
 import { AUTHN_AUDIT, type AuthnContext, type RequestMeta } from './context.ts';
 import { AuthnError } from './errors.ts';
 
@@ -133,6 +134,25 @@ export async function startPasskeyRegistration(
   ctx: AuthnContext,
   input: { customerId: string; ticketId: string; interactionId: string },
 ): Promise<PublicKeyCredentialCreationOptionsJSON> {
+  return startRegistration(ctx, input);
+}
+
+/**
+ * Registration options for ANOTHER passkey of a customer who has just authenticated with a current
+ * one (the caller checks how recently: FSA comments 45–46). Without a ticket; the customer must
+ * already have a passkey, so this can never be a first enrollment.
+ */
+export async function startAdditionalPasskeyRegistration(
+  ctx: AuthnContext,
+  input: { customerId: string; interactionId: string },
+): Promise<PublicKeyCredentialCreationOptionsJSON> {
+  return startRegistration(ctx, { ...input, ticketId: null });
+}
+
+async function startRegistration(
+  ctx: AuthnContext,
+  input: { customerId: string; ticketId: string | null; interactionId: string },
+): Promise<PublicKeyCredentialCreationOptionsJSON> {
   // One round trip: the customer, the ticket, existing passkeys, and the user handle (created once,
   // only for an active customer holding an open ticket).
   const { rows } = await ctx.db.query<RegistrationStartRow>(
@@ -159,7 +179,9 @@ export async function startPasskeyRegistration(
   const row = rows[0];
   if (!row) throw new AuthnError('ERR_CUSTOMER_UNKNOWN');
   if (row.status !== 'active') throw new AuthnError('ERR_CUSTOMER_INACTIVE');
-  if (!row.ticket_id || row.ticket_used || row.ticket_voided || row.ticket_expired)
+  if (input.ticketId === null) {
+    if (row.passkeys.length === 0) throw new AuthnError('ERR_PASSKEY_UNKNOWN');
+  } else if (!row.ticket_id || row.ticket_used || row.ticket_voided || row.ticket_expired)
     throw ticketProblem({
       used: !!row.ticket_used,
       voided: !!row.ticket_voided,
@@ -189,7 +211,7 @@ export async function startPasskeyRegistration(
     purpose: 'registration',
     interactionId: input.interactionId,
     customerId: input.customerId,
-    ticketId: input.ticketId,
+    ...(input.ticketId ? { ticketId: input.ticketId } : {}),
   });
   return options;
 }
@@ -221,9 +243,9 @@ export async function finishPasskeyRegistration(
       [challenge, input.interactionId],
     );
     const ch = found.rows[0];
-    if (!ch?.customer_id || !ch.ticket_id) throw new AuthnError('ERR_WEBAUTHN_CHALLENGE');
+    if (!ch?.customer_id) throw new AuthnError('ERR_WEBAUTHN_CHALLENGE');
     customerId = ch.customer_id;
-    ticketId = ch.ticket_id;
+    ticketId = ch.ticket_id ?? undefined;
     if (ch.status !== 'active') throw new AuthnError('ERR_CUSTOMER_INACTIVE');
 
     const verification = await verifyRegistrationResponse({
@@ -252,13 +274,17 @@ export async function finishPasskeyRegistration(
         [chal],
       );
       if (spent.rowCount === 0) throw new AuthnError('ERR_WEBAUTHN_CHALLENGE');
-      // The atomic check-and-set that makes the ticket single-use under concurrency.
-      const used = await tx.query(
-        `UPDATE enrollment_tickets SET used_at = now()
+      // The atomic check-and-set that makes the ticket single-use under concurrency (an additional
+      // passkey of an authenticated customer has no ticket).
+      const used =
+        tid === undefined
+          ? { rowCount: 1 }
+          : await tx.query(
+              `UPDATE enrollment_tickets SET used_at = now()
          WHERE id = $1 AND customer_id = $2 AND used_at IS NULL AND voided_at IS NULL AND expires_at > now()
          RETURNING id`,
-        [tid, cid],
-      );
+              [tid, cid],
+            );
       if (used.rowCount === 0) {
         const t = await tx.query<{ used: boolean; voided: boolean; expired: boolean; locked: boolean }>(
           `SELECT t.used_at IS NOT NULL AS used, t.voided_at IS NOT NULL AS voided, t.expires_at <= now() AS expired,
@@ -299,7 +325,8 @@ export async function finishPasskeyRegistration(
         userAgent: meta?.userAgent,
         interactionId: input.interactionId,
       };
-      await recordAudit(tx, { ...common, type: AUTHN_AUDIT.ticketUsed, data: { ticketId: tid } });
+      if (tid !== undefined)
+        await recordAudit(tx, { ...common, type: AUTHN_AUDIT.ticketUsed, data: { ticketId: tid } });
       await recordAudit(tx, {
         ...common,
         type: AUTHN_AUDIT.passkeyRegister,
@@ -378,6 +405,7 @@ interface LoginRow {
   device_type: DeviceType | null;
   status: string | null;
   user_handle: string | null;
+  disabled: boolean | null;
 }
 
 export async function finishPasskeyAuthentication(
@@ -399,7 +427,7 @@ export async function finishPasskeyAuthentication(
          RETURNING challenge
        )
        SELECT (SELECT challenge FROM ch) AS challenge, p.customer_id, p.public_key, p.counter, p.transports,
-              p.device_type, c.status, h.user_handle
+              p.device_type, p.disabled_at IS NOT NULL AS disabled, c.status, h.user_handle
        FROM (SELECT 1) AS one
        LEFT JOIN passkeys p ON p.credential_id = $3
        LEFT JOIN customers c ON c.id = p.customer_id
@@ -410,16 +438,31 @@ export async function finishPasskeyAuthentication(
     if (!row?.challenge) throw new AuthnError('ERR_WEBAUTHN_CHALLENGE');
     if (!row.customer_id || !row.public_key || !row.device_type) throw new AuthnError('ERR_PASSKEY_UNKNOWN');
     customerId = row.customer_id;
+    if (row.disabled) throw new AuthnError('ERR_PASSKEY_DISABLED');
     const storedCounter = Number(row.counter ?? 0);
 
     const newCounter = signCounterOf(input.response);
     if (newCounter === undefined)
       throw new AuthnError('ERR_WEBAUTHN_VERIFICATION', { cause: new Error('malformed authenticatorData') });
     // A counter that does not move forward means a cloned authenticator or a replayed assertion.
-    if ((newCounter > 0 || storedCounter > 0) && newCounter <= storedCounter)
+    if ((newCounter > 0 || storedCounter > 0) && newCounter <= storedCounter) {
+      // A signature counter going backwards means two authenticators hold this key: a cloned
+      // authenticator. The passkey is disabled until the customer removes it or re-proofs.
+      await ctx.db.query(
+        `UPDATE passkeys SET disabled_at = now(), disabled_reason = 'clone_suspected'
+         WHERE credential_id = $1 AND disabled_at IS NULL`,
+        [credentialId],
+      );
+      await recordAudit(ctx.db, {
+        type: AUTHN_AUDIT.passkeyCloneSuspected,
+        outcome: 'failure',
+        customerId,
+        data: { credentialId, storedCounter, newCounter },
+      });
       throw new AuthnError('ERR_PASSKEY_COUNTER', {
         cause: new Error(`counter ${newCounter} not above stored ${storedCounter}`),
       });
+    }
 
     const verification = await verifyAuthenticationResponse({
       response: input.response,
@@ -504,6 +547,12 @@ export interface PasskeySummary {
   lastUsedAt: Date | null;
   deviceType: DeviceType;
   backedUp: boolean;
+  /** Synced passkeys can be used on the customer's other devices; device-bound ones cannot. */
+  synced: boolean;
+  /** Authenticator model where the AAGUID is a known one. */
+  model: string | undefined;
+  disabledAt: Date | null;
+  disabledReason: string | null;
 }
 
 export async function listPasskeys(db: Queryable, customerId: string): Promise<PasskeySummary[]> {
@@ -514,8 +563,11 @@ export async function listPasskeys(db: Queryable, customerId: string): Promise<P
     last_used_at: Date | null;
     device_type: DeviceType;
     backed_up: boolean;
+    aaguid: string;
+    disabled_at: Date | null;
+    disabled_reason: string | null;
   }>(
-    `SELECT credential_id, name, created_at, last_used_at, device_type, backed_up
+    `SELECT credential_id, name, created_at, last_used_at, device_type, backed_up, aaguid, disabled_at, disabled_reason
      FROM passkeys WHERE customer_id = $1 ORDER BY created_at, credential_id`,
     [customerId],
   );
@@ -526,7 +578,74 @@ export async function listPasskeys(db: Queryable, customerId: string): Promise<P
     lastUsedAt: r.last_used_at ? new Date(r.last_used_at) : null,
     deviceType: r.device_type,
     backedUp: r.backed_up,
+    synced: r.device_type === 'multiDevice',
+    model: authenticatorModel(r.aaguid),
+    disabledAt: r.disabled_at ? new Date(r.disabled_at) : null,
+    disabledReason: r.disabled_reason,
   }));
+}
+
+/** Renames one of the customer's passkeys; false when it is not theirs. Audited. */
+export async function renamePasskey(
+  db: Queryable,
+  input: { customerId: string; credentialId: string; name: string },
+  meta?: RequestMeta,
+): Promise<boolean> {
+  const name = passkeyName(input.name);
+  const res = await db.query('UPDATE passkeys SET name = $3 WHERE credential_id = $1 AND customer_id = $2', [
+    input.credentialId,
+    input.customerId,
+    name,
+  ]);
+  if (res.rowCount === 1)
+    await recordAudit(db, {
+      type: AUTHN_AUDIT.passkeyRenamed,
+      outcome: 'success',
+      actor: `customer:${input.customerId}`,
+      customerId: input.customerId,
+      ip: meta?.ip,
+      port: meta?.port,
+      userAgent: meta?.userAgent,
+      data: { credentialId: input.credentialId },
+    });
+  return res.rowCount === 1;
+}
+
+/**
+ * Removes one of the customer's passkeys, never the last usable one (the customer would be left
+ * with no way to sign in but re-proofing). False when it is not theirs. Audited.
+ */
+export async function removePasskey(
+  db: Queryable,
+  input: { customerId: string; credentialId: string },
+  meta?: RequestMeta,
+): Promise<boolean> {
+  // One statement, so two concurrent removals cannot leave the customer without a usable passkey.
+  const res = await db.query<{ found: number; removed: number; usable_left: number }>(
+    `WITH target AS (SELECT credential_id, disabled_at FROM passkeys WHERE credential_id = $1 AND customer_id = $2),
+     others AS (SELECT count(*)::int AS n FROM passkeys
+                WHERE customer_id = $2 AND credential_id <> $1 AND disabled_at IS NULL),
+     del AS (DELETE FROM passkeys p USING target, others
+             WHERE p.credential_id = target.credential_id AND (others.n > 0 OR target.disabled_at IS NOT NULL)
+             RETURNING 1)
+     SELECT (SELECT count(*) FROM target)::int AS found, (SELECT count(*) FROM del)::int AS removed,
+            (SELECT n FROM others) AS usable_left`,
+    [input.credentialId, input.customerId],
+  );
+  const row = res.rows[0];
+  if (!row?.found) return false;
+  if (row.removed === 0) throw new AuthnError('ERR_PASSKEY_LAST');
+  await recordAudit(db, {
+    type: AUTHN_AUDIT.passkeyRemoved,
+    outcome: 'success',
+    actor: `customer:${input.customerId}`,
+    customerId: input.customerId,
+    ip: meta?.ip,
+    port: meta?.port,
+    userAgent: meta?.userAgent,
+    data: { credentialId: input.credentialId },
+  });
+  return true;
 }
 
 /** Deletes challenges that expired more than `graceSeconds` ago (for a periodic sweep). */
