@@ -12,8 +12,6 @@ import { recordAudit } from '../audit/index.ts';
 import {
   type AuthnContext,
   AuthnError,
-  checkEnrollmentTicket,
-  finishPasskeyAuthentication,
   finishPasskeyRegistration,
   startPasskeyAuthentication,
   startPasskeyRegistration,
@@ -21,20 +19,10 @@ import {
 import type { Config } from '../config/index.ts';
 import { ConsentError, recordConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
-import { BodyError, readBody } from '../http/index.ts';
-import {
-  accountLock,
-  DEFAULT_THROTTLE_POLICY,
-  isKnownDevice,
-  recordAuthFailure,
-  recordAuthSuccess,
-  rememberDevice,
-  sourceKey,
-  sourceRetryAfter,
-  type ThrottlePolicy,
-  unlockAccount,
-} from '../risk/index.ts';
+import { BodyError, HttpError, readBody } from '../http/index.ts';
+import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy, unlockAccount } from '../risk/index.ts';
 import { consentPage, enrollPage, errorPage, languageOf, loginPage } from '../web/index.ts';
+import { checkTicketThrottled, requestMeta, signInWithPasskey } from './passkeySignIn.ts';
 
 export interface InteractionRoutesOptions {
   provider: Provider;
@@ -46,32 +34,6 @@ export interface InteractionRoutesOptions {
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
 
-class InteractionError extends Error {
-  readonly status: number;
-  readonly error: string;
-  readonly code: string | undefined;
-  readonly retryAfter: number | undefined;
-  constructor(status: number, error: string, description: string, code?: string, retryAfter?: number) {
-    super(description);
-    this.status = status;
-    this.error = error;
-    this.code = code;
-    this.retryAfter = retryAfter;
-  }
-}
-
-/** A long-lived cookie naming this browser; its hash is stored per customer after a sign-in. */
-const DEVICE_COOKIE = 'kkh_device';
-const DEVICE_COOKIE_DAYS = 400;
-const ACCOUNT_FAILURES = new Set(['ERR_WEBAUTHN_VERIFICATION', 'ERR_PASSKEY_COUNTER']);
-const TICKET_GUESSES = new Set(['ERR_TICKET_INVALID', 'ERR_TICKET_MALFORMED']);
-
-function meta(ctx: Context, uid: string) {
-  // Behind a proxy the socket's port is the proxy's; only a directly connected client's is worth keeping.
-  const port = ctx.app.proxy ? undefined : ctx.req.socket.remotePort;
-  return { ip: ctx.ip, port, userAgent: ctx.get('user-agent'), interactionId: uid };
-}
-
 export function interactionRoutes({
   provider,
   db,
@@ -79,32 +41,19 @@ export function interactionRoutes({
   authn,
   throttle = DEFAULT_THROTTLE_POLICY,
 }: InteractionRoutesOptions): Router {
+  const signIn = { db, authn, throttle };
   const router = new Router({ prefix: '/interaction/:uid' });
-
-  /** 429 while the source is slowed down after failures. */
-  async function refuseThrottledSource(_ctx: Context, source: string): Promise<void> {
-    const wait = await sourceRetryAfter(db, source);
-    if (wait > 0)
-      throw new InteractionError(
-        429,
-        'access_denied',
-        `Too many failed attempts from your network. Please wait ${wait} seconds and try again.`,
-        'ERR_THROTTLED',
-        wait,
-      );
-  }
 
   /** Loads the interaction bound to this browser's cookie and to the uid in the path. */
   async function details(ctx: Context): Promise<Details> {
     try {
       const d = await provider.interactionDetails(ctx.req, ctx.res);
-      if (d.uid !== ctx.params.uid)
-        throw new InteractionError(400, 'invalid_request', 'interaction mismatch');
+      if (d.uid !== ctx.params.uid) throw new HttpError(400, 'invalid_request', 'interaction mismatch');
       return d;
     } catch (err) {
-      if (err instanceof InteractionError) throw err;
+      if (err instanceof HttpError) throw err;
       if (err instanceof oidcErrors.SessionNotFound)
-        throw new InteractionError(
+        throw new HttpError(
           400,
           'invalid_request',
           'the sign-in has expired or was opened in another browser; start again from the application',
@@ -150,7 +99,7 @@ export function interactionRoutes({
     try {
       ctx.body = await work();
     } catch (err) {
-      if (err instanceof InteractionError) {
+      if (err instanceof HttpError) {
         ctx.status = err.status;
         if (err.retryAfter) ctx.set('retry-after', String(err.retryAfter));
         ctx.body = {
@@ -174,7 +123,7 @@ export function interactionRoutes({
     try {
       ctx.body = await work();
     } catch (err) {
-      if (!(err instanceof InteractionError)) throw err;
+      if (!(err instanceof HttpError)) throw err;
       ctx.status = err.status;
       ctx.body = errorPage({ lang: languageOf(ctx), error: err.error, description: err.message });
     }
@@ -190,7 +139,7 @@ export function interactionRoutes({
       }
       if (d.prompt.name === 'consent') {
         const customerId = d.session?.accountId;
-        if (!customerId) throw new InteractionError(400, 'invalid_request', 'no signed-in customer');
+        if (!customerId) throw new HttpError(400, 'invalid_request', 'no signed-in customer');
         const accounts = await db.query<{
           id: string;
           nickname: string;
@@ -220,7 +169,7 @@ export function interactionRoutes({
           })),
         });
       }
-      throw new InteractionError(400, 'invalid_request', `unsupported prompt ${d.prompt.name}`);
+      throw new HttpError(400, 'invalid_request', `unsupported prompt ${d.prompt.name}`);
     }),
   );
 
@@ -241,61 +190,9 @@ export function interactionRoutes({
   router.post('/passkey/verify', (ctx) =>
     json(ctx, async () => {
       const d = await details(ctx);
-      if (d.prompt.name !== 'login') throw new InteractionError(400, 'invalid_request', 'already signed in');
-      const source = sourceKey(ctx.ip);
-      await refuseThrottledSource(ctx, source);
+      if (d.prompt.name !== 'login') throw new HttpError(400, 'invalid_request', 'already signed in');
       const body = await readBody(ctx, 'json');
-      let result: Awaited<ReturnType<typeof finishPasskeyAuthentication>>;
-      try {
-        result = await finishPasskeyAuthentication(
-          authn,
-          { interactionId: d.uid, response: body as never },
-          meta(ctx, d.uid),
-        );
-      } catch (err) {
-        if (err instanceof AuthnError) {
-          // Only a registered passkey that failed verification counts against its account.
-          const customerId = ACCOUNT_FAILURES.has(err.code) ? err.customerId : undefined;
-          await recordAuthFailure(
-            db,
-            { source, customerId },
-            { ...meta(ctx, d.uid), reason: err.code },
-            throttle,
-          );
-        }
-        throw err;
-      }
-      // A locked account still admits its owner from a browser they already signed in with
-      // (FSA comment 83); anyone else has to wait for the lock to end or re-prove their identity.
-      const device = ctx.cookies.get(DEVICE_COOKIE, { signed: false });
-      const lock = await accountLock(db, result.customerId);
-      if (lock.locked && !(await isKnownDevice(db, result.customerId, device))) {
-        await recordAudit(db, {
-          type: 'risk.account.locked.refused',
-          outcome: 'failure',
-          customerId: result.customerId,
-          ip: ctx.ip,
-          userAgent: ctx.get('user-agent'),
-          interactionId: d.uid,
-          data: { lockedUntil: lock.lockedUntil?.toISOString() },
-        });
-        throw new InteractionError(
-          403,
-          'access_denied',
-          'This account is locked after repeated failed sign-ins. Sign in from a device you used before, or contact us to verify your identity again.',
-          'ERR_ACCOUNT_LOCKED',
-        );
-      }
-      await recordAuthSuccess(db, result.customerId);
-      const token = await rememberDevice(db, result.customerId, device, ctx.get('user-agent'));
-      ctx.cookies.set(DEVICE_COOKIE, token, {
-        httpOnly: true,
-        secure: true,
-        sameSite: 'lax',
-        signed: false,
-        overwrite: true,
-        maxAge: DEVICE_COOKIE_DAYS * 24 * 3600 * 1000,
-      });
+      const result = await signInWithPasskey(signIn, ctx, { ceremonyId: d.uid, response: body });
       const redirectTo = await storeResult(
         d,
         { login: { accountId: result.customerId, acr: result.acr, amr: result.amr, ts: result.authTime } },
@@ -312,21 +209,8 @@ export function interactionRoutes({
       const customerNumber = typeof body.customerNumber === 'string' ? body.customerNumber.trim() : '';
       const ticket = typeof body.ticket === 'string' ? body.ticket : '';
       if (!customerNumber || !ticket || customerNumber.length > 32 || ticket.length > 64)
-        throw new InteractionError(
-          400,
-          'invalid_request',
-          'customer number and registration code are required',
-        );
-      const source = sourceKey(ctx.ip);
-      await refuseThrottledSource(ctx, source);
-      const checked = await checkEnrollmentTicket(authn, { customerNumber, ticket }, meta(ctx, d.uid)).catch(
-        async (err: unknown) => {
-          // Guessing codes slows the guesser's network down; the ticket lock protects the customer.
-          if (err instanceof AuthnError && TICKET_GUESSES.has(err.code))
-            await recordAuthFailure(db, { source }, { ...meta(ctx, d.uid), reason: err.code }, throttle);
-          throw err;
-        },
-      );
+        throw new HttpError(400, 'invalid_request', 'customer number and registration code are required');
+      const checked = await checkTicketThrottled(signIn, ctx, { ceremonyId: d.uid, customerNumber, ticket });
       return startPasskeyRegistration(authn, {
         customerId: checked.customerId,
         ticketId: checked.ticketId,
@@ -340,12 +224,12 @@ export function interactionRoutes({
       const d = await details(ctx);
       const body = await readBody(ctx, 'json');
       if (typeof body.response !== 'object' || body.response === null)
-        throw new InteractionError(400, 'invalid_request', 'response is required');
+        throw new HttpError(400, 'invalid_request', 'response is required');
       const name = typeof body.passkeyName === 'string' ? body.passkeyName.trim().slice(0, 64) : undefined;
       const result = await finishPasskeyRegistration(
         authn,
         { interactionId: d.uid, response: body.response as never, ...(name ? { passkeyName: name } : {}) },
-        meta(ctx, d.uid),
+        requestMeta(ctx, d.uid),
       );
       // Enrolling with a one-time ticket is re-proofing of identity: it lifts an automatic lock.
       await unlockAccount(db, result.customerId, 'reproofing');
@@ -359,11 +243,10 @@ export function interactionRoutes({
     let form: URLSearchParams;
     try {
       d = await details(ctx);
-      if (d.prompt.name !== 'consent')
-        throw new InteractionError(400, 'invalid_request', 'no consent is pending');
+      if (d.prompt.name !== 'consent') throw new HttpError(400, 'invalid_request', 'no consent is pending');
       form = await readBody(ctx, 'form');
     } catch (err) {
-      if (!(err instanceof InteractionError || err instanceof BodyError)) throw err;
+      if (!(err instanceof HttpError || err instanceof BodyError)) throw err;
       ctx.status = err instanceof BodyError ? err.status : err.status;
       ctx.type = 'html';
       ctx.body = errorPage({ lang: languageOf(ctx), error: 'invalid_request', description: err.message });
@@ -395,7 +278,7 @@ export function interactionRoutes({
     const grant = d.grantId
       ? await provider.Grant.find(d.grantId)
       : new provider.Grant({ accountId: customerId, clientId });
-    if (!grant) throw new InteractionError(400, 'invalid_request', 'grant not found');
+    if (!grant) throw new HttpError(400, 'invalid_request', 'grant not found');
     grant.addOIDCScope(scopes.join(' '));
     const grantId = await grant.save();
     try {
@@ -435,7 +318,7 @@ export function interactionRoutes({
     try {
       d = await details(ctx);
     } catch (err) {
-      if (!(err instanceof InteractionError)) throw err;
+      if (!(err instanceof HttpError)) throw err;
       ctx.status = err.status;
       ctx.type = 'html';
       ctx.body = errorPage({ lang: languageOf(ctx), error: err.error, description: err.message });

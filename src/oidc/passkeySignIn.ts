@@ -1,0 +1,136 @@
+/**
+ * Signing in with a passkey over HTTP, wherever it happens (an OIDC interaction or the customer's
+ * security page): source throttling, failure counting, the account lock that admits known devices
+ * (FSA comment 83), the device cookie. One place, so every sign-in path gets the same protection.
+ */
+import type { Context } from 'koa';
+import { recordAudit } from '../audit/index.ts';
+import {
+  type AuthnContext,
+  AuthnError,
+  checkEnrollmentTicket,
+  finishPasskeyAuthentication,
+  type PasskeyLogin,
+  type RequestMeta,
+} from '../authn/index.ts';
+import type { Db } from '../db/index.ts';
+import { HttpError } from '../http/index.ts';
+import {
+  accountLock,
+  isKnownDevice,
+  recordAuthFailure,
+  recordAuthSuccess,
+  rememberDevice,
+  sourceKey,
+  sourceRetryAfter,
+  type ThrottlePolicy,
+} from '../risk/index.ts';
+
+export interface SignInDeps {
+  db: Db;
+  authn: AuthnContext;
+  throttle: ThrottlePolicy;
+}
+
+/** A long-lived cookie naming this browser; its hash is stored per customer after a sign-in. */
+const DEVICE_COOKIE = 'kkh_device';
+const DEVICE_COOKIE_DAYS = 400;
+/** Failures attributable to an account: a registered passkey that failed verification. */
+const ACCOUNT_FAILURES = new Set(['ERR_WEBAUTHN_VERIFICATION', 'ERR_PASSKEY_COUNTER']);
+const TICKET_GUESSES = new Set(['ERR_TICKET_INVALID', 'ERR_TICKET_MALFORMED']);
+
+export function requestMeta(ctx: Context, ceremonyId?: string): RequestMeta {
+  // Behind a proxy the socket's port is the proxy's; only a directly connected client's is worth keeping.
+  const port = ctx.app.proxy ? undefined : ctx.req.socket.remotePort;
+  return { ip: ctx.ip, port, userAgent: ctx.get('user-agent'), interactionId: ceremonyId };
+}
+
+/** 429 while the request's source is slowed down after failures. */
+export async function refuseThrottledSource(deps: SignInDeps, ctx: Context): Promise<string> {
+  const source = sourceKey(ctx.ip);
+  const wait = await sourceRetryAfter(deps.db, source);
+  if (wait > 0)
+    throw new HttpError(
+      429,
+      'access_denied',
+      `Too many failed attempts from your network. Please wait ${wait} seconds and try again.`,
+      'ERR_THROTTLED',
+      wait,
+    );
+  return source;
+}
+
+/** Verifies a passkey assertion for the ceremony `ceremonyId` and applies every sign-in rule. */
+export async function signInWithPasskey(
+  deps: SignInDeps,
+  ctx: Context,
+  input: { ceremonyId: string; response: unknown },
+): Promise<PasskeyLogin> {
+  const meta = requestMeta(ctx, input.ceremonyId);
+  const source = await refuseThrottledSource(deps, ctx);
+  let result: PasskeyLogin;
+  try {
+    result = await finishPasskeyAuthentication(
+      deps.authn,
+      { interactionId: input.ceremonyId, response: input.response as never },
+      meta,
+    );
+  } catch (err) {
+    if (err instanceof AuthnError) {
+      const customerId = ACCOUNT_FAILURES.has(err.code) ? err.customerId : undefined;
+      await recordAuthFailure(deps.db, { source, customerId }, { ...meta, reason: err.code }, deps.throttle);
+    }
+    throw err;
+  }
+  // A locked account still admits its owner from a browser they already signed in with
+  // (FSA comment 83); anyone else has to wait for the lock to end or re-prove their identity.
+  const device = ctx.cookies.get(DEVICE_COOKIE, { signed: false });
+  const lock = await accountLock(deps.db, result.customerId);
+  if (lock.locked && !(await isKnownDevice(deps.db, result.customerId, device))) {
+    await recordAudit(deps.db, {
+      type: 'risk.account.locked.refused',
+      outcome: 'failure',
+      customerId: result.customerId,
+      ...meta,
+      data: { lockedUntil: lock.lockedUntil?.toISOString() },
+    });
+    throw new HttpError(
+      403,
+      'access_denied',
+      'This account is locked after repeated failed sign-ins. Sign in from a device you used before, or contact us to verify your identity again.',
+      'ERR_ACCOUNT_LOCKED',
+    );
+  }
+  await recordAuthSuccess(deps.db, result.customerId);
+  const token = await rememberDevice(deps.db, result.customerId, device, ctx.get('user-agent'));
+  ctx.cookies.set(DEVICE_COOKIE, token, {
+    httpOnly: true,
+    secure: true,
+    sameSite: 'lax',
+    signed: false,
+    overwrite: true,
+    maxAge: DEVICE_COOKIE_DAYS * 24 * 3600 * 1000,
+  });
+  return result;
+}
+
+/** Checks an enrollment ticket; guessing slows the guesser's network down (the ticket lock protects the customer). */
+export async function checkTicketThrottled(
+  deps: SignInDeps,
+  ctx: Context,
+  input: { ceremonyId: string; customerNumber: string; ticket: string },
+): Promise<{ customerId: string; ticketId: string }> {
+  const meta = requestMeta(ctx, input.ceremonyId);
+  const source = await refuseThrottledSource(deps, ctx);
+  try {
+    return await checkEnrollmentTicket(
+      deps.authn,
+      { customerNumber: input.customerNumber, ticket: input.ticket },
+      meta,
+    );
+  } catch (err) {
+    if (err instanceof AuthnError && TICKET_GUESSES.has(err.code))
+      await recordAuthFailure(deps.db, { source }, { ...meta, reason: err.code }, deps.throttle);
+    throw err;
+  }
+}
