@@ -48,19 +48,22 @@ export interface AuditRow {
   customer_id: string | null;
   client_id: string | null;
   ip: string | null;
+  port: number | null;
+  user_agent: string | null;
   data: Record<string, unknown>;
 }
 
 /** Most recent first. */
 export async function listAudit(
   db: Queryable,
-  filter: { customerId?: string; type?: string; limit?: number } = {},
+  filter: { customerId?: string; type?: string; typePrefixes?: string[]; limit?: number } = {},
 ): Promise<AuditRow[]> {
   const res = await db.query<AuditRow>(
-    `SELECT id::text AS id, at, type, outcome, actor, customer_id, client_id, ip, data FROM audit_events
+    `SELECT id::text AS id, at, type, outcome, actor, customer_id, client_id, ip, port, user_agent, data FROM audit_events
      WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR type = $2)
+       AND ($4::text[] IS NULL OR split_part(type, '.', 1) = ANY ($4::text[]))
      ORDER BY id DESC LIMIT $3`,
-    [filter.customerId ?? null, filter.type ?? null, filter.limit ?? 100],
+    [filter.customerId ?? null, filter.type ?? null, filter.limit ?? 100, filter.typePrefixes ?? null],
   );
   return res.rows;
 }

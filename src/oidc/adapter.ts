@@ -293,3 +293,41 @@ export async function rememberJtiOnce(
   );
   return res.rowCount === 1;
 }
+
+export interface CustomerSession {
+  uid: string;
+  loginTs: number | null;
+  amr: string[];
+  acr: string | null;
+  expiresAt: Date | null;
+}
+
+/** The customer's live oidc-provider sessions, newest sign-in first (for the security page). */
+export async function listCustomerSessions(db: Queryable, customerId: string): Promise<CustomerSession[]> {
+  const res = await db.query<{
+    uid: string;
+    payload: { loginTs?: number; amr?: string[]; acr?: string };
+    expires_at: Date | null;
+  }>(
+    `SELECT uid, payload, expires_at FROM oidc_payloads
+     WHERE model = 'Session' AND payload ->> 'accountId' = $1 AND (expires_at IS NULL OR expires_at > now())
+     ORDER BY (payload ->> 'loginTs')::bigint DESC NULLS LAST`,
+    [customerId],
+  );
+  return res.rows.map((r) => ({
+    uid: r.uid,
+    loginTs: r.payload.loginTs ?? null,
+    amr: r.payload.amr ?? [],
+    acr: r.payload.acr ?? null,
+    expiresAt: r.expires_at,
+  }));
+}
+
+/** Ends one of the customer's sessions by its uid; false when it is not theirs or already gone. */
+export async function endCustomerSession(db: Queryable, customerId: string, uid: string): Promise<boolean> {
+  const res = await db.query(
+    "DELETE FROM oidc_payloads WHERE model = 'Session' AND uid = $1 AND payload ->> 'accountId' = $2",
+    [uid, customerId],
+  );
+  return res.rowCount > 0;
+}

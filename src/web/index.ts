@@ -3,6 +3,7 @@ import type { Context } from 'koa';
 import { pickLanguage } from './i18n.ts';
 import { errorPage } from './pages.ts';
 
+export { type AccountSession, accountLoginPage, type HistoryEntry, securityPage } from './accountPages.ts';
 export { assetsMiddleware } from './assets.ts';
 export { escapeHtml, html, SafeHtml } from './html.ts';
 export { type Lang, type Messages, messages, pickLanguage } from './i18n.ts';

@@ -1,7 +1,7 @@
 import { html, type SafeHtml } from './html.ts';
 import { type Lang, messages } from './i18n.ts';
 
-function layout(
+export function layout(
   lang: Lang,
   title: string,
   body: SafeHtml,

@@ -39,11 +39,25 @@
     if (!browserSupportsWebAuthn()) showError(login.dataset.unsupported);
     login.addEventListener('click', () =>
       busy(login, async () => {
-        const uid = login.dataset.uid;
-        const optionsJSON = await postJson(`/interaction/${uid}/passkey/options`, {});
+        // The OIDC interaction's endpoints, or another sign-in endpoint (the security page's).
+        const base = login.dataset.endpoint ?? `/interaction/${login.dataset.uid}/passkey`;
+        const optionsJSON = await postJson(`${base}/options`, {});
         const response = await startAuthentication({ optionsJSON });
-        const result = await postJson(`/interaction/${uid}/passkey/verify`, response);
+        const result = await postJson(`${base}/verify`, response);
         window.location.assign(result.redirectTo);
+      }),
+    );
+  }
+
+  const add = document.getElementById('add-passkey');
+  if (add) {
+    add.addEventListener('click', () =>
+      busy(add, async () => {
+        const csrf = add.dataset.csrf;
+        const optionsJSON = await postJson('/account/passkeys/options', { csrf });
+        const response = await startRegistration({ optionsJSON });
+        await postJson('/account/passkeys/verify', { csrf, response });
+        window.location.assign('/account');
       }),
     );
   }

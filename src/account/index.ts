@@ -1,0 +1,340 @@
+/**
+ * The customer's security page at /account: passkeys (add after a fresh sign-in, rename, remove),
+ * active sessions (end one or all), sign-in history. The customer signs in with a passkey under
+ * the same rules as everywhere else (src/oidc/passkeySignIn.ts); the sign-in is an oidc-provider
+ * session, so it is the same session the authorization endpoint sees.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { listAudit, recordAudit } from '../audit/index.ts';
+import {
+  type AuthnContext,
+  AuthnError,
+  finishPasskeyRegistration,
+  listPasskeys,
+  removePasskey,
+  renamePasskey,
+  startAdditionalPasskeyRegistration,
+  startPasskeyAuthentication,
+} from '../authn/index.ts';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/index.ts';
+import { BodyError, HttpError, readBody } from '../http/index.ts';
+import { endCustomerSession, listCustomerSessions, revokeCustomerSessions } from '../oidc/adapter.ts';
+import { requestMeta, type SignInDeps, signInWithPasskey } from '../oidc/passkeySignIn.ts';
+import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from '../risk/index.ts';
+import { accountLoginPage, errorPage, languageOf, messages, securityPage } from '../web/index.ts';
+
+export interface AccountRoutesOptions {
+  provider: Provider;
+  db: Db;
+  config: Config;
+  authn: AuthnContext;
+  throttle?: ThrottlePolicy;
+}
+
+/** Adding a passkey needs a sign-in at most this old (FSA comments 45–46). */
+export const RECENT_SIGN_IN_SECONDS = 300;
+const CEREMONY_COOKIE = 'kkh_account_ceremony';
+/** History shows these event families only. */
+const HISTORY_FAMILIES = ['authn', 'risk', 'consent', 'account', 'enrollment'];
+
+type Session = Awaited<ReturnType<Provider['Session']['get']>>;
+
+export function accountRoutes({
+  provider,
+  db,
+  config,
+  authn,
+  throttle = DEFAULT_THROTTLE_POLICY,
+}: AccountRoutesOptions): Router {
+  const router = new Router({ prefix: '/account' });
+  const signIn: SignInDeps = { db, authn, throttle };
+  const sessionCookie = provider.cookieName('session');
+
+  async function signedIn(ctx: Context): Promise<(Session & { accountId: string }) | undefined> {
+    const session = await provider.Session.get(ctx);
+    return session.accountId ? (session as Session & { accountId: string }) : undefined;
+  }
+
+  /** Double-submit token tied to the session id, which only the httpOnly cookie carries. */
+  const csrfFor = (session: Session) =>
+    createHash('sha256').update(`csrf:${session.jti}`).digest('base64url');
+  function checkCsrf(session: Session, given: unknown): void {
+    const expected = Buffer.from(csrfFor(session));
+    const got = Buffer.from(typeof given === 'string' ? given : '');
+    if (got.length !== expected.length || !timingSafeEqual(got, expected))
+      throw new HttpError(403, 'access_denied', 'the form has expired; reload the page', 'ERR_CSRF');
+  }
+
+  /** The ceremony id binding a WebAuthn challenge to this browser (no interaction exists here). */
+  function ceremonyId(ctx: Context, create: boolean): string {
+    let nonce = ctx.cookies.get(CEREMONY_COOKIE, { signed: false });
+    if (!nonce || !/^[A-Za-z0-9_-]{32}$/.test(nonce)) {
+      if (!create) throw new HttpError(400, 'invalid_request', 'start the sign-in again');
+      nonce = randomBytes(24).toString('base64url');
+      ctx.cookies.set(CEREMONY_COOKIE, nonce, {
+        httpOnly: true,
+        secure: true,
+        sameSite: 'strict',
+        signed: false,
+        overwrite: true,
+        path: '/account',
+        maxAge: 10 * 60 * 1000,
+      });
+    }
+    return `account_${nonce}`;
+  }
+
+  async function json(ctx: Context, work: () => Promise<unknown>): Promise<void> {
+    ctx.set('cache-control', 'no-store');
+    try {
+      ctx.body = await work();
+    } catch (err) {
+      if (err instanceof HttpError) {
+        ctx.status = err.status;
+        if (err.retryAfter) ctx.set('retry-after', String(err.retryAfter));
+        ctx.body = {
+          error: err.error,
+          ...(err.code ? { error_code: err.code } : {}),
+          error_description: err.message,
+        };
+      } else if (err instanceof AuthnError) {
+        ctx.status = 400;
+        ctx.body = { error: 'access_denied', error_code: err.code, error_description: err.message };
+      } else if (err instanceof BodyError) {
+        ctx.status = err.status;
+        ctx.body = { error: 'invalid_request', error_description: err.message };
+      } else throw err;
+    }
+  }
+
+  /** Form posts: check session and CSRF, do the work, go back to the page. */
+  async function form(
+    ctx: Context,
+    work: (session: Session & { accountId: string }, body: URLSearchParams) => Promise<string | undefined>,
+  ) {
+    ctx.set('cache-control', 'no-store');
+    try {
+      const session = await signedIn(ctx);
+      if (!session) return ctx.redirect('/account');
+      const body = await readBody(ctx, 'form');
+      checkCsrf(session, body.get('csrf'));
+      const notice = await work(session, body);
+      ctx.status = 303;
+      ctx.redirect(notice ? `/account?notice=${encodeURIComponent(notice)}` : '/account');
+    } catch (err) {
+      const status =
+        err instanceof HttpError || err instanceof BodyError
+          ? err.status
+          : err instanceof AuthnError
+            ? 400
+            : 0;
+      if (!status) throw err;
+      ctx.status = status;
+      ctx.type = 'html';
+      ctx.body = errorPage({
+        lang: languageOf(ctx),
+        error:
+          err instanceof AuthnError
+            ? err.code
+            : err instanceof HttpError
+              ? (err.code ?? err.error)
+              : 'invalid_request',
+        description: (err as Error).message,
+      });
+    }
+  }
+
+  router.get('/', async (ctx) => {
+    ctx.set('cache-control', 'no-store');
+    ctx.type = 'html';
+    const lang = languageOf(ctx);
+    const notice = typeof ctx.query.notice === 'string' ? ctx.query.notice.slice(0, 200) : undefined;
+    const session = await signedIn(ctx);
+    if (!session) {
+      ceremonyId(ctx, true);
+      ctx.body = accountLoginPage({ lang, notice });
+      return;
+    }
+    const customer = await db.query<{ name_kanji: string }>(
+      'SELECT name_kanji FROM customers WHERE id = $1',
+      [session.accountId],
+    );
+    const [passkeys, sessions, history] = await Promise.all([
+      listPasskeys(db, session.accountId),
+      listCustomerSessions(db, session.accountId),
+      listAudit(db, { customerId: session.accountId, typePrefixes: HISTORY_FAMILIES, limit: 50 }),
+    ]);
+    ctx.body = securityPage({
+      lang,
+      customerName: customer.rows[0]?.name_kanji ?? '',
+      csrf: csrfFor(session),
+      notice,
+      passkeys,
+      sessions: sessions.map((s) => ({
+        uid: s.uid,
+        loginAt: s.loginTs ? new Date(s.loginTs * 1000) : null,
+        amr: s.amr,
+        current: s.uid === session.uid,
+      })),
+      history: history.map((h) => ({
+        at: new Date(h.at),
+        type: h.type,
+        outcome: h.outcome,
+        ip: h.ip,
+        port: h.port,
+        userAgent: h.user_agent,
+      })),
+    });
+  });
+
+  router.post('/login/options', (ctx) =>
+    json(ctx, async () => startPasskeyAuthentication(authn, { interactionId: ceremonyId(ctx, false) })),
+  );
+
+  router.post('/login/verify', (ctx) =>
+    json(ctx, async () => {
+      const body = await readBody(ctx, 'json');
+      const result = await signInWithPasskey(signIn, ctx, {
+        ceremonyId: ceremonyId(ctx, false),
+        response: body,
+      });
+      const session = await provider.Session.get(ctx);
+      // A new identifier at every sign-in: a session id planted before it (fixation) is worthless.
+      session.resetIdentifier();
+      session.loginAccount({
+        accountId: result.customerId,
+        acr: result.acr,
+        amr: result.amr,
+        loginTs: result.authTime,
+      });
+      await session.save(config.oidc.sessionTtl);
+      ctx.cookies.set(sessionCookie, session.jti, {
+        httpOnly: true,
+        secure: true,
+        sameSite: 'lax',
+        signed: true,
+        overwrite: true,
+        maxAge: config.oidc.sessionTtl * 1000,
+      });
+      return { redirectTo: '/account' };
+    }),
+  );
+
+  router.post('/passkeys/options', (ctx) =>
+    json(ctx, async () => {
+      const session = await signedIn(ctx);
+      if (!session) throw new HttpError(401, 'login_required', 'sign in first');
+      const body = await readBody(ctx, 'json');
+      checkCsrf(session, body.csrf);
+      if (!session.loginTs || Math.floor(Date.now() / 1000) - session.loginTs > RECENT_SIGN_IN_SECONDS)
+        throw new HttpError(
+          403,
+          'login_required',
+          messages(languageOf(ctx)).account.addNeedsRecent,
+          'ERR_REAUTH',
+        );
+      return startAdditionalPasskeyRegistration(authn, {
+        customerId: session.accountId,
+        interactionId: `account_${session.uid}`,
+      });
+    }),
+  );
+
+  router.post('/passkeys/verify', (ctx) =>
+    json(ctx, async () => {
+      const session = await signedIn(ctx);
+      if (!session) throw new HttpError(401, 'login_required', 'sign in first');
+      const body = await readBody(ctx, 'json');
+      checkCsrf(session, body.csrf);
+      if (typeof body.response !== 'object' || body.response === null)
+        throw new HttpError(400, 'invalid_request', 'response is required');
+      const name = typeof body.passkeyName === 'string' ? body.passkeyName : undefined;
+      const result = await finishPasskeyRegistration(
+        authn,
+        { interactionId: `account_${session.uid}`, response: body.response as never, passkeyName: name },
+        requestMeta(ctx, `account_${session.uid}`),
+      );
+      if (result.customerId !== session.accountId)
+        throw new HttpError(400, 'invalid_request', 'customer mismatch');
+      return { registered: true, credentialId: result.credentialId };
+    }),
+  );
+
+  router.post('/passkeys/rename', (ctx) =>
+    form(ctx, async (session, body) => {
+      const ok = await renamePasskey(
+        db,
+        {
+          customerId: session.accountId,
+          credentialId: body.get('credentialId') ?? '',
+          name: body.get('name') ?? '',
+        },
+        requestMeta(ctx),
+      );
+      if (!ok) throw new HttpError(404, 'invalid_request', 'no such passkey');
+      return undefined;
+    }),
+  );
+
+  router.post('/passkeys/remove', (ctx) =>
+    form(ctx, async (session, body) => {
+      const ok = await removePasskey(
+        db,
+        { customerId: session.accountId, credentialId: body.get('credentialId') ?? '' },
+        requestMeta(ctx),
+      );
+      if (!ok) throw new HttpError(404, 'invalid_request', 'no such passkey');
+      return undefined;
+    }),
+  );
+
+  router.post('/sessions/end', (ctx) =>
+    form(ctx, async (session, body) => {
+      const uid = body.get('uid') ?? '';
+      if (uid === session.uid)
+        throw new HttpError(400, 'invalid_request', 'use sign out to end this session');
+      if (!(await endCustomerSession(db, session.accountId, uid)))
+        throw new HttpError(404, 'invalid_request', 'no such session');
+      await recordAudit(db, {
+        type: 'account.sessions.ended',
+        outcome: 'success',
+        actor: `customer:${session.accountId}`,
+        customerId: session.accountId,
+        ...requestMeta(ctx),
+        data: { sessions: 1 },
+      });
+      return undefined;
+    }),
+  );
+
+  router.post('/sessions/end-all', (ctx) =>
+    form(ctx, async (session) => {
+      // Every session, grant and token of the customer: apps must ask for permission again.
+      const revoked = await revokeCustomerSessions(db, session.accountId);
+      await recordAudit(db, {
+        type: 'account.sessions.ended',
+        outcome: 'success',
+        actor: `customer:${session.accountId}`,
+        customerId: session.accountId,
+        ...requestMeta(ctx),
+        data: { ...revoked, all: true },
+      });
+      ctx.cookies.set(sessionCookie, null, { signed: true, overwrite: true });
+      return undefined;
+    }),
+  );
+
+  router.post('/logout', (ctx) =>
+    form(ctx, async (session) => {
+      await session.destroy();
+      ctx.cookies.set(sessionCookie, null, { signed: true, overwrite: true });
+      return undefined;
+    }),
+  );
+
+  return router;
+}

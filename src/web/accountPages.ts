@@ -1,0 +1,102 @@
+/** The customer's security page (passkeys, sessions, history) and its sign-in page. */
+import type { PasskeySummary } from '../authn/index.ts';
+import { html } from './html.ts';
+import { type Lang, messages } from './i18n.ts';
+import { layout } from './pages.ts';
+
+const PASSKEY_SCRIPTS = ['/assets/simplewebauthn-browser.js', '/assets/passkey.js'];
+
+function when(d: Date | null, lang: Lang): string {
+  if (!d) return '';
+  return new Intl.DateTimeFormat(lang === 'ja' ? 'ja-JP' : 'en-GB', {
+    dateStyle: 'medium',
+    timeStyle: 'short',
+    timeZone: 'Asia/Tokyo',
+  }).format(d);
+}
+
+export function accountLoginPage(p: { lang: Lang; notice?: string | undefined }): string {
+  const t = messages(p.lang);
+  return layout(
+    p.lang,
+    t.account.loginTitle,
+    html`${p.notice ? html`<p class="notice" role="status">${p.notice}</p>` : ''}
+<p>${t.account.loginLead}</p>
+<p id="error" class="error" role="alert" hidden></p>
+<button type="button" id="passkey-login" data-endpoint="/account/login" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}">${t.loginButton}</button>`,
+    { scripts: PASSKEY_SCRIPTS },
+  );
+}
+
+export interface AccountSession {
+  uid: string;
+  loginAt: Date | null;
+  amr: string[];
+  current: boolean;
+}
+
+export interface HistoryEntry {
+  at: Date;
+  type: string;
+  outcome: string;
+  ip: string | null;
+  port: number | null;
+  userAgent: string | null;
+}
+
+export interface SecurityPageInput {
+  lang: Lang;
+  customerName: string;
+  csrf: string;
+  passkeys: PasskeySummary[];
+  sessions: AccountSession[];
+  history: HistoryEntry[];
+  notice?: string | undefined;
+}
+
+export function securityPage(p: SecurityPageInput): string {
+  const t = messages(p.lang);
+  const a = t.account;
+  const csrf = html`<input type="hidden" name="csrf" value="${p.csrf}">`;
+  const usable = p.passkeys.filter((k) => !k.disabledAt).length;
+  return layout(
+    p.lang,
+    a.title,
+    html`<p>${a.signedInAs(p.customerName)}</p>
+${p.notice ? html`<p class="notice" role="status">${p.notice}</p>` : ''}
+<p id="error" class="error" role="alert" hidden></p>
+<h2>${a.passkeys}</h2>
+<table id="passkeys"><thead><tr><th>${a.name}</th><th>${a.kind}</th><th>${a.created}</th><th>${a.lastUsed}</th><th></th></tr></thead><tbody>
+${p.passkeys.map(
+  (k) => html`<tr data-credential="${k.credentialId}">
+<td><form method="post" action="/account/passkeys/rename" class="inline">${csrf}<input type="hidden" name="credentialId" value="${k.credentialId}"><input name="name" value="${k.name}" maxlength="64" aria-label="${a.name}"><button type="submit" class="secondary">${a.rename}</button></form></td>
+<td>${k.disabledAt ? html`<strong class="error">${a.disabled}</strong>` : k.synced ? a.synced : a.deviceBound}${k.model ? html`<br><small>${k.model}</small>` : ''}</td>
+<td>${when(k.createdAt, p.lang)}</td>
+<td>${k.lastUsedAt ? when(k.lastUsedAt, p.lang) : a.never}</td>
+<td>${usable > 1 || k.disabledAt ? html`<form method="post" action="/account/passkeys/remove">${csrf}<input type="hidden" name="credentialId" value="${k.credentialId}"><button type="submit" class="secondary remove">${a.remove}</button></form>` : ''}</td>
+</tr>`,
+)}
+</tbody></table>
+<button type="button" id="add-passkey" data-csrf="${p.csrf}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}" data-needs-recent="${a.addNeedsRecent}">${a.addPasskey}</button>
+<h2>${a.sessions}</h2>
+<table id="sessions"><thead><tr><th>${a.signedInAt}</th><th>${a.method}</th><th></th></tr></thead><tbody>
+${p.sessions.map(
+  (
+    s,
+  ) => html`<tr data-session="${s.uid}"><td>${when(s.loginAt, p.lang)}${s.current ? html` <strong>(${a.current})</strong>` : ''}</td><td>${s.amr.join(', ')}</td>
+<td>${s.current ? '' : html`<form method="post" action="/account/sessions/end">${csrf}<input type="hidden" name="uid" value="${s.uid}"><button type="submit" class="secondary">${a.endSession}</button></form>`}</td></tr>`,
+)}
+</tbody></table>
+<form method="post" action="/account/sessions/end-all">${csrf}<button type="submit" id="end-all">${a.endAll}</button></form>
+<p class="note">${a.endAllNote}</p>
+<h2>${a.history}</h2>
+<table id="history"><thead><tr><th>${a.when}</th><th>${a.event}</th><th>${a.result}</th><th>${a.source}</th></tr></thead><tbody>
+${p.history.map(
+  (h) =>
+    html`<tr><td>${when(h.at, p.lang)}</td><td>${a.events[h.type] ?? h.type}</td><td>${h.outcome === 'success' ? a.success : h.outcome === 'failure' ? a.failure : a.info}</td><td>${h.ip ?? ''}${h.port ? `:${h.port}` : ''}<br><small>${(h.userAgent ?? '').slice(0, 80)}</small></td></tr>`,
+)}
+</tbody></table>
+<form method="post" action="/account/logout">${csrf}<button type="submit" class="secondary" id="sign-out">${a.signOut}</button></form>`,
+    { scripts: PASSKEY_SCRIPTS },
+  );
+}
