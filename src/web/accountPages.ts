@@ -97,6 +97,6 @@ ${p.history.map(
 )}
 </tbody></table>
 <form method="post" action="/account/logout">${csrf}<button type="submit" class="secondary" id="sign-out">${a.signOut}</button></form>`,
-    { scripts: PASSKEY_SCRIPTS },
+    { scripts: PASSKEY_SCRIPTS, wide: true },
   );
 }

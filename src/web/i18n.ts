@@ -79,6 +79,11 @@ const MESSAGES = {
         'account.sessions.ended': 'セッションを終了',
         'consent.granted': 'アプリにアクセスを許可',
         'consent.denied': 'アプリへのアクセスを拒否',
+        'enrollment.ticket.issued': '登録コードを発行',
+        'enrollment.ticket.accepted': '登録コードを確認',
+        'enrollment.ticket.used': '登録コードを使用',
+        'enrollment.ticket.rejected': '登録コードの誤り',
+        'enrollment.ticket.locked': '登録コードの誤りが続いたため停止',
       } as Record<string, string>,
     },
     scope: {
@@ -164,6 +169,11 @@ const MESSAGES = {
         'account.sessions.ended': 'Sessions ended',
         'consent.granted': 'Access granted to an app',
         'consent.denied': 'Access denied to an app',
+        'enrollment.ticket.issued': 'Registration code issued',
+        'enrollment.ticket.accepted': 'Registration code accepted',
+        'enrollment.ticket.used': 'Registration code used',
+        'enrollment.ticket.rejected': 'Wrong registration code',
+        'enrollment.ticket.locked': 'Registration blocked after wrong codes',
       } as Record<string, string>,
     },
     scope: {

@@ -5,7 +5,7 @@ export function layout(
   lang: Lang,
   title: string,
   body: SafeHtml,
-  options: { scripts?: string[]; switchHref?: string } = {},
+  options: { scripts?: string[]; switchHref?: string; wide?: boolean } = {},
 ): string {
   const t = messages(lang);
   const other: Lang = lang === 'ja' ? 'en' : 'ja';
@@ -19,7 +19,7 @@ export function layout(
 </head>
 <body>
 <header><span class="brand">${t.appName}</span> <a class="lang" href="${switchHref}" hreflang="${other}">${t.switchLanguage}</a></header>
-<main>
+<main${options.wide ? html` class="wide"` : ''}>
 <h1>${title}</h1>
 ${body}
 </main>
