@@ -6,9 +6,15 @@
  *   keys                        list the public signing keys
  */
 import { parseArgs } from 'node:util';
-import { createAuthnContext, issueEnrollmentTicket } from './authn/index.ts';
+import {
+  createAuthnContext,
+  endExemption,
+  exemptionReport,
+  grantExemption,
+  issueEnrollmentTicket,
+} from './authn/index.ts';
 import { ConfigError, loadConfig } from './config/index.ts';
-import { migrate, openDb } from './db/index.ts';
+import { migrate, openDb, type Queryable } from './db/index.ts';
 import { startHub } from './hub.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
 
@@ -16,13 +22,34 @@ const USAGE = `usage: kakehashi <command>
   serve                      start the hub (default)
   migrate                    apply pending database migrations
   enroll-ticket <customer>   issue a one-time enrollment ticket for a customer (number or id)
-  keys                       list the public signing keys (JWKS)`;
+  exemption grant <customer> --reason "…"   exempt a customer without a passkey-capable device
+  exemption end <customer>   end an exemption (the customer's authenticator app stops working)
+  report                     protective-settings report (exemption rate 解除率)
+  keys                       list the public signing keys (JWKS)
+options: --operator NAME (recorded in the audit log)`;
+
+/** A customer by id or customer number; undefined (with a message) when none or several match. */
+async function resolveCustomer(db: Queryable, who: string): Promise<string | undefined> {
+  const found = await db.query<{ id: string }>(
+    'SELECT id FROM customers WHERE id = $1 OR customer_number = $1',
+    [who],
+  );
+  if (found.rowCount !== 1) {
+    console.error(found.rowCount === 0 ? `no customer ${who}` : `${who} is ambiguous; use the customer id`);
+    return undefined;
+  }
+  return found.rows[0]!.id;
+}
 
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' }, operator: { type: 'string' } },
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      operator: { type: 'string' },
+      reason: { type: 'string' },
+    },
   });
   const [command = 'serve', ...rest] = positionals;
   if (values.help) {
@@ -30,6 +57,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const config = loadConfig();
+  const operator = `operator:${values.operator ?? process.env.USER ?? 'cli'}`;
 
   if (command === 'serve') {
     const hub = await startHub(config);
@@ -80,22 +108,42 @@ async function main(argv: string[]): Promise<number> {
         console.error('enroll-ticket needs a customer number or id');
         return 2;
       }
-      const found = await db.query<{ id: string }>(
-        'SELECT id FROM customers WHERE id = $1 OR customer_number = $1',
-        [who],
-      );
-      if (found.rowCount !== 1) {
-        console.error(
-          found.rowCount === 0 ? `no customer ${who}` : `${who} is ambiguous; use the customer id`,
-        );
-        return 2;
-      }
+      const customerId = await resolveCustomer(db, who);
+      if (!customerId) return 2;
       const t = await issueEnrollmentTicket(createAuthnContext(db, config), {
-        customerId: found.rows[0]!.id,
-        issuedBy: `operator:${values.operator ?? process.env.USER ?? 'cli'}`,
+        customerId: customerId,
+        issuedBy: operator,
       });
       console.log(
         `${t.ticket}\nexpires ${t.expiresAt.toISOString()} — deliver it out of band (転送不要郵便); it is shown only once`,
+      );
+      return 0;
+    }
+    if (command === 'exemption') {
+      const [action, who] = rest;
+      const customerId = who ? await resolveCustomer(db, who) : undefined;
+      if (!customerId || (action !== 'grant' && action !== 'end')) {
+        console.error('usage: exemption grant <customer> --reason "…" | exemption end <customer>');
+        return 2;
+      }
+      if (action === 'grant') {
+        if (!values.reason) {
+          console.error('exemption grant needs --reason (why the customer cannot use a passkey)');
+          return 2;
+        }
+        const e = await grantExemption(db, { customerId, reason: values.reason, grantedBy: operator });
+        console.log(
+          `exemption ${e.id} granted ${e.grantedAt.toISOString()}; the customer sets up an authenticator app with an enrollment ticket`,
+        );
+      } else {
+        console.log((await endExemption(db, customerId, operator)) ? 'exemption ended' : 'no open exemption');
+      }
+      return 0;
+    }
+    if (command === 'report') {
+      const r = await exemptionReport(db);
+      console.log(
+        `customers: ${r.customers}\nexempted from phishing-resistant MFA: ${r.exempted}\nexemption rate (解除率): ${(r.rate * 100).toFixed(2)} %`,
       );
       return 0;
     }

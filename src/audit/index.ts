@@ -62,7 +62,7 @@ export async function listAudit(
     `SELECT id::text AS id, at, type, outcome, actor, customer_id, client_id, ip, port, user_agent, data FROM audit_events
      WHERE ($1::text IS NULL OR customer_id = $1) AND ($2::text IS NULL OR type = $2)
        AND ($4::text[] IS NULL OR split_part(type, '.', 1) = ANY ($4::text[]))
-     ORDER BY id DESC LIMIT $3`,
+     ORDER BY audit_events.id DESC LIMIT $3`,
     [filter.customerId ?? null, filter.type ?? null, filter.limit ?? 100, filter.typePrefixes ?? null],
   );
   return res.rows;

@@ -1,5 +1,6 @@
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
+import { loadKeyEncryptionKey } from '../keys/index.ts';
 
 export interface AuthnContext {
   db: Db;
@@ -11,6 +12,8 @@ export interface AuthnContext {
   origin: string;
   ticketTtlSeconds: number;
   maxFailedAttempts: number;
+  /** Key-encryption key for secrets kept by this module (TOTP secrets). */
+  kek?: Buffer;
 }
 
 /** Where a request came from, for the audit log. */
@@ -24,6 +27,7 @@ export interface RequestMeta {
 
 export function createAuthnContext(db: Db, config: Config, rpName = 'Kakehashi'): AuthnContext {
   return {
+    kek: loadKeyEncryptionKey(config),
     db,
     rpId: config.rpId,
     rpName,

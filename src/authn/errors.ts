@@ -12,7 +12,9 @@ export type AuthnErrorCode =
   | 'ERR_PASSKEY_UNKNOWN'
   | 'ERR_PASSKEY_COUNTER'
   | 'ERR_PASSKEY_DISABLED'
-  | 'ERR_PASSKEY_LAST';
+  | 'ERR_PASSKEY_LAST'
+  | 'ERR_NOT_EXEMPT'
+  | 'ERR_TOTP_INVALID';
 
 /**
  * Messages are safe to show to the customer: they never echo input, secrets or library detail
@@ -35,6 +37,8 @@ const MESSAGES: Record<AuthnErrorCode, string> = {
   ERR_PASSKEY_COUNTER: 'This passkey could not be accepted. Please contact us.',
   ERR_PASSKEY_DISABLED:
     'This passkey has been disabled for your protection. Please use another passkey or contact us.',
+  ERR_NOT_EXEMPT: 'Sign-in without a passkey needs an exemption granted by us. Please contact us.',
+  ERR_TOTP_INVALID: 'The customer number or the code is not correct.',
   ERR_PASSKEY_LAST: 'Your last passkey cannot be removed: you would have no way left to sign in.',
 };
 

@@ -6,6 +6,19 @@
 export { AUTHN_AUDIT, type AuthnContext, createAuthnContext, type RequestMeta } from './context.ts';
 export { AuthnError, type AuthnErrorCode } from './errors.ts';
 export {
+  ALTERNATIVE_MFA_ACR,
+  type AlternativeLogin,
+  activeExemption,
+  confirmTotpSetup,
+  type Exemption,
+  type ExemptionReport,
+  endExemption,
+  exemptionReport,
+  grantExemption,
+  signInWithTotp,
+  startTotpSetup,
+} from './exemptions.ts';
+export {
   deleteExpiredChallenges,
   finishPasskeyAuthentication,
   finishPasskeyRegistration,

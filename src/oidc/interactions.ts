@@ -12,17 +12,31 @@ import { recordAudit } from '../audit/index.ts';
 import {
   type AuthnContext,
   AuthnError,
+  confirmTotpSetup,
   finishPasskeyRegistration,
   startPasskeyAuthentication,
   startPasskeyRegistration,
+  startTotpSetup,
 } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
 import { ConsentError, recordConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy, unlockAccount } from '../risk/index.ts';
-import { consentPage, enrollPage, errorPage, languageOf, loginPage } from '../web/index.ts';
-import { checkTicketThrottled, requestMeta, signInWithPasskey } from './passkeySignIn.ts';
+import {
+  alternativeLoginPage,
+  consentPage,
+  enrollPage,
+  errorPage,
+  languageOf,
+  loginPage,
+} from '../web/index.ts';
+import {
+  checkTicketThrottled,
+  requestMeta,
+  signInWithAlternativeMfa,
+  signInWithPasskey,
+} from './passkeySignIn.ts';
 
 export interface InteractionRoutesOptions {
   provider: Provider;
@@ -199,6 +213,63 @@ export function interactionRoutes({
         { mergeWithLastSubmission: false },
       );
       return { redirectTo };
+    }),
+  );
+
+  router.get('/alternative', (ctx) =>
+    page(ctx, async () => {
+      const d = await details(ctx);
+      return alternativeLoginPage({ lang: languageOf(ctx), uid: d.uid });
+    }),
+  );
+
+  router.post('/alternative/verify', (ctx) =>
+    json(ctx, async () => {
+      const d = await details(ctx);
+      if (d.prompt.name !== 'login') throw new HttpError(400, 'invalid_request', 'already signed in');
+      const body = await readBody(ctx, 'json');
+      const customerNumber =
+        typeof body.customerNumber === 'string' ? body.customerNumber.trim().slice(0, 32) : '';
+      const code = typeof body.code === 'string' ? body.code.trim() : '';
+      if (!customerNumber || !code)
+        throw new HttpError(400, 'invalid_request', 'customer number and code are required');
+      const result = await signInWithAlternativeMfa(signIn, ctx, { ceremonyId: d.uid, customerNumber, code });
+      const redirectTo = await storeResult(
+        d,
+        { login: { accountId: result.customerId, acr: result.acr, amr: result.amr, ts: result.authTime } },
+        { mergeWithLastSubmission: false },
+      );
+      return { redirectTo };
+    }),
+  );
+
+  router.post('/enroll/totp', (ctx) =>
+    json(ctx, async () => {
+      const d = await details(ctx);
+      const body = await readBody(ctx, 'json');
+      const customerNumber = typeof body.customerNumber === 'string' ? body.customerNumber.trim() : '';
+      const ticket = typeof body.ticket === 'string' ? body.ticket : '';
+      if (!customerNumber || !ticket || customerNumber.length > 32 || ticket.length > 64)
+        throw new HttpError(400, 'invalid_request', 'customer number and registration code are required');
+      const checked = await checkTicketThrottled(signIn, ctx, { ceremonyId: d.uid, customerNumber, ticket });
+      const setup = await startTotpSetup(authn, { ...checked, interactionId: d.uid });
+      return { secret: setup.secret, uri: setup.uri };
+    }),
+  );
+
+  router.post('/enroll/totp/confirm', (ctx) =>
+    json(ctx, async () => {
+      const d = await details(ctx);
+      const body = await readBody(ctx, 'json');
+      const code = typeof body.code === 'string' ? body.code.trim() : '';
+      const { customerId } = await confirmTotpSetup(
+        authn,
+        { interactionId: d.uid, code },
+        requestMeta(ctx, d.uid),
+      );
+      // Setting up with a one-time ticket is re-proofing of identity, as for a passkey.
+      await unlockAccount(db, customerId, 'reproofing');
+      return { registered: true };
     }),
   );
 

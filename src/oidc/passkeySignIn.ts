@@ -6,12 +6,14 @@
 import type { Context } from 'koa';
 import { recordAudit } from '../audit/index.ts';
 import {
+  type AlternativeLogin,
   type AuthnContext,
   AuthnError,
   checkEnrollmentTicket,
   finishPasskeyAuthentication,
   type PasskeyLogin,
   type RequestMeta,
+  signInWithTotp,
 } from '../authn/index.ts';
 import type { Db } from '../db/index.ts';
 import { HttpError } from '../http/index.ts';
@@ -82,15 +84,55 @@ export async function signInWithPasskey(
     }
     throw err;
   }
-  // A locked account still admits its owner from a browser they already signed in with
-  // (FSA comment 83); anyone else has to wait for the lock to end or re-prove their identity.
+  await admit(deps, ctx, result.customerId, meta);
+  return result;
+}
+
+/**
+ * Signs an exempted customer in with customer number + TOTP code (not phishing-resistant; only
+ * with an operator's exemption), under the same throttle and lock rules as passkeys.
+ */
+export async function signInWithAlternativeMfa(
+  deps: SignInDeps,
+  ctx: Context,
+  input: { ceremonyId: string; customerNumber: string; code: string },
+): Promise<AlternativeLogin> {
+  const meta = requestMeta(ctx, input.ceremonyId);
+  const source = await refuseThrottledSource(deps, ctx);
+  let result: AlternativeLogin;
+  try {
+    result = await signInWithTotp(
+      deps.authn,
+      { customerNumber: input.customerNumber, code: input.code },
+      meta,
+    );
+  } catch (err) {
+    if (err instanceof AuthnError && err.code === 'ERR_TOTP_INVALID')
+      await recordAuthFailure(
+        deps.db,
+        { source, customerId: err.customerId },
+        { ...meta, reason: err.code },
+        deps.throttle,
+      );
+    throw err;
+  }
+  await admit(deps, ctx, result.customerId, meta);
+  return result;
+}
+
+/**
+ * After a verified credential: a locked account still admits its owner from a browser they already
+ * signed in with (FSA comment 83); anyone else waits for the lock to end or re-proves their
+ * identity. Then the run of failures ends and this browser becomes a known device.
+ */
+async function admit(deps: SignInDeps, ctx: Context, customerId: string, meta: RequestMeta): Promise<void> {
   const device = ctx.cookies.get(DEVICE_COOKIE, { signed: false });
-  const lock = await accountLock(deps.db, result.customerId);
-  if (lock.locked && !(await isKnownDevice(deps.db, result.customerId, device))) {
+  const lock = await accountLock(deps.db, customerId);
+  if (lock.locked && !(await isKnownDevice(deps.db, customerId, device))) {
     await recordAudit(deps.db, {
       type: 'risk.account.locked.refused',
       outcome: 'failure',
-      customerId: result.customerId,
+      customerId,
       ...meta,
       data: { lockedUntil: lock.lockedUntil?.toISOString() },
     });
@@ -101,8 +143,8 @@ export async function signInWithPasskey(
       'ERR_ACCOUNT_LOCKED',
     );
   }
-  await recordAuthSuccess(deps.db, result.customerId);
-  const token = await rememberDevice(deps.db, result.customerId, device, ctx.get('user-agent'));
+  await recordAuthSuccess(deps.db, customerId);
+  const token = await rememberDevice(deps.db, customerId, device, ctx.get('user-agent'));
   ctx.cookies.set(DEVICE_COOKIE, token, {
     httpOnly: true,
     secure: true,
@@ -111,7 +153,6 @@ export async function signInWithPasskey(
     overwrite: true,
     maxAge: DEVICE_COOKIE_DAYS * 24 * 3600 * 1000,
   });
-  return result;
 }
 
 /** Checks an enrollment ticket; guessing slows the guesser's network down (the ticket lock protects the customer). */

@@ -32,6 +32,18 @@ const MESSAGES = {
     errorLead: '処理を続けられませんでした。',
     working: '処理中…',
     passkeyUnsupported: 'このブラウザはパスキーに対応していません。',
+    alt: {
+      link: 'パスキーを使えない方（認証の免除を受けた方）',
+      title: '認証アプリでログイン',
+      lead: 'パスキーの利用を免除されたお客様は、お客様番号と認証アプリの6桁のコードでログインします。この方法はフィッシングに強い認証ではありません。パスキーが使える端末をご用意いただけたら、パスキーの登録をお願いします。',
+      code: '認証アプリのコード（6桁）',
+      button: 'ログイン',
+      setupButton: '認証アプリを設定する（免除を受けた方）',
+      setupLead:
+        '認証アプリに次のキーを登録し、表示された6桁のコードを入力してください。このキーは今回だけ表示されます。',
+      confirm: '設定を完了',
+      done: '認証アプリを設定しました。ログイン画面から、お客様番号とコードでログインしてください。',
+    },
     account: {
       title: 'セキュリティ設定',
       loginTitle: 'セキュリティ設定にログイン',
@@ -123,6 +135,18 @@ const MESSAGES = {
     errorLead: 'We could not continue.',
     working: 'Working…',
     passkeyUnsupported: 'This browser does not support passkeys.',
+    alt: {
+      link: 'Cannot use a passkey? (customers with an exemption)',
+      title: 'Sign in with an authenticator app',
+      lead: 'Customers exempted from passkeys sign in with their customer number and the 6-digit code of their authenticator app. This method is not phishing-resistant; please register a passkey as soon as you have a device that supports one.',
+      code: 'Authenticator app code (6 digits)',
+      button: 'Sign in',
+      setupButton: 'Set up an authenticator app (customers with an exemption)',
+      setupLead:
+        'Add this key to your authenticator app and enter the 6-digit code it shows. The key is shown only now.',
+      confirm: 'Finish set-up',
+      done: 'Your authenticator app is set up. Sign in with your customer number and a code.',
+    },
     account: {
       title: 'Security settings',
       loginTitle: 'Sign in to your security settings',

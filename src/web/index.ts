@@ -7,7 +7,14 @@ export { type AccountSession, accountLoginPage, type HistoryEntry, securityPage 
 export { assetsMiddleware } from './assets.ts';
 export { escapeHtml, html, SafeHtml } from './html.ts';
 export { type Lang, type Messages, messages, pickLanguage } from './i18n.ts';
-export { type ConsentAccount, consentPage, enrollPage, errorPage, loginPage } from './pages.ts';
+export {
+  alternativeLoginPage,
+  type ConsentAccount,
+  consentPage,
+  enrollPage,
+  errorPage,
+  loginPage,
+} from './pages.ts';
 
 export function languageOf(ctx: Context): ReturnType<typeof pickLanguage> {
   const q = ctx.query.lang;

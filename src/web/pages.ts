@@ -49,6 +49,7 @@ export function loginPage(p: LoginPageInput): string {
 <p id="error" class="error" role="alert" hidden></p>
 <button type="button" id="passkey-login" data-uid="${p.uid}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}">${t.loginButton}</button>
 <p><a id="enroll-link" href="/interaction/${p.uid}/enroll">${t.firstTime}</a></p>
+<p><a id="alternative-link" href="/interaction/${p.uid}/alternative">${t.alt.link}</a></p>
 <form method="post" action="/interaction/${p.uid}/abort"><button type="submit" class="secondary" id="cancel">${t.cancel}</button></form>`,
     { scripts: PASSKEY_SCRIPTS },
   );
@@ -66,7 +67,14 @@ export function enrollPage(p: { lang: Lang; uid: string }): string {
 <label>${t.ticket}<input name="ticket" id="ticket" required autocomplete="one-time-code" maxlength="64" spellcheck="false"></label>
 <label>${t.passkeyName}<input name="passkeyName" id="passkeyName" maxlength="64"></label>
 <button type="submit" id="enroll-button">${t.enrollButton}</button>
+<button type="button" id="totp-setup" class="secondary">${t.alt.setupButton}</button>
 </form>
+<section id="totp-setup-step" hidden>
+<p>${t.alt.setupLead}</p>
+<p><code id="totp-secret"></code></p>
+<label>${t.alt.code}<input id="totp-confirm-code" inputmode="numeric" autocomplete="one-time-code" maxlength="6"></label>
+<button type="button" id="totp-confirm" data-done="${t.alt.done}">${t.alt.confirm}</button>
+</section>
 <p><a href="/interaction/${p.uid}">${t.backToLogin}</a></p>`,
     { scripts: PASSKEY_SCRIPTS },
   );
@@ -124,5 +132,22 @@ export function errorPage(p: { lang: Lang; error: string; description?: string |
     p.lang,
     t.errorTitle,
     html`<p>${t.errorLead}</p><p class="error" id="error-code">${p.error}</p>${p.description ? html`<p id="error-description">${p.description}</p>` : ''}`,
+  );
+}
+
+export function alternativeLoginPage(p: { lang: Lang; uid: string }): string {
+  const t = messages(p.lang);
+  return layout(
+    p.lang,
+    t.alt.title,
+    html`<p>${t.alt.lead}</p>
+<p id="error" class="error" role="alert" hidden></p>
+<form id="alternative-form" data-uid="${p.uid}" data-working="${t.working}">
+<label>${t.customerNumber}<input name="customerNumber" id="customerNumber" required autocomplete="username" inputmode="numeric" maxlength="32"></label>
+<label>${t.alt.code}<input name="code" id="code" required autocomplete="one-time-code" inputmode="numeric" maxlength="6"></label>
+<button type="submit" id="alternative-button">${t.alt.button}</button>
+</form>
+<p><a href="/interaction/${p.uid}">${t.backToLogin}</a></p>`,
+    { scripts: PASSKEY_SCRIPTS },
   );
 }

@@ -62,6 +62,48 @@
     );
   }
 
+  const totpSetup = document.getElementById('totp-setup');
+  if (totpSetup) {
+    totpSetup.addEventListener('click', () =>
+      busy(totpSetup, async () => {
+        const form = new FormData(document.getElementById('enroll-form'));
+        const uid = document.getElementById('enroll-form').dataset.uid;
+        const setup = await postJson(`/interaction/${uid}/enroll/totp`, {
+          customerNumber: form.get('customerNumber'),
+          ticket: form.get('ticket'),
+        });
+        document.getElementById('totp-secret').textContent = setup.secret.replace(/(.{4})/g, '$1 ').trim();
+        document.getElementById('totp-setup-step').hidden = false;
+      }),
+    );
+    const confirm = document.getElementById('totp-confirm');
+    confirm.addEventListener('click', () =>
+      busy(confirm, async () => {
+        const uid = document.getElementById('enroll-form').dataset.uid;
+        await postJson(`/interaction/${uid}/enroll/totp/confirm`, {
+          code: document.getElementById('totp-confirm-code').value,
+        });
+        window.location.assign(`/interaction/${uid}/alternative`);
+      }),
+    );
+  }
+
+  const alternative = document.getElementById('alternative-form');
+  if (alternative) {
+    alternative.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const button = document.getElementById('alternative-button');
+      busy(button, async () => {
+        const form = new FormData(alternative);
+        const result = await postJson(`/interaction/${alternative.dataset.uid}/alternative/verify`, {
+          customerNumber: form.get('customerNumber'),
+          code: form.get('code'),
+        });
+        window.location.assign(result.redirectTo);
+      });
+    });
+  }
+
   const enroll = document.getElementById('enroll-form');
   if (enroll) {
     if (!browserSupportsWebAuthn()) showError(enroll.dataset.unsupported);
