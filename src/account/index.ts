@@ -24,6 +24,7 @@ import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { endCustomerSession, listCustomerSessions, revokeCustomerSessions } from '../oidc/adapter.ts';
 import { requestMeta, type SignInDeps, signInWithPasskey } from '../oidc/passkeySignIn.ts';
+import { notifyCustomer } from '../oidc/securityNotices.ts';
 import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from '../risk/index.ts';
 import { accountLoginPage, errorPage, languageOf, messages, securityPage } from '../web/index.ts';
 
@@ -282,12 +283,17 @@ export function accountRoutes({
 
   router.post('/passkeys/remove', (ctx) =>
     form(ctx, async (session, body) => {
-      const ok = await removePasskey(
-        db,
-        { customerId: session.accountId, credentialId: body.get('credentialId') ?? '' },
-        requestMeta(ctx),
+      const credentialId = body.get('credentialId') ?? '';
+      const removed = (await listPasskeys(db, session.accountId)).find(
+        (k) => k.credentialId === credentialId,
       );
+      const ok = await removePasskey(db, { customerId: session.accountId, credentialId }, requestMeta(ctx));
       if (!ok) throw new HttpError(404, 'invalid_request', 'no such passkey');
+      await notifyCustomer(db, {
+        customerId: session.accountId,
+        kind: 'passkey_removed',
+        data: { ...(removed ? { passkeyName: removed.name } : {}) },
+      });
       return undefined;
     }),
   );

@@ -37,6 +37,7 @@ import {
   signInWithAlternativeMfa,
   signInWithPasskey,
 } from './passkeySignIn.ts';
+import { notifyCustomer } from './securityNotices.ts';
 
 export interface InteractionRoutesOptions {
   provider: Provider;
@@ -268,7 +269,8 @@ export function interactionRoutes({
         requestMeta(ctx, d.uid),
       );
       // Setting up with a one-time ticket is re-proofing of identity, as for a passkey.
-      await unlockAccount(db, customerId, 'reproofing');
+      if (await unlockAccount(db, customerId, 'reproofing'))
+        await notifyCustomer(db, { customerId, kind: 'account_unlocked', data: {} });
       return { registered: true };
     }),
   );
@@ -302,8 +304,14 @@ export function interactionRoutes({
         { interactionId: d.uid, response: body.response as never, ...(name ? { passkeyName: name } : {}) },
         requestMeta(ctx, d.uid),
       );
+      await notifyCustomer(db, {
+        customerId: result.customerId,
+        kind: 'passkey_added',
+        data: { ...(name ? { passkeyName: name } : {}) },
+      });
       // Enrolling with a one-time ticket is re-proofing of identity: it lifts an automatic lock.
-      await unlockAccount(db, result.customerId, 'reproofing');
+      if (await unlockAccount(db, result.customerId, 'reproofing'))
+        await notifyCustomer(db, { customerId: result.customerId, kind: 'account_unlocked', data: {} });
       return { registered: true, credentialId: result.credentialId };
     }),
   );
@@ -369,6 +377,15 @@ export function interactionRoutes({
       ctx.body = errorPage({ lang: languageOf(ctx), error: 'invalid_request', description: err.message });
       return;
     }
+    await notifyCustomer(db, {
+      customerId,
+      kind: 'consent_granted',
+      data: {
+        clientName: await clientName(clientId),
+        expiresAt: new Date(Date.now() + config.oidc.grantTtl * 1000).toISOString(),
+      },
+      dedupeKey: `consent:${grantId}`,
+    });
     await recordAudit(db, {
       type: 'consent.granted',
       outcome: 'success',

@@ -27,6 +27,7 @@ import {
   sourceRetryAfter,
   type ThrottlePolicy,
 } from '../risk/index.ts';
+import { deviceSummary, notifyCustomer } from './securityNotices.ts';
 
 export interface SignInDeps {
   db: Db;
@@ -80,11 +81,11 @@ export async function signInWithPasskey(
   } catch (err) {
     if (err instanceof AuthnError) {
       const customerId = ACCOUNT_FAILURES.has(err.code) ? err.customerId : undefined;
-      await recordAuthFailure(deps.db, { source, customerId }, { ...meta, reason: err.code }, deps.throttle);
+      await failed(deps, { source, customerId }, { ...meta, reason: err.code });
     }
     throw err;
   }
-  await admit(deps, ctx, result.customerId, meta);
+  await admit(deps, ctx, result.customerId, meta, 'passkey');
   return result;
 }
 
@@ -116,7 +117,7 @@ export async function signInWithAlternativeMfa(
       );
     throw err;
   }
-  await admit(deps, ctx, result.customerId, meta);
+  await admit(deps, ctx, result.customerId, meta, 'totp');
   return result;
 }
 
@@ -125,10 +126,17 @@ export async function signInWithAlternativeMfa(
  * signed in with (FSA comment 83); anyone else waits for the lock to end or re-proves their
  * identity. Then the run of failures ends and this browser becomes a known device.
  */
-async function admit(deps: SignInDeps, ctx: Context, customerId: string, meta: RequestMeta): Promise<void> {
+async function admit(
+  deps: SignInDeps,
+  ctx: Context,
+  customerId: string,
+  meta: RequestMeta,
+  method: 'passkey' | 'totp',
+): Promise<void> {
   const device = ctx.cookies.get(DEVICE_COOKIE, { signed: false });
   const lock = await accountLock(deps.db, customerId);
-  if (lock.locked && !(await isKnownDevice(deps.db, customerId, device))) {
+  const known = await isKnownDevice(deps.db, customerId, device);
+  if (lock.locked && !known) {
     await recordAudit(deps.db, {
       type: 'risk.account.locked.refused',
       outcome: 'failure',
@@ -145,6 +153,12 @@ async function admit(deps: SignInDeps, ctx: Context, customerId: string, meta: R
   }
   await recordAuthSuccess(deps.db, customerId);
   const token = await rememberDevice(deps.db, customerId, device, ctx.get('user-agent'));
+  await notifyCustomer(deps.db, {
+    customerId,
+    kind: known ? 'login' : 'new_device',
+    data: { method, device: deviceSummary(meta.userAgent) },
+    ...(meta.interactionId ? { dedupeKey: `login:${meta.interactionId}` } : {}),
+  });
   ctx.cookies.set(DEVICE_COOKIE, token, {
     httpOnly: true,
     secure: true,
@@ -153,6 +167,21 @@ async function admit(deps: SignInDeps, ctx: Context, customerId: string, meta: R
     overwrite: true,
     maxAge: DEVICE_COOKIE_DAYS * 24 * 3600 * 1000,
   });
+}
+
+/** Counts a failure; tells the customer when it locked their account. */
+async function failed(
+  deps: SignInDeps,
+  who: { source: string; customerId: string | undefined },
+  meta: RequestMeta & { reason: string },
+): Promise<void> {
+  const outcome = await recordAuthFailure(deps.db, who, meta, deps.throttle);
+  if (outcome.accountLockedNow && who.customerId)
+    await notifyCustomer(deps.db, {
+      customerId: who.customerId,
+      kind: 'account_locked',
+      data: { reason: 'failed_attempts' },
+    });
 }
 
 /** Checks an enrollment ticket; guessing slows the guesser's network down (the ticket lock protects the customer). */

@@ -44,7 +44,11 @@ export interface StartedAuthorization {
 }
 
 /** PAR with PKCE and the DPoP key (dpop_jkt), returning the URL to send the browser to. */
-export async function startAuthorization(rp: Rp, scope = 'openid accounts'): Promise<StartedAuthorization> {
+export async function startAuthorization(
+  rp: Rp,
+  scope = 'openid accounts',
+  extra: Record<string, string> = {},
+): Promise<StartedAuthorization> {
   const codeVerifier = client.randomPKCECodeVerifier();
   const state = client.randomState();
   const url = await client.buildAuthorizationUrlWithPAR(
@@ -55,6 +59,7 @@ export async function startAuthorization(rp: Rp, scope = 'openid accounts'): Pro
       code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
       code_challenge_method: 'S256',
       state,
+      ...extra,
     },
     { DPoP: rp.dpop },
   );
