@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Config } from '../config/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { jwkThumbprint } from '../keys/index.ts';
+import { ingestDemoLedger } from '../ledger/index.ts';
 
 export const DEMO_INSTITUTION_ID = 'demo-securities';
 export const DEMO_CUSTOMER_NUMBER = '10000001';
@@ -123,6 +124,16 @@ export async function seedDemo(db: Db, config: Config): Promise<DemoInfo> {
       DEMO_CLIENT_ID_2,
       'デモ資産管理サービス (Demo Wealth)',
       secondClientFile(config),
+    );
+    // Balances, holdings and transactions arrive through the same ingestion path institutions use.
+    const accounts = await tx.query<{ id: string }>(
+      'SELECT id FROM accounts WHERE customer_id = $1 ORDER BY opened_on',
+      [customerId],
+    );
+    await ingestDemoLedger(
+      tx,
+      DEMO_INSTITUTION_ID,
+      accounts.rows.map((r) => r.id),
     );
     return { customerId, customerNumber: DEMO_CUSTOMER_NUMBER, clientFile, created: true };
   });
