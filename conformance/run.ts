@@ -3,7 +3,8 @@
  *
  *   node conformance/run.ts
  *       starts two hubs in-process (a fresh checkout needs nothing else; TEST_DATABASE_URL puts
- *       them on a real PostgreSQL) and runs every check against them.
+ *       them on a real PostgreSQL) and runs every check against them; then the SSF plan
+ *       (conformance/ssf/, transmitter and receiver) against a third in-process hub.
  *
  *   node conformance/run.ts --issuer https://localhost:8443 --data ./data --ticket <TICKET>
  *       runs against a hub started with `npm start`: the demo client files and dev CA are read
@@ -25,6 +26,7 @@ import {
   startLocalTargets,
   summary,
 } from './plan.ts';
+import { runSsfSection } from './ssf/run.ts';
 
 const USAGE = `usage: node conformance/run.ts [--issuer URL --data DIR --ticket TICKET [--customer NUMBER] [--code-ttl SECONDS]]`;
 
@@ -86,7 +88,9 @@ async function main(argv: string[]): Promise<number> {
     console.log(
       `conformance: ${passed} passed, ${failed} failed${notApplicable ? `, ${notApplicable} not applicable` : ''}`,
     );
-    return failed === 0 ? 0 : 1;
+    // The SSF plan needs an in-process hub (it plays the peers and emits events); not for --issuer.
+    const ssf = external ? { failed: 0 } : await runSsfSection();
+    return failed === 0 && ssf.failed === 0 ? 0 : 1;
   } finally {
     await closeTargets(targets);
   }

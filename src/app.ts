@@ -6,6 +6,7 @@ import Router from '@koa/router';
 import Koa from 'koa';
 import mount from 'koa-mount';
 import type Provider from 'oidc-provider';
+import { accountRoutes } from './account/index.ts';
 import { apiRoutes } from './api/index.ts';
 import type { AuthnContext } from './authn/index.ts';
 import type { Config } from './config/index.ts';
@@ -13,6 +14,7 @@ import type { Db } from './db/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
 import type { Logger } from './log.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
+import type { Signals } from './signals/index.ts';
 import { assetsMiddleware, errorPage, html, languageOf } from './web/index.ts';
 
 export interface CreateAppOptions {
@@ -21,9 +23,11 @@ export interface CreateAppOptions {
   provider: Provider;
   authn: AuthnContext;
   logger: Logger;
+  /** Shared Signals endpoints (SSF transmitter and receiver). */
+  signals?: Signals;
 }
 
-export function createApp({ config, db, provider, authn, logger }: CreateAppOptions): Koa {
+export function createApp({ config, db, provider, authn, logger, signals }: CreateAppOptions): Koa {
   const app = new Koa();
   // koa-mount runs the provider on this app's context, so this app signs the provider's cookies.
   app.keys = provider.keys;
@@ -68,7 +72,15 @@ export function createApp({ config, db, provider, authn, logger }: CreateAppOpti
   for (const router of [
     misc,
     interactionRoutes({ provider, db, config, authn }),
-    apiRoutes({ provider, db, config }),
+    accountRoutes({ provider, db, config, authn }),
+    apiRoutes({
+      provider,
+      db,
+      config,
+      unattendedCallsPerDay: config.api.unattendedCallsPerDay,
+      transactionLookbackDays: config.api.transactionLookbackDays,
+    }),
+    ...(signals ? [signals.routes(provider)] : []),
   ]) {
     app.use(router.routes());
     app.use(router.allowedMethods());

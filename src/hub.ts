@@ -7,7 +7,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type Provider from 'oidc-provider';
-import { deleteExpiredDpopProofs } from './api/index.ts';
+import { deleteExpiredDpopProofs, deleteOldUnattendedCounts } from './api/index.ts';
 import { createApp } from './app.ts';
 import { type AuthnContext, createAuthnContext, deleteExpiredChallenges } from './authn/index.ts';
 import type { Config } from './config/index.ts';
@@ -15,8 +15,10 @@ import { type Db, migrate, openDb } from './db/index.ts';
 import { type DemoInfo, seedDemo } from './demo/seed.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
 import { createLogger, type Logger } from './log.ts';
+import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
 import { createProvider } from './oidc/provider.ts';
+import { createSignals, type Signals } from './signals/index.ts';
 import { ensureDevTls, secureTlsOptions } from './tls/index.ts';
 
 export interface Hub {
@@ -24,6 +26,10 @@ export interface Hub {
   db: Db;
   provider: Provider;
   authn: AuthnContext;
+  /** Shared Signals (SSF): its context, peer subscriptions, and a handle on this node's worker. */
+  signals: Signals;
+  /** Customer notifications: this node's delivery worker. */
+  notifier: Notifier;
   logger: Logger;
   server: http.Server | https.Server;
   /** Where this node listens (may differ from the issuer behind a proxy). */
@@ -60,7 +66,9 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
     );
     const authn = createAuthnContext(db, config);
-    const app = createApp({ config, db, provider, authn, logger });
+    const signals = await createSignals({ config, db, logger });
+    const notifier = createNotifier({ config, db, logger });
+    const app = createApp({ config, db, provider, authn, logger, signals });
 
     let server: http.Server | https.Server;
     let caPath: string | undefined;
@@ -88,6 +96,8 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       server.once('error', reject);
       server.listen(config.port, config.host, () => resolve());
     });
+    signals.start();
+    notifier.start();
     const { port } = server.address() as AddressInfo;
     const scheme = config.tls.mode === 'proxy' ? 'http' : 'https';
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -96,6 +106,8 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       db,
       provider,
       authn,
+      signals,
+      notifier,
       logger,
       server,
       listenUrl: `${scheme}://${host}:${port}`,
@@ -103,6 +115,8 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       caPath,
       async close() {
         clearInterval(sweeper);
+        await signals.stop();
+        await notifier.stop();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
@@ -128,7 +142,9 @@ function startSweeper(db: Db, logger: Logger): NodeJS.Timeout {
       const oidc = await deleteExpiredOidcPayloads(db);
       const challenges = await deleteExpiredChallenges(db);
       const proofs = await deleteExpiredDpopProofs(db);
-      if (oidc + challenges + proofs > 0) logger.debug({ oidc, challenges, proofs }, 'expired rows swept');
+      const unattended = await deleteOldUnattendedCounts(db);
+      if (oidc + challenges + proofs + unattended > 0)
+        logger.debug({ oidc, challenges, proofs, unattended }, 'expired rows swept');
     } catch (err) {
       logger.warn({ err }, 'sweep of expired rows failed');
     }

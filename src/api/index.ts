@@ -36,6 +36,9 @@ export { deleteExpiredDpopProofs } from './dpop.ts';
 export { ApiError } from './errors.ts';
 
 /** Unattended calls per consent and Japanese calendar day, unless the client's metadata sets its own. */
+/** acr values whose tokens may read account data. */
+export const PHISHING_RESISTANT_ACR = ['phr', 'phrh'];
+
 export const DEFAULT_UNATTENDED_CALLS_PER_DAY = 4;
 /** How far back transactions can be read when the consent sets no lookback. */
 export const DEFAULT_TRANSACTION_LOOKBACK_DAYS = 730;
@@ -268,6 +271,16 @@ export function apiRoutes({
         dpopChallenge('insufficient_scope', undefined, FAPI_ALGS),
       );
     if (!token.grantId || !token.accountId) throw invalid('the access token has no consent');
+    // FSA comments 51/69: aggregated data is reached through a phishing-resistant sign-in. A token
+    // from the alternative MFA (or of unknown provenance) gets an RFC 9470 step-up challenge.
+    const acr = (token.extra as { acr?: string } | undefined)?.acr;
+    if (!acr || !PHISHING_RESISTANT_ACR.includes(acr))
+      throw new ApiError(
+        401,
+        'insufficient_user_authentication',
+        'this data needs a phishing-resistant sign-in (a passkey)',
+        `${dpopChallenge('insufficient_user_authentication', 'a phishing-resistant sign-in is required', FAPI_ALGS)}, acr_values="${PHISHING_RESISTANT_ACR.join(' ')}"`,
+      );
     return {
       customerId: token.accountId,
       clientId: token.clientId!,

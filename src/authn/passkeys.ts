@@ -16,6 +16,7 @@ import {
 } from '@simplewebauthn/server';
 import { recordAudit } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
+import { emitSecurityEvent } from '../signals/index.ts';
 import { authenticatorModel } from './aaguids.ts';
 import { AUTHN_AUDIT, type AuthnContext, type RequestMeta } from './context.ts';
 import { AuthnError } from './errors.ts';
@@ -338,6 +339,18 @@ export async function finishPasskeyRegistration(
           backedUp: info.credentialBackedUp,
         },
       });
+      // Peers that share this customer learn of the new credential (CAEP credential-change).
+      await emitSecurityEvent(tx, {
+        type: 'credential-change',
+        customerId: cid,
+        credentialType: (info.credential.transports ?? []).includes('internal')
+          ? 'fido2-platform'
+          : 'fido2-roaming',
+        changeType: 'create',
+        fido2Aaguid: info.aaguid,
+        initiatingEntity: 'user',
+        reasonAdmin: 'passkey registered',
+      });
     });
     return { customerId: cid, credentialId };
   } catch (err) {
@@ -458,6 +471,12 @@ export async function finishPasskeyAuthentication(
         outcome: 'failure',
         customerId,
         data: { credentialId, storedCounter, newCounter },
+      });
+      await emitSecurityEvent(ctx.db, {
+        type: 'credential-compromise',
+        customerId,
+        credentialType: 'fido2-roaming',
+        reasonAdmin: 'signature counter went backwards: cloned authenticator suspected',
       });
       throw new AuthnError('ERR_PASSKEY_COUNTER', {
         cause: new Error(`counter ${newCounter} not above stored ${storedCounter}`),
@@ -621,15 +640,20 @@ export async function removePasskey(
   meta?: RequestMeta,
 ): Promise<boolean> {
   // One statement, so two concurrent removals cannot leave the customer without a usable passkey.
-  const res = await db.query<{ found: number; removed: number; usable_left: number }>(
-    `WITH target AS (SELECT credential_id, disabled_at FROM passkeys WHERE credential_id = $1 AND customer_id = $2),
+  const res = await db.query<{
+    found: number;
+    removed: number;
+    usable_left: number;
+    transports: string[] | null;
+  }>(
+    `WITH target AS (SELECT credential_id, disabled_at, transports FROM passkeys WHERE credential_id = $1 AND customer_id = $2),
      others AS (SELECT count(*)::int AS n FROM passkeys
                 WHERE customer_id = $2 AND credential_id <> $1 AND disabled_at IS NULL),
      del AS (DELETE FROM passkeys p USING target, others
              WHERE p.credential_id = target.credential_id AND (others.n > 0 OR target.disabled_at IS NOT NULL)
              RETURNING 1)
      SELECT (SELECT count(*) FROM target)::int AS found, (SELECT count(*) FROM del)::int AS removed,
-            (SELECT n FROM others) AS usable_left`,
+            (SELECT n FROM others) AS usable_left, (SELECT transports FROM target) AS transports`,
     [input.credentialId, input.customerId],
   );
   const row = res.rows[0];
@@ -644,6 +668,14 @@ export async function removePasskey(
     port: meta?.port,
     userAgent: meta?.userAgent,
     data: { credentialId: input.credentialId },
+  });
+  await emitSecurityEvent(db, {
+    type: 'credential-change',
+    customerId: input.customerId,
+    credentialType: row.transports?.includes('internal') ? 'fido2-platform' : 'fido2-roaming',
+    changeType: 'delete',
+    initiatingEntity: 'user',
+    reasonAdmin: 'passkey removed',
   });
   return true;
 }

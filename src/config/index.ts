@@ -8,8 +8,129 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { notifyConfigSchema } from '../notify/config.ts';
 
 const seconds = z.number().int().positive();
+
+/** Receiver-side actions a received SET may trigger (see src/signals/actions.ts). */
+export const SIGNAL_ACTIONS = [
+  'revoke_sessions',
+  'raise_risk',
+  'require_step_up',
+  'require_reproofing',
+  'suspend_sweeps',
+  'notify',
+  'forward',
+] as const;
+
+/**
+ * Actions per received event type. Keys are event-type URIs, optionally narrowed by a `#value`
+ * suffix (account-disabled `reason`, risk-level-change `current_level`): the narrower key wins.
+ */
+const actionMap = z.record(z.string().min(1), z.array(z.enum(SIGNAL_ACTIONS)));
+
+/** One institution the hub shares signals with, in either direction. */
+const peerSchema = z
+  .object({
+    /** Stable short id (used in URLs and rows): letters, digits, `-`, `_`. */
+    id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+    name: z.string().min(1).optional(),
+    /**
+     * As a receiver of our events: the OAuth client (in `clients`) whose client-credentials tokens
+     * manage its streams here.
+     */
+    clientId: z.string().min(1).optional(),
+    /** `aud` of the SETs we send it; default its issuer, else its clientId. */
+    audience: z.string().min(1).optional(),
+    /** As a transmitter to us: its SSF issuer (https); SETs from it must carry exactly this `iss`. */
+    issuer: z.url({ protocol: /^https$/ }).optional(),
+    /** Its JWKS; default the `jwks_uri` of its /.well-known/ssf-configuration. */
+    jwksUri: z.url({ protocol: /^https$/ }).optional(),
+    /** PEM file of a CA to trust for TLS to this peer (besides the system store). */
+    caFile: z.string().min(1).optional(),
+    /** Origins its push endpoint_url may use; absent: any https URL. */
+    endpointOrigins: z.array(z.url()).optional(),
+    /** Per-peer override of the SET signing algorithm (interop streams need RS256). */
+    setSigningAlg: z.enum(['RS256', 'ES256']).optional(),
+    /** Receiver side: create and keep a stream at this peer's transmitter. */
+    subscribe: z
+      .object({
+        /** Our client_id at the peer (registered there with our /ssf/client-jwks). */
+        clientId: z.string().min(1),
+        delivery: z.enum(['push', 'poll']).default('push'),
+        events: z.array(z.string().min(1)).optional(),
+      })
+      .optional(),
+    /** Overrides `signals.actions` for SETs from this peer (merged per key). */
+    actions: actionMap.optional(),
+  })
+  .strict();
+
+const signalsSchema = z
+  .object({
+    /** Runs the delivery workers and serves the SSF endpoints. */
+    enabled: z.boolean().default(true),
+    /** RS256 (2048-bit) is what the CAEP interoperability profile requires; ES256 is faster. */
+    setSigningAlg: z.enum(['RS256', 'ES256']).default('RS256'),
+    /** Streams one receiver may hold at once. */
+    maxStreamsPerReceiver: z.number().int().min(1).max(1000).default(20),
+    /** While a stream is paused, at most this many SETs are held (the oldest beyond are dropped)… */
+    pausedHoldMax: z.number().int().min(1).default(10_000),
+    /** …and none older than this. */
+    pausedHoldSeconds: seconds.default(7 * 24 * 3600),
+    /** Longest a poll request with returnImmediately false waits for SETs. */
+    longPollSeconds: z.number().int().min(0).max(120).default(20),
+    /** A polled SET that was not acknowledged is handed out again after this. */
+    pollRedeliverySeconds: seconds.default(60),
+    /** Verification requests closer together than this get 429. */
+    minVerificationIntervalSeconds: z.number().int().min(0).default(5),
+    push: z
+      .object({
+        timeoutMs: z.number().int().min(100).default(10_000),
+        /** SETs in flight per stream (different subjects only: one subject's SETs go in order). */
+        concurrencyPerStream: z.number().int().min(1).max(256).default(16),
+        /** Streams one node pushes to at once (a slow receiver holds one slot). */
+        concurrentStreams: z.number().int().min(1).max(1024).default(64),
+        /** Pushes in flight on one node across all streams (bounds sockets and memory). */
+        maxInFlight: z.number().int().min(1).max(10_000).default(256),
+        batchSize: z.number().int().min(1).max(5000).default(500),
+        retryBaseMs: z.number().int().min(10).default(1000),
+        retryMaxMs: z
+          .number()
+          .int()
+          .min(100)
+          .default(5 * 60_000),
+        /** A SET still undeliverable after this goes to the dead-letter view. */
+        deadAfterSeconds: seconds.default(3 * 24 * 3600),
+        leaseSeconds: z.number().int().min(5).default(60),
+        /** Allow http:// push endpoints on loopback addresses (benchmarks, local demos). */
+        allowLoopbackHttp: z.boolean().default(false),
+      })
+      .prefault({}),
+    /** Idle polling interval of the workers (they are also woken in-process when events arrive). */
+    workerIntervalMs: z.number().int().min(10).max(60_000).default(250),
+    /** Delivered SETs and received jtis are kept this long (audit, dedupe window). */
+    retentionSeconds: seconds.default(30 * 24 * 3600),
+    actions: actionMap.default({}),
+    peers: z.array(peerSchema).default([]),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    // A peer is found by its id (push URL), its client (management) and its issuer (SETs): each must be unique.
+    for (const key of ['id', 'clientId', 'issuer'] as const) {
+      const seen = new Set<string>();
+      s.peers.forEach((p, i) => {
+        const v = p[key];
+        if (v === undefined) return;
+        if (seen.has(v))
+          ctx.addIssue({ code: 'custom', path: ['peers', i, key], message: `duplicate ${key}` });
+        seen.add(v);
+      });
+    }
+  });
+
+export type SignalsConfig = z.output<typeof signalsSchema>;
+export type PeerConfig = z.output<typeof peerSchema>;
 
 const schema = z
   .object({
@@ -81,8 +202,16 @@ const schema = z
       .object({
         /** How far a DPoP proof's iat may be from now at the resource server. */
         dpopIatWindowSeconds: z.number().int().min(5).max(300).default(60),
+        /** Calls without x-fapi-customer-ip-address allowed per consent per day (per-client override in metadata). */
+        unattendedCallsPerDay: z.number().int().min(0).max(1_000_000).default(4),
+        /** How far back transactions can be read when the consent names no lookback. */
+        transactionLookbackDays: z.number().int().min(1).max(36_500).default(730),
       })
       .prefault({}),
+    /** Shared Signals (SSF 1.0 transmitter and receiver): see README "Shared Signals". */
+    signals: signalsSchema.prefault({}),
+    /** Customer notifications by mail (see src/notify/). */
+    notify: notifyConfigSchema.prefault({}),
   })
   .strict();
 
@@ -115,6 +244,12 @@ const ENVIRONMENT: Record<string, { key: string; type: 'string' | 'int' | 'bool'
   KAKEHASHI_KEK: { key: 'keyEncryptionKey', type: 'string' },
   KAKEHASHI_DEMO: { key: 'demo', type: 'bool' },
   LOG_LEVEL: { key: 'logLevel', type: 'string' },
+  KAKEHASHI_SMTP_HOST: { key: 'notify.smtp.host', type: 'string' },
+  KAKEHASHI_SMTP_PORT: { key: 'notify.smtp.port', type: 'int' },
+  KAKEHASHI_SMTP_SECURITY: { key: 'notify.smtp.security', type: 'string' },
+  KAKEHASHI_SMTP_USER: { key: 'notify.smtp.auth.user', type: 'string' },
+  KAKEHASHI_SMTP_PASS: { key: 'notify.smtp.auth.pass', type: 'string' },
+  KAKEHASHI_MAIL_FROM: { key: 'notify.from.address', type: 'string' },
 };
 
 function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {

@@ -10,6 +10,7 @@ import type { InteractionResults } from 'oidc-provider';
 import { errors as oidcErrors } from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
 import {
+  ALTERNATIVE_MFA_ACR,
   type AuthnContext,
   AuthnError,
   confirmTotpSetup,
@@ -37,6 +38,7 @@ import {
   signInWithAlternativeMfa,
   signInWithPasskey,
 } from './passkeySignIn.ts';
+import { requestedAcrValues } from './provider.ts';
 import { notifyCustomer } from './securityNotices.ts';
 
 export interface InteractionRoutesOptions {
@@ -90,6 +92,41 @@ export function interactionRoutes({
       options.mergeWithLastSubmission && !('error' in result) ? { ...d.lastSubmission, ...result } : result;
     await d.save(d.exp - Math.floor(Date.now() / 1000));
     return d.returnTo;
+  }
+
+  /**
+   * Records a sign-in. When the client asked for acr values this sign-in cannot reach (e.g. `phrh`
+   * after a synced passkey, `phr` after the alternative MFA), the request ends with
+   * unmet_authentication_requirements instead of looping back to the login prompt.
+   */
+  async function storeLogin(
+    d: Details,
+    login: { customerId: string; acr: string; amr: string[]; authTime: number },
+  ): Promise<string> {
+    const requested = requestedAcrValues(d.params.acr_values);
+    if (requested && !requested.includes(login.acr)) {
+      await recordAudit(db, {
+        type: 'authn.acr.unmet',
+        outcome: 'failure',
+        customerId: login.customerId,
+        clientId: String(d.params.client_id),
+        interactionId: d.uid,
+        data: { requested, achieved: login.acr },
+      });
+      return storeResult(
+        d,
+        {
+          error: 'unmet_authentication_requirements',
+          error_description: `the sign-in reached acr ${login.acr}, the client requires one of ${requested.join(' ')}`,
+        },
+        { mergeWithLastSubmission: false },
+      );
+    }
+    return storeResult(
+      d,
+      { login: { accountId: login.customerId, acr: login.acr, amr: login.amr, ts: login.authTime } },
+      { mergeWithLastSubmission: false },
+    );
   }
 
   /** Stores the result and sends the browser back to the authorization endpoint. */
@@ -150,7 +187,14 @@ export function interactionRoutes({
       const lang = languageOf(ctx);
       const name = await clientName(d.params.client_id);
       if (d.prompt.name === 'login') {
-        return loginPage({ lang, uid: d.uid, clientName: name, enrolled: ctx.query.enrolled === '1' });
+        const acr = requestedAcrValues(d.params.acr_values);
+        return loginPage({
+          lang,
+          uid: d.uid,
+          clientName: name,
+          enrolled: ctx.query.enrolled === '1',
+          alternative: !acr || acr.includes(ALTERNATIVE_MFA_ACR),
+        });
       }
       if (d.prompt.name === 'consent') {
         const customerId = d.session?.accountId;
@@ -208,12 +252,7 @@ export function interactionRoutes({
       if (d.prompt.name !== 'login') throw new HttpError(400, 'invalid_request', 'already signed in');
       const body = await readBody(ctx, 'json');
       const result = await signInWithPasskey(signIn, ctx, { ceremonyId: d.uid, response: body });
-      const redirectTo = await storeResult(
-        d,
-        { login: { accountId: result.customerId, acr: result.acr, amr: result.amr, ts: result.authTime } },
-        { mergeWithLastSubmission: false },
-      );
-      return { redirectTo };
+      return { redirectTo: await storeLogin(d, result) };
     }),
   );
 
@@ -235,12 +274,7 @@ export function interactionRoutes({
       if (!customerNumber || !code)
         throw new HttpError(400, 'invalid_request', 'customer number and code are required');
       const result = await signInWithAlternativeMfa(signIn, ctx, { ceremonyId: d.uid, customerNumber, code });
-      const redirectTo = await storeResult(
-        d,
-        { login: { accountId: result.customerId, acr: result.acr, amr: result.amr, ts: result.authTime } },
-        { mergeWithLastSubmission: false },
-      );
-      return { redirectTo };
+      return { redirectTo: await storeLogin(d, result) };
     }),
   );
 

@@ -3,11 +3,12 @@
  * the library's `fapi.profile = '2.0'` does not make by itself.
  */
 import { createHash } from 'node:crypto';
-import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { type Configuration, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
 import type { KeyMaterial } from '../keys/index.ts';
+import { SSF_SCOPES, SSF_TOKEN_TTL_SECONDS, ssfResourceIndicators } from '../signals/index.ts';
 import { renderErrorPage } from '../web/index.ts';
 import { createAdapterFactory, rememberJtiOnce } from './adapter.ts';
 
@@ -15,8 +16,11 @@ import { createAdapterFactory, rememberJtiOnce } from './adapter.ts';
 export const FAPI_ALGS = ['PS256', 'ES256', 'EdDSA'] as const;
 /** Scopes the hub knows. `accounts` is read access to the accounts the customer picks at consent. */
 export const SCOPES = ['openid', 'offline_access', 'accounts'] as const;
-/** Assurance levels: `phr` phishing-resistant, `phrh` phishing-resistant hardware-protected. */
-export const ACR_VALUES = ['phr', 'phrh'] as const;
+/**
+ * Assurance levels: `phr` phishing-resistant, `phrh` phishing-resistant hardware-protected, `otp`
+ * an exempted customer's alternative MFA (not phishing-resistant).
+ */
+export const ACR_VALUES = ['phr', 'phrh', 'otp'] as const;
 
 export interface CreateProviderOptions {
   config: Config;
@@ -50,7 +54,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       dPoPSigningAlgValues: algs,
     },
     responseTypes: ['code'],
-    scopes: [...SCOPES],
+    // ssf.* only ever go to SSF peers' client-credentials tokens (src/signals/oauth.ts).
+    scopes: [...SCOPES, ...SSF_SCOPES],
     acrValues: [...ACR_VALUES],
     // acr, amr and auth_time ride on the openid scope: relying parties always learn how the customer signed in.
     claims: { openid: ['sub', 'acr', 'amr', 'auth_time'] },
@@ -79,6 +84,19 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       rpInitiatedLogout: { enabled: true },
       userinfo: { enabled: true },
       claimsParameter: { enabled: false },
+      // SSF peers manage their streams with client-credentials tokens for the SSF resource only
+      // (src/signals/oauth.ts); FAPI clients are not registered for this grant and are unaffected.
+      clientCredentials: { enabled: true },
+      resourceIndicators: { enabled: true, ...ssfResourceIndicators(config) },
+    },
+    // How the customer signed in rides on every access token (from the code or refresh token it
+    // was issued for), so the resource server can ask for step-up (RFC 9470).
+    extraTokenClaims: async (ctx, token) => {
+      if (token.kind !== 'AccessToken') return undefined;
+      const source = (ctx?.oidc?.entities?.AuthorizationCode ?? ctx?.oidc?.entities?.RefreshToken) as
+        | { acr?: string; authTime?: number }
+        | undefined;
+      return source?.acr ? { acr: source.acr, auth_time: source.authTime } : undefined;
     },
     // Aggregator tokens live by the consent (the grant), not by the customer's browser session.
     expiresWithSession: async () => false,
@@ -95,12 +113,20 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       Session: config.oidc.sessionTtl,
       Interaction: config.oidc.interactionTtl,
       Grant: config.oidc.grantTtl,
+      // SSF management tokens (client credentials): short-lived, as the CAEP interop profile asks.
+      ClientCredentials: SSF_TOKEN_TTL_SECONDS,
     },
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: {
+      url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+      policy: interactionPolicyWithAcr(),
+    },
     findAccount: async (ctx, sub) => {
       // oidc-provider asks up to three times per request for the same subject; ask the database once.
       let known = accountsSeen.get(ctx);
-      if (!known) accountsSeen.set(ctx, (known = new Map()));
+      if (!known) {
+        known = new Map();
+        accountsSeen.set(ctx, known);
+      }
       let active = known.get(sub);
       if (active === undefined) {
         const res = await db.query("SELECT 1 FROM customers WHERE id = $1 AND status = 'active'", [sub]);
@@ -173,4 +199,31 @@ function limitRequestUriLifetime(provider: Provider, seconds: number): void {
     if (ctx.oidc?.route === 'pushed_authorization_request' && typeof body?.expires_in === 'number')
       body.expires_in = Math.min(body.expires_in, seconds);
   });
+}
+
+/**
+ * oidc-provider does not enforce `acr_values` (only essential `acr` claims and max_age). Here an
+ * existing session whose acr is not among the requested values does not satisfy the request: the
+ * customer is asked to sign in again (and the interaction ends with unmet_authentication_requirements
+ * when the sign-in still cannot reach a requested level; see src/oidc/interactions.ts).
+ */
+function interactionPolicyWithAcr(): interactionPolicy.Prompt[] {
+  const policy = interactionPolicy.base();
+  policy.get('login')!.checks.add(
+    new interactionPolicy.Check('acr_values_unmet', 'the session does not reach a requested acr', (ctx) => {
+      const requested = requestedAcrValues(ctx.oidc.params?.acr_values);
+      if (!requested) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      const acr = ctx.oidc.session?.acr;
+      return acr && requested.includes(acr)
+        ? interactionPolicy.Check.NO_NEED_TO_PROMPT
+        : interactionPolicy.Check.REQUEST_PROMPT;
+    }),
+  );
+  return policy;
+}
+
+/** The acr values a request asks for, or undefined when it names none. */
+export function requestedAcrValues(param: unknown): string[] | undefined {
+  const values = typeof param === 'string' ? param.split(' ').filter(Boolean) : [];
+  return values.length ? values : undefined;
 }

@@ -36,6 +36,8 @@ export interface LoginPageInput {
   clientName: string;
   /** Shown after a passkey was just registered. */
   enrolled?: boolean;
+  /** Offer the exempted customers' alternative MFA (not when the client requires phishing resistance). */
+  alternative?: boolean;
 }
 
 export function loginPage(p: LoginPageInput): string {
@@ -49,7 +51,7 @@ export function loginPage(p: LoginPageInput): string {
 <p id="error" class="error" role="alert" hidden></p>
 <button type="button" id="passkey-login" data-uid="${p.uid}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}">${t.loginButton}</button>
 <p><a id="enroll-link" href="/interaction/${p.uid}/enroll">${t.firstTime}</a></p>
-<p><a id="alternative-link" href="/interaction/${p.uid}/alternative">${t.alt.link}</a></p>
+${p.alternative === false ? '' : html`<p><a id="alternative-link" href="/interaction/${p.uid}/alternative">${t.alt.link}</a></p>`}
 <form method="post" action="/interaction/${p.uid}/abort"><button type="submit" class="secondary" id="cancel">${t.cancel}</button></form>`,
     { scripts: PASSKEY_SCRIPTS },
   );

@@ -147,6 +147,28 @@ describe('exemptions', () => {
       { DPoP: rp.dpop },
     );
     expect(tokens.claims()).toMatchObject({ acr: 'otp', amr: ['otp'], sub: customerId });
+    // Account data needs a phishing-resistant sign-in: RFC 9470 step-up challenge.
+    const stepUp = await client
+      .fetchProtectedResource(
+        rp.config,
+        tokens.access_token,
+        new URL(`${t.issuer}/api/v1/accounts`),
+        'GET',
+        undefined,
+        undefined,
+        {
+          DPoP: rp.dpop,
+        },
+      )
+      .then(
+        () => undefined,
+        (err: client.WWWAuthenticateChallengeError) => err,
+      );
+    expect(stepUp?.response?.status).toBe(401);
+    expect(stepUp?.cause?.[0]).toMatchObject({
+      scheme: 'dpop',
+      parameters: { error: 'insufficient_user_authentication', acr_values: 'phr phrh' },
+    });
   });
 
   it('refuses the code of a customer without an exemption, alike for unknown numbers', async () => {

@@ -1,0 +1,351 @@
+/**
+ * The signals module against a real database (PGlite, or TEST_DATABASE_URL), below HTTP: events
+ * are atomic with their cause, fan-out and push claims are safe with several nodes, paused streams
+ * hold a bounded number of SETs, undeliverable SETs end in the dead-letter view, subjects are
+ * pairwise unless consented, and revoking a customer's sessions touches nobody else.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError, type ConfigInput, loadConfig } from '../../src/config/index.ts';
+import { createLogger } from '../../src/log.ts';
+import { createSignalsContext, type SignalsContext } from '../../src/signals/context.ts';
+import { claimStreams } from '../../src/signals/delivery.ts';
+import { fanOutBatch } from '../../src/signals/fanout.ts';
+import {
+  changeStreamStatus,
+  emitSecurityEvent,
+  linkCustomer,
+  listDeadLetters,
+  requeueDeadLetters,
+  revokeCustomerSessions,
+  withdrawSharedSubject,
+} from '../../src/signals/index.ts';
+import { loadSsfKeys } from '../../src/signals/keys.ts';
+import { createStream } from '../../src/signals/streams.ts';
+import { maintain } from '../../src/signals/worker.ts';
+import { type TestDb, testDb } from '../support/db.ts';
+
+let t: TestDb;
+let dir: string;
+let ctx: SignalsContext;
+let node2: SignalsContext;
+const logger = createLogger('silent');
+
+function config(signals: ConfigInput['signals']) {
+  return loadConfig({
+    env: {},
+    configDir: path.join(dir, 'none'),
+    overrides: { issuer: 'https://hub.example', dataDir: dir, signals },
+  });
+}
+
+const SIGNALS = {
+  pausedHoldMax: 3,
+  push: { deadAfterSeconds: 60, allowLoopbackHttp: true },
+  peers: [
+    { id: 'bank', clientId: 'ssf-bank', audience: 'https://bank.example' },
+    { id: 'pfm', clientId: 'ssf-pfm' },
+  ],
+};
+
+async function customer(): Promise<string> {
+  const id = `cus_${randomBytes(6).toString('hex')}`;
+  await t.db.query(
+    "INSERT INTO institutions (id, kind, name_ja, name_en) VALUES ('inst', 'bank', '銀行', 'Bank') ON CONFLICT DO NOTHING",
+  );
+  await t.db.query(
+    "INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana) VALUES ($1, 'inst', $2, '山田', 'ヤマダ')",
+    [id, id],
+  );
+  return id;
+}
+
+async function stream(peerId: string, method: 'push' | 'poll' = 'push') {
+  const peer = ctx.peers.byId.get(peerId)!;
+  return createStream(ctx, t.db, peer, peer.clientId!, {
+    delivery:
+      method === 'push'
+        ? { method: 'urn:ietf:rfc:8935', endpoint_url: 'http://127.0.0.1:9/events' }
+        : { method: 'urn:ietf:rfc:8936' },
+  });
+}
+
+const outbox = async (streamId: string) =>
+  (
+    await t.db.query<{ set_jwt: string; state: string; control: boolean }>(
+      'SELECT set_jwt, state, control FROM ssf_outbox WHERE stream_id = $1 ORDER BY event_id, id',
+      [streamId],
+    )
+  ).rows;
+
+async function drain(c = ctx) {
+  while ((await fanOutBatch(c, 100)).events > 0);
+}
+
+beforeAll(async () => {
+  t = await testDb();
+  dir = mkdtempSync(path.join(tmpdir(), 'kakehashi-signals-'));
+  const kek = randomBytes(32);
+  const keys = await loadSsfKeys(t.db, kek);
+  ctx = createSignalsContext({ db: t.db, config: config(SIGNALS), keys, kek, logger });
+  // A second node on the same database: same keys (loaded, not generated again), another node id.
+  node2 = createSignalsContext({
+    db: t.db,
+    config: config(SIGNALS),
+    keys: await loadSsfKeys(t.db, kek),
+    kek,
+    logger,
+  });
+});
+afterAll(async () => {
+  await t?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+beforeEach(async () => {
+  await t.db.query('DELETE FROM ssf_outbox');
+  await t.db.query('DELETE FROM ssf_streams');
+  await t.db.query('DELETE FROM ssf_events');
+});
+
+describe('keys', () => {
+  it('generates one RS256 (2048-bit) and one ES256 SET key and an ES256 client key, once per database', async () => {
+    const again = await loadSsfKeys(t.db, Buffer.from(ctx.kek));
+    expect(again.set.RS256.kid).toBe(ctx.keys.set.RS256.kid);
+    expect(ctx.keys.set.RS256.key.asymmetricKeyDetails?.modulusLength).toBe(2048);
+    expect(ctx.keys.setJwks.keys.map((k) => k.alg).sort()).toEqual(['ES256', 'RS256']);
+    expect(ctx.keys.clientJwks.keys.map((k) => k.kid)).toEqual([ctx.keys.client.kid]);
+    const n = await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM ssf_keys');
+    expect(n.rows[0]!.n).toBe(3);
+    const stored = await t.db.query<{ private_jwk_enc: string }>('SELECT private_jwk_enc FROM ssf_keys');
+    for (const r of stored.rows) expect(r.private_jwk_enc).not.toContain('"d"');
+  });
+});
+
+describe('emitting', () => {
+  it('an event emitted in a transaction that rolls back never exists', async () => {
+    const c = await customer();
+    await linkCustomer(t.db, { peerId: 'bank', customerId: c });
+    const s = await stream('bank');
+    await expect(
+      t.db.transaction(async (tx) => {
+        await emitSecurityEvent(tx, { type: 'recovery-activated', customerId: c });
+        throw new Error('the cause failed');
+      }),
+    ).rejects.toThrow('the cause failed');
+    await drain();
+    expect(await outbox(s.stream_id)).toEqual([]);
+  });
+
+  it('goes only to streams of peers linked to the customer, one SET per stream, pairwise per peer', async () => {
+    const c = await customer();
+    const stranger = await customer();
+    await linkCustomer(t.db, { peerId: 'bank', customerId: c });
+    await linkCustomer(t.db, { peerId: 'pfm', customerId: c });
+    const bank = await stream('bank');
+    const pfm = await stream('pfm', 'poll');
+    const { txn } = await emitSecurityEvent(t.db, {
+      type: 'account-disabled',
+      reason: 'hijacking',
+      customerId: c,
+    });
+    await emitSecurityEvent(t.db, { type: 'account-disabled', reason: 'hijacking', customerId: stranger });
+    await drain();
+    const [a] = await outbox(bank.stream_id);
+    const [b] = await outbox(pfm.stream_id);
+    expect((await outbox(bank.stream_id)).length).toBe(1);
+    const ca = decodeJwt(a!.set_jwt);
+    const cb = decodeJwt(b!.set_jwt);
+    expect(decodeProtectedHeader(a!.set_jwt)).toEqual({
+      typ: 'secevent+jwt',
+      alg: 'RS256',
+      kid: ctx.keys.set.RS256.kid,
+    });
+    expect(ca).toMatchObject({ iss: 'https://hub.example', aud: 'https://bank.example', txn });
+    expect(ca.events).toEqual({
+      'https://schemas.openid.net/secevent/risc/event-type/account-disabled': { reason: 'hijacking' },
+    });
+    expect(ca.sub).toBeUndefined();
+    expect(ca.exp).toBeUndefined();
+    const sa = ca.sub_id as Record<string, string>;
+    const sb = cb.sub_id as Record<string, string>;
+    expect(sa.format).toBe('iss_sub');
+    expect(sa.sub).not.toBe(sb.sub);
+    expect(JSON.stringify([sa, sb])).not.toContain(c);
+  });
+
+  it('uses the identifier the customer consented to share, and the pairwise one again after withdrawal', async () => {
+    const c = await customer();
+    const s = await stream('bank');
+    await linkCustomer(t.db, {
+      peerId: 'bank',
+      customerId: c,
+      sharedSubject: { subject: { format: 'email', email: 'taro@example.jp' }, consentRef: 'consent-1' },
+    });
+    await emitSecurityEvent(t.db, { type: 'recovery-activated', customerId: c });
+    await drain();
+    await withdrawSharedSubject(t.db, 'bank', c);
+    await emitSecurityEvent(t.db, { type: 'recovery-activated', customerId: c });
+    await drain();
+    const [consented, withdrawn] = (await outbox(s.stream_id)).map(
+      (r) => decodeJwt(r.set_jwt).sub_id as Record<string, string>,
+    );
+    expect(consented).toEqual({ format: 'email', email: 'taro@example.jp' });
+    expect(withdrawn!.format).toBe('iss_sub');
+  });
+
+  it('identifier-changed goes only where that identifier was shared, naming the old value', async () => {
+    const c = await customer();
+    const bank = await stream('bank');
+    const pfm = await stream('pfm');
+    await linkCustomer(t.db, {
+      peerId: 'bank',
+      customerId: c,
+      sharedSubject: { subject: { format: 'email', email: 'old@example.jp' }, consentRef: 'consent-2' },
+    });
+    await linkCustomer(t.db, { peerId: 'pfm', customerId: c });
+    await emitSecurityEvent(t.db, {
+      type: 'identifier-changed',
+      customerId: c,
+      format: 'email',
+      oldValue: 'old@example.jp',
+      newValue: 'new@example.jp',
+    });
+    await drain();
+    expect(await outbox(pfm.stream_id)).toEqual([]);
+    const [set] = await outbox(bank.stream_id);
+    const claims = decodeJwt(set!.set_jwt);
+    expect(claims.sub_id).toEqual({ format: 'email', email: 'old@example.jp' });
+    expect(Object.values(claims.events as object)[0]).toEqual({ 'new-value': 'new@example.jp' });
+  });
+});
+
+describe('several nodes', () => {
+  it('two nodes fanning out at once produce each SET exactly once', async () => {
+    const c = await customer();
+    await linkCustomer(t.db, { peerId: 'bank', customerId: c });
+    const s = await stream('bank');
+    for (let i = 0; i < 60; i++) await emitSecurityEvent(t.db, { type: 'recovery-activated', customerId: c });
+    const results = await Promise.all([
+      fanOutBatch(ctx, 7),
+      fanOutBatch(node2, 7),
+      fanOutBatch(ctx, 7),
+      fanOutBatch(node2, 7),
+    ]);
+    expect(results.reduce((n, r) => n + r.events, 0)).toBe(28);
+    await Promise.all([drain(ctx), drain(node2)]);
+    const rows = await t.db.query<{ n: number; d: number }>(
+      'SELECT count(*)::int AS n, count(DISTINCT event_id)::int AS d FROM ssf_outbox WHERE stream_id = $1',
+      [s.stream_id],
+    );
+    expect(rows.rows[0]).toEqual({ n: 60, d: 60 });
+  });
+
+  it('a stream is leased to one node at a time; another node gets it only after the lease ran out', async () => {
+    const c = await customer();
+    await linkCustomer(t.db, { peerId: 'bank', customerId: c });
+    const s = await stream('bank');
+    await emitSecurityEvent(t.db, { type: 'recovery-activated', customerId: c });
+    await drain();
+    const [mine, theirs] = await Promise.all([claimStreams(ctx, 10), claimStreams(node2, 10)]);
+    expect([...mine, ...theirs].map((x) => x.stream_id)).toEqual([s.stream_id]);
+    // The holder dies without releasing it: the lease expires, then the other node may take it.
+    await t.db.query(
+      "UPDATE ssf_streams SET lease_until = now() - interval '1 second' WHERE stream_id = $1",
+      [s.stream_id],
+    );
+    const winner = mine.length ? node2 : ctx;
+    expect((await claimStreams(winner, 10)).map((x) => x.stream_id)).toEqual([s.stream_id]);
+  });
+});
+
+describe('holding and dead letters', () => {
+  it('a paused stream holds at most pausedHoldMax SETs, the newest, and says so in the audit log', async () => {
+    const c = await customer();
+    await linkCustomer(t.db, { peerId: 'bank', customerId: c });
+    const s = await stream('bank');
+    await changeStreamStatus(t.db, s.stream_id, 'paused', 'maintenance', 'operator:test');
+    const txns: string[] = [];
+    for (let i = 0; i < 5; i++)
+      txns.push((await emitSecurityEvent(t.db, { type: 'recovery-activated', customerId: c })).txn);
+    await drain();
+    await maintain(ctx);
+    const held = (await outbox(s.stream_id)).filter((r) => !r.control).map((r) => decodeJwt(r.set_jwt).txn);
+    expect(held).toEqual(txns.slice(2));
+    const control = (await outbox(s.stream_id)).filter((r) => r.control);
+    expect(control).toHaveLength(1);
+    const audit = await t.db.query<{ data: { dropped: number } }>(
+      "SELECT data FROM audit_events WHERE type = 'ssf.stream.held_dropped' AND data->>'streamId' = $1",
+      [s.stream_id],
+    );
+    expect(audit.rows[0]!.data.dropped).toBe(2);
+  });
+
+  it('a SET undeliverable for deadAfterSeconds goes to the dead-letter view and can be requeued', async () => {
+    const c = await customer();
+    await linkCustomer(t.db, { peerId: 'bank', customerId: c });
+    const s = await stream('bank');
+    await emitSecurityEvent(t.db, { type: 'recovery-activated', customerId: c });
+    await drain();
+    await t.db.query("UPDATE ssf_outbox SET created_at = now() - interval '2 minutes' WHERE stream_id = $1", [
+      s.stream_id,
+    ]);
+    await maintain(ctx);
+    const dead = await listDeadLetters(t.db, { streamId: s.stream_id });
+    expect(dead).toHaveLength(1);
+    expect(dead[0]!.lastError).toMatch(/undeliverable/);
+    expect(await requeueDeadLetters(t.db, s.stream_id, 'operator:test')).toBe(1);
+    expect((await outbox(s.stream_id))[0]!.state).toBe('pending');
+  });
+});
+
+describe('revoking a customer', () => {
+  it("removes that customer's sessions, grants and grant-bound tokens, and nothing of anyone else", async () => {
+    const insert = (model: string, id: string, payload: Record<string, unknown>, grantId?: string) =>
+      t.db.query('INSERT INTO oidc_payloads (model, id, payload, grant_id) VALUES ($1, $2, $3::jsonb, $4)', [
+        model,
+        id,
+        JSON.stringify(payload),
+        grantId ?? null,
+      ]);
+    for (const who of ['alice', 'bob']) {
+      await insert('Session', `s-${who}`, { accountId: who });
+      await insert('Grant', `g-${who}`, { accountId: who, clientId: 'pfm' });
+      await insert('AccessToken', `at-${who}`, { accountId: who, grantId: `g-${who}` }, `g-${who}`);
+      await insert('RefreshToken', `rt-${who}`, { accountId: who, grantId: `g-${who}` }, `g-${who}`);
+    }
+    await insert('ClientCredentials', 'cc', { clientId: 'ssf-bank' });
+    const revoked = await revokeCustomerSessions(t.db, 'alice', {
+      actor: 'operator:test',
+      reason: 'takeover',
+    });
+    expect(revoked).toEqual({ sessions: 1, grants: 1, tokens: 2 });
+    const left = await t.db.query<{ id: string }>(
+      "SELECT id FROM oidc_payloads WHERE id IN ('s-alice','g-alice','at-alice','rt-alice','s-bob','g-bob','at-bob','rt-bob','cc') ORDER BY id",
+    );
+    expect(left.rows.map((r) => r.id)).toEqual(['at-bob', 'cc', 'g-bob', 'rt-bob', 's-bob']);
+    expect(await revokeCustomerSessions(t.db, 'alice', { actor: 'operator:test', reason: 'again' })).toEqual({
+      sessions: 0,
+      grants: 0,
+      tokens: 0,
+    });
+  });
+});
+
+describe('configuration', () => {
+  it('refuses two peers with one id, client or issuer', () => {
+    expect(() =>
+      config({
+        peers: [
+          { id: 'a', clientId: 'x' },
+          { id: 'b', clientId: 'x' },
+        ],
+      }),
+    ).toThrow(ConfigError);
+    expect(() => config({ peers: [{ id: 'a' }, { id: 'a' }] })).toThrow(/duplicate id/);
+    expect(() => config({ peers: [{ id: 'a', issuer: 'http://insecure.example' }] })).toThrow(ConfigError);
+  });
+});
