@@ -20,9 +20,15 @@ import {
   startPasskeyAuthentication,
 } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
+import { listActiveConsents, markConsentRevoked } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
-import { endCustomerSession, listCustomerSessions, revokeCustomerSessions } from '../oidc/adapter.ts';
+import {
+  endCustomerSession,
+  listCustomerSessions,
+  revokeCustomerSessions,
+  revokeGrant,
+} from '../oidc/adapter.ts';
 import { requestMeta, type SignInDeps, signInWithPasskey } from '../oidc/passkeySignIn.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
 import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from '../risk/index.ts';
@@ -164,7 +170,8 @@ export function accountRoutes({
       'SELECT name_kanji FROM customers WHERE id = $1',
       [session.accountId],
     );
-    const [passkeys, sessions, history] = await Promise.all([
+    const [consents, passkeys, sessions, history] = await Promise.all([
+      listActiveConsents(db, session.accountId),
       listPasskeys(db, session.accountId),
       listCustomerSessions(db, session.accountId),
       listAudit(db, { customerId: session.accountId, typePrefixes: HISTORY_FAMILIES, limit: 50 }),
@@ -174,6 +181,7 @@ export function accountRoutes({
       customerName: customer.rows[0]?.name_kanji ?? '',
       csrf: csrfFor(session),
       notice,
+      consents,
       passkeys,
       sessions: sessions.map((s) => ({
         uid: s.uid,
@@ -295,6 +303,46 @@ export function accountRoutes({
         data: { ...(removed ? { passkeyName: removed.name } : {}) },
       });
       return undefined;
+    }),
+  );
+
+  // One click ends an app's access: the consent is marked revoked (who, why) and its grant, access
+  // and refresh tokens are deleted, so the very next call with them fails, on every node.
+  router.post('/consents/revoke', (ctx) =>
+    form(ctx, async (session, body) => {
+      const grantId = body.get('grantId') ?? '';
+      const revoked = await db.transaction(async (tx) => {
+        const consent = await markConsentRevoked(tx, {
+          grantId,
+          customerId: session.accountId,
+          by: `customer:${session.accountId}`,
+          reason: 'revoked by the customer on the security page',
+        });
+        if (!consent) return undefined;
+        const tokens = await revokeGrant(tx, grantId);
+        await recordAudit(tx, {
+          type: 'consent.revoked',
+          outcome: 'success',
+          actor: `customer:${session.accountId}`,
+          customerId: session.accountId,
+          clientId: consent.clientId,
+          ...requestMeta(ctx),
+          data: { grantId, by: 'customer', revokedRows: tokens },
+        });
+        return consent;
+      });
+      if (!revoked) throw new HttpError(404, 'invalid_request', 'no such consent');
+      const client = await db.query<{ name: string | null }>(
+        "SELECT metadata ->> 'client_name' AS name FROM clients WHERE client_id = $1",
+        [revoked.clientId],
+      );
+      await notifyCustomer(db, {
+        customerId: session.accountId,
+        kind: 'consent_revoked',
+        data: { clientName: client.rows[0]?.name ?? revoked.clientId, by: 'customer' },
+        dedupeKey: `consent-revoked:${grantId}`,
+      });
+      return messages(languageOf(ctx)).account.revoked;
     }),
   );
 

@@ -90,3 +90,53 @@ export async function findActiveConsent(db: Queryable, grantId: string): Promise
   );
   return res.rows[0] && toConsent(res.rows[0]);
 }
+
+export interface ConsentView extends Consent {
+  /** The client's display name (from its registration). */
+  clientName: string;
+  accounts: Array<{ id: string; nickname: string; maskedNumber: string }>;
+}
+
+/** The customer's active consents with what they cover, newest first (for the dashboard). */
+export async function listActiveConsents(db: Queryable, customerId: string): Promise<ConsentView[]> {
+  const res = await db.query<
+    ConsentRow & {
+      client_name: string | null;
+      accounts: Array<{ id: string; nickname: string; number: string }>;
+    }
+  >(
+    `SELECT c.*, cl.metadata ->> 'client_name' AS client_name,
+            COALESCE((SELECT json_agg(json_build_object('id', a.id, 'nickname', a.nickname, 'number', a.account_number)
+                                      ORDER BY a.opened_on, a.id)
+                      FROM accounts a WHERE a.id = ANY (c.account_ids) AND a.customer_id = c.customer_id), '[]'::json) AS accounts
+     FROM consents c LEFT JOIN clients cl ON cl.client_id = c.client_id
+     WHERE c.customer_id = $1 AND c.revoked_at IS NULL AND c.expires_at > now()
+     ORDER BY c.created_at DESC, c.grant_id`,
+    [customerId],
+  );
+  return res.rows.map((r) => ({
+    ...toConsent(r),
+    clientName: r.client_name ?? r.client_id,
+    accounts: r.accounts.map((a) => ({
+      id: a.id,
+      nickname: a.nickname,
+      maskedNumber: `••••${a.number.slice(-3)}`,
+    })),
+  }));
+}
+
+/**
+ * Marks the customer's consent revoked, with who and why. Returns the client, or undefined when the
+ * consent is not the customer's or already ended. The caller revokes the grant's tokens.
+ */
+export async function markConsentRevoked(
+  db: Queryable,
+  input: { grantId: string; customerId: string; by: string; reason: string },
+): Promise<{ clientId: string } | undefined> {
+  const res = await db.query<{ client_id: string }>(
+    `UPDATE consents SET revoked_at = now(), revoked_by = $3, revoke_reason = $4
+     WHERE grant_id = $1 AND customer_id = $2 AND revoked_at IS NULL RETURNING client_id`,
+    [input.grantId, input.customerId, input.by, input.reason.slice(0, 200)],
+  );
+  return res.rows[0] ? { clientId: res.rows[0].client_id } : undefined;
+}

@@ -331,3 +331,12 @@ export async function endCustomerSession(db: Queryable, customerId: string, uid:
   );
   return res.rowCount > 0;
 }
+
+/** Revokes one grant: the Grant and every token and code issued under it, at once, for every node. */
+export async function revokeGrant(db: Queryable, grantId: string): Promise<number> {
+  const res = await db.query(
+    "DELETE FROM oidc_payloads WHERE grant_id = $1 OR (model = 'Grant' AND id = $1)",
+    [grantId],
+  );
+  return res.rowCount;
+}

@@ -1,5 +1,6 @@
 /** The customer's security page (passkeys, sessions, history) and its sign-in page. */
 import type { PasskeySummary } from '../authn/index.ts';
+import type { ConsentView } from '../consent/index.ts';
 import { html } from './html.ts';
 import { type Lang, messages } from './i18n.ts';
 import { layout } from './pages.ts';
@@ -48,6 +49,7 @@ export interface SecurityPageInput {
   lang: Lang;
   customerName: string;
   csrf: string;
+  consents: ConsentView[];
   passkeys: PasskeySummary[];
   sessions: AccountSession[];
   history: HistoryEntry[];
@@ -65,6 +67,20 @@ export function securityPage(p: SecurityPageInput): string {
     html`<p>${a.signedInAs(p.customerName)}</p>
 ${p.notice ? html`<p class="notice" role="status">${p.notice}</p>` : ''}
 <p id="error" class="error" role="alert" hidden></p>
+<h2>${a.consents}</h2>
+${
+  p.consents.length
+    ? html`<table id="consents"><thead><tr><th>${a.app}</th><th>${a.accounts}</th><th>${a.allowed}</th><th>${a.since}</th><th>${a.until}</th><th></th></tr></thead><tbody>
+${p.consents.map(
+  (c) => html`<tr data-grant="${c.grantId}"><td>${c.clientName}</td>
+<td>${c.accounts.map((acc) => html`${acc.nickname} <span class="masked">${acc.maskedNumber}</span><br>`)}</td>
+<td>${c.scopes.filter((s) => s !== 'openid').map((s) => html`${t.scope[s] ?? s}<br>`)}</td>
+<td>${when(c.createdAt, p.lang)}</td><td>${when(c.expiresAt, p.lang)}</td>
+<td><form method="post" action="/account/consents/revoke">${csrf}<input type="hidden" name="grantId" value="${c.grantId}"><button type="submit" class="secondary revoke">${a.revoke}</button></form></td></tr>`,
+)}
+</tbody></table>`
+    : html`<p id="no-consents">${a.noConsents}</p>`
+}
 <h2>${a.passkeys}</h2>
 <table id="passkeys"><thead><tr><th>${a.name}</th><th>${a.kind}</th><th>${a.created}</th><th>${a.lastUsed}</th><th></th></tr></thead><tbody>
 ${p.passkeys.map(
