@@ -421,6 +421,9 @@ interface LoginRow {
   disabled: boolean | null;
 }
 
+/** Counter regressions within this many seconds of the passkey's last use are crossed ceremonies, not clones. */
+const CONCURRENT_USE_SECONDS = 10;
+
 export async function finishPasskeyAuthentication(
   ctx: AuthnContext,
   input: { interactionId: string; response: AuthenticationResponseJSON },
@@ -460,24 +463,28 @@ export async function finishPasskeyAuthentication(
     // A counter that does not move forward means a cloned authenticator or a replayed assertion.
     if ((newCounter > 0 || storedCounter > 0) && newCounter <= storedCounter) {
       // A signature counter going backwards means two authenticators hold this key: a cloned
-      // authenticator. The passkey is disabled until the customer removes it or re-proofs.
-      await ctx.db.query(
+      // authenticator. The passkey is disabled until the customer removes it or re-proofs — unless
+      // it was used moments ago, when two of the customer's own ceremonies merely crossed.
+      const disabled = await ctx.db.query(
         `UPDATE passkeys SET disabled_at = now(), disabled_reason = 'clone_suspected'
-         WHERE credential_id = $1 AND disabled_at IS NULL`,
-        [credentialId],
+         WHERE credential_id = $1 AND disabled_at IS NULL
+           AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2))`,
+        [credentialId, CONCURRENT_USE_SECONDS],
       );
-      await recordAudit(ctx.db, {
-        type: AUTHN_AUDIT.passkeyCloneSuspected,
-        outcome: 'failure',
-        customerId,
-        data: { credentialId, storedCounter, newCounter },
-      });
-      await emitSecurityEvent(ctx.db, {
-        type: 'credential-compromise',
-        customerId,
-        credentialType: 'fido2-roaming',
-        reasonAdmin: 'signature counter went backwards: cloned authenticator suspected',
-      });
+      if (disabled.rowCount === 1) {
+        await recordAudit(ctx.db, {
+          type: AUTHN_AUDIT.passkeyCloneSuspected,
+          outcome: 'failure',
+          customerId,
+          data: { credentialId, storedCounter, newCounter },
+        });
+        await emitSecurityEvent(ctx.db, {
+          type: 'credential-compromise',
+          customerId,
+          credentialType: 'fido2-roaming',
+          reasonAdmin: 'signature counter went backwards: cloned authenticator suspected',
+        });
+      }
       throw new AuthnError('ERR_PASSKEY_COUNTER', {
         cause: new Error(`counter ${newCounter} not above stored ${storedCounter}`),
       });

@@ -144,6 +144,17 @@ describe('passkey lifecycle', () => {
     const early = await login(device);
     const late = await login(device);
     await finishPasskeyAuthentication(ctx, late);
+    // Moments after a use, a lower counter is two of the customer's own ceremonies crossing: refused, not disabled.
+    const crossed = await login(device);
+    const crossedEarly = await login(device);
+    await finishPasskeyAuthentication(ctx, crossedEarly);
+    expect(await code(finishPasskeyAuthentication(ctx, crossed))).toBe('ERR_PASSKEY_COUNTER');
+    expect((await listPasskeys(t.db, cid))[0]!.disabledAt).toBeNull();
+    // Later, an assertion whose counter lags is another authenticator holding the key: a clone.
+    await t.db.query(
+      "UPDATE passkeys SET last_used_at = now() - interval '1 hour' WHERE credential_id = $1",
+      [cred],
+    );
     expect(await code(finishPasskeyAuthentication(ctx, early))).toBe('ERR_PASSKEY_COUNTER');
     const [pk] = await listPasskeys(t.db, cid);
     expect(pk).toMatchObject({ credentialId: cred, disabledReason: 'clone_suspected' });
