@@ -6,17 +6,13 @@
  *   keys                        list the public signing keys
  */
 import { parseArgs } from 'node:util';
-import {
-  createAuthnContext,
-  endExemption,
-  exemptionReport,
-  grantExemption,
-  issueEnrollmentTicket,
-} from './authn/index.ts';
+import { exportCustomerAudit, recordAudit } from './audit/index.ts';
+import { createAuthnContext, endExemption, grantExemption, issueEnrollmentTicket } from './authn/index.ts';
 import { ConfigError, loadConfig } from './config/index.ts';
 import { migrate, openDb, type Queryable } from './db/index.ts';
 import { startHub } from './hub.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
+import { formatReport, protectiveSettingsReport } from './report/index.ts';
 
 const USAGE = `usage: kakehashi <command>
   serve                      start the hub (default)
@@ -24,9 +20,22 @@ const USAGE = `usage: kakehashi <command>
   enroll-ticket <customer>   issue a one-time enrollment ticket for a customer (number or id)
   exemption grant <customer> --reason "…"   exempt a customer without a passkey-capable device
   exemption end <customer>   end an exemption (the customer's authenticator app stops working)
-  report                     protective-settings report (exemption rate 解除率)
+  report [--from D] [--to D] [--json]   protective-settings report for management (passkey adoption,
+                             notification reach, exemption rate 解除率, locks) against targets
+  export-audit <customer> [--from D] [--to D]   a customer's security history as JSON lines
   keys                       list the public signing keys (JWKS)
 options: --operator NAME (recorded in the audit log)`;
+
+/** --from/--to as dates (to is exclusive; default: the last 30 days up to now). */
+function parsePeriod(from: string | undefined, to: string | undefined): { from: Date; to: Date } | undefined {
+  const end = to ? new Date(to) : new Date();
+  const start = from ? new Date(from) : new Date(end.getTime() - 30 * 24 * 3600 * 1000);
+  if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime()) || start >= end) {
+    console.error('--from and --to must be dates (YYYY-MM-DD), --from before --to');
+    return undefined;
+  }
+  return { from: start, to: end };
+}
 
 /** A customer by id or customer number; undefined (with a message) when none or several match. */
 async function resolveCustomer(db: Queryable, who: string): Promise<string | undefined> {
@@ -49,6 +58,9 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
       operator: { type: 'string' },
       reason: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      json: { type: 'boolean' },
     },
   });
   const [command = 'serve', ...rest] = positionals;
@@ -65,6 +77,7 @@ async function main(argv: string[]): Promise<number> {
       `Kakehashi is listening on ${hub.listenUrl}`,
       `  issuer:        ${config.issuer}`,
       `  discovery:     ${config.issuer}/.well-known/openid-configuration`,
+      `  security page: ${config.issuer}/account`,
       `  database:      ${hub.db.kind === 'pglite' ? `embedded PGlite in ${config.dataDir}/pgdata` : 'PostgreSQL (DATABASE_URL)'}`,
     ];
     if (hub.caPath)
@@ -141,10 +154,29 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     if (command === 'report') {
-      const r = await exemptionReport(db);
-      console.log(
-        `customers: ${r.customers}\nexempted from phishing-resistant MFA: ${r.exempted}\nexemption rate (解除率): ${(r.rate * 100).toFixed(2)} %`,
-      );
+      const period = parsePeriod(values.from, values.to);
+      if (!period) return 2;
+      const report = await protectiveSettingsReport(db, period);
+      console.log(values.json ? JSON.stringify(report, null, 2) : formatReport(report));
+      return 0;
+    }
+    if (command === 'export-audit') {
+      const customerId = rest[0] ? await resolveCustomer(db, rest[0]) : undefined;
+      const period = parsePeriod(values.from, values.to);
+      if (!customerId || !period) {
+        if (!rest[0]) console.error('usage: export-audit <customer> [--from YYYY-MM-DD] [--to YYYY-MM-DD]');
+        return 2;
+      }
+      // JSON lines on stdout; the export itself is audited (who looked at whose history).
+      for await (const row of exportCustomerAudit(db, { customerId, ...period }))
+        console.log(JSON.stringify(row));
+      await recordAudit(db, {
+        type: 'audit.exported',
+        outcome: 'info',
+        actor: operator,
+        customerId,
+        data: { from: period.from.toISOString(), to: period.to.toISOString() },
+      });
       return 0;
     }
     if (command === 'keys') {

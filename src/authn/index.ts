@@ -25,6 +25,7 @@ export {
   listPasskeys,
   type PasskeyLogin,
   type PasskeySummary,
+  passkeyAdoption,
   removePasskey,
   renamePasskey,
   startAdditionalPasskeyRegistration,

@@ -695,3 +695,17 @@ export async function deleteExpiredChallenges(db: Queryable, graceSeconds = 3600
   );
   return res.rowCount;
 }
+
+/** Active customers with at least one usable passkey, over all active customers (management report). */
+export async function passkeyAdoption(
+  db: Queryable,
+): Promise<{ customers: number; withPasskey: number; rate: number }> {
+  const res = await db.query<{ customers: number; with_passkey: number }>(
+    `SELECT count(*)::int AS customers,
+            count(*) FILTER (WHERE EXISTS (SELECT 1 FROM passkeys p WHERE p.customer_id = c.id AND p.disabled_at IS NULL))::int
+              AS with_passkey
+     FROM customers c WHERE c.status <> 'frozen'`,
+  );
+  const { customers = 0, with_passkey = 0 } = res.rows[0] ?? {};
+  return { customers, withPasskey: with_passkey, rate: customers ? with_passkey / customers : 0 };
+}

@@ -322,3 +322,17 @@ export async function updateNotificationSettings(
   });
   return getNotificationSettings(tx, input.customerId);
 }
+
+/** Active customers with at least one active notification channel (management report). */
+export async function notificationCoverage(
+  db: Queryable,
+): Promise<{ customers: number; reachable: number; rate: number }> {
+  const res = await db.query<{ customers: number; reachable: number }>(
+    `SELECT count(*)::int AS customers,
+            count(*) FILTER (WHERE EXISTS (SELECT 1 FROM notify_channels n WHERE n.customer_id = c.id AND n.status = 'active'))::int
+              AS reachable
+     FROM customers c WHERE c.status <> 'frozen'`,
+  );
+  const { customers = 0, reachable = 0 } = res.rows[0] ?? {};
+  return { customers, reachable, rate: customers ? reachable / customers : 0 };
+}

@@ -27,6 +27,7 @@ export {
   listChannels,
   maskEmail,
   type NotificationSettings,
+  notificationCoverage,
   type RemoveChannelInput,
   removeChannel,
   type UpdateSettingsInput,

@@ -1,0 +1,120 @@
+/** The operator CLI against a real database: tickets, exemptions, the report, the audit export, bad input. */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.ts';
+import { startHub } from '../../src/hub.ts';
+import { createLogger } from '../../src/log.ts';
+import { createTestDatabase } from '../support/db.ts';
+import { freePort } from '../support/hub.ts';
+
+const run = promisify(execFile);
+let dataDir: string;
+let env: NodeJS.ProcessEnv;
+let drop: () => Promise<void>;
+
+beforeAll(async () => {
+  dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-cli-'));
+  const database = await createTestDatabase();
+  drop = database.drop;
+  env = {
+    PATH: process.env.PATH,
+    KAKEHASHI_DATA: dataDir,
+    LOG_LEVEL: 'silent',
+    ...(database.url ? { DATABASE_URL: database.url } : {}),
+  };
+  // A hub start seeds the demo customer (number 10000001), then stops so the CLI has the database.
+  const port = await freePort();
+  const config = loadConfig({
+    env,
+    configDir: path.join(dataDir, 'none'),
+    overrides: { port, logLevel: 'silent' },
+  });
+  const hub = await startHub(config, { logger: createLogger('silent') });
+  await hub.close();
+});
+afterAll(async () => {
+  await drop?.();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['src/main.ts', ...args], {
+      env,
+      timeout: 60_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('kakehashi CLI', () => {
+  it('issues an enrollment ticket once, and refuses an unknown customer', async () => {
+    const ok = await cli('enroll-ticket', '10000001', '--operator', 'sato');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^KKH-[0-9A-Z]{5}-[0-9A-Z]{5}-[0-9A-Z]{5}-[0-9A-Z]{5}\n/);
+    const missing = await cli('enroll-ticket', 'nobody');
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('no customer nobody');
+  });
+
+  it('grants an exemption only with a reason, and reports the exemption rate against its target', async () => {
+    expect((await cli('exemption', 'grant', '10000001')).code).toBe(2);
+    const granted = await cli(
+      'exemption',
+      'grant',
+      '10000001',
+      '--reason',
+      '端末を所持していないため',
+      '--operator',
+      'sato',
+    );
+    expect(granted.code).toBe(0);
+    const report = await cli('report', '--json');
+    expect(report.code).toBe(0);
+    const parsed = JSON.parse(report.stdout) as {
+      customers: number;
+      measures: Array<{ name: string; value: number; met: boolean }>;
+    };
+    expect(parsed.customers).toBe(1);
+    expect(parsed.measures.find((m) => m.name === 'exemptionRate')).toMatchObject({ value: 1, met: false });
+    expect(parsed.measures.find((m) => m.name === 'passkeyAdoption')).toMatchObject({ value: 0, met: false });
+    const text = await cli('report');
+    expect(text.stdout).toMatch(/exemption rate \(解除率\)\s+100\.0 %\s+\(1\)\s+target ≤ 5\.0 %\s+NOT MET/);
+  });
+
+  it('exports a customer’s history as JSON lines and audits the export', async () => {
+    const out = await cli('export-audit', '10000001', '--operator', 'investigator');
+    expect(out.code).toBe(0);
+    const rows = out.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; actor: string | null });
+    expect(rows.map((r) => r.type)).toEqual(
+      expect.arrayContaining(['enrollment.ticket.issued', 'authn.exemption.granted']),
+    );
+    expect(rows.find((r) => r.type === 'authn.exemption.granted')?.actor).toBe('operator:sato');
+    const again = await cli('export-audit', '10000001');
+    expect(again.stdout).toContain('"type":"audit.exported"');
+    expect((await cli('export-audit', '10000001', '--from', '2030-01-01', '--to', '2020-01-01')).code).toBe(
+      2,
+    );
+  });
+
+  it('stops with a message naming the key for a bad configuration value', async () => {
+    const { code, stderr } = await run(process.execPath, ['src/main.ts', 'migrate'], {
+      env: { ...env, PORT: 'eighty' },
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(code).toBe(1);
+    expect(stderr).toContain('PORT (port): expected an integer');
+  });
+});
