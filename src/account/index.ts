@@ -29,6 +29,7 @@ import {
   revokeCustomerSessions,
   revokeGrant,
 } from '../oidc/adapter.ts';
+import { jsonEndpoint } from '../oidc/jsonEndpoint.ts';
 import { requestMeta, type SignInDeps, signInWithPasskey } from '../oidc/passkeySignIn.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
 import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from '../risk/index.ts';
@@ -93,29 +94,6 @@ export function accountRoutes({
       });
     }
     return `account_${nonce}`;
-  }
-
-  async function json(ctx: Context, work: () => Promise<unknown>): Promise<void> {
-    ctx.set('cache-control', 'no-store');
-    try {
-      ctx.body = await work();
-    } catch (err) {
-      if (err instanceof HttpError) {
-        ctx.status = err.status;
-        if (err.retryAfter) ctx.set('retry-after', String(err.retryAfter));
-        ctx.body = {
-          error: err.error,
-          ...(err.code ? { error_code: err.code } : {}),
-          error_description: err.message,
-        };
-      } else if (err instanceof AuthnError) {
-        ctx.status = 400;
-        ctx.body = { error: 'access_denied', error_code: err.code, error_description: err.message };
-      } else if (err instanceof BodyError) {
-        ctx.status = err.status;
-        ctx.body = { error: 'invalid_request', error_description: err.message };
-      } else throw err;
-    }
   }
 
   /** Form posts: check session and CSRF, do the work, go back to the page. */
@@ -201,11 +179,13 @@ export function accountRoutes({
   });
 
   router.post('/login/options', (ctx) =>
-    json(ctx, async () => startPasskeyAuthentication(authn, { interactionId: ceremonyId(ctx, false) })),
+    jsonEndpoint(ctx, async () =>
+      startPasskeyAuthentication(authn, { interactionId: ceremonyId(ctx, false) }),
+    ),
   );
 
   router.post('/login/verify', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const body = await readBody(ctx, 'json');
       const result = await signInWithPasskey(signIn, ctx, {
         ceremonyId: ceremonyId(ctx, false),
@@ -234,7 +214,7 @@ export function accountRoutes({
   );
 
   router.post('/passkeys/options', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const session = await signedIn(ctx);
       if (!session) throw new HttpError(401, 'login_required', 'sign in first');
       const body = await readBody(ctx, 'json');
@@ -254,7 +234,7 @@ export function accountRoutes({
   );
 
   router.post('/passkeys/verify', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const session = await signedIn(ctx);
       if (!session) throw new HttpError(401, 'login_required', 'sign in first');
       const body = await readBody(ctx, 'json');

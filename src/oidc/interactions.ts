@@ -12,7 +12,6 @@ import { recordAudit } from '../audit/index.ts';
 import {
   ALTERNATIVE_MFA_ACR,
   type AuthnContext,
-  AuthnError,
   confirmTotpSetup,
   finishPasskeyRegistration,
   startPasskeyAuthentication,
@@ -32,6 +31,7 @@ import {
   languageOf,
   loginPage,
 } from '../web/index.ts';
+import { jsonEndpoint } from './jsonEndpoint.ts';
 import {
   checkTicketThrottled,
   requestMeta,
@@ -50,6 +50,15 @@ export interface InteractionRoutesOptions {
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+/** The customer number and enrollment ticket a customer typed, or a 400. */
+function ticketInput(body: Record<string, unknown>): { customerNumber: string; ticket: string } {
+  const customerNumber = typeof body.customerNumber === 'string' ? body.customerNumber.trim() : '';
+  const ticket = typeof body.ticket === 'string' ? body.ticket : '';
+  if (!customerNumber || !ticket || customerNumber.length > 32 || ticket.length > 64)
+    throw new HttpError(400, 'invalid_request', 'customer number and registration code are required');
+  return { customerNumber, ticket };
+}
 
 export function interactionRoutes({
   provider,
@@ -145,30 +154,6 @@ export function interactionRoutes({
     return (client?.clientName as string | undefined) ?? String(clientId);
   }
 
-  /** JSON endpoints: known failures become OAuth-style 4xx bodies. */
-  async function json(ctx: Context, work: () => Promise<unknown>): Promise<void> {
-    ctx.set('cache-control', 'no-store');
-    try {
-      ctx.body = await work();
-    } catch (err) {
-      if (err instanceof HttpError) {
-        ctx.status = err.status;
-        if (err.retryAfter) ctx.set('retry-after', String(err.retryAfter));
-        ctx.body = {
-          error: err.error,
-          ...(err.code ? { error_code: err.code } : {}),
-          error_description: err.message,
-        };
-      } else if (err instanceof AuthnError) {
-        ctx.status = err.code === 'ERR_TICKET_LOCKED' ? 429 : 400;
-        ctx.body = { error: 'access_denied', error_code: err.code, error_description: err.message };
-      } else if (err instanceof BodyError) {
-        ctx.status = err.status;
-        ctx.body = { error: 'invalid_request', error_description: err.message };
-      } else throw err;
-    }
-  }
-
   async function page(ctx: Context, work: () => Promise<string>): Promise<void> {
     ctx.set('cache-control', 'no-store');
     ctx.type = 'html';
@@ -240,14 +225,14 @@ export function interactionRoutes({
   );
 
   router.post('/passkey/options', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const d = await details(ctx);
       return startPasskeyAuthentication(authn, { interactionId: d.uid });
     }),
   );
 
   router.post('/passkey/verify', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const d = await details(ctx);
       if (d.prompt.name !== 'login') throw new HttpError(400, 'invalid_request', 'already signed in');
       const body = await readBody(ctx, 'json');
@@ -264,7 +249,7 @@ export function interactionRoutes({
   );
 
   router.post('/alternative/verify', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const d = await details(ctx);
       if (d.prompt.name !== 'login') throw new HttpError(400, 'invalid_request', 'already signed in');
       const body = await readBody(ctx, 'json');
@@ -279,21 +264,17 @@ export function interactionRoutes({
   );
 
   router.post('/enroll/totp', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const d = await details(ctx);
       const body = await readBody(ctx, 'json');
-      const customerNumber = typeof body.customerNumber === 'string' ? body.customerNumber.trim() : '';
-      const ticket = typeof body.ticket === 'string' ? body.ticket : '';
-      if (!customerNumber || !ticket || customerNumber.length > 32 || ticket.length > 64)
-        throw new HttpError(400, 'invalid_request', 'customer number and registration code are required');
-      const checked = await checkTicketThrottled(signIn, ctx, { ceremonyId: d.uid, customerNumber, ticket });
+      const checked = await checkTicketThrottled(signIn, ctx, { ceremonyId: d.uid, ...ticketInput(body) });
       const setup = await startTotpSetup(authn, { ...checked, interactionId: d.uid });
       return { secret: setup.secret, uri: setup.uri };
     }),
   );
 
   router.post('/enroll/totp/confirm', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const d = await details(ctx);
       const body = await readBody(ctx, 'json');
       const code = typeof body.code === 'string' ? body.code.trim() : '';
@@ -310,14 +291,10 @@ export function interactionRoutes({
   );
 
   router.post('/enroll/options', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const d = await details(ctx);
       const body = await readBody(ctx, 'json');
-      const customerNumber = typeof body.customerNumber === 'string' ? body.customerNumber.trim() : '';
-      const ticket = typeof body.ticket === 'string' ? body.ticket : '';
-      if (!customerNumber || !ticket || customerNumber.length > 32 || ticket.length > 64)
-        throw new HttpError(400, 'invalid_request', 'customer number and registration code are required');
-      const checked = await checkTicketThrottled(signIn, ctx, { ceremonyId: d.uid, customerNumber, ticket });
+      const checked = await checkTicketThrottled(signIn, ctx, { ceremonyId: d.uid, ...ticketInput(body) });
       return startPasskeyRegistration(authn, {
         customerId: checked.customerId,
         ticketId: checked.ticketId,
@@ -327,7 +304,7 @@ export function interactionRoutes({
   );
 
   router.post('/enroll/verify', (ctx) =>
-    json(ctx, async () => {
+    jsonEndpoint(ctx, async () => {
       const d = await details(ctx);
       const body = await readBody(ctx, 'json');
       if (typeof body.response !== 'object' || body.response === null)
