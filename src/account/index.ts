@@ -24,6 +24,15 @@ import { listActiveConsents, markConsentRevoked } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import {
+  addEmailChannel,
+  getNotificationSettings,
+  isCriticalKind,
+  NOTIFICATION_KINDS,
+  NotifyError,
+  removeChannel,
+  updateNotificationSettings,
+} from '../notify/index.ts';
+import {
   endCustomerSession,
   listCustomerSessions,
   revokeCustomerSessions,
@@ -114,7 +123,7 @@ export function accountRoutes({
       const status =
         err instanceof HttpError || err instanceof BodyError
           ? err.status
-          : err instanceof AuthnError
+          : err instanceof AuthnError || err instanceof NotifyError
             ? 400
             : 0;
       if (!status) throw err;
@@ -123,7 +132,7 @@ export function accountRoutes({
       ctx.body = errorPage({
         lang: languageOf(ctx),
         error:
-          err instanceof AuthnError
+          err instanceof AuthnError || err instanceof NotifyError
             ? err.code
             : err instanceof HttpError
               ? (err.code ?? err.error)
@@ -148,8 +157,9 @@ export function accountRoutes({
       'SELECT name_kanji FROM customers WHERE id = $1',
       [session.accountId],
     );
-    const [consents, passkeys, sessions, history] = await Promise.all([
+    const [consents, notifications, passkeys, sessions, history] = await Promise.all([
       listActiveConsents(db, session.accountId),
+      getNotificationSettings(db, session.accountId),
       listPasskeys(db, session.accountId),
       listCustomerSessions(db, session.accountId),
       listAudit(db, { customerId: session.accountId, typePrefixes: HISTORY_FAMILIES, limit: 50 }),
@@ -160,6 +170,7 @@ export function accountRoutes({
       csrf: csrfFor(session),
       notice,
       consents,
+      notifications,
       passkeys,
       sessions: sessions.map((s) => ({
         uid: s.uid,
@@ -323,6 +334,71 @@ export function accountRoutes({
         dedupeKey: `consent-revoked:${grantId}`,
       });
       return messages(languageOf(ctx)).account.revoked;
+    }),
+  );
+
+  /** Changing where we notify needs a fresh passkey (JSDA IV.1.(2)④); the old contact is told. */
+  function requireRecentSignIn(ctx: Context, session: Session): void {
+    if (!session.loginTs || Math.floor(Date.now() / 1000) - session.loginTs > RECENT_SIGN_IN_SECONDS)
+      throw new HttpError(
+        403,
+        'login_required',
+        messages(languageOf(ctx)).account.contactNeedsRecent,
+        'ERR_REAUTH',
+      );
+  }
+
+  router.post('/contacts/add', (ctx) =>
+    form(ctx, async (session, body) => {
+      requireRecentSignIn(ctx, session);
+      const replaces = body.get('replaces') || undefined;
+      const kek = authn.kek;
+      if (!kek) throw new Error('no key-encryption key for contact data');
+      await db.transaction((tx) =>
+        addEmailChannel(tx, kek, {
+          customerId: session.accountId,
+          address: body.get('address') ?? '',
+          replaces,
+          actor: `customer:${session.accountId}`,
+          ...requestMeta(ctx),
+        }),
+      );
+      return undefined;
+    }),
+  );
+
+  router.post('/contacts/remove', (ctx) =>
+    form(ctx, async (session, body) => {
+      requireRecentSignIn(ctx, session);
+      await db.transaction((tx) =>
+        removeChannel(tx, {
+          customerId: session.accountId,
+          channelId: body.get('channelId') ?? '',
+          actor: `customer:${session.accountId}`,
+          ...requestMeta(ctx),
+        }),
+      );
+      return undefined;
+    }),
+  );
+
+  router.post('/notifications', (ctx) =>
+    form(ctx, async (session, body) => {
+      const on = new Set(body.getAll('kind'));
+      const language = body.get('language');
+      await db.transaction((tx) =>
+        updateNotificationSettings(tx, {
+          customerId: session.accountId,
+          ...(language === 'ja' || language === 'en' ? { language } : {}),
+          // Unchecked boxes are not sent: every kind not listed is switched off (critical ones stay on).
+          kinds: Object.fromEntries(
+            NOTIFICATION_KINDS.filter((k) => !isCriticalKind(k)).map((k) => [k, on.has(k)]),
+          ),
+          actor: `customer:${session.accountId}`,
+          ...requestMeta(ctx),
+        }),
+      );
+      return undefined;
     }),
   );
 

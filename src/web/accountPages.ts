@@ -1,6 +1,7 @@
 /** The customer's security page (passkeys, sessions, history) and its sign-in page. */
 import type { PasskeySummary } from '../authn/index.ts';
 import type { ConsentView } from '../consent/index.ts';
+import type { NotificationSettings } from '../notify/index.ts';
 import { html } from './html.ts';
 import { type Lang, messages } from './i18n.ts';
 import { layout } from './pages.ts';
@@ -50,6 +51,7 @@ export interface SecurityPageInput {
   customerName: string;
   csrf: string;
   consents: ConsentView[];
+  notifications: NotificationSettings;
   passkeys: PasskeySummary[];
   sessions: AccountSession[];
   history: HistoryEntry[];
@@ -94,6 +96,25 @@ ${p.passkeys.map(
 )}
 </tbody></table>
 <button type="button" id="add-passkey" data-csrf="${p.csrf}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}" data-needs-recent="${a.addNeedsRecent}">${a.addPasskey}</button>
+<h2>${a.notifications}</h2>
+<p>${a.notificationsLead}</p>
+<h3>${a.contacts}</h3>
+<table id="contacts"><tbody>
+${p.notifications.channels.map(
+  (c) => html`<tr data-channel="${c.id}"><td>${c.masked}</td>
+<td><form method="post" action="/account/contacts/add" class="inline">${csrf}<input type="hidden" name="replaces" value="${c.id}"><input name="address" type="email" maxlength="254" aria-label="${a.address}" required><button type="submit" class="secondary">${a.change}</button></form></td>
+<td>${p.notifications.channels.length > 1 ? html`<form method="post" action="/account/contacts/remove">${csrf}<input type="hidden" name="channelId" value="${c.id}"><button type="submit" class="secondary">${a.remove}</button></form>` : ''}</td></tr>`,
+)}
+</tbody></table>
+<form method="post" action="/account/contacts/add" class="inline" id="add-contact">${csrf}<input name="address" type="email" maxlength="254" aria-label="${a.address}" required><button type="submit" class="secondary">${a.addContact}</button></form>
+<form method="post" action="/account/notifications" id="notification-settings">${csrf}
+<label>${a.language} <select name="language"><option value="ja"${p.notifications.language === 'ja' ? html` selected` : ''}>日本語</option><option value="en"${p.notifications.language === 'en' ? html` selected` : ''}>English</option></select></label>
+<ul class="kinds">${p.notifications.kinds.map(
+      (k) =>
+        html`<li><label><input type="checkbox" name="kind" value="${k.kind}"${k.enabled ? html` checked` : ''}${k.critical ? html` disabled` : ''}> ${a.kinds[k.kind] ?? k.kind}${k.critical ? html` <small>${a.always}</small>` : ''}</label></li>`,
+    )}</ul>
+<button type="submit" class="secondary">${a.save}</button>
+</form>
 <h2>${a.sessions}</h2>
 <table id="sessions"><thead><tr><th>${a.signedInAt}</th><th>${a.method}</th><th></th></tr></thead><tbody>
 ${p.sessions.map(

@@ -110,3 +110,73 @@ describe('/account', () => {
     expect(page.text).toContain('id="passkey-login"');
   });
 });
+
+describe('/account notifications and contacts', () => {
+  const outboxKinds = async () =>
+    (
+      await t.hub.db.query<{ kind: string; masked: string }>(
+        `SELECT o.kind, c.address_masked AS masked FROM notify_outbox o JOIN notify_channels c ON c.id = o.channel_id
+         WHERE o.customer_id = $1 ORDER BY o.id`,
+        [t.hub.demo!.customerId],
+      )
+    ).rows;
+
+  it('adds and changes the e-mail address only after a fresh sign-in, telling the old address', async () => {
+    const { ua, csrf } = await signedIn();
+    const add = await ua.postForm(`${t.issuer}/account/contacts/add`, { csrf, address: 'taro@example.jp' });
+    expect(add.status).toBe(303);
+    const page = await ua.get(`${t.issuer}/account`);
+    expect(page.text).toContain('t***@e******.jp');
+    expect(page.text).not.toContain('taro@example.jp');
+    const channel = /data-channel="([^"]+)"/.exec(page.text)![1]!;
+    const change = await ua.postForm(`${t.issuer}/account/contacts/add`, {
+      csrf,
+      address: 'hanako@example.com',
+      replaces: channel,
+    });
+    expect(change.status).toBe(303);
+    const notices = (await outboxKinds()).filter((r) => r.kind === 'contact_changed').map((r) => r.masked);
+    expect(notices.sort()).toEqual(['h***@e******.com', 't***@e******.jp']);
+    // The only address left cannot be removed: security notices must reach someone.
+    const only = /data-channel="([^"]+)"/.exec((await ua.get(`${t.issuer}/account`)).text)![1]!;
+    const remove = await ua.postForm(`${t.issuer}/account/contacts/remove`, { csrf, channelId: only });
+    expect(remove.status).toBe(400);
+
+    // An old sign-in is not enough to change where notices go.
+    await t.hub.db.query(
+      `UPDATE oidc_payloads SET payload = jsonb_set(payload, '{loginTs}', to_jsonb((payload ->> 'loginTs')::bigint - 3600))
+       WHERE model = 'Session' AND payload ->> 'accountId' = $1`,
+      [t.hub.demo!.customerId],
+    );
+    const stale = await ua.postForm(`${t.issuer}/account/contacts/add`, {
+      csrf,
+      address: 'mallory@example.net',
+    });
+    expect(stale.status).toBe(403);
+    expect(stale.text).toContain('ERR_REAUTH');
+  });
+
+  it('saves notification choices but keeps security notifications on', async () => {
+    const { ua, csrf } = await signedIn();
+    const res = await ua.postForm(
+      `${t.issuer}/account/notifications`,
+      new URLSearchParams([
+        ['csrf', csrf],
+        ['language', 'en'],
+        ['kind', 'consent_granted'],
+      ]),
+    );
+    expect(res.status).toBe(303);
+    const prefs = await t.hub.db.query<{ kind: string; enabled: boolean }>(
+      'SELECT kind, enabled FROM notify_preferences WHERE customer_id = $1 ORDER BY kind',
+      [t.hub.demo!.customerId],
+    );
+    const off = prefs.rows.filter((r) => !r.enabled).map((r) => r.kind);
+    expect(off).toContain('login');
+    expect(off).not.toContain('passkey_added');
+    expect(off).not.toContain('consent_granted');
+    const page = await ua.get(`${t.issuer}/account`);
+    expect(page.text).toMatch(/value="login"\s*>/);
+    expect(page.text).toMatch(/value="passkey_added" checked disabled>/);
+  });
+});
