@@ -84,6 +84,7 @@ async function main(argv: string[]): Promise<number> {
       lines.push(`  dev CA:        ${hub.caPath} (trust it to avoid certificate warnings; see README)`);
     if (hub.demo) {
       lines.push(`  demo client:   ${hub.demo.clientFile}`);
+      lines.push(`  demo institution client (ingestion): ${hub.demo.institutionClientFile}`);
       lines.push(`  demo customer: customer number ${hub.demo.customerNumber}`);
       const passkeys = await hub.db.query('SELECT 1 FROM passkeys WHERE customer_id = $1 LIMIT 1', [
         hub.demo.customerId,

@@ -17,6 +17,7 @@ import { FAPI_ALGS } from '../oidc/provider.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
 import { DpopError, dpopSeenKey, verifyDpopProof } from './dpop.ts';
 import { ApiError, dpopChallenge, sendApiError } from './errors.ts';
+import { ingestHandler } from './ingest.ts';
 import { openApiDocument } from './openapi.ts';
 import { bookingBound, PAGE_SIZE_DEFAULT, pageSize, single } from './params.ts';
 import {
@@ -34,6 +35,7 @@ import {
 
 export { deleteExpiredDpopProofs } from './dpop.ts';
 export { ApiError } from './errors.ts';
+export { INGEST_SCOPE, INSTITUTION_ID_METADATA, institutionResource } from './ingest.ts';
 
 /** Unattended calls per consent and Japanese calendar day, unless the client's metadata sets its own. */
 /** acr values whose tokens may read account data. */
@@ -591,6 +593,11 @@ export function apiRoutes({
       throw new ApiError(405, 'method_not_allowed', `${ctx.method} is not allowed here; use GET`);
     });
   }
+  router.post('/institution/v1/batches', ingestHandler({ provider, db, config }));
+  router.all('/institution/v1/batches', (ctx) => {
+    ctx.set('allow', 'POST');
+    throw new ApiError(405, 'method_not_allowed', `${ctx.method} is not allowed here; use POST`);
+  });
   router.all('/{*rest}', () => {
     throw new ApiError(404, 'not_found', 'no such resource');
   });

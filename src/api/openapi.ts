@@ -77,12 +77,14 @@ const bookingFilters = [
 ];
 
 const ERROR_STATUSES: Record<number, string> = {
-  400: 'A malformed parameter, cursor or header (invalid_request)',
+  400: 'A malformed parameter, cursor, header or body, or no Idempotency-Key (invalid_request)',
   401: 'No, or an invalid, expired, revoked or not DPoP-bound token, or a bad DPoP proof (with WWW-Authenticate)',
-  403: 'The token lacks the scope, or its consent is inactive or does not cover this data',
+  403: 'The token lacks the scope, its consent is inactive or does not cover this data, or the client is not a known member institution',
   404: 'No such account among the consented ones (also for accounts of other customers)',
-  405: 'A read resource: only GET (and HEAD)',
+  405: 'Another method than the resource allows (Allow says which)',
   409: 'The Idempotency-Key was used with another batch',
+  413: 'The body is larger than the limit (the connection is closed)',
+  415: 'The body is not application/json',
   422: 'The batch was refused; nothing was stored',
   429: 'The daily limit of unattended calls for this consent is reached',
 };
@@ -176,11 +178,14 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
           operationId: 'ingestBatch',
           summary: 'Push balances, holding snapshots and transactions (all or nothing)',
           description:
-            'Not served yet: the hub must first issue institution client-credentials tokens. A ' +
-            'repeat with the same Idempotency-Key and the same batch returns the first result ' +
-            '(200, Idempotent-Replayed: true) and writes nothing; the same key with another batch ' +
-            'is 409. A refused batch (422) stores nothing and leaves the key unused.',
-          'x-kakehashi-status': 'not-served',
+            'For member institutions: a client whose metadata names its institution_id gets a ' +
+            'client-credentials token (private_key_jwt, DPoP-bound, scope institution:ingest, resource ' +
+            `${issuer}/api/institution) and sends it with a DPoP proof. Records may only name the ` +
+            "institution's own accounts. A repeat with the same Idempotency-Key and the same batch " +
+            'returns the first result (200, Idempotent-Replayed: true) and writes nothing; the same key ' +
+            'with another batch is 409. A refused batch (422) stores nothing and leaves the key unused. ' +
+            'Bodies larger than 4 MiB are 413.',
+          'x-kakehashi-status': 'served',
           tags: ['ingestion'],
           security: [{ institution: ['institution:ingest'] }],
           parameters: [
@@ -191,6 +196,7 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
               schema: str({ pattern: '^[\\x21-\\x7e]{1,255}$' }),
             },
             { $ref: '#/components/parameters/InteractionId' },
+            { $ref: '#/components/parameters/DPoP' },
           ],
           requestBody: { required: true, content: jsonContent(ref('IngestBatch')) },
           responses: {
@@ -208,7 +214,7 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
               headers,
               content: jsonContent(ref('IngestRejection')),
             },
-            ...errorResponses(400, 401, 403, 409),
+            ...errorResponses(400, 401, 403, 405, 409, 413, 415),
           },
         },
       },
@@ -408,7 +414,7 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
             status: { type: 'integer' },
             code: str({
               description:
-                'invalid_request, unauthorized, invalid_token, insufficient_scope, consent_inactive, consent_insufficient, not_found, method_not_allowed, too_many_requests, …',
+                'invalid_request, unauthorized, invalid_token, invalid_dpop_proof, insufficient_scope, consent_inactive, consent_insufficient, not_found, method_not_allowed, too_many_requests, access_denied, unknown_institution, idempotency_conflict, payload_too_large, unsupported_media_type, …',
             }),
             message: str(),
           }),

@@ -1,11 +1,13 @@
 /**
- * Demo mode: on an empty database, a demo brokerage, a customer with two securities accounts and
- * an aggregator client (private_key_jwt + DPoP). The client's private key is written only to
- * <dataDir>/demo/aggregator-client.json (0600), never to the database or the log.
+ * Demo mode: on an empty database, a demo brokerage, a customer with two securities accounts,
+ * two aggregator clients (private_key_jwt + DPoP) and the brokerage's ingestion client
+ * (client credentials, scope institution:ingest). Private keys are written only to
+ * <dataDir>/demo/*-client*.json (0600), never to the database or the log.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { INGEST_SCOPE, INSTITUTION_ID_METADATA, institutionResource } from '../api/ingest.ts';
 import type { Config } from '../config/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { jwkThumbprint } from '../keys/index.ts';
@@ -15,12 +17,16 @@ export const DEMO_INSTITUTION_ID = 'demo-securities';
 export const DEMO_CUSTOMER_NUMBER = '10000001';
 export const DEMO_CLIENT_ID = 'demo-aggregator';
 export const DEMO_CLIENT_ID_2 = 'demo-aggregator-2';
+/** The demo brokerage's own client, pushing its data through POST /api/institution/v1/batches. */
+export const DEMO_INSTITUTION_CLIENT_ID = 'demo-institution';
 const DEMO_LOCK_ID = 0x64656d6f;
 
 export interface DemoInfo {
   customerId: string;
   customerNumber: string;
   clientFile: string;
+  /** The demo institution's ingestion client (its private key, client id and resource). */
+  institutionClientFile: string;
   /** True when this start created the demo data. */
   created: boolean;
 }
@@ -33,6 +39,63 @@ function secondClientFile(config: Config): string {
   return path.join(config.dataDir, 'demo', 'aggregator-client-2.json');
 }
 
+export function demoInstitutionClientFile(config: Config): string {
+  return path.join(config.dataDir, 'demo', 'institution-client.json');
+}
+
+/** A fresh ES256 key: the public JWK for the client's metadata, the private one for its file. */
+function newClientKey() {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const pub = publicKey.export({ format: 'jwk' }) as { kty: string };
+  const kid = jwkThumbprint(pub);
+  return {
+    kid,
+    publicJwk: { ...pub, kid, alg: 'ES256', use: 'sig' },
+    privateJwk: { ...(privateKey.export({ format: 'jwk' }) as object), kid, alg: 'ES256', use: 'sig' },
+  };
+}
+
+function writeSecretFile(file: string, secret: object): void {
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  writeFileSync(file, `${JSON.stringify(secret, null, 2)}\n`, { mode: 0o600 });
+}
+
+/**
+ * Registers the demo brokerage's ingestion client unless it exists (a database seeded before it
+ * was added gets it on the next start) and writes its private key to `file` (0600) only.
+ */
+async function ensureInstitutionClient(tx: Queryable, config: Config, file: string): Promise<void> {
+  const key = newClientKey();
+  const metadata = {
+    client_id: DEMO_INSTITUTION_CLIENT_ID,
+    client_name: 'かけはし証券 データ連携 (Demo institution feed)',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: INGEST_SCOPE,
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'ES256',
+    dpop_bound_access_tokens: true,
+    [INSTITUTION_ID_METADATA]: DEMO_INSTITUTION_ID,
+    jwks: { keys: [key.publicJwk] },
+  };
+  const inserted = await tx.query(
+    'INSERT INTO clients (client_id, metadata) VALUES ($1, $2) ON CONFLICT (client_id) DO NOTHING',
+    [DEMO_INSTITUTION_CLIENT_ID, JSON.stringify(metadata)],
+  );
+  if (inserted.rowCount !== 1) return;
+  writeSecretFile(file, {
+    issuer: config.issuer,
+    client_id: DEMO_INSTITUTION_CLIENT_ID,
+    institution_id: DEMO_INSTITUTION_ID,
+    scope: INGEST_SCOPE,
+    resource: institutionResource(config.issuer),
+    endpoint: `${config.issuer}/api/institution/v1/batches`,
+    token_endpoint_auth_method: 'private_key_jwt',
+    private_jwk: key.privateJwk,
+  });
+}
+
 /** Registers a private_key_jwt + DPoP client and writes its private key to `file` (0600) only. */
 async function createDemoClient(
   tx: Queryable,
@@ -41,9 +104,7 @@ async function createDemoClient(
   name: string,
   file: string,
 ): Promise<void> {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const pub = publicKey.export({ format: 'jwk' }) as { kty: string };
-  const kid = jwkThumbprint(pub);
+  const { publicJwk, privateJwk } = newClientKey();
   const redirectUri = `${config.issuer}/demo/callback`;
   const metadata = {
     client_id: clientId,
@@ -57,39 +118,41 @@ async function createDemoClient(
     id_token_signed_response_alg: 'ES256',
     dpop_bound_access_tokens: true,
     require_pushed_authorization_requests: true,
-    jwks: { keys: [{ ...pub, kid, alg: 'ES256', use: 'sig' }] },
+    jwks: { keys: [publicJwk] },
   };
   await tx.query('INSERT INTO clients (client_id, metadata) VALUES ($1, $2)', [
     clientId,
     JSON.stringify(metadata),
   ]);
-  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const secret = {
+  writeSecretFile(file, {
     issuer: config.issuer,
     client_id: clientId,
     redirect_uris: [redirectUri],
     scope: metadata.scope,
     token_endpoint_auth_method: 'private_key_jwt',
-    private_jwk: { ...(privateKey.export({ format: 'jwk' }) as object), kid, alg: 'ES256', use: 'sig' },
-  };
-  writeFileSync(file, `${JSON.stringify(secret, null, 2)}\n`, { mode: 0o600 });
+    private_jwk: privateJwk,
+  });
 }
 
 export async function seedDemo(db: Db, config: Config): Promise<DemoInfo> {
   const clientFile = demoClientFile(config);
+  const institutionClientFile = demoInstitutionClientFile(config);
   return db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [DEMO_LOCK_ID]);
     const existing = await tx.query<{ id: string }>(
       'SELECT id FROM customers WHERE institution_id = $1 AND customer_number = $2',
       [DEMO_INSTITUTION_ID, DEMO_CUSTOMER_NUMBER],
     );
-    if (existing.rows[0])
+    if (existing.rows[0]) {
+      await ensureInstitutionClient(tx, config, institutionClientFile);
       return {
         customerId: existing.rows[0].id,
         customerNumber: DEMO_CUSTOMER_NUMBER,
         clientFile,
+        institutionClientFile,
         created: false,
       };
+    }
     const any = await tx.query('SELECT 1 FROM institutions LIMIT 1');
     if (any.rowCount > 0)
       throw new Error('demo mode needs an empty database (institutions exist); set KAKEHASHI_DEMO=false');
@@ -125,6 +188,7 @@ export async function seedDemo(db: Db, config: Config): Promise<DemoInfo> {
       'デモ資産管理サービス (Demo Wealth)',
       secondClientFile(config),
     );
+    await ensureInstitutionClient(tx, config, institutionClientFile);
     // Balances, holdings and transactions arrive through the same ingestion path institutions use.
     const accounts = await tx.query<{ id: string }>(
       'SELECT id FROM accounts WHERE customer_id = $1 ORDER BY opened_on',
@@ -135,6 +199,12 @@ export async function seedDemo(db: Db, config: Config): Promise<DemoInfo> {
       DEMO_INSTITUTION_ID,
       accounts.rows.map((r) => r.id),
     );
-    return { customerId, customerNumber: DEMO_CUSTOMER_NUMBER, clientFile, created: true };
+    return {
+      customerId,
+      customerNumber: DEMO_CUSTOMER_NUMBER,
+      clientFile,
+      institutionClientFile,
+      created: true,
+    };
   });
 }

@@ -3,7 +3,21 @@
  * the library's `fapi.profile = '2.0'` does not make by itself.
  */
 import { createHash } from 'node:crypto';
-import Provider, { type Configuration, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, {
+  type Configuration,
+  interactionPolicy,
+  type KoaContextWithOIDC,
+  type ResourceServer,
+} from 'oidc-provider';
+// Directly, not through src/api/index.ts, which imports FAPI_ALGS from here.
+import {
+  INGEST_SCOPE,
+  INSTITUTION_ID_METADATA,
+  institutionIdOf,
+  institutionResource,
+  institutionResourceServer,
+  validateInstitutionMetadata,
+} from '../api/ingest.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
@@ -54,8 +68,9 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       dPoPSigningAlgValues: algs,
     },
     responseTypes: ['code'],
-    // ssf.* only ever go to SSF peers' client-credentials tokens (src/signals/oauth.ts).
-    scopes: [...SCOPES, ...SSF_SCOPES],
+    // ssf.* only ever go to SSF peers' client-credentials tokens (src/signals/oauth.ts), institution:ingest
+    // only to member institutions' (src/api/ingest.ts); client metadata may only list known scopes.
+    scopes: [...SCOPES, ...SSF_SCOPES, INGEST_SCOPE],
     acrValues: [...ACR_VALUES],
     // acr, amr and auth_time ride on the openid scope: relying parties always learn how the customer signed in.
     claims: { openid: ['sub', 'acr', 'amr', 'auth_time'] },
@@ -85,9 +100,16 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       userinfo: { enabled: true },
       claimsParameter: { enabled: false },
       // SSF peers manage their streams with client-credentials tokens for the SSF resource only
-      // (src/signals/oauth.ts); FAPI clients are not registered for this grant and are unaffected.
+      // (src/signals/oauth.ts), member institutions push data with ones for the institution resource
+      // (src/api/ingest.ts); FAPI clients are not registered for this grant and are unaffected.
       clientCredentials: { enabled: true },
-      resourceIndicators: { enabled: true, ...ssfResourceIndicators(config) },
+      resourceIndicators: { enabled: true, ...hubResourceIndicators(config) },
+    },
+    // A member institution's ingestion client names its institution (checked to exist at each call).
+    extraClientMetadata: {
+      properties: [INSTITUTION_ID_METADATA],
+      validator: (_ctx, key, value, metadata) =>
+        validateInstitutionMetadata(key, value, metadata as unknown as Record<string, unknown>),
     },
     // How the customer signed in rides on every access token (from the code or refresh token it
     // was issued for), so the resource server can ask for step-up (RFC 9470).
@@ -153,6 +175,36 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     );
   limitRequestUriLifetime(provider, config.oidc.parTtl);
   return provider;
+}
+
+type ResourceIndicators = ReturnType<typeof ssfResourceIndicators>;
+
+/**
+ * The hub's resource servers besides userinfo: the SSF resource (peers) and the institution resource
+ * (member institutions). A client-credentials request that names no resource gets the institution one
+ * when it asks for institution:ingest, or when the client is an institution's and SSF claims nothing;
+ * otherwise SSF decides exactly as before. Authorization-code flows still default to no resource.
+ */
+function hubResourceIndicators(config: Config): ResourceIndicators {
+  const ssf = ssfResourceIndicators(config);
+  const institution = institutionResource(config.issuer);
+  return {
+    async defaultResource(ctx, client, oneOf) {
+      if (oneOf) return oneOf;
+      const params = ctx.oidc.params as { grant_type?: unknown; scope?: unknown } | undefined;
+      const credentials = params?.grant_type === 'client_credentials';
+      const scopes = String(params?.scope ?? '').split(' ');
+      if (credentials && scopes.includes(INGEST_SCOPE)) return institution;
+      const fromSsf = await ssf.defaultResource(ctx, client, oneOf);
+      if (fromSsf !== undefined) return fromSsf;
+      return credentials && institutionIdOf(client) ? institution : undefined;
+    },
+    async getResourceServerInfo(ctx, indicator, client): Promise<ResourceServer> {
+      if (indicator === institution) return institutionResourceServer(config.issuer, ctx, client);
+      return ssf.getResourceServerInfo(ctx, indicator, client);
+    },
+    useGrantedResource: ssf.useGrantedResource,
+  };
 }
 
 /**
