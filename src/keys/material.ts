@@ -5,7 +5,7 @@ import { jwkThumbprint } from './jwkThumbprint.ts';
  */
 
 import type { JsonWebKey, KeyObject } from 'node:crypto';
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { decryptAtRest, encryptAtRest } from './atRest.ts';
