@@ -66,13 +66,20 @@ const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 const SECTIONS = ['balances', 'holdings', 'transactions'] as const;
 
 /** JSON with object keys sorted at every level: equal batches hash equally whatever the key order. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v ?? null)).join(',')}]`;
+/** Nesting deeper than any valid batch; deeper input is refused instead of exhausting the stack. */
+const MAX_DEPTH = 32;
+
+export function canonicalJson(value: unknown, depth = 0): string {
+  if (depth > MAX_DEPTH)
+    throw new IngestError('ERR_INGEST_INVALID', 'the batch is nested too deeply', [
+      { path: '', reason: `nesting deeper than ${MAX_DEPTH} levels` },
+    ]);
+  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v ?? null, depth + 1)).join(',')}]`;
   if (value !== null && typeof value === 'object') {
     const entries = Object.entries(value as Record<string, unknown>)
       .filter(([, v]) => v !== undefined)
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v, depth + 1)}`).join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';
 }

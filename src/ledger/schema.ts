@@ -60,7 +60,12 @@ const isin = z
   .refine(isValidIsin, 'ISIN check digit is wrong');
 /** 証券コード: 4 characters (e.g. 7203, 130A) or a fund code (e.g. 0331418A). */
 const localCode = z.string().regex(/^[0-9A-Z]{4,12}$/, 'must be 4–12 digits or capital letters');
-const accountId = z.string().min(1).max(64);
+// No control characters: Postgres text cannot hold NUL, and ids are shown to operators.
+const accountId = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[^\p{Cc}]+$/u, 'must not contain control characters');
 const text = (max: number) =>
   z
     .string()

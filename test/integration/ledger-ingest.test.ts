@@ -243,6 +243,16 @@ describe('validation', () => {
     );
     expect((unknown as IngestError).code).toBe('ERR_INGEST_INSTITUTION');
   });
+
+  it('refuses a NUL in an account id and absurd nesting as invalid, not as a crash', async () => {
+    const nul = await rejection({ transactions: [txn({ accountId: 'acc\u0000x' })] });
+    expect(nul.code).toBe('ERR_INGEST_INVALID');
+    expect(nul.issues[0]!.reason).toMatch(/control characters/);
+    let deep: unknown = 1;
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    const nested = await rejection({ transactions: [txn()], extra: deep });
+    expect(nested.code).toBe('ERR_INGEST_INVALID');
+  });
 });
 
 describe('storage', () => {
