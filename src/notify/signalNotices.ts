@@ -5,9 +5,8 @@
  * into a security_alert in one transaction with marking it processed, so none is lost or doubled.
  */
 import type { Db } from '../db/index.ts';
+import { EVENT } from '../signals/vocabulary.ts';
 import { enqueueNotification } from './outbox.ts';
-
-const CREDENTIAL_COMPROMISE = 'https://schemas.openid.net/secevent/risc/event-type/credential-compromise';
 
 export async function takeSignalNotices(db: Db, limit = 100): Promise<number> {
   return db.transaction(async (tx) => {
@@ -34,7 +33,7 @@ export async function takeSignalNotices(db: Db, limit = 100): Promise<number> {
         customerId: r.customer_id,
         kind: 'security_alert',
         data: {
-          reason: r.event_type === CREDENTIAL_COMPROMISE ? 'credential_compromise' : 'peer_signal',
+          reason: r.event_type === EVENT.credentialCompromise ? 'credential_compromise' : 'peer_signal',
           action: r.actions?.includes('revoke_sessions') ? 'sessions_ended' : 'none',
         },
         occurredAt: new Date(r.created_at),
