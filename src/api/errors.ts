@@ -41,3 +41,32 @@ export function sendApiError(ctx: Context, err: ApiError): void {
     meta: { interactionId: ctx.state.interactionId },
   };
 }
+
+/**
+ * The access token of `Authorization: DPoP <token>` (scheme case-insensitive, RFC 9449 §7.1). No
+ * header: 401 `unauthorized` with a bare DPoP challenge; another scheme (Bearer): `invalid(…)`.
+ */
+export function presentedDpopToken(
+  ctx: Context,
+  invalid: (description: string) => ApiError,
+  algs: readonly string[],
+): string {
+  const match = /^(\S+) +(\S+)$/.exec(ctx.get('authorization'));
+  if (!match)
+    throw new ApiError(
+      401,
+      'unauthorized',
+      'a DPoP-bound access token is required',
+      dpopChallenge(undefined, undefined, algs),
+    );
+  const [, scheme, value] = match as unknown as [string, string, string];
+  if (scheme.toLowerCase() !== 'dpop')
+    throw invalid('the access token must be presented with the DPoP scheme');
+  return value;
+}
+
+/** Every DPoP header value as sent (node joins nothing; more than one is refused by the verifier). */
+export function dpopHeaders(ctx: Context): string[] {
+  const raw = ctx.req.headers.dpop;
+  return raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+}

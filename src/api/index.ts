@@ -16,7 +16,7 @@ import { CookieSigner } from '../http/index.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
 import { DpopError, dpopSeenKey, verifyDpopProof } from './dpop.ts';
-import { ApiError, dpopChallenge, sendApiError } from './errors.ts';
+import { ApiError, dpopChallenge, dpopHeaders, presentedDpopToken, sendApiError } from './errors.ts';
 import { ingestHandler } from './ingest.ts';
 import { openApiDocument } from './openapi.ts';
 import { bookingBound, PAGE_SIZE_DEFAULT, pageSize, single } from './params.ts';
@@ -225,23 +225,11 @@ export function apiRoutes({
 
   /** Authenticates the call: DPoP-bound access token + a valid proof for this exact request. */
   async function authorize(ctx: Context, scope: string): Promise<Authorized> {
-    const header = ctx.get('authorization');
-    const match = /^(\S+) +(\S+)$/.exec(header);
-    if (!match)
-      throw new ApiError(
-        401,
-        'unauthorized',
-        'a DPoP-bound access token is required',
-        dpopChallenge(undefined, undefined, FAPI_ALGS),
-      );
-    const [, scheme, value] = match as unknown as [string, string, string];
-    if (scheme.toLowerCase() !== 'dpop')
-      throw invalid('the access token must be presented with the DPoP scheme');
+    const value = presentedDpopToken(ctx, invalid, FAPI_ALGS);
     const token = await provider.AccessToken.find(value);
     if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
     if (!token.jkt) throw invalid('the access token is not DPoP-bound');
-    const raw = ctx.req.headers.dpop;
-    const proofs = raw === undefined ? [] : Array.isArray(raw) ? raw : [raw];
+    const proofs = dpopHeaders(ctx);
     // Every other check first; the jti is recorded atomically by the read's statement.
     let proofSeen: Authorized['proofSeen'] | undefined;
     const replay = {

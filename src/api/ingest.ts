@@ -16,7 +16,7 @@ import type { Db } from '../db/index.ts';
 import { SIGNING_ALGS } from '../keys/index.ts';
 import { IngestError, type IngestIssue, ingestBatch } from '../ledger/index.ts';
 import { createDbReplayStore, DpopError, type DpopReplayStore, verifyDpopProof } from './dpop.ts';
-import { ApiError, dpopChallenge } from './errors.ts';
+import { ApiError, dpopChallenge, dpopHeaders, presentedDpopToken } from './errors.ts';
 
 /** The one scope of the institution resource. */
 export const INGEST_SCOPE = 'institution:ingest';
@@ -193,17 +193,7 @@ export function ingestHandler({
 
   /** The DPoP-bound client-credentials token of a member institution, with its proof for this request. */
   async function authenticate(ctx: Context, trace: Trace): Promise<Caller> {
-    const match = /^(\S+) +(\S+)$/.exec(ctx.get('authorization'));
-    if (!match)
-      throw new ApiError(
-        401,
-        'unauthorized',
-        'a DPoP-bound access token is required',
-        dpopChallenge(undefined, undefined, SIGNING_ALGS),
-      );
-    const [, scheme, value] = match as unknown as [string, string, string];
-    if (scheme.toLowerCase() !== 'dpop')
-      throw invalidToken('the access token must be presented with the DPoP scheme');
+    const value = presentedDpopToken(ctx, invalidToken, SIGNING_ALGS);
     const token = await provider.ClientCredentials.find(value);
     if (!token || token.isExpired) throw invalidToken('the access token is invalid, expired or revoked');
     trace.clientId = token.clientId;
@@ -211,10 +201,9 @@ export function ingestHandler({
     if (!(Array.isArray(aud) ? aud.includes(resource) : aud === resource))
       throw invalidToken('the access token is not for the institution API');
     if (!token.jkt) throw invalidToken('the access token is not DPoP-bound');
-    const raw = ctx.req.headers.dpop;
     try {
       await verifyDpopProof({
-        headers: raw === undefined ? [] : Array.isArray(raw) ? raw : [raw],
+        headers: dpopHeaders(ctx),
         method: ctx.method,
         url: `${config.origin}${ctx.originalUrl}`,
         accessToken: value,
