@@ -5,6 +5,7 @@
  *   enroll-ticket <customer>    issue a one-time enrollment ticket (customer number or id) and print it
  *   keys                        list the public signing keys
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { exportCustomerAudit, recordAudit } from './audit/index.ts';
 import { createAuthnContext, endExemption, grantExemption, issueEnrollmentTicket } from './authn/index.ts';
@@ -12,6 +13,7 @@ import { ConfigError, loadConfig } from './config/index.ts';
 import { migrate, openDb, type Queryable } from './db/index.ts';
 import { startHub } from './hub.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
+import { addClient, ClientPolicyError, listClients, removeClient, setClientEnabled } from './oidc/clients.ts';
 import { formatReport, protectiveSettingsReport } from './report/index.ts';
 
 const USAGE = `usage: kakehashi <command>
@@ -23,6 +25,8 @@ const USAGE = `usage: kakehashi <command>
   report [--from D] [--to D] [--json]   protective-settings report for management (passkey adoption,
                              notification reach, exemption rate 解除率, locks) against targets
   export-audit <customer> [--from D] [--to D]   a customer's security history as JSON lines
+  clients list | add <metadata.json> | disable <id> | enable <id> | remove <id>
+                             manage registered clients (FAPI policy enforced; disabling is immediate)
   keys                       list the public signing keys (JWKS)
 options: --operator NAME (recorded in the audit log)`;
 
@@ -179,6 +183,43 @@ async function main(argv: string[]): Promise<number> {
         data: { from: period.from.toISOString(), to: period.to.toISOString() },
       });
       return 0;
+    }
+    if (command === 'clients') {
+      const [action, arg] = rest;
+      if (action === 'list' || action === undefined) {
+        for (const c of await listClients(db))
+          console.log(
+            `${c.enabled ? 'enabled ' : 'DISABLED'}  ${c.clientId.padEnd(28)} ${c.grantTypes.join(',').padEnd(40)} ${c.name}`,
+          );
+        return 0;
+      }
+      if (!arg) {
+        console.error('usage: clients list | add <metadata.json> | disable <id> | enable <id> | remove <id>');
+        return 2;
+      }
+      try {
+        if (action === 'add') {
+          const m = await addClient(db, JSON.parse(readFileSync(arg, 'utf8')), operator);
+          console.log(`client ${m.client_id} registered`);
+          return 0;
+        }
+      } catch (err) {
+        if (!(err instanceof ClientPolicyError || err instanceof SyntaxError)) throw err;
+        console.error(`refused: ${err.message}`);
+        return 2;
+      }
+      const done =
+        action === 'disable' || action === 'enable'
+          ? await setClientEnabled(db, arg, action === 'enable', operator)
+          : action === 'remove'
+            ? await removeClient(db, arg, operator)
+            : undefined;
+      if (done === undefined) {
+        console.error(`unknown clients action ${action}`);
+        return 2;
+      }
+      console.log(done ? `client ${arg}: ${action}d` : `no client ${arg}`);
+      return done ? 0 : 2;
     }
     if (command === 'keys') {
       const keys = await loadKeyMaterial(db, loadKeyEncryptionKey(config));

@@ -301,6 +301,7 @@ export function apiRoutes({
       ...(o.params ?? []),
     ]);
     const head = res.rows[0]!;
+    if (head.client_enabled !== 1) throw invalid('the client has been disabled');
     if (head.fresh !== 1) throw await rejectProof(ctx, auth, 'DPoP proof replayed');
     if (head.active !== 1)
       throw new ApiError(403, 'consent_inactive', 'the consent behind this token was revoked or has expired');

@@ -37,11 +37,14 @@ accts AS (
   SELECT a.* FROM c JOIN accounts a ON a.id = ANY (c.account_ids) AND a.customer_id = c.customer_id
   WHERE $8::text IS NULL OR a.id = $8),
 h AS (
-  SELECT (SELECT count(*) FROM seen)::int AS fresh, (SELECT count(*) FROM c)::int AS active,
+  SELECT (SELECT count(*) FROM clients WHERE client_id = $2 AND enabled)::int AS client_enabled,
+         (SELECT count(*) FROM seen)::int AS fresh, (SELECT count(*) FROM c)::int AS active,
          (SELECT count(*) FROM usage)::int AS counted, (SELECT count(*) FROM accts)::int AS accounts,
          (SELECT CASE WHEN jsonb_typeof(doc -> 'data_types') = 'array' THEN doc -> 'data_types' END FROM c) AS data_types)`;
 
 export interface Head {
+  /** 1 while the client is enabled (an operator's disabling takes effect with the next call). */
+  client_enabled: number;
   /** 1 when the DPoP proof's jti was new. */
   fresh: number;
   /** 1 when the consent is active. */

@@ -140,3 +140,17 @@ export async function markConsentRevoked(
   );
   return res.rows[0] ? { clientId: res.rows[0].client_id } : undefined;
 }
+
+/** Ends every consent given to a client (the client was removed). Returns how many. */
+export async function revokeConsentsOfClient(
+  db: Queryable,
+  clientId: string,
+  by: string,
+  reason: string,
+): Promise<number> {
+  const res = await db.query(
+    'UPDATE consents SET revoked_at = now(), revoked_by = $2, revoke_reason = $3 WHERE client_id = $1 AND revoked_at IS NULL',
+    [clientId, by, reason.slice(0, 200)],
+  );
+  return res.rowCount;
+}

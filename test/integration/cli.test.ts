@@ -107,6 +107,33 @@ describe('kakehashi CLI', () => {
     );
   });
 
+  it('lists, disables, enables clients and refuses metadata that breaks the FAPI policy', async () => {
+    const list = await cli('clients', 'list');
+    expect(list.stdout).toMatch(/^enabled\s+demo-aggregator\s/m);
+    expect((await cli('clients', 'disable', 'demo-aggregator')).stdout).toContain(
+      'client demo-aggregator: disabled',
+    );
+    expect((await cli('clients', 'list')).stdout).toMatch(/^DISABLED\s+demo-aggregator\s/m);
+    expect((await cli('clients', 'enable', 'demo-aggregator')).code).toBe(0);
+    expect((await cli('clients', 'disable', 'nope')).code).toBe(2);
+    const { writeFileSync } = await import('node:fs');
+    const file = path.join(dataDir, 'bad-client.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        client_id: 'bad-client',
+        client_name: 'Bad',
+        grant_types: ['authorization_code'],
+        redirect_uris: ['http://x.example/cb'],
+        token_endpoint_auth_method: 'client_secret_basic',
+        dpop_bound_access_tokens: true,
+      }),
+    );
+    const refused = await cli('clients', 'add', file);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/refused: .*redirect_uris.*token_endpoint_auth_method/);
+  });
+
   it('stops with a message naming the key for a bad configuration value', async () => {
     const { code, stderr } = await run(process.execPath, ['src/main.ts', 'migrate'], {
       env: { ...env, PORT: 'eighty' },
