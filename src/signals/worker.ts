@@ -125,11 +125,14 @@ function startSubscriptions(ctx: SignalsContext, subscriber: Subscriber, isStopp
     let owed = { ack: [] as string[], setErrs: {} as Record<string, { err: string; description: string }> };
     let sub: Awaited<ReturnType<Subscriber['ensure']>> | undefined;
     while (!isStopped()) {
+      // Taken before the attempt: a wake() while it runs (e.g. the operator just registered our
+      // client at the peer) must end the sleep that follows a failure, not only a later one.
+      const woken = interrupted();
       try {
         sub ??= await subscriber.ensure(peer);
         if (sub.deliveryMethod !== 'urn:ietf:rfc:8936') {
           // Push: nothing to do but check now and then that the peer still has our stream.
-          await sleep(SUBSCRIBE_RETRY_MS * 10, interrupted());
+          await sleep(SUBSCRIBE_RETRY_MS * 10, woken);
           sub = undefined;
           continue;
         }
@@ -139,7 +142,7 @@ function startSubscriptions(ctx: SignalsContext, subscriber: Subscriber, isStopp
         if (isStopped()) break;
         ctx.logger.warn({ err, peerId: peer.id }, 'subscription at peer failed; retrying');
         sub = undefined;
-        await sleep(SUBSCRIBE_RETRY_MS, interrupted());
+        await sleep(SUBSCRIBE_RETRY_MS, woken);
       }
     }
   });
