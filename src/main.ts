@@ -13,6 +13,7 @@ import { ConfigError, loadConfig } from './config/index.ts';
 import { migrate, openDb, type Queryable } from './db/index.ts';
 import { startHub } from './hub.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
+import { NoticeError, publishNotice } from './notices/index.ts';
 import { addClient, ClientPolicyError, listClients, removeClient, setClientEnabled } from './oidc/clients.ts';
 import { formatReport, protectiveSettingsReport } from './report/index.ts';
 
@@ -27,6 +28,7 @@ const USAGE = `usage: kakehashi <command>
   export-audit <customer> [--from D] [--to D]   a customer's security history as JSON lines
   clients list | add <metadata.json> | disable <id> | enable <id> | remove <id>
                              manage registered clients (FAPI policy enforced; disabling is immediate)
+  notice publish <notice.json>   an important notice customers acknowledge at their next sign-in
   keys                       list the public signing keys (JWKS)
 options: --operator NAME (recorded in the audit log)`;
 
@@ -220,6 +222,22 @@ async function main(argv: string[]): Promise<number> {
       }
       console.log(done ? `client ${arg}: ${action}d` : `no client ${arg}`);
       return done ? 0 : 2;
+    }
+    if (command === 'notice') {
+      const [action, file] = rest;
+      if (action !== 'publish' || !file) {
+        console.error('usage: notice publish <notice.json>   ({"title":{"ja","en"},"body":{"ja","en"}})');
+        return 2;
+      }
+      try {
+        const n = await publishNotice(db, JSON.parse(readFileSync(file, 'utf8')), operator);
+        console.log(`notice ${n.id} published; every customer acknowledges it at their next sign-in`);
+        return 0;
+      } catch (err) {
+        if (!(err instanceof NoticeError || err instanceof SyntaxError)) throw err;
+        console.error(`refused: ${err.message}`);
+        return 2;
+      }
     }
     if (command === 'keys') {
       const keys = await loadKeyMaterial(db, loadKeyEncryptionKey(config));

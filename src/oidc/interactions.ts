@@ -22,6 +22,7 @@ import type { Config } from '../config/index.ts';
 import { ConsentError, recordConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
+import { acknowledgeNotices, pendingNotices } from '../notices/index.ts';
 import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy, unlockAccount } from '../risk/index.ts';
 import {
   alternativeLoginPage,
@@ -30,6 +31,7 @@ import {
   errorPage,
   languageOf,
   loginPage,
+  noticesPage,
 } from '../web/index.ts';
 import { jsonEndpoint } from './jsonEndpoint.ts';
 import {
@@ -210,6 +212,19 @@ export function interactionRoutes({
             institutionName: lang === 'ja' ? a.name_ja : a.name_en,
             taxCategory: a.tax_category,
             maskedNumber: `••••${a.account_number.slice(-3)}`,
+          })),
+        });
+      }
+      if (d.prompt.name === 'notices') {
+        const customerId = d.session?.accountId;
+        if (!customerId) throw new HttpError(400, 'invalid_request', 'no signed-in customer');
+        return noticesPage({
+          lang,
+          uid: d.uid,
+          notices: (await pendingNotices(db, customerId)).map((n) => ({
+            id: n.id,
+            title: n.title[lang],
+            body: n.body[lang],
           })),
         });
       }
@@ -409,6 +424,29 @@ export function interactionRoutes({
       data: { grantId, scopes, accountIds },
     });
     return finish(ctx, d, { consent: { grantId } }, { mergeWithLastSubmission: true });
+  });
+
+  router.post('/notices', async (ctx) => {
+    ctx.set('cache-control', 'no-store');
+    let d: Details;
+    let form: URLSearchParams;
+    try {
+      d = await details(ctx);
+      if (d.prompt.name !== 'notices' || !d.session?.accountId)
+        throw new HttpError(400, 'invalid_request', 'no notice is pending');
+      form = await readBody(ctx, 'form');
+      if (form.get('confirmed') !== 'yes')
+        throw new HttpError(400, 'invalid_request', 'please confirm that you have read the notices');
+    } catch (err) {
+      if (!(err instanceof HttpError || err instanceof BodyError)) throw err;
+      ctx.status = err.status;
+      ctx.type = 'html';
+      ctx.body = errorPage({ lang: languageOf(ctx), error: 'invalid_request', description: err.message });
+      return;
+    }
+    // Only what was shown: a notice published meanwhile is shown next, not acknowledged unseen.
+    await acknowledgeNotices(db, d.session.accountId, form.getAll('notice'), requestMeta(ctx, d.uid));
+    return finish(ctx, d, {}, { mergeWithLastSubmission: true });
   });
 
   router.post('/abort', async (ctx) => {

@@ -22,6 +22,7 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
 import type { KeyMaterial } from '../keys/index.ts';
+import { pendingNotices } from '../notices/index.ts';
 import { SSF_SCOPES, SSF_TOKEN_TTL_SECONDS, ssfResourceIndicators } from '../signals/index.ts';
 import { renderErrorPage } from '../web/index.ts';
 import { createAdapterFactory, rememberJtiOnce } from './adapter.ts';
@@ -140,7 +141,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
-      policy: interactionPolicyWithAcr(),
+      policy: interactionPolicyFor(db),
     },
     findAccount: async (ctx, sub) => {
       // oidc-provider asks up to three times per request for the same subject; ask the database once.
@@ -259,8 +260,26 @@ function limitRequestUriLifetime(provider: Provider, seconds: number): void {
  * customer is asked to sign in again (and the interaction ends with unmet_authentication_requirements
  * when the sign-in still cannot reach a requested level; see src/oidc/interactions.ts).
  */
-function interactionPolicyWithAcr(): interactionPolicy.Prompt[] {
+function interactionPolicyFor(db: Db): interactionPolicy.Prompt[] {
   const policy = interactionPolicy.base();
+  // JSDA IV.7.(2)④: after signing in, notices the customer has not acknowledged come first.
+  policy.add(
+    new interactionPolicy.Prompt(
+      { name: 'notices', requestable: false },
+      new interactionPolicy.Check(
+        'notices_pending',
+        'important notices await acknowledgement',
+        async (ctx) => {
+          const customerId = ctx.oidc.session?.accountId;
+          if (!customerId) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+          return (await pendingNotices(db, customerId)).length > 0
+            ? interactionPolicy.Check.REQUEST_PROMPT
+            : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+        },
+      ),
+    ),
+    1,
+  );
   policy.get('login')!.checks.add(
     new interactionPolicy.Check('acr_values_unmet', 'the session does not reach a requested acr', (ctx) => {
       const requested = requestedAcrValues(ctx.oidc.params?.acr_values);

@@ -32,6 +32,12 @@ const MESSAGES = {
     errorLead: '処理を続けられませんでした。',
     working: '処理中…',
     passkeyUnsupported: 'このブラウザはパスキーに対応していません。',
+    notices: {
+      title: '重要なお知らせ',
+      lead: '続ける前に、次のお知らせをお読みください。',
+      confirm: '内容を確認しました',
+      continue: '確認して続ける',
+    },
     alt: {
       link: 'パスキーを使えない方（認証の免除を受けた方）',
       title: '認証アプリでログイン',
@@ -173,6 +179,12 @@ const MESSAGES = {
     errorLead: 'We could not continue.',
     working: 'Working…',
     passkeyUnsupported: 'This browser does not support passkeys.',
+    notices: {
+      title: 'Important notices',
+      lead: 'Please read the following before you continue.',
+      confirm: 'I have read these notices',
+      continue: 'Confirm and continue',
+    },
     alt: {
       link: 'Cannot use a passkey? (customers with an exemption)',
       title: 'Sign in with an authenticator app',

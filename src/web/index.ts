@@ -14,6 +14,7 @@ export {
   enrollPage,
   errorPage,
   loginPage,
+  noticesPage,
 } from './pages.ts';
 
 export function languageOf(ctx: Context): ReturnType<typeof pickLanguage> {

@@ -153,3 +153,24 @@ export function alternativeLoginPage(p: { lang: Lang; uid: string }): string {
     { scripts: PASSKEY_SCRIPTS },
   );
 }
+
+export function noticesPage(p: {
+  lang: Lang;
+  uid: string;
+  notices: Array<{ id: string; title: string; body: string }>;
+}): string {
+  const t = messages(p.lang);
+  return layout(
+    p.lang,
+    t.notices.title,
+    html`<p>${t.notices.lead}</p>
+<form method="post" action="/interaction/${p.uid}/notices" id="notices-form">
+${p.notices.map(
+  (n) =>
+    html`<section class="notice-item" data-notice="${n.id}"><h2>${n.title}</h2><p>${n.body}</p><input type="hidden" name="notice" value="${n.id}"></section>`,
+)}
+<label><input type="checkbox" name="confirmed" value="yes" required id="notices-confirmed"> ${t.notices.confirm}</label>
+<button type="submit" id="notices-continue">${t.notices.continue}</button>
+</form>`,
+  );
+}
