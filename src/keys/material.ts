@@ -22,6 +22,8 @@ export interface KeyMaterial {
   cookieKeys: string[];
   /** 32 bytes; oidc-provider features.dPoP.nonceSecret. */
   dpopNonceSecret: Buffer;
+  /** 32 bytes; keys the pairwise subject identifiers (one per customer and client sector). */
+  pairwiseSecret: Buffer;
 }
 
 /** Order matters: oidc-provider signs with the first key of an algorithm family it is asked for. */
@@ -30,6 +32,7 @@ type SigningAlg = (typeof SIGNING_ALGS)[number];
 
 const COOKIE_KEYS = 'cookie-keys';
 const DPOP_NONCE_SECRET = 'dpop-nonce-secret';
+const PAIRWISE_SECRET = 'pairwise-subject-secret';
 /** Arbitrary constant, distinct from the migration lock: serialises first-start generation across nodes. */
 const KEYS_LOCK_ID = 0x6b6b6579;
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi'] as const;
@@ -80,7 +83,7 @@ async function readStored(q: Queryable): Promise<Stored> {
   );
   const secrets = await q.query<{ name: string; value_enc: string }>(
     'SELECT name, value_enc FROM secrets WHERE name = ANY($1)',
-    [[COOKIE_KEYS, DPOP_NONCE_SECRET]],
+    [[COOKIE_KEYS, DPOP_NONCE_SECRET, PAIRWISE_SECRET]],
   );
   return { keys: keys.rows, secrets: new Map(secrets.rows.map((r) => [r.name, r.value_enc])) };
 }
@@ -93,7 +96,8 @@ function isComplete(stored: Stored): boolean {
   return (
     missingAlgs(stored).length === 0 &&
     stored.secrets.has(COOKIE_KEYS) &&
-    stored.secrets.has(DPOP_NONCE_SECRET)
+    stored.secrets.has(DPOP_NONCE_SECRET) &&
+    stored.secrets.has(PAIRWISE_SECRET)
   );
 }
 
@@ -123,13 +127,14 @@ async function generateMissing(tx: Queryable, kek: Buffer, stored: Stored): Prom
     ]);
     secrets.push(COOKIE_KEYS);
   }
-  if (!stored.secrets.has(DPOP_NONCE_SECRET)) {
+  for (const name of [DPOP_NONCE_SECRET, PAIRWISE_SECRET]) {
+    if (stored.secrets.has(name)) continue;
     const value = randomBytes(32).toString('base64url');
     await tx.query('INSERT INTO secrets (name, value_enc) VALUES ($1, $2)', [
-      DPOP_NONCE_SECRET,
-      encryptAtRest(kek, value, DPOP_NONCE_SECRET),
+      name,
+      encryptAtRest(kek, value, name),
     ]);
-    secrets.push(DPOP_NONCE_SECRET);
+    secrets.push(name);
   }
   await recordAudit(tx, {
     type: 'keys.generated',
@@ -155,11 +160,15 @@ function build(stored: Stored, kek: Buffer): KeyMaterial {
   const cookieKeys = JSON.parse(
     decryptAtRest(kek, stored.secrets.get(COOKIE_KEYS)!, COOKIE_KEYS),
   ) as string[];
-  const dpopNonceSecret = Buffer.from(
-    decryptAtRest(kek, stored.secrets.get(DPOP_NONCE_SECRET)!, DPOP_NONCE_SECRET),
-    'base64url',
-  );
-  return { signingJwks: { keys: signing }, publicJwks: { keys: publicKeys }, cookieKeys, dpopNonceSecret };
+  const secret = (name: string) =>
+    Buffer.from(decryptAtRest(kek, stored.secrets.get(name)!, name), 'base64url');
+  return {
+    signingJwks: { keys: signing },
+    publicJwks: { keys: publicKeys },
+    cookieKeys,
+    dpopNonceSecret: secret(DPOP_NONCE_SECRET),
+    pairwiseSecret: secret(PAIRWISE_SECRET),
+  };
 }
 
 /**

@@ -2,7 +2,7 @@
  * The FAPI 2.0 authorization server: oidc-provider 9 with every setting DESIGN.md lists that
  * the library's `fapi.profile = '2.0'` does not make by itself.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import Provider, {
   type Configuration,
   interactionPolicy,
@@ -73,6 +73,13 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     // only to member institutions' (src/api/ingest.ts); client metadata may only list known scopes.
     scopes: [...SCOPES, ...SSF_SCOPES, INGEST_SCOPE],
     acrValues: [...ACR_VALUES],
+    // Brokerages and apps learn a customer identifier of their own (issue 6): a client registered
+    // with subject_type pairwise gets HMAC(secret, sector ‖ customer), unlinkable across sectors.
+    subjectTypes: ['public', 'pairwise'],
+    pairwiseIdentifier: async (_ctx, accountId, client) =>
+      createHmac('sha256', keys.pairwiseSecret)
+        .update(`${client.sectorIdentifier}\u0000${accountId}`)
+        .digest('base64url'),
     // acr, amr and auth_time ride on the openid scope: relying parties always learn how the customer signed in.
     claims: { openid: ['sub', 'acr', 'amr', 'auth_time'] },
     // FAPI 2.0 requires the redirect_uri in every (pushed) authorization request.

@@ -49,6 +49,8 @@ describe('loadKeyMaterial', () => {
     expect(first.cookieKeys).toHaveLength(1);
     expect(first.cookieKeys[0]).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(first.dpopNonceSecret).toHaveLength(32);
+    expect(first.pairwiseSecret).toHaveLength(32);
+    expect(first.pairwiseSecret.equals(first.dpopNonceSecret)).toBe(false);
   });
 
   it('returns identical material on the next load and generates nothing more', async () => {
@@ -78,13 +80,18 @@ describe('loadKeyMaterial', () => {
     const secrets = await t.db.query<{ name: string; value_enc: string }>(
       'SELECT name, value_enc FROM secrets',
     );
-    expect(secrets.rows.map((r) => r.name).sort()).toEqual(['cookie-keys', 'dpop-nonce-secret']);
+    expect(secrets.rows.map((r) => r.name).sort()).toEqual([
+      'cookie-keys',
+      'dpop-nonce-secret',
+      'pairwise-subject-secret',
+    ]);
     const dump = JSON.stringify(secrets.rows);
     for (const r of secrets.rows) expect(r.value_enc).toMatch(/^v1\./);
     expect(dump).not.toContain(first.cookieKeys[0]);
     expect(dump).not.toContain(first.dpopNonceSecret.toString('base64url'));
     expect(dump).not.toContain(first.dpopNonceSecret.toString('base64'));
     expect(dump).not.toContain(first.dpopNonceSecret.toString('hex'));
+    expect(dump).not.toContain(first.pairwiseSecret.toString('base64url'));
   });
 
   it('refuses to load with another key-encryption key, without writing anything', async () => {
@@ -120,6 +127,7 @@ describe('loadKeyMaterial', () => {
         expect(kids(r)).toEqual(kids(results[0]!));
         expect(r.cookieKeys).toEqual(results[0]!.cookieKeys);
         expect(r.dpopNonceSecret.equals(results[0]!.dpopNonceSecret)).toBe(true);
+        expect(r.pairwiseSecret.equals(results[0]!.pairwiseSecret)).toBe(true);
       }
       const n = await dbs[0]!.query<{ n: number }>('SELECT count(*)::int AS n FROM signing_keys');
       expect(n.rows[0]?.n).toBe(3);
