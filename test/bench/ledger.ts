@@ -37,9 +37,9 @@ import {
   startDatabase,
   startHubProcess,
 } from './lib/env.ts';
-import { enroll, type FlowSettings, runFlow, type VirtualUser } from './lib/flow.ts';
+import { discoverFlow, enroll, runFlow, type VirtualUser } from './lib/flow.ts';
 import { connection, request, type Target } from './lib/http.ts';
-import { athOf, createClientAssertionSigner, createDpopSigner } from './lib/jws.ts';
+import { athOf, createDpopSigner } from './lib/jws.ts';
 import { round, type Summary, summarize } from './lib/stats.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -134,12 +134,6 @@ async function concurrently(count: number, workers: number, fn: (i: number, w: n
   return samples;
 }
 
-interface DemoClientFile {
-  client_id: string;
-  redirect_uris: string[];
-  private_jwk: JsonWebKey & { kid: string };
-}
-
 async function main(): Promise<void> {
   const db = await startDatabase(log);
   cleanups.push(() => db.stop());
@@ -171,9 +165,6 @@ async function main(): Promise<void> {
     host: `localhost:${port}`,
     caPem: readFileSync(path.join(dataDir, 'tls', 'ca.pem'), 'utf8'),
   };
-  const demoClient = JSON.parse(
-    readFileSync(path.join(dataDir, 'demo', 'aggregator-client.json'), 'utf8'),
-  ) as DemoClientFile;
 
   // --- data -------------------------------------------------------------------------------------
   const pool = await openDb({ databaseUrl: db.url, dataDir, poolSize: 2 });
@@ -216,35 +207,12 @@ async function main(): Promise<void> {
   // --- customer, consent, token -----------------------------------------------------------------
   const discoveryConn = connection(target);
   cleanups.push(() => discoveryConn.destroy());
-  const discovery = JSON.parse(
-    (
-      await request(
-        discoveryConn,
-        'discovery',
-        200,
-        'GET',
-        '/.well-known/openid-configuration',
-        { host: target.host },
-        undefined,
-        true,
-      )
-    ).text!,
-  ) as Record<string, string>;
-  const pathOf = (u: string) => new URL(u).pathname;
-  const flow: FlowSettings = {
-    target,
-    parPath: pathOf(discovery.pushed_authorization_request_endpoint!),
-    authPath: pathOf(discovery.authorization_endpoint!),
-    tokenPath: pathOf(discovery.token_endpoint!),
-    parUrl: discovery.pushed_authorization_request_endpoint!,
-    tokenUrl: discovery.token_endpoint!,
-    clientSigner: createClientAssertionSigner(demoClient.client_id, demoClient.private_jwk),
-    redirectUri: demoClient.redirect_uris[0]!,
+  const flow = await discoverFlow(discoveryConn, target, dataDir, {
     scope: 'openid accounts',
     consentPage: false,
     loginPage: false,
     parDpopProof: true,
-  };
+  });
   const user: VirtualUser = {
     conn: connection(target),
     dpop: createDpopSigner(),

@@ -38,6 +38,7 @@ import {
   threadRuntimeNs,
 } from './lib/env.ts';
 import {
+  discoverFlow,
   enroll,
   type FlowSettings,
   runFlow,
@@ -47,7 +48,7 @@ import {
   type VirtualUser,
 } from './lib/flow.ts';
 import { connection, connectionStats, request, type Target } from './lib/http.ts';
-import { athOf, createClientAssertionSigner, createDpopSigner } from './lib/jws.ts';
+import { athOf, createDpopSigner } from './lib/jws.ts';
 import { formatPerf, type PerfSummary, perfAvailable, startPerfRecord, summarizePerf } from './lib/perf.ts';
 import { createPgMonitor, type DbCounters, type PgMonitor } from './lib/pgstats.ts';
 import { formatProfile, summarizeProfile } from './lib/profile.ts';
@@ -397,12 +398,6 @@ interface StepCpu {
 // ---------------------------------------------------------------------------------------------
 // Set-up: database, hub, customers with enrolled passkeys.
 
-interface DemoClientFile {
-  client_id: string;
-  redirect_uris: string[];
-  private_jwk: JsonWebKey & { kid: string };
-}
-
 async function setUpUsers(o: {
   databaseUrl: string;
   dataDir: string;
@@ -624,41 +619,14 @@ async function main(): Promise<void> {
     host: `localhost:${port}`,
     caPem: readFileSync(path.join(dataDir, 'tls', 'ca.pem'), 'utf8'),
   };
-  const demoClient = JSON.parse(
-    readFileSync(path.join(dataDir, 'demo', 'aggregator-client.json'), 'utf8'),
-  ) as DemoClientFile;
-
   const setupConn = connection(target);
   cleanups.push(() => setupConn.destroy());
-  const discovery = JSON.parse(
-    (
-      await request(
-        setupConn,
-        'discovery',
-        200,
-        'GET',
-        '/.well-known/openid-configuration',
-        { host: target.host },
-        undefined,
-        true,
-      )
-    ).text!,
-  ) as Record<string, string>;
-  const pathOf = (u: string) => new URL(u).pathname;
-  const flow: FlowSettings = {
-    target,
-    parPath: pathOf(discovery.pushed_authorization_request_endpoint!),
-    authPath: pathOf(discovery.authorization_endpoint!),
-    tokenPath: pathOf(discovery.token_endpoint!),
-    parUrl: discovery.pushed_authorization_request_endpoint!,
-    tokenUrl: discovery.token_endpoint!,
-    clientSigner: createClientAssertionSigner(demoClient.client_id, demoClient.private_jwk),
-    redirectUri: demoClient.redirect_uris[0]!,
+  const flow = await discoverFlow(setupConn, target, dataDir, {
     scope: SCOPE,
     consentPage: SETTINGS.consentPage,
     loginPage: SETTINGS.loginPage,
     parDpopProof: SETTINGS.parDpop === 'proof',
-  };
+  });
   const requestsPerFlow = 8 + (SETTINGS.consentPage ? 1 : 0) + (SETTINGS.loginPage ? 1 : 0);
 
   const userCount = Math.max(...SETTINGS.flowConcurrency, 1);

@@ -2,10 +2,12 @@
  * One virtual customer + aggregator pair driving the complete FAPI 2.0 flow over HTTP, the way a
  * browser and an RP would (no browser, no HTML parsing), and passkey enrollment for the set-up.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { Client } from 'undici';
 import type { PasskeyEmulator } from '../../support/passkeyEmulator.ts';
 import { CookieJar, request, type Target } from './http.ts';
-import { type ClientAssertionSigner, type DpopSigner, pkcePair } from './jws.ts';
+import { type ClientAssertionSigner, createClientAssertionSigner, type DpopSigner, pkcePair } from './jws.ts';
 
 export interface FlowSettings {
   target: Target;
@@ -311,4 +313,48 @@ export async function enroll(s: FlowSettings, u: VirtualUser, ticket: string): P
     passkeyName: 'bench',
   });
   if (done.registered !== true) throw new Error('enroll: not registered');
+}
+
+export interface DemoClientFile {
+  client_id: string;
+  redirect_uris: string[];
+  private_jwk: JsonWebKey & { kid: string };
+}
+
+/**
+ * Flow settings for the demo aggregator (<dataDir>/demo/aggregator-client.json) from the hub's
+ * discovery document, fetched over `conn`.
+ */
+export async function discoverFlow(
+  conn: Client,
+  target: Target,
+  dataDir: string,
+  options: Pick<FlowSettings, 'scope' | 'consentPage' | 'loginPage' | 'parDpopProof'>,
+): Promise<FlowSettings> {
+  const demoClient = JSON.parse(
+    readFileSync(path.join(dataDir, 'demo', 'aggregator-client.json'), 'utf8'),
+  ) as DemoClientFile;
+  const res = await request(
+    conn,
+    'discovery',
+    200,
+    'GET',
+    '/.well-known/openid-configuration',
+    { host: target.host },
+    undefined,
+    true,
+  );
+  const discovery = JSON.parse(res.text!) as Record<string, string>;
+  const pathOf = (u: string) => new URL(u).pathname;
+  return {
+    target,
+    parPath: pathOf(discovery.pushed_authorization_request_endpoint!),
+    authPath: pathOf(discovery.authorization_endpoint!),
+    tokenPath: pathOf(discovery.token_endpoint!),
+    parUrl: discovery.pushed_authorization_request_endpoint!,
+    tokenUrl: discovery.token_endpoint!,
+    clientSigner: createClientAssertionSigner(demoClient.client_id, demoClient.private_jwk),
+    redirectUri: demoClient.redirect_uris[0]!,
+    ...options,
+  };
 }
