@@ -1,27 +1,16 @@
 /** The security page's endpoints refuse what a browser page of someone else could send. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
-import { issueEnrollmentTicket, listPasskeys } from '../../src/authn/index.ts';
+import { listPasskeys } from '../../src/authn/index.ts';
+import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
-import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
 
 let t: TestHub;
 let device: PasskeyEmulator;
 beforeAll(async () => {
   t = await startTestHub();
-  device = createEmulator();
-  const ticket = await issueEnrollmentTicket(t.hub.authn, {
-    customerId: t.hub.demo!.customerId,
-    issuedBy: 'operator:test',
-  });
-  await completeLogin({
-    fetch: t.fetch,
-    authorizationUrl: (await startAuthorization(await demoRp(t))).url,
-    device,
-    enroll: { customerNumber: t.hub.demo!.customerNumber, ticket: ticket.ticket },
-  });
+  device = await enrollDemoCustomer(t);
 });
 afterAll(() => t?.close());
 

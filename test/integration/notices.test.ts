@@ -2,27 +2,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent } from '../../conformance/lib/userAgent.ts';
-import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { NoticeError, pendingNotices, publishNotice } from '../../src/notices/index.ts';
+import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
-import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
 import { demoRp, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let device: PasskeyEmulator;
 beforeAll(async () => {
   t = await startTestHub();
-  device = createEmulator();
-  const ticket = await issueEnrollmentTicket(t.hub.authn, {
-    customerId: t.hub.demo!.customerId,
-    issuedBy: 'operator:test',
-  });
-  await completeLogin({
-    fetch: t.fetch,
-    authorizationUrl: (await startAuthorization(await demoRp(t))).url,
-    device,
-    enroll: { customerNumber: t.hub.demo!.customerNumber, ticket: ticket.ticket },
-  });
+  device = await enrollDemoCustomer(t);
 });
 afterAll(() => t?.close());
 
