@@ -28,6 +28,7 @@ import type { Client } from 'undici';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { openDb } from '../../src/db/index.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
+import { cleanup, log, onCleanup } from './lib/cleanup.ts';
 import {
   freePort,
   machineCpuSeconds,
@@ -55,29 +56,6 @@ const SETTINGS = {
 };
 const TARGET_P99_MS = 20;
 const CUSTOMER_IP = '127.0.0.1';
-
-const log = (s: string) => process.stderr.write(`${s}\n`);
-
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const fn of cleanups.reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        log(`clean-up step failed: ${(err as Error).message}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    log(`\n${signal}: stopping the hub and PostgreSQL…`);
-    void cleanup().then(() => process.exit(130));
-  });
-}
 
 interface Page {
   data: Array<{ transactionId: string; bookingDateTime: string }>;
@@ -136,9 +114,9 @@ async function concurrently(count: number, workers: number, fn: (i: number, w: n
 
 async function main(): Promise<void> {
   const db = await startDatabase(log);
-  cleanups.push(() => db.stop());
+  onCleanup(() => db.stop());
   const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-bench-ledger-'));
-  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+  onCleanup(() => rmSync(dataDir, { recursive: true, force: true }));
   const configFile = path.join(dataDir, 'bench-config.json');
   writeFileSync(configFile, '{}\n');
   const port = await freePort();
@@ -156,7 +134,7 @@ async function main(): Promise<void> {
     nodeArgs: (env.BENCH_HUB_NODE_ARGS ?? '').split(' ').filter(Boolean),
     log,
   });
-  cleanups.push(() => hub.stop());
+  onCleanup(() => hub.stop());
 
   const issuer = `https://localhost:${port}`;
   const target: Target = {
@@ -168,7 +146,7 @@ async function main(): Promise<void> {
 
   // --- data -------------------------------------------------------------------------------------
   const pool = await openDb({ databaseUrl: db.url, dataDir, poolSize: 2 });
-  cleanups.push(() => pool.close());
+  onCleanup(() => pool.close());
   const demo = await pool.query<{ id: string; customer_id: string; customer_number: string }>(
     `SELECT a.id, c.id AS customer_id, c.customer_number FROM accounts a JOIN customers c ON c.id = a.customer_id
      WHERE c.customer_number = '10000001' ORDER BY a.opened_on, a.id`,
@@ -206,7 +184,7 @@ async function main(): Promise<void> {
 
   // --- customer, consent, token -----------------------------------------------------------------
   const discoveryConn = connection(target);
-  cleanups.push(() => discoveryConn.destroy());
+  onCleanup(() => discoveryConn.destroy());
   const flow = await discoverFlow(discoveryConn, target, dataDir, {
     scope: 'openid accounts',
     consentPage: false,
@@ -220,7 +198,7 @@ async function main(): Promise<void> {
     customerNumber: demo.rows[0]!.customer_number,
     accountIds,
   };
-  cleanups.push(() => user.conn.destroy());
+  onCleanup(() => user.conn.destroy());
   const { ticket } = await issueEnrollmentTicket(
     {
       db: pool,
@@ -235,7 +213,7 @@ async function main(): Promise<void> {
   await enroll(flow, user, ticket);
   await runFlow(flow, user, {});
   const conns = Array.from({ length: SETTINGS.concurrency }, () => connection(target));
-  cleanups.push(() => Promise.all(conns.map((c) => c.destroy())));
+  onCleanup(() => Promise.all(conns.map((c) => c.destroy())));
   const readers = conns.map((conn) => reader({ target, conn, user }));
   const accountUrl = `${issuer}/api/v1/accounts/${big}/transactions`;
 

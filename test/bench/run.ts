@@ -21,6 +21,7 @@ import type { Client } from 'undici';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { openDb } from '../../src/db/index.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
+import { cleanup, log, onCleanup } from './lib/cleanup.ts';
 import {
   type Database,
   freePort,
@@ -81,32 +82,6 @@ const TARGETS = { flowsPerSecondAt10: 300, flowP99MsAt10: 100, apiReadsPerSecond
 const SCOPE = 'openid offline_access accounts';
 /** Stop a phase early when this many operations failed in it: something is broken, not slow. */
 const MAX_ERRORS = 50;
-
-const log = (s: string) => process.stderr.write(`${s}\n`);
-
-// ---------------------------------------------------------------------------------------------
-// Clean-up of everything we start, whatever happens.
-
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    for (const fn of cleanups.reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        log(`clean-up step failed: ${(err as Error).message}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    log(`\n${signal}: stopping the hub and PostgreSQL…`);
-    void cleanup().then(() => process.exit(130));
-  });
-}
 
 // ---------------------------------------------------------------------------------------------
 // Measurement of one phase.
@@ -460,7 +435,7 @@ async function setUpUsers(o: {
         customerNumber: c.number,
         accountIds: accounts.rows.map((r) => r.id),
       };
-      cleanups.push(() => user.conn.destroy());
+      onCleanup(() => user.conn.destroy());
       await enroll(o.flow, user, ticket);
       users.push(user);
     }
@@ -573,9 +548,9 @@ interface Report {
 
 async function main(): Promise<void> {
   const db = await startDatabase(log);
-  cleanups.push(() => db.stop());
+  onCleanup(() => db.stop());
   const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-bench-'));
-  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+  onCleanup(() => rmSync(dataDir, { recursive: true, force: true }));
   // An empty config file, so that a developer's config/kakehashi.json does not change what we measure.
   const configFile = path.join(dataDir, 'bench-config.json');
   writeFileSync(configFile, '{}\n');
@@ -607,9 +582,9 @@ async function main(): Promise<void> {
     ],
     log,
   });
-  cleanups.push(() => hub.stop());
+  onCleanup(() => hub.stop());
   // --perf-basic-prof leaves its symbol map in /tmp.
-  if (perfDir) cleanups.push(() => rmSync(`/tmp/perf-${hub.pid}.map`, { force: true }));
+  if (perfDir) onCleanup(() => rmSync(`/tmp/perf-${hub.pid}.map`, { force: true }));
   log(`hub pid ${hub.pid}${db.postmasterPid ? `, postmaster pid ${db.postmasterPid}` : ''}`);
 
   const issuer = `https://localhost:${port}`;
@@ -620,7 +595,7 @@ async function main(): Promise<void> {
     caPem: readFileSync(path.join(dataDir, 'tls', 'ca.pem'), 'utf8'),
   };
   const setupConn = connection(target);
-  cleanups.push(() => setupConn.destroy());
+  onCleanup(() => setupConn.destroy());
   const flow = await discoverFlow(setupConn, target, dataDir, {
     scope: SCOPE,
     consentPage: SETTINGS.consentPage,
@@ -663,7 +638,7 @@ async function main(): Promise<void> {
   log('set-up done: flows and the API answer as expected');
 
   const monitor = await createPgMonitor(db.url, db.statementStats);
-  cleanups.push(() => monitor.close());
+  onCleanup(() => monitor.close());
   const phases: PhaseResult[] = [];
   if (SETTINGS.phases.has('flow')) {
     for (const c of SETTINGS.flowConcurrency) {
@@ -685,7 +660,7 @@ async function main(): Promise<void> {
   if (SETTINGS.phases.has('api')) {
     // One connection per worker; the workers share the users' tokens (each bound to its user's DPoP key).
     const conns: Client[] = Array.from({ length: SETTINGS.apiConnections }, () => connection(target));
-    cleanups.push(() => Promise.all(conns.map((c) => c.destroy())));
+    onCleanup(() => Promise.all(conns.map((c) => c.destroy())));
     const tokens = users.map((u) => ({
       u,
       authorization: `DPoP ${u.accessToken!}`,
