@@ -13,6 +13,7 @@ import { ConfigError, loadConfig } from './config/index.ts';
 import { migrate, openDb, type Queryable } from './db/index.ts';
 import { startHub } from './hub.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
+import { describePolicy, loadPolicy, PolicyError } from './linking/index.ts';
 import { NoticeError, publishNotice } from './notices/index.ts';
 import { addClient, ClientPolicyError, listClients, removeClient, setClientEnabled } from './oidc/clients.ts';
 import { formatReport, protectiveSettingsReport } from './report/index.ts';
@@ -30,6 +31,7 @@ const USAGE = `usage: kakehashi <command>
                              manage registered clients (FAPI policy enforced; disabling is immediate)
   notice publish <notice.json>   an important notice customers acknowledge at their next sign-in
   keys                       list the public signing keys (JWKS)
+  policy show [--ja] [--json]   the effective withdrawal-strength policy (operations, facts, rules)
 options: --operator NAME (recorded in the audit log)`;
 
 /** --from/--to as dates (to is exclusive; default: the last 30 days up to now). */
@@ -67,6 +69,7 @@ async function main(argv: string[]): Promise<number> {
       from: { type: 'string' },
       to: { type: 'string' },
       json: { type: 'boolean' },
+      ja: { type: 'boolean' },
     },
   });
   const [command = 'serve', ...rest] = positionals;
@@ -113,6 +116,18 @@ async function main(argv: string[]): Promise<number> {
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
     return -1;
+  }
+
+  if (command === 'policy') {
+    if (rest[0] !== 'show') {
+      console.error(USAGE);
+      return 2;
+    }
+    const policy = loadPolicy(config.linking.policyFile);
+    console.log(
+      values.json ? JSON.stringify(policy, null, 2) : describePolicy(policy, values.ja ? 'ja' : 'en'),
+    );
+    return 0;
   }
 
   const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
@@ -256,7 +271,9 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (err) => {
-    console.error(err instanceof ConfigError ? `configuration error: ${err.message}` : err);
+    if (err instanceof ConfigError) console.error(`configuration error: ${err.message}`);
+    else if (err instanceof PolicyError) console.error(`withdrawal-strength policy: ${err.message}`);
+    else console.error(err);
     process.exit(1);
   },
 );

@@ -208,6 +208,13 @@ const schema = z
         transactionLookbackDays: z.number().int().min(1).max(36_500).default(730),
       })
       .prefault({}),
+    /** Withdrawals, withdrawal accounts, bank links and limits (issue 6; src/linking). */
+    linking: z
+      .object({
+        /** The withdrawal-strength policy; default: config/withdrawal-policy.json shipped with the hub. */
+        policyFile: z.string().min(1).optional(),
+      })
+      .prefault({}),
     /** Shared Signals (SSF 1.0 transmitter and receiver): see README "Shared Signals". */
     signals: signalsSchema.prefault({}),
     /** Customer notifications by mail (see src/notify/). */
@@ -250,6 +257,7 @@ const ENVIRONMENT: Record<string, { key: string; type: 'string' | 'int' | 'bool'
   KAKEHASHI_SMTP_USER: { key: 'notify.smtp.auth.user', type: 'string' },
   KAKEHASHI_SMTP_PASS: { key: 'notify.smtp.auth.pass', type: 'string' },
   KAKEHASHI_MAIL_FROM: { key: 'notify.from.address', type: 'string' },
+  KAKEHASHI_POLICY: { key: 'linking.policyFile', type: 'string' },
 };
 
 function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {

@@ -1,0 +1,27 @@
+/**
+ * Bank–brokerage linking and the withdrawal-strength policy (issue 6): one declarative policy
+ * (config/withdrawal-policy.json) evaluated by one engine for withdrawals, withdrawal-account
+ * changes, sweep links, sweep pulls and limit changes; every decision explained and audited.
+ */
+export { type DecisionContext, decide } from './decide.ts';
+export { describeCondition, describePolicy } from './policy/describePolicy.ts';
+export { evaluatePolicy, type MatchedRule, type PolicyDecision } from './policy/evaluatePolicy.ts';
+export { DEFAULT_POLICY_FILE, loadPolicy } from './policy/loadPolicy.ts';
+export {
+  ACR_FACT_VALUES,
+  BANK_STRENGTHS,
+  type FactsOf,
+  isOperation,
+  OPERATION_NAMES,
+  OPERATIONS,
+  type Operation,
+  RISK_LEVELS,
+} from './policy/operations.ts';
+export {
+  DECISIONS,
+  type Decision,
+  type Obligations,
+  type Policy,
+  PolicyError,
+  parsePolicy,
+} from './policy/parsePolicy.ts';
