@@ -35,7 +35,17 @@ import {
 
 export { deleteExpiredDpopProofs } from './dpop.ts';
 export { ApiError } from './errors.ts';
-export { INGEST_SCOPE, INSTITUTION_ID_METADATA, institutionResource } from './ingest.ts';
+export {
+  createInstitutionAuthenticator,
+  DECISIONS_SCOPE,
+  INGEST_SCOPE,
+  INSTITUTION_ID_METADATA,
+  INSTITUTION_SCOPES,
+  type InstitutionAuthenticator,
+  type InstitutionCaller,
+  institutionResource,
+  LINKS_SCOPE,
+} from './institution.ts';
 
 /** Unattended calls per consent and Japanese calendar day, unless the client's metadata sets its own. */
 /** acr values whose tokens may read account data. */

@@ -1,93 +1,27 @@
 /**
- * Institution ingestion over HTTP: `POST /api/institution/v1/batches`. A member institution is an
- * OAuth client whose metadata names its `institution_id`; it gets a client-credentials token for the
- * institution resource (RFC 8707) with the `institution:ingest` scope, bound to a DPoP key (RFC 9449),
- * and pushes one batch per call. The batch goes through ingestBatch: all or nothing, idempotent
+ * Institution ingestion over HTTP: `POST /api/institution/v1/batches`. A member institution
+ * (see institution.ts) with a DPoP-bound token carrying the `institution:ingest` scope pushes one
+ * batch per call. The batch goes through ingestBatch: all or nothing, idempotent
  * under the Idempotency-Key. Every accepted, replayed and refused batch is audited with the
  * institution, the client and counts — never the payload.
  */
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
-import type { Client, KoaContextWithOIDC, ResourceServer } from 'oidc-provider';
-import { errors } from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
-import { SIGNING_ALGS } from '../keys/index.ts';
 import { IngestError, type IngestIssue, ingestBatch } from '../ledger/index.ts';
-import { createDbReplayStore, DpopError, type DpopReplayStore, verifyDpopProof } from './dpop.ts';
-import { ApiError, dpopChallenge, dpopHeaders, presentedDpopToken } from './errors.ts';
+import { createDbReplayStore } from './dpop.ts';
+import { ApiError } from './errors.ts';
+import { createInstitutionAuthenticator, INGEST_SCOPE, type InstitutionTrace } from './institution.ts';
 
-/** The one scope of the institution resource. */
-export const INGEST_SCOPE = 'institution:ingest';
-/** Client metadata naming the member institution a client pushes data for. */
-export const INSTITUTION_ID_METADATA = 'institution_id';
-/** The resource indicator (RFC 8707) of the ingestion API: its tokens name it as `aud`. */
-export const institutionResource = (issuer: string) => `${issuer}/api/institution`;
-/** Short-lived: an institution fetches a new token for each run of pushes. */
-export const INSTITUTION_TOKEN_TTL_SECONDS = 600;
 /** 5,000 transactions are about 2 MB of JSON; anything much larger is not a batch we accept. */
 export const INGEST_BODY_LIMIT_BYTES = 4 * 1024 * 1024;
 
-/** Institution ids are operator-chosen slugs such as `demo-securities`. */
-const INSTITUTION_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
 /** A batch is at most 5 levels deep (holdings[i].positions[j].field); far deeper input is junk. */
 const MAX_DEPTH = 16;
 const SECTIONS = ['balances', 'holdings', 'transactions'] as const;
-
-export const isInstitutionId = (value: unknown): value is string =>
-  typeof value === 'string' && INSTITUTION_ID.test(value);
-
-/** The institution a client pushes data for, when its metadata names a well-formed one. */
-export function institutionIdOf(client: Client | undefined): string | undefined {
-  const value = (client as unknown as Record<string, unknown> | undefined)?.[INSTITUTION_ID_METADATA];
-  return isInstitutionId(value) ? value : undefined;
-}
-
-/**
- * oidc-provider's `extraClientMetadata.validator` for `institution_id` (synchronous, so existence
- * is checked at request time): a well-formed id, on a client that only uses client credentials —
- * an institution's ingestion client is never also an aggregator.
- */
-export function validateInstitutionMetadata(key: string, value: unknown, metadata: Record<string, unknown>) {
-  if (key !== INSTITUTION_ID_METADATA || value === undefined) return;
-  if (!isInstitutionId(value))
-    throw new errors.InvalidClientMetadata(
-      'institution_id must be 1–64 letters, digits, dots, underscores or hyphens',
-    );
-  const grants = metadata.grant_types;
-  if (!Array.isArray(grants) || grants.length !== 1 || grants[0] !== 'client_credentials')
-    throw new errors.InvalidClientMetadata(
-      'a client with institution_id must use the client_credentials grant only',
-    );
-}
-
-/**
- * What oidc-provider issues for the institution resource: `institution:ingest`, only at the token
- * endpoint with client credentials, only to a client whose metadata names an institution and lists
- * the scope.
- */
-export function institutionResourceServer(
-  issuer: string,
-  ctx: KoaContextWithOIDC,
-  client: Client,
-): ResourceServer {
-  const params = ctx.oidc?.params as { grant_type?: unknown } | undefined;
-  const scopes = String((client as unknown as { scope?: string }).scope ?? '').split(' ');
-  if (
-    params?.grant_type !== 'client_credentials' ||
-    !institutionIdOf(client) ||
-    !scopes.includes(INGEST_SCOPE)
-  )
-    throw new errors.InvalidTarget();
-  return {
-    scope: INGEST_SCOPE,
-    audience: institutionResource(issuer),
-    accessTokenTTL: INSTITUTION_TOKEN_TTL_SECONDS,
-    accessTokenFormat: 'opaque',
-  };
-}
 
 export interface IngestRouteOptions {
   provider: Provider;
@@ -97,15 +31,8 @@ export interface IngestRouteOptions {
   maxBodyBytes?: number;
 }
 
-interface Caller {
-  clientId: string;
-  institutionId: string;
-}
-
 /** What is known of a request for its audit record (never the payload). */
-interface Trace {
-  clientId?: string;
-  institutionId?: string;
+interface Trace extends InstitutionTrace {
   idempotencyKey?: string;
   received?: Record<string, number>;
 }
@@ -181,69 +108,12 @@ export function ingestHandler({
   config,
   maxBodyBytes = INGEST_BODY_LIMIT_BYTES,
 }: IngestRouteOptions): (ctx: Context) => Promise<void> {
-  const resource = institutionResource(config.issuer);
-  const replay: DpopReplayStore = createDbReplayStore(db);
-  const invalidToken = (description: string) =>
-    new ApiError(
-      401,
-      'invalid_token',
-      description,
-      dpopChallenge('invalid_token', description, SIGNING_ALGS),
-    );
-
-  /** The DPoP-bound client-credentials token of a member institution, with its proof for this request. */
-  async function authenticate(ctx: Context, trace: Trace): Promise<Caller> {
-    const value = presentedDpopToken(ctx, invalidToken, SIGNING_ALGS);
-    const token = await provider.ClientCredentials.find(value);
-    if (!token || token.isExpired) throw invalidToken('the access token is invalid, expired or revoked');
-    trace.clientId = token.clientId;
-    const aud = token.aud;
-    if (!(Array.isArray(aud) ? aud.includes(resource) : aud === resource))
-      throw invalidToken('the access token is not for the institution API');
-    if (!token.jkt) throw invalidToken('the access token is not DPoP-bound');
-    try {
-      await verifyDpopProof({
-        headers: dpopHeaders(ctx),
-        method: ctx.method,
-        url: `${config.origin}${ctx.originalUrl}`,
-        accessToken: value,
-        expectedJkt: token.jkt,
-        replay,
-        iatWindowSeconds: config.api.dpopIatWindowSeconds,
-      });
-    } catch (err) {
-      if (!(err instanceof DpopError)) throw err;
-      throw new ApiError(
-        401,
-        'invalid_dpop_proof',
-        err.message,
-        dpopChallenge('invalid_dpop_proof', err.message, SIGNING_ALGS),
-      );
-    }
-    const scopes = new Set(String(token.scope ?? '').split(' '));
-    if (!scopes.has(INGEST_SCOPE))
-      throw new ApiError(
-        403,
-        'insufficient_scope',
-        `the token lacks the ${INGEST_SCOPE} scope`,
-        `${dpopChallenge('insufficient_scope', undefined, SIGNING_ALGS)}, scope="${INGEST_SCOPE}"`,
-      );
-    // The client's metadata now, not at issuance: a disabled client or a removed institution stops at
-    // once, and a registration the provider no longer accepts (a malformed institution_id) is no client.
-    const client = await provider.Client.find(token.clientId!).catch((err: unknown) => {
-      if (err instanceof errors.OIDCProviderError) return undefined;
-      throw err;
-    });
-    if (!client) throw invalidToken('the client of this token is no longer registered');
-    const institutionId = institutionIdOf(client);
-    if (!institutionId)
-      throw new ApiError(403, 'access_denied', 'this client is not registered for a member institution');
-    trace.institutionId = institutionId;
-    const known = await db.query('SELECT 1 FROM institutions WHERE id = $1', [institutionId]);
-    if (known.rowCount !== 1)
-      throw new ApiError(403, 'unknown_institution', 'the institution of this client is not known here');
-    return { clientId: client.clientId, institutionId };
-  }
+  const authenticate = createInstitutionAuthenticator({
+    provider,
+    db,
+    config,
+    replay: createDbReplayStore(db),
+  });
 
   /** The JSON body, read as it streams in and never beyond the limit. */
   async function readJson(ctx: Context): Promise<unknown> {
@@ -304,7 +174,7 @@ export function ingestHandler({
   }
 
   async function handle(ctx: Context, trace: Trace): Promise<void> {
-    const caller = await authenticate(ctx, trace);
+    const caller = await authenticate(ctx, INGEST_SCOPE, trace);
     const key = ctx.get('idempotency-key');
     if (!key) throw new ApiError(400, 'invalid_request', 'the Idempotency-Key header is required');
     if (!IDEMPOTENCY_KEY.test(key))

@@ -7,7 +7,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { INGEST_SCOPE, INSTITUTION_ID_METADATA, institutionResource } from '../api/ingest.ts';
+import { INGEST_SCOPE, INSTITUTION_ID_METADATA, institutionResource } from '../api/institution.ts';
 import type { Config } from '../config/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { jwkThumbprint } from '../keys/index.ts';

@@ -11,13 +11,14 @@ import Provider, {
 } from 'oidc-provider';
 // Directly, not through src/api/index.ts, which imports FAPI_ALGS from here.
 import {
-  INGEST_SCOPE,
   INSTITUTION_ID_METADATA,
+  INSTITUTION_SCOPES,
   institutionIdOf,
   institutionResource,
   institutionResourceServer,
+  isInstitutionScope,
   validateInstitutionMetadata,
-} from '../api/ingest.ts';
+} from '../api/institution.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
@@ -69,9 +70,9 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       dPoPSigningAlgValues: algs,
     },
     responseTypes: ['code'],
-    // ssf.* only ever go to SSF peers' client-credentials tokens (src/signals/oauth.ts), institution:ingest
-    // only to member institutions' (src/api/ingest.ts); client metadata may only list known scopes.
-    scopes: [...SCOPES, ...SSF_SCOPES, INGEST_SCOPE],
+    // ssf.* only ever go to SSF peers' client-credentials tokens (src/signals/oauth.ts), institution:*
+    // only to member institutions' (src/api/institution.ts); client metadata may only list known scopes.
+    scopes: [...SCOPES, ...SSF_SCOPES, ...INSTITUTION_SCOPES],
     acrValues: [...ACR_VALUES],
     // Brokerages and apps learn a customer identifier of their own (issue 6): a client registered
     // with subject_type pairwise gets HMAC(secret, sector ‖ customer), unlinkable across sectors.
@@ -202,7 +203,7 @@ function hubResourceIndicators(config: Config): ResourceIndicators {
       const params = ctx.oidc.params as { grant_type?: unknown; scope?: unknown } | undefined;
       const credentials = params?.grant_type === 'client_credentials';
       const scopes = String(params?.scope ?? '').split(' ');
-      if (credentials && scopes.includes(INGEST_SCOPE)) return institution;
+      if (credentials && scopes.some(isInstitutionScope)) return institution;
       const fromSsf = await ssf.defaultResource(ctx, client, oneOf);
       if (fromSsf !== undefined) return fromSsf;
       return credentials && institutionIdOf(client) ? institution : undefined;
