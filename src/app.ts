@@ -12,8 +12,11 @@ import type { AuthnContext } from './authn/index.ts';
 import type { Config } from './config/index.ts';
 import type { Db } from './db/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
+import { approvalRoutes, decisionRoutes, loadPolicy } from './linking/index.ts';
 import type { Logger } from './log.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
+import { DEVICE_COOKIE } from './oidc/passkeySignIn.ts';
+import { deviceHash } from './risk/index.ts';
 import type { Signals } from './signals/index.ts';
 import { assetsMiddleware, errorPage, html, languageOf } from './web/index.ts';
 
@@ -69,9 +72,21 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
 <p>iss: <code id="iss">${String(q.iss ?? '')}</code></p></main></body></html>`}`;
   });
 
+  // A bad withdrawal-strength policy stops the hub here, at start.
+  const policy = loadPolicy(config.linking.policyFile);
   for (const router of [
     misc,
+    approvalRoutes({
+      provider,
+      db,
+      authn,
+      deviceHashOf: (ctx) => {
+        const token = ctx.cookies.get(DEVICE_COOKIE, { signed: false });
+        return token ? deviceHash(token) : undefined;
+      },
+    }),
     interactionRoutes({ provider, db, config, authn }),
+    decisionRoutes({ provider, db, config, policy, defaultLimits: config.linking.defaultLimits }),
     accountRoutes({ provider, db, config, authn }),
     apiRoutes({
       provider,

@@ -43,6 +43,7 @@ export {
   INSTITUTION_SCOPES,
   type InstitutionAuthenticator,
   type InstitutionCaller,
+  institutionIdOf,
   institutionResource,
   LINKS_SCOPE,
 } from './institution.ts';

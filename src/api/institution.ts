@@ -47,8 +47,9 @@ export function institutionIdOf(client: Client | undefined): string | undefined 
 
 /**
  * oidc-provider's `extraClientMetadata.validator` for `institution_id` (synchronous, so existence
- * is checked at request time): a well-formed id, on a client that only uses client credentials —
- * an institution's API client is never also an aggregator.
+ * is checked at request time): a well-formed id, on either an institution's API client (client
+ * credentials only) or a brokerage's relying party (authorization code, never the aggregator
+ * `accounts` scope) — whose approvals only that institution may spend (src/linking).
  */
 export function validateInstitutionMetadata(key: string, value: unknown, metadata: Record<string, unknown>) {
   if (key !== INSTITUTION_ID_METADATA || value === undefined) return;
@@ -56,10 +57,17 @@ export function validateInstitutionMetadata(key: string, value: unknown, metadat
     throw new errors.InvalidClientMetadata(
       'institution_id must be 1–64 letters, digits, dots, underscores or hyphens',
     );
-  const grants = metadata.grant_types;
-  if (!Array.isArray(grants) || grants.length !== 1 || grants[0] !== 'client_credentials')
+  const grants = Array.isArray(metadata.grant_types) ? metadata.grant_types : [];
+  const apiClient = grants.length === 1 && grants[0] === 'client_credentials';
+  const scopes = String(metadata.scope ?? '').split(' ');
+  const relyingParty =
+    grants.includes('authorization_code') &&
+    !grants.includes('client_credentials') &&
+    !scopes.includes('accounts') &&
+    !scopes.some(isInstitutionScope);
+  if (!apiClient && !relyingParty)
     throw new errors.InvalidClientMetadata(
-      'a client with institution_id must use the client_credentials grant only',
+      'a client with institution_id must use the client_credentials grant only, or be a brokerage relying party (authorization_code without the accounts or institution scopes)',
     );
 }
 

@@ -19,6 +19,7 @@ export {
   startTotpSetup,
 } from './exemptions.ts';
 export {
+  clientChallenge,
   deleteExpiredChallenges,
   finishPasskeyAuthentication,
   finishPasskeyRegistration,

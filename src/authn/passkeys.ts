@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   type AuthenticationResponseJSON,
+  type AuthenticatorTransport,
   generateAuthenticationOptions,
   generateRegistrationOptions,
   type PublicKeyCredentialCreationOptionsJSON,
@@ -36,7 +37,7 @@ function fromB64url(s: string): Uint8Array<ArrayBuffer> {
 }
 
 /** The challenge the client signed, read from clientDataJSON (verification proper comes later). */
-function clientChallenge(response: unknown): string {
+export function clientChallenge(response: unknown): string {
   const raw = (response as { response?: { clientDataJSON?: unknown } } | null)?.response?.clientDataJSON;
   if (typeof raw === 'string' && raw.length <= 8192) {
     try {
@@ -87,7 +88,7 @@ async function storeChallenge(
   db: Queryable,
   c: {
     challenge: string;
-    purpose: 'registration' | 'authentication';
+    purpose: 'registration' | 'authentication' | 'approval';
     interactionId: string;
     customerId?: string;
     ticketId?: string;
@@ -378,21 +379,35 @@ export async function finishPasskeyRegistration(
   }
 }
 
-/** Options for a passkey login: discoverable credentials only (empty allowCredentials). */
+/**
+ * Options for a passkey login: discoverable credentials only (empty allowCredentials). With
+ * `approval`, options for approving one operation instead: the signed-in customer's own passkeys,
+ * and a challenge the caller built to commit to the operation (see src/linking/approvals).
+ */
 export async function startPasskeyAuthentication(
   ctx: AuthnContext,
-  input: { interactionId: string },
+  input: { interactionId: string; approval?: { customerId: string; challenge: Uint8Array<ArrayBuffer> } },
 ): Promise<PublicKeyCredentialRequestOptionsJSON> {
+  const allowCredentials = input.approval
+    ? (
+        await ctx.db.query<{ credential_id: string; transports: string[] }>(
+          'SELECT credential_id, transports FROM passkeys WHERE customer_id = $1 AND disabled_at IS NULL',
+          [input.approval.customerId],
+        )
+      ).rows.map((r) => ({ id: r.credential_id, transports: r.transports as AuthenticatorTransport[] }))
+    : [];
   const options = await generateAuthenticationOptions({
     rpID: ctx.rpId,
-    allowCredentials: [],
+    allowCredentials,
     userVerification: 'required',
     timeout: CHALLENGE_TTL_SECONDS * 1000,
+    ...(input.approval ? { challenge: input.approval.challenge } : {}),
   });
   await storeChallenge(ctx.db, {
     challenge: options.challenge,
-    purpose: 'authentication',
+    purpose: input.approval ? 'approval' : 'authentication',
     interactionId: input.interactionId,
+    ...(input.approval ? { customerId: input.approval.customerId } : {}),
   });
   return options;
 }
@@ -411,6 +426,7 @@ export interface PasskeyLogin {
 
 interface LoginRow {
   challenge: string | null;
+  challenge_customer_id: string | null;
   customer_id: string | null;
   public_key: string | null;
   counter: string | number | null;
@@ -426,9 +442,15 @@ const CONCURRENT_USE_SECONDS = 10;
 
 export async function finishPasskeyAuthentication(
   ctx: AuthnContext,
-  input: { interactionId: string; response: AuthenticationResponseJSON },
+  input: {
+    interactionId: string;
+    response: AuthenticationResponseJSON;
+    /** An operation approval (started with `approval`): only the customer it was started for may answer. */
+    purpose?: 'authentication' | 'approval';
+  },
   meta?: RequestMeta,
 ): Promise<PasskeyLogin> {
+  const purpose = input.purpose ?? 'authentication';
   let customerId: string | undefined;
   let credentialId: string | undefined;
   try {
@@ -439,20 +461,24 @@ export async function finishPasskeyAuthentication(
     const { rows } = await ctx.db.query<LoginRow>(
       `WITH ch AS (
          UPDATE webauthn_challenges SET used_at = now()
-         WHERE id = $1 AND interaction_id = $2 AND purpose = 'authentication' AND used_at IS NULL AND expires_at > now()
-         RETURNING challenge
+         WHERE id = $1 AND interaction_id = $2 AND purpose = $4 AND used_at IS NULL AND expires_at > now()
+         RETURNING challenge, customer_id
        )
-       SELECT (SELECT challenge FROM ch) AS challenge, p.customer_id, p.public_key, p.counter, p.transports,
+       SELECT (SELECT challenge FROM ch) AS challenge, (SELECT customer_id FROM ch) AS challenge_customer_id,
+              p.customer_id, p.public_key, p.counter, p.transports,
               p.device_type, p.disabled_at IS NOT NULL AS disabled, c.status, h.user_handle
        FROM (SELECT 1) AS one
        LEFT JOIN passkeys p ON p.credential_id = $3
        LEFT JOIN customers c ON c.id = p.customer_id
        LEFT JOIN passkey_user_handles h ON h.customer_id = p.customer_id`,
-      [challenge, input.interactionId, credentialId],
+      [challenge, input.interactionId, credentialId, purpose],
     );
     const row = rows[0];
     if (!row?.challenge) throw new AuthnError('ERR_WEBAUTHN_CHALLENGE');
     if (!row.customer_id || !row.public_key || !row.device_type) throw new AuthnError('ERR_PASSKEY_UNKNOWN');
+    // An approval is the signed-in customer's: another customer's passkey is not one of theirs.
+    if (purpose === 'approval' && row.challenge_customer_id !== row.customer_id)
+      throw new AuthnError('ERR_PASSKEY_UNKNOWN');
     customerId = row.customer_id;
     if (row.disabled) throw new AuthnError('ERR_PASSKEY_DISABLED');
     const storedCounter = Number(row.counter ?? 0);

@@ -213,6 +213,13 @@ const schema = z
       .object({
         /** The withdrawal-strength policy; default: config/withdrawal-policy.json shipped with the hub. */
         policyFile: z.string().min(1).optional(),
+        /** Limits of a customer who set none (yen per day in Japan). */
+        defaultLimits: z
+          .object({
+            withdrawal_daily: z.number().int().min(0).max(1_000_000_000).default(3_000_000),
+            sweep_daily: z.number().int().min(0).max(1_000_000_000).default(1_000_000),
+          })
+          .prefault({}),
       })
       .prefault({}),
     /** Shared Signals (SSF 1.0 transmitter and receiver): see README "Shared Signals". */

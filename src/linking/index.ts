@@ -3,7 +3,38 @@
  * (config/withdrawal-policy.json) evaluated by one engine for withdrawals, withdrawal-account
  * changes, sweep links, sweep pulls and limit changes; every decision explained and audited.
  */
+export { normalizeHolderName, sameHolderName } from './accountHolder.ts';
+export { approvalRoutes } from './approvals/approvalInteraction.ts';
+export {
+  APPROVAL_TTL_SECONDS,
+  attachApprovalToGrant,
+  consumeApproval,
+  finishOperationApproval,
+  type OperationApproval,
+  startOperationApproval,
+} from './approvals/approvals.ts';
+export {
+  type BankAccountDetails,
+  canonicalJson,
+  detailsHash,
+  isOperationDetailType,
+  maskAccountNumber,
+  OPERATION_DETAIL_TYPES,
+  type OperationDetails,
+  parseOperationDetails,
+} from './approvals/operationDetails.ts';
 export { type DecisionContext, decide } from './decide.ts';
+export { decisionRoutes } from './decisionsApi.ts';
+export { LinkingError, type LinkingErrorCode } from './errors.ts';
+export {
+  type CustomerLimits,
+  changeLimit,
+  customerLimits,
+  LIMIT_NAMES,
+  type LimitName,
+  type Limits,
+  MAX_LIMIT,
+} from './limits.ts';
 export { describeCondition, describePolicy } from './policy/describePolicy.ts';
 export { evaluatePolicy, type MatchedRule, type PolicyDecision } from './policy/evaluatePolicy.ts';
 export { DEFAULT_POLICY_FILE, loadPolicy } from './policy/loadPolicy.ts';
@@ -25,3 +56,8 @@ export {
   PolicyError,
   parsePolicy,
 } from './policy/parsePolicy.ts';
+export {
+  activeWithdrawalAccount,
+  registerWithdrawalAccount,
+  type WithdrawalAccount,
+} from './withdrawalAccounts.ts';

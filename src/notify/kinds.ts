@@ -108,6 +108,8 @@ export const DATA_SCHEMAS = {
     limit: z.enum(['withdrawal_daily', 'sweep_daily', 'order_daily']),
     from: yen.optional(),
     to: yen,
+    /** A raise waits for its cool-off: the new limit applies from then. */
+    effectiveAt: instant.optional(),
   }),
   security_alert: z.strictObject({
     reason: z.enum(['risk_block', 'peer_signal', 'credential_compromise', 'suspicious_activity']),

@@ -265,6 +265,7 @@ const ja: LanguagePack = {
       details: [
         ['変更前', f.yen(d.from)],
         ['変更後', f.yen(d.to)],
+        ['変更後の限度額が有効になる日時', f.time(d.effectiveAt)],
       ],
       advice: JA_CONTACT_US,
     }),
@@ -457,6 +458,7 @@ const en: LanguagePack = {
       details: [
         ['Before', f.yen(d.from)],
         ['Now', f.yen(d.to)],
+        ['The new limit applies from', f.time(d.effectiveAt)],
       ],
       advice: EN_CONTACT_US,
     }),

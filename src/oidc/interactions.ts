@@ -22,10 +22,12 @@ import type { Config } from '../config/index.ts';
 import { ConsentError, recordConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
+import { approvalView } from '../linking/approvals/approvalInteraction.ts';
 import { acknowledgeNotices, pendingNotices } from '../notices/index.ts';
 import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy, unlockAccount } from '../risk/index.ts';
 import {
   alternativeLoginPage,
+  approvalPage,
   consentPage,
   enrollPage,
   errorPage,
@@ -215,6 +217,8 @@ export function interactionRoutes({
           })),
         });
       }
+      if (d.prompt.name === 'approval')
+        return approvalPage({ lang, uid: d.uid, view: await approvalView(db, d, name) });
       if (d.prompt.name === 'notices') {
         const customerId = d.session?.accountId;
         if (!customerId) throw new HttpError(400, 'invalid_request', 'no signed-in customer');

@@ -36,7 +36,8 @@ export interface SignInDeps {
 }
 
 /** A long-lived cookie naming this browser; its hash is stored per customer after a sign-in. */
-const DEVICE_COOKIE = 'kkh_device';
+/** The long-lived cookie naming this browser for known-device checks (only its hash is stored). */
+export const DEVICE_COOKIE = 'kkh_device';
 const DEVICE_COOKIE_DAYS = 400;
 /** Failures attributable to an account: a registered passkey that failed verification. */
 const ACCOUNT_FAILURES = new Set(['ERR_WEBAUTHN_VERIFICATION', 'ERR_PASSKEY_COUNTER']);

@@ -23,6 +23,13 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
 import type { KeyMaterial } from '../keys/index.ts';
+import {
+  approvalPrompt,
+  approvalResource,
+  approvalResourceServer,
+  operationDetailsOf,
+  operationDetailTypes,
+} from '../linking/approvals/approvalInteraction.ts';
 import { pendingNotices } from '../notices/index.ts';
 import { SSF_SCOPES, SSF_TOKEN_TTL_SECONDS, ssfResourceIndicators } from '../signals/index.ts';
 import { renderErrorPage } from '../web/index.ts';
@@ -108,6 +115,16 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       rpInitiatedLogout: { enabled: true },
       userinfo: { enabled: true },
       claimsParameter: { enabled: false },
+      // RFC 9396: operation approvals (withdrawal, withdrawal-account change; src/linking/approvals).
+      richAuthorizationRequests: {
+        enabled: true,
+        types: { ...operationDetailTypes() },
+        // What the grant holds is what the customer approved on the hub's pages: the code carries it,
+        // tokens carry their code's (or refresh token's), introspection tells it.
+        authorizationDetailsForGrantSource: (ctx) => rarOf(ctx.oidc.entities.Grant),
+        authorizationDetailsForAccessToken: (_ctx, _token, source) => rarOf(source),
+        authorizationDetailsForIntrospection: (_ctx, token) => rarOf(token),
+      },
       // SSF peers manage their streams with client-credentials tokens for the SSF resource only
       // (src/signals/oauth.ts), member institutions push data with ones for the institution resource
       // (src/api/ingest.ts); FAPI clients are not registered for this grant and are unaffected.
@@ -186,6 +203,9 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
   return provider;
 }
 
+/** The authorization_details an oidc-provider entity holds (RFC 9396), as the library types them. */
+const rarOf = (entity: unknown) => (entity as { rar?: unknown } | undefined)?.rar as never;
+
 type ResourceIndicators = ReturnType<typeof ssfResourceIndicators>;
 
 /**
@@ -197,10 +217,15 @@ type ResourceIndicators = ReturnType<typeof ssfResourceIndicators>;
 function hubResourceIndicators(config: Config): ResourceIndicators {
   const ssf = ssfResourceIndicators(config);
   const institution = institutionResource(config.issuer);
+  const approvals = approvalResource(config.issuer);
   return {
     async defaultResource(ctx, client, oneOf) {
       if (oneOf) return oneOf;
-      const params = ctx.oidc.params as { grant_type?: unknown; scope?: unknown } | undefined;
+      const params = ctx.oidc.params as
+        | { grant_type?: unknown; scope?: unknown; authorization_details?: unknown }
+        | undefined;
+      // An operation approval's token is for the decision endpoint only (RFC 9396 wants a resource).
+      if (operationDetailsOf(params?.authorization_details)) return approvals;
       const credentials = params?.grant_type === 'client_credentials';
       const scopes = String(params?.scope ?? '').split(' ');
       if (credentials && scopes.some(isInstitutionScope)) return institution;
@@ -209,6 +234,7 @@ function hubResourceIndicators(config: Config): ResourceIndicators {
       return credentials && institutionIdOf(client) ? institution : undefined;
     },
     async getResourceServerInfo(ctx, indicator, client): Promise<ResourceServer> {
+      if (indicator === approvals) return approvalResourceServer(approvals, client);
       if (indicator === institution) return institutionResourceServer(config.issuer, ctx, client);
       return ssf.getResourceServerInfo(ctx, indicator, client);
     },
@@ -288,6 +314,8 @@ function interactionPolicyFor(db: Db): interactionPolicy.Prompt[] {
     ),
     1,
   );
+  // Withdrawals and withdrawal-account changes: a passkey approval bound to the details, before consent.
+  policy.add(approvalPrompt(), 2);
   policy.get('login')!.checks.add(
     new interactionPolicy.Check('acr_values_unmet', 'the session does not reach a requested acr', (ctx) => {
       const requested = requestedAcrValues(ctx.oidc.params?.acr_values);

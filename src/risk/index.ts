@@ -3,6 +3,7 @@ export {
   type AccountLock,
   accountLock,
   DEFAULT_THROTTLE_POLICY,
+  deviceHash,
   type FailureOutcome,
   isKnownDevice,
   recordAuthFailure,

@@ -194,7 +194,8 @@ export async function unlockAccount(db: Queryable, customerId: string, by: strin
   return res.rowCount > 0;
 }
 
-const deviceHash = (token: string) => createHash('sha256').update(token).digest('base64url');
+/** What known_devices keeps of a browser's device cookie. */
+export const deviceHash = (token: string) => createHash('sha256').update(token).digest('base64url');
 
 /**
  * Remembers this browser as one the customer signed in from. Returns the device token to keep in

@@ -4,6 +4,7 @@ import { pickLanguage } from './i18n.ts';
 import { errorPage } from './pages.ts';
 
 export { type AccountSession, accountLoginPage, type HistoryEntry, securityPage } from './accountPages.ts';
+export { type ApprovalView, approvalPage } from './approvalPage.ts';
 export { assetsMiddleware } from './assets.ts';
 export { escapeHtml, html, SafeHtml } from './html.ts';
 export { type Lang, type Messages, messages, pickLanguage } from './i18n.ts';

@@ -4,14 +4,7 @@
  * by clients registered here, batches pushed and read back by an aggregator through /api/v1. Every
  * response is validated against the OpenAPI document the hub serves.
  */
-import {
-  createHash,
-  createPrivateKey,
-  generateKeyPairSync,
-  type KeyObject,
-  randomUUID,
-  sign,
-} from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,30 +12,20 @@ import { createPasskeyUser } from '../../conformance/lib/login.ts';
 import { institutionResource } from '../../src/api/index.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_CLIENT_ID, DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
-import { jwkThumbprint } from '../../src/keys/index.ts';
 import { registerPeerClient, ssfResource } from '../../src/signals/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
+import {
+  type ClientKey,
+  newKey,
+  registerClient as registerClient_,
+  type Token,
+  tokenFor as tokenFor_,
+} from '../support/institution.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
 import { demoRp, startAuthorization } from '../support/rp.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked against the OpenAPI document
 type Body = any;
-
-interface ClientKey {
-  clientId: string;
-  kid: string;
-  privateJwk: JsonWebKey;
-}
-
-interface Token {
-  value: string;
-  type: string;
-  scope: string | undefined;
-  /** A fresh DPoP proof for one request, made with the key the token is bound to. */
-  proof(method: string, url: string, o?: { jti?: string }): string;
-  config: client.Configuration;
-  dpop: client.DPoPHandle;
-}
 
 let t: TestHub;
 let oas: OpenApiValidator;
@@ -57,104 +40,10 @@ const iso = (ms: number) => new Date(ms).toISOString();
 let seq = 0;
 const key = () => `ingest-test-${++seq}-${randomUUID()}`;
 
-function newKey() {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const pub = publicKey.export({ format: 'jwk' }) as { kty: string };
-  const kid = jwkThumbprint(pub);
-  return {
-    kid,
-    publicJwk: { ...pub, kid, alg: 'ES256', use: 'sig' },
-    privateJwk: privateKey.export({ format: 'jwk' }) as JsonWebKey,
-  };
-}
-
-/** Registers a private_key_jwt client with `metadata` on top of client-credentials defaults. */
-async function registerClient(clientId: string, metadata: Record<string, unknown>): Promise<ClientKey> {
-  const { kid, publicJwk, privateJwk } = newKey();
-  await t.hub.db.query('INSERT INTO clients (client_id, metadata) VALUES ($1, $2)', [
-    clientId,
-    JSON.stringify({
-      client_id: clientId,
-      grant_types: ['client_credentials'],
-      response_types: [],
-      redirect_uris: [],
-      token_endpoint_auth_method: 'private_key_jwt',
-      token_endpoint_auth_signing_alg: 'ES256',
-      dpop_bound_access_tokens: true,
-      jwks: { keys: [publicJwk] },
-      ...metadata,
-    }),
-  ]);
-  return { clientId, kid, privateJwk };
-}
-
-async function configFor(c: ClientKey): Promise<client.Configuration> {
-  const { kty, crv, x, y, d } = c.privateJwk;
-  const key = await crypto.subtle.importKey(
-    'jwk',
-    { kty, crv, x, y, d },
-    { name: 'ECDSA', namedCurve: 'P-256' },
-    false,
-    ['sign'],
-  );
-  return client.discovery(
-    new URL(t.issuer),
-    c.clientId,
-    undefined,
-    client.PrivateKeyJwt({ key, kid: c.kid }),
-    {
-      [client.customFetch]: t.fetch as client.CustomFetch,
-    },
-  );
-}
-
-/** A client-credentials token from the token endpoint, DPoP-bound unless `dpop` is false. */
-async function tokenFor(
-  c: ClientKey,
-  parameters: Record<string, string> = { scope: 'institution:ingest' },
-  o: { dpop?: boolean } = {},
-): Promise<Token> {
-  const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
-    'sign',
-    'verify',
-  ])) as CryptoKeyPair;
-  const config = await configFor(c);
-  const dpop = client.getDPoPHandle(config, keys);
-  const tokens = await client.clientCredentialsGrant(
-    config,
-    parameters,
-    o.dpop === false ? undefined : { DPoP: dpop },
-  );
-  const jwk = (await crypto.subtle.exportKey('jwk', keys.publicKey)) as JsonWebKey;
-  const priv: KeyObject = createPrivateKey({
-    key: (await crypto.subtle.exportKey('jwk', keys.privateKey)) as import('node:crypto').JsonWebKey,
-    format: 'jwk',
-  });
-  const header = Buffer.from(
-    JSON.stringify({ typ: 'dpop+jwt', alg: 'ES256', jwk: { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y } }),
-  ).toString('base64url');
-  const ath = createHash('sha256').update(tokens.access_token).digest('base64url');
-  return {
-    value: tokens.access_token,
-    type: tokens.token_type,
-    scope: tokens.scope,
-    config,
-    dpop,
-    proof(method, url, p = {}) {
-      const u = new URL(url);
-      const claims = {
-        jti: p.jti ?? randomUUID(),
-        htm: method,
-        htu: `${u.origin}${u.pathname}`,
-        iat: Math.floor(Date.now() / 1000),
-        ath,
-      };
-      const input = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
-      const sig = sign('sha256', Buffer.from(input), { key: priv, dsaEncoding: 'ieee-p1363' });
-      return `${input}.${sig.toString('base64url')}`;
-    },
-  };
-}
+const registerClient = (clientId: string, metadata: Record<string, unknown>) =>
+  registerClient_(t, clientId, metadata);
+const tokenFor = (c: ClientKey, parameters?: Record<string, string>, o?: { dpop?: boolean }) =>
+  tokenFor_(t, c, parameters, o);
 
 /** The error openid-client throws for a refused token request, as its OAuth error code. */
 async function tokenError(promise: Promise<unknown>): Promise<string> {

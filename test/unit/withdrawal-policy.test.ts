@@ -20,6 +20,7 @@ const goodWithdrawal: FactsOf<'withdrawal'> = {
   authAgeSeconds: 30,
   detailsBound: true,
   destinationNameMatches: true,
+  destinationRegistered: true,
   destinationInCoolOff: false,
   amount: 50_000,
   overDailyCap: false,
@@ -53,6 +54,7 @@ describe('the shipped withdrawal-strength policy', () => {
     [{ riskLevel: 'medium', authAgeSeconds: 120 }, 'step_up', 'withdrawal.elevated-risk'],
     [{ detailsBound: false }, 'deny', 'withdrawal.unbound'],
     [{ destinationNameMatches: false }, 'deny', 'withdrawal.name-mismatch'],
+    [{ destinationRegistered: false }, 'deny', 'withdrawal.unregistered-destination'],
     [{ destinationInCoolOff: true }, 'deny', 'withdrawal.destination-cool-off'],
     [{ overDailyCap: true }, 'deny', 'withdrawal.over-cap'],
     [{ riskLevel: 'high' }, 'deny', 'withdrawal.high-risk'],
@@ -191,38 +193,41 @@ describe('the shipped withdrawal-strength policy', () => {
       for (const authAgeSeconds of [0, 60, 61, 300, 301, 86_400])
         for (const detailsBound of [true, false])
           for (const destinationNameMatches of [true, false])
-            for (const destinationInCoolOff of [true, false])
-              for (const overDailyCap of [true, false])
-                for (const newDevice of [true, false])
-                  for (const riskLevel of RISK_LEVELS)
-                    for (const frozen of [true, false]) {
-                      const facts = {
-                        acr,
-                        authAgeSeconds,
-                        detailsBound,
-                        destinationNameMatches,
-                        destinationInCoolOff,
-                        amount: 1,
-                        overDailyCap,
-                        newDevice,
-                        riskLevel,
-                        frozen,
-                      };
-                      const d = evaluatePolicy(policy, 'withdrawal', facts);
-                      const safe =
-                        (acr === 'phr' || acr === 'phrh') &&
-                        authAgeSeconds <= 300 &&
-                        detailsBound &&
-                        destinationNameMatches &&
-                        !destinationInCoolOff &&
-                        !overDailyCap &&
-                        riskLevel !== 'high' &&
-                        !frozen &&
-                        (authAgeSeconds <= 60 || (!newDevice && riskLevel === 'low'));
-                      expect(d.decision === 'allow', JSON.stringify(facts)).toBe(safe);
-                      checked++;
-                    }
-    expect(checked).toBe(4 * 6 * 2 ** 6 * 3);
+            for (const destinationRegistered of [true, false])
+              for (const destinationInCoolOff of [true, false])
+                for (const overDailyCap of [true, false])
+                  for (const newDevice of [true, false])
+                    for (const riskLevel of RISK_LEVELS)
+                      for (const frozen of [true, false]) {
+                        const facts = {
+                          acr,
+                          authAgeSeconds,
+                          detailsBound,
+                          destinationNameMatches,
+                          destinationRegistered,
+                          destinationInCoolOff,
+                          amount: 1,
+                          overDailyCap,
+                          newDevice,
+                          riskLevel,
+                          frozen,
+                        };
+                        const d = evaluatePolicy(policy, 'withdrawal', facts);
+                        const safe =
+                          (acr === 'phr' || acr === 'phrh') &&
+                          authAgeSeconds <= 300 &&
+                          detailsBound &&
+                          destinationNameMatches &&
+                          destinationRegistered &&
+                          !destinationInCoolOff &&
+                          !overDailyCap &&
+                          riskLevel !== 'high' &&
+                          !frozen &&
+                          (authAgeSeconds <= 60 || (!newDevice && riskLevel === 'low'));
+                        expect(d.decision === 'allow', JSON.stringify(facts)).toBe(safe);
+                        checked++;
+                      }
+    expect(checked).toBe(4 * 6 * 2 ** 7 * 3);
   });
 
   it('describes itself for operators with every operation, rule and fact', () => {

@@ -33,6 +33,8 @@ export const OPERATIONS = {
     /** The approval's WebAuthn challenge committed to exactly these amount and destination. */
     detailsBound: bool,
     destinationNameMatches: bool,
+    /** The destination is the customer's registered withdrawal account. */
+    destinationRegistered: bool,
     destinationInCoolOff: bool,
     amount: num,
     overDailyCap: bool,

@@ -1,0 +1,223 @@
+/**
+ * The approval step of an authorization request that carries a withdrawal or withdrawal-account
+ * change in `authorization_details` (RFC 9396): a prompt after login, a page showing the details,
+ * and a passkey ceremony whose challenge commits to them. Approving records the approval, grants
+ * exactly those details (plus openid) to the brokerage, and ties the approval to that grant so the
+ * decision endpoint can spend it once.
+ */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import {
+  interactionPolicy,
+  type KoaContextWithOIDC,
+  errors as oidcErrors,
+  type ResourceServer,
+} from 'oidc-provider';
+import { institutionIdOf } from '../../api/institution.ts';
+import type { AuthnContext } from '../../authn/index.ts';
+import type { Db } from '../../db/index.ts';
+import { HttpError, readBody } from '../../http/index.ts';
+import { jsonEndpoint } from '../../oidc/jsonEndpoint.ts';
+import { requestMeta } from '../../oidc/passkeySignIn.ts';
+import type { ApprovalView } from '../../web/index.ts';
+import { LinkingError } from '../errors.ts';
+import {
+  APPROVAL_TTL_SECONDS,
+  attachApprovalToGrant,
+  finishOperationApproval,
+  startOperationApproval,
+} from './approvals.ts';
+import {
+  isOperationDetailType,
+  maskAccountNumber,
+  type OperationDetails,
+  type OperationDetailType,
+  parseOperationDetails,
+} from './operationDetails.ts';
+
+type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+/** The operation detail of a request's authorization_details (a JSON string), if it has one. */
+export function operationDetailsOf(authorizationDetails: unknown): OperationDetails | undefined {
+  if (typeof authorizationDetails !== 'string') return undefined;
+  let list: unknown;
+  try {
+    list = JSON.parse(authorizationDetails);
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(list)) return undefined;
+  const detail = list.find((d) => isOperationDetailType((d as { type?: unknown } | null)?.type));
+  if (!detail) return undefined;
+  const parsed = parseOperationDetails(detail);
+  return parsed.ok ? parsed.details : undefined;
+}
+
+/**
+ * RFC 9396 type definitions for oidc-provider's richAuthorizationRequests.types: each detail is
+ * validated (invalid_authorization_details names the problem), only a brokerage's relying party
+ * (a client naming its institution) may ask, and one operation per request.
+ */
+export function operationDetailTypes(): Record<
+  OperationDetailType,
+  { validate(ctx: KoaContextWithOIDC, detail: unknown, client: unknown): void }
+> {
+  const validate = (ctx: KoaContextWithOIDC, detail: unknown, client: unknown) => {
+    const parsed = parseOperationDetails(detail);
+    if (!parsed.ok) throw new oidcErrors.InvalidAuthorizationDetails(parsed.problem);
+    if (!institutionIdOf(client as Parameters<typeof institutionIdOf>[0]))
+      throw new oidcErrors.InvalidAuthorizationDetails(
+        `${parsed.details.type} approvals may only be requested by a member institution's relying party`,
+      );
+    const all = JSON.parse(String(ctx.oidc.params?.authorization_details ?? '[]')) as Array<{
+      type?: unknown;
+    }>;
+    if (all.filter((d) => isOperationDetailType(d?.type)).length > 1)
+      throw new oidcErrors.InvalidAuthorizationDetails('approve one operation per request');
+  };
+  return { withdrawal: { validate }, withdrawal_account_change: { validate } };
+}
+
+/**
+ * The resource (RFC 8707) of approval tokens: they are presented by the brokerage's institution to
+ * the decision endpoint, and are good for nothing else (not the read API, not userinfo).
+ */
+export const approvalResource = (issuer: string) => `${issuer}/api/institution/approvals`;
+
+/** What oidc-provider issues for the approval resource: only to a brokerage's relying party. */
+export function approvalResourceServer(audience: string, client: unknown): ResourceServer {
+  if (!institutionIdOf(client as Parameters<typeof institutionIdOf>[0])) throw new oidcErrors.InvalidTarget();
+  return { scope: '', audience, accessTokenTTL: APPROVAL_TTL_SECONDS, accessTokenFormat: 'opaque' };
+}
+
+/**
+ * The `approval` prompt: requested when the authorization request carries an operation detail and
+ * this interaction has no approval yet. Placed after login (and notices), before consent.
+ */
+export function approvalPrompt(): interactionPolicy.Prompt {
+  return new interactionPolicy.Prompt(
+    { name: 'approval', requestable: false },
+    new interactionPolicy.Check(
+      'operation_approval_required',
+      'the operation needs a passkey approval',
+      (ctx) => {
+        const params = ctx.oidc.params as { authorization_details?: unknown } | undefined;
+        if (!params?.authorization_details || !ctx.oidc.session?.accountId)
+          return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+        const result = ctx.oidc.result as { approval?: unknown } | undefined;
+        if (result?.approval) return interactionPolicy.Check.NO_NEED_TO_PROMPT;
+        return operationDetailsOf(params.authorization_details)
+          ? interactionPolicy.Check.REQUEST_PROMPT
+          : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+      },
+    ),
+  );
+}
+
+/** What the approval page shows for a pending interaction. */
+export async function approvalView(db: Db, d: Details, clientName: string): Promise<ApprovalView> {
+  const details = operationDetailsOf(d.params.authorization_details);
+  const customerId = d.session?.accountId;
+  if (!details || !customerId) throw new HttpError(400, 'invalid_request', 'no operation to approve');
+  const source = await db.query<{ nickname: string; account_number: string }>(
+    'SELECT nickname, account_number FROM accounts WHERE id = $1 AND customer_id = $2',
+    [details.sourceAccountId, customerId],
+  );
+  const src = source.rows[0];
+  if (!src) throw new HttpError(400, 'invalid_request', 'the account of this request is not yours');
+  const account = details.type === 'withdrawal' ? details.destination : details.newAccount;
+  return {
+    kind: details.type,
+    clientName,
+    ...(details.type === 'withdrawal' ? { amount: Number(details.instructedAmount.amount) } : {}),
+    sourceAccount: `${src.nickname} ${maskAccountNumber(src.account_number)}`,
+    bankName: account.bankName,
+    bankCode: account.bankCode,
+    branchCode: account.branchCode,
+    accountType: account.accountType,
+    accountMasked: maskAccountNumber(account.accountNumber),
+    holderName: account.holderName,
+  };
+}
+
+export interface ApprovalRoutesOptions {
+  provider: Provider;
+  db: Db;
+  authn: AuthnContext;
+  /** The browser's known-device hash (src/risk), for the policy's new-device fact. */
+  deviceHashOf?: (ctx: Context) => string | undefined;
+}
+
+export function approvalRoutes({
+  provider,
+  db,
+  authn,
+  deviceHashOf = () => undefined,
+}: ApprovalRoutesOptions) {
+  const router = new Router({ prefix: '/interaction/:uid/approval' });
+
+  async function pending(ctx: Context) {
+    let d: Details;
+    try {
+      d = await provider.interactionDetails(ctx.req, ctx.res);
+    } catch (err) {
+      if (err instanceof oidcErrors.SessionNotFound)
+        throw new HttpError(
+          400,
+          'invalid_request',
+          'the approval has expired; start again from the application',
+        );
+      throw err;
+    }
+    if (d.uid !== ctx.params.uid) throw new HttpError(400, 'invalid_request', 'interaction mismatch');
+    if (d.prompt.name !== 'approval') throw new HttpError(400, 'invalid_request', 'no approval is pending');
+    const customerId = d.session?.accountId;
+    const details = operationDetailsOf(d.params.authorization_details);
+    if (!customerId || !details) throw new HttpError(400, 'invalid_request', 'no approval is pending');
+    return { d, customerId, details };
+  }
+
+  router.post('/options', (ctx) =>
+    jsonEndpoint(ctx, async () => {
+      const { d, customerId, details } = await pending(ctx);
+      return startOperationApproval(authn, { interactionId: d.uid, customerId, details });
+    }),
+  );
+
+  router.post('/verify', (ctx) =>
+    jsonEndpoint(ctx, async () => {
+      const { d, customerId, details } = await pending(ctx);
+      const body = await readBody(ctx, 'json');
+      const clientId = String(d.params.client_id);
+      let approval: Awaited<ReturnType<typeof finishOperationApproval>>;
+      try {
+        approval = await finishOperationApproval(
+          authn,
+          {
+            interactionId: d.uid,
+            customerId,
+            clientId,
+            details,
+            response: body as unknown as Parameters<typeof finishOperationApproval>[1]['response'],
+            deviceHash: deviceHashOf(ctx),
+          },
+          requestMeta(ctx),
+        );
+      } catch (err) {
+        if (err instanceof LinkingError) throw new HttpError(400, 'access_denied', err.message, err.code);
+        throw err;
+      }
+      // A grant of its own: the approval token carries this one operation and nothing from earlier grants.
+      const grant = new provider.Grant({ accountId: customerId, clientId });
+      grant.addOIDCScope('openid');
+      (grant as unknown as { addRar(detail: unknown): void }).addRar(details);
+      const grantId = await grant.save();
+      await attachApprovalToGrant(db, approval.id, grantId);
+      d.result = { ...d.lastSubmission, approval: { approvalId: approval.id }, consent: { grantId } };
+      await d.save(d.exp - Math.floor(Date.now() / 1000));
+      return { redirectTo: d.returnTo, approvalId: approval.id };
+    }),
+  );
+  return router;
+}

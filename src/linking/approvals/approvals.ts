@@ -1,0 +1,226 @@
+/**
+ * Operation-bound step-up (JSDA IV.1.(2)①; FSA comments 49–53): the customer approves one
+ * withdrawal or withdrawal-account change with a fresh passkey assertion whose challenge commits
+ * to exactly its details. The approval is stored with the assertion as evidence and is spent by
+ * the one decision it authorises.
+ */
+import { randomUUID } from 'node:crypto';
+import type {
+  AuthenticationResponseJSON,
+  PublicKeyCredentialRequestOptionsJSON,
+} from '@simplewebauthn/server';
+import { recordAudit } from '../../audit/index.ts';
+import {
+  type AuthnContext,
+  clientChallenge,
+  finishPasskeyAuthentication,
+  type RequestMeta,
+  startPasskeyAuthentication,
+} from '../../authn/index.ts';
+import type { Queryable } from '../../db/index.ts';
+import { LinkingError } from '../errors.ts';
+import {
+  approvalChallenge,
+  challengeCommitsTo,
+  detailsHash,
+  type OperationDetails,
+} from './operationDetails.ts';
+
+/** An approval not spent within this time is void (the policy wants it fresher anyway). */
+export const APPROVAL_TTL_SECONDS = 600;
+/** A browser first seen this recently counts as a new device for the policy. */
+const NEW_DEVICE_SECONDS = 24 * 3600;
+
+export interface OperationApproval {
+  id: string;
+  customerId: string;
+  clientId: string;
+  details: OperationDetails;
+  detailsHash: string;
+  acr: string;
+  amr: string[];
+  approvedAt: Date;
+  newDevice: boolean;
+  credentialId: string;
+}
+
+export function startOperationApproval(
+  authn: AuthnContext,
+  input: { interactionId: string; customerId: string; details: OperationDetails },
+): Promise<PublicKeyCredentialRequestOptionsJSON> {
+  return startPasskeyAuthentication(authn, {
+    interactionId: input.interactionId,
+    approval: { customerId: input.customerId, challenge: approvalChallenge(input.details) },
+  });
+}
+
+/**
+ * Verifies the assertion (the challenge must commit to `details`, be this interaction's, unused,
+ * and answered by one of the customer's passkeys) and stores the approval.
+ */
+export async function finishOperationApproval(
+  authn: AuthnContext,
+  input: {
+    interactionId: string;
+    customerId: string;
+    clientId: string;
+    details: OperationDetails;
+    response: AuthenticationResponseJSON;
+    /** Hash of the browser's device cookie value, when it has one (src/risk known devices). */
+    deviceHash?: string | undefined;
+  },
+  meta?: RequestMeta,
+): Promise<OperationApproval> {
+  const challenge = clientChallenge(input.response);
+  if (!challengeCommitsTo(challenge, input.details)) {
+    await recordAudit(authn.db, {
+      type: 'approval.rejected',
+      outcome: 'failure',
+      customerId: input.customerId,
+      clientId: input.clientId,
+      ip: meta?.ip,
+      interactionId: input.interactionId,
+      data: { reason: 'challenge does not commit to the details', kind: input.details.type },
+    });
+    throw new LinkingError('ERR_APPROVAL_DETAILS');
+  }
+  const login = await finishPasskeyAuthentication(
+    authn,
+    { interactionId: input.interactionId, response: input.response, purpose: 'approval' },
+    meta,
+  );
+  const seen = input.deviceHash
+    ? await authn.db.query<{ old: boolean }>(
+        `SELECT created_at < now() - make_interval(secs => $3) AS old
+         FROM known_devices WHERE device_hash = $1 AND customer_id = $2`,
+        [input.deviceHash, login.customerId, NEW_DEVICE_SECONDS],
+      )
+    : undefined;
+  const approval: OperationApproval = {
+    id: `apr_${randomUUID()}`,
+    customerId: login.customerId,
+    clientId: input.clientId,
+    details: input.details,
+    detailsHash: detailsHash(input.details).toString('base64url'),
+    acr: login.acr,
+    amr: login.amr,
+    approvedAt: new Date(login.authTime * 1000),
+    newDevice: seen?.rows[0]?.old !== true,
+    credentialId: login.credentialId,
+  };
+  const r = input.response.response;
+  await authn.db.query(
+    `INSERT INTO operation_approvals (id, customer_id, client_id, kind, details, details_hash, credential_id, acr,
+       amr, evidence, new_device, interaction_id, approved_at, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13::timestamptz + make_interval(secs => $14))`,
+    [
+      approval.id,
+      approval.customerId,
+      approval.clientId,
+      approval.details.type,
+      JSON.stringify(approval.details),
+      approval.detailsHash,
+      approval.credentialId,
+      approval.acr,
+      approval.amr,
+      JSON.stringify({
+        credentialId: approval.credentialId,
+        clientDataJSON: r.clientDataJSON,
+        authenticatorData: r.authenticatorData,
+        signature: r.signature,
+      }),
+      approval.newDevice,
+      input.interactionId,
+      approval.approvedAt.toISOString(),
+      APPROVAL_TTL_SECONDS,
+    ],
+  );
+  await recordAudit(authn.db, {
+    type: 'approval.granted',
+    outcome: 'success',
+    actor: `customer:${approval.customerId}`,
+    customerId: approval.customerId,
+    clientId: approval.clientId,
+    ip: meta?.ip,
+    port: meta?.port,
+    userAgent: meta?.userAgent,
+    interactionId: input.interactionId,
+    data: { approvalId: approval.id, kind: approval.details.type, detailsHash: approval.detailsHash },
+  });
+  return approval;
+}
+
+/** Ties an approval to the grant whose tokens the brokerage will present. */
+export async function attachApprovalToGrant(
+  db: Queryable,
+  approvalId: string,
+  grantId: string,
+): Promise<void> {
+  await db.query('UPDATE operation_approvals SET grant_id = $2 WHERE id = $1 AND grant_id IS NULL', [
+    approvalId,
+    grantId,
+  ]);
+}
+
+interface ApprovalRow {
+  id: string;
+  customer_id: string;
+  client_id: string;
+  details: OperationDetails;
+  details_hash: string;
+  acr: string;
+  amr: string[];
+  approved_at: Date;
+  new_device: boolean;
+  credential_id: string;
+  consumed_at: Date | null;
+  expired: boolean;
+}
+
+/**
+ * Spends the approval behind a grant, atomically: of two decisions presenting it, one gets it.
+ * Throws ERR_APPROVAL_NOT_FOUND / _USED / _EXPIRED.
+ */
+export async function consumeApproval(
+  db: Queryable,
+  grantId: string,
+  kind: OperationDetails['type'],
+): Promise<OperationApproval> {
+  const spent = await db.query<ApprovalRow>(
+    `UPDATE operation_approvals SET consumed_at = now()
+     WHERE grant_id = $1 AND kind = $2 AND consumed_at IS NULL AND expires_at > now()
+     RETURNING *, false AS expired`,
+    [grantId, kind],
+  );
+  const row = spent.rows[0];
+  if (!row) {
+    const found = await db.query<ApprovalRow>(
+      'SELECT *, expires_at <= now() AS expired FROM operation_approvals WHERE grant_id = $1 AND kind = $2',
+      [grantId, kind],
+    );
+    const f = found.rows[0];
+    if (!f) throw new LinkingError('ERR_APPROVAL_NOT_FOUND');
+    throw new LinkingError(f.consumed_at ? 'ERR_APPROVAL_USED' : 'ERR_APPROVAL_EXPIRED');
+  }
+  return {
+    id: row.id,
+    customerId: row.customer_id,
+    clientId: row.client_id,
+    details: row.details,
+    detailsHash: row.details_hash,
+    acr: row.acr,
+    amr: row.amr,
+    approvedAt: row.approved_at,
+    newDevice: row.new_device,
+    credentialId: row.credential_id,
+  };
+}
+
+/** Records what the spending decision was. */
+export async function recordApprovalDecision(
+  db: Queryable,
+  approvalId: string,
+  decision: string,
+): Promise<void> {
+  await db.query('UPDATE operation_approvals SET decision = $2 WHERE id = $1', [approvalId, decision]);
+}

@@ -1,0 +1,302 @@
+/**
+ * `POST /api/institution/v1/decisions`: a brokerage asks the hub before it executes a withdrawal or
+ * registers a new withdrawal account. It sends the operation, the customer's approval token (the
+ * access token of the approval flow, whose grant carries the passkey approval) and the operation's
+ * details; the hub spends the approval, derives the facts, and answers with the policy's decision
+ * and its reasons. Caller: a member institution's client with `institution:decisions`.
+ *
+ *   → { "operation": "withdrawal", "approvalToken": "…", "details": { "type": "withdrawal", … } }
+ *   ← { "decision": "allow" | "step_up" | "deny", "decidedBy": […], "reasons": [{ "en", "ja" }], … }
+ */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { errors as oidcErrors } from 'oidc-provider';
+import { z } from 'zod';
+import { createDbReplayStore } from '../api/dpop.ts';
+import { sendApiError } from '../api/errors.ts';
+import {
+  ApiError,
+  createInstitutionAuthenticator,
+  DECISIONS_SCOPE,
+  type InstitutionCaller,
+  institutionIdOf,
+} from '../api/index.ts';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/index.ts';
+import { BodyError, readBody } from '../http/index.ts';
+import { notifyCustomer } from '../oidc/securityNotices.ts';
+import { sameHolderName } from './accountHolder.ts';
+import { consumeApproval, type OperationApproval, recordApprovalDecision } from './approvals/approvals.ts';
+import {
+  detailsHash,
+  maskAccountNumber,
+  type OperationDetails,
+  parseOperationDetails,
+  type WithdrawalAccountChangeDetails,
+  type WithdrawalDetails,
+} from './approvals/operationDetails.ts';
+import { decide } from './decide.ts';
+import { LinkingError } from './errors.ts';
+import { customerLimits, type Limits, recordWithdrawal, withdrawnToday } from './limits.ts';
+import type { PolicyDecision } from './policy/evaluatePolicy.ts';
+import type { Policy } from './policy/parsePolicy.ts';
+import { activeWithdrawalAccount, registerWithdrawalAccount, sameBankAccount } from './withdrawalAccounts.ts';
+
+export interface DecisionRoutesOptions {
+  provider: Provider;
+  db: Db;
+  config: Config;
+  policy: Policy;
+  defaultLimits: Limits;
+  /** The customer's current risk level (src/risk); low when the hub knows of nothing. */
+  riskLevel?: (customerId: string) => Promise<'low' | 'medium' | 'high'>;
+}
+
+const request = z.strictObject({
+  operation: z.enum(['withdrawal', 'change_withdrawal_account']),
+  approvalToken: z.string().min(1).max(4096),
+  details: z.unknown(),
+});
+
+const DETAIL_TYPE = {
+  withdrawal: 'withdrawal',
+  change_withdrawal_account: 'withdrawal_account_change',
+} as const;
+
+const APPROVAL_ERRORS: Record<string, [number, string]> = {
+  ERR_APPROVAL_NOT_FOUND: [404, 'approval_not_found'],
+  ERR_APPROVAL_USED: [409, 'approval_used'],
+  ERR_APPROVAL_EXPIRED: [410, 'approval_expired'],
+};
+
+interface CustomerRow {
+  name_kana: string;
+  status: string;
+  locked: boolean;
+}
+
+export function decisionRoutes({
+  provider,
+  db,
+  config,
+  policy,
+  defaultLimits,
+  riskLevel = async () => 'low',
+}: DecisionRoutesOptions): Router {
+  const router = new Router({ prefix: '/api/institution/v1/decisions' });
+  const authenticate = createInstitutionAuthenticator({
+    provider,
+    db,
+    config,
+    replay: createDbReplayStore(db),
+  });
+
+  /** The approval behind the token, spent; only the institution whose brokerage asked for it may spend it. */
+  async function spendApproval(caller: InstitutionCaller, token: string, kind: OperationDetails['type']) {
+    const at = await provider.AccessToken.find(token).catch(() => undefined);
+    if (!at || at.isExpired || !at.grantId)
+      throw new ApiError(400, 'invalid_approval', 'the approval token is invalid, expired or revoked');
+    const client = await provider.Client.find(at.clientId!).catch((err: unknown) => {
+      if (err instanceof oidcErrors.OIDCProviderError) return undefined;
+      throw err;
+    });
+    if (!client || institutionIdOf(client) !== caller.institutionId)
+      throw new ApiError(403, 'approval_foreign', 'the approval was given to another institution');
+    try {
+      return await consumeApproval(db, at.grantId, kind);
+    } catch (err) {
+      if (!(err instanceof LinkingError) || !APPROVAL_ERRORS[err.code]) throw err;
+      const [status, code] = APPROVAL_ERRORS[err.code]!;
+      throw new ApiError(status, code, err.message);
+    }
+  }
+
+  async function customerFacts(customerId: string) {
+    const r = await db.query<CustomerRow>(
+      `SELECT c.name_kana, c.status,
+              c.status = 'locked' OR EXISTS (SELECT 1 FROM account_lockouts l WHERE l.customer_id = c.id
+                AND l.locked_until > now()) AS locked
+       FROM customers c WHERE c.id = $1`,
+      [customerId],
+    );
+    return r.rows[0]!;
+  }
+
+  async function sourceAccountOk(caller: InstitutionCaller, customerId: string, accountId: string) {
+    const r = await db.query(
+      `SELECT 1 FROM accounts WHERE id = $1 AND customer_id = $2 AND institution_id = $3 AND status = 'open'`,
+      [accountId, customerId, caller.institutionId],
+    );
+    return r.rowCount === 1;
+  }
+
+  const ageOf = (a: OperationApproval) =>
+    Math.max(0, Math.floor((Date.now() - a.approvedAt.getTime()) / 1000));
+  const acrOf = (a: OperationApproval) => (['phrh', 'phr', 'otp'].includes(a.acr) ? a.acr : 'none') as 'phr';
+  const bound = (a: OperationApproval, d: OperationDetails) =>
+    a.details.type === d.type && detailsHash(d).toString('base64url') === a.detailsHash;
+
+  async function withdrawal(caller: InstitutionCaller, approval: OperationApproval, d: WithdrawalDetails) {
+    const customerId = approval.customerId;
+    const [customer, account, limits, used, risk] = [
+      await customerFacts(customerId),
+      await activeWithdrawalAccount(db, customerId),
+      await customerLimits(db, customerId, defaultLimits),
+      await withdrawnToday(db, customerId),
+      await riskLevel(customerId),
+    ];
+    const amount = Number(d.instructedAmount.amount);
+    const registered = account !== undefined && sameBankAccount(account, d.destination);
+    const decision = await decide(
+      db,
+      policy,
+      'withdrawal',
+      {
+        acr: acrOf(approval),
+        authAgeSeconds: ageOf(approval),
+        detailsBound: bound(approval, d) && (await sourceAccountOk(caller, customerId, d.sourceAccountId)),
+        destinationNameMatches:
+          sameHolderName(d.destination.holderName, customer.name_kana) &&
+          (!account || sameHolderName(d.destination.holderName, account.holderName)),
+        destinationRegistered: registered,
+        destinationInCoolOff: registered && account!.holdUntil.getTime() > Date.now(),
+        amount,
+        overDailyCap: used + amount > limits.current.withdrawal_daily,
+        newDevice: approval.newDevice,
+        riskLevel: risk,
+        frozen: customer.status === 'frozen',
+      },
+      {
+        customerId,
+        actor: `client:${caller.clientId}`,
+        clientId: caller.clientId,
+        subject: {
+          approvalId: approval.id,
+          amount,
+          destination: `${d.destination.bankCode}-${d.destination.branchCode} ${maskAccountNumber(d.destination.accountNumber)}`,
+        },
+      },
+    );
+    if (decision.decision === 'allow') {
+      await recordWithdrawal(db, customerId, amount);
+      await notifyCustomer(db, {
+        customerId,
+        kind: 'withdrawal_requested',
+        data: {
+          amount,
+          destination: `${d.destination.bankName} ${maskAccountNumber(d.destination.accountNumber)}`,
+        },
+        dedupeKey: `withdrawal:${approval.id}`,
+      });
+    }
+    return { decision };
+  }
+
+  async function accountChange(
+    caller: InstitutionCaller,
+    approval: OperationApproval,
+    d: WithdrawalAccountChangeDetails,
+  ) {
+    const customerId = approval.customerId;
+    const customer = await customerFacts(customerId);
+    const decision = await decide(
+      db,
+      policy,
+      'change_withdrawal_account',
+      {
+        acr: acrOf(approval),
+        authAgeSeconds: ageOf(approval),
+        detailsBound: bound(approval, d) && (await sourceAccountOk(caller, customerId, d.sourceAccountId)),
+        nameMatches: sameHolderName(d.newAccount.holderName, customer.name_kana),
+        accountLocked: customer.locked,
+        frozen: customer.status === 'frozen',
+      },
+      {
+        customerId,
+        actor: `client:${caller.clientId}`,
+        clientId: caller.clientId,
+        subject: {
+          approvalId: approval.id,
+          account: `${d.newAccount.bankCode}-${d.newAccount.branchCode} ${maskAccountNumber(d.newAccount.accountNumber)}`,
+        },
+      },
+    );
+    if (decision.decision !== 'allow') return { decision };
+    const registered = await registerWithdrawalAccount(
+      db,
+      customerId,
+      d.newAccount,
+      decision.obligations.coolOffSeconds ?? 0,
+    );
+    // A security-critical kind: every active channel hears of it, whatever the customer chose.
+    await notifyCustomer(db, {
+      customerId,
+      kind: 'withdrawal_account_changed',
+      data: {
+        bankName: d.newAccount.bankName,
+        accountMasked: maskAccountNumber(d.newAccount.accountNumber),
+        holdUntil: registered.holdUntil.toISOString(),
+      },
+      dedupeKey: `withdrawal-account:${registered.id}`,
+    });
+    return { decision, holdUntil: registered.holdUntil };
+  }
+
+  function answer(ctx: Context, decision: PolicyDecision, approval: OperationApproval, extra: object) {
+    ctx.set('cache-control', 'no-store');
+    ctx.body = {
+      operation: decision.operation,
+      decision: decision.decision,
+      decidedBy: decision.decidedBy,
+      reasons: decision.reasons,
+      matched: decision.matched.map((m) => ({ id: m.id, decision: m.decision })),
+      obligations: decision.obligations,
+      policyVersion: decision.policyVersion,
+      approvalId: approval.id,
+      ...extra,
+    };
+  }
+
+  router.post('/', async (ctx) => {
+    try {
+      const caller = await authenticate(ctx, DECISIONS_SCOPE);
+      let body: unknown;
+      try {
+        body = await readBody(ctx, 'json');
+      } catch (err) {
+        if (!(err instanceof BodyError)) throw err;
+        throw new ApiError(
+          err.status,
+          err.status === 415 ? 'unsupported_media_type' : 'invalid_request',
+          err.message,
+        );
+      }
+      const parsed = request.safeParse(body);
+      if (!parsed.success) {
+        const i = parsed.error.issues[0]!;
+        throw new ApiError(400, 'invalid_request', `${i.path.join('.') || 'body'}: ${i.message}`);
+      }
+      const { operation, approvalToken } = parsed.data;
+      const details = parseOperationDetails(parsed.data.details);
+      if (!details.ok) throw new ApiError(400, 'invalid_details', details.problem);
+      if (details.details.type !== DETAIL_TYPE[operation])
+        throw new ApiError(400, 'invalid_details', `details of type ${DETAIL_TYPE[operation]} are expected`);
+      const approval = await spendApproval(caller, approvalToken, DETAIL_TYPE[operation]);
+      const outcome =
+        details.details.type === 'withdrawal'
+          ? await withdrawal(caller, approval, details.details)
+          : await accountChange(caller, approval, details.details);
+      await recordApprovalDecision(db, approval.id, outcome.decision.decision);
+      answer(ctx, outcome.decision, approval, 'holdUntil' in outcome ? { holdUntil: outcome.holdUntil } : {});
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      sendApiError(ctx, err);
+    }
+  });
+  router.all('/', (ctx) => {
+    ctx.set('allow', 'POST');
+    sendApiError(ctx, new ApiError(405, 'method_not_allowed', `${ctx.method} is not allowed here; use POST`));
+  });
+  return router;
+}

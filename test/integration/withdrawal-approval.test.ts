@@ -1,0 +1,452 @@
+/**
+ * Operation-bound step-up over real HTTPS (issue 6, items 2, 3 and 5): a brokerage's relying party
+ * (openid-client, PAR + PKCE + DPoP + private_key_jwt) asks the customer to approve a withdrawal or a
+ * new withdrawal account with RFC 9396 authorization_details; the customer signs in and approves with
+ * a passkey whose WebAuthn challenge commits to the details; the brokerage's institution client then
+ * asks POST /api/institution/v1/decisions, which spends the approval once and answers with the
+ * withdrawal-strength policy's decision.
+ */
+import { createHash } from 'node:crypto';
+import * as client from 'openid-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
+import { canonicalJson, registerWithdrawalAccount } from '../../src/linking/index.ts';
+import { addEmailChannel } from '../../src/notify/index.ts';
+import { enrollDemoCustomer } from '../support/customer.ts';
+import { startTestHub, type TestHub } from '../support/hub.ts';
+import { type ClientKey, configFor, registerClient, type Token, tokenFor } from '../support/institution.ts';
+import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
+
+const REDIRECT = 'https://brokerage.example/cb';
+const bank = {
+  bankCode: '0005',
+  bankName: 'かけはし銀行',
+  branchCode: '123',
+  accountType: 'ordinary' as const,
+  accountNumber: '1112223',
+  holderName: 'ﾔﾏﾀﾞ ﾀﾛｳ',
+};
+
+let t: TestHub;
+let device: PasskeyEmulator;
+let customerId: string;
+let sourceAccount: string;
+let rpKey: ClientKey;
+let rp: client.Configuration;
+let decisions: Token;
+let endpoint: string;
+
+const withdrawal = (amount = '50000', destination = bank) => ({
+  type: 'withdrawal',
+  instructedAmount: { amount, currency: 'JPY' },
+  sourceAccountId: sourceAccount,
+  destination,
+});
+
+interface Approved {
+  accessToken: string;
+  tokenResponse: client.TokenEndpointResponse;
+}
+
+/** PAR with the details; returns the authorization URL and what the code exchange needs. */
+async function push(details: unknown, config = rp, redirectUri = REDIRECT) {
+  const codeVerifier = client.randomPKCECodeVerifier();
+  const state = client.randomState();
+  const dpopKey = await client.randomDPoPKeyPair('ES256');
+  const dpop = client.getDPoPHandle(config, dpopKey);
+  const url = await client.buildAuthorizationUrlWithPAR(
+    config,
+    {
+      redirect_uri: redirectUri,
+      scope: 'openid',
+      code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
+      code_challenge_method: 'S256',
+      state,
+      authorization_details: JSON.stringify([details]),
+    },
+    { DPoP: dpop },
+  );
+  return { url, codeVerifier, state, dpop };
+}
+
+const isCallback = (u: URL) => u.href.startsWith(REDIRECT);
+
+/** Signs in with the passkey and lands on the approval page; returns its uid and HTML. */
+async function toApprovalPage(ua: UserAgent, url: URL) {
+  let { response } = await ua.follow(url, { stopAt: isCallback });
+  const uid = /\/interaction\/([^/]+)$/.exec(response.url.pathname)![1]!;
+  // A browser already signed in goes straight to the approval.
+  if (response.text.includes('approval-details')) return { uid, html: response.text };
+  const base = `${t.issuer}/interaction/${uid}`;
+  const options = (await ua.postJson(`${base}/passkey/options`, {})).json<never>();
+  const verified = (
+    await ua.postJson(`${base}/passkey/verify`, device.authenticate(options, t.issuer))
+  ).json<{
+    redirectTo: string;
+  }>();
+  ({ response } = await ua.follow(new URL(verified.redirectTo, t.issuer), { stopAt: isCallback }));
+  expect(response.status).toBe(200);
+  return { uid: /\/interaction\/([^/]+)$/.exec(response.url.pathname)![1]!, html: response.text };
+}
+
+/** The whole approval: PAR, sign-in, approval with the passkey, code exchange (a fresh browser unless given). */
+async function approve(
+  details: unknown,
+  ua: UserAgent = createUserAgent({ fetch: t.fetch, language: 'ja' }),
+): Promise<Approved> {
+  const started = await push(details);
+  const { uid, html } = await toApprovalPage(ua, started.url);
+  expect(html).toContain('approval-details');
+  const base = `${t.issuer}/interaction/${uid}/approval`;
+  const options = (await ua.postJson(`${base}/options`, {})).json<never>();
+  const res = await ua.postJson(`${base}/verify`, device.authenticate(options, t.issuer));
+  expect(res.status).toBe(200);
+  const { stoppedAt } = await ua.follow(new URL(res.json<{ redirectTo: string }>().redirectTo, t.issuer), {
+    stopAt: isCallback,
+  });
+  const tokenResponse = await client.authorizationCodeGrant(
+    rp,
+    stoppedAt!,
+    { pkceCodeVerifier: started.codeVerifier, expectedState: started.state },
+    undefined,
+    { DPoP: started.dpop },
+  );
+  return { accessToken: tokenResponse.access_token, tokenResponse };
+}
+
+async function decide(body: unknown, token: Token | null = decisions) {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (token) {
+    headers.authorization = `DPoP ${token.value}`;
+    headers.dpop = token.proof('POST', endpoint);
+  }
+  const res = await t.fetch(endpoint, { method: 'POST', headers, body: JSON.stringify(body) });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+beforeAll(async () => {
+  t = await startTestHub();
+  endpoint = `${t.issuer}/api/institution/v1/decisions`;
+  device = await enrollDemoCustomer(t);
+  customerId = t.hub.demo!.customerId;
+  sourceAccount = (
+    await t.hub.db.query<{ id: string }>(
+      "SELECT id FROM accounts WHERE customer_id = $1 AND tax_category = 'specific'",
+      [customerId],
+    )
+  ).rows[0]!.id;
+  rpKey = await registerClient(t, 'brokerage-rp', {
+    client_name: 'かけはし証券',
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    redirect_uris: [REDIRECT],
+    scope: 'openid',
+    id_token_signed_response_alg: 'ES256',
+    institution_id: DEMO_INSTITUTION_ID,
+    authorization_details_types: ['withdrawal', 'withdrawal_account_change'],
+  });
+  rp = await configFor(t, rpKey);
+  const api = await registerClient(t, 'brokerage-api', {
+    scope: 'institution:decisions',
+    institution_id: DEMO_INSTITUTION_ID,
+  });
+  decisions = await tokenFor(t, api, { scope: 'institution:decisions' });
+  await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+  await addEmailChannel(t.hub.db, t.hub.authn.kek!, {
+    customerId,
+    address: 'taro@example.jp',
+    actor: 'system',
+  });
+});
+afterAll(() => t?.close());
+
+describe('approving a withdrawal with a passkey bound to its details', () => {
+  let approved: Approved;
+
+  it('shows the details, signs a challenge committing to them, and returns them with the token', async () => {
+    approved = await approve(withdrawal());
+    expect(approved.tokenResponse.authorization_details).toEqual([withdrawal()]);
+    const evidence = (
+      await t.hub.db.query<{ evidence: { clientDataJSON: string }; details_hash: string }>(
+        'SELECT evidence, details_hash FROM operation_approvals WHERE customer_id = $1 ORDER BY approved_at DESC LIMIT 1',
+        [customerId],
+      )
+    ).rows[0]!;
+    // Anyone holding the evidence can check the commitment: the signed challenge starts with the hash.
+    const challenge = Buffer.from(
+      JSON.parse(Buffer.from(evidence.evidence.clientDataJSON, 'base64url').toString()).challenge,
+      'base64url',
+    );
+    const expected = createHash('sha256').update(canonicalJson(withdrawal())).digest();
+    expect(challenge.subarray(0, 32).equals(expected)).toBe(true);
+    expect(evidence.details_hash).toBe(expected.toString('base64url'));
+  });
+
+  it('the decision endpoint allows it once, names the rule, counts it and tells the customer', async () => {
+    const first = await decide({
+      operation: 'withdrawal',
+      approvalToken: approved.accessToken,
+      details: withdrawal(),
+    });
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({
+      decision: 'allow',
+      decidedBy: ['withdrawal.allow'],
+      operation: 'withdrawal',
+    });
+    expect(first.body.reasons[0].ja).toMatch(/パスキー/);
+    const queued = await t.hub.db.query(
+      "SELECT 1 FROM notify_outbox WHERE customer_id = $1 AND kind = 'withdrawal_requested'",
+      [customerId],
+    );
+    expect(queued.rowCount).toBeGreaterThan(0);
+    const audit = await t.hub.db.query<{ data: { decidedBy: string[] } }>(
+      "SELECT data FROM audit_events WHERE type = 'policy.withdrawal.allow' AND customer_id = $1",
+      [customerId],
+    );
+    expect(audit.rows[0]?.data.decidedBy).toEqual(['withdrawal.allow']);
+
+    const replay = await decide({
+      operation: 'withdrawal',
+      approvalToken: approved.accessToken,
+      details: withdrawal(),
+    });
+    expect(replay.status).toBe(409);
+    expect(replay.body.error.code).toBe('approval_used');
+  });
+
+  it('a tampered amount or destination at decision time is denied as unbound', async () => {
+    const a = await approve(withdrawal('30000'));
+    const tampered = await decide({
+      operation: 'withdrawal',
+      approvalToken: a.accessToken,
+      details: withdrawal('300000'),
+    });
+    expect(tampered.status).toBe(200);
+    expect(tampered.body.decision).toBe('deny');
+    expect(tampered.body.decidedBy).toContain('withdrawal.unbound');
+  });
+
+  it('an assertion over a challenge that does not commit to the details is refused', async () => {
+    const started = await push(withdrawal('1000'));
+    const ua = createUserAgent({ fetch: t.fetch });
+    const { uid } = await toApprovalPage(ua, started.url);
+    const base = `${t.issuer}/interaction/${uid}/approval`;
+    const options = (await ua.postJson(`${base}/options`, {})).json<{ challenge: string }>();
+    const forged = { ...options, challenge: Buffer.alloc(48, 7).toString('base64url') };
+    const res = await ua.postJson(`${base}/verify`, device.authenticate(forged as never, t.issuer));
+    expect(res.status).toBe(400);
+    expect(res.json<{ error_code: string }>().error_code).toBe('ERR_APPROVAL_DETAILS');
+    const stored = await t.hub.db.query(
+      "SELECT 1 FROM operation_approvals WHERE details->'instructedAmount'->>'amount' = '1000'",
+    );
+    expect(stored.rowCount).toBe(0);
+  });
+
+  it('a stale approval asks for step-up; a new browser needs an approval within the last minute', async () => {
+    // A browser the customer has used for days: only the age of the approval matters.
+    const browser = createUserAgent({ fetch: t.fetch });
+    await approve(withdrawal('1'), browser);
+    await t.hub.db.query(
+      "UPDATE known_devices SET created_at = now() - interval '2 days' WHERE customer_id = $1",
+      [customerId],
+    );
+    const stale = await approve(withdrawal('20000'), browser);
+    await t.hub.db.query(
+      "UPDATE operation_approvals SET approved_at = now() - interval '10 minutes', expires_at = now() + interval '1 minute' WHERE consumed_at IS NULL",
+    );
+    const s = await decide({
+      operation: 'withdrawal',
+      approvalToken: stale.accessToken,
+      details: withdrawal('20000'),
+    });
+    expect(s.body).toMatchObject({ decision: 'step_up', decidedBy: ['withdrawal.stale-approval'] });
+    expect(s.body.obligations.stepUp).toMatchObject({ maxAgeSeconds: 300 });
+    const known = await approve(withdrawal('20000'), browser);
+    await t.hub.db.query(
+      "UPDATE operation_approvals SET approved_at = now() - interval '90 seconds' WHERE consumed_at IS NULL",
+    );
+    const ok = await decide({
+      operation: 'withdrawal',
+      approvalToken: known.accessToken,
+      details: withdrawal('20000'),
+    });
+    expect(ok.body.decision).toBe('allow');
+
+    // The same 90-second-old approval from a browser first seen today is not enough.
+    const fresh = await approve(withdrawal('20000'));
+    await t.hub.db.query(
+      "UPDATE operation_approvals SET approved_at = now() - interval '90 seconds' WHERE consumed_at IS NULL",
+    );
+    const n = await decide({
+      operation: 'withdrawal',
+      approvalToken: fresh.accessToken,
+      details: withdrawal('20000'),
+    });
+    expect(n.body).toMatchObject({ decision: 'step_up', decidedBy: ['withdrawal.new-device'] });
+    expect(n.body.obligations.stepUp).toMatchObject({ maxAgeSeconds: 60 });
+  });
+
+  it('over the daily limit and to an account that is not the registered one are denied', async () => {
+    const big = await approve(withdrawal('2999999'));
+    const over = await decide({
+      operation: 'withdrawal',
+      approvalToken: big.accessToken,
+      details: withdrawal('2999999'),
+    });
+    expect(over.body.decision).toBe('deny');
+    expect(over.body.decidedBy).toEqual(['withdrawal.over-cap']);
+
+    const elsewhere = { ...bank, accountNumber: '9998887' };
+    const other = await approve(withdrawal('1000', elsewhere));
+    const d = await decide({
+      operation: 'withdrawal',
+      approvalToken: other.accessToken,
+      details: withdrawal('1000', elsewhere),
+    });
+    expect(d.body.decision).toBe('deny');
+    expect(d.body.decidedBy).toEqual(['withdrawal.unregistered-destination']);
+  });
+});
+
+describe('changing the withdrawal account', () => {
+  it('registers the approved account, holds withdrawals to it for the cool-off, and notifies', async () => {
+    const next = { ...bank, bankCode: '0009', bankName: 'みらい銀行', accountNumber: '5556667' };
+    const change = { type: 'withdrawal_account_change', sourceAccountId: sourceAccount, newAccount: next };
+    const a = await approve(change);
+    const res = await decide({
+      operation: 'change_withdrawal_account',
+      approvalToken: a.accessToken,
+      details: change,
+    });
+    expect(res.body).toMatchObject({ decision: 'allow', decidedBy: ['account-change.allow'] });
+    const hold = Date.parse(res.body.holdUntil) - Date.now();
+    expect(hold).toBeGreaterThan(259_200_000 - 60_000);
+    const critical = await t.hub.db.query(
+      "SELECT 1 FROM notify_outbox WHERE customer_id = $1 AND kind = 'withdrawal_account_changed'",
+      [customerId],
+    );
+    expect(critical.rowCount).toBeGreaterThan(0);
+
+    const w = await approve(withdrawal('1000', next));
+    const held = await decide({
+      operation: 'withdrawal',
+      approvalToken: w.accessToken,
+      details: withdrawal('1000', next),
+    });
+    expect(held.body.decision).toBe('deny');
+    expect(held.body.decidedBy).toEqual(['withdrawal.destination-cool-off']);
+  });
+
+  it('refuses an account in another holder’s name', async () => {
+    const change = {
+      type: 'withdrawal_account_change',
+      sourceAccountId: sourceAccount,
+      newAccount: { ...bank, accountNumber: '4443332', holderName: 'ｻﾄｳ ﾊﾅｺ' },
+    };
+    const a = await approve(change);
+    const res = await decide({
+      operation: 'change_withdrawal_account',
+      approvalToken: a.accessToken,
+      details: change,
+    });
+    expect(res.body).toMatchObject({ decision: 'deny', decidedBy: ['account-change.name-mismatch'] });
+    const active = await t.hub.db.query<{ account_number: string }>(
+      "SELECT account_number FROM withdrawal_accounts WHERE customer_id = $1 AND status = 'active'",
+      [customerId],
+    );
+    expect(active.rows[0]!.account_number).toBe('5556667');
+  });
+});
+
+describe('what is refused before anything is approved', () => {
+  it('invalid details, and clients that may not ask for approvals, get invalid_authorization_details', async () => {
+    await expect(push(withdrawal('12.5'))).rejects.toMatchObject({ error: 'invalid_authorization_details' });
+    await expect(push({ ...withdrawal(), extra: 1 })).rejects.toMatchObject({
+      error: 'invalid_authorization_details',
+    });
+    // A relying party that lists the types but is no member institution's.
+    const stranger = await registerClient(t, 'stranger-rp', {
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: [REDIRECT],
+      scope: 'openid',
+      authorization_details_types: ['withdrawal'],
+    });
+    await expect(push(withdrawal(), await configFor(t, stranger))).rejects.toMatchObject({
+      error: 'invalid_authorization_details',
+      error_description: expect.stringMatching(/member institution/),
+    });
+    // The demo aggregator is not registered for these types at all.
+    const { private_jwk, client_id } = t.demoClient;
+    const { kid, alg: _a, ...jwk } = private_jwk;
+    const key = await crypto.subtle.importKey('jwk', jwk, { name: 'ECDSA', namedCurve: 'P-256' }, false, [
+      'sign',
+    ]);
+    const aggregator = await client.discovery(
+      new URL(t.issuer),
+      client_id,
+      undefined,
+      client.PrivateKeyJwt({ key, kid }),
+      { [client.customFetch]: t.fetch as client.CustomFetch },
+    );
+    await expect(push(withdrawal(), aggregator, t.demoClient.redirect_uris[0])).rejects.toMatchObject({
+      error: 'invalid_authorization_details',
+    });
+  });
+
+  it('the decision endpoint answers client mistakes in the API envelope', async () => {
+    expect((await decide({ operation: 'withdrawal' }, null)).status).toBe(401);
+    const bad = await decide({ operation: 'teleport', approvalToken: 'x', details: {} });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe('invalid_request');
+    const wrongType = await decide({
+      operation: 'withdrawal',
+      approvalToken: 'x',
+      details: { type: 'withdrawal' },
+    });
+    expect(wrongType.body.error.code).toBe('invalid_details');
+    const unknown = await decide({
+      operation: 'withdrawal',
+      approvalToken: 'not-a-token',
+      details: withdrawal(),
+    });
+    expect(unknown).toMatchObject({ status: 400, body: { error: { code: 'invalid_approval' } } });
+    const ingestOnly = await registerClient(t, 'other-api', {
+      scope: 'institution:ingest',
+      institution_id: DEMO_INSTITUTION_ID,
+    });
+    const res = await decide(
+      { operation: 'withdrawal', approvalToken: 'x', details: withdrawal() },
+      await tokenFor(t, ingestOnly, { scope: 'institution:ingest' }),
+    );
+    expect(res.status).toBe(403);
+    expect(res.body.error.code).toBe('insufficient_scope');
+  });
+
+  it('another institution cannot spend an approval given to this brokerage', async () => {
+    await t.hub.db.query(
+      "INSERT INTO institutions (id, kind, name_ja, name_en) VALUES ('other-sec', 'brokerage', 'ほか証券', 'Other Securities')",
+    );
+    const other = await registerClient(t, 'other-sec-api', {
+      scope: 'institution:decisions',
+      institution_id: 'other-sec',
+    });
+    await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+    const a = await approve(withdrawal('500'));
+    const res = await decide(
+      { operation: 'withdrawal', approvalToken: a.accessToken, details: withdrawal('500') },
+      await tokenFor(t, other, { scope: 'institution:decisions' }),
+    );
+    expect(res.status).toBe(403);
+    expect(res.body.error.code).toBe('approval_foreign');
+    // The refusal did not spend it: the brokerage itself still can.
+    const own = await decide({
+      operation: 'withdrawal',
+      approvalToken: a.accessToken,
+      details: withdrawal('500'),
+    });
+    expect(own.body).toMatchObject({ decision: 'allow', decidedBy: ['withdrawal.allow'] });
+  });
+});
