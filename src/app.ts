@@ -14,6 +14,7 @@ import type { Db } from './db/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
 import type { Logger } from './log.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
+import { proofingRoutes } from './proofing/index.ts';
 import type { Signals } from './signals/index.ts';
 import { assetsMiddleware, errorPage, html, languageOf } from './web/index.ts';
 
@@ -72,6 +73,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
   for (const router of [
     misc,
     interactionRoutes({ provider, db, config, authn }),
+    proofingRoutes({ provider, db, config, authn }),
     accountRoutes({ provider, db, config, authn }),
     apiRoutes({
       provider,

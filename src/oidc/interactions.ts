@@ -23,6 +23,7 @@ import { ConsentError, recordConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { acknowledgeNotices, pendingNotices } from '../notices/index.ts';
+import { completeRecoveryAfterEnrollment, enrollmentProof } from '../proofing/index.ts';
 import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy, unlockAccount } from '../risk/index.ts';
 import {
   alternativeLoginPage,
@@ -235,7 +236,8 @@ export function interactionRoutes({
   router.get('/enroll', (ctx) =>
     page(ctx, async () => {
       const d = await details(ctx);
-      return enrollPage({ lang: languageOf(ctx), uid: d.uid });
+      const proofing = typeof ctx.query.proofing === 'string' ? ctx.query.proofing.slice(0, 200) : undefined;
+      return enrollPage({ lang: languageOf(ctx), uid: d.uid, proofing });
     }),
   );
 
@@ -309,7 +311,8 @@ export function interactionRoutes({
     jsonEndpoint(ctx, async () => {
       const d = await details(ctx);
       const body = await readBody(ctx, 'json');
-      const checked = await checkTicketThrottled(signIn, ctx, { ceremonyId: d.uid, ...ticketInput(body) });
+      // A verified proofing flow, or a ticket checked as the ticket proofing method (src/proofing).
+      const checked = await enrollmentProof(signIn, ctx, d.uid, body);
       return startPasskeyRegistration(authn, {
         customerId: checked.customerId,
         ticketId: checked.ticketId,
@@ -335,10 +338,16 @@ export function interactionRoutes({
         kind: 'passkey_added',
         data: { ...(name ? { passkeyName: name } : {}) },
       });
+      // Registered under a recovery proof: the lost passkeys, sessions and tokens go (src/proofing).
+      const recovery = await completeRecoveryAfterEnrollment(
+        db,
+        { interactionId: d.uid, customerId: result.customerId, credentialId: result.credentialId },
+        requestMeta(ctx, d.uid),
+      );
       // Enrolling with a one-time ticket is re-proofing of identity: it lifts an automatic lock.
       if (await unlockAccount(db, result.customerId, 'reproofing'))
         await notifyCustomer(db, { customerId: result.customerId, kind: 'account_unlocked', data: {} });
-      return { registered: true, credentialId: result.credentialId };
+      return { registered: true, credentialId: result.credentialId, recovered: !!recovery };
     }),
   );
 

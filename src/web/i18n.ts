@@ -20,6 +20,11 @@ const MESSAGES = {
     enrollButton: 'パスキーを登録',
     enrolled: 'パスキーを登録しました。続けて、登録したパスキーでログインしてください。',
     backToLogin: 'ログイン画面に戻る',
+    lostPasskeys: 'パスキーをすべて失くした方（本人確認による復旧）',
+    otherProofing: '登録コードがない方（eKYC などで本人確認）',
+    recoveryCheckbox:
+      'パスキーをすべて失くしたので復旧する（これまでのパスキーとログイン中のセッションはすべて無効になります）',
+    proofedLead: '本人確認が完了しました。新しいパスキーを登録してください。',
     consentTitle: 'アクセスの許可',
     consentLead: (client: string) => `${client} が次のアクセスを求めています。`,
     scopesHeading: '許可する内容',
@@ -167,6 +172,11 @@ const MESSAGES = {
     enrollButton: 'Register a passkey',
     enrolled: 'Your passkey is registered. Now sign in with it.',
     backToLogin: 'Back to sign-in',
+    lostPasskeys: 'Lost all your passkeys? Recover by confirming your identity',
+    otherProofing: 'No enrollment code? Confirm your identity another way (eKYC)',
+    recoveryCheckbox:
+      'I lost all my passkeys and want to recover (every earlier passkey and every signed-in session will stop working)',
+    proofedLead: 'Your identity has been confirmed. Please register a new passkey.',
     consentTitle: 'Allow access',
     consentLead: (client: string) => `${client} is asking for the following access.`,
     scopesHeading: 'What you allow',
