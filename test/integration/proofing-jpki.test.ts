@@ -51,7 +51,11 @@ beforeAll(async () => {
   t = await startTestHub({ proofing: { jpki: { trustAnchorsFile: anchors } } });
   customerId = t.hub.demo!.customerId;
   customerNumber = t.hub.demo!.customerNumber;
-  await addEmailChannel(t.hub.db, t.hub.authn.kek!, { customerId, address: 'taro@example.jp' });
+  await addEmailChannel(t.hub.db, t.hub.authn.kek!, {
+    customerId,
+    address: 'taro@example.jp',
+    actor: 'operator:test',
+  });
 });
 const agents: Agent[] = [];
 afterAll(async () => {
