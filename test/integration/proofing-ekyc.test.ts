@@ -143,7 +143,11 @@ describe('eKYC proofing (OpenID Connect for Identity Assurance)', () => {
       verified_claims: jpAmlClaims({ family_name: '山田', given_name: '太郎', birthdate: '1981-04-01' }),
     };
     const ua = browser();
-    const { callback } = await throughProvider(ua, 'recovery');
+    const { uid, callback } = await throughProvider(ua, 'recovery');
+    // The page speaks Japanese too.
+    const ja = await ua.get(`${t.issuer}/interaction/${uid}/proofing?purpose=recovery&lang=ja`);
+    expect(ja.text).toContain('本人確認によるアカウントの復旧');
+    expect(ja.text).toContain('本人確認サービスへ進む');
     const res = await ua.get(callback);
     expect(res.status).toBe(403);
     expect(res.text).toContain('does not match our records');

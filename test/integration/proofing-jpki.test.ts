@@ -12,6 +12,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { firstLoginAfterRecovery, markLoginAfterRecovery } from '../../src/proofing/index.ts';
 import { accountLock } from '../../src/risk/index.ts';
@@ -294,6 +295,38 @@ describe('JPKI-style proofing', () => {
     expect(proved.body).toMatchObject({ verified: true, purpose: 'unlock', unlocked: true });
     expect((await accountLock(t.hub.db, customerId)).locked).toBe(false);
     expect(await lastRecord()).toMatchObject({ method: 'jpki', purpose: 'unlock', result: 'verified' });
+  });
+
+  it('recovers with a fresh ticket from the operator when the customer ticks recovery', async () => {
+    const before = await t.hub.db.query<{ credential_id: string }>(
+      'SELECT credential_id FROM passkeys WHERE customer_id = $1 AND disabled_at IS NULL',
+      [customerId],
+    );
+    expect(before.rowCount).toBeGreaterThan(0);
+    const { ticket } = await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' });
+    const ua = createUserAgent({ fetch: t.fetch });
+    const uid = await openInteraction(ua);
+    expect((await ua.get(`${t.issuer}/interaction/${uid}/enroll`)).text).toContain(
+      'name="purpose" value="recovery"',
+    );
+    const options = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, {
+      customerNumber,
+      ticket,
+      purpose: 'recovery',
+    });
+    expect(options.status).toBe(200);
+    const device = createEmulator();
+    const done = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/verify`, {
+      response: device.register(options.json(), t.issuer),
+    });
+    expect(done.json()).toMatchObject({ registered: true, recovered: true });
+    const disabled = await t.hub.db.query<{ credential_id: string; disabled_reason: string }>(
+      'SELECT credential_id, disabled_reason FROM passkeys WHERE customer_id = $1 AND credential_id = ANY($2::text[])',
+      [customerId, before.rows.map((r) => r.credential_id)],
+    );
+    expect(disabled.rows.map((r) => r.disabled_reason)).toEqual(before.rows.map(() => 'recovery'));
+    expect(await lastRecord()).toMatchObject({ method: 'ticket', purpose: 'recovery', result: 'verified' });
+    expect(await firstLoginAfterRecovery(t.hub.db, customerId)).toMatchObject({ method: 'ticket' });
   });
 
   it('records enrollment with a ticket as a ticket proofing record', async () => {
