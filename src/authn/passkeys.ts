@@ -226,7 +226,13 @@ async function startRegistration(
  */
 export async function finishPasskeyRegistration(
   ctx: AuthnContext,
-  input: { interactionId: string; response: RegistrationResponseJSON; passkeyName?: string | undefined },
+  input: {
+    interactionId: string;
+    response: RegistrationResponseJSON;
+    passkeyName?: string | undefined;
+    /** Runs inside the registration's transaction once the passkey is stored (e.g. a recovery). */
+    onRegistered?: (tx: Queryable, registered: { customerId: string; credentialId: string }) => Promise<void>;
+  },
   meta?: RequestMeta,
 ): Promise<{ customerId: string; credentialId: string }> {
   let challenge: string | undefined;
@@ -357,6 +363,7 @@ export async function finishPasskeyRegistration(
         initiatingEntity: 'user',
         reasonAdmin: 'passkey registered',
       });
+      await input.onRegistered?.(tx, { customerId: cid, credentialId });
     });
     return { customerId: cid, credentialId };
   } catch (err) {

@@ -328,9 +328,22 @@ export function interactionRoutes({
       if (typeof body.response !== 'object' || body.response === null)
         throw new HttpError(400, 'invalid_request', 'response is required');
       const name = typeof body.passkeyName === 'string' ? body.passkeyName.trim().slice(0, 64) : undefined;
+      let recovered = false;
       const result = await finishPasskeyRegistration(
         authn,
-        { interactionId: d.uid, response: body.response as never, ...(name ? { passkeyName: name } : {}) },
+        {
+          interactionId: d.uid,
+          response: body.response as never,
+          ...(name ? { passkeyName: name } : {}),
+          // Registered under a recovery proof: the lost passkeys, sessions and tokens go with it (src/proofing).
+          onRegistered: async (tx, registered) => {
+            recovered = !!(await completeRecoveryAfterEnrollment(
+              tx,
+              { interactionId: d.uid, ...registered },
+              requestMeta(ctx, d.uid),
+            ));
+          },
+        },
         requestMeta(ctx, d.uid),
       );
       await notifyCustomer(db, {
@@ -338,16 +351,10 @@ export function interactionRoutes({
         kind: 'passkey_added',
         data: { ...(name ? { passkeyName: name } : {}) },
       });
-      // Registered under a recovery proof: the lost passkeys, sessions and tokens go (src/proofing).
-      const recovery = await completeRecoveryAfterEnrollment(
-        db,
-        { interactionId: d.uid, customerId: result.customerId, credentialId: result.credentialId },
-        requestMeta(ctx, d.uid),
-      );
       // Enrolling with a one-time ticket is re-proofing of identity: it lifts an automatic lock.
       if (await unlockAccount(db, result.customerId, 'reproofing'))
         await notifyCustomer(db, { customerId: result.customerId, kind: 'account_unlocked', data: {} });
-      return { registered: true, credentialId: result.credentialId, recovered: !!recovery };
+      return { registered: true, credentialId: result.credentialId, recovered };
     }),
   );
 

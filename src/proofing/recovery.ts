@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { recordAudit } from '../audit/index.ts';
 import type { RequestMeta } from '../authn/index.ts';
-import type { Db, Queryable } from '../db/index.ts';
+import type { Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
 import { revokeCustomerSessions } from '../oidc/adapter.ts';
 import { emitSecurityEvent } from '../signals/index.ts';
@@ -27,67 +27,66 @@ export interface CompletedRecovery {
 /**
  * Finishes a recovery when the passkey `credentialId` was just registered in interaction
  * `interactionId` under a verified recovery proof; undefined when that registration was not a
- * recovery. Runs at most once per proof.
+ * recovery. Runs at most once per proof. Call it inside the registration's transaction (`tx`), so
+ * the new passkey and the revocation of the lost ones commit together.
  */
 export async function completeRecoveryAfterEnrollment(
-  db: Db,
+  tx: Queryable,
   input: { interactionId: string; customerId: string; credentialId: string },
   meta?: RequestMeta,
 ): Promise<CompletedRecovery | undefined> {
-  return db.transaction(async (tx) => {
-    const flow = await tx.query<{ id: string; method: ProofingMethodName; proofing_id: string }>(
-      `UPDATE proofing_flows f SET recovered_at = now()
-       FROM enrollment_tickets t
-       WHERE f.interaction_id = $1 AND f.customer_id = $2 AND f.purpose = 'recovery' AND f.recovered_at IS NULL
-         AND f.proofing_id IS NOT NULL AND t.id = f.ticket_id AND t.used_at IS NOT NULL
-       RETURNING f.id, f.method, f.proofing_id`,
-      [input.interactionId, input.customerId],
-    );
-    const row = flow.rows[0];
-    if (!row) return undefined;
-    const disabled = await tx.query(
-      `UPDATE passkeys SET disabled_at = now(), disabled_reason = 'recovery'
-       WHERE customer_id = $1 AND credential_id <> $2 AND disabled_at IS NULL`,
-      [input.customerId, input.credentialId],
-    );
-    const revoked = await revokeCustomerSessions(tx, input.customerId);
-    const recoveryId = `rcv_${randomBytes(16).toString('base64url')}`;
-    await tx.query(
-      `INSERT INTO customer_recoveries (id, customer_id, proofing_id, method, credential_id, revoked_passkeys)
-       VALUES ($1, $2, $3, $4, $5, $6)`,
-      [recoveryId, input.customerId, row.proofing_id, row.method, input.credentialId, disabled.rowCount],
-    );
-    await enqueueNotification(tx, {
-      customerId: input.customerId,
-      kind: 'recovery',
-      data: { method: row.method },
-      dedupeKey: `recovery:${recoveryId}`,
-    });
-    await emitSecurityEvent(tx, {
-      type: 'recovery-activated',
-      customerId: input.customerId,
-      reasonAdmin: `account recovered after identity proofing (${row.method})`,
-    });
-    const result: CompletedRecovery = {
-      recoveryId,
-      method: row.method,
-      revokedPasskeys: disabled.rowCount,
-      revokedSessions: revoked.sessions,
-      revokedGrants: revoked.grants,
-    };
-    await recordAudit(tx, {
-      type: PROOFING_AUDIT.recovery,
-      outcome: 'success',
-      actor: `customer:${input.customerId}`,
-      customerId: input.customerId,
-      ip: meta?.ip,
-      port: meta?.port,
-      userAgent: meta?.userAgent,
-      interactionId: input.interactionId,
-      data: { ...result, proofingId: row.proofing_id, credentialId: input.credentialId },
-    });
-    return result;
+  const flow = await tx.query<{ id: string; method: ProofingMethodName; proofing_id: string }>(
+    `UPDATE proofing_flows f SET recovered_at = now()
+     FROM enrollment_tickets t
+     WHERE f.interaction_id = $1 AND f.customer_id = $2 AND f.purpose = 'recovery' AND f.recovered_at IS NULL
+       AND f.proofing_id IS NOT NULL AND t.id = f.ticket_id AND t.used_at IS NOT NULL
+     RETURNING f.id, f.method, f.proofing_id`,
+    [input.interactionId, input.customerId],
+  );
+  const row = flow.rows[0];
+  if (!row) return undefined;
+  const disabled = await tx.query(
+    `UPDATE passkeys SET disabled_at = now(), disabled_reason = 'recovery'
+     WHERE customer_id = $1 AND credential_id <> $2 AND disabled_at IS NULL`,
+    [input.customerId, input.credentialId],
+  );
+  const revoked = await revokeCustomerSessions(tx, input.customerId);
+  const recoveryId = `rcv_${randomBytes(16).toString('base64url')}`;
+  await tx.query(
+    `INSERT INTO customer_recoveries (id, customer_id, proofing_id, method, credential_id, revoked_passkeys)
+     VALUES ($1, $2, $3, $4, $5, $6)`,
+    [recoveryId, input.customerId, row.proofing_id, row.method, input.credentialId, disabled.rowCount],
+  );
+  await enqueueNotification(tx, {
+    customerId: input.customerId,
+    kind: 'recovery',
+    data: { method: row.method },
+    dedupeKey: `recovery:${recoveryId}`,
   });
+  await emitSecurityEvent(tx, {
+    type: 'recovery-activated',
+    customerId: input.customerId,
+    reasonAdmin: `account recovered after identity proofing (${row.method})`,
+  });
+  const result: CompletedRecovery = {
+    recoveryId,
+    method: row.method,
+    revokedPasskeys: disabled.rowCount,
+    revokedSessions: revoked.sessions,
+    revokedGrants: revoked.grants,
+  };
+  await recordAudit(tx, {
+    type: PROOFING_AUDIT.recovery,
+    outcome: 'success',
+    actor: `customer:${input.customerId}`,
+    customerId: input.customerId,
+    ip: meta?.ip,
+    port: meta?.port,
+    userAgent: meta?.userAgent,
+    interactionId: input.interactionId,
+    data: { ...result, proofingId: row.proofing_id, credentialId: input.credentialId },
+  });
+  return result;
 }
 
 export interface RecoveryMarker {
