@@ -28,7 +28,7 @@ export const PROOFING_AUDIT = {
 /** How long the internal ticket of a verified flow lets the customer register their passkey. */
 const PROOFED_TICKET_SECONDS = 900;
 
-function auditMeta(meta: RequestMeta | undefined) {
+export function auditMeta(meta: RequestMeta | undefined) {
   return { ip: meta?.ip, port: meta?.port, userAgent: meta?.userAgent, interactionId: meta?.interactionId };
 }
 

@@ -13,7 +13,7 @@ import type { Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
 import { revokeCustomerSessions } from '../oidc/adapter.ts';
 import { emitSecurityEvent } from '../signals/index.ts';
-import { PROOFING_AUDIT } from './engine.ts';
+import { auditMeta, PROOFING_AUDIT } from './engine.ts';
 import type { ProofingMethodName } from './method.ts';
 
 export interface CompletedRecovery {
@@ -80,10 +80,7 @@ export async function completeRecoveryAfterEnrollment(
     outcome: 'success',
     actor: `customer:${input.customerId}`,
     customerId: input.customerId,
-    ip: meta?.ip,
-    port: meta?.port,
-    userAgent: meta?.userAgent,
-    interactionId: input.interactionId,
+    ...auditMeta({ ...meta, interactionId: input.interactionId }),
     data: { ...result, proofingId: row.proofing_id, credentialId: input.credentialId },
   });
   return result;
