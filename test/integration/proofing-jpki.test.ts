@@ -279,6 +279,18 @@ describe('JPKI-style proofing', () => {
     expect(after.tokens.claims()).toMatchObject({ acr: 'phr' });
     expect(await markLoginAfterRecovery(t.hub.db, customerId)).toBe(1);
     expect(await firstLoginAfterRecovery(t.hub.db, customerId)).toBeUndefined();
+
+    // The security page shows the recovery in the history.
+    const account = createUserAgent({ fetch: t.fetch });
+    await account.get(`${t.issuer}/account`);
+    const options2 = await account.postJson(`${t.issuer}/account/login/options`, {});
+    const signedIn = await account.postJson(
+      `${t.issuer}/account/login/verify`,
+      replacement.authenticate(options2.json(), t.issuer),
+    );
+    expect(signedIn.status).toBe(200);
+    const securityPage = await account.get(`${t.issuer}/account`);
+    expect(securityPage.text).toContain('Account recovered after identity confirmation');
   });
 
   it('unlocks a locked account by proofing (purpose unlock) without a new passkey', async () => {
