@@ -16,6 +16,7 @@ import { approvalRoutes, decisionRoutes, loadPolicy } from './linking/index.ts';
 import type { Logger } from './log.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { DEVICE_COOKIE } from './oidc/passkeySignIn.ts';
+import { proofingRoutes } from './proofing/index.ts';
 import { deviceHash } from './risk/index.ts';
 import type { Signals } from './signals/index.ts';
 import { assetsMiddleware, errorPage, html, languageOf } from './web/index.ts';
@@ -87,6 +88,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
     }),
     interactionRoutes({ provider, db, config, authn }),
     decisionRoutes({ provider, db, config, policy, defaultLimits: config.linking.defaultLimits }),
+    proofingRoutes({ provider, db, config, authn }),
     accountRoutes({ provider, db, config, authn }),
     apiRoutes({
       provider,

@@ -18,6 +18,7 @@ import { createLogger, type Logger } from './log.ts';
 import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
 import { createProvider } from './oidc/provider.ts';
+import { deleteExpiredProofingFlows } from './proofing/index.ts';
 import { createSignals, type Signals } from './signals/index.ts';
 import { ensureDevTls, secureTlsOptions } from './tls/index.ts';
 
@@ -140,7 +141,7 @@ function startSweeper(db: Db, logger: Logger): NodeJS.Timeout {
   const timer = setInterval(async () => {
     try {
       const oidc = await deleteExpiredOidcPayloads(db);
-      const challenges = await deleteExpiredChallenges(db);
+      const challenges = (await deleteExpiredChallenges(db)) + (await deleteExpiredProofingFlows(db));
       const proofs = await deleteExpiredDpopProofs(db);
       const unattended = await deleteOldUnattendedCounts(db);
       if (oidc + challenges + proofs + unattended > 0)

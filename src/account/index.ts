@@ -56,7 +56,7 @@ export interface AccountRoutesOptions {
 export const RECENT_SIGN_IN_SECONDS = 300;
 const CEREMONY_COOKIE = 'kkh_account_ceremony';
 /** History shows these event families only. */
-const HISTORY_FAMILIES = ['authn', 'risk', 'consent', 'account', 'enrollment'];
+const HISTORY_FAMILIES = ['authn', 'risk', 'consent', 'account', 'enrollment', 'proofing'];
 
 type Session = Awaited<ReturnType<Provider['Session']['get']>>;
 

@@ -1,6 +1,7 @@
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { loadKeyEncryptionKey } from '../keys/index.ts';
+import { type AttestationPolicy, loadAttestationPolicy } from './attestation.ts';
 
 export interface AuthnContext {
   db: Db;
@@ -14,6 +15,8 @@ export interface AuthnContext {
   maxFailedAttempts: number;
   /** Key-encryption key for secrets kept by this module (TOTP secrets). */
   kek?: Buffer;
+  /** Which attestations earn `phrh` (default: none asked for, every passkey `phr`). */
+  attestation?: AttestationPolicy;
 }
 
 /** Where a request came from, for the audit log. */
@@ -34,6 +37,7 @@ export function createAuthnContext(db: Db, config: Config, rpName = 'Kakehashi')
     origin: config.origin,
     ticketTtlSeconds: config.enrollment.ticketTtl,
     maxFailedAttempts: config.enrollment.maxFailedAttempts,
+    attestation: loadAttestationPolicy(config.authn.attestation),
   };
 }
 

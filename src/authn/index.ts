@@ -3,6 +3,13 @@
  * registration and login ceremonies. No passwords exist. Pages call these functions; every
  * security-relevant outcome is written to the audit log (never a ticket, key or assertion).
  */
+export { type AttestationPolicy, loadAttestationPolicy } from './attestation.ts';
+export {
+  CertChainError,
+  parseCertificate,
+  parsePemBundle,
+  verifyCertificateChain,
+} from './certChain.ts';
 export { AUTHN_AUDIT, type AuthnContext, createAuthnContext, type RequestMeta } from './context.ts';
 export { AuthnError, type AuthnErrorCode } from './errors.ts';
 export {

@@ -19,6 +19,7 @@ import { recordAudit } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { emitSecurityEvent } from '../signals/index.ts';
 import { authenticatorModel } from './aaguids.ts';
+import { attestationVerified, NO_ATTESTATION } from './attestation.ts';
 import { AUTHN_AUDIT, type AuthnContext, type RequestMeta } from './context.ts';
 import { AuthnError } from './errors.ts';
 
@@ -199,7 +200,8 @@ async function startRegistration(
     userDisplayName: row.name_kanji,
     userID: fromB64url(row.user_handle),
     timeout: CHALLENGE_TTL_SECONDS * 1000,
-    attestationType: 'none',
+    // Asked for only when a policy will judge it: attestation can identify the authenticator model.
+    attestationType: (ctx.attestation ?? NO_ATTESTATION).mode === 'direct' ? 'direct' : 'none',
     excludeCredentials: row.passkeys.map((p) => ({ id: p.id, transports: p.transports })),
     authenticatorSelection: {
       residentKey: 'required',
@@ -225,7 +227,13 @@ async function startRegistration(
  */
 export async function finishPasskeyRegistration(
   ctx: AuthnContext,
-  input: { interactionId: string; response: RegistrationResponseJSON; passkeyName?: string | undefined },
+  input: {
+    interactionId: string;
+    response: RegistrationResponseJSON;
+    passkeyName?: string | undefined;
+    /** Runs inside the registration's transaction once the passkey is stored (e.g. a recovery). */
+    onRegistered?: (tx: Queryable, registered: { customerId: string; credentialId: string }) => Promise<void>;
+  },
   meta?: RequestMeta,
 ): Promise<{ customerId: string; credentialId: string }> {
   let challenge: string | undefined;
@@ -264,6 +272,7 @@ export async function finishPasskeyRegistration(
     if (!verification.verified) throw new AuthnError('ERR_WEBAUTHN_VERIFICATION');
     const info = verification.registrationInfo;
     const credentialId = info.credential.id;
+    const attestation = attestationVerified(ctx.attestation ?? NO_ATTESTATION, info);
     const name = passkeyName(input.passkeyName);
     const cid = customerId;
     const tid = ticketId;
@@ -298,8 +307,9 @@ export async function finishPasskeyRegistration(
         throw ticketProblem(t.rows[0] ?? { used: false, voided: false, expired: false, locked: false });
       }
       const stored = await tx.query(
-        `INSERT INTO passkeys (credential_id, customer_id, public_key, counter, transports, device_type, backed_up, aaguid, name)
-         VALUES ($1, $2, $3, $4, $5::text[], $6, $7, $8, $9)
+        `INSERT INTO passkeys (credential_id, customer_id, public_key, counter, transports, device_type, backed_up, aaguid, name,
+                               attestation_verified)
+         VALUES ($1, $2, $3, $4, $5::text[], $6, $7, $8, $9, $10)
          ON CONFLICT (credential_id) DO NOTHING RETURNING credential_id`,
         [
           credentialId,
@@ -311,6 +321,7 @@ export async function finishPasskeyRegistration(
           info.credentialBackedUp,
           info.aaguid,
           name,
+          attestation.verified,
         ],
       );
       if (stored.rowCount === 0)
@@ -338,6 +349,7 @@ export async function finishPasskeyRegistration(
           aaguid: info.aaguid,
           deviceType: info.credentialDeviceType,
           backedUp: info.credentialBackedUp,
+          attestation: { fmt: info.fmt, verified: attestation.verified, reason: attestation.reason },
         },
       });
       // Peers that share this customer learn of the new credential (CAEP credential-change).
@@ -352,6 +364,7 @@ export async function finishPasskeyRegistration(
         initiatingEntity: 'user',
         reasonAdmin: 'passkey registered',
       });
+      await input.onRegistered?.(tx, { customerId: cid, credentialId });
     });
     return { customerId: cid, credentialId };
   } catch (err) {
@@ -415,7 +428,8 @@ export async function startPasskeyAuthentication(
 export interface PasskeyLogin {
   customerId: string;
   credentialId: string;
-  acr: 'phr';
+  /** `phrh` only for a device-bound key whose attestation was verified under the policy. */
+  acr: 'phr' | 'phrh';
   /** RFC 8176 */
   amr: string[];
   /** Seconds since the epoch. */
@@ -432,6 +446,7 @@ interface LoginRow {
   counter: string | number | null;
   transports: string[] | null;
   device_type: DeviceType | null;
+  attestation_verified: boolean | null;
   status: string | null;
   user_handle: string | null;
   disabled: boolean | null;
@@ -466,7 +481,7 @@ export async function finishPasskeyAuthentication(
        )
        SELECT (SELECT challenge FROM ch) AS challenge, (SELECT customer_id FROM ch) AS challenge_customer_id,
               p.customer_id, p.public_key, p.counter, p.transports,
-              p.device_type, p.disabled_at IS NOT NULL AS disabled, c.status, h.user_handle
+              p.device_type, p.attestation_verified, p.disabled_at IS NOT NULL AS disabled, c.status, h.user_handle
        FROM (SELECT 1) AS one
        LEFT JOIN passkeys p ON p.credential_id = $3
        LEFT JOIN customers c ON c.id = p.customer_id
@@ -557,7 +572,7 @@ export async function finishPasskeyAuthentication(
     const result: PasskeyLogin = {
       customerId,
       credentialId,
-      acr: 'phr',
+      acr: deviceBound && row.attestation_verified ? 'phrh' : 'phr',
       amr: ['pop', 'user', 'mfa', deviceBound ? 'hwk' : 'swk'],
       authTime: Math.floor(Date.now() / 1000),
       deviceType,
@@ -572,7 +587,13 @@ export async function finishPasskeyAuthentication(
       port: meta?.port,
       userAgent: meta?.userAgent,
       interactionId: input.interactionId,
-      data: { credentialId, deviceType, backedUp: info.credentialBackedUp, amr: result.amr },
+      data: {
+        credentialId,
+        deviceType,
+        backedUp: info.credentialBackedUp,
+        acr: result.acr,
+        amr: result.amr,
+      },
     });
     return result;
   } catch (err) {

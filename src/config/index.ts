@@ -198,6 +198,60 @@ const schema = z
         maxFailedAttempts: z.number().int().min(1).max(20).default(5),
       })
       .prefault({}),
+    /** Identity proofing before enrollment and for recovery (see docs/proofing-and-recovery.md). */
+    proofing: z
+      .object({
+        /** How long a started proofing flow (eKYC redirect, JPKI challenge) may take. */
+        flowTtl: seconds.max(3600).default(600),
+        /** Upstream eKYC provider (OpenID Connect for Identity Assurance); absent: method off. */
+        ekyc: z
+          .object({
+            issuer: z.url({ protocol: /^https$/ }),
+            clientId: z.string().min(1),
+            clientSecret: z.string().min(16),
+            /** Extra CA certificates (PEM file) to trust for the provider's TLS, e.g. a private CA. */
+            caFile: z.string().optional(),
+            trustFramework: z.string().min(1).default('jp_aml'),
+          })
+          .strict()
+          .optional(),
+        /** JPKI-style certificate signatures; absent: method off. */
+        jpki: z
+          .object({
+            /** PEM bundle of the trust anchors customer certificates must chain to. */
+            trustAnchorsFile: z.string().min(1),
+            /** Lifetime of a signing challenge. */
+            challengeTtl: seconds.max(600).default(300),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
+    authn: z
+      .object({
+        attestation: z
+          .object({
+            /**
+             * none: no attestation is asked for; every passkey is `phr`.
+             * direct: registration asks for attestation and verifies it against the FIDO metadata
+             * statements in metadataFile; a verified, device-bound credential is `phrh`.
+             */
+            policy: z.enum(['none', 'direct']).default('none'),
+            /** FIDO metadata: a JSON array of metadata statements or an MDS3 BLOB payload ({entries}). */
+            metadataFile: z.string().optional(),
+            /** Only these AAGUIDs count (default: every AAGUID in the metadata file). */
+            allowedAaguids: z.array(z.uuid()).optional(),
+          })
+          .strict()
+          .refine((a) => a.policy === 'none' || a.metadataFile, {
+            message: 'policy direct needs metadataFile',
+            path: ['metadataFile'],
+          })
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     api: z
       .object({
         /** How far a DPoP proof's iat may be from now at the resource server. */

@@ -24,6 +24,7 @@ import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { approvalView } from '../linking/approvals/approvalInteraction.ts';
 import { acknowledgeNotices, pendingNotices } from '../notices/index.ts';
+import { completeRecoveryAfterEnrollment, enrollmentProof } from '../proofing/index.ts';
 import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy, unlockAccount } from '../risk/index.ts';
 import {
   alternativeLoginPage,
@@ -239,7 +240,8 @@ export function interactionRoutes({
   router.get('/enroll', (ctx) =>
     page(ctx, async () => {
       const d = await details(ctx);
-      return enrollPage({ lang: languageOf(ctx), uid: d.uid });
+      const proofing = typeof ctx.query.proofing === 'string' ? ctx.query.proofing.slice(0, 200) : undefined;
+      return enrollPage({ lang: languageOf(ctx), uid: d.uid, proofing });
     }),
   );
 
@@ -313,7 +315,8 @@ export function interactionRoutes({
     jsonEndpoint(ctx, async () => {
       const d = await details(ctx);
       const body = await readBody(ctx, 'json');
-      const checked = await checkTicketThrottled(signIn, ctx, { ceremonyId: d.uid, ...ticketInput(body) });
+      // A verified proofing flow, or a ticket checked as the ticket proofing method (src/proofing).
+      const checked = await enrollmentProof(signIn, ctx, d.uid, body);
       return startPasskeyRegistration(authn, {
         customerId: checked.customerId,
         ticketId: checked.ticketId,
@@ -329,9 +332,22 @@ export function interactionRoutes({
       if (typeof body.response !== 'object' || body.response === null)
         throw new HttpError(400, 'invalid_request', 'response is required');
       const name = typeof body.passkeyName === 'string' ? body.passkeyName.trim().slice(0, 64) : undefined;
+      let recovered = false;
       const result = await finishPasskeyRegistration(
         authn,
-        { interactionId: d.uid, response: body.response as never, ...(name ? { passkeyName: name } : {}) },
+        {
+          interactionId: d.uid,
+          response: body.response as never,
+          ...(name ? { passkeyName: name } : {}),
+          // Registered under a recovery proof: the lost passkeys, sessions and tokens go with it (src/proofing).
+          onRegistered: async (tx, registered) => {
+            recovered = !!(await completeRecoveryAfterEnrollment(
+              tx,
+              { interactionId: d.uid, ...registered },
+              requestMeta(ctx, d.uid),
+            ));
+          },
+        },
         requestMeta(ctx, d.uid),
       );
       await notifyCustomer(db, {
@@ -342,7 +358,7 @@ export function interactionRoutes({
       // Enrolling with a one-time ticket is re-proofing of identity: it lifts an automatic lock.
       if (await unlockAccount(db, result.customerId, 'reproofing'))
         await notifyCustomer(db, { customerId: result.customerId, kind: 'account_unlocked', data: {} });
-      return { registered: true, credentialId: result.credentialId };
+      return { registered: true, credentialId: result.credentialId, recovered };
     }),
   );
 

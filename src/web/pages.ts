@@ -51,25 +51,31 @@ export function loginPage(p: LoginPageInput): string {
 <p id="error" class="error" role="alert" hidden></p>
 <button type="button" id="passkey-login" data-uid="${p.uid}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}">${t.loginButton}</button>
 <p><a id="enroll-link" href="/interaction/${p.uid}/enroll">${t.firstTime}</a></p>
+<p><a id="recovery-link" href="/interaction/${p.uid}/proofing?purpose=recovery">${t.lostPasskeys}</a></p>
 ${p.alternative === false ? '' : html`<p><a id="alternative-link" href="/interaction/${p.uid}/alternative">${t.alt.link}</a></p>`}
 <form method="post" action="/interaction/${p.uid}/abort"><button type="submit" class="secondary" id="cancel">${t.cancel}</button></form>`,
     { scripts: PASSKEY_SCRIPTS },
   );
 }
 
-export function enrollPage(p: { lang: Lang; uid: string }): string {
+/** `proofing`: the id of a verified identity-proofing flow; the code fields are then not asked. */
+export function enrollPage(p: { lang: Lang; uid: string; proofing?: string | undefined }): string {
   const t = messages(p.lang);
+  const ticketFields = p.proofing
+    ? html`<input type="hidden" name="proofing" value="${p.proofing}">`
+    : html`<label>${t.customerNumber}<input name="customerNumber" id="customerNumber" required autocomplete="username" inputmode="numeric" maxlength="32"></label>
+<label>${t.ticket}<input name="ticket" id="ticket" required autocomplete="one-time-code" maxlength="64" spellcheck="false"></label>
+<label class="check"><input type="checkbox" name="purpose" value="recovery" id="recovery"> ${t.recoveryCheckbox}</label>`;
   return layout(
     p.lang,
     t.enrollTitle,
-    html`<p>${t.enrollLead}</p>
+    html`<p>${p.proofing ? t.proofedLead : t.enrollLead}</p>
 <p id="error" class="error" role="alert" hidden></p>
 <form id="enroll-form" data-uid="${p.uid}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}">
-<label>${t.customerNumber}<input name="customerNumber" id="customerNumber" required autocomplete="username" inputmode="numeric" maxlength="32"></label>
-<label>${t.ticket}<input name="ticket" id="ticket" required autocomplete="one-time-code" maxlength="64" spellcheck="false"></label>
+${ticketFields}
 <label>${t.passkeyName}<input name="passkeyName" id="passkeyName" maxlength="64"></label>
 <button type="submit" id="enroll-button">${t.enrollButton}</button>
-<button type="button" id="totp-setup" class="secondary">${t.alt.setupButton}</button>
+${p.proofing ? '' : html`<button type="button" id="totp-setup" class="secondary">${t.alt.setupButton}</button>`}
 </form>
 <section id="totp-setup-step" hidden>
 <p>${t.alt.setupLead}</p>
@@ -77,6 +83,7 @@ export function enrollPage(p: { lang: Lang; uid: string }): string {
 <label>${t.alt.code}<input id="totp-confirm-code" inputmode="numeric" autocomplete="one-time-code" maxlength="6"></label>
 <button type="button" id="totp-confirm" data-done="${t.alt.done}">${t.alt.confirm}</button>
 </section>
+${p.proofing ? '' : html`<p><a id="proofing-link" href="/interaction/${p.uid}/proofing">${t.otherProofing}</a></p>`}
 <p><a href="/interaction/${p.uid}">${t.backToLogin}</a></p>`,
     { scripts: PASSKEY_SCRIPTS },
   );

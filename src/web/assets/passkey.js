@@ -113,10 +113,16 @@
       busy(button, async () => {
         const uid = enroll.dataset.uid;
         const form = new FormData(enroll);
-        const optionsJSON = await postJson(`/interaction/${uid}/enroll/options`, {
-          customerNumber: form.get('customerNumber'),
-          ticket: form.get('ticket'),
-        });
+        const optionsJSON = await postJson(
+          `/interaction/${uid}/enroll/options`,
+          form.get('proofing')
+            ? { proofing: form.get('proofing') }
+            : {
+                customerNumber: form.get('customerNumber'),
+                ticket: form.get('ticket'),
+                purpose: form.get('purpose') || undefined,
+              },
+        );
         const response = await startRegistration({ optionsJSON });
         await postJson(`/interaction/${uid}/enroll/verify`, {
           response,

@@ -1,0 +1,120 @@
+/**
+ * JPKI-style signature (as with the signing certificate of a My Number card): the hub issues a
+ * random challenge; the customer's card signs exactly those bytes; the hub checks that the
+ * certificate chains to a configured trust anchor, is within its validity, allows signing (key
+ * usage digitalSignature or nonRepudiation), that the signature is over the challenge, and that the
+ * certificate's subject name is the customer's registered name. The challenge is single-use and
+ * short-lived (the engine spends the flow on the first answer).
+ */
+import { type X509Certificate as NodeX509, randomBytes, verify as verifySignature } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type * as X509 from '@peculiar/x509';
+import {
+  CertChainError,
+  parseCertificate,
+  parsePemBundle,
+  type RequestMeta,
+  verifyCertificateChain,
+} from '../../authn/index.ts';
+import { ProofingError } from '../errors.ts';
+import type { ProofingFlow, ProofingMethod, VerifiedIdentity } from '../method.ts';
+import { namesMatch } from '../names.ts';
+
+export interface JpkiSettings {
+  trustAnchorsFile: string;
+  challengeTtl: number;
+}
+
+export interface JpkiStart {
+  /** base64url of the bytes to sign. */
+  challenge: string;
+}
+
+export interface JpkiAnswer {
+  /** The signing certificate: PEM, or base64 DER. */
+  certificate: string;
+  /** Intermediate certificates, if the anchor is not the direct issuer. */
+  chain?: string[];
+  /** base64url (or base64) of the signature over the challenge bytes (SHA-256; RSA PKCS#1 v1.5 or ECDSA DER). */
+  signature: string;
+}
+
+let x509Lib: Promise<typeof X509> | undefined;
+function loadX509(): Promise<typeof X509> {
+  x509Lib ??= (async () => {
+    await import('reflect-metadata');
+    const lib = await import('@peculiar/x509');
+    lib.cryptoProvider.set(globalThis.crypto);
+    return lib;
+  })();
+  return x509Lib;
+}
+
+export function loadTrustAnchors(file: string): NodeX509[] {
+  let anchors: NodeX509[];
+  try {
+    anchors = parsePemBundle(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`proofing.jpki.trustAnchorsFile: cannot read ${file} (${(err as Error).message})`);
+  }
+  if (anchors.length === 0) throw new Error(`proofing.jpki.trustAnchorsFile: no certificate in ${file}`);
+  return anchors;
+}
+
+export function jpkiMethod(settings: JpkiSettings): ProofingMethod<JpkiStart, JpkiAnswer> {
+  const anchors = loadTrustAnchors(settings.trustAnchorsFile);
+  return {
+    name: 'jpki',
+    ttlSeconds: settings.challengeTtl,
+    async begin() {
+      const challenge = randomBytes(32).toString('base64url');
+      return { secret: { challenge }, reply: { challenge } };
+    },
+
+    async verify(flow: ProofingFlow, answer: JpkiAnswer, _meta: RequestMeta): Promise<VerifiedIdentity> {
+      const challenge = typeof flow.secret.challenge === 'string' ? flow.secret.challenge : '';
+      if (!challenge) throw new ProofingError('ERR_PROOFING_FLOW', { reason: 'no_challenge' });
+      let leaf: NodeX509;
+      let path: NodeX509[];
+      try {
+        leaf = parseCertificate(answer.certificate);
+        const intermediates = (answer.chain ?? []).slice(0, 4).map((c) => parseCertificate(c));
+        path = verifyCertificateChain(leaf, intermediates, anchors);
+      } catch (err) {
+        if (!(err instanceof CertChainError)) throw err;
+        throw new ProofingError('ERR_PROOFING_CERTIFICATE', { reason: err.code, cause: err });
+      }
+      const evidence: Record<string, unknown> = {
+        issuer: leaf.issuer.replace(/\n/g, ', '),
+        serialNumber: leaf.serialNumber,
+        validTo: new Date(leaf.validTo).toISOString(),
+        anchor: path.at(-1)!.subject.replace(/\n/g, ', '),
+      };
+      const x509 = await loadX509();
+      const parsed = new x509.X509Certificate(leaf.raw);
+      const usage = parsed.getExtension(x509.KeyUsagesExtension);
+      const signing = x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.nonRepudiation;
+      if (!usage || (usage.usages & signing) === 0)
+        throw new ProofingError('ERR_PROOFING_CERTIFICATE', { reason: 'key_usage', evidence });
+
+      const signature = Buffer.from(String(answer.signature ?? ''), 'base64url');
+      let valid = false;
+      try {
+        valid = verifySignature('sha256', Buffer.from(challenge, 'base64url'), leaf.publicKey, signature);
+      } catch {
+        valid = false;
+      }
+      if (!valid)
+        throw new ProofingError('ERR_PROOFING_SIGNATURE', { reason: 'signature_invalid', evidence });
+
+      const customer = flow.customer;
+      const subjectName = parsed.subjectName.getField('CN')[0];
+      evidence.checks = { name: !!customer && namesMatch(subjectName, customer.nameKanji) };
+      if (!customer)
+        throw new ProofingError('ERR_PROOFING_MISMATCH', { reason: 'customer_unknown', evidence });
+      if (!namesMatch(subjectName, customer.nameKanji))
+        throw new ProofingError('ERR_PROOFING_MISMATCH', { reason: 'mismatch:name', evidence });
+      return { customerId: customer.id, evidence };
+    },
+  };
+}

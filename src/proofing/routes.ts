@@ -1,0 +1,312 @@
+/**
+ * Identity proofing over HTTP, inside an OIDC interaction (so bound to the browser that started
+ * the sign-in): a page offering the methods, the eKYC redirect and its callback, and the JPKI
+ * challenge/verify JSON endpoints. A verified flow leads to /interaction/:uid/enroll?proofing=<flow>,
+ * where the passkey registration consumes it (src/oidc/interactions.ts → enrollmentProof).
+ */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import { errors as oidcErrors } from 'oidc-provider';
+import { type AuthnContext, AuthnError } from '../authn/index.ts';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/index.ts';
+import { BodyError, HttpError, readBody } from '../http/index.ts';
+import { jsonEndpoint } from '../oidc/jsonEndpoint.ts';
+import { checkTicketThrottled, refuseThrottledSource, requestMeta } from '../oidc/passkeySignIn.ts';
+import { notifyCustomer } from '../oidc/securityNotices.ts';
+import {
+  DEFAULT_THROTTLE_POLICY,
+  recordAuthFailure,
+  type ThrottlePolicy,
+  unlockAccount,
+} from '../risk/index.ts';
+import { errorPage, languageOf } from '../web/index.ts';
+import { createProofingContext, EKYC_CALLBACK_PATH, type ProofingContext } from './context.ts';
+import {
+  beginProofing,
+  completeProofing,
+  customerByNumber,
+  type ProofingResult,
+  proofedEnrollment,
+} from './engine.ts';
+import { ProofingError } from './errors.ts';
+import { PROOFING_PURPOSES, type ProofingMethod, type ProofingPurpose } from './method.ts';
+import { type TicketAnswer, ticketMethod } from './methods/ticket.ts';
+import { proofingPage } from './pages.ts';
+
+export interface ProofingRoutesOptions {
+  provider: Provider;
+  db: Db;
+  config: Config;
+  authn: AuthnContext;
+  throttle?: ThrottlePolicy;
+  proofing?: ProofingContext;
+}
+
+/** Refusals that are evidence of someone trying identities: they slow the source down. */
+const COUNTED = new Set(['ERR_PROOFING_MISMATCH', 'ERR_PROOFING_SIGNATURE', 'ERR_PROOFING_CERTIFICATE']);
+
+function purposeOf(value: unknown): ProofingPurpose {
+  return PROOFING_PURPOSES.includes(value as ProofingPurpose) ? (value as ProofingPurpose) : 'enrollment';
+}
+
+function text(value: unknown, max: number): string {
+  return typeof value === 'string' ? value.trim().slice(0, max) : '';
+}
+
+/** ProofingError → the OAuth-shaped error of the hub's JSON endpoints and pages. */
+function toHttp(err: ProofingError): HttpError {
+  if (err.code === 'ERR_PROOFING_FLOW' || err.code === 'ERR_PROOFING_INPUT')
+    return new HttpError(400, 'invalid_request', err.message, err.code);
+  if (err.code === 'ERR_PROOFING_METHOD_DISABLED')
+    return new HttpError(404, 'invalid_request', err.message, err.code);
+  return new HttpError(403, 'access_denied', err.message, err.code);
+}
+
+export function proofingRoutes(o: ProofingRoutesOptions): Router {
+  const { provider, db, authn } = o;
+  const throttle = o.throttle ?? DEFAULT_THROTTLE_POLICY;
+  const signIn = { db, authn, throttle };
+  const proofing = o.proofing ?? createProofingContext(db, o.config);
+  const router = new Router();
+
+  async function interactionUid(ctx: Context): Promise<string> {
+    try {
+      const d = await provider.interactionDetails(ctx.req, ctx.res);
+      if (d.uid !== ctx.params.uid) throw new HttpError(400, 'invalid_request', 'interaction mismatch');
+      return d.uid;
+    } catch (err) {
+      if (err instanceof oidcErrors.SessionNotFound)
+        throw new HttpError(
+          400,
+          'invalid_request',
+          'the sign-in has expired or was opened in another browser; start again from the application',
+        );
+      throw err;
+    }
+  }
+
+  function enabled<S, A>(method: ProofingMethod<S, A> | undefined): ProofingMethod<S, A> {
+    if (!method) throw toHttp(new ProofingError('ERR_PROOFING_METHOD_DISABLED'));
+    return method;
+  }
+
+  /** Answers a flow under the sign-in throttle; a verified unlock lifts the account lock at once. */
+  async function answer<A>(
+    ctx: Context,
+    method: ProofingMethod<unknown, A>,
+    input: { flowId: string; interactionId: string | undefined; answer: A },
+  ): Promise<ProofingResult> {
+    const meta = requestMeta(ctx, input.interactionId);
+    const source = await refuseThrottledSource(signIn, ctx);
+    let result: ProofingResult;
+    try {
+      result = await completeProofing(db, method, input, meta);
+    } catch (err) {
+      if (!(err instanceof ProofingError)) throw err;
+      if (COUNTED.has(err.code))
+        await recordAuthFailure(db, { source }, { ...meta, reason: err.code }, throttle);
+      throw toHttp(err);
+    }
+    if (result.purpose === 'unlock' && (await unlockAccount(db, result.customerId, 'reproofing')))
+      await notifyCustomer(db, { customerId: result.customerId, kind: 'account_unlocked', data: {} });
+    return result;
+  }
+
+  const nextStep = (uid: string, r: ProofingResult) =>
+    r.purpose === 'unlock'
+      ? { verified: true, purpose: r.purpose, unlocked: true, redirectTo: `/interaction/${uid}` }
+      : {
+          verified: true,
+          purpose: r.purpose,
+          flowId: r.flowId,
+          redirectTo: `/interaction/${uid}/enroll?proofing=${encodeURIComponent(r.flowId)}`,
+        };
+
+  router.get('/interaction/:uid/proofing', async (ctx) => {
+    ctx.set('cache-control', 'no-store');
+    ctx.type = 'html';
+    const lang = languageOf(ctx);
+    try {
+      const uid = await interactionUid(ctx);
+      ctx.body = proofingPage({
+        lang,
+        uid,
+        purpose: purposeOf(ctx.query.purpose),
+        ekyc: !!proofing.ekyc,
+        jpki: !!proofing.jpki,
+      });
+    } catch (err) {
+      if (!(err instanceof HttpError)) throw err;
+      ctx.status = err.status;
+      ctx.body = errorPage({ lang, error: err.error, description: err.message });
+    }
+  });
+
+  // The page's form (redirects the browser) or a JSON client ({ redirectTo }).
+  router.post('/interaction/:uid/proofing/ekyc', async (ctx) => {
+    const json = ctx.request.type === 'application/json';
+    const run = async () => {
+      const method = enabled(proofing.ekyc);
+      const uid = await interactionUid(ctx);
+      const body = json ? await readBody(ctx, 'json') : Object.fromEntries(await readBody(ctx, 'form'));
+      const customerNumber = text(body.customerNumber, 32);
+      if (!customerNumber) throw new HttpError(400, 'invalid_request', 'customer number is required');
+      await refuseThrottledSource(signIn, ctx);
+      const started = await beginProofing(
+        db,
+        method,
+        {
+          purpose: purposeOf(body.purpose),
+          interactionId: uid,
+          customer: await customerByNumber(db, customerNumber),
+        },
+        requestMeta(ctx, uid),
+      ).catch((err: unknown) => {
+        throw err instanceof ProofingError ? toHttp(err) : err;
+      });
+      return started.reply.redirectTo;
+    };
+    if (json) return jsonEndpoint(ctx, async () => ({ redirectTo: await run() }));
+    ctx.set('cache-control', 'no-store');
+    try {
+      ctx.redirect(await run());
+      ctx.status = 303;
+    } catch (err) {
+      if (!(err instanceof HttpError || err instanceof BodyError)) throw err;
+      ctx.status = err.status;
+      ctx.type = 'html';
+      ctx.body = errorPage({
+        lang: languageOf(ctx),
+        error: err instanceof HttpError ? err.error : 'invalid_request',
+        description: err.message,
+      });
+    }
+  });
+
+  router.get(EKYC_CALLBACK_PATH, async (ctx) => {
+    ctx.set('cache-control', 'no-store');
+    const lang = languageOf(ctx);
+    try {
+      const method = enabled(proofing.ekyc);
+      const state = text(ctx.query.state, 200);
+      if (!state) throw new HttpError(400, 'invalid_request', 'state is missing');
+      const callbackUrl = new URL(`${o.config.issuer}${EKYC_CALLBACK_PATH}`);
+      callbackUrl.search = ctx.querystring;
+      const result = await answer(ctx, method, {
+        flowId: state,
+        interactionId: undefined,
+        answer: { callbackUrl },
+      });
+      const flow = await db.query<{ interaction_id: string }>(
+        'SELECT interaction_id FROM proofing_flows WHERE id = $1',
+        [result.flowId],
+      );
+      ctx.redirect(nextStep(flow.rows[0]!.interaction_id, result).redirectTo);
+      ctx.status = 303;
+    } catch (err) {
+      if (!(err instanceof HttpError)) throw err;
+      ctx.status = err.status;
+      ctx.type = 'html';
+      ctx.body = errorPage({ lang, error: err.error, description: err.message });
+    }
+  });
+
+  router.post('/interaction/:uid/proofing/jpki/challenge', (ctx) =>
+    jsonEndpoint(ctx, async () => {
+      const method = enabled(proofing.jpki);
+      const uid = await interactionUid(ctx);
+      const body = await readBody(ctx, 'json');
+      const customerNumber = text(body.customerNumber, 32);
+      if (!customerNumber) throw new HttpError(400, 'invalid_request', 'customer number is required');
+      await refuseThrottledSource(signIn, ctx);
+      const started = await beginProofing(
+        db,
+        method,
+        {
+          purpose: purposeOf(body.purpose),
+          interactionId: uid,
+          customer: await customerByNumber(db, customerNumber),
+        },
+        requestMeta(ctx, uid),
+      );
+      return {
+        flowId: started.flowId,
+        challenge: started.reply.challenge,
+        expiresAt: started.expiresAt.toISOString(),
+      };
+    }),
+  );
+
+  router.post('/interaction/:uid/proofing/jpki/verify', (ctx) =>
+    jsonEndpoint(ctx, async () => {
+      const method = enabled(proofing.jpki);
+      const uid = await interactionUid(ctx);
+      const body = await readBody(ctx, 'json');
+      const flowId = text(body.flowId, 200);
+      const certificate = text(body.certificate, 16_384);
+      const signature = text(body.signature, 2048);
+      const chain = Array.isArray(body.chain) ? body.chain.slice(0, 4).map((c) => text(c, 16_384)) : [];
+      if (!flowId || !certificate || !signature)
+        throw new HttpError(400, 'invalid_request', 'flowId, certificate and signature are required');
+      const result = await answer(ctx, method, {
+        flowId,
+        interactionId: uid,
+        answer: { certificate, signature, chain },
+      });
+      return nextStep(uid, result);
+    }),
+  );
+
+  return router;
+}
+
+/**
+ * What entitles this interaction to register a passkey: a verified proofing flow (`proofing`) or a
+ * one-time ticket (`customerNumber` + `ticket`, checked as the ticket proofing method, recorded
+ * like any other). `purpose: 'recovery'` makes the registration a recovery.
+ */
+export async function enrollmentProof(
+  o: { db: Db; authn: AuthnContext; throttle?: ThrottlePolicy },
+  ctx: Context,
+  uid: string,
+  body: Record<string, unknown>,
+): Promise<{ customerId: string; ticketId: string; purpose: ProofingPurpose }> {
+  const db = o.db;
+  try {
+    const flowId = text(body.proofing, 200);
+    if (flowId) return await proofedEnrollment(db, { flowId, interactionId: uid });
+    const answerIn: TicketAnswer = {
+      customerNumber: text(body.customerNumber, 64),
+      ticket: text(body.ticket, 100),
+    };
+    if (
+      !answerIn.customerNumber ||
+      !answerIn.ticket ||
+      answerIn.customerNumber.length > 32 ||
+      answerIn.ticket.length > 64
+    )
+      throw new HttpError(400, 'invalid_request', 'customer number and registration code are required');
+    const signIn = { db, authn: o.authn, throttle: o.throttle ?? DEFAULT_THROTTLE_POLICY };
+    const method = ticketMethod((a) => checkTicketThrottled(signIn, ctx, { ceremonyId: uid, ...a }));
+    const purpose = body.purpose === 'recovery' ? 'recovery' : 'enrollment';
+    const { flowId: started } = await beginProofing(db, method, {
+      purpose,
+      interactionId: uid,
+      customer: null,
+    });
+    await completeProofing(
+      db,
+      method,
+      { flowId: started, interactionId: uid, answer: answerIn },
+      requestMeta(ctx, uid),
+    );
+    return await proofedEnrollment(db, { flowId: started, interactionId: uid });
+  } catch (err) {
+    // The ticket's own errors keep their codes (ERR_TICKET_*), as before the ticket became a method.
+    if (err instanceof ProofingError && err.cause instanceof AuthnError) throw err.cause;
+    if (err instanceof ProofingError) throw toHttp(err);
+    throw err;
+  }
+}

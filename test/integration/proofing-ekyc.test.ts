@@ -1,0 +1,187 @@
+/**
+ * eKYC proofing over OpenID Connect for Identity Assurance against a second, real oidc-provider:
+ * the hub (relying party) asks for `verified_claims` under `jp_aml`, matches name (widths, spaces,
+ * kana readings normalised) and birth date with the customer's records, and lets the customer
+ * register a passkey with the proof. Mismatches and other trust frameworks are refused and recorded.
+ */
+import * as client from 'openid-client';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { completeLogin } from '../../conformance/lib/login.ts';
+import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { type EkycProvider, jpAmlClaims, startEkycProvider } from '../support/ekycProvider.ts';
+import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
+import { createEmulator } from '../support/passkeyEmulator.ts';
+import { demoRp, startAuthorization } from '../support/rp.ts';
+
+let t: TestHub;
+let op: EkycProvider;
+let dispatcher: Agent;
+const CALLBACK = '/proofing/ekyc/callback';
+
+beforeAll(async () => {
+  const port = await freePort();
+  const issuer = `https://localhost:${port}`;
+  op = await startEkycProvider({ redirectUri: `${issuer}${CALLBACK}` });
+  t = await startTestHub({
+    port,
+    issuer,
+    proofing: {
+      ekyc: { issuer: op.issuer, clientId: op.clientId, clientSecret: op.clientSecret, caFile: op.caPath },
+    },
+  });
+  dispatcher = new Agent({ connect: { ca: [t.caPem, op.caPem] } });
+});
+afterAll(async () => {
+  await dispatcher?.close();
+  await t?.close();
+  await op?.close();
+});
+
+/** A browser trusting both the hub and the eKYC provider. */
+function browser(): UserAgent {
+  return createUserAgent({
+    fetch: ((url: string | URL, init?: RequestInit) =>
+      undiciFetch(url, { ...(init as object), dispatcher })) as never,
+  });
+}
+
+/** Opens an interaction, starts eKYC from the proofing page's form, returns the hub callback URL. */
+async function throughProvider(ua: UserAgent, purpose = 'enrollment') {
+  const { response } = await ua.follow((await startAuthorization(await demoRp(t))).url);
+  const uid = response.url.pathname.split('/').pop()!;
+  const page = await ua.get(`${t.issuer}/interaction/${uid}/proofing?purpose=${purpose}`);
+  expect(page.text).toContain(`action="/interaction/${uid}/proofing/ekyc"`);
+  const started = await ua.postForm(`${t.issuer}/interaction/${uid}/proofing/ekyc`, {
+    customerNumber: t.hub.demo!.customerNumber,
+    purpose,
+  });
+  expect(started.status).toBe(303);
+  const authorize = new URL(started.location!);
+  expect(authorize.origin).toBe(op.issuer);
+  const claims = JSON.parse(authorize.searchParams.get('claims')!);
+  expect(claims.id_token.verified_claims.verification.trust_framework).toEqual({ value: 'jp_aml' });
+  const { stoppedAt } = await ua.follow(authorize, { stopAt: (u) => u.pathname === CALLBACK });
+  expect(stoppedAt).toBeDefined();
+  return { uid, callback: stoppedAt! };
+}
+
+async function lastRecord() {
+  const res = await t.hub.db.query<{
+    result: string;
+    reason: string | null;
+    evidence: Record<string, unknown>;
+    purpose: string;
+  }>(
+    "SELECT result, reason, evidence, purpose FROM proofing_records WHERE method = 'ekyc' ORDER BY created_at DESC, id LIMIT 1",
+  );
+  return res.rows[0]!;
+}
+
+describe('eKYC proofing (OpenID Connect for Identity Assurance)', () => {
+  it('proves the customer with verified_claims and lets them register a passkey with it', async () => {
+    // Registered: 山田 太郎 / ヤマダ タロウ / 1980-04-01. The provider spells the reading in
+    // half-width katakana and the name without a space.
+    op.person = {
+      sub: 'ekyc-user-1',
+      verified_claims: jpAmlClaims({
+        family_name: '山田',
+        given_name: '太郎',
+        'family_name#ja-Kana-JP': 'ﾔﾏﾀﾞ',
+        'given_name#ja-Kana-JP': 'ﾀﾛｳ',
+        birthdate: '1980-04-01',
+      }),
+    };
+    const ua = browser();
+    const { uid, callback } = await throughProvider(ua);
+    const landed = await ua.follow(callback);
+    expect(landed.response.status).toBe(200);
+    expect(landed.response.url.pathname).toBe(`/interaction/${uid}/enroll`);
+    const flowId = landed.response.url.searchParams.get('proofing')!;
+    expect(landed.response.text).toContain(`name="proofing" value="${flowId}"`);
+
+    const record = await lastRecord();
+    expect(record).toMatchObject({ result: 'verified', purpose: 'enrollment' });
+    expect(record.evidence).toMatchObject({
+      issuer: op.issuer,
+      trustFramework: 'jp_aml',
+      subject: 'ekyc-user-1',
+      evidenceTypes: ['electronic_record'],
+      checks: { name: true, birthdate: true, kana: true },
+    });
+    expect(JSON.stringify(record.evidence)).not.toMatch(/山田|太郎|1980|ﾔﾏﾀﾞ/);
+
+    const options = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, { proofing: flowId });
+    expect(options.status).toBe(200);
+    const device = createEmulator();
+    const done = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/verify`, {
+      response: device.register(options.json(), t.issuer),
+    });
+    expect(done.json()).toMatchObject({ registered: true, recovered: false });
+
+    // The passkey signs in.
+    const rp = await demoRp(t);
+    const auth = await startAuthorization(rp);
+    const tokens = await client.authorizationCodeGrant(
+      rp.config,
+      await completeLogin({ fetch: t.fetch, authorizationUrl: auth.url, device }),
+      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
+      undefined,
+      { DPoP: rp.dpop },
+    );
+    expect(tokens.claims()).toMatchObject({ acr: 'phr' });
+
+    // The callback cannot be replayed (state spent, code used).
+    const replay = await ua.get(callback);
+    expect(replay.status).toBe(400);
+    expect(replay.text).toContain('no longer valid');
+  });
+
+  it('refuses a birth date that does not match, and records which check failed', async () => {
+    op.person = {
+      sub: 'ekyc-user-2',
+      verified_claims: jpAmlClaims({ family_name: '山田', given_name: '太郎', birthdate: '1981-04-01' }),
+    };
+    const ua = browser();
+    const { uid, callback } = await throughProvider(ua, 'recovery');
+    // The page speaks Japanese too.
+    const ja = await ua.get(`${t.issuer}/interaction/${uid}/proofing?purpose=recovery&lang=ja`);
+    expect(ja.text).toContain('本人確認によるアカウントの復旧');
+    expect(ja.text).toContain('本人確認サービスへ進む');
+    const res = await ua.get(callback);
+    expect(res.status).toBe(403);
+    expect(res.text).toContain('does not match our records');
+    expect(await lastRecord()).toMatchObject({
+      result: 'refused',
+      purpose: 'recovery',
+      reason: 'mismatch:birthdate',
+      evidence: { checks: { name: true, birthdate: false } },
+    });
+  });
+
+  it('refuses a different name and claims verified under another trust framework', async () => {
+    op.person = {
+      sub: 'ekyc-user-3',
+      verified_claims: jpAmlClaims({ family_name: '山田', given_name: '次郎', birthdate: '1980-04-01' }),
+    };
+    const ua = browser();
+    expect((await ua.get((await throughProvider(ua)).callback)).status).toBe(403);
+    expect(await lastRecord()).toMatchObject({ result: 'refused', reason: 'mismatch:name' });
+
+    op.person = {
+      sub: 'ekyc-user-4',
+      verified_claims: jpAmlClaims(
+        { family_name: '山田', given_name: '太郎', birthdate: '1980-04-01' },
+        'eidas',
+      ),
+    };
+    const other = browser();
+    const res = await other.get((await throughProvider(other)).callback);
+    expect(res.status).toBe(403);
+    expect(await lastRecord()).toMatchObject({
+      result: 'refused',
+      reason: 'no_verified_claims',
+      evidence: { offeredTrustFrameworks: ['eidas'] },
+    });
+  });
+});

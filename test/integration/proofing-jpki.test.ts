@@ -1,0 +1,351 @@
+/**
+ * JPKI-style proofing and recovery after losing every passkey: the customer signs a hub challenge
+ * with a certificate chaining to the configured trust anchor; then registers a new passkey, and
+ * every lost passkey, session and token stops working. Misuse (replayed challenge, wrong signature,
+ * untrusted or expired certificate, a certificate without signing usage, someone else's name) is
+ * refused with a clear error and an audited proofing record.
+ */
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import * as client from 'openid-client';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { completeLogin } from '../../conformance/lib/login.ts';
+import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import { addEmailChannel } from '../../src/notify/index.ts';
+import { firstLoginAfterRecovery, markLoginAfterRecovery } from '../../src/proofing/index.ts';
+import { accountLock } from '../../src/risk/index.ts';
+import {
+  createTestCa,
+  issueCertificate,
+  KeyUsage,
+  signWith,
+  type TestCert,
+} from '../support/certificates.ts';
+import { enrollDemoCustomer } from '../support/customer.ts';
+import { startTestHub, type TestHub } from '../support/hub.ts';
+import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import { demoRp, startAuthorization } from '../support/rp.ts';
+
+let t: TestHub;
+let root: TestCert;
+let intermediate: TestCert;
+let card: TestCert;
+let customerId: string;
+let customerNumber: string;
+
+beforeAll(async () => {
+  root = await createTestCa('CN=Test JPKI Root, O=Test J-LIS, C=JP');
+  intermediate = await issueCertificate(root, {
+    subject: 'CN=Test JPKI Signing CA, O=Test J-LIS, C=JP',
+    ca: true,
+  });
+  // Full-width space between family and given name, as on a card; registered as '山田 太郎'.
+  card = await issueCertificate(intermediate, {
+    subject: 'CN=山田　太郎, C=JP',
+    rsa: true,
+    keyUsage: KeyUsage.digitalSignature | KeyUsage.nonRepudiation,
+  });
+  const anchors = path.join(process.env.TMPDIR ?? '/tmp', `kkh-jpki-${process.pid}-${Date.now()}.pem`);
+  writeFileSync(anchors, root.certPem);
+  t = await startTestHub({ proofing: { jpki: { trustAnchorsFile: anchors } } });
+  customerId = t.hub.demo!.customerId;
+  customerNumber = t.hub.demo!.customerNumber;
+  await addEmailChannel(t.hub.db, t.hub.authn.kek!, {
+    customerId,
+    address: 'taro@example.jp',
+    actor: 'operator:test',
+  });
+});
+const agents: Agent[] = [];
+afterAll(async () => {
+  for (const a of agents) await a.close();
+  await t?.close();
+});
+
+/** A browser on another loopback address: another network source for the throttle. */
+function browserFrom(address: string): UserAgent {
+  const dispatcher = new Agent({ localAddress: address, connect: { ca: t.caPem } });
+  agents.push(dispatcher);
+  return createUserAgent({
+    fetch: ((url: string | URL, init?: RequestInit) =>
+      undiciFetch(url, { ...(init as object), dispatcher })) as never,
+  });
+}
+
+/** A fresh browser at the login page of a new authorization: its interaction uid. */
+async function openInteraction(ua: UserAgent): Promise<string> {
+  const { response } = await ua.follow((await startAuthorization(await demoRp(t))).url);
+  return response.url.pathname.split('/').pop()!;
+}
+
+async function challenge(ua: UserAgent, uid: string, purpose = 'recovery') {
+  const res = await ua.postJson(`${t.issuer}/interaction/${uid}/proofing/jpki/challenge`, {
+    customerNumber,
+    purpose,
+  });
+  expect(res.status).toBe(200);
+  return res.json<{ flowId: string; challenge: string }>();
+}
+
+async function verify(
+  ua: UserAgent,
+  uid: string,
+  flow: { flowId: string; challenge: string },
+  holder: TestCert = card,
+  o: { data?: Buffer; chain?: TestCert[] } = {},
+) {
+  const res = await ua.postJson(`${t.issuer}/interaction/${uid}/proofing/jpki/verify`, {
+    flowId: flow.flowId,
+    certificate: holder.certPem,
+    chain: (o.chain ?? [intermediate]).map((c) => c.certPem),
+    signature: signWith(holder, o.data ?? Buffer.from(flow.challenge, 'base64url')).toString('base64url'),
+  });
+  return { status: res.status, body: res.json<Record<string, unknown>>() };
+}
+
+async function lastRecord() {
+  const res = await t.hub.db.query<{
+    method: string;
+    purpose: string;
+    result: string;
+    reason: string | null;
+    evidence: object;
+  }>(
+    'SELECT method, purpose, result, reason, evidence FROM proofing_records ORDER BY created_at DESC, id LIMIT 1',
+  );
+  return res.rows[0]!;
+}
+
+async function tokensFor(device: PasskeyEmulator) {
+  const rp = await demoRp(t);
+  const auth = await startAuthorization(rp, 'openid accounts offline_access');
+  const callback = await completeLogin({ fetch: t.fetch, authorizationUrl: auth.url, device });
+  return {
+    rp,
+    tokens: await client.authorizationCodeGrant(
+      rp.config,
+      callback,
+      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
+      undefined,
+      { DPoP: rp.dpop },
+    ),
+  };
+}
+
+describe('JPKI-style proofing', () => {
+  it('refuses a signature over other data, a replayed challenge, and foreign or unfit certificates', async () => {
+    // Refusals count against the source like failed sign-ins: a few per source here.
+    const ua = browserFrom('127.0.0.2');
+    const uid = await openInteraction(ua);
+
+    const c1 = await challenge(ua, uid);
+    expect(await verify(ua, uid, c1, card, { data: Buffer.from('something else') })).toMatchObject({
+      status: 403,
+      body: { error: 'access_denied', error_code: 'ERR_PROOFING_SIGNATURE' },
+    });
+    // The challenge was spent by the failed answer: the right signature now comes too late.
+    expect(await verify(ua, uid, c1)).toMatchObject({
+      status: 400,
+      body: { error_code: 'ERR_PROOFING_FLOW' },
+    });
+
+    const stranger = await issueCertificate(await createTestCa('CN=Other CA, C=JP'), {
+      subject: 'CN=山田 太郎, C=JP',
+    });
+    expect(await verify(ua, uid, await challenge(ua, uid), stranger, { chain: [] })).toMatchObject({
+      status: 403,
+      body: { error_code: 'ERR_PROOFING_CERTIFICATE' },
+    });
+    expect((await lastRecord()).reason).toBe('ERR_CERT_UNTRUSTED');
+
+    const other = browserFrom('127.0.0.3');
+    const uid2 = await openInteraction(other);
+    const someoneElse = await issueCertificate(intermediate, { subject: 'CN=佐藤 花子, C=JP' });
+    expect(await verify(other, uid2, await challenge(other, uid2), someoneElse)).toMatchObject({
+      status: 403,
+      body: { error_code: 'ERR_PROOFING_MISMATCH' },
+    });
+    const mismatch = await lastRecord();
+    expect(mismatch).toMatchObject({
+      method: 'jpki',
+      purpose: 'recovery',
+      result: 'refused',
+      reason: 'mismatch:name',
+    });
+    // The record says what was checked, never the names themselves.
+    expect(JSON.stringify(mismatch.evidence)).not.toMatch(/山田|佐藤|花子|太郎/);
+
+    const expired = await issueCertificate(intermediate, {
+      subject: 'CN=山田 太郎, C=JP',
+      notBefore: new Date(Date.now() - 10 * 86_400_000),
+      notAfter: new Date(Date.now() - 86_400_000),
+    });
+    expect(await verify(other, uid2, await challenge(other, uid2), expired)).toMatchObject({
+      body: { error_code: 'ERR_PROOFING_CERTIFICATE' },
+    });
+    expect((await lastRecord()).reason).toBe('ERR_CERT_EXPIRED');
+
+    const third = browserFrom('127.0.0.4');
+    const uid3 = await openInteraction(third);
+    const encipherOnly = await issueCertificate(intermediate, {
+      subject: 'CN=山田 太郎, C=JP',
+      keyUsage: KeyUsage.keyEncipherment,
+    });
+    expect(await verify(third, uid3, await challenge(third, uid3), encipherOnly)).toMatchObject({
+      body: { error_code: 'ERR_PROOFING_CERTIFICATE' },
+    });
+    expect((await lastRecord()).reason).toBe('key_usage');
+
+    // A flow belongs to the interaction (browser) that started it.
+    const c4 = await challenge(third, uid3);
+    expect(await verify(other, uid2, c4)).toMatchObject({
+      status: 400,
+      body: { error_code: 'ERR_PROOFING_FLOW' },
+    });
+  });
+
+  it('recovers an account after every passkey is lost: old passkeys, sessions and tokens stop working', async () => {
+    const lost = await enrollDemoCustomer(t);
+    const before = await tokensFor(lost);
+    expect(before.tokens.refresh_token).toBeTruthy();
+
+    const ua = createUserAgent({ fetch: t.fetch });
+    const uid = await openInteraction(ua);
+    const proved = await verify(ua, uid, await challenge(ua, uid));
+    expect(proved.status).toBe(200);
+    expect(proved.body).toMatchObject({ verified: true, purpose: 'recovery' });
+    expect(await lastRecord()).toMatchObject({ method: 'jpki', purpose: 'recovery', result: 'verified' });
+
+    // The enrollment page then asks for no code, and the passkey registration spends the proof.
+    const page = await ua.follow(new URL(String(proved.body.redirectTo), t.issuer));
+    expect(page.response.text).toContain(`name="proofing" value="${proved.body.flowId}"`);
+    expect(page.response.text).not.toContain('name="ticket"');
+    const options = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, {
+      proofing: proved.body.flowId,
+    });
+    expect(options.status).toBe(200);
+    const replacement = createEmulator();
+    const registered = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/verify`, {
+      response: replacement.register(options.json(), t.issuer),
+      passkeyName: 'new phone',
+    });
+    expect(registered.json()).toMatchObject({ registered: true, recovered: true });
+    // One passkey per proof.
+    const again = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, {
+      proofing: proved.body.flowId,
+    });
+    expect(again.json()).toMatchObject({ error_code: 'ERR_PROOFING_FLOW' });
+
+    // The lost passkey is disabled, the old grant's refresh token is gone.
+    const lostLogin = await completeLogin({
+      fetch: t.fetch,
+      authorizationUrl: (await startAuthorization(await demoRp(t))).url,
+      device: lost,
+    }).then(
+      () => 'signed in',
+      (err: Error & { body?: string }) => err.body ?? '',
+    );
+    expect(lostLogin).toContain('ERR_PASSKEY_DISABLED');
+    await expect(
+      client.refreshTokenGrant(before.rp.config, before.tokens.refresh_token!, undefined, {
+        DPoP: before.rp.dpop,
+      }),
+    ).rejects.toMatchObject({ error: 'invalid_grant' });
+
+    // Told on every channel (critical kind), to peers (RISC), and a marker for the risk engine.
+    const mail = await t.hub.db.query<{ data: { method: string } }>(
+      "SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = 'recovery'",
+      [customerId],
+    );
+    expect(mail.rows.map((r) => r.data)).toEqual([{ method: 'jpki' }]);
+    const risc = await t.hub.db.query(
+      "SELECT 1 FROM ssf_events WHERE customer_id = $1 AND event_type LIKE '%/risc/event-type/recovery-activated'",
+      [customerId],
+    );
+    expect(risc.rowCount).toBe(1);
+    const marker = await firstLoginAfterRecovery(t.hub.db, customerId);
+    expect(marker).toMatchObject({ method: 'jpki', credentialId: replacement.credentialIds[0] });
+    const audit = await t.hub.db.query<{ data: { revokedPasskeys: number; revokedGrants: number } }>(
+      "SELECT data FROM audit_events WHERE type = 'proofing.recovery.completed' AND customer_id = $1",
+      [customerId],
+    );
+    expect(audit.rows[0]!.data.revokedPasskeys).toBeGreaterThanOrEqual(1);
+    expect(audit.rows[0]!.data.revokedGrants).toBeGreaterThanOrEqual(1);
+
+    // The new passkey works; the risk engine marks the first login after recovery as seen.
+    const after = await tokensFor(replacement);
+    expect(after.tokens.claims()).toMatchObject({ acr: 'phr' });
+    expect(await markLoginAfterRecovery(t.hub.db, customerId)).toBe(1);
+    expect(await firstLoginAfterRecovery(t.hub.db, customerId)).toBeUndefined();
+
+    // The security page shows the recovery in the history.
+    const account = createUserAgent({ fetch: t.fetch });
+    await account.get(`${t.issuer}/account`);
+    const options2 = await account.postJson(`${t.issuer}/account/login/options`, {});
+    const signedIn = await account.postJson(
+      `${t.issuer}/account/login/verify`,
+      replacement.authenticate(options2.json(), t.issuer),
+    );
+    expect(signedIn.status).toBe(200);
+    const securityPage = await account.get(`${t.issuer}/account`);
+    expect(securityPage.text).toContain('Account recovered after identity confirmation');
+  });
+
+  it('unlocks a locked account by proofing (purpose unlock) without a new passkey', async () => {
+    await t.hub.db.query(
+      `INSERT INTO account_lockouts (customer_id, consecutive_failures, locked_at, locked_until)
+       VALUES ($1, 10, now(), now() + interval '1 day')
+       ON CONFLICT (customer_id) DO UPDATE SET locked_until = EXCLUDED.locked_until, consecutive_failures = 10`,
+      [customerId],
+    );
+    expect((await accountLock(t.hub.db, customerId)).locked).toBe(true);
+    const ua = createUserAgent({ fetch: t.fetch });
+    const uid = await openInteraction(ua);
+    const proved = await verify(ua, uid, await challenge(ua, uid, 'unlock'));
+    expect(proved.body).toMatchObject({ verified: true, purpose: 'unlock', unlocked: true });
+    expect((await accountLock(t.hub.db, customerId)).locked).toBe(false);
+    expect(await lastRecord()).toMatchObject({ method: 'jpki', purpose: 'unlock', result: 'verified' });
+  });
+
+  it('recovers with a fresh ticket from the operator when the customer ticks recovery', async () => {
+    const before = await t.hub.db.query<{ credential_id: string }>(
+      'SELECT credential_id FROM passkeys WHERE customer_id = $1 AND disabled_at IS NULL',
+      [customerId],
+    );
+    expect(before.rowCount).toBeGreaterThan(0);
+    const { ticket } = await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' });
+    const ua = createUserAgent({ fetch: t.fetch });
+    const uid = await openInteraction(ua);
+    expect((await ua.get(`${t.issuer}/interaction/${uid}/enroll`)).text).toContain(
+      'name="purpose" value="recovery"',
+    );
+    const options = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, {
+      customerNumber,
+      ticket,
+      purpose: 'recovery',
+    });
+    expect(options.status).toBe(200);
+    const device = createEmulator();
+    const done = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/verify`, {
+      response: device.register(options.json(), t.issuer),
+    });
+    expect(done.json()).toMatchObject({ registered: true, recovered: true });
+    const disabled = await t.hub.db.query<{ credential_id: string; disabled_reason: string }>(
+      'SELECT credential_id, disabled_reason FROM passkeys WHERE customer_id = $1 AND credential_id = ANY($2::text[])',
+      [customerId, before.rows.map((r) => r.credential_id)],
+    );
+    expect(disabled.rows.map((r) => r.disabled_reason)).toEqual(before.rows.map(() => 'recovery'));
+    expect(await lastRecord()).toMatchObject({ method: 'ticket', purpose: 'recovery', result: 'verified' });
+    expect(await firstLoginAfterRecovery(t.hub.db, customerId)).toMatchObject({ method: 'ticket' });
+  });
+
+  it('records enrollment with a ticket as a ticket proofing record', async () => {
+    const records = await t.hub.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM proofing_records WHERE method = 'ticket' AND result = 'verified' AND customer_id = $1",
+      [customerId],
+    );
+    expect(records.rows[0]!.n).toBeGreaterThanOrEqual(1);
+  });
+});
