@@ -17,6 +17,7 @@ import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
+import { startBackchannelLogouts } from './oidc/backchannelLogout.ts';
 import { createProvider } from './oidc/provider.ts';
 import { deleteExpiredProofingFlows } from './proofing/index.ts';
 import { createSignals, type Signals } from './signals/index.ts';
@@ -93,6 +94,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
     }
     server.keepAliveTimeout = 65_000;
     const sweeper = startSweeper(db, logger);
+    const logouts = startBackchannelLogouts({ provider, db, logger });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, () => resolve());
@@ -116,6 +118,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       caPath,
       async close() {
         clearInterval(sweeper);
+        logouts.stop();
         await signals.stop();
         await notifier.stop();
         await new Promise<void>((resolve) => {

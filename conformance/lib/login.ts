@@ -109,6 +109,7 @@ export async function completeLogin(o: LoginOptions): Promise<URL> {
     return { uid, page: response };
   };
 
+  const consent = (uid: string, page: string) => answerConsent(o, ua, origin, proceed, uid, page);
   let at = await proceed(start, 'authorize');
   if ('callback' in at) return at.callback;
   const loginUid = at.uid;
@@ -121,6 +122,10 @@ export async function completeLogin(o: LoginOptions): Promise<URL> {
     if (!('callback' in end)) throw new LoginError('cancel', end.page, 'expected the callback');
     return end.callback;
   }
+
+  // A browser with a session at the hub skips the sign-in and lands on the consent page.
+  const signedIn = !at.page.text.includes('id="passkey-login"') && !o.enroll;
+  if (signedIn) return consent(at.uid, at.page.text);
 
   if (o.enroll) {
     const creation = await expectJson<Parameters<PasskeyEmulator['register']>[0]>(
@@ -151,13 +156,23 @@ export async function completeLogin(o: LoginOptions): Promise<URL> {
 
   at = await proceed(new URL(verified.redirectTo, origin), 'passkey');
   if ('callback' in at) return at.callback;
+  return consent(at.uid, at.page.text);
+}
 
-  // Consent page.
-  const offered = offeredAccounts(at.page.text);
+/** Answers the consent page as `o.decision` says and returns where the hub finally redirects. */
+async function answerConsent(
+  o: LoginOptions,
+  ua: UserAgent,
+  origin: string,
+  proceed: (url: URL, step: LoginStep) => Promise<{ callback: URL } | { uid: string; page: UaResponse }>,
+  uid: string,
+  page: string,
+): Promise<URL> {
+  const offered = offeredAccounts(page);
   const form = new URLSearchParams({ decision: o.decision === 'deny' ? 'deny' : 'approve' });
   if (o.decision !== 'deny')
     for (const id of o.accounts ? o.accounts(offered) : offered) form.append('account', id);
-  const res = await ua.postForm(`${origin}/interaction/${at.uid}/consent`, form);
+  const res = await ua.postForm(`${origin}/interaction/${uid}/consent`, form);
   if (!res.location) throw new LoginError('consent', res, 'expected a redirect');
   const end = await proceed(res.location, 'consent');
   if (!('callback' in end)) throw new LoginError('callback', end.page, 'expected the callback after consent');

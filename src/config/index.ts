@@ -189,6 +189,12 @@ const schema = z
         grantTtl: seconds.default(90 * 24 * 3600),
         /** Accepted clock skew for client assertions and DPoP proofs. */
         clockToleranceSeconds: z.number().int().min(0).max(60).default(10),
+        /**
+         * Let the provider's outgoing requests (back-channel logout tokens, jwks_uri) reach loopback and
+         * private addresses. Off by default: oidc-provider refuses them (SSRF protection); tests and
+         * one-machine demos whose relying parties run on loopback turn it on.
+         */
+        allowPrivateNetworkFetch: z.boolean().default(false),
       })
       .prefault({}),
     enrollment: z

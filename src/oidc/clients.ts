@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { recordAudit } from '../audit/index.ts';
 import { revokeConsentsOfClient } from '../consent/index.ts';
 import type { Queryable } from '../db/index.ts';
+import { OPERATION_DETAIL_TYPES } from '../linking/approvals/operationDetails.ts';
 import { FAPI_ALGS } from './provider.ts';
 
 export class ClientPolicyError extends Error {
@@ -45,6 +46,15 @@ const metadataSchema = z
       )
       .optional(),
     jwks_uri: httpsUrl.optional(),
+    // Back-channel logout (issue 6): https, or plain http to a loopback address for development only.
+    backchannel_logout_uri: z
+      .url({ protocol: /^https?$/ })
+      .refine(
+        (u) => u.startsWith('https:') || /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//.test(u),
+        'must be https (http only to a loopback address)',
+      )
+      .optional(),
+    backchannel_logout_session_required: z.boolean().optional(),
   })
   .passthrough()
   .refine((m) => !!m.jwks !== !!m.jwks_uri, {
@@ -67,7 +77,13 @@ export function validateClientMetadata(input: unknown): ClientMetadata {
     );
   const m = parsed.data;
   const auth = m.grant_types.includes('authorization_code');
+  // A brokerage's relying party (it names its institution): a customer identifier of its own unless
+  // registered otherwise, and it may ask for withdrawal approvals unless it lists other types.
+  const brokerage = auth && typeof (m as Record<string, unknown>).institution_id === 'string';
   return {
+    ...(brokerage
+      ? { subject_type: 'pairwise', authorization_details_types: [...OPERATION_DETAIL_TYPES] }
+      : {}),
     ...m,
     response_types: auth ? ['code'] : [],
     // PAR for every authorization request (FAPI 2.0 §5.3.1.2).

@@ -113,6 +113,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       introspection: { enabled: false },
       revocation: { enabled: true },
       rpInitiatedLogout: { enabled: true },
+      // Brokerages learn when their customer's hub session ends, however it ends (src/oidc/backchannelLogout.ts).
+      backchannelLogout: { enabled: true },
       userinfo: { enabled: true },
       claimsParameter: { enabled: false },
       // RFC 9396: operation approvals (withdrawal, withdrawal-account change; src/linking/approvals).
@@ -187,6 +189,17 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       renderErrorPage(ctx as unknown as KoaContextWithOIDC, out as unknown as Record<string, string>);
     },
     discovery: { service_documentation: `${config.issuer}/docs` },
+    ...(config.oidc.allowPrivateNetworkFetch
+      ? {
+          // Without oidc-provider's SSRF-protecting dispatcher: loopback receivers are reachable.
+          fetch: (url: string | URL | Request, options?: RequestInit) => {
+            const { dispatcher: _protected, ...rest } = (options ?? {}) as RequestInit & {
+              dispatcher?: unknown;
+            };
+            return fetch(url, rest);
+          },
+        }
+      : {}),
   };
 
   const provider = new Provider(config.issuer, configuration);
