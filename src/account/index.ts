@@ -24,6 +24,16 @@ import { listActiveConsents, markConsentRevoked } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import {
+  activeWithdrawalAccount,
+  changeLimit,
+  customerLimits,
+  LIMIT_NAMES,
+  type LimitName,
+  LinkingError,
+  loadPolicy,
+  maskAccountNumber,
+} from '../linking/index.ts';
+import {
   addEmailChannel,
   getNotificationSettings,
   isCriticalKind,
@@ -68,6 +78,7 @@ export function accountRoutes({
   throttle = DEFAULT_THROTTLE_POLICY,
 }: AccountRoutesOptions): Router {
   const router = new Router({ prefix: '/account' });
+  const policy = loadPolicy(config.linking.policyFile);
   const signIn: SignInDeps = { db, authn, throttle };
   const sessionCookie = provider.cookieName('session');
 
@@ -125,14 +136,18 @@ export function accountRoutes({
           ? err.status
           : err instanceof AuthnError || err instanceof NotifyError
             ? 400
-            : 0;
+            : err instanceof LinkingError
+              ? err.code === 'ERR_LIMIT_NEEDS_FRESH_PASSKEY'
+                ? 403
+                : 400
+              : 0;
       if (!status) throw err;
       ctx.status = status;
       ctx.type = 'html';
       ctx.body = errorPage({
         lang: languageOf(ctx),
         error:
-          err instanceof AuthnError || err instanceof NotifyError
+          err instanceof AuthnError || err instanceof NotifyError || err instanceof LinkingError
             ? err.code
             : err instanceof HttpError
               ? (err.code ?? err.error)
@@ -157,6 +172,8 @@ export function accountRoutes({
       'SELECT name_kanji FROM customers WHERE id = $1',
       [session.accountId],
     );
+    const limits = await customerLimits(db, session.accountId, config.linking.defaultLimits);
+    const withdrawalAccount = await activeWithdrawalAccount(db, session.accountId);
     const [consents, notifications, passkeys, sessions, history] = await Promise.all([
       listActiveConsents(db, session.accountId),
       getNotificationSettings(db, session.accountId),
@@ -166,6 +183,15 @@ export function accountRoutes({
     ]);
     ctx.body = securityPage({
       lang,
+      limits: {
+        current: limits.current,
+        pending: limits.pending,
+        withdrawalAccount: withdrawalAccount && {
+          bankName: withdrawalAccount.bankName,
+          accountMasked: maskAccountNumber(withdrawalAccount.accountNumber),
+          holdUntil: withdrawalAccount.holdUntil,
+        },
+      },
       customerName: customer.rows[0]?.name_kanji ?? '',
       csrf: csrfFor(session),
       notice,
@@ -435,6 +461,34 @@ export function accountRoutes({
       });
       ctx.cookies.set(sessionCookie, null, { signed: true, overwrite: true });
       return undefined;
+    }),
+  );
+
+  /**
+   * Daily limits (issue 6): lowering applies at once; raising is decided by the withdrawal-strength
+   * policy (a passkey sign-in within 5 minutes) and waits for its cool-off. Both are notified.
+   */
+  router.post('/limits', (ctx) =>
+    form(ctx, async (session, body) => {
+      const limit = body.get('limit');
+      const amount = body.get('amount') ?? '';
+      if (!LIMIT_NAMES.includes(limit as LimitName) || !/^\d{1,10}$/.test(amount))
+        throw new LinkingError('ERR_LIMIT_INVALID');
+      const customer = await db.query<{ status: string }>('SELECT status FROM customers WHERE id = $1', [
+        session.accountId,
+      ]);
+      const result = await changeLimit(db, policy, config.linking.defaultLimits, {
+        customerId: session.accountId,
+        limit: limit as LimitName,
+        amount: Number(amount),
+        acr: session.acr,
+        authTime: session.loginTs,
+        frozen: customer.rows[0]?.status === 'frozen',
+        actor: `customer:${session.accountId}`,
+        ip: ctx.ip,
+      });
+      const t = messages(languageOf(ctx)).account;
+      return result.status === 'pending' ? t.limitPending : t.limitLowered;
     }),
   );
 

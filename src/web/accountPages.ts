@@ -4,11 +4,12 @@ import type { ConsentView } from '../consent/index.ts';
 import type { NotificationSettings } from '../notify/index.ts';
 import { html } from './html.ts';
 import { type Lang, messages } from './i18n.ts';
+import { type LimitsView, limitsSection } from './limitsSection.ts';
 import { layout } from './pages.ts';
 
 const PASSKEY_SCRIPTS = ['/assets/simplewebauthn-browser.js', '/assets/passkey.js'];
 
-function when(d: Date | null, lang: Lang): string {
+export function when(d: Date | null, lang: Lang): string {
   if (!d) return '';
   return new Intl.DateTimeFormat(lang === 'ja' ? 'ja-JP' : 'en-GB', {
     dateStyle: 'medium',
@@ -56,6 +57,8 @@ export interface SecurityPageInput {
   sessions: AccountSession[];
   history: HistoryEntry[];
   notice?: string | undefined;
+  /** Limits and the withdrawal account (src/linking). */
+  limits?: LimitsView | undefined;
 }
 
 export function securityPage(p: SecurityPageInput): string {
@@ -115,6 +118,7 @@ ${p.notifications.channels.map(
     )}</ul>
 <button type="submit" class="secondary">${a.save}</button>
 </form>
+${p.limits ? limitsSection({ lang: p.lang, csrf, view: p.limits }) : ''}
 <h2>${a.sessions}</h2>
 <table id="sessions"><thead><tr><th>${a.signedInAt}</th><th>${a.method}</th><th></th></tr></thead><tbody>
 ${p.sessions.map(

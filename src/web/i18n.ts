@@ -100,6 +100,8 @@ const MESSAGES = {
       addContact: '通知先を追加',
       contactNeedsRecent:
         '通知先の変更には、直前（5分以内）のパスキーでのログインが必要です。もう一度ログインしてください。',
+      limitLowered: '限度額を変更しました。',
+      limitPending: '限度額の引き上げを受け付けました。一定時間後に有効になります。',
       language: '通知の言語',
       save: '保存',
       always: '（常に通知）',
@@ -255,6 +257,8 @@ const MESSAGES = {
       addContact: 'Add an address',
       contactNeedsRecent:
         'Changing where we notify you needs a passkey sign-in within the last 5 minutes. Please sign in again.',
+      limitLowered: 'Your limit was changed.',
+      limitPending: 'Your limit will be raised after the waiting period.',
       language: 'Language of notifications',
       save: 'Save',
       always: '(always)',
