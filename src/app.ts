@@ -12,6 +12,7 @@ import type { AuthnContext } from './authn/index.ts';
 import type { Config } from './config/index.ts';
 import type { Db } from './db/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
+import { linkingRoutes } from './linking/index.ts';
 import type { Logger } from './log.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import type { Signals } from './signals/index.ts';
@@ -73,6 +74,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
     misc,
     interactionRoutes({ provider, db, config, authn }),
     accountRoutes({ provider, db, config, authn }),
+    linkingRoutes({ provider, db, config, authn }),
     apiRoutes({
       provider,
       db,

@@ -3,7 +3,31 @@
  * (config/withdrawal-policy.json) evaluated by one engine for withdrawals, withdrawal-account
  * changes, sweep links, sweep pulls and limit changes; every decision explained and audited.
  */
+
+export {
+  type BankLink,
+  finishBankLink,
+  type InstitutionEvent,
+  type LinkingDeps,
+  type LinkOutcome,
+  type LinkStatus,
+  listBankLinks,
+  listInstitutionEvents,
+  listInstitutionLinks,
+  NO_CREDENTIAL_CHANGE_DAYS,
+  type RecordSweepInput,
+  type RefusalReason,
+  recordSweep,
+  type SweepPullInput,
+  setBankLinkSuspended,
+  startBankLink,
+  sweepPullFacts,
+  unlinkBankLink,
+} from './bankLinks.ts';
+export { type BankStrength, bankStrength } from './bankStrength.ts';
 export { type DecisionContext, decide } from './decide.ts';
+export { LinkError, type LinkErrorCode } from './errors.ts';
+export { namesMatch, normalizeName, type RegisteredName } from './nameMatch.ts';
 export { describeCondition, describePolicy } from './policy/describePolicy.ts';
 export { evaluatePolicy, type MatchedRule, type PolicyDecision } from './policy/evaluatePolicy.ts';
 export { DEFAULT_POLICY_FILE, loadPolicy } from './policy/loadPolicy.ts';
@@ -25,3 +49,4 @@ export {
   PolicyError,
   parsePolicy,
 } from './policy/parsePolicy.ts';
+export { type LinkingRoutesOptions, linkingRoutes } from './routes.ts';

@@ -290,6 +290,41 @@ const ja: LanguagePack = {
       ],
       advice: JA_CONTACT_US,
     }),
+    bank_link: (d, f) => ({
+      title: {
+        linked: '銀行口座連携のお知らせ',
+        unlinked: '銀行口座連携の解除のお知らせ',
+        suspended: '銀行口座連携の停止のお知らせ',
+        resumed: '銀行口座連携の再開のお知らせ',
+        refused: '銀行口座連携をお受けできませんでした',
+      }[d.event],
+      lead: {
+        linked: 'お客様の証券口座に、入金（スイープ）用の銀行口座が連携されました。',
+        unlinked: '入金（スイープ）用の銀行口座の連携を解除しました。以後この口座からの入金は行われません。',
+        suspended: '金融機関の判断により、入金（スイープ）用の銀行口座の連携を一時停止しました。',
+        resumed: '停止していた入金（スイープ）用の銀行口座の連携を再開しました。',
+        refused: '銀行口座の連携のお申し込みがありましたが、連携しませんでした。',
+      }[d.event],
+      details: [
+        ['銀行', f.v(d.bankName)],
+        ['口座', f.v(d.accountMasked)],
+        ['1日の入金上限', f.yen(d.capAmount)],
+        [
+          '理由',
+          d.reason &&
+            {
+              bank_strength: '銀行側の資金移動の認証が、フィッシングに耐性のある方法ではないため',
+              name_mismatch: '銀行口座の名義がお客様のご登録のお名前と一致しないため',
+              frozen: 'お客様の口座が凍結されているため',
+              bank_error: '銀行での認証が完了しなかったため',
+              policy: '当社の基準を満たさないため',
+            }[d.reason],
+        ],
+      ],
+      advice: d.reducedCap
+        ? `この銀行の振込認証はワンタイムパスワード等のため、フィッシングの恐れがあります。そのため1日の入金上限を引き下げています。${JA_CONTACT_US}`
+        : JA_CONTACT_US,
+    }),
   },
 };
 
@@ -481,6 +516,43 @@ const en: LanguagePack = {
         ],
       ],
       advice: EN_CONTACT_US,
+    }),
+    bank_link: (d, f) => ({
+      title: {
+        linked: 'A bank account was linked',
+        unlinked: 'A bank account link was removed',
+        suspended: 'A bank account link was suspended',
+        resumed: 'A bank account link was resumed',
+        refused: 'A bank account could not be linked',
+      }[d.event],
+      lead: {
+        linked: 'A bank account was linked to your brokerage account for automatic transfers (sweeps).',
+        unlinked:
+          'The bank account link for automatic transfers (sweeps) was removed. Nothing more is transferred from it.',
+        suspended:
+          'A financial institution suspended the bank account link for automatic transfers (sweeps).',
+        resumed: 'The suspended bank account link for automatic transfers (sweeps) was resumed.',
+        refused: 'Someone asked to link a bank account to your brokerage account; we did not link it.',
+      }[d.event],
+      details: [
+        ['Bank', f.v(d.bankName)],
+        ['Account', f.v(d.accountMasked)],
+        ['Daily transfer limit', f.yen(d.capAmount)],
+        [
+          'Reason',
+          d.reason &&
+            {
+              bank_strength: 'the bank does not authenticate transfers with a phishing-resistant method',
+              name_mismatch: 'the account holder name differs from your registered name',
+              frozen: 'your account is frozen',
+              bank_error: 'the sign-in at the bank was not completed',
+              policy: 'the link does not meet our rules',
+            }[d.reason],
+        ],
+      ],
+      advice: d.reducedCap
+        ? `Your bank authenticates transfers with one-time codes, which can be phished, so the daily limit is reduced. ${EN_CONTACT_US}`
+        : EN_CONTACT_US,
     }),
   },
 };

@@ -13,6 +13,7 @@ export {
   consentPage,
   enrollPage,
   errorPage,
+  layout,
   loginPage,
   noticesPage,
 } from './pages.ts';
