@@ -654,52 +654,118 @@ export async function setBankLinkSuspended(
       throw new LinkError('ERR_LINK_STATUS', 'the link is already suspended');
     if (!input.suspend && row.status === 'active')
       throw new LinkError('ERR_LINK_STATUS', 'the link is not suspended');
-    if (!input.suspend && row.suspended_by !== by)
+    // A peer's risk signal is lifted by either institution of the link; an institution's stop only by itself.
+    if (!input.suspend && row.suspended_by !== by && !row.suspended_by?.startsWith('peer:'))
       throw new LinkError(
         'ERR_LINK_SUSPENDED_BY_OTHER',
         'only the institution that suspended the link can resume it',
       );
-    const updated = input.suspend
-      ? await tx.query<LinkRow>(
-          `UPDATE bank_links SET status = 'suspended', suspended_at = now(), suspended_by = $2, updated_at = now()
-           WHERE id = $1 RETURNING ${LINK_COLUMNS}`,
-          [row.id, by],
-        )
-      : await tx.query<LinkRow>(
-          `UPDATE bank_links SET status = 'active', suspended_at = NULL, suspended_by = NULL, updated_at = now()
-           WHERE id = $1 RETURNING ${LINK_COLUMNS}`,
-          [row.id],
-        );
-    const event = input.suspend ? 'suspended' : 'resumed';
-    await notifyLink(
-      tx,
-      row.customer_id,
-      bankOf(config, row.bank_id),
-      row.bank_name,
-      { event, ...(row.bank_account_masked ? { accountMasked: row.bank_account_masked } : {}) },
-      `bank-link:${row.id}:${event}:${randomBytes(6).toString('hex')}`,
-    );
-    const reason = input.reason?.slice(0, 200);
-    await tellInstitutions(tx, `link.${event}`, {
-      linkId: row.id,
-      customerId: row.customer_id,
-      accountId: row.account_id,
-      brokerageInstitutionId: row.brokerage_institution_id,
-      bankInstitutionId: row.bank_institution_id,
-      bankSubject: row.bank_subject,
-      data: { bankId: row.bank_id, by: input.institutionId, ...(reason ? { reason } : {}) },
+    return changeSuspension(tx, config, row, {
+      suspend: input.suspend,
+      by,
+      reason: input.reason,
+      audit: { actor: `client:${input.clientId}`, clientId: input.clientId, ...input.meta },
     });
-    await recordAudit(tx, {
-      type: `linking.link.${event}`,
-      outcome: 'success',
-      actor: `client:${input.clientId}`,
-      clientId: input.clientId,
-      customerId: row.customer_id,
-      ...input.meta,
-      data: { linkId: row.id, institutionId: input.institutionId, ...(reason ? { reason } : {}) },
-    });
-    return toLink(updated.rows[0]!);
   });
+}
+
+/** Suspends or resumes one locked link: the row, the customer's notice, both feeds, the audit log. */
+async function changeSuspension(
+  tx: Queryable,
+  config: Config,
+  row: LinkRow,
+  o: {
+    suspend: boolean;
+    /** `institution:<id>` or `peer:<id>`. */
+    by: string;
+    reason?: string | undefined;
+    audit: { actor: string; clientId?: string | undefined } & RequestMeta;
+  },
+): Promise<BankLink> {
+  const updated = o.suspend
+    ? await tx.query<LinkRow>(
+        `UPDATE bank_links SET status = 'suspended', suspended_at = now(), suspended_by = $2, updated_at = now()
+         WHERE id = $1 RETURNING ${LINK_COLUMNS}`,
+        [row.id, o.by],
+      )
+    : await tx.query<LinkRow>(
+        `UPDATE bank_links SET status = 'active', suspended_at = NULL, suspended_by = NULL, updated_at = now()
+         WHERE id = $1 RETURNING ${LINK_COLUMNS}`,
+        [row.id],
+      );
+  const event = o.suspend ? 'suspended' : 'resumed';
+  await notifyLink(
+    tx,
+    row.customer_id,
+    bankOf(config, row.bank_id),
+    row.bank_name,
+    { event, ...(row.bank_account_masked ? { accountMasked: row.bank_account_masked } : {}) },
+    `bank-link:${row.id}:${event}:${randomBytes(6).toString('hex')}`,
+  );
+  const reason = o.reason?.slice(0, 200);
+  const by = o.by.replace(/^institution:/, '');
+  await tellInstitutions(tx, `link.${event}`, {
+    linkId: row.id,
+    customerId: row.customer_id,
+    accountId: row.account_id,
+    brokerageInstitutionId: row.brokerage_institution_id,
+    bankInstitutionId: row.bank_institution_id,
+    bankSubject: row.bank_subject,
+    data: { bankId: row.bank_id, by, ...(reason ? { reason } : {}) },
+  });
+  await recordAudit(tx, {
+    type: `linking.link.${event}`,
+    outcome: 'success',
+    ...o.audit,
+    customerId: row.customer_id,
+    data: { linkId: row.id, by: o.by, ...(reason ? { reason } : {}) },
+  });
+  return toLink(updated.rows[0]!);
+}
+
+/**
+ * The receiver side of Shared Signals asks for sweeps to stop (action `suspend_sweeps` in
+ * ssf_action_outbox, e.g. a peer reported the account hijacked): every active link of the customer
+ * is suspended by `peer:<id>`. Claims at most `limit` pending rows (SKIP LOCKED, any node); returns
+ * how many links were suspended.
+ */
+export async function applySweepSuspensions(db: Db, config: Config, limit = 100): Promise<number> {
+  return db.transaction(async (tx) => {
+    const claimed = await tx.query<{ customer_id: string; peer_id: string; event_type: string }>(
+      `UPDATE ssf_action_outbox SET processed_at = now()
+       WHERE id IN (SELECT id FROM ssf_action_outbox WHERE action = 'suspend_sweeps' AND processed_at IS NULL
+                    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+       RETURNING customer_id, peer_id, event_type`,
+      [limit],
+    );
+    let suspended = 0;
+    for (const action of claimed.rows) {
+      const links = await tx.query<LinkRow>(
+        `SELECT ${LINK_COLUMNS} FROM bank_links WHERE customer_id = $1 AND status = 'active' ORDER BY id FOR UPDATE`,
+        [action.customer_id],
+      );
+      for (const row of links.rows) {
+        await changeSuspension(tx, config, row, {
+          suspend: true,
+          by: `peer:${action.peer_id}`,
+          reason: `shared signal ${action.event_type.split('/').at(-1)}`,
+          audit: { actor: `peer:${action.peer_id}` },
+        });
+        suspended++;
+      }
+    }
+    return suspended;
+  });
+}
+
+/** Deletes link attempts that expired more than a day ago (their outcome is in the audit log). */
+export async function deleteExpiredLinkAttempts(db: Queryable, limit = 1000): Promise<number> {
+  const r = await db.query(
+    `DELETE FROM bank_link_attempts WHERE id IN (
+       SELECT id FROM bank_link_attempts WHERE expires_at < now() - interval '1 day' ORDER BY expires_at LIMIT $1)`,
+    [limit],
+  );
+  return r.rowCount;
 }
 
 /** The links an institution may see (its accounts' or its bank's), optionally of one customer number. */
@@ -794,14 +860,22 @@ export interface SweepPullInput {
 
 /**
  * The facts `sweep_pull` is decided on, for the decision endpoint: today's use (Japanese day) plus
- * this amount against the link's cap, whether the link is active (a suspended or removed link is
- * `linkSuspended`), days since the last credential or contact change (passkeys, contacts and their
+ * this amount against the link's cap, whether the link is active (a suspended or removed link, or a
+ * peer's pending suspend_sweeps signal for the customer, is `linkSuspended`), days since the last credential or contact change (passkeys, contacts and their
  * audit events), and whether the customer is frozen. ERR_LINK_NOT_FOUND when the link is not the
  * customer's.
  */
 export async function sweepPullFacts(db: Queryable, input: SweepPullInput): Promise<FactsOf<'sweep_pull'>> {
-  const link = await db.query<{ cap_amount: string; status: LinkStatus; customer_status: string }>(
-    `SELECT l.cap_amount::text AS cap_amount, l.status, c.status AS customer_status
+  // A peer's suspend_sweeps signal not yet applied (applySweepSuspensions) already counts.
+  const link = await db.query<{
+    cap_amount: string;
+    status: LinkStatus;
+    customer_status: string;
+    signalled: boolean;
+  }>(
+    `SELECT l.cap_amount::text AS cap_amount, l.status, c.status AS customer_status,
+            EXISTS (SELECT 1 FROM ssf_action_outbox a WHERE a.customer_id = l.customer_id
+                    AND a.action = 'suspend_sweeps' AND a.processed_at IS NULL) AS signalled
      FROM bank_links l JOIN customers c ON c.id = l.customer_id WHERE l.id = $1 AND l.customer_id = $2`,
     [input.linkId, input.customerId],
   );
@@ -825,7 +899,7 @@ export async function sweepPullFacts(db: Queryable, input: SweepPullInput): Prom
     overDailyCap: (await usedToday(db, input.linkId)) + input.amount > Number(row.cap_amount),
     bankApprovalBound: input.bankApprovalBound,
     daysSinceCredentialChange: days,
-    linkSuspended: row.status !== 'active',
+    linkSuspended: row.status !== 'active' || row.signalled,
     frozen: row.customer_status === 'frozen',
   };
 }

@@ -5,7 +5,9 @@
  */
 
 export {
+  applySweepSuspensions,
   type BankLink,
+  deleteExpiredLinkAttempts,
   finishBankLink,
   type InstitutionEvent,
   type LinkingDeps,

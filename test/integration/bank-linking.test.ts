@@ -13,7 +13,13 @@ import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent
 import { institutionResource } from '../../src/api/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { encryptAtRest, jwkThumbprint } from '../../src/keys/index.ts';
-import { LinkError, listBankLinks, recordSweep, sweepPullFacts } from '../../src/linking/index.ts';
+import {
+  applySweepSuspensions,
+  LinkError,
+  listBankLinks,
+  recordSweep,
+  sweepPullFacts,
+} from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
@@ -86,6 +92,13 @@ beforeAll(async () => {
           clientId: 'kakehashi',
           auth: { method: 'client_secret', secret: SECRET },
           caFile: passwordBank.caPath,
+        },
+        // Nothing listens there.
+        {
+          id: 'down-bank',
+          name: { ja: '停止中銀行', en: 'Down Bank' },
+          issuer: 'https://localhost:1',
+          clientId: 'x',
         },
       ],
     },
@@ -382,6 +395,8 @@ describe('the callback', () => {
 
   it('refuses a start for an account that is not the customer’s or an unknown bank', async () => {
     const { ua, csrf } = await signedIn();
+    // The security page leads here.
+    expect((await ua.get(`${t.issuer}/account`)).text).toContain('href="/account/links" id="bank-links"');
     const wrongAccount = await ua.postForm(`${t.issuer}/account/links/start`, {
       csrf,
       bankId: 'a-bank',
@@ -391,6 +406,13 @@ describe('the callback', () => {
     expect(wrongAccount.text).toContain('ERR_LINK_ACCOUNT');
     const wrongBank = await ua.postForm(`${t.issuer}/account/links/start`, { csrf, bankId: 'x', accountId });
     expect(wrongBank.text).toContain('ERR_LINK_BANK');
+    const down = await ua.postForm(`${t.issuer}/account/links/start`, {
+      csrf,
+      bankId: 'down-bank',
+      accountId,
+    });
+    expect(down.status).toBe(503);
+    expect(down.text).toContain('ERR_LINK_BANK_UNAVAILABLE');
     const forged = await ua.postForm(`${t.issuer}/account/links/start`, {
       csrf: 'x',
       bankId: 'a-bank',
@@ -552,6 +574,27 @@ describe('unlinking, sweeps and the institution API', () => {
     expect(types).toContain('linking.link.suspended');
     expect(types).toContain('linking.link.resumed');
     expect(types).toContain('api.links.suspend.refused');
+  });
+
+  it('stops sweeps at once on a peer’s suspend_sweeps signal, then suspends the links', async () => {
+    await t.hub.db.query(
+      `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type)
+       VALUES ('suspend_sweeps', $1, 'peer-x', 'jti-1', 'https://schemas.openid.net/secevent/risc/event-type/account-disabled')`,
+      [customerId],
+    );
+    const facts = () => sweepPullFacts(t.hub.db, { customerId, linkId, amount: 1, bankApprovalBound: false });
+    expect((await facts()).linkSuspended).toBe(true);
+    expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toBe(1);
+    expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toBe(0);
+    expect((await liveLinks())[0]).toMatchObject({ status: 'suspended', suspendedBy: 'peer:peer-x' });
+    expect((await facts()).linkSuspended).toBe(true);
+    // A peer's stop is lifted by an institution of the link (here the brokerage), not by a stranger.
+    expect((await callers.other!.call('POST', `/api/institution/v1/links/${linkId}/resume`)).status).toBe(
+      404,
+    );
+    const resumed = await callers.brokerage!.call('POST', `/api/institution/v1/links/${linkId}/resume`);
+    expect([resumed.status, resumed.body.data.status]).toEqual([200, 'active']);
+    expect((await facts()).linkSuspended).toBe(false);
   });
 
   it('feeds both institutions their events and lists links by customer number', async () => {
