@@ -253,6 +253,11 @@ const schema = z
         defaultSweepCap: z.number().int().min(0).max(1e12).default(1_000_000),
         /** How long a customer has to finish signing in at the bank. */
         attemptTtl: seconds.max(3600).default(600),
+        /**
+         * A hub sign-in older than this when a link starts counts as no sign-in (acr `none`): the
+         * policy then asks for a fresh passkey (its step-up window is 300 s too).
+         */
+        signInMaxAgeSeconds: seconds.max(86_400).default(300),
         /** The banks whose OpenID providers the hub signs customers in at to link accounts. */
         banks: z.array(bankSchema).default([]),
       })

@@ -206,6 +206,8 @@ export interface StartLinkInput {
   sessionUid: string;
   /** acr of the hub session (phr, phrh, otp, …). */
   sessionAcr: string | undefined;
+  /** When the customer signed in at the hub (epoch seconds). */
+  sessionLoginTs: number | undefined;
   bankId: string;
   accountId: string;
   meta?: RequestMeta;
@@ -227,9 +229,14 @@ export async function startBankLink(deps: LinkingDeps, input: StartLinkInput): P
     codeVerifier: client.randomPKCECodeVerifier(),
   };
   const id = `lka_${randomBytes(12).toString('hex')}`;
-  const acr = (ACR_FACT_VALUES as readonly string[]).includes(input.sessionAcr ?? '')
-    ? input.sessionAcr!
-    : 'none';
+  // A stale sign-in proves nothing about who is at the keyboard now: it counts as none.
+  const fresh =
+    input.sessionLoginTs !== undefined &&
+    Date.now() / 1000 - input.sessionLoginTs <= deps.config.linking.signInMaxAgeSeconds;
+  const acr =
+    fresh && (ACR_FACT_VALUES as readonly string[]).includes(input.sessionAcr ?? '')
+      ? input.sessionAcr!
+      : 'none';
   let url: URL;
   try {
     url = await deps.federation.authorizationUrl(bank.id, checks);
@@ -464,7 +471,8 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
   const reducedCap = decision.obligations.capAmount !== undefined;
   const holderName =
     assertion.names.find((n) => namesMatch({ kanji: c.name_kanji, kana: c.name_kana }, [n])) ??
-    assertion.names[0]!;
+    assertion.names[0] ??
+    '';
   const linkId = `lnk_${randomUUID().replaceAll('-', '')}`;
   const link = await db.transaction(async (tx) => {
     const inserted = await tx.query<LinkRow>(

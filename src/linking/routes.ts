@@ -157,6 +157,7 @@ export function linkingRoutes({ provider, db, config, authn }: LinkingRoutesOpti
         customerId: form.session.accountId,
         sessionUid: form.session.uid,
         sessionAcr: form.session.acr,
+        sessionLoginTs: form.session.loginTs,
         bankId: form.body.get('bankId') ?? '',
         accountId: form.body.get('accountId') ?? '',
         meta: requestMeta(ctx),

@@ -323,6 +323,18 @@ describe('create_sweep_link, every policy row', () => {
     expect((await ua.get(`${t.issuer}/account`)).text).toContain('id="passkey-login"');
   });
 
+  it('asks for a passkey sign-in again when the hub sign-in is older than five minutes', async () => {
+    const session = await signedIn();
+    await t.hub.db.query(
+      `UPDATE oidc_payloads SET payload = jsonb_set(payload, '{loginTs}', to_jsonb((payload ->> 'loginTs')::bigint - 301))
+       WHERE model = 'Session' AND payload ->> 'accountId' = $1`,
+      [customerId],
+    );
+    const { result } = await linkAt('a-bank', session);
+    expect(result).toBe('step_up');
+    expect((await decisions()).at(-1)!.data).toMatchObject({ decidedBy: ['link.brokerage-not-phr'] });
+  });
+
   it('refuses (and tells) when the customer cancels at the bank', async () => {
     passkeyBank.decision = 'deny';
     try {
