@@ -72,7 +72,6 @@ export interface LinksPageInput {
   banks: readonly BankConfig[];
   accounts: Array<{ id: string; nickname: string; masked: string }>;
   links: BankLink[];
-  notice?: string | undefined;
 }
 
 export function linksPage(p: LinksPageInput): string {
@@ -81,8 +80,7 @@ export function linksPage(p: LinksPageInput): string {
   return layout(
     p.lang,
     t.title,
-    html`${p.notice ? html`<p class="notice" id="notice" role="status">${p.notice}</p>` : ''}
-<p>${t.lead}</p>
+    html`<p>${t.lead}</p>
 <section id="links">
 ${
   live.length

@@ -144,7 +144,6 @@ export function linkingRoutes({ provider, db, config, authn }: LinkingRoutesOpti
         masked: mask(a.account_number),
       })),
       links: await listBankLinks(db, session.accountId),
-      notice: typeof ctx.query.notice === 'string' ? ctx.query.notice.slice(0, 200) : undefined,
     });
   });
 

@@ -23,6 +23,7 @@ import {
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
+import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
 import { startUpstreamOp, type UpstreamOp } from '../support/upstreamOp.ts';
 
@@ -502,12 +503,20 @@ describe('unlinking, sweeps and the institution API', () => {
             throw err;
           });
         const text = await res.text();
-        return { status: res.status, body: text ? JSON.parse(text) : undefined };
+        const parsed = text ? JSON.parse(text) : undefined;
+        // Every answer is what the OpenAPI document says it is.
+        oas.check(method, `${t.issuer}${path}`, res.status, parsed);
+        return { status: res.status, body: parsed };
       },
     };
   }
 
+  let oas: OpenApiValidator;
+
   beforeAll(async () => {
+    oas = openApiValidator(
+      (await (await t.fetch(`${t.issuer}/api/openapi.json`)).json()) as Record<string, unknown>,
+    );
     await removeAll();
     expect((await linkAt('a-bank')).result).toBe('linked');
     linkId = (await liveLinks())[0]!.id;
