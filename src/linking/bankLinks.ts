@@ -23,6 +23,7 @@ import { bankStrength } from './bankStrength.ts';
 import { decide } from './decide.ts';
 import { LinkError } from './errors.ts';
 import { namesMatch } from './nameMatch.ts';
+import type { PolicyDecision } from './policy/evaluatePolicy.ts';
 import { ACR_FACT_VALUES, type FactsOf } from './policy/operations.ts';
 import type { Policy } from './policy/parsePolicy.ts';
 
@@ -849,7 +850,7 @@ const CREDENTIAL_CHANGE_AUDIT = [
   'enrollment.ticket.used',
 ];
 
-async function usedToday(db: Queryable, linkId: string): Promise<number> {
+async function usedTodayOf(db: Queryable, linkId: string): Promise<number> {
   const r = await db.query<{ used: string }>(
     'SELECT COALESCE(sum(amount), 0)::text AS used FROM bank_link_sweeps WHERE link_id = $1 AND at >= $2',
     [linkId, jstDayStart()],
@@ -904,7 +905,7 @@ export async function sweepPullFacts(db: Queryable, input: SweepPullInput): Prom
       : Math.max(0, Math.floor((Date.now() - new Date(at).getTime()) / DAY_MS));
   return {
     amount: input.amount,
-    overDailyCap: (await usedToday(db, input.linkId)) + input.amount > Number(row.cap_amount),
+    overDailyCap: (await usedTodayOf(db, input.linkId)) + input.amount > Number(row.cap_amount),
     bankApprovalBound: input.bankApprovalBound,
     daysSinceCredentialChange: days,
     linkSuspended: row.status !== 'active' || row.signalled,
@@ -935,5 +936,69 @@ export async function recordSweep(
      ON CONFLICT (link_id, reference) DO NOTHING`,
     [input.linkId, input.amount, input.reference.slice(0, 200)],
   );
-  return { recorded: r.rowCount === 1, usedToday: await usedToday(db, input.linkId) };
+  return { recorded: r.rowCount === 1, usedToday: await usedTodayOf(db, input.linkId) };
+}
+
+export interface SweepDecisionInput {
+  customerId: string;
+  linkId: string;
+  /** Whole yen. */
+  amount: number;
+  /** The institution's reference for the pull: counts and notices are made once per reference. */
+  reference: string;
+  /** The sweep_pull decision (from `decide`). */
+  decision: Pick<PolicyDecision, 'decision' | 'decidedBy'>;
+}
+
+const SWEEP_OUTCOME = { allow: 'allowed', deny: 'refused', step_up: 'needs_bank_approval' } as const;
+
+/**
+ * After a sweep_pull decision: an allowed pull is counted against the link's cap (`recordSweep`),
+ * and the customer (kind `sweep`) and both institutions (`sweep.allowed|refused|needs_bank_approval`)
+ * are told — once per reference for an allowed pull (a retry changes nothing). Call it in the transaction that records the decision. ERR_LINK_NOT_FOUND when the link
+ * is not the customer's.
+ */
+export async function reportSweepDecision(
+  db: Queryable,
+  config: Config,
+  input: SweepDecisionInput,
+): Promise<{ usedToday: number }> {
+  const found = await db.query<LinkRow>(
+    `SELECT ${LINK_COLUMNS} FROM bank_links WHERE id = $1 AND customer_id = $2`,
+    [input.linkId, input.customerId],
+  );
+  const row = found.rows[0];
+  if (!row) throw new LinkError('ERR_LINK_NOT_FOUND', 'no such link');
+  const outcome = SWEEP_OUTCOME[input.decision.decision];
+  const counted = input.decision.decision === 'allow' ? await recordSweep(db, input) : undefined;
+  // A retried report of a counted pull tells no one again.
+  if (counted && !counted.recorded) return { usedToday: counted.usedToday };
+  const usedToday = counted?.usedToday ?? (await usedTodayOf(db, row.id));
+  const bank = bankOf(config, row.bank_id);
+  await enqueueNotification(db, {
+    customerId: row.customer_id,
+    kind: 'sweep',
+    data: {
+      outcome,
+      amount: input.amount,
+      bankName: bank ? bank.name[await customerLanguage(db, row.customer_id)] : row.bank_name,
+      ...(row.bank_account_masked ? { accountMasked: row.bank_account_masked } : {}),
+    },
+    dedupeKey: `sweep:${row.id}:${input.reference.slice(0, 120)}:${outcome}`,
+  });
+  await tellInstitutions(db, `sweep.${outcome}`, {
+    linkId: row.id,
+    customerId: row.customer_id,
+    accountId: row.account_id,
+    brokerageInstitutionId: row.brokerage_institution_id,
+    bankInstitutionId: row.bank_institution_id,
+    bankSubject: row.bank_subject,
+    data: {
+      bankId: row.bank_id,
+      amount: input.amount,
+      reference: input.reference.slice(0, 200),
+      decidedBy: input.decision.decidedBy,
+    },
+  });
+  return { usedToday };
 }

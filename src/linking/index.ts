@@ -20,6 +20,8 @@ export {
   type RecordSweepInput,
   type RefusalReason,
   recordSweep,
+  reportSweepDecision,
+  type SweepDecisionInput,
   type SweepPullInput,
   setBankLinkSuspended,
   startBankLink,

@@ -143,7 +143,16 @@ export function linkingOpenApi(): { paths: Record<string, unknown>; schemas: Rec
       InstitutionEvent: object({
         id: { type: 'integer' },
         type: str({
-          enum: ['link.created', 'link.refused', 'link.removed', 'link.suspended', 'link.resumed'],
+          enum: [
+            'link.created',
+            'link.refused',
+            'link.removed',
+            'link.suspended',
+            'link.resumed',
+            'sweep.allowed',
+            'sweep.refused',
+            'sweep.needs_bank_approval',
+          ],
         }),
         linkId: nullableStr,
         data: { type: 'object' },

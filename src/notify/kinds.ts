@@ -23,6 +23,7 @@ export const NOTIFICATION_KINDS = [
   'limit_changed',
   'security_alert',
   'bank_link',
+  'sweep',
 ] as const;
 
 export type NotificationKind = (typeof NOTIFICATION_KINDS)[number];
@@ -127,6 +128,13 @@ export const DATA_SCHEMAS = {
     reducedCap: z.boolean().optional(),
     /** Why a link was refused. */
     reason: z.enum(['bank_strength', 'name_mismatch', 'frozen', 'bank_error', 'policy']).optional(),
+  }),
+  /** A sweep (money pulled from a linked bank account at a purchase) was decided (src/linking). */
+  sweep: z.strictObject({
+    outcome: z.enum(['allowed', 'refused', 'needs_bank_approval']),
+    amount: yen,
+    bankName: text,
+    accountMasked: text.optional(),
   }),
 } satisfies Record<NotificationKind, z.ZodType>;
 

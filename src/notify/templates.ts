@@ -325,6 +325,25 @@ const ja: LanguagePack = {
         ? `この銀行の振込認証はワンタイムパスワード等のため、フィッシングの恐れがあります。そのため1日の入金上限を引き下げています。${JA_CONTACT_US}`
         : JA_CONTACT_US,
     }),
+    sweep: (d, f) => ({
+      title: {
+        allowed: '銀行口座からの入金（スイープ）のお知らせ',
+        refused: '銀行口座からの入金（スイープ）をお受けできませんでした',
+        needs_bank_approval: '銀行口座からの入金（スイープ）に銀行での承認が必要です',
+      }[d.outcome],
+      lead: {
+        allowed: 'ご注文に伴い、連携している銀行口座からの入金を受け付けました。',
+        refused: 'ご注文に伴う、連携している銀行口座からの入金をお受けできませんでした。',
+        needs_bank_approval:
+          '1日の上限を超えるため、この入金にはお取引銀行での承認が必要です。銀行の公式アプリをご自身で開いてご確認ください。',
+      }[d.outcome],
+      details: [
+        ['金額', f.yen(d.amount)],
+        ['銀行', f.v(d.bankName)],
+        ['口座', f.v(d.accountMasked)],
+      ],
+      advice: JA_CONTACT_US,
+    }),
   },
 };
 
@@ -553,6 +572,25 @@ const en: LanguagePack = {
       advice: d.reducedCap
         ? `Your bank authenticates transfers with one-time codes, which can be phished, so the daily limit is reduced. ${EN_CONTACT_US}`
         : EN_CONTACT_US,
+    }),
+    sweep: (d, f) => ({
+      title: {
+        allowed: 'Automatic transfer (sweep) from your bank account',
+        refused: 'An automatic transfer (sweep) was not made',
+        needs_bank_approval: 'Your bank must approve an automatic transfer (sweep)',
+      }[d.outcome],
+      lead: {
+        allowed: 'For your order, a transfer from your linked bank account was accepted.',
+        refused: 'For your order, a transfer from your linked bank account was refused.',
+        needs_bank_approval:
+          "The transfer is above the daily limit: approve it at your bank. Open your bank's official app yourself to do so.",
+      }[d.outcome],
+      details: [
+        ['Amount', f.yen(d.amount)],
+        ['Bank', f.v(d.bankName)],
+        ['Account', f.v(d.accountMasked)],
+      ],
+      advice: EN_CONTACT_US,
     }),
   },
 };

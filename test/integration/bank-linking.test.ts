@@ -15,9 +15,12 @@ import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { encryptAtRest, jwkThumbprint } from '../../src/keys/index.ts';
 import {
   applySweepSuspensions,
+  decide,
   LinkError,
   listBankLinks,
+  loadPolicy,
   recordSweep,
+  reportSweepDecision,
   sweepPullFacts,
 } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
@@ -527,35 +530,80 @@ describe('unlinking, sweeps and the institution API', () => {
   });
 
   it('gives the decision endpoint its sweep_pull facts and counts allowed pulls against the cap', async () => {
-    const facts = await sweepPullFacts(t.hub.db, {
-      customerId,
-      linkId,
-      amount: 600_000,
-      bankApprovalBound: false,
-    });
-    expect(facts).toMatchObject({
+    const policy = loadPolicy();
+    const pull = async (amount: number, reference: string) => {
+      const facts = await sweepPullFacts(t.hub.db, { customerId, linkId, amount, bankApprovalBound: false });
+      const decision = await decide(t.hub.db, policy, 'sweep_pull', facts, {
+        customerId,
+        actor: 'client:test',
+      });
+      const { usedToday } = await reportSweepDecision(t.hub.db, t.hub.config, {
+        customerId,
+        linkId,
+        amount,
+        reference,
+        decision,
+      });
+      return { facts, decision: decision.decision, decidedBy: decision.decidedBy, usedToday };
+    };
+    // The passkey was enrolled and the e-mail added moments ago: a credential change today pauses sweeps.
+    const recent = await pull(600_000, 'buy-0');
+    expect(recent.facts).toMatchObject({
       overDailyCap: false,
       linkSuspended: false,
       frozen: false,
-      bankApprovalBound: false,
+      daysSinceCredentialChange: 0,
     });
-    // The passkey was enrolled and the e-mail added moments ago: a credential change today.
-    expect(facts.daysSinceCredentialChange).toBe(0);
-    expect(await recordSweep(t.hub.db, { linkId, amount: 600_000, reference: 'buy-1' })).toEqual({
-      recorded: true,
-      usedToday: 600_000,
+    expect([recent.decision, recent.decidedBy, recent.usedToday]).toEqual([
+      'deny',
+      ['sweep.recent-credential-change'],
+      0,
+    ]);
+    // Ten days later (the changes moved back), within the cap: allowed and counted once per reference.
+    await t.hub.db.query(
+      "UPDATE passkeys SET created_at = now() - interval '10 days' WHERE customer_id = $1",
+      [customerId],
+    );
+    await t.hub.db.query(
+      "UPDATE notify_channels SET created_at = now() - interval '10 days' WHERE customer_id = $1",
+      [customerId],
+    );
+    await t.hub.db.query(
+      "UPDATE audit_events SET at = now() - interval '10 days' WHERE customer_id = $1 AND at > now() - interval '10 days'",
+      [customerId],
+    );
+    const allowed = await pull(600_000, 'buy-1');
+    expect(allowed.facts.daysSinceCredentialChange).toBe(10);
+    expect([allowed.decision, allowed.usedToday]).toEqual(['allow', 600_000]);
+    // The same decision reported again (a retry) counts and tells nothing twice.
+    const retry = await reportSweepDecision(t.hub.db, t.hub.config, {
+      customerId,
+      linkId,
+      amount: 600_000,
+      reference: 'buy-1',
+      decision: { decision: 'allow', decidedBy: allowed.decidedBy },
     });
+    expect(retry.usedToday).toBe(600_000);
     expect(await recordSweep(t.hub.db, { linkId, amount: 600_000, reference: 'buy-1' })).toEqual({
       recorded: false,
       usedToday: 600_000,
     });
-    const over = await sweepPullFacts(t.hub.db, {
-      customerId,
-      linkId,
-      amount: 400_001,
-      bankApprovalBound: false,
-    });
-    expect(over.overDailyCap).toBe(true);
+    // Above the daily cap: the bank must approve this amount; nothing counted.
+    const over = await pull(400_001, 'buy-2');
+    expect([over.facts.overDailyCap, over.decision, over.usedToday]).toEqual([true, 'step_up', 600_000]);
+    const notices = await t.hub.db.query<{ data: { outcome: string; amount: number } }>(
+      "SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = 'sweep' ORDER BY id",
+      [customerId],
+    );
+    expect(notices.rows.map((r) => [r.data.outcome, r.data.amount])).toEqual([
+      ['refused', 600_000],
+      ['allowed', 600_000],
+      ['needs_bank_approval', 400_001],
+    ]);
+    expect((await events(BANK_INSTITUTION, 'sweep.allowed')).map((e) => e.data.reference)).toEqual(['buy-1']);
+    expect(
+      (await events(DEMO_INSTITUTION_ID, 'sweep.needs_bank_approval')).map((e) => e.data.amount),
+    ).toEqual([400_001]);
     await expect(
       sweepPullFacts(t.hub.db, { customerId: 'cus_other', linkId, amount: 1, bankApprovalBound: false }),
     ).rejects.toBeInstanceOf(LinkError);

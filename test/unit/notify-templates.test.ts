@@ -105,6 +105,8 @@ function dataFor(kind: NotificationKind, s: string): Record<string, unknown> {
       return { reason: 'peer_signal', action: 'sessions_ended' };
     case 'bank_link':
       return { event: 'linked', bankName: s, accountMasked: s, capAmount: 100_000, reducedCap: true };
+    case 'sweep':
+      return { outcome: 'needs_bank_approval', amount: 250_000, bankName: s, accountMasked: s };
   }
 }
 
