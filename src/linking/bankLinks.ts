@@ -201,6 +201,24 @@ async function notifyLink(
   });
 }
 
+/** An audit record of something the customer did here. */
+function auditCustomer(
+  db: Queryable,
+  input: { customerId: string; meta?: RequestMeta | undefined },
+  type: string,
+  outcome: 'success' | 'info' | 'failure',
+  data: Record<string, unknown>,
+): Promise<void> {
+  return recordAudit(db, {
+    type,
+    outcome,
+    actor: `customer:${input.customerId}`,
+    customerId: input.customerId,
+    ...input.meta,
+    data,
+  });
+}
+
 export interface StartLinkInput {
   customerId: string;
   /** The hub session's uid: the callback must come back in it. */
@@ -243,13 +261,10 @@ export async function startBankLink(deps: LinkingDeps, input: StartLinkInput): P
     url = await deps.federation.authorizationUrl(bank.id, checks);
   } catch (err) {
     if (!(err instanceof FederationError)) throw err;
-    await recordAudit(db, {
-      type: 'linking.link.bank_unavailable',
-      outcome: 'failure',
-      actor: `customer:${input.customerId}`,
-      customerId: input.customerId,
-      ...input.meta,
-      data: { bankId: bank.id, code: err.code, reason: err.message.slice(0, 200) },
+    await auditCustomer(db, input, 'linking.link.bank_unavailable', 'failure', {
+      bankId: bank.id,
+      code: err.code,
+      reason: err.message.slice(0, 200),
     });
     throw new LinkError('ERR_LINK_BANK_UNAVAILABLE', 'the bank cannot be reached just now');
   }
@@ -268,13 +283,11 @@ export async function startBankLink(deps: LinkingDeps, input: StartLinkInput): P
       deps.config.linking.attemptTtl,
     ],
   );
-  await recordAudit(db, {
-    type: 'linking.link.started',
-    outcome: 'info',
-    actor: `customer:${input.customerId}`,
-    customerId: input.customerId,
-    ...input.meta,
-    data: { attemptId: id, bankId: bank.id, accountId: input.accountId, brokerageAcr: acr },
+  await auditCustomer(db, input, 'linking.link.started', 'info', {
+    attemptId: id,
+    bankId: bank.id,
+    accountId: input.accountId,
+    brokerageAcr: acr,
   });
   return url;
 }
@@ -314,14 +327,7 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
   const { db } = deps;
   const actor = `customer:${input.customerId}`;
   const refuseCallback = async (code: LinkError['code'], message: string): Promise<never> => {
-    await recordAudit(db, {
-      type: 'linking.callback.rejected',
-      outcome: 'failure',
-      actor,
-      customerId: input.customerId,
-      ...input.meta,
-      data: { code },
-    });
+    await auditCustomer(db, input, 'linking.callback.rejected', 'failure', { code });
     throw new LinkError(code, message);
   };
   const state = input.callbackUrl.searchParams.get('state');
@@ -410,19 +416,12 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
     assertion = await deps.federation.complete(bank.id, input.callbackUrl, checks);
   } catch (err) {
     if (!(err instanceof FederationError)) throw err;
-    await recordAudit(db, {
-      type: 'linking.link.bank_failed',
-      outcome: 'failure',
-      actor,
-      customerId: input.customerId,
-      ...input.meta,
-      data: {
-        attemptId: attempt.id,
-        bankId: bank.id,
-        code: err.code,
-        ...(err.oauthError ? { oauthError: err.oauthError } : {}),
-        reason: err.message.slice(0, 200),
-      },
+    await auditCustomer(db, input, 'linking.link.bank_failed', 'failure', {
+      attemptId: attempt.id,
+      bankId: bank.id,
+      code: err.code,
+      ...(err.oauthError ? { oauthError: err.oauthError } : {}),
+      reason: err.message.slice(0, 200),
     });
     return refused(
       'bank_error',
@@ -527,13 +526,12 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
         capAmount: cap,
       },
     });
-    await recordAudit(tx, {
-      type: 'linking.link.created',
-      outcome: 'success',
-      actor,
-      customerId: input.customerId,
-      ...input.meta,
-      data: { linkId, attemptId: attempt.id, bankId: bank.id, bankStrength: strength, capAmount: cap },
+    await auditCustomer(tx, input, 'linking.link.created', 'success', {
+      linkId,
+      attemptId: attempt.id,
+      bankId: bank.id,
+      bankStrength: strength,
+      capAmount: cap,
     });
     await tx.query('UPDATE bank_link_attempts SET outcome = $2 WHERE id = $1', [
       attempt.id,
@@ -614,13 +612,9 @@ export async function unlinkBankLink(
       bankSubject: row.bank_subject,
       data: { bankId: row.bank_id, by: 'customer' },
     });
-    await recordAudit(tx, {
-      type: 'linking.link.removed',
-      outcome: 'success',
-      actor,
-      customerId: row.customer_id,
-      ...input.meta,
-      data: { linkId: row.id, bankId: row.bank_id },
+    await auditCustomer(tx, input, 'linking.link.removed', 'success', {
+      linkId: row.id,
+      bankId: row.bank_id,
     });
     return toLink(updated.rows[0]!);
   });

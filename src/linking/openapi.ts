@@ -57,73 +57,56 @@ const suspension = (suspend: boolean) => ({
   },
 });
 
+/** A GET returning `{ data: [item], meta }`, with one optional query parameter. */
+const listGet = (o: {
+  operationId: string;
+  summary: string;
+  description?: string;
+  query: { name: string; description?: string; schema: unknown };
+  item: string;
+  meta: Record<string, unknown>;
+}) => ({
+  get: {
+    operationId: o.operationId,
+    summary: o.summary,
+    ...(o.description ? { description: o.description } : {}),
+    'x-kakehashi-status': 'served',
+    tags: ['links'],
+    security,
+    parameters: [{ in: 'query', required: false, ...o.query }, ...common],
+    responses: {
+      '200': {
+        description: 'OK',
+        headers,
+        content: json(object({ data: { type: 'array', items: ref(o.item) }, meta: object(o.meta) })),
+      },
+      ...errors(400, 401, 403),
+    },
+  },
+});
+
 export function linkingOpenApi(): { paths: Record<string, unknown>; schemas: Record<string, unknown> } {
   return {
     paths: {
       '/api/institution/v1/links/{linkId}/suspend': suspension(true),
       '/api/institution/v1/links/{linkId}/resume': suspension(false),
-      '/api/institution/v1/links': {
-        get: {
-          operationId: 'listBankLinks',
-          summary: 'Bank links of the institution’s accounts or bank, newest first (at most 200)',
-          'x-kakehashi-status': 'served',
-          tags: ['links'],
-          security,
-          parameters: [
-            {
-              name: 'customer',
-              in: 'query',
-              required: false,
-              description: 'One of the institution’s customer numbers',
-              schema: str(),
-            },
-            ...common,
-          ],
-          responses: {
-            '200': {
-              description: 'OK',
-              headers,
-              content: json(
-                object({
-                  data: { type: 'array', items: ref('BankLink') },
-                  meta: object({ totalRecords: { type: 'integer' } }),
-                }),
-              ),
-            },
-            ...errors(400, 401, 403),
-          },
-        },
-      },
-      '/api/institution/v1/events': {
-        get: {
-          operationId: 'listInstitutionEvents',
-          summary:
-            'The institution’s event feed (poll): bank links created, refused, removed, suspended, resumed',
-          description:
-            'Pass the last meta.next as `after` to read on; 100 events per page, oldest first. The brokerage’s ' +
-            'events carry accountId and its customerNumber, the bank’s its own subject for the customer.',
-          'x-kakehashi-status': 'served',
-          tags: ['links'],
-          security,
-          parameters: [
-            { name: 'after', in: 'query', required: false, schema: str({ pattern: '^[0-9]+$' }) },
-            ...common,
-          ],
-          responses: {
-            '200': {
-              description: 'OK',
-              headers,
-              content: json(
-                object({
-                  data: { type: 'array', items: ref('InstitutionEvent') },
-                  meta: object({ next: { type: 'integer' } }),
-                }),
-              ),
-            },
-            ...errors(400, 401, 403),
-          },
-        },
-      },
+      '/api/institution/v1/links': listGet({
+        operationId: 'listBankLinks',
+        summary: 'Bank links of the institution’s accounts or bank, newest first (at most 200)',
+        query: { name: 'customer', description: 'One of the institution’s customer numbers', schema: str() },
+        item: 'BankLink',
+        meta: { totalRecords: { type: 'integer' } },
+      }),
+      '/api/institution/v1/events': listGet({
+        operationId: 'listInstitutionEvents',
+        summary: 'The institution’s event feed (poll): bank links and sweep decisions',
+        description:
+          'Pass the last meta.next as `after` to read on; 100 events per page, oldest first. The brokerage’s ' +
+          'events carry accountId and its customerNumber, the bank’s its own subject for the customer.',
+        query: { name: 'after', schema: str({ pattern: '^[0-9]+$' }) },
+        item: 'InstitutionEvent',
+        meta: { next: { type: 'integer' } },
+      }),
     },
     schemas: {
       BankLink: object({
