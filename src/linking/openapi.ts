@@ -52,7 +52,7 @@ const suspension = (suspend: boolean) => ({
         headers,
         content: json(object({ data: ref('BankLink'), meta: object({ interactionId: str() }) })),
       },
-      ...errors(400, 401, 403, 404, 409),
+      ...errors(400, 401, 403, 404, 405, 409),
     },
   },
 });
@@ -80,7 +80,7 @@ const listGet = (o: {
         headers,
         content: json(object({ data: { type: 'array', items: ref(o.item) }, meta: object(o.meta) })),
       },
-      ...errors(400, 401, 403),
+      ...errors(400, 401, 403, 405),
     },
   },
 });

@@ -307,6 +307,18 @@ export function linkingRoutes({ provider, db, config, authn }: LinkingRoutesOpti
     }),
   );
 
+  const methodNotAllowed = (allow: string) => (ctx: Context) => {
+    ctx.set('allow', allow);
+    sendApiError(
+      ctx,
+      new ApiError(405, 'method_not_allowed', `${ctx.method} is not allowed here; use ${allow}`),
+    );
+  };
+  router.all('/api/institution/v1/links/:linkId/suspend', methodNotAllowed('POST'));
+  router.all('/api/institution/v1/links/:linkId/resume', methodNotAllowed('POST'));
+  router.all('/api/institution/v1/links', methodNotAllowed('GET'));
+  router.all('/api/institution/v1/events', methodNotAllowed('GET'));
+
   return router;
 }
 

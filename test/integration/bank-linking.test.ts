@@ -628,6 +628,10 @@ describe('unlinking, sweeps and the institution API', () => {
     expect(byBrokerage.status).toBe(409);
     const stranger = await callers.other!.call('POST', `${path}/suspend`);
     expect([stranger.status, stranger.body.error.code]).toEqual([404, 'not_found']);
+    const wrongMethod = await t.fetch(`${t.issuer}${path}/suspend`);
+    expect([wrongMethod.status, wrongMethod.headers.get('allow')]).toEqual([405, 'POST']);
+    expect(((await wrongMethod.json()) as { error: { code: string } }).error.code).toBe('method_not_allowed');
+    expect((await t.fetch(`${t.issuer}/api/institution/v1/events`, { method: 'POST' })).status).toBe(405);
     const unknown = await callers.bank!.call('POST', '/api/institution/v1/links/lnk_0000/suspend');
     expect(unknown.status).toBe(404);
     const scope = await callers.ingestOnly!.call('POST', `${path}/resume`);
