@@ -16,6 +16,7 @@ import { encryptAtRest, jwkThumbprint } from '../../src/keys/index.ts';
 import {
   applySweepSuspensions,
   decide,
+  deleteExpiredLinkAttempts,
   LinkError,
   listBankLinks,
   loadPolicy,
@@ -382,6 +383,21 @@ describe('the callback', () => {
     expect(replay.text).toContain('ERR_LINK_REPLAY');
     expect(await liveLinks()).toHaveLength(1);
     await removeAll();
+  });
+
+  it('refuses an answer that comes after the attempt expired; expired attempts are swept later', async () => {
+    const { ua, csrf } = await signedIn();
+    const callback = await throughBank(ua, csrf, 'a-bank');
+    await t.hub.db.query(
+      "UPDATE bank_link_attempts SET expires_at = now() - interval '2 days' WHERE customer_id = $1 AND consumed_at IS NULL",
+      [customerId],
+    );
+    const late = await ua.get(callback);
+    expect(late.status).toBe(400);
+    expect(late.text).toContain('ERR_LINK_EXPIRED');
+    expect(await liveLinks()).toHaveLength(0);
+    expect(await deleteExpiredLinkAttempts(t.hub.db)).toBeGreaterThanOrEqual(1);
+    expect((await ua.get(callback)).text).toContain('ERR_LINK_STATE');
   });
 
   it('refuses an ID token whose nonce is not the one sent', async () => {
