@@ -12,7 +12,7 @@ import type { AuthnContext } from './authn/index.ts';
 import type { Config } from './config/index.ts';
 import type { Db } from './db/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
-import { approvalRoutes, decisionRoutes, loadPolicy } from './linking/index.ts';
+import { approvalRoutes, decisionRoutes, linkingRoutes, loadPolicy } from './linking/index.ts';
 import type { Logger } from './log.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { DEVICE_COOKIE } from './oidc/passkeySignIn.ts';
@@ -90,6 +90,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
     decisionRoutes({ provider, db, config, policy, defaultLimits: config.linking.defaultLimits }),
     proofingRoutes({ provider, db, config, authn }),
     accountRoutes({ provider, db, config, authn }),
+    linkingRoutes({ provider, db, config, authn }),
     apiRoutes({
       provider,
       db,

@@ -14,6 +14,7 @@ import type { Config } from './config/index.ts';
 import { type Db, migrate, openDb } from './db/index.ts';
 import { type DemoInfo, seedDemo } from './demo/seed.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
+import { applySweepSuspensions, deleteExpiredLinkAttempts } from './linking/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
@@ -93,7 +94,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       server = https.createServer(secureTlsOptions(tls), app.callback());
     }
     server.keepAliveTimeout = 65_000;
-    const sweeper = startSweeper(db, logger);
+    const sweeper = startSweeper(db, logger, config);
     const logouts = startBackchannelLogouts({ provider, db, logger });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -140,9 +141,12 @@ const SWEEP_INTERVAL_MS = 5 * 60_000;
  * Deletes expired tokens, sessions and challenges now and then. Finders already ignore expired
  * rows, so this only keeps tables small; every node may run it, deletes are idempotent.
  */
-function startSweeper(db: Db, logger: Logger): NodeJS.Timeout {
+function startSweeper(db: Db, logger: Logger, config: Config): NodeJS.Timeout {
   const timer = setInterval(async () => {
     try {
+      // Bank-link housekeeping, and sweeps stopped by peers' signals (sweepPullFacts sees them at once).
+      await deleteExpiredLinkAttempts(db);
+      await applySweepSuspensions(db, config);
       const oidc = await deleteExpiredOidcPayloads(db);
       const challenges = (await deleteExpiredChallenges(db)) + (await deleteExpiredProofingFlows(db));
       const proofs = await deleteExpiredDpopProofs(db);

@@ -70,6 +70,18 @@ const HISTORY_FAMILIES = ['authn', 'risk', 'consent', 'account', 'enrollment', '
 
 type Session = Awaited<ReturnType<Provider['Session']['get']>>;
 
+/** Double-submit token tied to the session id, which only the httpOnly cookie carries. */
+export const accountCsrfToken = (session: { jti: string }) =>
+  createHash('sha256').update(`csrf:${session.jti}`).digest('base64url');
+
+/** Refuses (403 ERR_CSRF) a form post whose token is not the session's. */
+export function checkAccountCsrf(session: { jti: string }, given: unknown): void {
+  const expected = Buffer.from(accountCsrfToken(session));
+  const got = Buffer.from(typeof given === 'string' ? given : '');
+  if (got.length !== expected.length || !timingSafeEqual(got, expected))
+    throw new HttpError(403, 'access_denied', 'the form has expired; reload the page', 'ERR_CSRF');
+}
+
 export function accountRoutes({
   provider,
   db,
@@ -87,15 +99,8 @@ export function accountRoutes({
     return session.accountId ? (session as Session & { accountId: string }) : undefined;
   }
 
-  /** Double-submit token tied to the session id, which only the httpOnly cookie carries. */
-  const csrfFor = (session: Session) =>
-    createHash('sha256').update(`csrf:${session.jti}`).digest('base64url');
-  function checkCsrf(session: Session, given: unknown): void {
-    const expected = Buffer.from(csrfFor(session));
-    const got = Buffer.from(typeof given === 'string' ? given : '');
-    if (got.length !== expected.length || !timingSafeEqual(got, expected))
-      throw new HttpError(403, 'access_denied', 'the form has expired; reload the page', 'ERR_CSRF');
-  }
+  const csrfFor = accountCsrfToken;
+  const checkCsrf = checkAccountCsrf;
 
   /** The ceremony id binding a WebAuthn challenge to this browser (no interaction exists here). */
   function ceremonyId(ctx: Context, create: boolean): string {

@@ -33,8 +33,8 @@ import {
   type TransactionRow,
 } from './reads.ts';
 
-export { deleteExpiredDpopProofs } from './dpop.ts';
-export { ApiError } from './errors.ts';
+export { createDbReplayStore, deleteExpiredDpopProofs } from './dpop.ts';
+export { ApiError, sendApiError } from './errors.ts';
 export {
   createInstitutionAuthenticator,
   DECISIONS_SCOPE,
@@ -43,6 +43,7 @@ export {
   INSTITUTION_SCOPES,
   type InstitutionAuthenticator,
   type InstitutionCaller,
+  type InstitutionTrace,
   institutionIdOf,
   institutionResource,
   LINKS_SCOPE,

@@ -4,6 +4,7 @@
  * ingestion request schema is generated from the zod schema that enforces it.
  */
 import { batchJsonSchema, TRANSACTION_TYPES } from '../ledger/index.ts';
+import { LINKS_SCOPE_DESCRIPTION, linkingOpenApi } from '../linking/openapi.ts';
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const nullable = (schema: Record<string, unknown>) => ({ oneOf: [schema, { type: 'null' }] });
@@ -91,6 +92,7 @@ const ERROR_STATUSES: Record<number, string> = {
 
 export function openApiDocument(issuer: string): Record<string, unknown> {
   const batch = batchJsonSchema();
+  const links = linkingOpenApi();
   return {
     openapi: '3.1.0',
     info: {
@@ -110,8 +112,13 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
     tags: [
       { name: 'read', description: 'Aggregator reads (DPoP-bound access token, scope accounts)' },
       { name: 'ingestion', description: 'Member institutions pushing data (client credentials)' },
+      {
+        name: 'links',
+        description: 'Member institutions and bank links (client credentials, institution:links)',
+      },
     ],
     paths: {
+      ...links.paths,
       '/api/v1/accounts': readOperation({
         operationId: 'listAccounts',
         summary: 'The consented accounts',
@@ -239,7 +246,10 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
           flows: {
             clientCredentials: {
               tokenUrl: `${issuer}/token`,
-              scopes: { 'institution:ingest': "Push the institution's account data" },
+              scopes: {
+                'institution:ingest': "Push the institution's account data",
+                'institution:links': LINKS_SCOPE_DESCRIPTION,
+              },
             },
           },
         },
@@ -311,6 +321,7 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
         ]),
       ),
       schemas: {
+        ...links.schemas,
         Money: object({
           amount: str({ pattern: DECIMAL, description: 'Decimal string, never a JSON number' }),
           currency: str({ pattern: '^[A-Z]{3}$' }),

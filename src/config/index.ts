@@ -29,6 +29,42 @@ export const SIGNAL_ACTIONS = [
  */
 const actionMap = z.record(z.string().min(1), z.array(z.enum(SIGNAL_ACTIONS)));
 
+const bankStrengthValue = z.enum(['phishing_resistant', 'otp', 'password', 'unknown']);
+
+/** A bank's OpenID provider the hub is a relying party of, for bank linking (src/federation). */
+const bankSchema = z
+  .object({
+    /** Stable short id (in forms, rows and the callback): letters, digits, `-`, `_`. */
+    id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+    /** Shown to customers. */
+    name: z.object({ ja: z.string().min(1), en: z.string().min(1) }),
+    /** The bank's member institution (an `institutions` row of kind bank), if it is one. */
+    institutionId: z.string().min(1).optional(),
+    issuer: z.url({ protocol: /^https$/ }),
+    clientId: z.string().min(1),
+    /**
+     * private_key_jwt with the key the hub generates at first start (public part at
+     * /federation/jwks.json), or client_secret (basic) for banks without FAPI.
+     */
+    auth: z
+      .discriminatedUnion('method', [
+        z.object({ method: z.literal('private_key_jwt') }),
+        z.object({ method: z.literal('client_secret'), secret: z.string().min(16) }),
+      ])
+      .default({ method: 'private_key_jwt' }),
+    scope: z.string().min(1).default('openid profile'),
+    /** Passed as the `claims` request parameter (e.g. verified_claims with a name). */
+    claims: z.record(z.string(), z.unknown()).optional(),
+    acrValues: z.array(z.string().min(1)).optional(),
+    /** The bank's own acr values and the strength class each means; amr decides otherwise. */
+    acrStrength: z.record(z.string(), bankStrengthValue).default({}),
+    /** The ID token or userinfo claim naming the bank account ({branch_code, account_number, …}). */
+    accountClaim: z.string().min(1).default('bank_account'),
+    /** PEM file of the CA that issued the bank's TLS certificate, when it is not a public one. */
+    caFile: z.string().min(1).optional(),
+  })
+  .strict();
+
 /** One institution the hub shares signals with, in either direction. */
 const peerSchema = z
   .object({
@@ -280,8 +316,25 @@ const schema = z
             sweep_daily: z.number().int().min(0).max(1_000_000_000).default(1_000_000),
           })
           .prefault({}),
+        /** Daily sweep cap (yen) of a link the policy allows without a cap of its own. */
+        defaultSweepCap: z.number().int().min(0).max(1e12).default(1_000_000),
+        /** How long a customer has to finish signing in at the bank. */
+        attemptTtl: seconds.max(3600).default(600),
+        /**
+         * A hub sign-in older than this when a link starts counts as no sign-in (acr `none`): the
+         * policy then asks for a fresh passkey (its step-up window is 300 s too).
+         */
+        signInMaxAgeSeconds: seconds.max(86_400).default(300),
+        /** The banks whose OpenID providers the hub signs customers in at to link accounts. */
+        banks: z.array(bankSchema).default([]),
       })
-      .prefault({}),
+      .prefault({})
+      .superRefine((v, ctx) => {
+        const ids = v.banks.map((b) => b.id);
+        const dup = ids.find((id, i) => ids.indexOf(id) !== i);
+        if (dup)
+          ctx.addIssue({ code: 'custom', path: ['banks'], message: `bank id ${dup} is configured twice` });
+      }),
     /** Shared Signals (SSF 1.0 transmitter and receiver): see README "Shared Signals". */
     signals: signalsSchema.prefault({}),
     /** Customer notifications by mail (see src/notify/). */

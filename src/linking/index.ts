@@ -3,7 +3,7 @@
  * (config/withdrawal-policy.json) evaluated by one engine for withdrawals, withdrawal-account
  * changes, sweep links, sweep pulls and limit changes; every decision explained and audited.
  */
-export { normalizeHolderName, sameHolderName } from './accountHolder.ts';
+export { sameHolderName } from './accountHolder.ts';
 export { approvalRoutes } from './approvals/approvalInteraction.ts';
 export {
   APPROVAL_TTL_SECONDS,
@@ -23,9 +23,34 @@ export {
   type OperationDetails,
   parseOperationDetails,
 } from './approvals/operationDetails.ts';
+export {
+  applySweepSuspensions,
+  type BankLink,
+  deleteExpiredLinkAttempts,
+  finishBankLink,
+  type InstitutionEvent,
+  type LinkingDeps,
+  type LinkOutcome,
+  type LinkStatus,
+  listBankLinks,
+  listInstitutionEvents,
+  listInstitutionLinks,
+  NO_CREDENTIAL_CHANGE_DAYS,
+  type RecordSweepInput,
+  type RefusalReason,
+  recordSweep,
+  reportSweepDecision,
+  type SweepDecisionInput,
+  type SweepPullInput,
+  setBankLinkSuspended,
+  startBankLink,
+  sweepPullFacts,
+  unlinkBankLink,
+} from './bankLinks.ts';
+export { type BankStrength, bankStrength } from './bankStrength.ts';
 export { type DecisionContext, decide } from './decide.ts';
 export { decisionRoutes } from './decisionsApi.ts';
-export { LinkingError, type LinkingErrorCode } from './errors.ts';
+export { LinkError, type LinkErrorCode, LinkingError, type LinkingErrorCode } from './errors.ts';
 export {
   type CustomerLimits,
   changeLimit,
@@ -35,6 +60,7 @@ export {
   type Limits,
   MAX_LIMIT,
 } from './limits.ts';
+export { namesMatch, normalizeName, type RegisteredName } from './nameMatch.ts';
 export { describeCondition, describePolicy } from './policy/describePolicy.ts';
 export { evaluatePolicy, type MatchedRule, type PolicyDecision } from './policy/evaluatePolicy.ts';
 export { DEFAULT_POLICY_FILE, loadPolicy } from './policy/loadPolicy.ts';
@@ -56,6 +82,7 @@ export {
   PolicyError,
   parsePolicy,
 } from './policy/parsePolicy.ts';
+export { type LinkingRoutesOptions, linkingRoutes } from './routes.ts';
 export {
   activeWithdrawalAccount,
   registerWithdrawalAccount,

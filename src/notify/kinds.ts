@@ -22,6 +22,8 @@ export const NOTIFICATION_KINDS = [
   'withdrawal_account_changed',
   'limit_changed',
   'security_alert',
+  'bank_link',
+  'sweep',
 ] as const;
 
 export type NotificationKind = (typeof NOTIFICATION_KINDS)[number];
@@ -38,6 +40,7 @@ export const CRITICAL_KINDS: ReadonlySet<NotificationKind> = new Set<Notificatio
   'passkey_removed',
   'withdrawal_account_changed',
   'security_alert',
+  'bank_link',
 ]);
 
 export function isCriticalKind(kind: NotificationKind): boolean {
@@ -115,6 +118,25 @@ export const DATA_SCHEMAS = {
     reason: z.enum(['risk_block', 'peer_signal', 'credential_compromise', 'suspicious_activity']),
     /** What the hub already did about it. */
     action: z.enum(['none', 'login_blocked', 'sessions_ended', 'account_frozen']).default('none'),
+  }),
+  /** A bank account was linked for sweeps, unlinked, suspended, resumed, or a link was refused (src/linking). */
+  bank_link: z.strictObject({
+    event: z.enum(['linked', 'unlinked', 'suspended', 'resumed', 'refused']),
+    bankName: text,
+    accountMasked: text.optional(),
+    /** Daily sweep cap of the link. */
+    capAmount: yen.optional(),
+    /** The bank authenticates with one-time codes: the reduced cap and its reason are explained. */
+    reducedCap: z.boolean().optional(),
+    /** Why a link was refused. */
+    reason: z.enum(['bank_strength', 'name_mismatch', 'frozen', 'bank_error', 'policy']).optional(),
+  }),
+  /** A sweep (money pulled from a linked bank account at a purchase) was decided (src/linking). */
+  sweep: z.strictObject({
+    outcome: z.enum(['allowed', 'refused', 'needs_bank_approval']),
+    amount: yen,
+    bankName: text,
+    accountMasked: text.optional(),
   }),
 } satisfies Record<NotificationKind, z.ZodType>;
 

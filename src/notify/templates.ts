@@ -291,6 +291,60 @@ const ja: LanguagePack = {
       ],
       advice: JA_CONTACT_US,
     }),
+    bank_link: (d, f) => ({
+      title: {
+        linked: '銀行口座連携のお知らせ',
+        unlinked: '銀行口座連携の解除のお知らせ',
+        suspended: '銀行口座連携の停止のお知らせ',
+        resumed: '銀行口座連携の再開のお知らせ',
+        refused: '銀行口座連携をお受けできませんでした',
+      }[d.event],
+      lead: {
+        linked: 'お客様の証券口座に、入金（スイープ）用の銀行口座が連携されました。',
+        unlinked: '入金（スイープ）用の銀行口座の連携を解除しました。以後この口座からの入金は行われません。',
+        suspended: '金融機関の判断により、入金（スイープ）用の銀行口座の連携を一時停止しました。',
+        resumed: '停止していた入金（スイープ）用の銀行口座の連携を再開しました。',
+        refused: '銀行口座の連携のお申し込みがありましたが、連携しませんでした。',
+      }[d.event],
+      details: [
+        ['銀行', f.v(d.bankName)],
+        ['口座', f.v(d.accountMasked)],
+        ['1日の入金上限', f.yen(d.capAmount)],
+        [
+          '理由',
+          d.reason &&
+            {
+              bank_strength: '銀行側の資金移動の認証が、フィッシングに耐性のある方法ではないため',
+              name_mismatch: '銀行口座の名義がお客様のご登録のお名前と一致しないため',
+              frozen: 'お客様の口座が凍結されているため',
+              bank_error: '銀行での認証が完了しなかったため',
+              policy: '当社の基準を満たさないため',
+            }[d.reason],
+        ],
+      ],
+      advice: d.reducedCap
+        ? `この銀行の振込認証はワンタイムパスワード等のため、フィッシングの恐れがあります。そのため1日の入金上限を引き下げています。${JA_CONTACT_US}`
+        : JA_CONTACT_US,
+    }),
+    sweep: (d, f) => ({
+      title: {
+        allowed: '銀行口座からの入金（スイープ）のお知らせ',
+        refused: '銀行口座からの入金（スイープ）をお受けできませんでした',
+        needs_bank_approval: '銀行口座からの入金（スイープ）に銀行での承認が必要です',
+      }[d.outcome],
+      lead: {
+        allowed: 'ご注文に伴い、連携している銀行口座からの入金を受け付けました。',
+        refused: 'ご注文に伴う、連携している銀行口座からの入金をお受けできませんでした。',
+        needs_bank_approval:
+          '1日の上限を超えるため、この入金にはお取引銀行での承認が必要です。銀行の公式アプリをご自身で開いてご確認ください。',
+      }[d.outcome],
+      details: [
+        ['金額', f.yen(d.amount)],
+        ['銀行', f.v(d.bankName)],
+        ['口座', f.v(d.accountMasked)],
+      ],
+      advice: JA_CONTACT_US,
+    }),
   },
 };
 
@@ -481,6 +535,62 @@ const en: LanguagePack = {
             account_frozen: 'We suspended trading and withdrawals for now',
           }[d.action],
         ],
+      ],
+      advice: EN_CONTACT_US,
+    }),
+    bank_link: (d, f) => ({
+      title: {
+        linked: 'A bank account was linked',
+        unlinked: 'A bank account link was removed',
+        suspended: 'A bank account link was suspended',
+        resumed: 'A bank account link was resumed',
+        refused: 'A bank account could not be linked',
+      }[d.event],
+      lead: {
+        linked: 'A bank account was linked to your brokerage account for automatic transfers (sweeps).',
+        unlinked:
+          'The bank account link for automatic transfers (sweeps) was removed. Nothing more is transferred from it.',
+        suspended:
+          'A financial institution suspended the bank account link for automatic transfers (sweeps).',
+        resumed: 'The suspended bank account link for automatic transfers (sweeps) was resumed.',
+        refused: 'Someone asked to link a bank account to your brokerage account; we did not link it.',
+      }[d.event],
+      details: [
+        ['Bank', f.v(d.bankName)],
+        ['Account', f.v(d.accountMasked)],
+        ['Daily transfer limit', f.yen(d.capAmount)],
+        [
+          'Reason',
+          d.reason &&
+            {
+              bank_strength: 'the bank does not authenticate transfers with a phishing-resistant method',
+              name_mismatch: 'the account holder name differs from your registered name',
+              frozen: 'your account is frozen',
+              bank_error: 'the sign-in at the bank was not completed',
+              policy: 'the link does not meet our rules',
+            }[d.reason],
+        ],
+      ],
+      advice: d.reducedCap
+        ? `Your bank authenticates transfers with one-time codes, which can be phished, so the daily limit is reduced. ${EN_CONTACT_US}`
+        : EN_CONTACT_US,
+    }),
+    sweep: (d, f) => ({
+      title: {
+        allowed: 'Automatic transfer (sweep) from your bank account',
+        refused: 'An automatic transfer (sweep) was not made',
+        needs_bank_approval: 'Your bank must approve an automatic transfer (sweep)',
+      }[d.outcome],
+      lead: {
+        allowed: 'For your order, a transfer from your linked bank account was accepted.',
+        refused: 'For your order, a transfer from your linked bank account was refused.',
+        needs_bank_approval:
+          "The transfer is above the daily limit: approve it at your bank. Open your bank's official app yourself to do so.",
+      }[d.outcome],
+      details: [
+        ['Amount', f.yen(d.amount)],
+        ['Bank', f.v(d.bankName)],
+        ['Account', f.v(d.accountMasked)],
       ],
       advice: EN_CONTACT_US,
     }),

@@ -86,6 +86,7 @@ ${p.consents.map(
 </tbody></table>`
     : html`<p id="no-consents">${a.noConsents}</p>`
 }
+<p><a href="/account/links" id="bank-links">${a.bankLinks}</a></p>
 <h2>${a.passkeys}</h2>
 <table id="passkeys"><thead><tr><th>${a.name}</th><th>${a.kind}</th><th>${a.created}</th><th>${a.lastUsed}</th><th></th></tr></thead><tbody>
 ${p.passkeys.map(

@@ -14,6 +14,7 @@ export {
   consentPage,
   enrollPage,
   errorPage,
+  layout,
   loginPage,
   noticesPage,
 } from './pages.ts';

@@ -218,6 +218,7 @@ describe('settings', () => {
       'contact_changed',
       'withdrawal_account_changed',
       'security_alert',
+      'bank_link',
     ]);
 
     const after = await updateNotificationSettings(t.db, {

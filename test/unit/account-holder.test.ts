@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { normalizeHolderName, sameHolderName } from '../../src/linking/accountHolder.ts';
+import { normalizeName as normalizeHolderName, sameHolderName } from '../../src/linking/index.ts';
 
 describe('名義一致 (holder-name matching)', () => {
   it.each([

@@ -70,4 +70,27 @@ describe('loadConfig', () => {
       /tls\.certFile and tls\.keyFile/,
     );
   });
+
+  it('validates linking.banks and names the bad key', () => {
+    const bank = {
+      id: 'a-bank',
+      name: { ja: '銀行', en: 'Bank' },
+      issuer: 'https://bank.example',
+      clientId: 'hub',
+    };
+    const ok = loadConfig({ env: {}, configDir: emptyDir(), overrides: { linking: { banks: [bank] } } });
+    expect(ok.linking.banks[0]).toMatchObject({
+      auth: { method: 'private_key_jwt' },
+      scope: 'openid profile',
+    });
+    expect(ok.linking.defaultSweepCap).toBe(1_000_000);
+    const bad = (banks: unknown[]) => () =>
+      loadConfig({ env: {}, configDir: emptyDir(), overrides: { linking: { banks } } as never });
+    expect(bad([{ ...bank, issuer: 'http://bank.example' }])).toThrow(/linking\.banks\.0\.issuer/);
+    expect(bad([{ ...bank, auth: { method: 'client_secret', secret: 'short' } }])).toThrow(
+      /linking\.banks\.0\.auth/,
+    );
+    expect(bad([bank, bank])).toThrow(/configured twice/);
+    expect(bad([{ ...bank, acrStrength: { x: 'strong' } }])).toThrow(/acrStrength/);
+  });
 });

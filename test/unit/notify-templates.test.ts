@@ -103,6 +103,10 @@ function dataFor(kind: NotificationKind, s: string): Record<string, unknown> {
       return { limit: 'withdrawal_daily', from: 500_000, to: 2_000_000 };
     case 'security_alert':
       return { reason: 'peer_signal', action: 'sessions_ended' };
+    case 'bank_link':
+      return { event: 'linked', bankName: s, accountMasked: s, capAmount: 100_000, reducedCap: true };
+    case 'sweep':
+      return { outcome: 'needs_bank_approval', amount: 250_000, bankName: s, accountMasked: s };
   }
 }
 

@@ -1,0 +1,237 @@
+/**
+ * The hub as an OpenID relying party of each configured bank (openid-client 6): discovery, the
+ * authorization request (pushed when the bank advertises PAR; always PKCE S256, state and nonce),
+ * the code exchange with private_key_jwt (the hub's sealed key) or a client secret, and what the
+ * bank asserted: acr, amr, the account holder's name (plain or `verified_claims`) and the account.
+ */
+import { readFileSync } from 'node:fs';
+import * as client from 'openid-client';
+import { Agent, fetch as undiciFetch } from 'undici';
+import type { Config } from '../config/index.ts';
+import type { Queryable } from '../db/index.ts';
+import { FederationError } from './errors.ts';
+import { loadRpKey, type RpKey } from './rpKey.ts';
+
+export type BankConfig = Config['linking']['banks'][number];
+
+/** What the hub keeps of one authorization request, to check the response against. */
+export interface BankChecks {
+  state: string;
+  nonce: string;
+  codeVerifier: string;
+}
+
+/** What the bank asserted about the customer and the account. */
+export interface BankAssertion {
+  subject: string;
+  acr: string | undefined;
+  amr: string[];
+  /** Every account-holder name the bank gave (kanji, kana, verified or plain). */
+  names: string[];
+  /** The bank account, masked ("001 普通 ****567"), when the bank named one. */
+  accountMasked: string | undefined;
+}
+
+export interface BankFederation {
+  readonly banks: readonly BankConfig[];
+  bank(id: string): BankConfig | undefined;
+  /** Where banks send the customer back: `<issuer>/account/links/callback`. */
+  readonly redirectUri: string;
+  authorizationUrl(bankId: string, checks: BankChecks): Promise<URL>;
+  /** Validates the callback and exchanges the code; FederationError on any failure. */
+  complete(bankId: string, callbackUrl: URL, checks: BankChecks): Promise<BankAssertion>;
+  /** The public key banks register for private_key_jwt. */
+  jwks(): Promise<{ keys: JsonWebKey[] }>;
+}
+
+export const BANK_CALLBACK_PATH = '/account/links/callback';
+
+const ACCOUNT_TYPES: Record<string, string> = {
+  '1': '普通',
+  '2': '当座',
+  '4': '貯蓄',
+  ordinary: '普通',
+  savings: '普通',
+  current: '当座',
+  checking: '当座',
+};
+
+const maskDigits = (n: string) => `${'*'.repeat(Math.max(0, n.length - 3))}${n.slice(-3)}`;
+
+/** "001 普通 ****567" from `{branch_code, account_type, account_number}` or a bare account number. */
+export function maskBankAccount(value: unknown): string | undefined {
+  if (typeof value === 'string' || typeof value === 'number') {
+    const digits = String(value).replace(/\D/g, '');
+    return digits ? maskDigits(digits) : undefined;
+  }
+  if (value === null || typeof value !== 'object') return undefined;
+  const o = value as Record<string, unknown>;
+  const number = String(o.account_number ?? '').replace(/\D/g, '');
+  if (!number) return undefined;
+  const branch =
+    typeof o.branch_code === 'string' && /^\d{3}$/.test(o.branch_code) ? o.branch_code : undefined;
+  const type = ACCOUNT_TYPES[String(o.account_type ?? '')];
+  return [branch, type, maskDigits(number)].filter(Boolean).join(' ');
+}
+
+const str = (v: unknown) => (typeof v === 'string' && v.trim() ? v.trim().slice(0, 200) : undefined);
+
+/** Names in one claims object: full names, family + given (kanji and kana), with language tags. */
+function namesIn(o: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  for (const tag of ['', '#ja-Kana-JP', '#ja-Hani-JP', '#ja-Hira-JP', '#ja-Jpan-JP']) {
+    const full = str(o[`name${tag}`]);
+    if (full) out.push(full);
+    const family = str(o[`family_name${tag}`]);
+    const given = str(o[`given_name${tag}`]);
+    if (family && given) out.push(`${family} ${given}`);
+  }
+  return out;
+}
+
+/** Names in plain claims and in `verified_claims` (an object or an array of them, OIDC4IDA). */
+export function assertedNames(claims: Record<string, unknown>): string[] {
+  const names = namesIn(claims);
+  const verified = claims.verified_claims;
+  for (const v of Array.isArray(verified) ? verified : verified ? [verified] : []) {
+    const inner = (v as { claims?: unknown }).claims;
+    if (inner && typeof inner === 'object') names.push(...namesIn(inner as Record<string, unknown>));
+  }
+  return [...new Set(names)];
+}
+
+function fetchFor(bank: BankConfig): client.CustomFetch | undefined {
+  if (!bank.caFile) return undefined;
+  const dispatcher = new Agent({ connect: { ca: readFileSync(bank.caFile, 'utf8') } });
+  return ((url: string, init: RequestInit) =>
+    undiciFetch(url, { ...(init as object), dispatcher })) as unknown as client.CustomFetch;
+}
+
+function asFederationError(err: unknown, what: string): FederationError {
+  if (err instanceof FederationError) return err;
+  if (err instanceof client.AuthorizationResponseError)
+    return new FederationError('ERR_BANK_DENIED', `the bank refused: ${err.error}`, {
+      cause: err,
+      oauthError: err.error,
+    });
+  if (err instanceof TypeError && /fetch failed/i.test(err.message))
+    return new FederationError('ERR_BANK_UNAVAILABLE', `the bank could not be reached (${what})`, {
+      cause: err,
+    });
+  return new FederationError('ERR_BANK_RESPONSE', `${what}: ${(err as Error).message}`.slice(0, 300), {
+    cause: err,
+  });
+}
+
+export function createBankFederation(o: { config: Config; db: Queryable; kek: Buffer }): BankFederation {
+  const banks = o.config.linking.banks;
+  const redirectUri = `${o.config.issuer}${BANK_CALLBACK_PATH}`;
+  const discovered = new Map<string, Promise<client.Configuration>>();
+  let rpKey: Promise<RpKey> | undefined;
+  const key = () => {
+    rpKey ??= loadRpKey(o.db, o.kek).catch((err) => {
+      rpKey = undefined;
+      throw err;
+    });
+    return rpKey;
+  };
+
+  const bankById = (id: string) => banks.find((b) => b.id === id);
+
+  function configuration(bank: BankConfig): Promise<client.Configuration> {
+    let found = discovered.get(bank.id);
+    if (!found) {
+      found = (async () => {
+        const auth =
+          bank.auth.method === 'client_secret'
+            ? client.ClientSecretBasic(bank.auth.secret)
+            : await key().then((k) => client.PrivateKeyJwt({ key: k.privateKey, kid: k.kid }));
+        const customFetch = fetchFor(bank);
+        return client.discovery(new URL(bank.issuer), bank.clientId, { redirect_uris: [redirectUri] }, auth, {
+          ...(customFetch ? { [client.customFetch]: customFetch } : {}),
+        });
+      })().catch((err: unknown) => {
+        // Not cached: the next attempt discovers again.
+        discovered.delete(bank.id);
+        throw asFederationError(err, 'discovery');
+      });
+      discovered.set(bank.id, found);
+    }
+    return found;
+  }
+
+  function known(bankId: string): BankConfig {
+    const bank = bankById(bankId);
+    if (!bank) throw new FederationError('ERR_BANK_UNKNOWN', 'no such bank');
+    return bank;
+  }
+
+  return {
+    banks,
+    bank: bankById,
+    redirectUri,
+
+    async authorizationUrl(bankId, checks) {
+      const bank = known(bankId);
+      const config = await configuration(bank);
+      const params: Record<string, string> = {
+        redirect_uri: redirectUri,
+        scope: bank.scope,
+        state: checks.state,
+        nonce: checks.nonce,
+        code_challenge: await client.calculatePKCECodeChallenge(checks.codeVerifier),
+        code_challenge_method: 'S256',
+        ...(bank.claims ? { claims: JSON.stringify(bank.claims) } : {}),
+        ...(bank.acrValues ? { acr_values: bank.acrValues.join(' ') } : {}),
+      };
+      try {
+        return config.serverMetadata().pushed_authorization_request_endpoint
+          ? await client.buildAuthorizationUrlWithPAR(config, params)
+          : client.buildAuthorizationUrl(config, params);
+      } catch (err) {
+        throw asFederationError(err, 'authorization request');
+      }
+    },
+
+    async complete(bankId, callbackUrl, checks) {
+      const bank = known(bankId);
+      const error = callbackUrl.searchParams.get('error');
+      if (error)
+        throw new FederationError('ERR_BANK_DENIED', `the bank answered ${error.slice(0, 60)}`, {
+          oauthError: error.slice(0, 60),
+        });
+      const config = await configuration(bank);
+      try {
+        const tokens = await client.authorizationCodeGrant(config, callbackUrl, {
+          pkceCodeVerifier: checks.codeVerifier,
+          expectedState: checks.state,
+          expectedNonce: checks.nonce,
+          idTokenExpected: true,
+        });
+        const idToken = tokens.claims()!;
+        let claims: Record<string, unknown> = { ...idToken };
+        // Banks that keep names or the account out of the ID token give them at userinfo.
+        const missing = !assertedNames(claims).length || claims[bank.accountClaim] === undefined;
+        if (missing && config.serverMetadata().userinfo_endpoint) {
+          const info = await client.fetchUserInfo(config, tokens.access_token, idToken.sub);
+          claims = { ...info, ...claims };
+        }
+        return {
+          subject: idToken.sub,
+          acr: typeof idToken.acr === 'string' ? idToken.acr : undefined,
+          amr: Array.isArray(idToken.amr)
+            ? idToken.amr.filter((v): v is string => typeof v === 'string')
+            : [],
+          names: assertedNames(claims),
+          accountMasked: maskBankAccount(claims[bank.accountClaim]),
+        };
+      } catch (err) {
+        throw asFederationError(err, 'callback');
+      }
+    },
+
+    async jwks() {
+      return { keys: [(await key()).publicJwk] };
+    },
+  };
+}

@@ -1,0 +1,60 @@
+/**
+ * The hub's own signing key as a relying party of banks (private_key_jwt client assertions):
+ * generated at first use, sealed with the key-encryption key in `secrets`, the same on every node.
+ * Banks register its public part, served at /federation/jwks.json.
+ */
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { recordAudit } from '../audit/index.ts';
+import type { Queryable } from '../db/index.ts';
+import { decryptAtRest, encryptAtRest } from '../keys/index.ts';
+
+const SECRET_NAME = 'federation.rp_signing_key';
+
+export interface RpKey {
+  kid: string;
+  privateKey: CryptoKey;
+  publicJwk: JsonWebKey & { kid: string; alg: 'ES256'; use: 'sig' };
+}
+
+function newJwk(): JsonWebKey {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return privateKey.export({ format: 'jwk' }) as JsonWebKey;
+}
+
+async function toRpKey(jwk: JsonWebKey): Promise<RpKey> {
+  const { d: _d, ...pub } = jwk;
+  const kid = createHash('sha256')
+    .update(JSON.stringify({ crv: pub.crv, kty: pub.kty, x: pub.x, y: pub.y }))
+    .digest('base64url');
+  const privateKey = await crypto.subtle.importKey(
+    'jwk',
+    jwk,
+    { name: 'ECDSA', namedCurve: 'P-256' },
+    false,
+    ['sign'],
+  );
+  return { kid, privateKey, publicJwk: { ...pub, kid, alg: 'ES256', use: 'sig' } };
+}
+
+/** The key, generated and stored when missing (a concurrent first start keeps the first one). */
+export async function loadRpKey(db: Queryable, kek: Buffer): Promise<RpKey> {
+  const read = async () =>
+    (await db.query<{ value_enc: string }>('SELECT value_enc FROM secrets WHERE name = $1', [SECRET_NAME]))
+      .rows[0]?.value_enc;
+  let sealed = await read();
+  if (!sealed) {
+    const created = await db.query(
+      'INSERT INTO secrets (name, value_enc) VALUES ($1, $2) ON CONFLICT DO NOTHING',
+      [SECRET_NAME, encryptAtRest(kek, JSON.stringify(newJwk()), SECRET_NAME)],
+    );
+    if (created.rowCount === 1)
+      await recordAudit(db, {
+        type: 'keys.generated',
+        outcome: 'info',
+        actor: 'system',
+        data: { secrets: [SECRET_NAME] },
+      });
+    sealed = await read();
+  }
+  return toRpKey(JSON.parse(decryptAtRest(kek, sealed!, SECRET_NAME)) as JsonWebKey);
+}

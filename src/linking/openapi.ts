@@ -1,0 +1,146 @@
+/**
+ * The OpenAPI 3.1 description of the bank-link institution endpoints, merged into the hub's
+ * document by src/api/openapi.ts. References the document's shared components (error responses,
+ * headers, parameters) by name.
+ */
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const errors = (...statuses: number[]) =>
+  Object.fromEntries(statuses.map((s) => [String(s), { $ref: `#/components/responses/E${s}` }]));
+const json = (schema: unknown) => ({ 'application/json': { schema } });
+const headers = { 'x-fapi-interaction-id': { $ref: '#/components/headers/InteractionId' } };
+const common = [{ $ref: '#/components/parameters/InteractionId' }, { $ref: '#/components/parameters/DPoP' }];
+const str = (extra: Record<string, unknown> = {}) => ({ type: 'string', ...extra });
+const nullableStr = { type: ['string', 'null'] };
+const object = (properties: Record<string, unknown>, required: string[] = Object.keys(properties)) => ({
+  type: 'object',
+  properties,
+  required,
+  additionalProperties: false,
+});
+
+export const LINKS_SCOPE_DESCRIPTION =
+  "Suspend and resume bank links of the institution's accounts or bank, read them and their events";
+
+const security = [{ institution: ['institution:links'] }];
+const linkId = { name: 'linkId', in: 'path', required: true, schema: str({ pattern: '^lnk_[0-9a-f]{32}$' }) };
+
+const suspension = (suspend: boolean) => ({
+  post: {
+    operationId: suspend ? 'suspendBankLink' : 'resumeBankLink',
+    summary: suspend
+      ? 'Suspend a bank link (sweeps from it stop at once)'
+      : 'Resume a bank link you suspended',
+    description:
+      'Only the brokerage of the linked account and the linked bank’s institution see a link (others: 404). ' +
+      'A link is resumed only by the institution that suspended it (409 otherwise); a suspension caused by ' +
+      'a peer’s Shared Signals event by either institution of the link.',
+    'x-kakehashi-status': 'served',
+    tags: ['links'],
+    security,
+    parameters: [linkId, ...common],
+    ...(suspend
+      ? {
+          requestBody: {
+            required: false,
+            content: json(object({ reason: str({ maxLength: 200 }) }, [])),
+          },
+        }
+      : {}),
+    responses: {
+      '200': {
+        description: 'The link as it is now',
+        headers,
+        content: json(object({ data: ref('BankLink'), meta: object({ interactionId: str() }) })),
+      },
+      ...errors(400, 401, 403, 404, 405, 409),
+    },
+  },
+});
+
+/** A GET returning `{ data: [item], meta }`, with one optional query parameter. */
+const listGet = (o: {
+  operationId: string;
+  summary: string;
+  description?: string;
+  query: { name: string; description?: string; schema: unknown };
+  item: string;
+  meta: Record<string, unknown>;
+}) => ({
+  get: {
+    operationId: o.operationId,
+    summary: o.summary,
+    ...(o.description ? { description: o.description } : {}),
+    'x-kakehashi-status': 'served',
+    tags: ['links'],
+    security,
+    parameters: [{ in: 'query', required: false, ...o.query }, ...common],
+    responses: {
+      '200': {
+        description: 'OK',
+        headers,
+        content: json(object({ data: { type: 'array', items: ref(o.item) }, meta: object(o.meta) })),
+      },
+      ...errors(400, 401, 403, 405),
+    },
+  },
+});
+
+export function linkingOpenApi(): { paths: Record<string, unknown>; schemas: Record<string, unknown> } {
+  return {
+    paths: {
+      '/api/institution/v1/links/{linkId}/suspend': suspension(true),
+      '/api/institution/v1/links/{linkId}/resume': suspension(false),
+      '/api/institution/v1/links': listGet({
+        operationId: 'listBankLinks',
+        summary: 'Bank links of the institution’s accounts or bank, newest first (at most 200)',
+        query: { name: 'customer', description: 'One of the institution’s customer numbers', schema: str() },
+        item: 'BankLink',
+        meta: { totalRecords: { type: 'integer' } },
+      }),
+      '/api/institution/v1/events': listGet({
+        operationId: 'listInstitutionEvents',
+        summary: 'The institution’s event feed (poll): bank links and sweep decisions',
+        description:
+          'Pass the last meta.next as `after` to read on; 100 events per page, oldest first. The brokerage’s ' +
+          'events carry accountId and its customerNumber, the bank’s its own subject for the customer.',
+        query: { name: 'after', schema: str({ pattern: '^[0-9]+$' }) },
+        item: 'InstitutionEvent',
+        meta: { next: { type: 'integer' } },
+      }),
+    },
+    schemas: {
+      BankLink: object({
+        linkId: str(),
+        accountId: str(),
+        brokerageInstitutionId: str(),
+        bankId: str(),
+        bankInstitutionId: nullableStr,
+        bankAccountMasked: nullableStr,
+        bankStrength: str({ enum: ['phishing_resistant', 'otp', 'password', 'unknown'] }),
+        capAmount: { type: 'integer', minimum: 0 },
+        status: str({ enum: ['active', 'suspended', 'removed'] }),
+        suspendedBy: nullableStr,
+        createdAt: str({ format: 'date-time' }),
+        updatedAt: str({ format: 'date-time' }),
+      }),
+      InstitutionEvent: object({
+        id: { type: 'integer' },
+        type: str({
+          enum: [
+            'link.created',
+            'link.refused',
+            'link.removed',
+            'link.suspended',
+            'link.resumed',
+            'sweep.allowed',
+            'sweep.refused',
+            'sweep.needs_bank_approval',
+          ],
+        }),
+        linkId: nullableStr,
+        data: { type: 'object' },
+        createdAt: str({ format: 'date-time' }),
+      }),
+    },
+  };
+}

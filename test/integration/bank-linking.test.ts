@@ -1,0 +1,734 @@
+/**
+ * Bank linking end to end: three real OpenID providers play banks of different strengths (passkey
+ * with PAR and private_key_jwt, OTP and password-only with client secrets), the customer signs in at
+ * the hub with a passkey and links over HTTP, and the withdrawal-strength policy decides every row of
+ * create_sweep_link. Then the callback's defences, unlinking, and the institution API.
+ */
+
+import { generateKeyPairSync } from 'node:crypto';
+import * as client from 'openid-client';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { institutionResource } from '../../src/api/index.ts';
+import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
+import { encryptAtRest, jwkThumbprint } from '../../src/keys/index.ts';
+import {
+  applySweepSuspensions,
+  decide,
+  deleteExpiredLinkAttempts,
+  LinkError,
+  listBankLinks,
+  loadPolicy,
+  recordSweep,
+  reportSweepDecision,
+  sweepPullFacts,
+} from '../../src/linking/index.ts';
+import { addEmailChannel } from '../../src/notify/index.ts';
+import { enrollDemoCustomer } from '../support/customer.ts';
+import { startTestHub, type TestHub } from '../support/hub.ts';
+import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
+import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import { startUpstreamOp, type UpstreamOp } from '../support/upstreamOp.ts';
+
+const BANK_INSTITUTION = 'a-bank';
+const SECRET = 'otp-bank-client-secret-0123456789';
+
+let t: TestHub;
+let device: PasskeyEmulator;
+let passkeyBank: UpstreamOp;
+let otpBank: UpstreamOp;
+let passwordBank: UpstreamOp;
+let customerId: string;
+let accountId: string;
+/** fetch that trusts the hub's CA and every bank's. */
+let browserFetch: typeof globalThis.fetch;
+
+const YAMADA = {
+  name: '山田 太郎',
+  'name#ja-Kana-JP': 'ﾔﾏﾀﾞ ﾀﾛｳ',
+  bank_account: { branch_code: '123', account_type: '1', account_number: '7654321' },
+};
+
+beforeAll(async () => {
+  [passkeyBank, otpBank, passwordBank] = await Promise.all([
+    startUpstreamOp({
+      claims: YAMADA,
+      login: { acr: 'urn:a-bank:loa:transfer-2', amr: ['hwk', 'user'] },
+      requirePar: true,
+      profileClaims: ['bank_account'],
+    }),
+    startUpstreamOp({
+      // The bank knows only the kana, in hiragana with an ideographic space.
+      claims: {
+        'family_name#ja-Kana-JP': 'やまだ',
+        'given_name#ja-Kana-JP': 'たろう',
+        bank_account: '0001112',
+      },
+      login: { amr: ['pwd', 'otp'] },
+      profileClaims: ['bank_account'],
+    }),
+    startUpstreamOp({ claims: { name: '山田太郎' }, login: { amr: ['pwd'] } }),
+  ]);
+  t = await startTestHub({
+    linking: {
+      banks: [
+        {
+          id: 'a-bank',
+          name: { ja: 'あおぞら銀行', en: 'A Bank' },
+          institutionId: BANK_INSTITUTION,
+          issuer: passkeyBank.issuer,
+          clientId: 'kakehashi',
+          acrStrength: { 'urn:a-bank:loa:transfer-2': 'phishing_resistant' },
+          caFile: passkeyBank.caPath,
+        },
+        {
+          id: 'otp-bank',
+          name: { ja: 'ワンタイム銀行', en: 'OTP Bank' },
+          issuer: otpBank.issuer,
+          clientId: 'kakehashi',
+          auth: { method: 'client_secret', secret: SECRET },
+          caFile: otpBank.caPath,
+        },
+        {
+          id: 'pw-bank',
+          name: { ja: 'パスワード銀行', en: 'Password Bank' },
+          issuer: passwordBank.issuer,
+          clientId: 'kakehashi',
+          auth: { method: 'client_secret', secret: SECRET },
+          caFile: passwordBank.caPath,
+        },
+        // Nothing listens there.
+        {
+          id: 'down-bank',
+          name: { ja: '停止中銀行', en: 'Down Bank' },
+          issuer: 'https://localhost:1',
+          clientId: 'x',
+        },
+      ],
+    },
+  });
+  const redirect = `${t.issuer}/account/links/callback`;
+  const jwks = await (await t.fetch(`${t.issuer}/federation/jwks.json`)).json();
+  await passkeyBank.addClient({
+    client_id: 'kakehashi',
+    redirect_uris: [redirect],
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'ES256',
+    id_token_signed_response_alg: 'ES256',
+    jwks,
+  });
+  for (const bank of [otpBank, passwordBank])
+    await bank.addClient({
+      client_id: 'kakehashi',
+      client_secret: SECRET,
+      redirect_uris: [redirect],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: 'ES256',
+    });
+  const dispatcher = new Agent({
+    connect: { ca: [t.caPem, passkeyBank.caPem, otpBank.caPem, passwordBank.caPem] },
+  });
+  browserFetch = ((url: string | URL, init?: RequestInit) =>
+    undiciFetch(url, { ...(init as object), dispatcher })) as unknown as typeof globalThis.fetch;
+
+  device = await enrollDemoCustomer(t);
+  customerId = t.hub.demo!.customerId;
+  accountId = (
+    await t.hub.db.query<{ id: string }>(
+      "SELECT id FROM accounts WHERE customer_id = $1 AND tax_category = 'specific'",
+      [customerId],
+    )
+  ).rows[0]!.id;
+  await t.hub.db.query(
+    "INSERT INTO institutions (id, kind, name_ja, name_en) VALUES ($1, 'bank', 'あおぞら銀行', 'A Bank'), ('other-inst', 'brokerage', 'ほか証券', 'Other')",
+    [BANK_INSTITUTION],
+  );
+  await t.hub.db.transaction((tx) =>
+    addEmailChannel(tx, t.hub.authn.kek!, { customerId, address: 'taro@example.jp', actor: 'operator:test' }),
+  );
+});
+afterAll(async () => {
+  await t?.close();
+  await Promise.all([passkeyBank, otpBank, passwordBank].map((b) => b?.close()));
+});
+
+async function signedIn(): Promise<{ ua: UserAgent; csrf: string }> {
+  const ua = createUserAgent({ fetch: browserFetch });
+  await ua.get(`${t.issuer}/account`);
+  const options = await ua.postJson(`${t.issuer}/account/login/options`, {});
+  const verify = await ua.postJson(
+    `${t.issuer}/account/login/verify`,
+    device.authenticate(options.json(), new URL(t.issuer).origin),
+  );
+  expect(verify.status).toBe(200);
+  const page = await ua.get(`${t.issuer}/account/links`);
+  expect(page.status).toBe(200);
+  const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)?.[1];
+  expect(csrf).toBeTruthy();
+  return { ua, csrf: csrf! };
+}
+
+/** Starts a link and goes through the bank; returns the callback URL the bank sent the browser to. */
+async function throughBank(ua: UserAgent, csrf: string, bankId: string): Promise<URL> {
+  const start = await ua.postForm(`${t.issuer}/account/links/start`, { csrf, bankId, accountId });
+  expect(start.status).toBe(303);
+  const { stoppedAt, response } = await ua.follow(start.location!, {
+    stopAt: (u) => u.origin === new URL(t.issuer).origin && u.pathname === '/account/links/callback',
+  });
+  expect(stoppedAt, response.text.slice(0, 300)).toBeDefined();
+  return stoppedAt!;
+}
+
+async function linkAt(bankId: string, session?: { ua: UserAgent; csrf: string }) {
+  const { ua, csrf } = session ?? (await signedIn());
+  const res = await ua.get(await throughBank(ua, csrf, bankId));
+  expect(res.status).toBe(200);
+  const result = /data-result="([^"]+)"(?: data-reason="([^"]+)")?/.exec(res.text);
+  return { res, ua, result: result?.[1], reason: result?.[2] };
+}
+
+const liveLinks = async () =>
+  (await listBankLinks(t.hub.db, customerId)).filter((l) => l.status !== 'removed');
+const outbox = async (event: string) =>
+  (
+    await t.hub.db.query<{ data: Record<string, unknown> }>(
+      "SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = 'bank_link' AND data ->> 'event' = $2 ORDER BY id",
+      [customerId, event],
+    )
+  ).rows.map((r) => r.data);
+const events = async (institution: string, type: string) =>
+  (
+    await t.hub.db.query<{ data: Record<string, unknown>; link_id: string | null }>(
+      'SELECT data, link_id FROM institution_events WHERE institution_id = $1 AND type = $2 ORDER BY id',
+      [institution, type],
+    )
+  ).rows;
+const decisions = async () =>
+  (
+    await t.hub.db.query<{ type: string; data: { decidedBy: string[] } }>(
+      "SELECT type, data FROM audit_events WHERE type LIKE 'policy.create_sweep_link.%' ORDER BY id",
+    )
+  ).rows;
+
+async function removeAll() {
+  await t.hub.db.query(
+    "UPDATE bank_links SET status = 'removed', removed_at = now() WHERE customer_id = $1",
+    [customerId],
+  );
+}
+
+describe('create_sweep_link, every policy row', () => {
+  it('links a passkey bank (PAR, private_key_jwt): full default cap, everyone told', async () => {
+    const { result, res } = await linkAt('a-bank');
+    expect(result).toBe('linked');
+    expect(res.text).not.toContain('id="policy-notice"');
+    const [link] = await liveLinks();
+    expect(link).toMatchObject({
+      bankId: 'a-bank',
+      bankStrength: 'phishing_resistant',
+      capAmount: 1_000_000,
+      bankAccountMasked: '123 普通 ****321',
+      status: 'active',
+      decidedBy: ['link.allow'],
+      bankInstitutionId: BANK_INSTITUTION,
+    });
+    expect((await decisions()).at(-1)).toMatchObject({
+      type: 'policy.create_sweep_link.allow',
+      data: { decidedBy: ['link.allow'] },
+    });
+    expect(await outbox('linked')).toEqual([
+      { event: 'linked', bankName: 'あおぞら銀行', accountMasked: '123 普通 ****321', capAmount: 1_000_000 },
+    ]);
+    const brokerage = await events(DEMO_INSTITUTION_ID, 'link.created');
+    expect(brokerage).toHaveLength(1);
+    expect(brokerage[0]!.data).toMatchObject({ customerNumber: t.hub.demo!.customerNumber, accountId });
+    const bank = await events(BANK_INSTITUTION, 'link.created');
+    expect(bank[0]!.data).toMatchObject({ subject: passkeyBank.account.sub });
+    expect(bank[0]!.data).not.toHaveProperty('customerNumber');
+    // The page lists it; linking the same account again makes no second link.
+    const again = await linkAt('a-bank');
+    expect(again.result).toBe('exists');
+    expect(await liveLinks()).toHaveLength(1);
+    await removeAll();
+  });
+
+  it('links an OTP bank with the reduced cap and the notice, matching kana despite hiragana and spaces', async () => {
+    const { result, res } = await linkAt('otp-bank');
+    expect(result).toBe('linked');
+    expect(res.text).toContain('id="policy-notice"');
+    expect(res.text).toContain('100,000');
+    const [link] = await liveLinks();
+    expect(link).toMatchObject({ bankStrength: 'otp', capAmount: 100_000, decidedBy: ['link.bank-otp'] });
+    expect((await outbox('linked')).at(-1)).toMatchObject({ capAmount: 100_000, reducedCap: true });
+    await removeAll();
+  });
+
+  it('refuses a password-only bank, and one that asserts nothing it recognises', async () => {
+    const pw = await linkAt('pw-bank');
+    expect([pw.result, pw.reason]).toEqual(['refused', 'bank_strength']);
+    passwordBank.login.amr = undefined;
+    try {
+      const unknown = await linkAt('pw-bank');
+      expect([unknown.result, unknown.reason]).toEqual(['refused', 'bank_strength']);
+    } finally {
+      passwordBank.login.amr = ['pwd'];
+    }
+    expect(await liveLinks()).toHaveLength(0);
+    expect((await decisions()).slice(-2).map((d) => d.data.decidedBy)).toEqual([
+      ['link.bank-password-only'],
+      ['link.bank-password-only'],
+    ]);
+    expect((await outbox('refused')).slice(-2)).toEqual([
+      { event: 'refused', bankName: 'パスワード銀行', reason: 'bank_strength' },
+      { event: 'refused', bankName: 'パスワード銀行', reason: 'bank_strength' },
+    ]);
+    expect((await events(DEMO_INSTITUTION_ID, 'link.refused')).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('refuses when the holder name differs, even at a passkey bank', async () => {
+    passkeyBank.account.claims = { ...YAMADA, name: '佐藤 花子', 'name#ja-Kana-JP': 'ｻﾄｳ ﾊﾅｺ' };
+    try {
+      const { result, reason } = await linkAt('a-bank');
+      expect([result, reason]).toEqual(['refused', 'name_mismatch']);
+    } finally {
+      passkeyBank.account.claims = { ...YAMADA };
+    }
+    expect(await liveLinks()).toHaveLength(0);
+    // The bank's institution hears of the refusal with its own subject.
+    expect((await events(BANK_INSTITUTION, 'link.refused')).at(-1)!.data).toMatchObject({
+      reason: 'name_mismatch',
+      subject: passkeyBank.account.sub,
+    });
+  });
+
+  it('refuses for a frozen customer', async () => {
+    const session = await signedIn();
+    await t.hub.db.query("UPDATE customers SET status = 'frozen' WHERE id = $1", [customerId]);
+    try {
+      const { result, reason } = await linkAt('a-bank', session);
+      expect([result, reason]).toEqual(['refused', 'frozen']);
+    } finally {
+      await t.hub.db.query("UPDATE customers SET status = 'active' WHERE id = $1", [customerId]);
+    }
+  });
+
+  it('asks for a passkey sign-in again when the hub session is not phishing-resistant', async () => {
+    const session = await signedIn();
+    await t.hub.db.query(
+      `UPDATE oidc_payloads SET payload = jsonb_set(payload, '{acr}', '"otp"')
+       WHERE model = 'Session' AND payload ->> 'accountId' = $1`,
+      [customerId],
+    );
+    const { result, ua } = await linkAt('a-bank', session);
+    expect(result).toBe('step_up');
+    expect((await decisions()).at(-1)!.type).toBe('policy.create_sweep_link.step_up');
+    expect(await liveLinks()).toHaveLength(0);
+    // The sign-in ended: the security page asks for a passkey.
+    expect((await ua.get(`${t.issuer}/account`)).text).toContain('id="passkey-login"');
+  });
+
+  it('asks for a passkey sign-in again when the hub sign-in is older than five minutes', async () => {
+    const session = await signedIn();
+    await t.hub.db.query(
+      `UPDATE oidc_payloads SET payload = jsonb_set(payload, '{loginTs}', to_jsonb((payload ->> 'loginTs')::bigint - 301))
+       WHERE model = 'Session' AND payload ->> 'accountId' = $1`,
+      [customerId],
+    );
+    const { result } = await linkAt('a-bank', session);
+    expect(result).toBe('step_up');
+    expect((await decisions()).at(-1)!.data).toMatchObject({ decidedBy: ['link.brokerage-not-phr'] });
+  });
+
+  it('refuses (and tells) when the customer cancels at the bank', async () => {
+    passkeyBank.decision = 'deny';
+    try {
+      const { result, reason } = await linkAt('a-bank');
+      expect([result, reason]).toEqual(['refused', 'bank_error']);
+    } finally {
+      passkeyBank.decision = 'approve';
+    }
+    const failed = await t.hub.db.query<{ data: { code: string; oauthError: string } }>(
+      "SELECT data FROM audit_events WHERE type = 'linking.link.bank_failed' ORDER BY id DESC LIMIT 1",
+    );
+    expect(failed.rows[0]!.data).toMatchObject({ code: 'ERR_BANK_DENIED', oauthError: 'access_denied' });
+  });
+});
+
+describe('the callback', () => {
+  it('refuses a tampered or missing state, another session and a replay, and never 500s', async () => {
+    const { ua, csrf } = await signedIn();
+    const callback = await throughBank(ua, csrf, 'a-bank');
+    const tampered = new URL(callback);
+    tampered.searchParams.set('state', `${callback.searchParams.get('state')}x`);
+    const bad = await ua.get(tampered);
+    expect(bad.status).toBe(400);
+    expect(bad.text).toContain('ERR_LINK_STATE');
+    const none = new URL(callback);
+    none.searchParams.delete('state');
+    expect((await ua.get(none)).text).toContain('ERR_LINK_STATE');
+    // The same customer signed in elsewhere cannot complete this browser's attempt.
+    const other = await signedIn();
+    const stolen = await other.ua.get(callback);
+    expect(stolen.status).toBe(400);
+    expect(stolen.text).toContain('ERR_LINK_SESSION');
+    // Without any sign-in: 401, nothing consumed.
+    const anonymous = await createUserAgent({ fetch: browserFetch }).get(callback);
+    expect(anonymous.status).toBe(401);
+    // The real answer still works once; a second use is a replay.
+    const ok = await ua.get(callback);
+    expect(ok.text).toContain('data-result="linked"');
+    const replay = await ua.get(callback);
+    expect(replay.status).toBe(400);
+    expect(replay.text).toContain('ERR_LINK_REPLAY');
+    expect(await liveLinks()).toHaveLength(1);
+    await removeAll();
+  });
+
+  it('refuses an answer that comes after the attempt expired; expired attempts are swept later', async () => {
+    const { ua, csrf } = await signedIn();
+    const callback = await throughBank(ua, csrf, 'a-bank');
+    await t.hub.db.query(
+      "UPDATE bank_link_attempts SET expires_at = now() - interval '2 days' WHERE customer_id = $1 AND consumed_at IS NULL",
+      [customerId],
+    );
+    const late = await ua.get(callback);
+    expect(late.status).toBe(400);
+    expect(late.text).toContain('ERR_LINK_EXPIRED');
+    expect(await liveLinks()).toHaveLength(0);
+    expect(await deleteExpiredLinkAttempts(t.hub.db)).toBeGreaterThanOrEqual(1);
+    expect((await ua.get(callback)).text).toContain('ERR_LINK_STATE');
+  });
+
+  it('refuses an ID token whose nonce is not the one sent', async () => {
+    const { ua, csrf } = await signedIn();
+    const callback = await throughBank(ua, csrf, 'a-bank');
+    // What the hub expects is sealed in the attempt; make it expect another nonce than the bank echoes.
+    const attempt = (
+      await t.hub.db.query<{ id: string }>(
+        'SELECT id FROM bank_link_attempts WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 1',
+        [customerId],
+      )
+    ).rows[0]!;
+    const verifier = client.randomPKCECodeVerifier();
+    await t.hub.db.query('UPDATE bank_link_attempts SET secrets_enc = $2 WHERE id = $1', [
+      attempt.id,
+      encryptAtRest(
+        t.hub.authn.kek!,
+        JSON.stringify({ nonce: client.randomNonce(), codeVerifier: verifier }),
+        attempt.id,
+      ),
+    ]);
+    const res = await ua.get(callback);
+    expect(res.status).toBe(200);
+    expect(res.text).toContain('data-reason="bank_error"');
+    expect(await liveLinks()).toHaveLength(0);
+  });
+
+  it('refuses a start for an account that is not the customer’s or an unknown bank', async () => {
+    const { ua, csrf } = await signedIn();
+    // The security page leads here.
+    expect((await ua.get(`${t.issuer}/account`)).text).toContain('href="/account/links" id="bank-links"');
+    const wrongAccount = await ua.postForm(`${t.issuer}/account/links/start`, {
+      csrf,
+      bankId: 'a-bank',
+      accountId: 'acc_nope',
+    });
+    expect(wrongAccount.status).toBe(400);
+    expect(wrongAccount.text).toContain('ERR_LINK_ACCOUNT');
+    const wrongBank = await ua.postForm(`${t.issuer}/account/links/start`, { csrf, bankId: 'x', accountId });
+    expect(wrongBank.text).toContain('ERR_LINK_BANK');
+    const down = await ua.postForm(`${t.issuer}/account/links/start`, {
+      csrf,
+      bankId: 'down-bank',
+      accountId,
+    });
+    expect(down.status).toBe(503);
+    expect(down.text).toContain('ERR_LINK_BANK_UNAVAILABLE');
+    const forged = await ua.postForm(`${t.issuer}/account/links/start`, {
+      csrf: 'x',
+      bankId: 'a-bank',
+      accountId,
+    });
+    expect(forged.status).toBe(403);
+  });
+});
+
+describe('unlinking, sweeps and the institution API', () => {
+  let linkId: string;
+  type Caller = {
+    // biome-ignore lint/suspicious/noExplicitAny: the test reads the JSON envelope field by field
+    call(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
+  };
+  const callers: Record<string, Caller> = {};
+
+  async function institutionCaller(institutionId: string, scope = 'institution:links'): Promise<Caller> {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const pub = publicKey.export({ format: 'jwk' });
+    const kid = jwkThumbprint(pub as { kty: string });
+    const clientId = `links-${institutionId}-${scope.replace(/\W/g, '')}`;
+    await t.hub.db.query('INSERT INTO clients (client_id, metadata) VALUES ($1, $2)', [
+      clientId,
+      JSON.stringify({
+        client_id: clientId,
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'ES256',
+        dpop_bound_access_tokens: true,
+        scope,
+        institution_id: institutionId,
+        jwks: { keys: [{ ...pub, kid, alg: 'ES256', use: 'sig' }] },
+      }),
+    ]);
+    const key = await crypto.subtle.importKey(
+      'jwk',
+      privateKey.export({ format: 'jwk' }) as JsonWebKey,
+      { name: 'ECDSA', namedCurve: 'P-256' },
+      false,
+      ['sign'],
+    );
+    const config = await client.discovery(
+      new URL(t.issuer),
+      clientId,
+      undefined,
+      client.PrivateKeyJwt({ key, kid }),
+      {
+        [client.customFetch]: t.fetch as client.CustomFetch,
+      },
+    );
+    const DPoP = client.getDPoPHandle(config, await client.randomDPoPKeyPair('ES256'));
+    const tokens = await client.clientCredentialsGrant(
+      config,
+      { scope, resource: institutionResource(t.issuer) },
+      { DPoP },
+    );
+    return {
+      async call(method, path, body) {
+        // openid-client throws on a WWW-Authenticate challenge; the envelope is still in its response.
+        const res = await client
+          .fetchProtectedResource(
+            config,
+            tokens.access_token,
+            new URL(`${t.issuer}${path}`),
+            method,
+            body === undefined ? undefined : JSON.stringify(body),
+            new Headers(body === undefined ? {} : { 'content-type': 'application/json' }),
+            { DPoP },
+          )
+          .catch((err: unknown) => {
+            if (err instanceof client.WWWAuthenticateChallengeError) return err.response;
+            throw err;
+          });
+        const text = await res.text();
+        const parsed = text ? JSON.parse(text) : undefined;
+        // Every answer is what the OpenAPI document says it is.
+        oas.check(method, `${t.issuer}${path}`, res.status, parsed);
+        return { status: res.status, body: parsed };
+      },
+    };
+  }
+
+  let oas: OpenApiValidator;
+
+  beforeAll(async () => {
+    oas = openApiValidator(
+      (await (await t.fetch(`${t.issuer}/api/openapi.json`)).json()) as Record<string, unknown>,
+    );
+    await removeAll();
+    expect((await linkAt('a-bank')).result).toBe('linked');
+    linkId = (await liveLinks())[0]!.id;
+    callers.brokerage = await institutionCaller(DEMO_INSTITUTION_ID);
+    callers.bank = await institutionCaller(BANK_INSTITUTION);
+    callers.other = await institutionCaller('other-inst');
+    callers.ingestOnly = await institutionCaller(DEMO_INSTITUTION_ID, 'institution:ingest');
+  });
+
+  it('gives the decision endpoint its sweep_pull facts and counts allowed pulls against the cap', async () => {
+    const policy = loadPolicy();
+    const pull = async (amount: number, reference: string) => {
+      const facts = await sweepPullFacts(t.hub.db, { customerId, linkId, amount, bankApprovalBound: false });
+      const decision = await decide(t.hub.db, policy, 'sweep_pull', facts, {
+        customerId,
+        actor: 'client:test',
+      });
+      const { usedToday } = await reportSweepDecision(t.hub.db, t.hub.config, {
+        customerId,
+        linkId,
+        amount,
+        reference,
+        decision,
+      });
+      return { facts, decision: decision.decision, decidedBy: decision.decidedBy, usedToday };
+    };
+    // The passkey was enrolled and the e-mail added moments ago: a credential change today pauses sweeps.
+    const recent = await pull(600_000, 'buy-0');
+    expect(recent.facts).toMatchObject({
+      overDailyCap: false,
+      linkSuspended: false,
+      frozen: false,
+      daysSinceCredentialChange: 0,
+    });
+    expect([recent.decision, recent.decidedBy, recent.usedToday]).toEqual([
+      'deny',
+      ['sweep.recent-credential-change'],
+      0,
+    ]);
+    // Ten days later (the changes moved back), within the cap: allowed and counted once per reference.
+    await t.hub.db.query(
+      "UPDATE passkeys SET created_at = now() - interval '10 days' WHERE customer_id = $1",
+      [customerId],
+    );
+    await t.hub.db.query(
+      "UPDATE notify_channels SET created_at = now() - interval '10 days' WHERE customer_id = $1",
+      [customerId],
+    );
+    await t.hub.db.query(
+      "UPDATE audit_events SET at = now() - interval '10 days' WHERE customer_id = $1 AND at > now() - interval '10 days'",
+      [customerId],
+    );
+    const allowed = await pull(600_000, 'buy-1');
+    expect(allowed.facts.daysSinceCredentialChange).toBe(10);
+    expect([allowed.decision, allowed.usedToday]).toEqual(['allow', 600_000]);
+    // The same decision reported again (a retry) counts and tells nothing twice.
+    const retry = await reportSweepDecision(t.hub.db, t.hub.config, {
+      customerId,
+      linkId,
+      amount: 600_000,
+      reference: 'buy-1',
+      decision: { decision: 'allow', decidedBy: allowed.decidedBy },
+    });
+    expect(retry.usedToday).toBe(600_000);
+    expect(await recordSweep(t.hub.db, { linkId, amount: 600_000, reference: 'buy-1' })).toEqual({
+      recorded: false,
+      usedToday: 600_000,
+    });
+    // Above the daily cap: the bank must approve this amount; nothing counted.
+    const over = await pull(400_001, 'buy-2');
+    expect([over.facts.overDailyCap, over.decision, over.usedToday]).toEqual([true, 'step_up', 600_000]);
+    const notices = await t.hub.db.query<{ data: { outcome: string; amount: number } }>(
+      "SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = 'sweep' ORDER BY id",
+      [customerId],
+    );
+    expect(notices.rows.map((r) => [r.data.outcome, r.data.amount])).toEqual([
+      ['refused', 600_000],
+      ['allowed', 600_000],
+      ['needs_bank_approval', 400_001],
+    ]);
+    expect((await events(BANK_INSTITUTION, 'sweep.allowed')).map((e) => e.data.reference)).toEqual(['buy-1']);
+    expect(
+      (await events(DEMO_INSTITUTION_ID, 'sweep.needs_bank_approval')).map((e) => e.data.amount),
+    ).toEqual([400_001]);
+    await expect(
+      sweepPullFacts(t.hub.db, { customerId: 'cus_other', linkId, amount: 1, bankApprovalBound: false }),
+    ).rejects.toBeInstanceOf(LinkError);
+  });
+
+  it('lets the bank suspend and only the suspender resume; others see nothing', async () => {
+    const path = `/api/institution/v1/links/${linkId}`;
+    const suspended = await callers.bank!.call('POST', `${path}/suspend`, { reason: 'fraud check' });
+    expect(suspended.status).toBe(200);
+    expect(suspended.body.data).toMatchObject({
+      linkId,
+      status: 'suspended',
+      suspendedBy: `institution:${BANK_INSTITUTION}`,
+    });
+    expect(
+      (await sweepPullFacts(t.hub.db, { customerId, linkId, amount: 1, bankApprovalBound: false }))
+        .linkSuspended,
+    ).toBe(true);
+    const again = await callers.bank!.call('POST', `${path}/suspend`);
+    expect([again.status, again.body.error.code]).toEqual([409, 'conflict']);
+    const byBrokerage = await callers.brokerage!.call('POST', `${path}/resume`);
+    expect(byBrokerage.status).toBe(409);
+    const stranger = await callers.other!.call('POST', `${path}/suspend`);
+    expect([stranger.status, stranger.body.error.code]).toEqual([404, 'not_found']);
+    const wrongMethod = await t.fetch(`${t.issuer}${path}/suspend`);
+    expect([wrongMethod.status, wrongMethod.headers.get('allow')]).toEqual([405, 'POST']);
+    expect(((await wrongMethod.json()) as { error: { code: string } }).error.code).toBe('method_not_allowed');
+    expect((await t.fetch(`${t.issuer}/api/institution/v1/events`, { method: 'POST' })).status).toBe(405);
+    const unknown = await callers.bank!.call('POST', '/api/institution/v1/links/lnk_0000/suspend');
+    expect(unknown.status).toBe(404);
+    const scope = await callers.ingestOnly!.call('POST', `${path}/resume`);
+    expect([scope.status, scope.body.error.code]).toEqual([403, 'insufficient_scope']);
+    const resumed = await callers.bank!.call('POST', `${path}/resume`);
+    expect([resumed.status, resumed.body.data.status]).toEqual([200, 'active']);
+    expect((await outbox('suspended')).length).toBe(1);
+    expect((await outbox('resumed')).length).toBe(1);
+    const audit = await t.hub.db.query<{ type: string }>(
+      "SELECT type FROM audit_events WHERE type LIKE 'linking.link.%' OR type LIKE 'api.links.%' ORDER BY id",
+    );
+    const types = audit.rows.map((r) => r.type);
+    expect(types).toContain('linking.link.suspended');
+    expect(types).toContain('linking.link.resumed');
+    expect(types).toContain('api.links.suspend.refused');
+  });
+
+  it('stops sweeps at once on a peer’s suspend_sweeps signal, then suspends the links', async () => {
+    await t.hub.db.query(
+      `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type)
+       VALUES ('suspend_sweeps', $1, 'peer-x', 'jti-1', 'https://schemas.openid.net/secevent/risc/event-type/account-disabled')`,
+      [customerId],
+    );
+    const facts = () => sweepPullFacts(t.hub.db, { customerId, linkId, amount: 1, bankApprovalBound: false });
+    expect((await facts()).linkSuspended).toBe(true);
+    expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toBe(1);
+    expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toBe(0);
+    expect((await liveLinks())[0]).toMatchObject({ status: 'suspended', suspendedBy: 'peer:peer-x' });
+    expect((await facts()).linkSuspended).toBe(true);
+    // A peer's stop is lifted by an institution of the link (here the brokerage), not by a stranger.
+    expect((await callers.other!.call('POST', `/api/institution/v1/links/${linkId}/resume`)).status).toBe(
+      404,
+    );
+    const resumed = await callers.brokerage!.call('POST', `/api/institution/v1/links/${linkId}/resume`);
+    expect([resumed.status, resumed.body.data.status]).toEqual([200, 'active']);
+    expect((await facts()).linkSuspended).toBe(false);
+  });
+
+  it('feeds both institutions their events and lists links by customer number', async () => {
+    const feed = await callers.brokerage!.call('GET', '/api/institution/v1/events');
+    expect(feed.status).toBe(200);
+    const types = feed.body.data.map((e: { type: string }) => e.type);
+    expect(types).toEqual(
+      expect.arrayContaining(['link.created', 'link.refused', 'link.suspended', 'link.resumed']),
+    );
+    const after = await callers.brokerage!.call(
+      'GET',
+      `/api/institution/v1/events?after=${feed.body.meta.next}`,
+    );
+    expect(after.body.data).toEqual([]);
+    const bad = await callers.brokerage!.call('GET', '/api/institution/v1/events?after=-1');
+    expect(bad.status).toBe(400);
+    const bankFeed = await callers.bank!.call('GET', '/api/institution/v1/events');
+    for (const e of bankFeed.body.data) expect(e.data).not.toHaveProperty('customerNumber');
+    const list = await callers.brokerage!.call(
+      'GET',
+      `/api/institution/v1/links?customer=${t.hub.demo!.customerNumber}`,
+    );
+    expect(list.body.data.map((l: { linkId: string }) => l.linkId)).toContain(linkId);
+    expect((await callers.other!.call('GET', '/api/institution/v1/links')).body.data).toEqual([]);
+  });
+
+  it('unlinks at once from the security page, telling the customer and both institutions', async () => {
+    const { ua, csrf } = await signedIn();
+    const res = await ua.postForm(`${t.issuer}/account/links/remove`, { csrf, linkId });
+    expect(res.status).toBe(303);
+    expect(await liveLinks()).toHaveLength(0);
+    expect((await outbox('unlinked')).length).toBe(1);
+    expect(await events(BANK_INSTITUTION, 'link.removed')).toHaveLength(1);
+    const lower = await t.hub.db.query(
+      "SELECT 1 FROM audit_events WHERE type = 'policy.lower_limit.allow' AND data -> 'subject' ->> 'linkId' = $1",
+      [linkId],
+    );
+    expect(lower.rowCount).toBe(1);
+    expect(
+      (await sweepPullFacts(t.hub.db, { customerId, linkId, amount: 1, bankApprovalBound: false }))
+        .linkSuspended,
+    ).toBe(true);
+    const twice = await ua.postForm(`${t.issuer}/account/links/remove`, { csrf, linkId });
+    expect(twice.status).toBe(404);
+    // A removed link cannot be resumed by an institution.
+    expect((await callers.bank!.call('POST', `/api/institution/v1/links/${linkId}/resume`)).status).toBe(409);
+  });
+});

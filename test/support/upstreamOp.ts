@@ -1,0 +1,193 @@
+/**
+ * A real upstream OpenID provider for tests (oidc-provider on loopback HTTPS with its own test CA):
+ * a bank the hub links accounts at, an eKYC provider, any OP the hub is a relying party of.
+ * The "customer" at this OP is one configured account; its sign-in is automatic, with the acr and
+ * amr the test chooses, so tests decide what the OP asserts. Clients can be added after start
+ * (e.g. once the hub's RP key is known). Everything is mutable between requests: `account`,
+ * `login`, `decision`.
+ */
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
+import { ensureDevTls } from '../../src/tls/index.ts';
+
+export interface UpstreamOpOptions {
+  /** Claims of the one account (besides `sub`), e.g. names and a bank account. */
+  claims?: Record<string, unknown>;
+  /** acr and amr of the automatic sign-in. */
+  login?: { acr?: string; amr?: string[] };
+  /** Offer PAR (pushed_authorization_request_endpoint) and require it. Default false. */
+  requirePar?: boolean;
+  /** Extra claim names the OP may release under the `profile` scope. */
+  profileClaims?: string[];
+}
+
+export interface UpstreamOp {
+  issuer: string;
+  /** PEM of the CA that issued the OP's certificate, and its file. */
+  caPem: string;
+  caPath: string;
+  provider: Provider;
+  /** The account the OP signs in (claims are read at every request). */
+  account: { sub: string; claims: Record<string, unknown> };
+  login: { acr?: string; amr?: string[] };
+  /** What the customer does at the OP: approve, or deny (the OP answers access_denied). */
+  decision: 'approve' | 'deny';
+  /** Registers a client (oidc-provider client metadata). */
+  addClient(metadata: Record<string, unknown>): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A per-instance in-memory adapter (the library's own one is shared by every instance). */
+function memoryAdapter() {
+  const store = new Map<string, AdapterPayload>();
+  const uids = new Map<string, string>();
+  return class MemoryAdapter implements Adapter {
+    readonly name: string;
+    constructor(name: string) {
+      this.name = name;
+    }
+    key(id: string) {
+      return `${this.name}:${id}`;
+    }
+    async upsert(id: string, payload: AdapterPayload) {
+      store.set(this.key(id), payload);
+      if (payload.uid) uids.set(payload.uid, id);
+    }
+    async find(id: string) {
+      return store.get(this.key(id));
+    }
+    async findByUid(uid: string) {
+      const id = uids.get(uid);
+      return id ? store.get(this.key(id)) : undefined;
+    }
+    async findByUserCode() {
+      return undefined;
+    }
+    async consume(id: string) {
+      const p = store.get(this.key(id));
+      if (p) p.consumed = Math.floor(Date.now() / 1000);
+    }
+    async destroy(id: string) {
+      store.delete(this.key(id));
+    }
+    async revokeByGrantId(grantId: string) {
+      for (const [k, p] of store) if (p.grantId === grantId) store.delete(k);
+    }
+  };
+}
+
+const NAME_CLAIMS = [
+  'name',
+  'family_name',
+  'given_name',
+  'name#ja-Kana-JP',
+  'family_name#ja-Kana-JP',
+  'given_name#ja-Kana-JP',
+];
+
+export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<UpstreamOp> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kakehashi-upstream-op-'));
+  const tls = await ensureDevTls(dir);
+  const server = https.createServer({ cert: tls.certPem, key: tls.keyPem });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const issuer = `https://localhost:${(server.address() as AddressInfo).port}`;
+  const signing = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  const Adapter = memoryAdapter();
+  const clientStore = new Adapter('Client');
+
+  const op: UpstreamOp = {
+    issuer,
+    caPem: tls.caPem,
+    caPath: tls.caPath,
+    provider: undefined as unknown as Provider,
+    account: { sub: `upstream-${randomBytes(6).toString('hex')}`, claims: { ...options.claims } },
+    login: { ...options.login },
+    decision: 'approve',
+    async addClient(metadata) {
+      await clientStore.upsert(String(metadata.client_id), metadata as AdapterPayload);
+    },
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+
+  const provider = new Provider(issuer, {
+    adapter: Adapter,
+    jwks: { keys: [{ ...signing, kid: 'upstream-es256', alg: 'ES256', use: 'sig' }] },
+    cookies: { keys: [randomBytes(32).toString('base64url')] },
+    features: {
+      devInteractions: { enabled: false },
+      claimsParameter: { enabled: true },
+      pushedAuthorizationRequests: {
+        enabled: true,
+        requirePushedAuthorizationRequests: !!options.requirePar,
+      },
+    },
+    pkce: { required: () => true },
+    clientAuthMethods: ['private_key_jwt', 'client_secret_basic'],
+    enabledJWA: {
+      clientAuthSigningAlgValues: ['ES256', 'PS256'],
+      idTokenSigningAlgValues: ['ES256'],
+    },
+    acrValues: op.login.acr ? [op.login.acr] : [],
+    claims: {
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
+      profile: [...NAME_CLAIMS, ...(options.profileClaims ?? [])],
+    },
+    conformIdTokenClaims: false,
+    findAccount: (_ctx, sub) =>
+      sub === op.account.sub
+        ? { accountId: sub, claims: async () => ({ sub, ...op.account.claims }) }
+        : undefined,
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    renderError: (ctx, out) => {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+  });
+  provider.proxy = false;
+  op.provider = provider;
+  const callback = provider.callback();
+
+  server.on('request', async (req, res) => {
+    if (!req.url?.startsWith('/interaction/')) return callback(req, res);
+    try {
+      const details = await provider.interactionDetails(req, res);
+      let result: Record<string, unknown>;
+      if (op.decision === 'deny') {
+        result = { error: 'access_denied', error_description: 'the customer cancelled at the bank' };
+      } else if (details.prompt.name === 'login') {
+        result = {
+          login: {
+            accountId: op.account.sub,
+            ...(op.login.acr ? { acr: op.login.acr } : {}),
+            ...(op.login.amr ? { amr: op.login.amr } : {}),
+          },
+        };
+      } else {
+        const grant = new provider.Grant({
+          accountId: op.account.sub,
+          clientId: String(details.params.client_id),
+        });
+        grant.addOIDCScope(String(details.params.scope));
+        const missing = (details.prompt.details.missingOIDCClaims as string[] | undefined) ?? [];
+        if (missing.length) grant.addOIDCClaims(missing);
+        result = { consent: { grantId: await grant.save() } };
+      }
+      await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
+    } catch (err) {
+      res.statusCode = 400;
+      res.end(String((err as Error).message));
+    }
+  });
+  return op;
+}
