@@ -15,8 +15,8 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { SIGNING_ALGS } from '../keys/index.ts';
 import { IngestError, type IngestIssue, ingestBatch } from '../ledger/index.ts';
-import { createDbReplayStore, DpopError, type DpopReplayStore, verifyDpopProof } from './dpop.ts';
-import { ApiError, dpopChallenge, dpopHeaders, presentedDpopToken } from './errors.ts';
+import { createDbReplayStore, DpopError, type DpopReplayStore, verifyRequestProof } from './dpop.ts';
+import { ApiError, dpopChallenge, presentedDpopToken } from './errors.ts';
 
 /** The one scope of the institution resource. */
 export const INGEST_SCOPE = 'institution:ingest';
@@ -202,12 +202,10 @@ export function ingestHandler({
       throw invalidToken('the access token is not for the institution API');
     if (!token.jkt) throw invalidToken('the access token is not DPoP-bound');
     try {
-      await verifyDpopProof({
-        headers: dpopHeaders(ctx),
-        method: ctx.method,
-        url: `${config.origin}${ctx.originalUrl}`,
+      await verifyRequestProof(ctx, {
+        origin: config.origin,
         accessToken: value,
-        expectedJkt: token.jkt,
+        jkt: token.jkt,
         replay,
         iatWindowSeconds: config.api.dpopIatWindowSeconds,
       });

@@ -5,6 +5,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import Provider, {
   type Configuration,
+  errors,
   interactionPolicy,
   type KoaContextWithOIDC,
   type ResourceServer,
@@ -19,7 +20,19 @@ import {
   validateInstitutionMetadata,
 } from '../api/ingest.ts';
 import type { Config } from '../config/index.ts';
+import {
+  apiLocation,
+  defaultClientDetailTypes,
+  richAuthorizationRequestsFeature,
+} from '../consent/authorizationDetails.ts';
 import type { Db } from '../db/index.ts';
+import {
+  addGrantIdToTokenResponses,
+  GRANT_MANAGEMENT_SCOPES,
+  grantManagementDiscovery,
+  grantManagementParams,
+  loadExistingGrant,
+} from '../grants/authorization.ts';
 import { CookieSigner } from '../http/index.ts';
 import type { KeyMaterial } from '../keys/index.ts';
 import { pendingNotices } from '../notices/index.ts';
@@ -30,7 +43,7 @@ import { createAdapterFactory, rememberJtiOnce } from './adapter.ts';
 /** FAPI 2.0 §5.4: only these JWS algorithms, everywhere. */
 export const FAPI_ALGS = ['PS256', 'ES256', 'EdDSA'] as const;
 /** Scopes the hub knows. `accounts` is read access to the accounts the customer picks at consent. */
-export const SCOPES = ['openid', 'offline_access', 'accounts'] as const;
+export const SCOPES = ['openid', 'offline_access', 'accounts', ...GRANT_MANAGEMENT_SCOPES] as const;
 /**
  * Assurance levels: `phr` phishing-resistant, `phrh` phishing-resistant hardware-protected, `otp`
  * an exempted customer's alternative MFA (not phishing-resistant).
@@ -57,6 +70,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       id_token_signed_response_alg: 'ES256',
       dpop_bound_access_tokens: true,
       require_pushed_authorization_requests: true,
+      authorization_details_types: defaultClientDetailTypes(),
     },
     clientAuthMethods: ['private_key_jwt'],
     enabledJWA: {
@@ -112,7 +126,16 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       // (src/api/ingest.ts); FAPI clients are not registered for this grant and are unaffected.
       clientCredentials: { enabled: true },
       resourceIndicators: { enabled: true, ...hubResourceIndicators(config) },
+      // RFC 9396: the types live in one registry (src/consent/authorizationDetails.ts).
+      richAuthorizationRequests: richAuthorizationRequestsFeature({
+        issuer: config.issuer,
+        maxLookbackDays: config.api.transactionLookbackDays,
+        maxExpirySeconds: config.oidc.grantTtl,
+      }),
     },
+    // Grant Management (src/grants): grant_management_action / grant_id, and which grant a request extends.
+    extraParams: grantManagementParams(),
+    loadExistingGrant,
     // A member institution's ingestion client names its institution (checked to exist at each call).
     extraClientMetadata: {
       properties: [INSTITUTION_ID_METADATA],
@@ -168,11 +191,12 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     renderError: async (ctx, out) => {
       renderErrorPage(ctx as unknown as KoaContextWithOIDC, out as unknown as Record<string, string>);
     },
-    discovery: { service_documentation: `${config.issuer}/docs` },
+    discovery: { service_documentation: `${config.issuer}/docs`, ...grantManagementDiscovery(config.issuer) },
   };
 
   const provider = new Provider(config.issuer, configuration);
   bindRefreshTokensToProofKey(provider);
+  addGrantIdToTokenResponses(provider);
   // One atomic statement instead of oidc-provider's find-then-save (see rememberJtiOnce).
   provider.ReplayDetection.unique = async (iss: string, jti: string, exp: number) =>
     rememberJtiOnce(
@@ -185,7 +209,9 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
   return provider;
 }
 
-type ResourceIndicators = ReturnType<typeof ssfResourceIndicators>;
+type ResourceIndicators = Omit<ReturnType<typeof ssfResourceIndicators>, 'useGrantedResource'> & {
+  useGrantedResource(ctx: KoaContextWithOIDC, model: unknown): Promise<boolean>;
+};
 
 /**
  * The hub's resource servers besides userinfo: the SSF resource (peers) and the institution resource
@@ -196,10 +222,15 @@ type ResourceIndicators = ReturnType<typeof ssfResourceIndicators>;
 function hubResourceIndicators(config: Config): ResourceIndicators {
   const ssf = ssfResourceIndicators(config);
   const institution = institutionResource(config.issuer);
+  const api = apiLocation(config.issuer);
   return {
     async defaultResource(ctx, client, oneOf) {
       if (oneOf) return oneOf;
-      const params = ctx.oidc.params as { grant_type?: unknown; scope?: unknown } | undefined;
+      const params = ctx.oidc.params as
+        | { grant_type?: unknown; scope?: unknown; authorization_details?: unknown }
+        | undefined;
+      // RFC 9396 needs a resource: authorization details are for the read API (src/api).
+      if (params?.authorization_details !== undefined && params.grant_type === undefined) return api;
       const credentials = params?.grant_type === 'client_credentials';
       const scopes = String(params?.scope ?? '').split(' ');
       if (credentials && scopes.includes(INGEST_SCOPE)) return institution;
@@ -209,9 +240,24 @@ function hubResourceIndicators(config: Config): ResourceIndicators {
     },
     async getResourceServerInfo(ctx, indicator, client): Promise<ResourceServer> {
       if (indicator === institution) return institutionResourceServer(config.issuer, ctx, client);
+      if (indicator === api) {
+        if ((ctx.oidc.params as { grant_type?: unknown } | undefined)?.grant_type === 'client_credentials')
+          throw new errors.InvalidTarget('the read API needs a customer consent');
+        return {
+          scope: ['accounts', ...GRANT_MANAGEMENT_SCOPES].join(' '),
+          audience: api,
+          accessTokenTTL: config.oidc.accessTokenTtl,
+          accessTokenFormat: 'opaque',
+        };
+      }
       return ssf.getResourceServerInfo(ctx, indicator, client);
     },
-    useGrantedResource: ssf.useGrantedResource,
+    // A code or refresh token for the read API yields a token for it even with openid (not userinfo).
+    async useGrantedResource(_ctx, model) {
+      const granted = (model as { resource?: string | string[] }).resource;
+      if (granted === api || (Array.isArray(granted) && granted.includes(api))) return true;
+      return ssf.useGrantedResource();
+    },
   };
 }
 
