@@ -171,7 +171,8 @@ type RarFeature = RichAuthorizationRequestsActiveConfiguration;
  * `features.richAuthorizationRequests` for oidc-provider: every registered type validated with its
  * schema (invalid → `invalid_authorization_details`, at PAR as an OAuth error). Codes, access and
  * refresh tokens carry what the customer granted — the grant's details as the consent page stored
- * them (src/oidc/interactions.ts), never the request's.
+ * them (src/consent/decision.ts), never the request's. The read API enforces the consents row, not
+ * the token's copy, so a merge, replace or revocation applies to tokens already issued.
  */
 export function richAuthorizationRequestsFeature(policy: DetailPolicy): RarFeature {
   const types = Object.fromEntries(
@@ -200,7 +201,9 @@ export function richAuthorizationRequestsFeature(policy: DetailPolicy): RarFeatu
     types,
     authorizationDetailsForGrantSource: async (ctx: KoaContextWithOIDC) =>
       (ctx.oidc.grant as unknown as { rar?: unknown[] } | undefined)?.rar,
-    authorizationDetailsForAccessToken: async (_ctx: KoaContextWithOIDC, _token: unknown, source: unknown) =>
+    // The grant's details now (a refresh after a merge or replace carries the new terms), else the source's.
+    authorizationDetailsForAccessToken: async (ctx: KoaContextWithOIDC, _token: unknown, source: unknown) =>
+      (ctx.oidc.entities.Grant as unknown as { rar?: unknown[] } | undefined)?.rar ??
       (source as { rar?: unknown[] } | undefined)?.rar,
     authorizationDetailsForIntrospection: async (_ctx: KoaContextWithOIDC, token: unknown) =>
       (token as { rar?: unknown[] } | undefined)?.rar,

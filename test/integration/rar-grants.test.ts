@@ -332,8 +332,18 @@ describe('grant management actions', () => {
     expect(merged.tokens.authorization_details).toEqual([
       expect.objectContaining({ data_types: ['balances', 'holdings'], accounts: [accounts[0], ACC3] }),
     ]);
-    // The consent is the grant's: the earlier token now reads what was added.
+    // The consent is the grant's: the earlier token now reads what was added, and a refresh says so.
     expect((await call(first, '/api/v1/holdings')).status).toBe(200);
+    const refreshed = await client.refreshTokenGrant(
+      first.rp.config,
+      first.tokens.refresh_token!,
+      undefined,
+      {
+        DPoP: first.rp.dpop,
+      },
+    );
+    expect(refreshed.grant_id).toBe(grantId);
+    expect(refreshed.authorization_details).toEqual(merged.tokens.authorization_details);
     expect((await consentRow(grantId)).account_ids).toEqual([accounts[0], ACC3]);
 
     const replaced = await authorize(
