@@ -166,34 +166,37 @@ describe('FAPI 2.0 code flow with passkey login and consent in a real browser', 
     const chosen = [offered[0]!, offered[2]!];
     expect(tokens.authorization_details).toEqual([expect.objectContaining({ accounts: chosen })]);
 
-    const read = (url: string) =>
+    interface Page {
+      status: number;
+      body: {
+        data?: Array<{ accountId: string; transactionId?: string }>;
+        links?: { next?: string; prev?: string };
+      };
+    }
+    const read = (url: string): Promise<Page> =>
       client
         .fetchProtectedResource(rp.config, tokens.access_token, new URL(url), 'GET', undefined, undefined, {
           DPoP: rp.dpop,
         })
         .then(
-          async (res) => ({ status: res.status, body: (await res.json()) as Record<string, never> }),
+          async (res) => ({ status: res.status, body: (await res.json()) as Page['body'] }),
           (err: client.WWWAuthenticateChallengeError) => ({ status: err.response?.status ?? 0, body: {} }),
         );
     const list = await read(`${t.issuer}/api/v1/accounts`);
     expect(list.status).toBe(200);
-    expect((list.body.data as Array<{ accountId: string }>).map((a) => a.accountId).sort()).toEqual(
-      [...chosen].sort(),
-    );
+    expect(list.body.data!.map((a) => a.accountId).sort()).toEqual([...chosen].sort());
     // Pagination over the consented accounts' transactions: two pages, no overlap, links back.
     const first = await read(`${t.issuer}/api/v1/transactions?pageSize=5`);
     expect(first.status).toBe(200);
-    const next = (first.body.links as { next?: string }).next;
+    const next = first.body.links?.next;
     expect(next).toBeTruthy();
     const second = await read(next!);
     expect(second.status).toBe(200);
-    const ids = (p: { body: Record<string, never> }) =>
-      (p.body.data as Array<{ transactionId: string; accountId: string }>).map((x) => x.transactionId);
+    const ids = (p: Page) => p.body.data!.map((x) => x.transactionId);
     expect(ids(second)).toHaveLength(5);
     expect(ids(second).some((id) => ids(first).includes(id))).toBe(false);
-    expect((second.body.links as { prev?: string }).prev).toBeTruthy();
-    for (const x of [...first.body.data, ...second.body.data] as Array<{ accountId: string }>)
-      expect(chosen).toContain(x.accountId);
+    expect(second.body.links?.prev).toBeTruthy();
+    for (const x of [...first.body.data!, ...second.body.data!]) expect(chosen).toContain(x.accountId);
 
     // The customer opens the security page (same browser, same sign-in) and disconnects the app.
     await page.goto(`${t.issuer}/account`);
