@@ -202,9 +202,10 @@ export function richAuthorizationRequestsFeature(policy: DetailPolicy): RarFeatu
     authorizationDetailsForGrantSource: async (ctx: KoaContextWithOIDC) =>
       (ctx.oidc.grant as unknown as { rar?: unknown[] } | undefined)?.rar,
     // The grant's details now (a refresh after a merge or replace carries the new terms), else the source's.
-    authorizationDetailsForAccessToken: async (ctx: KoaContextWithOIDC, _token: unknown, source: unknown) =>
-      (ctx.oidc.entities.Grant as unknown as { rar?: unknown[] } | undefined)?.rar ??
-      (source as { rar?: unknown[] } | undefined)?.rar,
+    authorizationDetailsForAccessToken: async (ctx: KoaContextWithOIDC, _token: unknown, source: unknown) => {
+      const grant = ctx.oidc.entities.Grant as unknown as { rar?: unknown[] } | undefined;
+      return grant ? grant.rar : (source as { rar?: unknown[] } | undefined)?.rar;
+    },
     authorizationDetailsForIntrospection: async (_ctx: KoaContextWithOIDC, token: unknown) =>
       (token as { rar?: unknown[] } | undefined)?.rar,
   } as unknown as RarFeature;

@@ -12,7 +12,7 @@
  */
 import type Provider from 'oidc-provider';
 import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
-import { errors } from 'oidc-provider';
+import { errors, interactionPolicy } from 'oidc-provider';
 
 export const GRANT_MANAGEMENT_SCOPES = ['grant_management_query', 'grant_management_revoke'] as const;
 export const GRANT_ACTIONS = ['create', 'merge', 'replace'] as const;
@@ -87,6 +87,23 @@ export async function loadExistingGrant(ctx: KoaContextWithOIDC) {
     return decided ? Grant.find(decided) : undefined;
   const grantId = decided || ctx.oidc.session!.grantIdFor(ctx.oidc.client!.clientId);
   return grantId ? Grant.find(grantId) : undefined;
+}
+
+/**
+ * A consent-prompt check: merge and replace always show the consent page, even when the grant
+ * already holds every scope asked for (otherwise a scope-only replace would change nothing).
+ */
+export function grantActionConsentCheck(): interactionPolicy.Check {
+  return new interactionPolicy.Check(
+    'grant_management_action',
+    'the client asks to merge into or replace a grant',
+    (ctx) => {
+      const action = grantActionOf(ctx.oidc.params as Record<string, unknown>);
+      return (action === 'merge' || action === 'replace') && !ctx.oidc.result?.consent
+        ? interactionPolicy.Check.REQUEST_PROMPT
+        : interactionPolicy.Check.NO_NEED_TO_PROMPT;
+    },
+  );
 }
 
 /** Discovery metadata of Grant Management. */

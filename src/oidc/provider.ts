@@ -29,6 +29,7 @@ import type { Db } from '../db/index.ts';
 import {
   addGrantIdToTokenResponses,
   GRANT_MANAGEMENT_SCOPES,
+  grantActionConsentCheck,
   grantManagementDiscovery,
   grantManagementParams,
   loadExistingGrant,
@@ -333,6 +334,7 @@ function interactionPolicyFor(db: Db): interactionPolicy.Prompt[] {
     ),
     1,
   );
+  policy.get('consent')!.checks.add(grantActionConsentCheck());
   policy.get('login')!.checks.add(
     new interactionPolicy.Check('acr_values_unmet', 'the session does not reach a requested acr', (ctx) => {
       const requested = requestedAcrValues(ctx.oidc.params?.acr_values);

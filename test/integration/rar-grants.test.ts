@@ -398,6 +398,17 @@ describe('grant management actions', () => {
     const q = await call(g, `/grants/${grantId}`);
     expect(q.status).toBe(200);
     expect(q.body.scopes).toEqual([{ scope: expect.stringContaining('accounts') }]);
+    // A replace asks the customer again even though every scope is already granted.
+    const replaced = await authorize(
+      { grant_management_action: 'replace', grant_id: grantId },
+      () => [ACC3],
+      'openid accounts',
+      g.rp,
+    );
+    expect(replaced.tokens.grant_id).toBe(grantId);
+    expect((await consentRow(grantId)).account_ids).toEqual([ACC3]);
+    const list = await call(g, '/api/v1/accounts');
+    expect(list.body.data.map((a: Body) => a.accountId)).toEqual([ACC3]);
   });
 
   it('revocation by the client ends access and refresh at once, recorded with who and why', async () => {
