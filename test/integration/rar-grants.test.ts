@@ -11,11 +11,13 @@ import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
+import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
 import { demoRp, type Rp, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let user: PasskeyUser;
 let accounts: string[];
+let oas: OpenApiValidator;
 const ACC3 = 'acc_rar_third';
 const DAY = 86_400_000;
 const PRESENT = { 'x-fapi-customer-ip-address': '203.0.113.9' };
@@ -50,13 +52,15 @@ async function authorize(
   return { rp: party, tokens };
 }
 
-/** A DPoP-protected call with openid-client; status and JSON body, whatever the outcome. */
-async function call(
-  g: Granted,
-  path: string,
-  method = 'GET',
-  token = g.tokens.access_token,
-): Promise<{ status: number; body: Body }> {
+/** A DPoP-protected call with openid-client; status and JSON body, checked against the OpenAPI document. */
+async function call(g: Granted, path: string, method = 'GET'): Promise<{ status: number; body: Body }> {
+  const result = await send(g, path, method);
+  oas.check(method, `${t.issuer}${path}`, result.status, result.body);
+  return result;
+}
+
+async function send(g: Granted, path: string, method: string): Promise<{ status: number; body: Body }> {
+  const token = g.tokens.access_token;
   try {
     const res = await client.fetchProtectedResource(
       g.rp.config,
@@ -126,6 +130,9 @@ beforeAll(async () => {
     ticket: async () =>
       (await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' })).ticket,
   });
+  oas = openApiValidator(
+    (await (await t.fetch(`${t.issuer}/api/openapi.json`)).json()) as Record<string, unknown>,
+  );
 });
 afterAll(() => t?.close());
 
