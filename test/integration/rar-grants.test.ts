@@ -12,7 +12,7 @@ import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
-import { demoRp, type Rp, startAuthorization } from '../support/rp.ts';
+import { demoRp, type Rp, registeredRp, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let user: PasskeyUser;
@@ -446,6 +446,39 @@ describe('grant management actions', () => {
       authorization_details: details({ data_types: ['balances'] }),
     });
     expect(again.error).toBe('invalid_grant_id');
+  });
+
+  it("another client's grant is not found, cannot be revoked and cannot be merged into", async () => {
+    const mine = await authorize({ authorization_details: details({ data_types: ['balances'] }) }, () => [
+      accounts[0]!,
+    ]);
+    const grantId = String(mine.tokens.grant_id);
+    const other = await registeredRp(t, 'other-aggregator', {
+      grant_types: ['authorization_code', 'refresh_token'],
+      scope: 'openid offline_access accounts grant_management_query grant_management_revoke',
+    });
+    const theirs = await authorize(
+      { authorization_details: details({ data_types: ['balances'] }) },
+      () => [accounts[0]!],
+      undefined,
+      other,
+    );
+    expect(theirs.tokens.grant_id).not.toBe(grantId);
+    expect((await call(theirs, `/grants/${grantId}`)).body).toEqual({
+      error: 'invalid_grant_id',
+      error_description: 'no such grant',
+    });
+    expect((await call(theirs, `/grants/${grantId}`, 'DELETE')).status).toBe(404);
+    expect((await call(mine, '/api/v1/balances')).status).toBe(200);
+    const merge = await startAuthorization(other, 'openid', {
+      grant_management_action: 'merge',
+      grant_id: grantId,
+      authorization_details: details({ data_types: ['balances'] }),
+    }).then(
+      () => undefined,
+      (err: { error?: string }) => err.error,
+    );
+    expect(merge).toBe('invalid_grant_id');
   });
 
   it('an expiry in the details ends the grant then', async () => {
