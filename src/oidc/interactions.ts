@@ -396,7 +396,17 @@ export function interactionRoutes({
     const grant = d.grantId
       ? await provider.Grant.find(d.grantId)
       : new provider.Grant({ accountId: customerId, clientId });
-    if (!grant) throw new HttpError(400, 'invalid_request', 'grant not found');
+    if (!grant) {
+      // The grant to extend ended meanwhile (revoked by the customer or the client, or expired).
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.body = errorPage({
+        lang: languageOf(ctx),
+        error: 'invalid_grant_id',
+        description: 'the permission to extend has ended; start again from the application',
+      });
+      return;
+    }
     let decided: Awaited<ReturnType<typeof applyConsentDecision>>;
     try {
       decided = await applyConsentDecision(db, {
