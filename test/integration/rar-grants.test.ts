@@ -7,6 +7,7 @@
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
+import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
@@ -38,10 +39,11 @@ async function authorize(
   pick: (offered: string[]) => string[] = (o) => o,
   scope = 'openid offline_access grant_management_query grant_management_revoke',
   rp?: Rp,
+  userAgent?: UserAgent,
 ): Promise<Granted> {
   const party = rp ?? (await demoRp(t));
   const auth = await startAuthorization(party, scope, extra);
-  const callback = await user.login(auth.url, { accounts: pick });
+  const callback = await user.login(auth.url, { accounts: pick, ...(userAgent ? { userAgent } : {}) });
   const tokens = await client.authorizationCodeGrant(
     party.config,
     callback,
@@ -479,6 +481,40 @@ describe('grant management actions', () => {
       (err: { error?: string }) => err.error,
     );
     expect(merge).toBe('invalid_grant_id');
+  });
+
+  it('a grant that ends while the customer is on the consent page is not revived', async () => {
+    const browser = createUserAgent({ fetch: t.fetch });
+    const g = await authorize(
+      { authorization_details: details({ data_types: ['balances'] }) },
+      () => [accounts[0]!],
+      undefined,
+      undefined,
+      browser,
+    );
+    const grantId = String(g.tokens.grant_id);
+    const auth = await startAuthorization(g.rp, 'openid', {
+      grant_management_action: 'merge',
+      grant_id: grantId,
+      authorization_details: details({ data_types: ['holdings'] }),
+    });
+    // Signed in already: the browser lands on the consent page of the merge.
+    const { response } = await browser.follow(auth.url);
+    const uid = /^\/interaction\/([^/]+)$/.exec(response.url.pathname)?.[1];
+    expect(response.text).toContain('id="grant-action" data-action="merge"');
+    expect((await call(g, `/grants/${grantId}`, 'DELETE')).status).toBe(204);
+    const decided = await browser.postForm(`${t.issuer}/interaction/${uid}/consent`, {
+      decision: 'approve',
+      account: accounts[0]!,
+    });
+    // Revoking the grant ended the interaction bound to it as well: an error page, nothing stored.
+    expect(decided.status).toBe(400);
+    expect(decided.text).toContain('id="error-code"');
+    expect(await consentRow(grantId)).toMatchObject({ revoked_by: 'client:demo-aggregator' });
+    expect(
+      (await t.hub.db.query("SELECT 1 FROM oidc_payloads WHERE model = 'Grant' AND id = $1", [grantId]))
+        .rowCount,
+    ).toBe(0);
   });
 
   it('an expiry in the details ends the grant then', async () => {
