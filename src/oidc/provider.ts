@@ -161,7 +161,12 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     pkce: { required: () => true },
     ttl: {
       AuthorizationCode: config.oidc.authorizationCodeTtl,
-      AccessToken: config.oidc.accessTokenTtl,
+      // A resource server may shorten it (the read API: to what is left of the consent).
+      AccessToken: (_ctx, token) =>
+        Math.min(
+          config.oidc.accessTokenTtl,
+          token.resourceServer?.accessTokenTTL ?? Number.POSITIVE_INFINITY,
+        ),
       IdToken: config.oidc.idTokenTtl,
       RefreshToken: config.oidc.refreshTokenTtl,
       Session: config.oidc.sessionTtl,
@@ -244,10 +249,13 @@ function hubResourceIndicators(config: Config): ResourceIndicators {
       if (indicator === api) {
         if ((ctx.oidc.params as { grant_type?: unknown } | undefined)?.grant_type === 'client_credentials')
           throw new errors.InvalidTarget('the read API needs a customer consent');
+        // A token for the read API does not outlive its consent (the grant expires with it).
+        const grantExp = (ctx.oidc.entities?.Grant as { exp?: number } | undefined)?.exp;
+        const left = grantExp ? grantExp - Math.floor(Date.now() / 1000) : config.oidc.accessTokenTtl;
         return {
           scope: ['accounts', ...GRANT_MANAGEMENT_SCOPES].join(' '),
           audience: api,
-          accessTokenTTL: config.oidc.accessTokenTtl,
+          accessTokenTTL: Math.max(1, Math.min(config.oidc.accessTokenTtl, left)),
           accessTokenFormat: 'opaque',
         };
       }

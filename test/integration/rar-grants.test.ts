@@ -517,6 +517,17 @@ describe('grant management actions', () => {
     ).toBe(0);
   });
 
+  it('an access token for the read API does not outlive its consent', async () => {
+    const expires = new Date(Date.now() + 400_000);
+    const g = await authorize(
+      { authorization_details: details({ data_types: ['balances'], expires_at: expires.toISOString() }) },
+      () => [accounts[0]!],
+    );
+    expect(t.hub.config.oidc.accessTokenTtl).toBeGreaterThan(400);
+    expect(g.tokens.expires_in).toBeLessThanOrEqual(400);
+    expect(g.tokens.expires_in).toBeGreaterThan(380);
+  });
+
   it('an expiry in the details ends the grant then', async () => {
     const expires = new Date(Date.now() + 3600_000);
     const g = await authorize(
