@@ -11,6 +11,7 @@ import { apiRoutes } from './api/index.ts';
 import type { AuthnContext } from './authn/index.ts';
 import type { Config } from './config/index.ts';
 import type { Db } from './db/index.ts';
+import { grantManagementRoutes } from './grants/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
 import { approvalRoutes, decisionRoutes, linkingRoutes, loadPolicy } from './linking/index.ts';
 import type { Logger } from './log.ts';
@@ -98,6 +99,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
       unattendedCallsPerDay: config.api.unattendedCallsPerDay,
       transactionLookbackDays: config.api.transactionLookbackDays,
     }),
+    grantManagementRoutes({ provider, db, config }),
     ...(signals ? [signals.routes(provider)] : []),
   ]) {
     app.use(router.routes());

@@ -35,6 +35,40 @@ async function parRefused(
 export const authorizationChecks: Check[] = [
   {
     group: GROUP,
+    id: 'par-rar-client-named-accounts',
+    title: 'authorization_details in which the client names the accounts (RFC 9396; the customer chooses)',
+    expect: 'fail',
+    async run(ctx) {
+      await parRefused(
+        ctx,
+        {
+          params: {
+            authorization_details: JSON.stringify([
+              { type: 'account_information', data_types: ['balances'], accounts: ['acc_1'] },
+            ]),
+          },
+        },
+        ['invalid_authorization_details'],
+        'PAR with account_information naming accounts',
+      );
+    },
+  },
+  {
+    group: GROUP,
+    id: 'par-grant-management-unknown-grant',
+    title: 'grant_management_action merge with an unknown grant_id (FAPI Grant Management)',
+    expect: 'fail',
+    async run(ctx) {
+      await parRefused(
+        ctx,
+        { params: { grant_management_action: 'merge', grant_id: 'unknown-grant-id-0000' } },
+        ['invalid_grant_id'],
+        'PAR merging into an unknown grant',
+      );
+    },
+  },
+  {
+    group: GROUP,
     id: 'authz-without-par',
     title: 'authorization request with parameters in the query, without PAR',
     expect: 'fail',

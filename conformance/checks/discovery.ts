@@ -107,6 +107,28 @@ async function openidClientFlow(
 export const discoveryChecks: Check[] = [
   {
     group: GROUP,
+    id: 'discovery-grant-management',
+    title: 'Grant Management and RFC 9396 metadata in discovery',
+    expect: 'accept',
+    async run(ctx) {
+      const doc = await discoveryDocument(ctx);
+      const endpoint = doc.grant_management_endpoint;
+      check(
+        typeof endpoint === 'string' && endpoint.startsWith('https://'),
+        `grant_management_endpoint: ${endpoint}`,
+      );
+      const actions = stringList(doc, 'grant_management_actions_supported');
+      for (const a of ['query', 'revoke', 'create', 'merge', 'replace'])
+        check(actions.includes(a), `grant_management_actions_supported lacks ${a}`);
+      equal(typeof doc.grant_management_action_required, 'boolean', 'grant_management_action_required type');
+      check(
+        stringList(doc, 'authorization_details_types_supported').includes('account_information'),
+        'authorization_details_types_supported lacks account_information',
+      );
+    },
+  },
+  {
+    group: GROUP,
     id: 'discovery-issuer',
     title: 'discovery document is served and names the issuer',
     expect: 'accept',

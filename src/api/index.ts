@@ -11,12 +11,13 @@ import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
+import { ACCOUNT_INFORMATION, type DataType } from '../consent/authorizationDetails.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
-import { DpopError, dpopSeenKey, verifyDpopProof } from './dpop.ts';
-import { ApiError, dpopChallenge, dpopHeaders, presentedDpopToken, sendApiError } from './errors.ts';
+import { DpopError, dpopSeenKey, verifyRequestProof } from './dpop.ts';
+import { ApiError, dpopChallenge, presentedDpopToken, sendApiError } from './errors.ts';
 import { ingestHandler } from './ingest.ts';
 import { openApiDocument } from './openapi.ts';
 import { bookingBound, PAGE_SIZE_DEFAULT, pageSize, single } from './params.ts';
@@ -33,8 +34,8 @@ import {
   type TransactionRow,
 } from './reads.ts';
 
-export { createDbReplayStore, deleteExpiredDpopProofs } from './dpop.ts';
-export { ApiError, sendApiError } from './errors.ts';
+export { createDbReplayStore, DpopError, deleteExpiredDpopProofs, verifyRequestProof } from './dpop.ts';
+export { ApiError, dpopChallenge, presentedDpopToken, sendApiError } from './errors.ts';
 export {
   createInstitutionAuthenticator,
   DECISIONS_SCOPE,
@@ -56,12 +57,8 @@ export const PHISHING_RESISTANT_ACR = ['phr', 'phrh'];
 export const DEFAULT_UNATTENDED_CALLS_PER_DAY = 4;
 /** How far back transactions can be read when the consent sets no lookback. */
 export const DEFAULT_TRANSACTION_LOOKBACK_DAYS = 730;
-/**
- * What a consent may cover. A consent without data types covers balances, holdings and transactions;
- * account details (unmasked identifiers) only when named.
- */
-export const DATA_TYPES = ['account_details', 'balances', 'holdings', 'transactions'] as const;
-type DataType = (typeof DATA_TYPES)[number];
+/** What a consent may cover: see src/consent/authorizationDetails.ts. */
+export { DATA_TYPES } from '../consent/authorizationDetails.ts';
 
 export interface ApiRoutesOptions {
   provider: Provider;
@@ -241,7 +238,6 @@ export function apiRoutes({
     const token = await provider.AccessToken.find(value);
     if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
     if (!token.jkt) throw invalid('the access token is not DPoP-bound');
-    const proofs = dpopHeaders(ctx);
     // Every other check first; the jti is recorded atomically by the read's statement.
     let proofSeen: Authorized['proofSeen'] | undefined;
     const replay = {
@@ -251,12 +247,10 @@ export function apiRoutes({
       },
     };
     try {
-      await verifyDpopProof({
-        headers: proofs,
-        method: ctx.method,
-        url: `${config.origin}${ctx.originalUrl}`,
+      await verifyRequestProof(ctx, {
+        origin: config.origin,
         accessToken: value,
-        expectedJkt: token.jkt,
+        jkt: token.jkt,
         replay,
         iatWindowSeconds: config.api.dpopIatWindowSeconds,
       });
@@ -265,7 +259,12 @@ export function apiRoutes({
       throw await rejectProof(ctx, { clientId: token.clientId, customerId: token.accountId }, err.message);
     }
     const scopes = new Set(String(token.scope ?? '').split(' '));
-    if (!scopes.has(scope))
+    // An RFC 9396 account_information detail grants what the accounts scope grants (src/consent).
+    const detailed =
+      scope === 'accounts' &&
+      Array.isArray(token.rar) &&
+      (token.rar as Array<{ type?: unknown }>).some((d) => d.type === ACCOUNT_INFORMATION);
+    if (!scopes.has(scope) && !detailed)
       throw new ApiError(
         403,
         'insufficient_scope',
@@ -549,6 +548,14 @@ export function apiRoutes({
       firstKey: ['infinity', ''],
       key: (r) => (r.id === null ? undefined : [r.booked, r.id]),
     });
+    // A window wholly before the consent's lookback start asks for what the customer did not share;
+    // one that overlaps it is cut at the start (meta.firstAvailableDateTime).
+    if (to !== undefined && Date.parse(to) < Date.parse(page.firstRow.lookback_from))
+      throw new ApiError(
+        403,
+        'consent_lookback_exceeded',
+        `the consent covers transactions from ${trimIso(page.firstRow.lookback_from)} only`,
+      );
     respond(ctx, {
       data: page.rows.map(toTransaction),
       links: pageLinks(ctx, path, page, {

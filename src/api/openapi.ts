@@ -80,7 +80,7 @@ const bookingFilters = [
 const ERROR_STATUSES: Record<number, string> = {
   400: 'A malformed parameter, cursor, header or body, or no Idempotency-Key (invalid_request)',
   401: 'No, or an invalid, expired, revoked or not DPoP-bound token, or a bad DPoP proof (with WWW-Authenticate)',
-  403: 'The token lacks the scope, its consent is inactive or does not cover this data, or the client is not a known member institution',
+  403: 'The token lacks the scope, its consent is inactive or does not cover this data (type or lookback window), or the client is not a known member institution',
   404: 'No such account among the consented ones (also for accounts of other customers)',
   405: 'Another method than the resource allows (Allow says which)',
   409: 'The Idempotency-Key was used with another batch',
@@ -89,6 +89,41 @@ const ERROR_STATUSES: Record<number, string> = {
   422: 'The batch was refused; nothing was stored',
   429: 'The daily limit of unattended calls for this consent is reached',
 };
+
+/** GET and DELETE /grants/{grantId}: OAuth error bodies; an unknown or foreign grant is 404 invalid_grant_id. */
+function grantManagementPaths() {
+  const oauthError = (description: string) => ({ description, content: jsonContent(ref('OAuthError')) });
+  const common = {
+    tags: ['grants'],
+    security: [{ dpop: [] }],
+    parameters: [
+      { name: 'grantId', in: 'path', required: true, schema: str() },
+      { $ref: '#/components/parameters/DPoP' },
+    ],
+  };
+  const errors = {
+    '401': oauthError('No, or an invalid, expired, revoked or not DPoP-bound token, or a bad DPoP proof'),
+    '403': oauthError(
+      'The token lacks grant_management_query / grant_management_revoke (insufficient_scope)',
+    ),
+    '404': oauthError('No such grant of this client (invalid_grant_id)'),
+    '405': oauthError('Another method than GET or DELETE'),
+  };
+  return {
+    get: {
+      ...common,
+      operationId: 'queryGrant',
+      summary: 'What the grant holds: scopes, authorization details, expiry, last use',
+      responses: { '200': { description: 'OK', content: jsonContent(ref('Grant')) }, ...errors },
+    },
+    delete: {
+      ...common,
+      operationId: 'revokeGrant',
+      summary: 'Revoke the grant: its access and refresh tokens stop at once',
+      responses: { '204': { description: 'Revoked' }, ...errors },
+    },
+  };
+}
 
 export function openApiDocument(issuer: string): Record<string, unknown> {
   const batch = batchJsonSchema();
@@ -115,6 +150,12 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
       {
         name: 'links',
         description: 'Member institutions and bank links (client credentials, institution:links)',
+      },
+      {
+        name: 'grants',
+        description:
+          'FAPI Grant Management: the owning client queries or revokes a grant (DPoP-bound token with ' +
+          'grant_management_query / grant_management_revoke); errors are OAuth errors, not the envelope',
       },
     ],
     paths: {
@@ -225,6 +266,7 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
           },
         },
       },
+      '/grants/{grantId}': grantManagementPaths(),
       '/api/openapi.json': {
         get: {
           operationId: 'getOpenApi',
@@ -425,7 +467,7 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
             status: { type: 'integer' },
             code: str({
               description:
-                'invalid_request, unauthorized, invalid_token, invalid_dpop_proof, insufficient_scope, consent_inactive, consent_insufficient, not_found, method_not_allowed, too_many_requests, access_denied, unknown_institution, idempotency_conflict, payload_too_large, unsupported_media_type, …',
+                'invalid_request, unauthorized, invalid_token, invalid_dpop_proof, insufficient_scope, consent_inactive, consent_insufficient, consent_lookback_exceeded, not_found, method_not_allowed, too_many_requests, access_denied, unknown_institution, idempotency_conflict, payload_too_large, unsupported_media_type, …',
             }),
             message: str(),
           }),
@@ -454,6 +496,35 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
             updated: { type: 'integer' },
           }),
         }),
+        Grant: object(
+          {
+            scopes: {
+              type: 'array',
+              items: object({ scope: str(), resource: { type: 'array', items: str() } }, ['scope']),
+            },
+            claims: { type: 'array', items: str() },
+            authorization_details: { type: 'array', items: ref('AccountInformationGrant') },
+            created_at: dateTime,
+            expires_at: dateTime,
+            last_used_at: nullable(dateTime),
+          },
+          ['scopes'],
+        ),
+        AccountInformationGrant: object(
+          {
+            type: str({ const: 'account_information' }),
+            locations: { type: 'array', items: str() },
+            data_types: {
+              type: 'array',
+              items: str({ enum: ['account_details', 'balances', 'holdings', 'transactions'] }),
+            },
+            transaction_lookback_days: { type: 'integer', minimum: 1 },
+            expires_at: dateTime,
+            accounts: { type: 'array', items: str() },
+          },
+          ['type', 'locations', 'data_types', 'expires_at', 'accounts'],
+        ),
+        OAuthError: object({ error: str(), error_description: str() }, ['error']),
         IngestRejection: object({
           error: object({
             status: { type: 'integer', const: 422 },

@@ -9,6 +9,9 @@
  * $6 count as unattended (boolean), $7 default unattended limit, $8 account id or NULL for all
  * consented accounts.
  *
+ * The consent's "last used" time (the customer's dashboard) is set by the same statement, at most
+ * once a minute per consent: other reads in that minute only test the timestamp, and take no lock.
+ *
  * The consent's own data types and transaction lookback are read from the consent row when it
  * has them (columns `data_types text[]` and `lookback_days integer`, through to_jsonb so that
  * this works before and after the consent model grows them); without them, the consent covers
@@ -24,6 +27,11 @@ const PRELUDE = `WITH c AS (
   WHERE c.grant_id = $1 AND c.client_id = $2 AND c.customer_id = $3 AND c.revoked_at IS NULL AND c.expires_at > now()),
 seen AS (
   INSERT INTO dpop_seen (jti_hash, expires_at) VALUES ($4, $5) ON CONFLICT (jti_hash) DO NOTHING RETURNING 1),
+touch AS (
+  UPDATE consents SET last_used_at = now()
+  WHERE grant_id = $1 AND EXISTS (SELECT 1 FROM c) AND EXISTS (SELECT 1 FROM seen)
+    AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+  RETURNING 1),
 lim AS (
   SELECT coalesce((SELECT CASE WHEN jsonb_typeof(metadata -> 'unattended_calls_per_day') = 'number'
       THEN least(greatest(floor((metadata ->> 'unattended_calls_per_day')::numeric), 0), 1000000)::int END

@@ -1,8 +1,26 @@
 /**
- * What a customer allowed a client: per oidc-provider grant, the scopes and the accounts the
- * customer picked on the consent page (never the client's choice).
+ * What a customer allowed a client: per oidc-provider grant, the scopes, the accounts the
+ * customer picked on the consent page (never the client's choice), the data types, the
+ * transaction lookback and the expiry (from RFC 9396 authorization_details, see
+ * authorizationDetails.ts), and when the client last read with it.
  */
 import type { Queryable } from '../db/index.ts';
+import { SCOPE_ONLY_DATA_TYPES } from './authorizationDetails.ts';
+
+export {
+  ACCOUNT_INFORMATION,
+  type AccountInformationGrant,
+  type AccountInformationRequest,
+  AUTHORIZATION_DETAIL_TYPES,
+  accountInformationOf,
+  apiLocation,
+  DATA_TYPES,
+  type DataType,
+  requestedDetails,
+  SCOPE_ONLY_DATA_TYPES,
+} from './authorizationDetails.ts';
+export { applyConsentDecision } from './decision.ts';
+export { type ConsentTerms, grantedAccountInformation, termsOf } from './terms.ts';
 
 export interface Consent {
   grantId: string;
@@ -10,8 +28,13 @@ export interface Consent {
   clientId: string;
   scopes: string[];
   accountIds: string[];
+  /** NULL for consents recorded before data types existed: the `accounts` scope's defaults apply. */
+  dataTypes: string[] | null;
+  /** NULL: the configured default lookback applies. */
+  lookbackDays: number | null;
   createdAt: Date;
   expiresAt: Date;
+  lastUsedAt: Date | null;
   revokedAt: Date | null;
 }
 
@@ -30,8 +53,11 @@ interface ConsentRow {
   client_id: string;
   scopes: string[];
   account_ids: string[];
+  data_types: string[] | null;
+  lookback_days: number | null;
   created_at: Date;
   expires_at: Date;
+  last_used_at: Date | null;
   revoked_at: Date | null;
 }
 
@@ -41,8 +67,11 @@ const toConsent = (r: ConsentRow): Consent => ({
   clientId: r.client_id,
   scopes: r.scopes,
   accountIds: r.account_ids,
+  dataTypes: r.data_types,
+  lookbackDays: r.lookback_days,
   createdAt: r.created_at,
   expiresAt: r.expires_at,
+  lastUsedAt: r.last_used_at,
   revokedAt: r.revoked_at,
 });
 
@@ -58,14 +87,29 @@ export async function recordConsent(
     clientId: string;
     scopes: string[];
     accountIds: string[];
+    dataTypes: string[];
+    lookbackDays: number | null;
     expiresAt: Date;
   },
 ): Promise<void> {
-  const accountIds = [...new Set(c.accountIds)];
+  const accountIds = await checkAccounts(db, c.customerId, c.accountIds);
+  await db.query(
+    `INSERT INTO consents (grant_id, customer_id, client_id, scopes, account_ids, data_types, lookback_days, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (grant_id) DO UPDATE SET scopes = EXCLUDED.scopes, account_ids = EXCLUDED.account_ids,
+       data_types = EXCLUDED.data_types, lookback_days = EXCLUDED.lookback_days,
+       expires_at = EXCLUDED.expires_at, revoked_at = NULL, revoked_by = NULL, revoke_reason = NULL`,
+    [c.grantId, c.customerId, c.clientId, c.scopes, accountIds, c.dataTypes, c.lookbackDays, c.expiresAt],
+  );
+}
+
+/** The distinct account ids, once all are the customer's open accounts; ConsentError otherwise. */
+export async function checkAccounts(db: Queryable, customerId: string, ids: string[]): Promise<string[]> {
+  const accountIds = [...new Set(ids)];
   if (accountIds.length) {
     const owned = await db.query<{ n: number }>(
       "SELECT count(*)::int AS n FROM accounts WHERE id = ANY($1::text[]) AND customer_id = $2 AND status = 'open'",
-      [accountIds, c.customerId],
+      [accountIds, customerId],
     );
     if (owned.rows[0]?.n !== accountIds.length)
       throw new ConsentError(
@@ -73,13 +117,13 @@ export async function recordConsent(
         "an account chosen is not one of the customer's open accounts",
       );
   }
-  await db.query(
-    `INSERT INTO consents (grant_id, customer_id, client_id, scopes, account_ids, expires_at)
-     VALUES ($1, $2, $3, $4, $5, $6)
-     ON CONFLICT (grant_id) DO UPDATE SET scopes = EXCLUDED.scopes, account_ids = EXCLUDED.account_ids,
-       expires_at = EXCLUDED.expires_at, revoked_at = NULL, revoked_by = NULL, revoke_reason = NULL`,
-    [c.grantId, c.customerId, c.clientId, c.scopes, accountIds, c.expiresAt],
-  );
+  return accountIds;
+}
+
+/** The consent behind a grant, whatever its state. */
+export async function findConsent(db: Queryable, grantId: string): Promise<Consent | undefined> {
+  const res = await db.query<ConsentRow>('SELECT * FROM consents WHERE grant_id = $1', [grantId]);
+  return res.rows[0] && toConsent(res.rows[0]);
 }
 
 /** The consent behind a grant, if it exists, is not revoked and has not expired. */
@@ -91,7 +135,9 @@ export async function findActiveConsent(db: Queryable, grantId: string): Promise
   return res.rows[0] && toConsent(res.rows[0]);
 }
 
-export interface ConsentView extends Consent {
+export interface ConsentView extends Omit<Consent, 'dataTypes'> {
+  /** What the consent covers (the `accounts` scope's defaults for consents recorded without). */
+  dataTypes: string[];
   /** The client's display name (from its registration). */
   clientName: string;
   accounts: Array<{ id: string; nickname: string; maskedNumber: string }>;
@@ -116,6 +162,7 @@ export async function listActiveConsents(db: Queryable, customerId: string): Pro
   );
   return res.rows.map((r) => ({
     ...toConsent(r),
+    dataTypes: r.data_types ?? (r.scopes.includes('accounts') ? [...SCOPE_ONLY_DATA_TYPES] : []),
     clientName: r.client_name ?? r.client_id,
     accounts: r.accounts.map((a) => ({
       id: a.id,

@@ -112,7 +112,7 @@ async function createDemoClient(
     redirect_uris: [redirectUri],
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
-    scope: 'openid offline_access accounts',
+    scope: 'openid offline_access accounts grant_management_query grant_management_revoke',
     token_endpoint_auth_method: 'private_key_jwt',
     token_endpoint_auth_signing_alg: 'ES256',
     id_token_signed_response_alg: 'ES256',

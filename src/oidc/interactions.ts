@@ -19,7 +19,13 @@ import {
   startTotpSetup,
 } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
-import { ConsentError, recordConsent } from '../consent/index.ts';
+import {
+  accountInformationOf,
+  applyConsentDecision,
+  ConsentError,
+  requestedDetails,
+  termsOf,
+} from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { approvalView } from '../linking/approvals/approvalInteraction.ts';
@@ -202,13 +208,23 @@ export function interactionRoutes({
            WHERE a.customer_id = $1 AND a.status = 'open' ORDER BY a.opened_on, a.id`,
           [customerId],
         );
+        const scopes = String(d.params.scope ?? '')
+          .split(' ')
+          .filter(Boolean);
+        const info = accountInformationOf(requestedDetails(d.params));
+        const action = d.params.grant_management_action;
+        const preview = termsOf(
+          { scopes, accountInformation: info, accountIds: [] },
+          { lookbackDays: config.api.transactionLookbackDays, grantTtlSeconds: config.oidc.grantTtl },
+        );
         return consentPage({
           lang,
           uid: d.uid,
           clientName: name,
-          scopes: String(d.params.scope ?? '')
-            .split(' ')
-            .filter(Boolean),
+          scopes,
+          data: preview.dataTypes.length ? preview : undefined,
+          hinted: info?.account_hints,
+          action: action === 'merge' || action === 'replace' ? action : undefined,
           accounts: accounts.rows.map((a) => ({
             id: a.id,
             nickname: a.nickname,
@@ -396,39 +412,48 @@ export function interactionRoutes({
         { mergeWithLastSubmission: false },
       );
     }
-    const scopes = String(d.params.scope ?? '')
-      .split(' ')
-      .filter(Boolean);
-    const accountIds = scopes.includes('accounts') ? form.getAll('account') : [];
+    const isNew = !d.grantId;
     const grant = d.grantId
       ? await provider.Grant.find(d.grantId)
       : new provider.Grant({ accountId: customerId, clientId });
-    if (!grant) throw new HttpError(400, 'invalid_request', 'grant not found');
-    grant.addOIDCScope(scopes.join(' '));
-    const grantId = await grant.save();
+    if (!grant) {
+      // The grant to extend ended meanwhile (revoked by the customer or the client, or expired).
+      ctx.status = 400;
+      ctx.type = 'html';
+      ctx.body = errorPage({
+        lang: languageOf(ctx),
+        error: 'invalid_grant_id',
+        description: 'the permission to extend has ended; start again from the application',
+      });
+      return;
+    }
+    let decided: Awaited<ReturnType<typeof applyConsentDecision>>;
     try {
-      await recordConsent(db, {
-        grantId,
+      decided = await applyConsentDecision(db, {
+        grant: grant as unknown as Parameters<typeof applyConsentDecision>[1]['grant'],
+        params: d.params,
         customerId,
         clientId,
-        scopes,
-        accountIds,
-        expiresAt: new Date(Date.now() + config.oidc.grantTtl * 1000),
+        accountIds: form.getAll('account'),
+        issuer: config.issuer,
+        defaults: { lookbackDays: config.api.transactionLookbackDays, grantTtlSeconds: config.oidc.grantTtl },
       });
     } catch (err) {
       if (!(err instanceof ConsentError)) throw err;
-      await grant.destroy();
+      if (isNew && grant.jti) await grant.destroy();
       ctx.status = 400;
       ctx.type = 'html';
       ctx.body = errorPage({ lang: languageOf(ctx), error: 'invalid_request', description: err.message });
       return;
     }
+    const { grantId, terms } = decided;
+    const { scopes, accountIds } = terms;
     await notifyCustomer(db, {
       customerId,
       kind: 'consent_granted',
       data: {
         clientName: await clientName(clientId),
-        expiresAt: new Date(Date.now() + config.oidc.grantTtl * 1000).toISOString(),
+        expiresAt: terms.expiresAt.toISOString(),
       },
       dedupeKey: `consent:${grantId}`,
     });
@@ -441,7 +466,17 @@ export function interactionRoutes({
       ip: ctx.ip,
       userAgent: ctx.get('user-agent'),
       interactionId: d.uid,
-      data: { grantId, scopes, accountIds },
+      data: {
+        grantId,
+        scopes,
+        accountIds,
+        dataTypes: terms.dataTypes,
+        lookbackDays: terms.lookbackDays,
+        expiresAt: terms.expiresAt.toISOString(),
+        ...(typeof d.params.grant_management_action === 'string'
+          ? { action: d.params.grant_management_action }
+          : {}),
+      },
     });
     return finish(ctx, d, { consent: { grantId } }, { mergeWithLastSubmission: true });
   });

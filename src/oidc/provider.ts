@@ -5,6 +5,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import Provider, {
   type Configuration,
+  errors,
   interactionPolicy,
   type KoaContextWithOIDC,
   type ResourceServer,
@@ -20,7 +21,20 @@ import {
   validateInstitutionMetadata,
 } from '../api/institution.ts';
 import type { Config } from '../config/index.ts';
+import {
+  apiLocation,
+  defaultClientDetailTypes,
+  richAuthorizationRequestsFeature,
+} from '../consent/authorizationDetails.ts';
 import type { Db } from '../db/index.ts';
+import {
+  addGrantIdToTokenResponses,
+  GRANT_MANAGEMENT_SCOPES,
+  grantActionConsentCheck,
+  grantManagementDiscovery,
+  grantManagementParams,
+  loadExistingGrant,
+} from '../grants/authorization.ts';
 import { CookieSigner } from '../http/index.ts';
 import type { KeyMaterial } from '../keys/index.ts';
 import {
@@ -28,7 +42,6 @@ import {
   approvalResource,
   approvalResourceServer,
   operationDetailsOf,
-  operationDetailTypes,
 } from '../linking/approvals/approvalInteraction.ts';
 import { pendingNotices } from '../notices/index.ts';
 import { SSF_SCOPES, SSF_TOKEN_TTL_SECONDS, ssfResourceIndicators } from '../signals/index.ts';
@@ -38,7 +51,7 @@ import { createAdapterFactory, rememberJtiOnce } from './adapter.ts';
 /** FAPI 2.0 §5.4: only these JWS algorithms, everywhere. */
 export const FAPI_ALGS = ['PS256', 'ES256', 'EdDSA'] as const;
 /** Scopes the hub knows. `accounts` is read access to the accounts the customer picks at consent. */
-export const SCOPES = ['openid', 'offline_access', 'accounts'] as const;
+export const SCOPES = ['openid', 'offline_access', 'accounts', ...GRANT_MANAGEMENT_SCOPES] as const;
 /**
  * Assurance levels: `phr` phishing-resistant, `phrh` phishing-resistant hardware-protected, `otp`
  * an exempted customer's alternative MFA (not phishing-resistant).
@@ -65,6 +78,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       id_token_signed_response_alg: 'ES256',
       dpop_bound_access_tokens: true,
       require_pushed_authorization_requests: true,
+      authorization_details_types: defaultClientDetailTypes(),
     },
     clientAuthMethods: ['private_key_jwt'],
     enabledJWA: {
@@ -117,22 +131,21 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       backchannelLogout: { enabled: true },
       userinfo: { enabled: true },
       claimsParameter: { enabled: false },
-      // RFC 9396: operation approvals (withdrawal, withdrawal-account change; src/linking/approvals).
-      richAuthorizationRequests: {
-        enabled: true,
-        types: { ...operationDetailTypes() },
-        // What the grant holds is what the customer approved on the hub's pages: the code carries it,
-        // tokens carry their code's (or refresh token's), introspection tells it.
-        authorizationDetailsForGrantSource: (ctx) => rarOf(ctx.oidc.entities.Grant),
-        authorizationDetailsForAccessToken: (_ctx, _token, source) => rarOf(source),
-        authorizationDetailsForIntrospection: (_ctx, token) => rarOf(token),
-      },
       // SSF peers manage their streams with client-credentials tokens for the SSF resource only
       // (src/signals/oauth.ts), member institutions push data with ones for the institution resource
       // (src/api/ingest.ts); FAPI clients are not registered for this grant and are unaffected.
       clientCredentials: { enabled: true },
       resourceIndicators: { enabled: true, ...hubResourceIndicators(config) },
+      // RFC 9396: the types live in one registry (src/consent/authorizationDetails.ts).
+      richAuthorizationRequests: richAuthorizationRequestsFeature({
+        issuer: config.issuer,
+        maxLookbackDays: config.api.transactionLookbackDays,
+        maxExpirySeconds: config.oidc.grantTtl,
+      }),
     },
+    // Grant Management (src/grants): grant_management_action / grant_id, and which grant a request extends.
+    extraParams: grantManagementParams(),
+    loadExistingGrant,
     // A member institution's ingestion client names its institution (checked to exist at each call).
     extraClientMetadata: {
       properties: [INSTITUTION_ID_METADATA],
@@ -157,7 +170,12 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     pkce: { required: () => true },
     ttl: {
       AuthorizationCode: config.oidc.authorizationCodeTtl,
-      AccessToken: config.oidc.accessTokenTtl,
+      // A resource server may shorten it (the read API: to what is left of the consent).
+      AccessToken: (_ctx, token) =>
+        Math.min(
+          config.oidc.accessTokenTtl,
+          token.resourceServer?.accessTokenTTL ?? Number.POSITIVE_INFINITY,
+        ),
       IdToken: config.oidc.idTokenTtl,
       RefreshToken: config.oidc.refreshTokenTtl,
       Session: config.oidc.sessionTtl,
@@ -188,7 +206,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     renderError: async (ctx, out) => {
       renderErrorPage(ctx as unknown as KoaContextWithOIDC, out as unknown as Record<string, string>);
     },
-    discovery: { service_documentation: `${config.issuer}/docs` },
+    discovery: { service_documentation: `${config.issuer}/docs`, ...grantManagementDiscovery(config.issuer) },
     ...(config.oidc.allowPrivateNetworkFetch
       ? {
           // Without oidc-provider's SSRF-protecting dispatcher: loopback receivers are reachable.
@@ -204,6 +222,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
 
   const provider = new Provider(config.issuer, configuration);
   bindRefreshTokensToProofKey(provider);
+  addGrantIdToTokenResponses(provider);
   // One atomic statement instead of oidc-provider's find-then-save (see rememberJtiOnce).
   provider.ReplayDetection.unique = async (iss: string, jti: string, exp: number) =>
     rememberJtiOnce(
@@ -216,10 +235,9 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
   return provider;
 }
 
-/** The authorization_details an oidc-provider entity holds (RFC 9396), as the library types them. */
-const rarOf = (entity: unknown) => (entity as { rar?: unknown } | undefined)?.rar as never;
-
-type ResourceIndicators = ReturnType<typeof ssfResourceIndicators>;
+type ResourceIndicators = Omit<ReturnType<typeof ssfResourceIndicators>, 'useGrantedResource'> & {
+  useGrantedResource(ctx: KoaContextWithOIDC, model: unknown): Promise<boolean>;
+};
 
 /**
  * The hub's resource servers besides userinfo: the SSF resource (peers) and the institution resource
@@ -231,6 +249,7 @@ function hubResourceIndicators(config: Config): ResourceIndicators {
   const ssf = ssfResourceIndicators(config);
   const institution = institutionResource(config.issuer);
   const approvals = approvalResource(config.issuer);
+  const api = apiLocation(config.issuer);
   return {
     async defaultResource(ctx, client, oneOf) {
       if (oneOf) return oneOf;
@@ -239,6 +258,8 @@ function hubResourceIndicators(config: Config): ResourceIndicators {
         | undefined;
       // An operation approval's token is for the decision endpoint only (RFC 9396 wants a resource).
       if (operationDetailsOf(params?.authorization_details)) return approvals;
+      // RFC 9396 needs a resource: authorization details are for the read API (src/api).
+      if (params?.authorization_details !== undefined && params.grant_type === undefined) return api;
       const credentials = params?.grant_type === 'client_credentials';
       const scopes = String(params?.scope ?? '').split(' ');
       if (credentials && scopes.some(isInstitutionScope)) return institution;
@@ -249,9 +270,28 @@ function hubResourceIndicators(config: Config): ResourceIndicators {
     async getResourceServerInfo(ctx, indicator, client): Promise<ResourceServer> {
       if (indicator === approvals) return approvalResourceServer(approvals, client);
       if (indicator === institution) return institutionResourceServer(config.issuer, ctx, client);
+      if (indicator === api) {
+        if ((ctx.oidc.params as { grant_type?: unknown } | undefined)?.grant_type === 'client_credentials')
+          throw new errors.InvalidTarget('the read API needs a customer consent');
+        // A token for the read API does not outlive its consent (the grant expires with it).
+        const grantExp = (ctx.oidc.entities?.Grant as { exp?: number } | undefined)?.exp;
+        const left = grantExp ? grantExp - Math.floor(Date.now() / 1000) : config.oidc.accessTokenTtl;
+        return {
+          scope: ['accounts', ...GRANT_MANAGEMENT_SCOPES].join(' '),
+          audience: api,
+          accessTokenTTL: Math.max(1, Math.min(config.oidc.accessTokenTtl, left)),
+          accessTokenFormat: 'opaque',
+        };
+      }
       return ssf.getResourceServerInfo(ctx, indicator, client);
     },
-    useGrantedResource: ssf.useGrantedResource,
+    // A code or refresh token for the read API yields a token for it even with openid (not userinfo).
+    async useGrantedResource(_ctx, model) {
+      const granted = (model as { resource?: string | string[] }).resource;
+      for (const own of [api, approvals])
+        if (granted === own || (Array.isArray(granted) && granted.includes(own))) return true;
+      return ssf.useGrantedResource();
+    },
   };
 }
 
@@ -329,6 +369,7 @@ function interactionPolicyFor(db: Db): interactionPolicy.Prompt[] {
   );
   // Withdrawals and withdrawal-account changes: a passkey approval bound to the details, before consent.
   policy.add(approvalPrompt(), 2);
+  policy.get('consent')!.checks.add(grantActionConsentCheck());
   policy.get('login')!.checks.add(
     new interactionPolicy.Check('acr_values_unmet', 'the session does not reach a requested acr', (ctx) => {
       const requested = requestedAcrValues(ctx.oidc.params?.acr_values);

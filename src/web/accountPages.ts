@@ -5,18 +5,9 @@ import type { NotificationSettings } from '../notify/index.ts';
 import { html } from './html.ts';
 import { type Lang, messages } from './i18n.ts';
 import { type LimitsView, limitsSection } from './limitsSection.ts';
-import { layout } from './pages.ts';
+import { layout, when } from './pages.ts';
 
 const PASSKEY_SCRIPTS = ['/assets/simplewebauthn-browser.js', '/assets/passkey.js'];
-
-export function when(d: Date | null, lang: Lang): string {
-  if (!d) return '';
-  return new Intl.DateTimeFormat(lang === 'ja' ? 'ja-JP' : 'en-GB', {
-    dateStyle: 'medium',
-    timeStyle: 'short',
-    timeZone: 'Asia/Tokyo',
-  }).format(d);
-}
 
 export function accountLoginPage(p: { lang: Lang; notice?: string | undefined }): string {
   const t = messages(p.lang);
@@ -75,12 +66,12 @@ ${p.notice ? html`<p class="notice" role="status">${p.notice}</p>` : ''}
 <h2>${a.consents}</h2>
 ${
   p.consents.length
-    ? html`<table id="consents"><thead><tr><th>${a.app}</th><th>${a.accounts}</th><th>${a.allowed}</th><th>${a.since}</th><th>${a.until}</th><th></th></tr></thead><tbody>
+    ? html`<table id="consents"><thead><tr><th>${a.app}</th><th>${a.accounts}</th><th>${a.allowed}</th><th>${a.since}</th><th>${a.used}</th><th>${a.until}</th><th></th></tr></thead><tbody>
 ${p.consents.map(
   (c) => html`<tr data-grant="${c.grantId}"><td>${c.clientName}</td>
 <td>${c.accounts.map((acc) => html`${acc.nickname} <span class="masked">${acc.maskedNumber}</span><br>`)}</td>
-<td>${c.scopes.filter((s) => s !== 'openid').map((s) => html`${t.scope[s] ?? s}<br>`)}</td>
-<td>${when(c.createdAt, p.lang)}</td><td>${when(c.expiresAt, p.lang)}</td>
+<td class="data">${c.dataTypes.map((d) => html`<span data-type="${d}">${t.data.type[d] ?? d}</span><br>`)}${c.lookbackDays !== null ? html`<span class="lookback">${t.data.lookback(c.lookbackDays)}</span><br>` : ''}${c.scopes.filter((s) => s !== 'openid' && s !== 'accounts').map((s) => html`${t.scope[s] ?? s}<br>`)}</td>
+<td>${when(c.createdAt, p.lang)}</td><td class="last-used">${c.lastUsedAt ? when(c.lastUsedAt, p.lang) : a.never}</td><td>${when(c.expiresAt, p.lang)}</td>
 <td><form method="post" action="/account/consents/revoke">${csrf}<input type="hidden" name="grantId" value="${c.grantId}"><button type="submit" class="secondary revoke">${a.revoke}</button></form></td></tr>`,
 )}
 </tbody></table>`

@@ -3,9 +3,10 @@
  * raising needs a passkey sign-in within 5 minutes and waits for a cool-off), raises still waiting,
  * and the registered withdrawal account with its hold.
  */
-import { when } from './accountPages.ts';
+
 import { html, type SafeHtml } from './html.ts';
 import type { Lang } from './i18n.ts';
+import { when } from './pages.ts';
 
 export interface LimitsView {
   current: { withdrawal_daily: number; sweep_daily: number };

@@ -97,32 +97,61 @@ export interface ConsentAccount {
   maskedNumber: string;
 }
 
+/** A date and time in Japan, in the page's language. */
+export function when(d: Date | null, lang: Lang): string {
+  if (!d) return '';
+  return new Intl.DateTimeFormat(lang === 'ja' ? 'ja-JP' : 'en-GB', {
+    dateStyle: 'medium',
+    timeStyle: 'short',
+    timeZone: 'Asia/Tokyo',
+  }).format(d);
+}
+
 export interface ConsentPageInput {
   lang: Lang;
   uid: string;
   clientName: string;
   scopes: string[];
   accounts: ConsentAccount[];
+  /** What the customer is asked to share (authorization_details, or the `accounts` scope's defaults). */
+  data?: { dataTypes: string[]; lookbackDays: number | null; expiresAt: Date } | undefined;
+  /** Accounts pre-ticked (the client's account_hints); undefined = all ticked. */
+  hinted?: string[] | undefined;
+  /** A Grant Management merge or replace of an earlier consent. */
+  action?: 'merge' | 'replace' | undefined;
 }
 
 export function consentPage(p: ConsentPageInput): string {
   const t = messages(p.lang);
-  const wantsAccounts = p.scopes.includes('accounts');
+  const wantsAccounts = p.scopes.includes('accounts') || p.data !== undefined;
+  const hinted = p.hinted?.length ? new Set(p.hinted) : undefined;
+  const ticked = (id: string) => !hinted || hinted.has(id);
   return layout(
     p.lang,
     t.consentTitle,
     html`<p>${t.consentLead(p.clientName)}</p>
+${p.action ? html`<p class="notice" id="grant-action" data-action="${p.action}">${t.data[p.action]}</p>` : ''}
 <form method="post" action="/interaction/${p.uid}/consent" id="consent-form">
 <h2>${t.scopesHeading}</h2>
 <ul class="scopes">${p.scopes.map((s) => html`<li data-scope="${s}">${t.scope[s] ?? s}</li>`)}</ul>
 ${
+  p.data
+    ? html`<h2>${t.data.heading}</h2>
+<ul class="data-types" id="data-types">${p.data.dataTypes.map((d) => html`<li data-type="${d}">${t.data.type[d] ?? d}</li>`)}</ul>
+${p.data.lookbackDays !== null ? html`<p id="lookback" data-days="${String(p.data.lookbackDays)}">${t.data.lookback(p.data.lookbackDays)}</p>` : ''}
+<p id="expiry" data-expires="${p.data.expiresAt.toISOString()}">${t.data.expires(when(p.data.expiresAt, p.lang))}</p>`
+    : ''
+}
+${
   wantsAccounts
     ? html`<h2>${t.accountsHeading}</h2>
+${hinted ? html`<p class="note" id="hinted">${t.data.hinted}</p>` : ''}
 ${
   p.accounts.length
-    ? html`<ul class="accounts">${p.accounts.map(
-        (a) =>
-          html`<li><label><input type="checkbox" name="account" value="${a.id}" checked> ${a.nickname} — ${a.institutionName} ${a.taxCategory ? t.taxCategory[a.taxCategory] : ''} <span class="masked">${a.maskedNumber}</span></label></li>`,
+    ? html`<ul class="accounts">${p.accounts.map((a) =>
+        ticked(a.id)
+          ? html`<li><label><input type="checkbox" name="account" value="${a.id}" checked> ${a.nickname} — ${a.institutionName} ${a.taxCategory ? t.taxCategory[a.taxCategory] : ''} <span class="masked">${a.maskedNumber}</span></label></li>`
+          : html`<li><label><input type="checkbox" name="account" value="${a.id}"> ${a.nickname} — ${a.institutionName} ${a.taxCategory ? t.taxCategory[a.taxCategory] : ''} <span class="masked">${a.maskedNumber}</span></label></li>`,
       )}</ul>`
     : html`<p>${t.noAccounts}</p>`
 }`

@@ -2,12 +2,16 @@
  * The whole walking skeleton over HTTPS: openid-client as the aggregator (PAR, private_key_jwt,
  * PKCE, DPoP), a real Chromium with a virtual authenticator enrolling a passkey with a one-time
  * ticket, signing in with it and consenting to one of two accounts, the token exchange, and
- * GET /api/v1/accounts with DPoP returning exactly the consented account.
+ * GET /api/v1/accounts with DPoP returning exactly the consented account. Then the aggregator
+ * journey with RFC 9396 authorization_details: two of three accounts, reads, pagination, and the
+ * customer disconnecting the app on the security page — the next read is 401.
  */
 import * as client from 'openid-client';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
+import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { addVirtualAuthenticator, launchBrowser } from '../support/browser.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { demoRp, startAuthorization } from '../support/rp.ts';
@@ -105,5 +109,106 @@ describe('FAPI 2.0 code flow with passkey login and consent in a real browser', 
       DPoP: rp.dpop,
     });
     expect(refreshed.refresh_token ?? tokens.refresh_token).toBe(tokens.refresh_token);
+  });
+
+  it('aggregator journey: authorization_details for two of three accounts, reads, pages, revoke on the dashboard', async () => {
+    const third = 'acc_e2e_third';
+    await t.hub.db.query(
+      `INSERT INTO accounts (id, customer_id, institution_id, kind, tax_category, branch_code, account_number, nickname, opened_on)
+       VALUES ($1, $2, $3, 'securities', 'general', '002', '5558888', '一般口座', '2025-03-03')`,
+      [third, t.hub.demo!.customerId, DEMO_INSTITUTION_ID],
+    );
+    await ingestDemoLedger(t.hub.db, DEMO_INSTITUTION_ID, [third]);
+    const rp = await demoRp(t);
+    const auth = await startAuthorization(rp, 'openid offline_access', {
+      authorization_details: JSON.stringify([
+        {
+          type: 'account_information',
+          data_types: ['balances', 'holdings', 'transactions'],
+          transaction_lookback_days: 365,
+        },
+      ]),
+    });
+
+    const context = await browser.newContext({ locale: 'ja-JP' });
+    const page = await context.newPage();
+    await addVirtualAuthenticator(context, page);
+    await page.goto(auth.url.href);
+    await expect.poll(() => page.url()).toMatch(/\/interaction\/[^/]+$/);
+    const ticket = await issueEnrollmentTicket(t.hub.authn, {
+      customerId: t.hub.demo!.customerId,
+      issuedBy: 'operator:test',
+    });
+    await page.click('#enroll-link');
+    await page.fill('#customerNumber', t.hub.demo!.customerNumber);
+    await page.fill('#ticket', ticket.ticket);
+    await page.click('#enroll-button');
+    await page.waitForURL(/enrolled=1/);
+    await page.click('#passkey-login');
+    await page.waitForSelector('#consent-form');
+    // The page shows what is asked: data, lookback, expiry; the customer picks two of three accounts.
+    expect(await page.locator('#data-types li').count()).toBe(3);
+    expect(await page.textContent('#lookback')).toContain('365');
+    expect(await page.getAttribute('#expiry', 'data-expires')).toBeTruthy();
+    const boxes = page.locator('input[name="account"]');
+    expect(await boxes.count()).toBe(3);
+    const offered = await boxes.evaluateAll((els) => els.map((e) => (e as HTMLInputElement).value));
+    await boxes.nth(1).uncheck();
+    await page.click('#approve');
+    await page.waitForURL((u) => u.pathname === '/demo/callback');
+    const tokens = await client.authorizationCodeGrant(
+      rp.config,
+      new URL(page.url()),
+      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
+      undefined,
+      { DPoP: rp.dpop },
+    );
+    const chosen = [offered[0]!, offered[2]!];
+    expect(tokens.authorization_details).toEqual([expect.objectContaining({ accounts: chosen })]);
+
+    interface Page {
+      status: number;
+      body: {
+        data?: Array<{ accountId: string; transactionId?: string }>;
+        links?: { next?: string; prev?: string };
+      };
+    }
+    const read = (url: string): Promise<Page> =>
+      client
+        .fetchProtectedResource(rp.config, tokens.access_token, new URL(url), 'GET', undefined, undefined, {
+          DPoP: rp.dpop,
+        })
+        .then(
+          async (res) => ({ status: res.status, body: (await res.json()) as Page['body'] }),
+          (err: client.WWWAuthenticateChallengeError) => ({ status: err.response?.status ?? 0, body: {} }),
+        );
+    const list = await read(`${t.issuer}/api/v1/accounts`);
+    expect(list.status).toBe(200);
+    expect(list.body.data!.map((a) => a.accountId).sort()).toEqual([...chosen].sort());
+    // Pagination over the consented accounts' transactions: two pages, no overlap, links back.
+    const first = await read(`${t.issuer}/api/v1/transactions?pageSize=5`);
+    expect(first.status).toBe(200);
+    const next = first.body.links?.next;
+    expect(next).toBeTruthy();
+    const second = await read(next!);
+    expect(second.status).toBe(200);
+    const ids = (p: Page) => p.body.data!.map((x) => x.transactionId);
+    expect(ids(second)).toHaveLength(5);
+    expect(ids(second).some((id) => ids(first).includes(id))).toBe(false);
+    expect(second.body.links?.prev).toBeTruthy();
+    for (const x of [...first.body.data!, ...second.body.data!]) expect(chosen).toContain(x.accountId);
+
+    // The customer opens the security page (same browser, same sign-in) and disconnects the app.
+    await page.goto(`${t.issuer}/account`);
+    const row = page.locator(`tr[data-grant="${String(tokens.grant_id)}"]`);
+    expect(await row.textContent()).toContain('デモ家計簿アプリ');
+    expect(await row.locator('[data-type]').count()).toBe(3);
+    expect(await row.locator('.last-used').textContent()).not.toBe('未使用');
+    await row.locator('button.revoke').click();
+    await page.waitForURL(/\/account\?notice=/);
+    expect(await page.locator(`tr[data-grant="${String(tokens.grant_id)}"]`).count()).toBe(0);
+    await context.close();
+
+    expect((await read(`${t.issuer}/api/v1/accounts`)).status).toBe(401);
   });
 });

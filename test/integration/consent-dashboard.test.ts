@@ -75,6 +75,13 @@ describe('consent dashboard', () => {
     expect(page.text).toContain('デモ家計簿アプリ');
     expect(page.text).toMatch(/特定口座 <span class="masked">••••567<\/span>/);
     expect(page.text).not.toContain('NISA口座 <span');
+    // What the consent covers and when the app last read with it (the read above).
+    const listed = page.text.slice(page.text.indexOf('<tr data-grant='));
+    expect(listed).toContain('data-type="balances"');
+    expect(listed).toContain('data-type="transactions"');
+    expect(listed).not.toContain('data-type="account_details"');
+    expect(listed).toContain('取引履歴は過去730日分まで');
+    expect(/<td class="last-used">([^<]*)<\/td>/.exec(listed)![1]).not.toBe('未使用');
     const grantId = /data-grant="([^"]+)"/.exec(page.text)![1]!;
     const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)![1]!;
 

@@ -20,7 +20,11 @@ beforeAll(async () => {
   t = await startTestHub();
   device = await enrollDemoCustomer(t);
   customerId = t.hub.demo!.customerId;
-  await addEmailChannel(t.hub.db, t.hub.authn.kek!, { customerId, address: 'taro@example.jp', actor: 'system' });
+  await addEmailChannel(t.hub.db, t.hub.authn.kek!, {
+    customerId,
+    address: 'taro@example.jp',
+    actor: 'system',
+  });
 });
 afterAll(() => t?.close());
 

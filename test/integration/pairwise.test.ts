@@ -1,11 +1,10 @@
 /** Brokerages registered with subject_type pairwise each learn their own, stable customer identifier. */
-import { generateKeyPairSync } from 'node:crypto';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
-import { addClient } from '../../src/oidc/clients.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
+import { registeredRp } from '../support/rp.ts';
 
 let t: TestHub;
 let customer: PasskeyUser;
@@ -26,46 +25,8 @@ beforeAll(async () => {
 afterAll(() => t?.close());
 
 /** Registers a brokerage client on its own host (its own sector) and returns an openid-client for it. */
-async function brokerage(name: string): Promise<{ config: client.Configuration; redirectUri: string }> {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const redirectUri = `https://${name}.example/callback`;
-  await addClient(
-    t.hub.db,
-    {
-      client_id: name,
-      client_name: name,
-      redirect_uris: [redirectUri],
-      grant_types: ['authorization_code'],
-      token_endpoint_auth_method: 'private_key_jwt',
-      token_endpoint_auth_signing_alg: 'ES256',
-      id_token_signed_response_alg: 'ES256',
-      dpop_bound_access_tokens: true,
-      subject_type: 'pairwise',
-      scope: 'openid accounts',
-      jwks: {
-        keys: [{ ...publicKey.export({ format: 'jwk' }), kid: `${name}-1`, alg: 'ES256', use: 'sig' }],
-      },
-    },
-    'operator:test',
-  );
-  const key = await crypto.subtle.importKey(
-    'jwk',
-    privateKey.export({ format: 'jwk' }),
-    { name: 'ECDSA', namedCurve: 'P-256' },
-    false,
-    ['sign'],
-  );
-  const config = await client.discovery(
-    new URL(t.issuer),
-    name,
-    undefined,
-    client.PrivateKeyJwt({ key, kid: `${name}-1` }),
-    {
-      [client.customFetch]: t.fetch as client.CustomFetch,
-    },
-  );
-  return { config, redirectUri };
-}
+const brokerage = (name: string) =>
+  registeredRp(t, name, { subject_type: 'pairwise', scope: 'openid accounts' });
 
 async function subjectAt(b: { config: client.Configuration; redirectUri: string }): Promise<string> {
   const dpop = client.getDPoPHandle(b.config, await client.randomDPoPKeyPair('ES256'));

@@ -2,7 +2,9 @@
  * The demo aggregator as a real relying party: openid-client 6 with private_key_jwt, PAR, PKCE
  * and DPoP, trusting the test hub's dev CA.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import * as client from 'openid-client';
+import { addClient } from '../../src/oidc/clients.ts';
 import type { TestHub } from './hub.ts';
 
 export interface Rp {
@@ -35,6 +37,53 @@ export async function demoRp(t: TestHub, options: { dpopKey?: client.CryptoKeyPa
   );
   const dpopKey = options.dpopKey ?? (await client.randomDPoPKeyPair('ES256'));
   return { config, dpopKey, dpop: client.getDPoPHandle(config, dpopKey), redirectUri: redirect_uris[0]! };
+}
+
+/**
+ * Registers another FAPI client as an operator would (private_key_jwt with a fresh P-256 key, DPoP,
+ * redirect URI https://<name>.example/callback), with `metadata` on top, and returns it as an Rp.
+ */
+export async function registeredRp(
+  t: TestHub,
+  name: string,
+  metadata: Record<string, unknown> = {},
+): Promise<Rp> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const redirectUri = `https://${name}.example/callback`;
+  await addClient(
+    t.hub.db,
+    {
+      client_id: name,
+      client_name: name,
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code'],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'ES256',
+      id_token_signed_response_alg: 'ES256',
+      dpop_bound_access_tokens: true,
+      jwks: {
+        keys: [{ ...publicKey.export({ format: 'jwk' }), kid: `${name}-1`, alg: 'ES256', use: 'sig' }],
+      },
+      ...metadata,
+    },
+    'operator:test',
+  );
+  const key = await crypto.subtle.importKey(
+    'jwk',
+    privateKey.export({ format: 'jwk' }),
+    { name: 'ECDSA', namedCurve: 'P-256' },
+    false,
+    ['sign'],
+  );
+  const config = await client.discovery(
+    new URL(t.issuer),
+    name,
+    undefined,
+    client.PrivateKeyJwt({ key, kid: `${name}-1` }),
+    { [client.customFetch]: t.fetch as client.CustomFetch },
+  );
+  const dpopKey = await client.randomDPoPKeyPair('ES256');
+  return { config, dpopKey, dpop: client.getDPoPHandle(config, dpopKey), redirectUri };
 }
 
 export interface StartedAuthorization {

@@ -55,31 +55,6 @@ export function operationDetailsOf(authorizationDetails: unknown): OperationDeta
 }
 
 /**
- * RFC 9396 type definitions for oidc-provider's richAuthorizationRequests.types: each detail is
- * validated (invalid_authorization_details names the problem), only a brokerage's relying party
- * (a client naming its institution) may ask, and one operation per request.
- */
-export function operationDetailTypes(): Record<
-  OperationDetailType,
-  { validate(ctx: KoaContextWithOIDC, detail: unknown, client: unknown): void }
-> {
-  const validate = (ctx: KoaContextWithOIDC, detail: unknown, client: unknown) => {
-    const parsed = parseOperationDetails(detail);
-    if (!parsed.ok) throw new oidcErrors.InvalidAuthorizationDetails(parsed.problem);
-    if (!institutionIdOf(client as Parameters<typeof institutionIdOf>[0]))
-      throw new oidcErrors.InvalidAuthorizationDetails(
-        `${parsed.details.type} approvals may only be requested by a member institution's relying party`,
-      );
-    const all = JSON.parse(String(ctx.oidc.params?.authorization_details ?? '[]')) as Array<{
-      type?: unknown;
-    }>;
-    if (all.filter((d) => isOperationDetailType(d?.type)).length > 1)
-      throw new oidcErrors.InvalidAuthorizationDetails('approve one operation per request');
-  };
-  return { withdrawal: { validate }, withdrawal_account_change: { validate } };
-}
-
-/**
  * The resource (RFC 8707) of approval tokens: they are presented by the brokerage's institution to
  * the decision endpoint, and are good for nothing else (not the read API, not userinfo).
  */

@@ -1,0 +1,182 @@
+/**
+ * The Grant Management endpoint (FAPI Grant Management for OAuth 2.0, ID1), which oidc-provider
+ * does not have: `GET /grants/{grant_id}` (query) and `DELETE /grants/{grant_id}` (revoke, 204).
+ * The caller is the client that owns the grant, with a DPoP-bound access token the hub issued
+ * carrying `grant_management_query` / `grant_management_revoke`, and a DPoP proof for this exact
+ * request. Errors are OAuth JSON errors ({error, error_description}) with a DPoP challenge where a
+ * token is at fault; a grant that is unknown, ended or another client's is one and the same 404.
+ */
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import {
+  ApiError,
+  createDbReplayStore,
+  DpopError,
+  dpopChallenge,
+  presentedDpopToken,
+  verifyRequestProof,
+} from '../api/index.ts';
+import { recordAudit } from '../audit/index.ts';
+import type { Config } from '../config/index.ts';
+import { findActiveConsent, markConsentRevoked } from '../consent/index.ts';
+import type { Db } from '../db/index.ts';
+import { revokeGrant } from '../oidc/adapter.ts';
+import { FAPI_ALGS } from '../oidc/provider.ts';
+import { notifyCustomer } from '../oidc/securityNotices.ts';
+
+export interface GrantManagementRoutesOptions {
+  provider: Provider;
+  db: Db;
+  config: Config;
+}
+
+const GRANT_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+type GrantPayload = {
+  jti: string;
+  clientId: string;
+  accountId: string;
+  openid?: { scope?: string; claims?: string[] };
+  resources?: Record<string, string>;
+  rar?: unknown[];
+};
+
+export function grantManagementRoutes({ provider, db, config }: GrantManagementRoutesOptions): Router {
+  const router = new Router({ prefix: '/grants' });
+  const replay = createDbReplayStore(db);
+  const invalid = (description: string) =>
+    new ApiError(401, 'invalid_token', description, dpopChallenge('invalid_token', description, FAPI_ALGS));
+  const notFound = () => new ApiError(404, 'invalid_grant_id', 'no such grant');
+
+  /** The calling client, once its token and DPoP proof hold and the token has `scope`. */
+  async function authenticate(ctx: Context, scope: string): Promise<{ clientId: string }> {
+    const value = presentedDpopToken(ctx, invalid, FAPI_ALGS);
+    const token = await provider.AccessToken.find(value);
+    if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
+    if (!token.jkt) throw invalid('the access token is not DPoP-bound');
+    try {
+      await verifyRequestProof(ctx, {
+        origin: config.origin,
+        accessToken: value,
+        jkt: token.jkt,
+        replay,
+        iatWindowSeconds: config.api.dpopIatWindowSeconds,
+      });
+    } catch (err) {
+      if (!(err instanceof DpopError)) throw err;
+      await recordAudit(db, {
+        type: 'grants.dpop.rejected',
+        outcome: 'failure',
+        clientId: token.clientId,
+        ip: ctx.ip,
+        data: { reason: err.message, path: ctx.path },
+      });
+      throw invalid(err.message);
+    }
+    const client = await db.query('SELECT 1 FROM clients WHERE client_id = $1 AND enabled', [token.clientId]);
+    if (client.rowCount !== 1) throw invalid('the client has been disabled');
+    if (
+      !String(token.scope ?? '')
+        .split(' ')
+        .includes(scope)
+    )
+      throw new ApiError(
+        403,
+        'insufficient_scope',
+        `the token lacks the ${scope} scope`,
+        dpopChallenge('insufficient_scope', undefined, FAPI_ALGS),
+      );
+    return { clientId: token.clientId! };
+  }
+
+  /** The grant of this path, if it is the caller's and still exists. */
+  async function grantOf(ctx: Context, clientId: string): Promise<GrantPayload> {
+    const grantId = ctx.params.grantId ?? '';
+    if (!GRANT_ID.test(grantId)) throw notFound();
+    const grant = (await provider.Grant.find(grantId)) as unknown as GrantPayload | undefined;
+    if (!grant || grant.clientId !== clientId) throw notFound();
+    return grant;
+  }
+
+  router.use(async (ctx, next) => {
+    ctx.set('cache-control', 'no-store');
+    try {
+      await next();
+    } catch (err) {
+      if (!(err instanceof ApiError)) throw err;
+      ctx.status = err.status;
+      if (err.challenge) ctx.set('www-authenticate', err.challenge);
+      ctx.body = { error: err.code, error_description: err.message };
+    }
+  });
+
+  router.get('/:grantId', async (ctx) => {
+    const { clientId } = await authenticate(ctx, 'grant_management_query');
+    const grant = await grantOf(ctx, clientId);
+    const consent = await findActiveConsent(db, grant.jti);
+    const scopes: Array<{ scope: string; resource?: string[] }> = [];
+    if (grant.openid?.scope) scopes.push({ scope: grant.openid.scope });
+    for (const [resource, scope] of Object.entries(grant.resources ?? {}))
+      if (scope) scopes.push({ scope, resource: [resource] });
+    ctx.body = {
+      scopes,
+      ...(grant.openid?.claims?.length ? { claims: grant.openid.claims } : {}),
+      ...(grant.rar?.length ? { authorization_details: grant.rar } : {}),
+      // Kakehashi's additions: when the consent was given, expires and was last used.
+      ...(consent
+        ? {
+            created_at: consent.createdAt.toISOString(),
+            expires_at: consent.expiresAt.toISOString(),
+            last_used_at: consent.lastUsedAt?.toISOString() ?? null,
+          }
+        : {}),
+    };
+  });
+
+  router.delete('/:grantId', async (ctx) => {
+    const { clientId } = await authenticate(ctx, 'grant_management_revoke');
+    const grant = await grantOf(ctx, clientId);
+    const reason = 'revoked by the client through the grant management endpoint';
+    const revoked = await db.transaction(async (tx) => {
+      const consent = await markConsentRevoked(tx, {
+        grantId: grant.jti,
+        customerId: grant.accountId,
+        by: `client:${clientId}`,
+        reason,
+      });
+      // The grant, and every code, access and refresh token under it, at once on every node.
+      const rows = await revokeGrant(tx, grant.jti);
+      await recordAudit(tx, {
+        type: 'consent.revoked',
+        outcome: 'success',
+        actor: `client:${clientId}`,
+        customerId: grant.accountId,
+        clientId,
+        ip: ctx.ip,
+        userAgent: ctx.get('user-agent'),
+        data: { grantId: grant.jti, by: 'client', reason, revokedRows: rows },
+      });
+      return consent !== undefined;
+    });
+    if (revoked) {
+      const client = await db.query<{ name: string | null }>(
+        "SELECT metadata ->> 'client_name' AS name FROM clients WHERE client_id = $1",
+        [clientId],
+      );
+      await notifyCustomer(db, {
+        customerId: grant.accountId,
+        kind: 'consent_revoked',
+        data: { clientName: client.rows[0]?.name ?? clientId, by: 'client' },
+        dedupeKey: `consent-revoked:${grant.jti}`,
+      });
+    }
+    ctx.status = 204;
+  });
+
+  router.all('/:grantId', (ctx) => {
+    ctx.set('allow', 'GET, DELETE');
+    throw new ApiError(405, 'invalid_request', `${ctx.method} is not allowed here; use GET or DELETE`);
+  });
+  return router;
+}
