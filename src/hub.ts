@@ -18,6 +18,7 @@ import { createLogger, type Logger } from './log.ts';
 import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
 import { createProvider } from './oidc/provider.ts';
+import { deleteExpiredRiskEvents } from './risk/index.ts';
 import { createSignals, type Signals } from './signals/index.ts';
 import { ensureDevTls, secureTlsOptions } from './tls/index.ts';
 
@@ -91,7 +92,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       server = https.createServer(secureTlsOptions(tls), app.callback());
     }
     server.keepAliveTimeout = 65_000;
-    const sweeper = startSweeper(db, logger);
+    const sweeper = startSweeper(db, logger, config.risk.retentionDays);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(config.port, config.host, () => resolve());
@@ -136,15 +137,16 @@ const SWEEP_INTERVAL_MS = 5 * 60_000;
  * Deletes expired tokens, sessions and challenges now and then. Finders already ignore expired
  * rows, so this only keeps tables small; every node may run it, deletes are idempotent.
  */
-function startSweeper(db: Db, logger: Logger): NodeJS.Timeout {
+function startSweeper(db: Db, logger: Logger, riskRetentionDays: number): NodeJS.Timeout {
   const timer = setInterval(async () => {
     try {
       const oidc = await deleteExpiredOidcPayloads(db);
       const challenges = await deleteExpiredChallenges(db);
       const proofs = await deleteExpiredDpopProofs(db);
       const unattended = await deleteOldUnattendedCounts(db);
-      if (oidc + challenges + proofs + unattended > 0)
-        logger.debug({ oidc, challenges, proofs, unattended }, 'expired rows swept');
+      const risk = await deleteExpiredRiskEvents(db, riskRetentionDays);
+      if (oidc + challenges + proofs + unattended + risk > 0)
+        logger.debug({ oidc, challenges, proofs, unattended, risk }, 'expired rows swept');
     } catch (err) {
       logger.warn({ err }, 'sweep of expired rows failed');
     }
