@@ -149,15 +149,18 @@ export async function setRiskLevel(
   reasons: string[],
   opts: { clearRecovery?: boolean } = {},
 ): Promise<{ changed: boolean; previous: RiskLevel | undefined }> {
-  const res = await db.query<{ previous: RiskLevel | null }>(
-    `WITH old AS (SELECT level FROM risk_levels WHERE customer_id = $1 FOR UPDATE)
-     INSERT INTO risk_levels AS r (customer_id, level, reasons) VALUES ($1, $2, $3::jsonb)
+  // Called inside the caller's transaction: the row lock orders concurrent changes.
+  const old = await db.query<{ level: RiskLevel }>(
+    'SELECT level FROM risk_levels WHERE customer_id = $1 FOR UPDATE',
+    [customerId],
+  );
+  await db.query(
+    `INSERT INTO risk_levels AS r (customer_id, level, reasons) VALUES ($1, $2, $3::jsonb)
      ON CONFLICT (customer_id) DO UPDATE SET level = EXCLUDED.level, reasons = EXCLUDED.reasons, updated_at = now(),
-       recovery_login_due = CASE WHEN $4 THEN false ELSE r.recovery_login_due END
-     RETURNING (SELECT level FROM old) AS previous`,
+       recovery_login_due = CASE WHEN $4 THEN false ELSE r.recovery_login_due END`,
     [customerId, level, JSON.stringify(reasons), opts.clearRecovery ?? false],
   );
-  const previous = res.rows[0]?.previous ?? undefined;
+  const previous = old.rows[0]?.level;
   return { changed: (previous ?? 'LOW') !== level, previous };
 }
 
