@@ -232,7 +232,8 @@ export async function assessOperation(
 ): Promise<LoginAssessment> {
   const { loc, source, sourceRange } = whereFrom(engine, op.ip);
   const res = await db.query<{ ops: number; travel: boolean; session: number | null }>(
-    `SELECT (SELECT count(*) FROM risk_events WHERE customer_id = $1 AND kind = 'operation'
+    // Sensitive operations are counted per session: a fresh sign-in (a new session) starts over.
+    `SELECT (SELECT count(*) FROM risk_events WHERE customer_id = $1 AND kind = 'operation' AND session_key = $3
                AND signals ->> 'sensitive' = 'true' AND at > now() - interval '1 hour')::int AS ops,
             EXISTS (SELECT 1 FROM travel_declarations WHERE customer_id = $1 AND country = $2
                     AND starts_at <= now() AND ends_at > now()) AS travel,

@@ -54,7 +54,23 @@ const requestLine = z.object({
   userAgent: z.string().nullish(),
 });
 const otherLine = z.object({ kind: z.literal('operation') });
-const line = z.union([travelLine, recoveryLine, requestLine, otherLine, loginLine]);
+/** The schema for a line, by its kind (a union's error would not say which field is wrong). */
+const LINES: Record<string, z.ZodType<ReplayLine>> = {
+  travel: travelLine,
+  recovery: recoveryLine,
+  request: requestLine,
+  operation: otherLine,
+};
+type ReplayLine =
+  | z.output<typeof travelLine>
+  | z.output<typeof recoveryLine>
+  | z.output<typeof requestLine>
+  | z.output<typeof otherLine>
+  | z.output<typeof loginLine>;
+const schemaOf = (json: unknown): z.ZodType<ReplayLine> => {
+  const kind = (json as { kind?: unknown } | null)?.kind;
+  return (typeof kind === 'string' && Object.hasOwn(LINES, kind) ? LINES[kind] : undefined) ?? loginLine;
+};
 
 export class ReplayError extends Error {
   override name = 'ReplayError';
@@ -93,7 +109,7 @@ export function* replay(
     } catch {
       throw new ReplayError(`line ${n}: not JSON`);
     }
-    const parsed = line.safeParse(json);
+    const parsed = schemaOf(json).safeParse(json);
     if (!parsed.success) {
       const i = parsed.error.issues[0]!;
       throw new ReplayError(`line ${n}: ${i.path.join('.') || '(line)'}: ${i.message}`);
