@@ -2,11 +2,9 @@
  * The risk commands against a real database: replaying recorded streams offline, the effective
  * rules, declared travel, the forensics export (audited) and its retention.
  */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.ts';
 import { startHub } from '../../src/hub.ts';
@@ -17,10 +15,10 @@ import {
   recordLoginFailure,
   riskEngineFor,
 } from '../../src/risk/index.ts';
+import { runCli } from '../support/cli.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
 
-const run = promisify(execFile);
 const CONFIG = path.resolve('test/fixtures/risk/config.json');
 let dataDir: string;
 let env: NodeJS.ProcessEnv;
@@ -76,18 +74,7 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['src/main.ts', ...args], {
-      env,
-      timeout: 60_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (...args: string[]) => runCli(env, ...args);
 const lines = (out: string) =>
   out
     .trim()
