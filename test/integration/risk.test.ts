@@ -193,6 +193,7 @@ describe('sign-in decisions', () => {
     const page = await home.get(`${t.issuer}/account`);
     const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)?.[1];
     expect(csrf).toBeTruthy();
+    expect(page.text).toContain('<form method="post" action="/account/travel" id="travel">');
     const jstDay = (offsetDays: number) =>
       new Date(Date.now() + 9 * 3600_000 + offsetDays * 86_400_000).toISOString().slice(0, 10);
     const bad = await home.postForm(`${t.issuer}/account/travel`, {
