@@ -11,9 +11,13 @@ export interface LoginFacts {
   failuresPerAccount: number;
   failuresPerSource: number;
   failuresPerRange: number;
-  /** Distinct accounts (customers, or unknown credentials) tried from the source / range, this one included. */
-  accountsPerSource: number;
-  accountsPerRange: number;
+  /**
+   * Distinct accounts (customers, or unknown passkeys by credential id) with failed attempts from
+   * the source / range in the window. Only failures count: many customers signing in successfully
+   * behind one address (a carrier's or company's NAT) is not credential stuffing.
+   */
+  failedAccountsPerSource: number;
+  failedAccountsPerRange: number;
   /** The customer signed in successfully before (at all). */
   signedInBefore: boolean;
   seenCountry: boolean;
@@ -76,8 +80,8 @@ export function deriveLoginSignals(
     failuresPerAccount: facts.failuresPerAccount,
     failuresPerSource: facts.failuresPerSource,
     failuresPerRange: facts.failuresPerRange,
-    accountsPerSource: facts.accountsPerSource,
-    accountsPerRange: facts.accountsPerRange,
+    failedAccountsPerSource: facts.failedAccountsPerSource,
+    failedAccountsPerRange: facts.failedAccountsPerRange,
     backupStateChanged:
       attempt.backedUp !== undefined &&
       facts.lastBackedUp !== undefined &&
@@ -120,8 +124,8 @@ export class MemoryHistory {
     const recent = this.entries.filter((x) => x.at.getTime() > since && x.at.getTime() <= e.at.getTime());
     const accountKey = (x: { customerId: string | undefined; credentialId: string | undefined }) =>
       x.customerId ?? `cred:${x.credentialId}`;
-    const distinct = (xs: HistoryEntry[]) => new Set([...xs.map(accountKey), accountKey(e)]).size;
     const failures = recent.filter((x) => x.result === 'failure');
+    const distinct = (xs: HistoryEntry[]) => new Set(xs.map(accountKey)).size;
     const mine = this.entries.filter((x) => x.customerId === e.customerId && x.result === 'success');
     const lastSuccess = mine.at(-1);
     const lastWithCred = [...mine].reverse().find((x) => x.credentialId === e.credentialId);
@@ -129,8 +133,10 @@ export class MemoryHistory {
       failuresPerAccount: failures.filter((x) => e.customerId && x.customerId === e.customerId).length,
       failuresPerSource: failures.filter((x) => e.source && x.source === e.source).length,
       failuresPerRange: failures.filter((x) => e.sourceRange && x.sourceRange === e.sourceRange).length,
-      accountsPerSource: distinct(recent.filter((x) => e.source && x.source === e.source)),
-      accountsPerRange: distinct(recent.filter((x) => e.sourceRange && x.sourceRange === e.sourceRange)),
+      failedAccountsPerSource: distinct(failures.filter((x) => e.source && x.source === e.source)),
+      failedAccountsPerRange: distinct(
+        failures.filter((x) => e.sourceRange && x.sourceRange === e.sourceRange),
+      ),
       signedInBefore: mine.length > 0,
       seenCountry: mine.some((x) => x.country === e.country),
       seenNetwork: mine.some((x) => x.asn === e.asn),

@@ -108,9 +108,9 @@ describe('sign-in decisions', () => {
       address: 'risk1@example.jp',
       actor: 'operator:test',
     });
-    // Four passkeys unknown here, tried from one source …
+    // Five passkeys unknown here, tried from one source …
     const attacker = browserAt('127.0.0.77');
-    for (let i = 0; i < 4; i++) {
+    for (let i = 0; i < 5; i++) {
       // A passkey made for this site on the attacker's side, never registered here.
       const stranger = createEmulator();
       stranger.register(
@@ -147,7 +147,7 @@ describe('sign-in decisions', () => {
     });
     expect(blocked.rules).toContain('credential-stuffing');
     expect(blocked.port).toBeGreaterThan(0);
-    expect(blocked.rule_version).toBe('2026-11-26.1');
+    expect(blocked.rule_version).toBe('2026-11-26.2');
 
     const alerts = await t.hub.db.query<{ data: unknown }>(
       "SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = 'security_alert'",

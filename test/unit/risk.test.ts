@@ -148,8 +148,8 @@ describe('login signals', () => {
     failuresPerAccount: 0,
     failuresPerSource: 0,
     failuresPerRange: 0,
-    accountsPerSource: 1,
-    accountsPerRange: 1,
+    failedAccountsPerSource: 0,
+    failedAccountsPerRange: 0,
     signedInBefore: false,
     seenCountry: false,
     seenNetwork: false,
@@ -222,7 +222,13 @@ describe('login signals', () => {
 
   it('sees hosting sources, backup-state changes, recovery and velocity', () => {
     const sig = deriveLoginSignals(
-      { ...none, lastBackedUp: false, recoveryLoginDue: true, failuresPerAccount: 3, accountsPerSource: 5 },
+      {
+        ...none,
+        lastBackedUp: false,
+        recoveryLoginDue: true,
+        failuresPerAccount: 3,
+        failedAccountsPerSource: 5,
+      },
       attempt,
       { country: 'JP', asn: 64502 },
       s,
@@ -296,8 +302,16 @@ describe('replay of recorded streams', () => {
       [3, 'failure', undefined, undefined, undefined],
       [4, 'failure', undefined, undefined, undefined],
       [5, 'failure', undefined, undefined, undefined],
-      [6, 'decided', 'block', 110, ['credential-stuffing', 'new-device']],
-      [7, 'decided', 'allow', 0, []],
+      [6, 'failure', undefined, undefined, undefined],
+      [7, 'decided', 'block', 110, ['credential-stuffing', 'new-device']],
+      [8, 'decided', 'allow', 0, []],
+      // Many customers signing in successfully behind one address (NAT) is not stuffing.
+      [9, 'decided', 'allow', 15, ['new-device', 'new-credential']],
+      [10, 'decided', 'allow', 15, ['new-device', 'new-credential']],
+      [11, 'decided', 'allow', 15, ['new-device', 'new-credential']],
+      [12, 'decided', 'allow', 15, ['new-device', 'new-credential']],
+      [13, 'decided', 'allow', 15, ['new-device', 'new-credential']],
+      [14, 'decided', 'allow', 15, ['new-device', 'new-credential']],
     ]);
   });
 
