@@ -166,6 +166,13 @@ async function admit(
       ...meta,
       data: { lockedUntil: lock.lockedUntil?.toISOString() },
     });
+    // In the forensic record too: a verified credential used against a locked account.
+    await riskFailure(deps, ctx, meta, {
+      method,
+      reason: 'ERR_ACCOUNT_LOCKED',
+      customerId,
+      credentialId: credential.credentialId,
+    });
     throw new HttpError(
       403,
       'access_denied',
