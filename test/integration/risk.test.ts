@@ -13,6 +13,7 @@ import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { loadKeyEncryptionKey } from '../../src/keys/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
+import { noteAccountRecovered } from '../../src/risk/index.ts';
 import { EVENT } from '../../src/signals/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
@@ -239,6 +240,17 @@ describe('sign-in decisions', () => {
     expect(add.text).toContain('ERR_RISK_STEP_UP');
     const end = await abroad.postForm(`${t.issuer}/account/sessions/end-all`, { csrf });
     expect(end.status).toBe(303);
+  });
+});
+
+describe('recovery hook', () => {
+  it('marks the first sign-in after a recovery, and only that one', async () => {
+    const { id, user } = await enrolledCustomer();
+    await noteAccountRecovered(t.hub.db, id);
+    expect(await signIn(user, createUserAgent({ fetch: t.fetch }))).toBe('ok');
+    expect((await lastEvent(id)).rules).toContain('first-login-after-recovery');
+    expect(await signIn(user, createUserAgent({ fetch: t.fetch }))).toBe('ok');
+    expect((await lastEvent(id)).rules).not.toContain('first-login-after-recovery');
   });
 });
 
