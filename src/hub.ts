@@ -21,6 +21,7 @@ import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
 import { startBackchannelLogouts } from './oidc/backchannelLogout.ts';
 import { createProvider } from './oidc/provider.ts';
 import { deleteExpiredProofingFlows } from './proofing/index.ts';
+import { deleteExpiredRiskEvents } from './risk/index.ts';
 import { createSignals, type Signals } from './signals/index.ts';
 import { ensureDevTls, secureTlsOptions } from './tls/index.ts';
 
@@ -151,8 +152,9 @@ function startSweeper(db: Db, logger: Logger, config: Config): NodeJS.Timeout {
       const challenges = (await deleteExpiredChallenges(db)) + (await deleteExpiredProofingFlows(db));
       const proofs = await deleteExpiredDpopProofs(db);
       const unattended = await deleteOldUnattendedCounts(db);
-      if (oidc + challenges + proofs + unattended > 0)
-        logger.debug({ oidc, challenges, proofs, unattended }, 'expired rows swept');
+      const risk = await deleteExpiredRiskEvents(db, config.risk.retentionDays);
+      if (oidc + challenges + proofs + unattended + risk > 0)
+        logger.debug({ oidc, challenges, proofs, unattended, risk }, 'expired rows swept');
     } catch (err) {
       logger.warn({ err }, 'sweep of expired rows failed');
     }

@@ -17,6 +17,17 @@ import { describePolicy, loadPolicy, PolicyError } from './linking/index.ts';
 import { NoticeError, publishNotice } from './notices/index.ts';
 import { addClient, ClientPolicyError, listClients, removeClient, setClientEnabled } from './oidc/clients.ts';
 import { formatReport, protectiveSettingsReport } from './report/index.ts';
+import {
+  createRiskEngine,
+  declareTravel,
+  exportCustomerForensics,
+  GeoDataError,
+  loadRuleSet,
+  ReplayError,
+  RiskRulesError,
+  replay,
+  TravelError,
+} from './risk/index.ts';
 
 const USAGE = `usage: kakehashi <command>
   serve                      start the hub (default)
@@ -27,6 +38,12 @@ const USAGE = `usage: kakehashi <command>
   report [--from D] [--to D] [--json]   protective-settings report for management (passkey adoption,
                              notification reach, exemption rate 解除率, locks) against targets
   export-audit <customer> [--from D] [--to D]   a customer's security history as JSON lines
+  forensics export <customer> [--from D] [--to D]   a customer's sign-ins and operations (time, IP,
+                             port, device, user agent, country/AS, method, result, risk) as JSON lines
+  risk rules [--rules FILE]  print the effective risk rules (JSON)
+  risk replay <events.jsonl> [--rules FILE]   decide a recorded event stream offline, one JSON line
+                             per sign-in attempt
+  risk travel <customer> --country CC [--from D] --to D   record travel the customer declared
   clients list | add <metadata.json> | disable <id> | enable <id> | remove <id>
                              manage registered clients (FAPI policy enforced; disabling is immediate)
   notice publish <notice.json>   an important notice customers acknowledge at their next sign-in
@@ -70,6 +87,8 @@ async function main(argv: string[]): Promise<number> {
       to: { type: 'string' },
       json: { type: 'boolean' },
       ja: { type: 'boolean' },
+      rules: { type: 'string' },
+      country: { type: 'string' },
     },
   });
   const [command = 'serve', ...rest] = positionals;
@@ -129,6 +148,8 @@ async function main(argv: string[]): Promise<number> {
     );
     return 0;
   }
+  if (command === 'risk' && (rest[0] === 'rules' || rest[0] === 'replay'))
+    return riskOffline(config, rest, values.rules);
 
   const db = await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   try {
@@ -182,24 +203,55 @@ async function main(argv: string[]): Promise<number> {
       console.log(values.json ? JSON.stringify(report, null, 2) : formatReport(report));
       return 0;
     }
-    if (command === 'export-audit') {
-      const customerId = rest[0] ? await resolveCustomer(db, rest[0]) : undefined;
+    if (command === 'export-audit' || (command === 'forensics' && rest[0] === 'export')) {
+      const forensics = command === 'forensics';
+      const who = forensics ? rest[1] : rest[0];
+      const customerId = who ? await resolveCustomer(db, who) : undefined;
       const period = parsePeriod(values.from, values.to);
       if (!customerId || !period) {
-        if (!rest[0]) console.error('usage: export-audit <customer> [--from YYYY-MM-DD] [--to YYYY-MM-DD]');
+        if (!who)
+          console.error(
+            `usage: ${forensics ? 'forensics export' : 'export-audit'} <customer> [--from YYYY-MM-DD] [--to YYYY-MM-DD]`,
+          );
         return 2;
       }
       // JSON lines on stdout; the export itself is audited (who looked at whose history).
-      for await (const row of exportCustomerAudit(db, { customerId, ...period }))
-        console.log(JSON.stringify(row));
+      const rows = forensics
+        ? exportCustomerForensics(db, { customerId, ...period })
+        : exportCustomerAudit(db, { customerId, ...period });
+      for await (const row of rows) console.log(JSON.stringify(row));
       await recordAudit(db, {
-        type: 'audit.exported',
+        type: forensics ? 'risk.forensics.exported' : 'audit.exported',
         outcome: 'info',
         actor: operator,
         customerId,
         data: { from: period.from.toISOString(), to: period.to.toISOString() },
       });
       return 0;
+    }
+    if (command === 'risk' && rest[0] === 'travel') {
+      const customerId = rest[1] ? await resolveCustomer(db, rest[1]) : undefined;
+      if (!customerId || !values.country || !values.to) {
+        console.error('usage: risk travel <customer> --country CC [--from YYYY-MM-DD] --to YYYY-MM-DD');
+        return 2;
+      }
+      try {
+        const t = await declareTravel(db, {
+          customerId,
+          country: values.country.toUpperCase(),
+          from: values.from ? new Date(values.from) : new Date(),
+          to: new Date(values.to),
+          declaredBy: operator,
+        });
+        console.log(
+          `travel ${t.id} recorded: sign-ins from ${values.country.toUpperCase()} until ${values.to} are expected`,
+        );
+        return 0;
+      } catch (err) {
+        if (!(err instanceof TravelError)) throw err;
+        console.error(`refused: ${err.message}`);
+        return 2;
+      }
     }
     if (command === 'clients') {
       const [action, arg] = rest;
@@ -263,6 +315,53 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   } finally {
     await db.close();
+  }
+}
+
+/** `risk rules` and `risk replay`: no database, only the configuration and the rule file. */
+function riskOffline(
+  config: ReturnType<typeof loadConfig>,
+  args: string[],
+  rulesFile: string | undefined,
+): number {
+  try {
+    const rules = rulesFile ? loadRuleSet(rulesFile) : undefined;
+    const engine = createRiskEngine(config.risk, rules);
+    if (args[0] === 'rules') {
+      console.log(JSON.stringify(engine.rules, null, 2));
+      return 0;
+    }
+    const file = args[1];
+    if (!file) {
+      console.error('usage: risk replay <events.jsonl> [--rules FILE]');
+      return 2;
+    }
+    const counts = { allow: 0, step_up: 0, block: 0, failure: 0 };
+    for (const d of replay(readFileSync(file, 'utf8'), {
+      rules: engine.rules,
+      geo: engine.geo,
+      settings: engine.settings,
+      windowSeconds: config.risk.velocityWindowSeconds,
+    })) {
+      counts[d.decision ?? 'failure']++;
+      console.log(JSON.stringify(d));
+    }
+    console.error(
+      `rules ${engine.rules.version}: ${counts.allow} allowed, ${counts.step_up} step-up, ${counts.block} blocked, ${counts.failure} failed attempts`,
+    );
+    return 0;
+  } catch (err) {
+    if (
+      !(
+        err instanceof RiskRulesError ||
+        err instanceof ReplayError ||
+        err instanceof GeoDataError ||
+        (err as NodeJS.ErrnoException).code === 'ENOENT'
+      )
+    )
+      throw err;
+    console.error(`refused: ${(err as Error).message}`);
+    return 2;
   }
 }
 

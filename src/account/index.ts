@@ -49,9 +49,15 @@ import {
   revokeGrant,
 } from '../oidc/adapter.ts';
 import { jsonEndpoint } from '../oidc/jsonEndpoint.ts';
-import { requestMeta, type SignInDeps, signInWithPasskey } from '../oidc/passkeySignIn.ts';
+import { guardOperation, requestMeta, type SignInDeps, signInWithPasskey } from '../oidc/passkeySignIn.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
-import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy } from '../risk/index.ts';
+import {
+  DEFAULT_THROTTLE_POLICY,
+  declareTravel,
+  riskEngineFor,
+  type ThrottlePolicy,
+  TravelError,
+} from '../risk/index.ts';
 import { accountLoginPage, errorPage, languageOf, messages, securityPage } from '../web/index.ts';
 
 export interface AccountRoutesOptions {
@@ -64,6 +70,15 @@ export interface AccountRoutesOptions {
 
 /** Adding a passkey needs a sign-in at most this old (FSA comments 45–46). */
 export const RECENT_SIGN_IN_SECONDS = 300;
+/** Operations that add exposure: held back when the risk rules ask for a step-up or a block. */
+const SENSITIVE_OPERATIONS = new Set([
+  'account.passkeys.add',
+  'account.passkeys.remove',
+  'account.contacts.add',
+  'account.contacts.remove',
+  'account.notifications',
+  'account.travel',
+]);
 const CEREMONY_COOKIE = 'kkh_account_ceremony';
 /** History shows these event families only. */
 const HISTORY_FAMILIES = ['authn', 'risk', 'consent', 'account', 'enrollment', 'proofing'];
@@ -91,7 +106,7 @@ export function accountRoutes({
 }: AccountRoutesOptions): Router {
   const router = new Router({ prefix: '/account' });
   const policy = loadPolicy(config.linking.policyFile);
-  const signIn: SignInDeps = { db, authn, throttle };
+  const signIn: SignInDeps = { db, authn, throttle, risk: riskEngineFor(config) };
   const sessionCookie = provider.cookieName('session');
 
   async function signedIn(ctx: Context): Promise<(Session & { accountId: string }) | undefined> {
@@ -132,6 +147,13 @@ export function accountRoutes({
       if (!session) return ctx.redirect('/account');
       const body = await readBody(ctx, 'form');
       checkCsrf(session, body.get('csrf'));
+      const operation = `account.${ctx.path.replace(/^\/account\//, '').replace(/\//g, '.')}`;
+      await guardOperation(signIn, ctx, {
+        customerId: session.accountId,
+        sessionUid: session.uid,
+        operation,
+        sensitive: SENSITIVE_OPERATIONS.has(operation),
+      });
       const notice = await work(session, body);
       ctx.status = 303;
       ctx.redirect(notice ? `/account?notice=${encodeURIComponent(notice)}` : '/account');
@@ -261,6 +283,12 @@ export function accountRoutes({
       if (!session) throw new HttpError(401, 'login_required', 'sign in first');
       const body = await readBody(ctx, 'json');
       checkCsrf(session, body.csrf);
+      await guardOperation(signIn, ctx, {
+        customerId: session.accountId,
+        sessionUid: session.uid,
+        operation: 'account.passkeys.add',
+        sensitive: true,
+      });
       if (!session.loginTs || Math.floor(Date.now() / 1000) - session.loginTs > RECENT_SIGN_IN_SECONDS)
         throw new HttpError(
           403,
@@ -494,6 +522,29 @@ export function accountRoutes({
       });
       const t = messages(languageOf(ctx)).account;
       return result.status === 'pending' ? t.limitPending : t.limitLowered;
+    }),
+  );
+
+  // Declared travel (FSA comment 88): sign-ins from that country in that period are expected.
+  router.post('/travel', (ctx) =>
+    form(ctx, async (session, body) => {
+      const day = (v: string | null) =>
+        new Date(/^\d{4}-\d{2}-\d{2}$/.test(v ?? '') ? `${v}T00:00:00+09:00` : 'x');
+      const to = day(body.get('to'));
+      try {
+        await declareTravel(db, {
+          customerId: session.accountId,
+          country: (body.get('country') ?? '').trim().toUpperCase(),
+          from: day(body.get('from')),
+          // The last day of the trip counts in full (Japan time).
+          to: new Date(to.getTime() + 24 * 3600 * 1000),
+          declaredBy: `customer:${session.accountId}`,
+        });
+      } catch (err) {
+        if (err instanceof TravelError) throw new HttpError(400, 'invalid_request', err.message, err.code);
+        throw err;
+      }
+      return undefined;
     }),
   );
 

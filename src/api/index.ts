@@ -15,6 +15,7 @@ import { ACCOUNT_INFORMATION, type DataType } from '../consent/authorizationDeta
 import type { Db, Queryable } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
+import { observeRequest, riskEngineFor } from '../risk/index.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
 import { DpopError, dpopSeenKey, verifyRequestProof } from './dpop.ts';
 import { ApiError, dpopChallenge, presentedDpopToken, sendApiError } from './errors.ts';
@@ -207,6 +208,7 @@ export function apiRoutes({
   transactionLookbackDays = DEFAULT_TRANSACTION_LOOKBACK_DAYS,
 }: ApiRoutesOptions): Router {
   const router = new Router({ prefix: '/api' });
+  const risk = riskEngineFor(config);
   const cursors = createCursorCodec(macSigner(provider.keys));
   const openApi = openApiDocument(config.issuer);
   const base = `${config.issuer}/api/v1`;
@@ -282,6 +284,15 @@ export function apiRoutes({
         'this data needs a phishing-resistant sign-in (a passkey)',
         `${dpopChallenge('insufficient_user_authentication', 'a phishing-resistant sign-in is required', FAPI_ALGS)}, acr_values="${PHISHING_RESISTANT_ACR.join(' ')}"`,
       );
+    // Post-login detection: free unless the token's network or client software changed.
+    await observeRequest(risk, db, {
+      trackingId: token.jti,
+      sessionKey: `grant:${token.grantId}`,
+      customerId: token.accountId,
+      clientId: token.clientId,
+      ip: ctx.ip,
+      userAgent: ctx.get('user-agent'),
+    });
     return {
       customerId: token.accountId,
       clientId: token.clientId!,

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { notifyConfigSchema } from '../notify/config.ts';
+import { riskConfigSchema } from '../risk/config.ts';
 
 const seconds = z.number().int().positive();
 
@@ -339,6 +340,8 @@ const schema = z
     signals: signalsSchema.prefault({}),
     /** Customer notifications by mail (see src/notify/). */
     notify: notifyConfigSchema.prefault({}),
+    /** Risk engine: rules, offline IP data, windows, forensics retention (see docs/risk.md). */
+    risk: riskConfigSchema.prefault({}),
   })
   .strict();
 

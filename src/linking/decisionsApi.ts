@@ -49,7 +49,7 @@ export interface DecisionRoutesOptions {
   config: Config;
   policy: Policy;
   defaultLimits: Limits;
-  /** The customer's current risk level (src/risk); low when the hub knows of nothing. */
+  /** The customer's current risk level; default: what the risk engine keeps (src/risk), low when none. */
   riskLevel?: (customerId: string) => Promise<'low' | 'medium' | 'high'>;
 }
 
@@ -82,7 +82,13 @@ export function decisionRoutes({
   config,
   policy,
   defaultLimits,
-  riskLevel = async () => 'low',
+  riskLevel = async (customerId) => {
+    const r = await db.query<{ level: string }>('SELECT level FROM risk_levels WHERE customer_id = $1', [
+      customerId,
+    ]);
+    const level = r.rows[0]?.level.toLowerCase();
+    return level === 'high' || level === 'medium' ? level : 'low';
+  },
 }: DecisionRoutesOptions): Router {
   const router = new Router({ prefix: '/api/institution/v1/decisions' });
   const authenticate = createInstitutionAuthenticator({

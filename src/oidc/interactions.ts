@@ -31,7 +31,7 @@ import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { approvalView } from '../linking/approvals/approvalInteraction.ts';
 import { acknowledgeNotices, pendingNotices } from '../notices/index.ts';
 import { completeRecoveryAfterEnrollment, enrollmentProof } from '../proofing/index.ts';
-import { DEFAULT_THROTTLE_POLICY, type ThrottlePolicy, unlockAccount } from '../risk/index.ts';
+import { DEFAULT_THROTTLE_POLICY, riskEngineFor, type ThrottlePolicy, unlockAccount } from '../risk/index.ts';
 import {
   alternativeLoginPage,
   approvalPage,
@@ -78,7 +78,7 @@ export function interactionRoutes({
   authn,
   throttle = DEFAULT_THROTTLE_POLICY,
 }: InteractionRoutesOptions): Router {
-  const signIn = { db, authn, throttle };
+  const signIn = { db, authn, throttle, risk: riskEngineFor(config) };
   const router = new Router({ prefix: '/interaction/:uid' });
 
   /** Loads the interaction bound to this browser's cookie and to the uid in the path. */

@@ -19,9 +19,15 @@ import type { Db } from '../db/index.ts';
 import { HttpError } from '../http/index.ts';
 import {
   accountLock,
+  assessLogin,
+  assessOperation,
+  deviceHashOf,
   isKnownDevice,
+  observeRequest,
+  type RiskEngine,
   recordAuthFailure,
   recordAuthSuccess,
+  recordLoginFailure,
   rememberDevice,
   sourceKey,
   sourceRetryAfter,
@@ -33,6 +39,8 @@ export interface SignInDeps {
   db: Db;
   authn: AuthnContext;
   throttle: ThrottlePolicy;
+  /** Risk rules applied to every verified sign-in (absent: throttle and lock only). */
+  risk?: RiskEngine | undefined;
 }
 
 /** A long-lived cookie naming this browser; its hash is stored per customer after a sign-in. */
@@ -83,10 +91,19 @@ export async function signInWithPasskey(
     if (err instanceof AuthnError) {
       const customerId = ACCOUNT_FAILURES.has(err.code) ? err.customerId : undefined;
       await failed(deps, { source, customerId }, { ...meta, reason: err.code });
+      await riskFailure(deps, ctx, meta, {
+        method: 'passkey',
+        reason: err.code,
+        customerId: err.customerId,
+        credentialId: credentialIdOf(input.response),
+      });
     }
     throw err;
   }
-  await admit(deps, ctx, result.customerId, meta, 'passkey');
+  await admit(deps, ctx, result.customerId, meta, 'passkey', {
+    credentialId: result.credentialId,
+    backedUp: result.backedUp,
+  });
   return result;
 }
 
@@ -109,13 +126,15 @@ export async function signInWithAlternativeMfa(
       meta,
     );
   } catch (err) {
-    if (err instanceof AuthnError && err.code === 'ERR_TOTP_INVALID')
+    if (err instanceof AuthnError && err.code === 'ERR_TOTP_INVALID') {
       await recordAuthFailure(
         deps.db,
         { source, customerId: err.customerId },
         { ...meta, reason: err.code },
         deps.throttle,
       );
+      await riskFailure(deps, ctx, meta, { method: 'totp', reason: err.code, customerId: err.customerId });
+    }
     throw err;
   }
   await admit(deps, ctx, result.customerId, meta, 'totp');
@@ -133,10 +152,13 @@ async function admit(
   customerId: string,
   meta: RequestMeta,
   method: 'passkey' | 'totp',
+  credential: { credentialId?: string; backedUp?: boolean } = {},
 ): Promise<void> {
   const device = ctx.cookies.get(DEVICE_COOKIE, { signed: false });
   const lock = await accountLock(deps.db, customerId);
   const known = await isKnownDevice(deps.db, customerId, device);
+  if (!(lock.locked && !known) && deps.risk)
+    await applyRiskRules(deps, deps.risk, customerId, meta, method, known, device, credential);
   if (lock.locked && !known) {
     await recordAudit(deps.db, {
       type: 'risk.account.locked.refused',
@@ -144,6 +166,13 @@ async function admit(
       customerId,
       ...meta,
       data: { lockedUntil: lock.lockedUntil?.toISOString() },
+    });
+    // In the forensic record too: a verified credential used against a locked account.
+    await riskFailure(deps, ctx, meta, {
+      method,
+      reason: 'ERR_ACCOUNT_LOCKED',
+      customerId,
+      credentialId: credential.credentialId,
     });
     throw new HttpError(
       403,
@@ -168,6 +197,132 @@ async function admit(
     overwrite: true,
     maxAge: DEVICE_COOKIE_DAYS * 24 * 3600 * 1000,
   });
+}
+
+/**
+ * The configured rules on a verified sign-in (JSDA IV.5.(2)): a block is refused and the customer
+ * told (no link in the text); a step-up is refused with what the customer can do about it.
+ */
+async function applyRiskRules(
+  deps: SignInDeps,
+  risk: RiskEngine,
+  customerId: string,
+  meta: RequestMeta,
+  method: 'passkey' | 'totp',
+  known: boolean,
+  device: string | undefined,
+  credential: { credentialId?: string; backedUp?: boolean },
+): Promise<void> {
+  const assessed = await assessLogin(risk, deps.db, {
+    customerId,
+    method,
+    credentialId: credential.credentialId,
+    backedUp: credential.backedUp,
+    ip: meta.ip,
+    port: meta.port,
+    userAgent: meta.userAgent,
+    knownDevice: known,
+    deviceHash: deviceHashOf(device),
+  });
+  if (assessed.decision === 'block')
+    await refuseBlocked(
+      deps,
+      customerId,
+      'risk_block',
+      'This sign-in was refused because it looks unusual and may not be yours. If it was you, please call the number in the documents you received from us.',
+    );
+  if (assessed.decision === 'step_up')
+    throw new HttpError(
+      403,
+      'access_denied',
+      'This sign-in needs an additional check because it differs from how you usually sign in (for example, from abroad). If you are travelling, declare your travel on your security page from a device you used before, or call us; then try again.',
+      'ERR_RISK_STEP_UP',
+    );
+}
+
+/**
+ * An important operation by a signed-in customer (security page): observed for post-login
+ * changes of network or browser, recorded with its risk decision, and — when `sensitive` (it adds
+ * exposure, e.g. a new passkey, a contact change, declared travel) — refused on step-up or block.
+ * Protective operations (revoking a consent, ending sessions) are recorded but never refused.
+ */
+export async function guardOperation(
+  deps: SignInDeps,
+  ctx: Context,
+  o: { customerId: string; sessionUid: string; operation: string; sensitive: boolean },
+): Promise<void> {
+  if (!deps.risk) return;
+  const meta = requestMeta(ctx);
+  const sessionKey = `session:${o.sessionUid}`;
+  await observeRequest(deps.risk, deps.db, {
+    trackingId: sessionKey,
+    sessionKey,
+    customerId: o.customerId,
+    ip: meta.ip,
+    port: meta.port,
+    userAgent: meta.userAgent,
+  });
+  const assessed = await assessOperation(deps.risk, deps.db, {
+    customerId: o.customerId,
+    operation: o.operation,
+    sensitive: o.sensitive,
+    sessionKey,
+    ip: meta.ip,
+    port: meta.port,
+    userAgent: meta.userAgent,
+  });
+  if (!o.sensitive || assessed.decision === 'allow') return;
+  if (assessed.decision === 'block')
+    await refuseBlocked(
+      deps,
+      o.customerId,
+      'suspicious_activity',
+      'This change was refused because the activity looks unusual. If it was you, please call the number in the documents you received from us.',
+    );
+  throw new HttpError(
+    403,
+    'login_required',
+    'This change needs a fresh sign-in because the activity differs from how you usually use your account. Please sign out, sign in again with your passkey and retry.',
+    'ERR_RISK_STEP_UP',
+  );
+}
+
+/** Tells the customer (no link in the text) and refuses with ERR_RISK_BLOCKED. */
+async function refuseBlocked(
+  deps: SignInDeps,
+  customerId: string,
+  reason: 'risk_block' | 'suspicious_activity',
+  message: string,
+): Promise<never> {
+  await notifyCustomer(deps.db, {
+    customerId,
+    kind: 'security_alert',
+    data: { reason, action: reason === 'risk_block' ? 'login_blocked' : 'none' },
+  });
+  throw new HttpError(403, 'access_denied', message, 'ERR_RISK_BLOCKED');
+}
+
+/** A failed sign-in in the risk record (velocity, credential stuffing, forensics). */
+async function riskFailure(
+  deps: SignInDeps,
+  ctx: Context,
+  meta: RequestMeta,
+  f: { method: string; reason: string; customerId?: string | undefined; credentialId?: string | undefined },
+): Promise<void> {
+  if (!deps.risk) return;
+  await recordLoginFailure(deps.risk, deps.db, {
+    ...f,
+    ip: meta.ip,
+    port: meta.port,
+    userAgent: meta.userAgent,
+    deviceHash: deviceHashOf(ctx.cookies.get(DEVICE_COOKIE, { signed: false })),
+  });
+}
+
+/** The credential id an assertion names (for the record), if it names one sensibly. */
+function credentialIdOf(response: unknown): string | undefined {
+  const id = (response as { id?: unknown } | null)?.id;
+  return typeof id === 'string' && id.length > 0 && id.length <= 1024 ? id : undefined;
 }
 
 /** Counts a failure; tells the customer when it locked their account. */

@@ -12,6 +12,7 @@ import type { RequestMeta } from '../authn/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
 import { revokeCustomerSessions } from '../oidc/adapter.ts';
+import { noteAccountRecovered } from '../risk/index.ts';
 import { emitSecurityEvent } from '../signals/index.ts';
 import { auditMeta, PROOFING_AUDIT } from './engine.ts';
 import type { ProofingMethodName } from './method.ts';
@@ -51,6 +52,8 @@ export async function completeRecoveryAfterEnrollment(
     [input.customerId, input.credentialId],
   );
   const revoked = await revokeCustomerSessions(tx, input.customerId);
+  // The risk engine flags the first sign-in after a recovery (src/risk).
+  await noteAccountRecovered(tx, input.customerId);
   const recoveryId = `rcv_${randomBytes(16).toString('base64url')}`;
   await tx.query(
     `INSERT INTO customer_recoveries (id, customer_id, proofing_id, method, credential_id, revoked_passkeys)

@@ -1,4 +1,46 @@
-/** Risk: failed-authentication throttling, account lock, known devices. */
+/**
+ * Risk: failed-authentication throttling, account lock, known devices; login and post-login
+ * signals, declarative versioned rules that decide allow / step-up / block, and the forensic
+ * record of sign-ins and operations (JSDA IV.5, FSA comments 84–88). See docs/risk.md.
+ */
+export { type RiskConfig, riskConfigSchema } from './config.ts';
+export {
+  assessLogin,
+  assessOperation,
+  createRiskEngine,
+  DEFAULT_RULES_FILE,
+  deviceHashOf,
+  type LoginAssessment,
+  type ObservedRequest,
+  type OperationInput,
+  observeRequest,
+  type RiskEngine,
+  recordLoginFailure,
+  riskEngineFor,
+  sessionRisk,
+} from './engine.ts';
+export {
+  declareTravel,
+  exportCustomerForensics,
+  type ForensicsRow,
+  noteAccountRecovered,
+  TravelError,
+} from './forensics.ts';
+export { createGeoLookup, GeoDataError, type GeoLookup, type Location, networkRange } from './geo.ts';
+export { ReplayError, type ReplayedDecision, replay } from './replay.ts';
+export {
+  type Decision,
+  evaluate,
+  loadRuleSet,
+  parseRuleSet,
+  type RiskDecision,
+  type RiskReason,
+  RiskRulesError,
+  type RuleSet,
+  type Signals,
+} from './rules.ts';
+export { deriveLoginSignals, type LoginAttempt, type LoginFacts, MemoryHistory } from './signals.ts';
+export { deleteExpiredRiskEvents } from './store.ts';
 export {
   type AccountLock,
   accountLock,

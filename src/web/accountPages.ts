@@ -122,6 +122,11 @@ ${p.sessions.map(
 </tbody></table>
 <form method="post" action="/account/sessions/end-all">${csrf}<button type="submit" id="end-all">${a.endAll}</button></form>
 <p class="note">${a.endAllNote}</p>
+<h2>${a.travel}</h2>
+<p>${a.travelLead}</p>
+<form method="post" action="/account/travel" id="travel">${csrf}<label>${a.travelCountry} <input name="country" maxlength="2" pattern="[A-Za-z]{2}" required></label>
+<label>${a.travelFrom} <input name="from" type="date" required></label> <label>${a.travelTo} <input name="to" type="date" required></label>
+<button type="submit" class="secondary">${a.travelDeclare}</button></form>
 <h2>${a.history}</h2>
 <table id="history"><thead><tr><th>${a.when}</th><th>${a.event}</th><th>${a.result}</th><th>${a.source}</th></tr></thead><tbody>
 ${p.history.map(

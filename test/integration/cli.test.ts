@@ -1,17 +1,15 @@
 /** The operator CLI against a real database: tickets, exemptions, the report, the audit export, bad input. */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.ts';
 import { startHub } from '../../src/hub.ts';
 import { createLogger } from '../../src/log.ts';
+import { runCli } from '../support/cli.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
 
-const run = promisify(execFile);
 let dataDir: string;
 let env: NodeJS.ProcessEnv;
 let drop: () => Promise<void>;
@@ -41,18 +39,7 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['src/main.ts', ...args], {
-      env,
-      timeout: 60_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (...args: string[]) => runCli(env, ...args);
 
 describe('kakehashi CLI', () => {
   it('issues an enrollment ticket once, and refuses an unknown customer', async () => {
@@ -135,12 +122,7 @@ describe('kakehashi CLI', () => {
   });
 
   it('stops with a message naming the key for a bad configuration value', async () => {
-    const { code, stderr } = await run(process.execPath, ['src/main.ts', 'migrate'], {
-      env: { ...env, PORT: 'eighty' },
-    }).then(
-      () => ({ code: 0, stderr: '' }),
-      (e: { code: number; stderr: string }) => e,
-    );
+    const { code, stderr } = await runCli({ ...env, PORT: 'eighty' }, 'migrate');
     expect(code).toBe(1);
     expect(stderr).toContain('PORT (port): expected an integer');
   });

@@ -209,6 +209,11 @@ describe('an attacker elsewhere cannot lock the owner out (FSA comment 83)', () 
       (err: Error & { status?: number; body?: string }) => `${err.status} ${err.body}`,
     );
     expect(refused).toMatch(/^403 .*ERR_ACCOUNT_LOCKED/);
+    const recorded = await t.hub.db.query(
+      "SELECT 1 FROM risk_events WHERE customer_id = $1 AND result = 'failure' AND signals ->> 'failure' = 'ERR_ACCOUNT_LOCKED'",
+      [t.hub.demo!.customerId],
+    );
+    expect(recorded.rowCount).toBe(1);
 
     // … while the owner's own browser still gets in.
     const again = await completeLogin({

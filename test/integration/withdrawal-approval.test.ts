@@ -310,6 +310,28 @@ describe('approving a withdrawal with a passkey bound to its details', () => {
   });
 });
 
+describe('the risk engine’s level', () => {
+  it('risk that rises after the approval (e.g. a peer’s signal) stops the withdrawal', async () => {
+    await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+    const a = await approve(withdrawal('700'));
+    await t.hub.db.query(
+      `INSERT INTO risk_levels (customer_id, level) VALUES ($1, 'HIGH')
+       ON CONFLICT (customer_id) DO UPDATE SET level = 'HIGH'`,
+      [customerId],
+    );
+    try {
+      const res = await decide({
+        operation: 'withdrawal',
+        approvalToken: a.accessToken,
+        details: withdrawal('700'),
+      });
+      expect(res.body).toMatchObject({ decision: 'deny', decidedBy: ['withdrawal.high-risk'] });
+    } finally {
+      await t.hub.db.query("UPDATE risk_levels SET level = 'LOW' WHERE customer_id = $1", [customerId]);
+    }
+  });
+});
+
 describe('changing the withdrawal account', () => {
   it('registers the approved account, holds withdrawals to it for the cool-off, and notifies', async () => {
     const next = { ...bank, bankCode: '0009', bankName: 'みらい銀行', accountNumber: '5556667' };

@@ -1,0 +1,368 @@
+/**
+ * The risk engine: signals at sign-in and at important operations, post-login observation of
+ * tokens and sessions, decisions by the configured rules, and the record of each for forensics.
+ */
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { recordAudit } from '../audit/index.ts';
+import type { Db, Queryable } from '../db/index.ts';
+import { emitSecurityEvent } from '../signals/index.ts';
+import type { RiskConfig } from './config.ts';
+import { createGeoLookup, type GeoLookup, type Location, networkRange } from './geo.ts';
+import { evaluate, levelOf, loadRuleSet, type RiskDecision, type RuleSet, type Signals } from './rules.ts';
+import { deriveLoginSignals, type LoginAttempt, type SignalSettings } from './signals.ts';
+import {
+  insertRiskEvent,
+  loginFacts,
+  type RiskLevel,
+  raiseSessionRisk,
+  sessionRisk,
+  setRiskLevel,
+} from './store.ts';
+import { sourceKey } from './throttle.ts';
+import { RequestTracker } from './tracker.ts';
+
+/** The shipped rule set, also the default when `risk.rulesFile` is not set. */
+export const DEFAULT_RULES_FILE = fileURLToPath(new URL('../../config/risk-rules.json', import.meta.url));
+
+export interface RiskEngine {
+  readonly config: RiskConfig;
+  readonly rules: RuleSet;
+  readonly geo: GeoLookup;
+  readonly settings: SignalSettings;
+  /** First network and user agent per token or session, this node only. */
+  readonly tracked: RequestTracker;
+}
+
+export function createRiskEngine(config: RiskConfig, rules?: RuleSet): RiskEngine {
+  const geo = createGeoLookup(config.geo);
+  return {
+    config,
+    rules: rules ?? loadRuleSet(config.rulesFile ?? DEFAULT_RULES_FILE),
+    geo,
+    settings: {
+      homeCountry: config.homeCountry,
+      hostingAsns: new Set(config.geo.hostingAsns),
+      impossibleTravelSeconds: config.impossibleTravelSeconds,
+    },
+    tracked: new RequestTracker(geo, config.trackedTokens),
+  };
+}
+
+const engines = new WeakMap<object, RiskEngine>();
+
+/** One engine per loaded configuration, shared by every router of the node. */
+export function riskEngineFor(config: { risk: RiskConfig }): RiskEngine {
+  let e = engines.get(config);
+  if (!e) {
+    e = createRiskEngine(config.risk);
+    engines.set(config, e);
+  }
+  return e;
+}
+
+export const deviceHashOf = (token: string | undefined): string | undefined =>
+  token ? createHash('sha256').update(token).digest('base64url') : undefined;
+
+export interface RequestOrigin {
+  ip?: string | undefined;
+  port?: number | undefined;
+  userAgent?: string | undefined;
+}
+
+function whereFrom(engine: RiskEngine, ip: string | undefined) {
+  const loc: Location = engine.geo.locate(ip);
+  return { loc, source: sourceKey(ip), sourceRange: networkRange(ip) };
+}
+
+/**
+ * The customer's level follows the latest decision; a change goes out as CAEP risk-level-change
+ * (to the peers the customer is linked with) in the same transaction as the event's record.
+ */
+async function applyLevel(
+  engine: RiskEngine,
+  db: Queryable,
+  customerId: string,
+  d: RiskDecision,
+  opts: { clearRecovery?: boolean } = {},
+): Promise<RiskLevel> {
+  const level = levelOf(engine.rules, d);
+  const reasons = d.reasons.map((r) => r.rule);
+  const { changed, previous } = await setRiskLevel(db, customerId, level, reasons, opts);
+  if (changed)
+    await emitSecurityEvent(db, {
+      type: 'risk-level-change',
+      customerId,
+      currentLevel: level,
+      ...(previous ? { previousLevel: previous } : {}),
+      riskReason: reasons.join(',') || 'none',
+      principal: 'USER',
+      initiatingEntity: 'system',
+      reasonAdmin: `risk rules ${d.ruleVersion}: ${reasons.join(', ') || 'no rule matched'}`,
+    });
+  return level;
+}
+
+async function auditDecision(
+  db: Queryable,
+  type: string,
+  customerId: string,
+  o: RequestOrigin,
+  d: RiskDecision,
+) {
+  if (d.decision === 'allow') return;
+  await recordAudit(db, {
+    type,
+    outcome: d.decision === 'block' ? 'failure' : 'info',
+    actor: 'system',
+    customerId,
+    ip: o.ip,
+    port: o.port,
+    userAgent: o.userAgent,
+    data: {
+      decision: d.decision,
+      score: d.score,
+      reasons: d.reasons.map((r) => r.rule),
+      ruleVersion: d.ruleVersion,
+    },
+  });
+}
+
+export interface LoginAssessment extends RiskDecision {
+  signals: Signals;
+  level: RiskLevel;
+}
+
+/**
+ * Decides on a sign-in whose credential was verified: gathers the signals (one query), applies
+ * the rules, records the attempt with its decision and reasons, updates the customer's level.
+ */
+export async function assessLogin(
+  engine: RiskEngine,
+  db: Db,
+  attempt: LoginAttempt,
+): Promise<LoginAssessment> {
+  const { loc, source, sourceRange } = whereFrom(engine, attempt.ip);
+  const facts = await loginFacts(db, {
+    customerId: attempt.customerId,
+    credentialId: attempt.credentialId,
+    source,
+    sourceRange,
+    country: loc.country,
+    asn: loc.asn,
+    windowSeconds: engine.config.velocityWindowSeconds,
+  });
+  const signals = deriveLoginSignals(facts, attempt, loc, engine.settings);
+  const d = evaluate(engine.rules, signals);
+  const level = await db.transaction(async (tx) => {
+    await insertRiskEvent(tx, {
+      kind: 'login',
+      customerId: attempt.customerId,
+      method: attempt.method,
+      result: d.decision === 'allow' ? 'success' : d.decision === 'step_up' ? 'step_up' : 'blocked',
+      ip: attempt.ip,
+      port: attempt.port,
+      source,
+      sourceRange,
+      country: loc.country,
+      asn: loc.asn,
+      userAgent: attempt.userAgent,
+      deviceHash: attempt.deviceHash,
+      credentialId: attempt.credentialId,
+      backedUp: attempt.backedUp,
+      decision: d.decision,
+      score: d.score,
+      reasons: d.reasons,
+      ruleVersion: d.ruleVersion,
+      signals,
+    });
+    await auditDecision(tx, `risk.login.${d.decision}`, attempt.customerId, attempt, d);
+    return applyLevel(engine, tx, attempt.customerId, d, { clearRecovery: d.decision === 'allow' });
+  });
+  return { ...d, signals, level };
+}
+
+/** Records a failed sign-in (for velocity and forensics); no decision is taken on it. */
+export async function recordLoginFailure(
+  engine: RiskEngine,
+  db: Queryable,
+  f: RequestOrigin & {
+    customerId?: string | undefined;
+    credentialId?: string | undefined;
+    method: string;
+    reason: string;
+    deviceHash?: string | undefined;
+  },
+): Promise<void> {
+  const { loc, source, sourceRange } = whereFrom(engine, f.ip);
+  await insertRiskEvent(db, {
+    kind: 'login',
+    customerId: f.customerId,
+    method: f.method,
+    result: 'failure',
+    ip: f.ip,
+    port: f.port,
+    source,
+    sourceRange,
+    country: loc.country,
+    asn: loc.asn,
+    userAgent: f.userAgent,
+    deviceHash: f.deviceHash,
+    credentialId: f.credentialId,
+    signals: { failure: f.reason },
+  });
+}
+
+export interface OperationInput extends RequestOrigin {
+  customerId: string;
+  /** e.g. `passkey.remove`, `consent.revoke`, `withdrawal`. */
+  operation: string;
+  /** Counted towards the burst of sensitive operations. */
+  sensitive: boolean;
+  /** `session:<uid>` or `grant:<id>`: whose post-login risk applies. */
+  sessionKey?: string | undefined;
+  knownDevice?: boolean | undefined;
+}
+
+/** Decides on an important operation by a signed-in customer, and records it. */
+export async function assessOperation(
+  engine: RiskEngine,
+  db: Db,
+  op: OperationInput,
+): Promise<LoginAssessment> {
+  const { loc, source, sourceRange } = whereFrom(engine, op.ip);
+  const res = await db.query<{ ops: number; travel: boolean; session: number | null }>(
+    // Sensitive operations are counted per session: a fresh sign-in (a new session) starts over.
+    `SELECT (SELECT count(*) FROM risk_events WHERE customer_id = $1 AND kind = 'operation' AND session_key = $3
+               AND signals ->> 'sensitive' = 'true' AND at > now() - interval '1 hour')::int AS ops,
+            EXISTS (SELECT 1 FROM travel_declarations WHERE customer_id = $1 AND country = $2
+                    AND starts_at <= now() AND ends_at > now()) AS travel,
+            (SELECT score FROM session_risk WHERE session_key = $3) AS session`,
+    [op.customerId, loc.country ?? null, op.sessionKey ?? null],
+  );
+  const r = res.rows[0]!;
+  const signals: Signals = {
+    operation: op.operation,
+    sensitive: op.sensitive,
+    country: loc.country,
+    asn: loc.asn,
+    abroad: loc.country !== undefined && loc.country !== engine.settings.homeCountry,
+    travelDeclared: r.travel,
+    hostingSource: loc.asn !== undefined && engine.settings.hostingAsns.has(loc.asn),
+    newDevice: op.knownDevice === undefined ? undefined : !op.knownDevice,
+    sensitiveOpsPerHour: op.sensitive ? r.ops + 1 : r.ops,
+    sessionScore: r.session ?? 0,
+  };
+  const d = evaluate(engine.rules, signals);
+  const level = await db.transaction(async (tx) => {
+    await insertRiskEvent(tx, {
+      kind: 'operation',
+      customerId: op.customerId,
+      method: op.operation,
+      // Only sensitive operations are held back; protective ones go ahead whatever the score.
+      result:
+        d.decision === 'allow' || !op.sensitive
+          ? 'success'
+          : d.decision === 'step_up'
+            ? 'step_up'
+            : 'blocked',
+      ip: op.ip,
+      port: op.port,
+      source,
+      sourceRange,
+      country: loc.country,
+      asn: loc.asn,
+      userAgent: op.userAgent,
+      sessionKey: op.sessionKey,
+      decision: d.decision,
+      score: d.score,
+      reasons: d.reasons,
+      ruleVersion: d.ruleVersion,
+      signals,
+    });
+    await auditDecision(tx, `risk.operation.${d.decision}`, op.customerId, op, d);
+    return d.decision === 'allow' || !op.sensitive
+      ? levelOf(engine.rules, d)
+      : applyLevel(engine, tx, op.customerId, d);
+  });
+  return { ...d, signals, level };
+}
+
+export interface ObservedRequest extends RequestOrigin {
+  /** The token's or session's identity in memory (e.g. the access token's jti). */
+  trackingId: string;
+  /** Where a raised risk is kept: `grant:<id>` or `session:<uid>`. */
+  sessionKey: string;
+  customerId: string;
+  clientId?: string | undefined;
+}
+
+/**
+ * Post-login detection on every read, cheaply: the first network (IPv4 /24, IPv6 /48, or the AS
+ * when known) and user agent of a token are remembered in memory; only a change — or a burst of
+ * calls — costs a database write, which raises the session's risk. Returns undefined (no work)
+ * in the common case, else the promise of that write.
+ */
+export function observeRequest(
+  engine: RiskEngine,
+  db: Db,
+  r: ObservedRequest,
+): Promise<RiskDecision> | undefined {
+  const noted = engine.tracked.note(engine.rules, r);
+  return noted && recordObservation(engine, db, r, noted.signals, noted.decision);
+}
+
+async function recordObservation(
+  engine: RiskEngine,
+  db: Db,
+  r: ObservedRequest,
+  signals: Signals,
+  d: RiskDecision,
+): Promise<RiskDecision> {
+  const { loc, source, sourceRange } = whereFrom(engine, r.ip);
+  return db.transaction(async (tx) => {
+    const total = await raiseSessionRisk(tx, {
+      sessionKey: r.sessionKey,
+      customerId: r.customerId,
+      clientId: r.clientId,
+      score: d.score,
+      reasons: d.reasons.map((x) => x.rule),
+    });
+    await insertRiskEvent(tx, {
+      kind: 'request',
+      customerId: r.customerId,
+      method: 'api',
+      result: 'observed',
+      ip: r.ip,
+      port: r.port,
+      source,
+      sourceRange,
+      country: loc.country,
+      asn: loc.asn,
+      userAgent: r.userAgent,
+      sessionKey: r.sessionKey,
+      clientId: r.clientId,
+      decision: d.decision,
+      score: d.score,
+      reasons: d.reasons,
+      ruleVersion: d.ruleVersion,
+      signals: { ...signals, sessionScore: total },
+    });
+    await recordAudit(tx, {
+      type: 'risk.session.raised',
+      outcome: 'info',
+      actor: 'system',
+      customerId: r.customerId,
+      clientId: r.clientId,
+      ip: r.ip,
+      userAgent: r.userAgent,
+      data: { sessionKey: r.sessionKey, score: total, reasons: d.reasons.map((x) => x.rule) },
+    });
+    // The session's total decides the customer's level (one new network alone may not change it).
+    const raised = { ...d, score: total };
+    if (levelOf(engine.rules, raised) !== 'LOW') await applyLevel(engine, tx, r.customerId, raised);
+    return { ...d, score: total };
+  });
+}
+
+export { sessionRisk };

@@ -1,0 +1,215 @@
+/** The risk module's tables: events (forensics), travel declarations, levels, session risk. */
+import type { Queryable } from '../db/index.ts';
+import type { RiskReason } from './rules.ts';
+import type { LoginFacts } from './signals.ts';
+
+export interface RiskEventRow {
+  kind: 'login' | 'operation' | 'request';
+  customerId?: string | undefined;
+  method: string;
+  result: 'success' | 'failure' | 'step_up' | 'blocked' | 'observed';
+  ip?: string | undefined;
+  port?: number | undefined;
+  source?: string | undefined;
+  sourceRange?: string | undefined;
+  country?: string | undefined;
+  asn?: number | undefined;
+  userAgent?: string | undefined;
+  deviceHash?: string | undefined;
+  credentialId?: string | undefined;
+  backedUp?: boolean | undefined;
+  sessionKey?: string | undefined;
+  clientId?: string | undefined;
+  decision?: 'allow' | 'step_up' | 'block' | undefined;
+  score?: number | undefined;
+  reasons?: RiskReason[] | undefined;
+  ruleVersion?: string | undefined;
+  signals?: Record<string, unknown> | undefined;
+}
+
+export async function insertRiskEvent(db: Queryable, e: RiskEventRow): Promise<void> {
+  await db.query(
+    `INSERT INTO risk_events (kind, customer_id, method, result, ip, port, source, source_range, country, asn,
+       user_agent, device_hash, credential_id, backed_up, session_key, client_id, decision, score, reasons,
+       rule_version, signals)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $21::jsonb)`,
+    [
+      e.kind,
+      e.customerId ?? null,
+      e.method,
+      e.result,
+      e.ip ?? null,
+      e.port ?? null,
+      e.source ?? null,
+      e.sourceRange ?? null,
+      e.country ?? null,
+      e.asn ?? null,
+      e.userAgent?.slice(0, 512) ?? null,
+      e.deviceHash ?? null,
+      e.credentialId ?? null,
+      e.backedUp ?? null,
+      e.sessionKey ?? null,
+      e.clientId ?? null,
+      e.decision ?? null,
+      e.score ?? null,
+      JSON.stringify(e.reasons ?? []),
+      e.ruleVersion ?? null,
+      JSON.stringify(e.signals ?? {}),
+    ],
+  );
+}
+
+/** Everything LoginFacts needs in one round trip (indexed by customer, source and range). */
+export async function loginFacts(
+  db: Queryable,
+  q: {
+    customerId: string;
+    credentialId: string | undefined;
+    source: string;
+    sourceRange: string | undefined;
+    country: string | undefined;
+    asn: number | undefined;
+    windowSeconds: number;
+  },
+): Promise<LoginFacts> {
+  const res = await db.query<{
+    fa: number;
+    fs: number;
+    fr: number;
+    as_: number;
+    ar: number;
+    before: boolean;
+    seen_country: boolean;
+    seen_asn: boolean;
+    seen_cred: boolean;
+    last_country: string | null;
+    last_at: Date | null;
+    last_backed_up: boolean | null;
+    travel: boolean;
+    recovery_due: boolean | null;
+  }>(
+    `WITH since AS (SELECT now() - make_interval(secs => $7) AS t),
+     mine AS (SELECT country, asn, credential_id, backed_up, at FROM risk_events
+              WHERE customer_id = $1 AND kind = 'login' AND result = 'success'),
+     src AS (SELECT customer_id, credential_id, result FROM risk_events, since
+             WHERE kind = 'login' AND source = $3 AND at > since.t),
+     rng AS (SELECT customer_id, credential_id, result FROM risk_events, since
+             WHERE kind = 'login' AND source_range = $4 AND at > since.t)
+     SELECT
+       (SELECT count(*) FROM risk_events, since WHERE customer_id = $1 AND kind = 'login' AND result = 'failure' AND at > since.t)::int AS fa,
+       (SELECT count(*) FROM src WHERE result = 'failure')::int AS fs,
+       (SELECT count(*) FROM rng WHERE result = 'failure')::int AS fr,
+       (SELECT count(DISTINCT COALESCE(customer_id, 'cred:' || credential_id)) FROM src WHERE result = 'failure')::int AS as_,
+       (SELECT count(DISTINCT COALESCE(customer_id, 'cred:' || credential_id)) FROM rng WHERE result = 'failure')::int AS ar,
+       EXISTS (SELECT 1 FROM mine) AS before,
+       EXISTS (SELECT 1 FROM mine WHERE country = $5) AS seen_country,
+       EXISTS (SELECT 1 FROM mine WHERE asn = $6::int) AS seen_asn,
+       EXISTS (SELECT 1 FROM mine WHERE credential_id = $2) AS seen_cred,
+       (SELECT country FROM mine ORDER BY at DESC LIMIT 1) AS last_country,
+       (SELECT at FROM mine ORDER BY at DESC LIMIT 1) AS last_at,
+       (SELECT backed_up FROM mine WHERE credential_id = $2 ORDER BY at DESC LIMIT 1) AS last_backed_up,
+       EXISTS (SELECT 1 FROM travel_declarations WHERE customer_id = $1 AND country = $5
+               AND starts_at <= now() AND ends_at > now()) AS travel,
+       (SELECT recovery_login_due FROM risk_levels WHERE customer_id = $1) AS recovery_due`,
+    [
+      q.customerId,
+      q.credentialId ?? null,
+      q.source,
+      q.sourceRange ?? null,
+      q.country ?? null,
+      q.asn ?? null,
+      q.windowSeconds,
+    ],
+  );
+  const r = res.rows[0]!;
+  return {
+    failuresPerAccount: r.fa,
+    failuresPerSource: r.fs,
+    failuresPerRange: r.fr,
+    failedAccountsPerSource: r.as_,
+    failedAccountsPerRange: r.ar,
+    signedInBefore: r.before,
+    seenCountry: r.seen_country,
+    seenNetwork: r.seen_asn,
+    seenCredential: r.seen_cred,
+    lastSuccess: r.last_at ? { country: r.last_country, at: new Date(r.last_at) } : undefined,
+    lastBackedUp: r.last_backed_up ?? undefined,
+    travelDeclared: r.travel,
+    recoveryLoginDue: r.recovery_due ?? false,
+  };
+}
+
+export type RiskLevel = 'LOW' | 'MEDIUM' | 'HIGH';
+
+/** Sets the customer's level; returns the previous one when it changed. */
+export async function setRiskLevel(
+  db: Queryable,
+  customerId: string,
+  level: RiskLevel,
+  reasons: string[],
+  opts: { clearRecovery?: boolean } = {},
+): Promise<{ changed: boolean; previous: RiskLevel | undefined }> {
+  // Called inside the caller's transaction: the row lock orders concurrent changes.
+  const old = await db.query<{ level: RiskLevel }>(
+    'SELECT level FROM risk_levels WHERE customer_id = $1 FOR UPDATE',
+    [customerId],
+  );
+  await db.query(
+    `INSERT INTO risk_levels AS r (customer_id, level, reasons) VALUES ($1, $2, $3::jsonb)
+     ON CONFLICT (customer_id) DO UPDATE SET level = EXCLUDED.level, reasons = EXCLUDED.reasons, updated_at = now(),
+       recovery_login_due = CASE WHEN $4 THEN false ELSE r.recovery_login_due END`,
+    [customerId, level, JSON.stringify(reasons), opts.clearRecovery ?? false],
+  );
+  const previous = old.rows[0]?.level;
+  return { changed: (previous ?? 'LOW') !== level, previous };
+}
+
+/** Adds to a session's post-login risk; returns the new total. */
+export async function raiseSessionRisk(
+  db: Queryable,
+  s: {
+    sessionKey: string;
+    customerId: string;
+    clientId?: string | undefined;
+    score: number;
+    reasons: string[];
+  },
+): Promise<number> {
+  const res = await db.query<{ score: number }>(
+    `INSERT INTO session_risk AS s (session_key, customer_id, client_id, score, reasons) VALUES ($1, $2, $3, $4, $5::jsonb)
+     ON CONFLICT (session_key) DO UPDATE SET score = s.score + EXCLUDED.score,
+       reasons = s.reasons || EXCLUDED.reasons, updated_at = now()
+     RETURNING score`,
+    [s.sessionKey, s.customerId, s.clientId ?? null, s.score, JSON.stringify(s.reasons)],
+  );
+  return res.rows[0]!.score;
+}
+
+export async function sessionRisk(db: Queryable, sessionKey: string): Promise<number> {
+  const res = await db.query<{ score: number }>('SELECT score FROM session_risk WHERE session_key = $1', [
+    sessionKey,
+  ]);
+  return res.rows[0]?.score ?? 0;
+}
+
+/** Deletes forensics rows older than the retention, a batch at a time (the hub's sweeper). */
+export async function deleteExpiredRiskEvents(
+  db: Queryable,
+  retentionDays: number,
+  limit = 5000,
+): Promise<number> {
+  const events = await db.query(
+    `DELETE FROM risk_events WHERE id IN (
+       SELECT id FROM risk_events WHERE at < now() - make_interval(days => $1) ORDER BY at LIMIT $2)`,
+    [retentionDays, limit],
+  );
+  const sessions = await db.query(
+    'DELETE FROM session_risk WHERE updated_at < now() - make_interval(days => $1)',
+    [retentionDays],
+  );
+  const travel = await db.query(
+    'DELETE FROM travel_declarations WHERE ends_at < now() - make_interval(days => $1)',
+    [retentionDays],
+  );
+  return events.rowCount + sessions.rowCount + travel.rowCount;
+}
