@@ -15,6 +15,7 @@ import { startHub } from './hub.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
 import { NoticeError, publishNotice } from './notices/index.ts';
 import { addClient, ClientPolicyError, listClients, removeClient, setClientEnabled } from './oidc/clients.ts';
+import { createInitialAccessToken } from './registration/index.ts';
 import { formatReport, protectiveSettingsReport } from './report/index.ts';
 
 const USAGE = `usage: kakehashi <command>
@@ -28,6 +29,8 @@ const USAGE = `usage: kakehashi <command>
   export-audit <customer> [--from D] [--to D]   a customer's security history as JSON lines
   clients list | add <metadata.json> | disable <id> | enable <id> | remove <id>
                              manage registered clients (FAPI policy enforced; disabling is immediate)
+  clients iat create [--ttl SECONDS]   an initial access token for one dynamic registration (POST /reg),
+                             printed once
   notice publish <notice.json>   an important notice customers acknowledge at their next sign-in
   keys                       list the public signing keys (JWKS)
 options: --operator NAME (recorded in the audit log)`;
@@ -67,6 +70,7 @@ async function main(argv: string[]): Promise<number> {
       from: { type: 'string' },
       to: { type: 'string' },
       json: { type: 'boolean' },
+      ttl: { type: 'string' },
     },
   });
   const [command = 'serve', ...rest] = positionals;
@@ -188,6 +192,19 @@ async function main(argv: string[]): Promise<number> {
     }
     if (command === 'clients') {
       const [action, arg] = rest;
+      if (action === 'iat' && arg === 'create') {
+        const ttl = values.ttl === undefined ? config.registration.initialAccessTokenTtl : Number(values.ttl);
+        if (!Number.isInteger(ttl) || ttl < 1 || ttl > 30 * 24 * 3600) {
+          console.error('--ttl must be a whole number of seconds, at most 30 days');
+          return 2;
+        }
+        const iat = await createInitialAccessToken(db, ttl, operator);
+        console.log(iat.value);
+        console.error(
+          `initial access token for one registration, valid until ${iat.expiresAt.toISOString()}`,
+        );
+        return 0;
+      }
       if (action === 'list' || action === undefined) {
         for (const c of await listClients(db))
           console.log(

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { notifyConfigSchema } from '../notify/config.ts';
+import { registrationConfigSchema } from '../registration/config.ts';
 
 const seconds = z.number().int().positive();
 
@@ -212,6 +213,8 @@ const schema = z
     signals: signalsSchema.prefault({}),
     /** Customer notifications by mail (see src/notify/). */
     notify: notifyConfigSchema.prefault({}),
+    /** Dynamic client registration (see src/registration/, docs/message-signing-and-registration.md). */
+    registration: registrationConfigSchema.prefault({}),
   })
   .strict();
 

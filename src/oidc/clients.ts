@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { recordAudit } from '../audit/index.ts';
 import { revokeConsentsOfClient } from '../consent/index.ts';
 import type { Queryable } from '../db/index.ts';
-import { FAPI_ALGS } from './provider.ts';
+import { FAPI_ALGS } from './algs.ts';
 
 export class ClientPolicyError extends Error {
   override name = 'ClientPolicyError';

@@ -5,6 +5,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import Provider, {
   type Configuration,
+  errors,
   interactionPolicy,
   type KoaContextWithOIDC,
   type ResourceServer,
@@ -23,12 +24,14 @@ import type { Db } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
 import type { KeyMaterial } from '../keys/index.ts';
 import { pendingNotices } from '../notices/index.ts';
+import { createRegistration } from '../registration/index.ts';
 import { SSF_SCOPES, SSF_TOKEN_TTL_SECONDS, ssfResourceIndicators } from '../signals/index.ts';
 import { renderErrorPage } from '../web/index.ts';
 import { createAdapterFactory, rememberJtiOnce } from './adapter.ts';
+import { FAPI_ALGS } from './algs.ts';
+import { messageSigningFeatures, RESOURCE_SERVER_METADATA } from './messageSigning.ts';
 
-/** FAPI 2.0 §5.4: only these JWS algorithms, everywhere. */
-export const FAPI_ALGS = ['PS256', 'ES256', 'EdDSA'] as const;
+export { FAPI_ALGS } from './algs.ts';
 /** Scopes the hub knows. `accounts` is read access to the accounts the customer picks at consent. */
 export const SCOPES = ['openid', 'offline_access', 'accounts'] as const;
 /**
@@ -46,6 +49,7 @@ export interface CreateProviderOptions {
 export function createProvider({ config, db, keys }: CreateProviderOptions): Provider {
   const accountsSeen = new WeakMap<object, Map<string, boolean>>();
   const algs = [...FAPI_ALGS];
+  const registration = createRegistration(config, db);
   const configuration: Configuration = {
     adapter: createAdapterFactory(db) as unknown as Configuration['adapter'],
     clients: [],
@@ -57,6 +61,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       id_token_signed_response_alg: 'ES256',
       dpop_bound_access_tokens: true,
       require_pushed_authorization_requests: true,
+      authorization_signed_response_alg: 'ES256',
+      introspection_signed_response_alg: 'ES256',
     },
     clientAuthMethods: ['private_key_jwt'],
     enabledJWA: {
@@ -102,8 +108,15 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
         allowUnregisteredRedirectUris: false,
       },
       dPoP: { enabled: true, nonceSecret: keys.dpopNonceSecret, allowReplay: false },
-      introspection: { enabled: false },
-      revocation: { enabled: true },
+      // JAR, JARM, introspection (signed), revocation: src/oidc/messageSigning.ts.
+      ...messageSigningFeatures({
+        db,
+        issuer: config.issuer,
+        algs,
+        clockToleranceSeconds: config.oidc.clockToleranceSeconds,
+      }),
+      // RFC 7591/7592 behind src/registration's guard.
+      ...registration.features,
       rpInitiatedLogout: { enabled: true },
       userinfo: { enabled: true },
       claimsParameter: { enabled: false },
@@ -115,9 +128,13 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     },
     // A member institution's ingestion client names its institution (checked to exist at each call).
     extraClientMetadata: {
-      properties: [INSTITUTION_ID_METADATA],
-      validator: (_ctx, key, value, metadata) =>
-        validateInstitutionMetadata(key, value, metadata as unknown as Record<string, unknown>),
+      // resource_server: may introspect (src/oidc/messageSigning.ts); software_*: from a software statement.
+      properties: [INSTITUTION_ID_METADATA, RESOURCE_SERVER_METADATA, 'software_id', 'software_version'],
+      validator: (_ctx, key, value, metadata) => {
+        validateInstitutionMetadata(key, value, metadata as unknown as Record<string, unknown>);
+        if (key === RESOURCE_SERVER_METADATA && value !== undefined && typeof value !== 'boolean')
+          throw new errors.InvalidClientMetadata('resource_server must be a boolean');
+      },
     },
     // How the customer signed in rides on every access token (from the code or refresh token it
     // was issued for), so the resource server can ask for step-up (RFC 9470).
@@ -172,6 +189,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
   };
 
   const provider = new Provider(config.issuer, configuration);
+  registration.install(provider);
   bindRefreshTokensToProofKey(provider);
   // One atomic statement instead of oidc-provider's find-then-save (see rememberJtiOnce).
   provider.ReplayDetection.unique = async (iss: string, jti: string, exp: number) =>

@@ -2,26 +2,16 @@
 import { generateKeyPairSync } from 'node:crypto';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
-import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { addClient } from '../../src/oidc/clients.ts';
+import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 
 let t: TestHub;
 let customer: PasskeyUser;
 beforeAll(async () => {
   t = await startTestHub();
-  customer = createPasskeyUser({
-    fetch: t.fetch,
-    customerNumber: t.hub.demo!.customerNumber,
-    ticket: async () =>
-      (
-        await issueEnrollmentTicket(t.hub.authn, {
-          customerId: t.hub.demo!.customerId,
-          issuedBy: 'operator:test',
-        })
-      ).ticket,
-  });
+  customer = demoCustomer(t);
 });
 afterAll(() => t?.close());
 

@@ -65,3 +65,21 @@ export async function startAuthorization(
   );
   return { url, codeVerifier, state };
 }
+
+/** GET the accounts API with a DPoP-bound access token: the HTTP status (401 when refused). */
+export function accountsStatus(t: TestHub, rp: Rp, accessToken: string): Promise<number> {
+  return client
+    .fetchProtectedResource(
+      rp.config,
+      accessToken,
+      new URL(`${t.issuer}/api/v1/accounts`),
+      'GET',
+      undefined,
+      undefined,
+      { DPoP: rp.dpop },
+    )
+    .then(
+      (r) => r.status,
+      (e: client.WWWAuthenticateChallengeError) => e.response?.status ?? 0,
+    );
+}
