@@ -91,7 +91,7 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
       via = { actor: `registration:iat:${reference(bearer)}`, data: {} };
     }
     const clientId = `dcr-${randomBytes(12).toString('base64url')}`;
-    (ctx.request as { body?: unknown }).body = policyChecked({ ...request, client_id: clientId });
+    replayBody(ctx, policyChecked({ ...request, client_id: clientId }));
     // Without a statement the token admits the registration; with one, a token sent along is still spent.
     const claimed = bearer !== undefined && (await claimInitialAccessToken(o.db, bearer));
     if (bearer !== undefined && !claimed && body.software_statement === undefined)
@@ -137,7 +137,7 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
           throw invalidMetadata('software_id cannot change');
         request = { software_version: row?.metadata.software_version, ...request, software_id: registered };
       }
-      (ctx.request as { body?: unknown }).body = policyChecked(request);
+      replayBody(ctx, policyChecked(request));
     }
     await next();
     if (method === 'PUT' || method === 'DELETE') {
@@ -248,7 +248,23 @@ function bearerToken(ctx: Context): string | undefined {
   return m[1];
 }
 
-/** The JSON object body (read here, then handed to oidc-provider as the parsed request body). */
+/**
+ * Hands the checked metadata to oidc-provider as this request's body. Its body reader takes the
+ * stream while `readable` (reading `content-length` bytes); giving it the parsed object instead
+ * (`request.body`) works too but makes it warn about an upstream body parser. So the consumed
+ * request is made to stream the new JSON once more.
+ */
+function replayBody(ctx: Context, body: Record<string, unknown>): void {
+  const json = Buffer.from(JSON.stringify(body));
+  const req = ctx.req as unknown as { headers: Record<string, string>; iterator: unknown };
+  req.headers['content-length'] = String(json.length);
+  Object.defineProperty(req, 'readable', { value: true, configurable: true });
+  req.iterator = async function* replay() {
+    yield json;
+  };
+}
+
+/** The JSON object body (read here; replayBody hands the checked version on). */
 async function readJsonObject(ctx: Context): Promise<Record<string, unknown>> {
   if (!ctx.is('application/json'))
     throw new Refused(400, 'invalid_request', 'the request body must be application/json');
