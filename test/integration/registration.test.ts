@@ -7,6 +7,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { type JWK, SignJWT } from 'jose';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type HubMetadata, sendJson } from '../../conformance/lib/client.ts';
 import { removeClient, setClientEnabled } from '../../src/oidc/clients.ts';
 import { createInitialAccessToken } from '../../src/registration/index.ts';
 import { demoCustomer } from '../support/customer.ts';
@@ -72,30 +73,16 @@ function software(name: string): Software {
   };
 }
 
-interface Answer {
-  status: number;
-  body: Record<string, unknown>;
-  headers: Headers;
-}
-
-async function call(method: string, url: string, body?: unknown, bearer?: string): Promise<Answer> {
-  const res = await t.fetch(url, {
+const call = async (method: string, url: string, body?: unknown, bearer?: string) => {
+  const res = await sendJson(
+    { issuer: t.issuer, fetch: t.fetch, dispatcher: t.dispatcher, metadata: {} as HubMetadata },
     method,
-    headers: {
-      accept: 'application/json',
-      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-      ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
-    },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await res.text();
-  return {
-    status: res.status,
-    headers: res.headers,
-    body: text ? (JSON.parse(text) as Record<string, unknown>) : {},
-  };
-}
-
+    url,
+    body,
+    bearer,
+  );
+  return { ...res, body: res.body ?? {} };
+};
 const register = (metadata: unknown, iat?: string) => call('POST', registrationEndpoint, metadata, iat);
 const iat = async () => (await createInitialAccessToken(t.hub.db, 600, 'operator:test')).value;
 
