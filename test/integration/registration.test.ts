@@ -256,6 +256,20 @@ describe('registration with a software statement from the directory', () => {
     expect(res.status).toBe(400);
     expect(res.body.error).toBe('invalid_client_metadata');
     expect(String(res.body.error_description)).toMatch(/redirect_uris/);
+
+    const keys = await statement({
+      software_id: 'sw-y',
+      software_jwks_endpoint: 'https://directory.example/sw-y/jwks',
+    });
+    const other = await register({ ...sw.metadata, software_statement: keys });
+    expect(other.status).toBe(400);
+    expect(other.body.error).toBe('invalid_client_metadata');
+    expect(String(other.body.error_description)).toMatch(/^jwks: does not match/);
+    const { jwks: _own, ...withoutKeys } = sw.metadata;
+    const viaUri = await register({ ...withoutKeys, software_statement: keys });
+    expect(viaUri.status).toBe(201);
+    expect(viaUri.body.jwks_uri).toBe('https://directory.example/sw-y/jwks');
+    expect(viaUri.body.jwks).toBeUndefined();
   });
 
   const bad: [string, () => Promise<string>, string][] = [
@@ -326,7 +340,10 @@ describe('management (RFC 7592) and the operator', () => {
     expect(updated.status).toBe(200);
     expect(updated.body.client_name).toBe('Managed PFM');
     expect(updated.body.require_pushed_authorization_requests).toBe(true);
-    rat = String(updated.body.registration_access_token);
+    const rotated = String(updated.body.registration_access_token);
+    expect(rotated).not.toBe(rat);
+    expect((await call('GET', uri, undefined, rat)).status).toBe(401);
+    rat = rotated;
 
     const accessToken = await signInWith(clientId, sw);
     expect((await call('DELETE', uri, undefined, rat)).status).toBe(204);
