@@ -13,6 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Context, Next } from 'koa';
+import type Provider from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
 import { revokeConsentsOfClient } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
@@ -65,6 +66,8 @@ export interface RegistrationGuardOptions {
 }
 
 export interface RegistrationGuard {
+  /** The provider whose registration access tokens the guard checks (set before serving). */
+  attach(provider: Provider): void;
   middleware(ctx: Context, next: Next): Promise<void>;
   /** For features.registration.idFactory: the client_id chosen (and policy-checked) for this request. */
   clientIdFor(ctx: unknown): string;
@@ -72,6 +75,7 @@ export interface RegistrationGuard {
 
 export function createRegistrationGuard(o: RegistrationGuardOptions): RegistrationGuard {
   const assigned = new WeakMap<object, string>();
+  let provider: Provider | undefined;
 
   async function create(ctx: Context, next: Next): Promise<void> {
     const body = await readJsonObject(ctx);
@@ -118,6 +122,10 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
   }
 
   async function manage(ctx: Context, next: Next, clientId: string): Promise<void> {
+    // The registration access token first, so nothing below answers a caller without one.
+    const bearer = bearerToken(ctx);
+    const rat = bearer && provider ? await provider.RegistrationAccessToken.find(bearer) : undefined;
+    if (!rat || rat.clientId !== clientId) throw invalidToken('invalid registration access token');
     const row = (
       await o.db.query<{ enabled: boolean; metadata: Record<string, unknown> }>(
         'SELECT enabled, metadata FROM clients WHERE client_id = $1',
@@ -133,8 +141,10 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
         request = statementApplied(body, (await verified(o, body.software_statement)).claims);
       const registered = row?.metadata.software_id;
       if (registered !== undefined) {
-        if (request.software_id !== undefined && request.software_id !== registered)
-          throw invalidMetadata('software_id cannot change');
+        // What the directory vouched for (redirect URIs, keys) changes only with a statement again.
+        if (body.software_statement === undefined)
+          throw invalidMetadata('a client registered with a software statement updates with one');
+        if (request.software_id !== registered) throw invalidMetadata('software_id cannot change');
         request = { software_version: row?.metadata.software_version, ...request, software_id: registered };
       }
       replayBody(ctx, policyChecked(request));
@@ -176,6 +186,9 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
   }
 
   return {
+    attach(p) {
+      provider = p;
+    },
     async middleware(ctx, next) {
       const manageMatch = MANAGE.exec(ctx.path);
       const isCreate = ctx.method === 'POST' && CREATE.test(ctx.path);

@@ -50,7 +50,9 @@ export function createRegistration(config: Config, db: Db): Registration {
       registrationManagement: { enabled, rotateRegistrationAccessToken: true },
     },
     install(provider) {
-      if (guard) provider.use(guard.middleware);
+      if (!guard) return;
+      guard.attach(provider);
+      provider.use(guard.middleware);
     },
   };
 }

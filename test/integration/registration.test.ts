@@ -243,6 +243,25 @@ describe('registration with a software statement from the directory', () => {
       actor: `directory:${DIRECTORY}`,
       data: { softwareId: 'sw-aggregator-x' },
     });
+
+    // What the directory vouched for changes only with a statement again.
+    const uri = String(res.body.registration_client_uri);
+    const rat = String(res.body.registration_access_token);
+    const hijack = await call(
+      'PUT',
+      uri,
+      { ...sw.metadata, client_id: clientId, redirect_uris: ['https://attacker.example/cb'] },
+      rat,
+    );
+    expect(hijack.status).toBe(400);
+    expect(hijack.body.error).toBe('invalid_client_metadata');
+    expect(String(hijack.body.error_description)).toMatch(/software statement/);
+    const renewed = await call('PUT', uri, { ...request, client_id: clientId, software_statement: ssa }, rat);
+    expect(renewed.status).toBe(200);
+    expect(renewed.body).toMatchObject({
+      software_id: 'sw-aggregator-x',
+      redirect_uris: sw.metadata.redirect_uris,
+    });
   });
 
   it('refuses a request whose redirect URIs or keys differ from the statement (invalid_client_metadata)', async () => {
