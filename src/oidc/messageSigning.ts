@@ -6,11 +6,13 @@
  */
 import type { Client, Configuration, KoaContextWithOIDC } from 'oidc-provider';
 import { errors } from 'oidc-provider';
+import { recordAudit } from '../audit/index.ts';
 import { findActiveConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 
 /** The parts of an access or refresh token the policies read (rar is set here for the response). */
 interface IntrospectedToken {
+  kind?: string | undefined;
   clientId?: string | undefined;
   grantId?: string | undefined;
   rar?: unknown[] | undefined;
@@ -55,10 +57,20 @@ export function messageSigningFeatures(o: MessageSigningOptions) {
     jwtResponseModes: { enabled: true },
     introspection: {
       enabled: true as const,
-      allowedPolicy: async (_ctx: KoaContextWithOIDC, client: Client, token: IntrospectedToken) => {
+      allowedPolicy: async (ctx: KoaContextWithOIDC, client: Client, token: IntrospectedToken) => {
         // Only registered resource servers learn about tokens; any other caller, a FAPI client
         // included (even about its own tokens), gets {active: false}.
-        if (client.metadata()[RESOURCE_SERVER_METADATA] !== true) return false;
+        if (client.metadata()[RESOURCE_SERVER_METADATA] !== true) {
+          await recordAudit(o.db, {
+            type: 'token.introspection.refused',
+            outcome: 'failure',
+            actor: `client:${client.clientId}`,
+            clientId: client.clientId,
+            ip: ctx.ip,
+            data: { reason: 'not a resource server', tokenClientId: token.clientId },
+          });
+          return false;
+        }
         const grantId = token.grantId;
         if (grantId) {
           const consent = await findActiveConsent(o.db, grantId);
@@ -80,9 +92,22 @@ export function messageSigningFeatures(o: MessageSigningOptions) {
     jwtIntrospection: { enabled: true },
     revocation: {
       enabled: true,
-      allowedPolicy: async (_ctx: KoaContextWithOIDC, client: Client, token: IntrospectedToken) => {
-        if (token.clientId !== client.clientId)
-          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+      allowedPolicy: async (ctx: KoaContextWithOIDC, client: Client, token: IntrospectedToken) => {
+        const own = token.clientId === client.clientId;
+        // The token was found: revoked next (or refused), both worth a line in the audit log.
+        await recordAudit(o.db, {
+          type: own ? 'token.revoked' : 'token.revocation.refused',
+          outcome: own ? 'success' : 'failure',
+          actor: `client:${client.clientId}`,
+          clientId: client.clientId,
+          ip: ctx.ip,
+          data: {
+            kind: token.kind,
+            grantId: token.grantId,
+            ...(own ? {} : { tokenClientId: token.clientId }),
+          },
+        });
+        if (!own) throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
         return true;
       },
     },

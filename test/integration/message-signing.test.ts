@@ -450,5 +450,15 @@ describe('introspection (signed) and revocation', () => {
     ).rejects.toMatchObject({ error: 'invalid_grant' });
     expect((await introspect(rs, own.refresh_token!, 'application/json')).body).toEqual({ active: false });
     expect(await read(own.access_token)).toBe(401);
+    const audit = await t.hub.db.query<{ type: string; client_id: string }>(
+      "SELECT type, client_id FROM audit_events WHERE type IN ('token.revoked', 'token.revocation.refused', 'token.introspection.refused')",
+    );
+    expect(audit.rows).toEqual(
+      expect.arrayContaining([
+        { type: 'token.revocation.refused', client_id: 'jar-client' },
+        { type: 'token.revoked', client_id: 'demo-aggregator' },
+        { type: 'token.introspection.refused', client_id: 'demo-aggregator' },
+      ]),
+    );
   });
 });
