@@ -12,6 +12,7 @@ import {
   type JWTVerifyGetKey,
   jwtVerify,
 } from 'jose';
+import { ConfigError } from '../config/index.ts';
 import { FAPI_ALGS } from '../oidc/algs.ts';
 import type { DirectoryConfig, RegistrationConfig } from './config.ts';
 
@@ -32,11 +33,19 @@ export interface Directory {
   maxAgeSeconds: number;
 }
 
-/** The configured directories with their keys (files read now, so a bad file stops the start). */
+/**
+ * The configured directories with their keys (files read now, so a bad file or key set stops the
+ * start with a ConfigError naming the key).
+ */
 export function loadDirectories(config: RegistrationConfig): Directory[] {
-  return config.directories.map((d: DirectoryConfig) => {
-    const jwks = (d.jwks ?? JSON.parse(readFileSync(d.jwksFile!, 'utf8'))) as JSONWebKeySet;
-    return { issuer: d.issuer, keys: createLocalJWKSet(jwks), maxAgeSeconds: d.maxAgeSeconds };
+  return config.directories.map((d: DirectoryConfig, i) => {
+    const key = `registration.directories.${i}.${d.jwks ? 'jwks' : 'jwksFile'}`;
+    try {
+      const jwks = (d.jwks ?? JSON.parse(readFileSync(d.jwksFile!, 'utf8'))) as JSONWebKeySet;
+      return { issuer: d.issuer, keys: createLocalJWKSet(jwks), maxAgeSeconds: d.maxAgeSeconds };
+    } catch (err) {
+      throw new ConfigError(`${key}: not a readable JSON Web Key Set (${(err as Error).message})`);
+    }
   });
 }
 
