@@ -25,8 +25,11 @@ export const REQUEST_OBJECT_MAX_LIFETIME_SECONDS = 3600;
  * is a resource server and may introspect tokens issued to other clients.
  */
 export const RESOURCE_SERVER_METADATA = 'resource_server';
-/** Response modes of JARM; a client registered with only these gets no plain response. */
-export const JARM_RESPONSE_MODES = ['jwt', 'query.jwt', 'form_post.jwt'] as const;
+/** For extraClientMetadata.validator: resource_server, when present, is a boolean. */
+export function validateResourceServerMetadata(key: string, value: unknown): void {
+  if (key === RESOURCE_SERVER_METADATA && value !== undefined && typeof value !== 'boolean')
+    throw new errors.InvalidClientMetadata('resource_server must be a boolean');
+}
 
 type Features = NonNullable<Configuration['features']>;
 

@@ -5,7 +5,6 @@
 import { createHash, createHmac } from 'node:crypto';
 import Provider, {
   type Configuration,
-  errors,
   interactionPolicy,
   type KoaContextWithOIDC,
   type ResourceServer,
@@ -24,12 +23,16 @@ import type { Db } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
 import type { KeyMaterial } from '../keys/index.ts';
 import { pendingNotices } from '../notices/index.ts';
-import { createRegistration } from '../registration/index.ts';
+import { createRegistration, SOFTWARE_METADATA } from '../registration/index.ts';
 import { SSF_SCOPES, SSF_TOKEN_TTL_SECONDS, ssfResourceIndicators } from '../signals/index.ts';
 import { renderErrorPage } from '../web/index.ts';
 import { createAdapterFactory, rememberJtiOnce } from './adapter.ts';
 import { FAPI_ALGS } from './algs.ts';
-import { messageSigningFeatures, RESOURCE_SERVER_METADATA } from './messageSigning.ts';
+import {
+  messageSigningFeatures,
+  RESOURCE_SERVER_METADATA,
+  validateResourceServerMetadata,
+} from './messageSigning.ts';
 
 export { FAPI_ALGS } from './algs.ts';
 /** Scopes the hub knows. `accounts` is read access to the accounts the customer picks at consent. */
@@ -129,11 +132,10 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     // A member institution's ingestion client names its institution (checked to exist at each call).
     extraClientMetadata: {
       // resource_server: may introspect (src/oidc/messageSigning.ts); software_*: from a software statement.
-      properties: [INSTITUTION_ID_METADATA, RESOURCE_SERVER_METADATA, 'software_id', 'software_version'],
+      properties: [INSTITUTION_ID_METADATA, RESOURCE_SERVER_METADATA, ...SOFTWARE_METADATA],
       validator: (_ctx, key, value, metadata) => {
         validateInstitutionMetadata(key, value, metadata as unknown as Record<string, unknown>);
-        if (key === RESOURCE_SERVER_METADATA && value !== undefined && typeof value !== 'boolean')
-          throw new errors.InvalidClientMetadata('resource_server must be a boolean');
+        validateResourceServerMetadata(key, value);
       },
     },
     // How the customer signed in rides on every access token (from the code or refresh token it

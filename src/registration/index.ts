@@ -21,6 +21,9 @@ export { SoftwareStatementError, verifySoftwareStatement } from './softwareState
 
 type Features = NonNullable<Configuration['features']>;
 
+/** RFC 7591 metadata a software statement sets, stored with the client (oidc-provider's extraClientMetadata). */
+export const SOFTWARE_METADATA = ['software_id', 'software_version'] as const;
+
 export interface Registration {
   /** `features.registration` and `features.registrationManagement` for the provider's configuration. */
   features: Pick<Features, 'registration' | 'registrationManagement'>;
