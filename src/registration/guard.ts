@@ -94,31 +94,35 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
     } else {
       via = { actor: `registration:iat:${reference(bearer)}`, data: {} };
     }
-    const clientId = `dcr-${randomBytes(12).toString('base64url')}`;
-    replayBody(ctx, policyChecked({ ...request, client_id: clientId }));
-    // Without a statement the token admits the registration; with one, a token sent along is still spent.
+    // Without a statement the token admits the registration (checked before the metadata, so a
+    // caller without one learns nothing); with one, a token sent along is spent as well.
     const claimed = bearer !== undefined && (await claimInitialAccessToken(o.db, bearer));
     if (bearer !== undefined && !claimed && body.software_statement === undefined)
       throw invalidToken('initial access token unknown, expired or already used');
     if (claimed) via.data.initialAccessToken = reference(bearer);
-    assigned.set(ctx, clientId);
+    const clientId = `dcr-${randomBytes(12).toString('base64url')}`;
     try {
+      replayBody(ctx, policyChecked({ ...request, client_id: clientId }));
+      assigned.set(ctx, clientId);
       await next();
-    } finally {
-      const ok = ctx.status === 201;
-      if (claimed)
-        await (ok
-          ? completeInitialAccessToken(o.db, bearer, clientId)
-          : releaseInitialAccessToken(o.db, bearer));
-      await audit(
-        ctx,
-        ok ? 'client.registered' : 'client.registration.refused',
-        via.actor,
-        clientId,
-        ok,
-        via.data,
-      );
+    } catch (err) {
+      // Refused here (audited by the middleware) or failed: the token stays usable.
+      if (claimed) await releaseInitialAccessToken(o.db, bearer);
+      throw err;
     }
+    const ok = ctx.status === 201;
+    if (claimed)
+      await (ok
+        ? completeInitialAccessToken(o.db, bearer, clientId)
+        : releaseInitialAccessToken(o.db, bearer));
+    await audit(
+      ctx,
+      ok ? 'client.registered' : 'client.registration.refused',
+      via.actor,
+      clientId,
+      ok,
+      via.data,
+    );
   }
 
   async function manage(ctx: Context, next: Next, clientId: string): Promise<void> {

@@ -142,6 +142,12 @@ describe('registration with an initial access token', () => {
     const unknown = await register(software('anon').metadata, 'kiat_not-a-token');
     expect(unknown.status).toBe(401);
     expect(unknown.body.error).toBe('invalid_token');
+    // No metadata feedback before the token is checked.
+    const probing = await register(
+      { ...software('anon').metadata, redirect_uris: ['http://x.example/cb'] },
+      'kiat_not-a-token',
+    );
+    expect(probing.status).toBe(401);
   });
 
   it('registers a FAPI client once per token; the client completes a flow; only hashes are stored', async () => {
