@@ -328,6 +328,26 @@ describe('JARM', () => {
     expect(tokens.access_token).toBeTruthy();
   });
 
+  it('the demo RP completes a flow with response_mode=query.jwt', async () => {
+    const rp = await demoRp(t);
+    client.useJwtResponseMode(rp.config);
+    const auth = await startAuthorization(rp, 'openid accounts', { response_mode: 'query.jwt' });
+    const callback = await customer.login(auth.url, { redirectUri: rp.redirectUri });
+    expect(decodeJwt(callback.searchParams.get('response')!)).toMatchObject({
+      iss: t.issuer,
+      aud: 'demo-aggregator',
+      state: auth.state,
+    });
+    const tokens = await client.authorizationCodeGrant(
+      rp.config,
+      callback,
+      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
+      undefined,
+      { DPoP: rp.dpop },
+    );
+    expect(await accountsStatus(t, rp, tokens.access_token)).toBe(200);
+  });
+
   it('a client registered for JARM only cannot get a plain query response (invalid_request)', async () => {
     const p = pkce();
     const res = await pushAuthorizationRequest(
