@@ -25,6 +25,7 @@ export const REQUEST_OBJECT_MAX_LIFETIME_SECONDS = 3600;
  * is a resource server and may introspect tokens issued to other clients.
  */
 export const RESOURCE_SERVER_METADATA = 'resource_server';
+
 /** For extraClientMetadata.validator: resource_server, when present, is a boolean. */
 export function validateResourceServerMetadata(key: string, value: unknown): void {
   if (key === RESOURCE_SERVER_METADATA && value !== undefined && typeof value !== 'boolean')
