@@ -16,6 +16,7 @@ import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
 import { describePolicy, loadPolicy, PolicyError } from './linking/index.ts';
 import { NoticeError, publishNotice } from './notices/index.ts';
 import { addClient, ClientPolicyError, listClients, removeClient, setClientEnabled } from './oidc/clients.ts';
+import { createInitialAccessToken } from './registration/index.ts';
 import { formatReport, protectiveSettingsReport } from './report/index.ts';
 import {
   createRiskEngine,
@@ -46,6 +47,8 @@ const USAGE = `usage: kakehashi <command>
   risk travel <customer> --country CC [--from D] --to D   record travel the customer declared
   clients list | add <metadata.json> | disable <id> | enable <id> | remove <id>
                              manage registered clients (FAPI policy enforced; disabling is immediate)
+  clients iat create [--ttl SECONDS]   an initial access token for one dynamic registration (POST /reg),
+                             printed once
   notice publish <notice.json>   an important notice customers acknowledge at their next sign-in
   keys                       list the public signing keys (JWKS)
   policy show [--ja] [--json]   the effective withdrawal-strength policy (operations, facts, rules)
@@ -89,6 +92,7 @@ async function main(argv: string[]): Promise<number> {
       ja: { type: 'boolean' },
       rules: { type: 'string' },
       country: { type: 'string' },
+      ttl: { type: 'string' },
     },
   });
   const [command = 'serve', ...rest] = positionals;
@@ -255,6 +259,19 @@ async function main(argv: string[]): Promise<number> {
     }
     if (command === 'clients') {
       const [action, arg] = rest;
+      if (action === 'iat' && arg === 'create') {
+        const ttl = values.ttl === undefined ? config.registration.initialAccessTokenTtl : Number(values.ttl);
+        if (!Number.isInteger(ttl) || ttl < 1 || ttl > 30 * 24 * 3600) {
+          console.error('--ttl must be a whole number of seconds, at most 30 days');
+          return 2;
+        }
+        const iat = await createInitialAccessToken(db, ttl, operator);
+        console.log(iat.value);
+        console.error(
+          `initial access token for one registration, valid until ${iat.expiresAt.toISOString()}`,
+        );
+        return 0;
+      }
       if (action === 'list' || action === undefined) {
         for (const c of await listClients(db))
           console.log(

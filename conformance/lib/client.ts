@@ -51,13 +51,18 @@ export interface ClientIdentity {
   privateKey: CryptoKey;
 }
 
-export async function clientFromFile(file: ClientFile): Promise<ClientIdentity> {
+/** `redirect: false` for a client without redirect URIs (a resource server): its redirectUri is then ''. */
+export async function clientFromFile(
+  file: ClientFile,
+  o: { redirect?: boolean } = {},
+): Promise<ClientIdentity> {
   const { kid, alg = 'ES256', ...jwk } = file.private_jwk as JWK & { kid: string; alg?: string };
   delete (jwk as { use?: unknown }).use;
   delete (jwk as { key_ops?: unknown }).key_ops;
   const privateKey = (await importJWK({ ...jwk, alg }, alg)) as CryptoKey;
-  const redirectUri = file.redirect_uris[0];
-  if (!redirectUri) throw new Error(`client ${file.client_id} has no redirect_uri`);
+  const redirectUri = o.redirect === false ? '' : file.redirect_uris[0];
+  if (redirectUri === undefined || (o.redirect !== false && !redirectUri))
+    throw new Error(`client ${file.client_id} has no redirect_uri`);
   return { clientId: file.client_id, redirectUri, scope: file.scope, kid, alg, privateKey };
 }
 
@@ -266,6 +271,27 @@ export async function send(hub: HubConnection, url: string | URL, o: SendOptions
     headers,
     ...(o.form ? { body: formBody(o.form) } : {}),
     redirect: 'manual',
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, text, body: parseJson(text) };
+}
+
+/** A JSON request (RFC 7591/7592 style), with an optional Bearer token; the answer parsed. */
+export async function sendJson(
+  hub: HubConnection,
+  method: string,
+  url: string | URL,
+  body?: unknown,
+  bearer?: string,
+): Promise<HttpResult> {
+  const res = await hub.fetch(url, {
+    method,
+    headers: {
+      accept: 'application/json',
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
+    },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
   });
   const text = await res.text();
   return { status: res.status, headers: res.headers, text, body: parseJson(text) };

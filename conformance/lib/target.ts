@@ -12,6 +12,7 @@ import path from 'node:path';
 import { Agent, buildConnector, fetch as undiciFetch } from 'undici';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import type { ConfigInput } from '../../src/config/index.ts';
+import { createInitialAccessToken } from '../../src/registration/index.ts';
 import { startTestHub } from '../../test/support/hub.ts';
 import {
   type ClientFile,
@@ -27,6 +28,14 @@ export interface Target extends HubConnection {
   label: string;
   /** `a` is demo-aggregator, `b` is demo-aggregator-2 (for cross-client misuse). */
   clients: { a: ClientIdentity; b: ClientIdentity };
+  /**
+   * Message Signing: demo-signed-aggregator (signed request objects required, JARM only) and
+   * demo-resource-server (may introspect); undefined when the hub's data dir has no such files.
+   */
+  signed?: ClientIdentity | undefined;
+  resourceServer?: ClientIdentity | undefined;
+  /** A fresh initial access token for one dynamic registration (in-process hubs only). */
+  initialAccessToken?: (() => Promise<string>) | undefined;
   /** The demo customer with one emulated passkey device (enrolled at its first login). */
   user: PasskeyUser;
   /** Authorization code lifetime the hub was configured with, seconds (the expiry check waits it out). */
@@ -53,6 +62,18 @@ async function discover(issuer: string, fetch: typeof globalThis.fetch): Promise
 
 function readClientFile(file: string): ClientFile {
   return JSON.parse(readFileSync(file, 'utf8')) as ClientFile;
+}
+
+/** The Message Signing demo clients in a hub's demo directory (absent files: undefined). */
+async function messageSigningClients(demoDir: string): Promise<Pick<Target, 'signed' | 'resourceServer'>> {
+  const signed = path.join(demoDir, 'signed-aggregator-client.json');
+  const rs = path.join(demoDir, 'resource-server-client.json');
+  return {
+    signed: existsSync(signed) ? await clientFromFile(readClientFile(signed)) : undefined,
+    resourceServer: existsSync(rs)
+      ? await clientFromFile(readClientFile(rs), { redirect: false })
+      : undefined,
+  };
 }
 
 export interface LocalTargetOptions {
@@ -112,6 +133,9 @@ export async function startLocalTarget(o: LocalTargetOptions = {}): Promise<Targ
       dispatcher,
       metadata,
       clients,
+      ...(await messageSigningClients(path.dirname(demo.clientFile))),
+      initialAccessToken: async () =>
+        (await createInitialAccessToken(t.hub.db, 600, 'operator:conformance')).value,
       user,
       codeTtl: t.hub.config.oidc.authorizationCodeTtl,
       async close() {
@@ -159,6 +183,7 @@ export async function connectTarget(o: ExternalTargetOptions): Promise<Target> {
       dispatcher,
       metadata,
       clients,
+      ...(await messageSigningClients(path.join(o.dataDir, 'demo'))),
       user: createPasskeyUser({
         fetch,
         customerNumber: o.customerNumber ?? DEMO_CUSTOMER_NUMBER,

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { notifyConfigSchema } from '../notify/config.ts';
+import { registrationConfigSchema } from '../registration/config.ts';
 import { riskConfigSchema } from '../risk/config.ts';
 
 const seconds = z.number().int().positive();
@@ -342,6 +343,8 @@ const schema = z
     notify: notifyConfigSchema.prefault({}),
     /** Risk engine: rules, offline IP data, windows, forensics retention (see docs/risk.md). */
     risk: riskConfigSchema.prefault({}),
+    /** Dynamic client registration (see src/registration/, docs/message-signing-and-registration.md). */
+    registration: registrationConfigSchema.prefault({}),
   })
   .strict();
 

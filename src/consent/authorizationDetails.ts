@@ -182,7 +182,10 @@ export function accountInformationOf(
   return details.find((d) => d.type === ACCOUNT_INFORMATION) as AccountInformationRequest | undefined;
 }
 
-type RarFeature = RichAuthorizationRequestsActiveConfiguration;
+/** The active configuration, with introspection's helper (introspection is on: src/oidc/messageSigning.ts). */
+type RarFeature = RichAuthorizationRequestsActiveConfiguration & {
+  authorizationDetailsForIntrospection(ctx: KoaContextWithOIDC, token: unknown): Promise<unknown>;
+};
 
 /**
  * `features.richAuthorizationRequests` for oidc-provider: every registered type validated with its

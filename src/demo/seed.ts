@@ -1,7 +1,8 @@
 /**
  * Demo mode: on an empty database, a demo brokerage, a customer with two securities accounts,
- * two aggregator clients (private_key_jwt + DPoP) and the brokerage's ingestion client
- * (client credentials, scope institution:ingest). Private keys are written only to
+ * two aggregator clients (private_key_jwt + DPoP), a third one registered for signed requests and
+ * JARM, the accounts API's resource-server client (introspection) and the brokerage's ingestion
+ * client (client credentials, scope institution:ingest). Private keys are written only to
  * <dataDir>/demo/*-client*.json (0600), never to the database or the log.
  */
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -17,6 +18,10 @@ export const DEMO_INSTITUTION_ID = 'demo-securities';
 export const DEMO_CUSTOMER_NUMBER = '10000001';
 export const DEMO_CLIENT_ID = 'demo-aggregator';
 export const DEMO_CLIENT_ID_2 = 'demo-aggregator-2';
+/** FAPI Message Signing: an aggregator that must sign its requests (JAR) and gets JARM responses only. */
+export const DEMO_SIGNED_CLIENT_ID = 'demo-signed-aggregator';
+/** The accounts API as a registered resource server: it may introspect (signed responses). */
+export const DEMO_RESOURCE_SERVER_CLIENT_ID = 'demo-resource-server';
 /** The demo brokerage's own client, pushing its data through POST /api/institution/v1/batches. */
 export const DEMO_INSTITUTION_CLIENT_ID = 'demo-institution';
 const DEMO_LOCK_ID = 0x64656d6f;
@@ -37,6 +42,14 @@ export function demoClientFile(config: Config): string {
 
 function secondClientFile(config: Config): string {
   return path.join(config.dataDir, 'demo', 'aggregator-client-2.json');
+}
+
+function signedClientFile(config: Config): string {
+  return path.join(config.dataDir, 'demo', 'signed-aggregator-client.json');
+}
+
+function resourceServerClientFile(config: Config): string {
+  return path.join(config.dataDir, 'demo', 'resource-server-client.json');
 }
 
 export function demoInstitutionClientFile(config: Config): string {
@@ -96,13 +109,17 @@ async function ensureInstitutionClient(tx: Queryable, config: Config, file: stri
   });
 }
 
-/** Registers a private_key_jwt + DPoP client and writes its private key to `file` (0600) only. */
+/**
+ * Registers a private_key_jwt + DPoP client unless it exists, and then writes its private key to
+ * `file` (0600) only. `extra` metadata goes on top (e.g. signed requests and JARM).
+ */
 async function createDemoClient(
   tx: Queryable,
   config: Config,
   clientId: string,
   name: string,
   file: string,
+  extra: Record<string, unknown> = {},
 ): Promise<void> {
   const { publicJwk, privateJwk } = newClientKey();
   const redirectUri = `${config.issuer}/demo/callback`;
@@ -119,11 +136,13 @@ async function createDemoClient(
     dpop_bound_access_tokens: true,
     require_pushed_authorization_requests: true,
     jwks: { keys: [publicJwk] },
+    ...extra,
   };
-  await tx.query('INSERT INTO clients (client_id, metadata) VALUES ($1, $2)', [
-    clientId,
-    JSON.stringify(metadata),
-  ]);
+  const inserted = await tx.query(
+    'INSERT INTO clients (client_id, metadata) VALUES ($1, $2) ON CONFLICT (client_id) DO NOTHING',
+    [clientId, JSON.stringify(metadata)],
+  );
+  if (inserted.rowCount !== 1) return;
   writeSecretFile(file, {
     issuer: config.issuer,
     client_id: clientId,
@@ -132,6 +151,52 @@ async function createDemoClient(
     token_endpoint_auth_method: 'private_key_jwt',
     private_jwk: privateJwk,
   });
+}
+
+/**
+ * The Message Signing demo clients (added on the next start to a database seeded before them): an
+ * aggregator registered for signed request objects and JARM, and the accounts API's resource-server
+ * client, which may introspect.
+ */
+async function ensureMessageSigningClients(tx: Queryable, config: Config): Promise<void> {
+  await createDemoClient(
+    tx,
+    config,
+    DEMO_SIGNED_CLIENT_ID,
+    'デモ署名付きアプリ (Demo signed-request PFM)',
+    signedClientFile(config),
+    { require_signed_request_object: true, response_modes: ['jwt', 'query.jwt', 'form_post.jwt'] },
+  );
+  const key = newClientKey();
+  const inserted = await tx.query(
+    'INSERT INTO clients (client_id, metadata) VALUES ($1, $2) ON CONFLICT (client_id) DO NOTHING',
+    [
+      DEMO_RESOURCE_SERVER_CLIENT_ID,
+      JSON.stringify({
+        client_id: DEMO_RESOURCE_SERVER_CLIENT_ID,
+        client_name: 'かけはし口座API (Demo resource server)',
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'ES256',
+        introspection_signed_response_alg: 'ES256',
+        dpop_bound_access_tokens: true,
+        resource_server: true,
+        jwks: { keys: [key.publicJwk] },
+      }),
+    ],
+  );
+  if (inserted.rowCount === 1)
+    writeSecretFile(resourceServerClientFile(config), {
+      issuer: config.issuer,
+      client_id: DEMO_RESOURCE_SERVER_CLIENT_ID,
+      redirect_uris: [],
+      scope: '',
+      introspection_endpoint: `${config.issuer}/token/introspection`,
+      token_endpoint_auth_method: 'private_key_jwt',
+      private_jwk: key.privateJwk,
+    });
 }
 
 export async function seedDemo(db: Db, config: Config): Promise<DemoInfo> {
@@ -145,6 +210,7 @@ export async function seedDemo(db: Db, config: Config): Promise<DemoInfo> {
     );
     if (existing.rows[0]) {
       await ensureInstitutionClient(tx, config, institutionClientFile);
+      await ensureMessageSigningClients(tx, config);
       return {
         customerId: existing.rows[0].id,
         customerNumber: DEMO_CUSTOMER_NUMBER,
@@ -189,6 +255,7 @@ export async function seedDemo(db: Db, config: Config): Promise<DemoInfo> {
       secondClientFile(config),
     );
     await ensureInstitutionClient(tx, config, institutionClientFile);
+    await ensureMessageSigningClients(tx, config);
     // Balances, holdings and transactions arrive through the same ingestion path institutions use.
     const accounts = await tx.query<{ id: string }>(
       'SELECT id FROM accounts WHERE customer_id = $1 ORDER BY opened_on',

@@ -15,6 +15,7 @@
  * userinfo, introspection and refresh_token also reject them for that reason).
  */
 
+import { createHash } from 'node:crypto';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
@@ -36,6 +37,14 @@ const GRANT_SOURCES: Record<string, string> = {
  * resource server only calls AccessToken.find). One extra primary-key probe in the same statement.
  */
 const GRANT_BOUND = new Set([...Object.keys(GRANT_SOURCES), 'AccessToken']);
+
+/**
+ * Models whose id is a long-lived bearer secret nobody else keeps: stored under SHA-256 of the value,
+ * without the value in the payload (its `jti`), so a copy of the table cannot manage clients. The
+ * value is put back into the payload on `find`, where the caller has just presented it.
+ */
+const HASHED_IDS = new Set(['RegistrationAccessToken']);
+const hashId = (value: string) => createHash('sha256').update(value).digest('base64url');
 
 const SQL = {
   upsert: `INSERT INTO oidc_payloads (model, id, payload, grant_id, uid, user_code, expires_at, consumed_at)
@@ -105,20 +114,29 @@ class PgAdapter implements Adapter {
     this.#model = model;
   }
 
+  /** The row id of a model id (hashed for HASHED_IDS). */
+  #key(id: string): string {
+    return HASHED_IDS.has(this.#model) ? hashId(id) : id;
+  }
+
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
     let stored = payload;
+    if (HASHED_IDS.has(this.#model)) {
+      const { jti: _secret, ...rest } = payload;
+      stored = rest;
+    }
     let consumed: number | null = null;
     if ('consumed' in payload) {
       // The column, not the JSON, records consumption; a consumed model saved again stays consumed
       // because the upsert never sets consumed_at back to NULL.
-      const { consumed: value, ...rest } = payload;
+      const { consumed: value, ...rest } = stored;
       stored = rest;
       if (typeof value === 'number') consumed = value;
       else if (value) consumed = Math.floor(Date.now() / 1000);
     }
     await this.#db.query(SQL.upsert, [
       this.#model,
-      id,
+      this.#key(id),
       toJsonb(stored),
       payload.grantId ?? null,
       payload.uid ?? null,
@@ -130,7 +148,8 @@ class PgAdapter implements Adapter {
 
   async find(id: string): Promise<AdapterPayload | undefined> {
     const sql = GRANT_BOUND.has(this.#model) ? SQL.findGrantBound : SQL.find;
-    return toPayload((await this.#db.query<PayloadRow>(sql, [this.#model, id])).rows[0]);
+    const found = toPayload((await this.#db.query<PayloadRow>(sql, [this.#model, this.#key(id)])).rows[0]);
+    return found && HASHED_IDS.has(this.#model) ? { ...found, jti: id } : found;
   }
 
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {
@@ -171,7 +190,7 @@ class PgAdapter implements Adapter {
   }
 
   async destroy(id: string): Promise<void> {
-    await this.#db.query(SQL.destroy, [this.#model, id]);
+    await this.#db.query(SQL.destroy, [this.#model, this.#key(id)]);
   }
 
   /** Deletes every row bound to the grant, whatever its model (oidc-provider calls this once per model). */

@@ -9,7 +9,7 @@ import { recordAudit } from '../audit/index.ts';
 import { revokeConsentsOfClient } from '../consent/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { OPERATION_DETAIL_TYPES } from '../linking/approvals/operationDetails.ts';
-import { FAPI_ALGS } from './provider.ts';
+import { FAPI_ALGS } from './algs.ts';
 
 export class ClientPolicyError extends Error {
   override name = 'ClientPolicyError';

@@ -44,12 +44,18 @@ import {
   operationDetailsOf,
 } from '../linking/approvals/approvalInteraction.ts';
 import { pendingNotices } from '../notices/index.ts';
+import { createRegistration, SOFTWARE_METADATA } from '../registration/index.ts';
 import { SSF_SCOPES, SSF_TOKEN_TTL_SECONDS, ssfResourceIndicators } from '../signals/index.ts';
 import { renderErrorPage } from '../web/index.ts';
 import { createAdapterFactory, rememberJtiOnce } from './adapter.ts';
+import { FAPI_ALGS } from './algs.ts';
+import {
+  messageSigningFeatures,
+  RESOURCE_SERVER_METADATA,
+  validateResourceServerMetadata,
+} from './messageSigning.ts';
 
-/** FAPI 2.0 §5.4: only these JWS algorithms, everywhere. */
-export const FAPI_ALGS = ['PS256', 'ES256', 'EdDSA'] as const;
+export { FAPI_ALGS } from './algs.ts';
 /** Scopes the hub knows. `accounts` is read access to the accounts the customer picks at consent. */
 export const SCOPES = ['openid', 'offline_access', 'accounts', ...GRANT_MANAGEMENT_SCOPES] as const;
 /**
@@ -67,6 +73,7 @@ export interface CreateProviderOptions {
 export function createProvider({ config, db, keys }: CreateProviderOptions): Provider {
   const accountsSeen = new WeakMap<object, Map<string, boolean>>();
   const algs = [...FAPI_ALGS];
+  const registration = createRegistration(config, db);
   const configuration: Configuration = {
     adapter: createAdapterFactory(db) as unknown as Configuration['adapter'],
     clients: [],
@@ -79,6 +86,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       dpop_bound_access_tokens: true,
       require_pushed_authorization_requests: true,
       authorization_details_types: defaultClientDetailTypes(),
+      authorization_signed_response_alg: 'ES256',
+      introspection_signed_response_alg: 'ES256',
     },
     clientAuthMethods: ['private_key_jwt'],
     enabledJWA: {
@@ -124,8 +133,15 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
         allowUnregisteredRedirectUris: false,
       },
       dPoP: { enabled: true, nonceSecret: keys.dpopNonceSecret, allowReplay: false },
-      introspection: { enabled: false },
-      revocation: { enabled: true },
+      // JAR, JARM, introspection (signed), revocation: src/oidc/messageSigning.ts.
+      ...messageSigningFeatures({
+        db,
+        issuer: config.issuer,
+        algs,
+        clockToleranceSeconds: config.oidc.clockToleranceSeconds,
+      }),
+      // RFC 7591/7592 behind src/registration's guard.
+      ...registration.features,
       rpInitiatedLogout: { enabled: true },
       // Brokerages learn when their customer's hub session ends, however it ends (src/oidc/backchannelLogout.ts).
       backchannelLogout: { enabled: true },
@@ -148,9 +164,12 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     loadExistingGrant,
     // A member institution's ingestion client names its institution (checked to exist at each call).
     extraClientMetadata: {
-      properties: [INSTITUTION_ID_METADATA],
-      validator: (_ctx, key, value, metadata) =>
-        validateInstitutionMetadata(key, value, metadata as unknown as Record<string, unknown>),
+      // resource_server: may introspect (src/oidc/messageSigning.ts); software_*: from a software statement.
+      properties: [INSTITUTION_ID_METADATA, RESOURCE_SERVER_METADATA, ...SOFTWARE_METADATA],
+      validator: (_ctx, key, value, metadata) => {
+        validateInstitutionMetadata(key, value, metadata as unknown as Record<string, unknown>);
+        validateResourceServerMetadata(key, value);
+      },
     },
     // How the customer signed in rides on every access token (from the code or refresh token it
     // was issued for), so the resource server can ask for step-up (RFC 9470).
@@ -221,6 +240,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
   };
 
   const provider = new Provider(config.issuer, configuration);
+  registration.install(provider);
   bindRefreshTokensToProofKey(provider);
   addGrantIdToTokenResponses(provider);
   // One atomic statement instead of oidc-provider's find-then-save (see rememberJtiOnce).

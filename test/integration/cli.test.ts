@@ -121,6 +121,14 @@ describe('kakehashi CLI', () => {
     expect(refused.stderr).toMatch(/refused: .*redirect_uris.*token_endpoint_auth_method/);
   });
 
+  it('issues an initial access token for one registration: printed once, bounded lifetime', async () => {
+    const ok = await cli('clients', 'iat', 'create', '--ttl', '600', '--operator', 'sato');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^kiat_[A-Za-z0-9_-]{43}\n$/);
+    expect(ok.stderr).toMatch(/valid until \d{4}-\d\d-\d\dT/);
+    expect((await cli('clients', 'iat', 'create', '--ttl', '0')).code).toBe(2);
+  });
+
   it('stops with a message naming the key for a bad configuration value', async () => {
     const { code, stderr } = await runCli({ ...env, PORT: 'eighty' }, 'migrate');
     expect(code).toBe(1);

@@ -14,7 +14,7 @@ import {
 } from '../../src/oidc/clients.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { accountsStatus, demoRp, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 beforeAll(async () => {
@@ -89,21 +89,7 @@ describe('disabling and removing clients', () => {
         DPoP: rp.dpop,
       },
     );
-    const read = () =>
-      client
-        .fetchProtectedResource(
-          rp.config,
-          tokens.access_token,
-          new URL(`${t.issuer}/api/v1/accounts`),
-          'GET',
-          undefined,
-          undefined,
-          { DPoP: rp.dpop },
-        )
-        .then(
-          (r) => r.status,
-          (e: client.WWWAuthenticateChallengeError) => e.response?.status ?? 0,
-        );
+    const read = () => accountsStatus(t, rp, tokens.access_token);
     expect(await read()).toBe(200);
 
     expect(await setClientEnabled(t.hub.db, 'demo-aggregator', false, 'operator:test')).toBe(true);

@@ -1,8 +1,8 @@
 /** Brokerages registered with subject_type pairwise each learn their own, stable customer identifier. */
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
-import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import type { PasskeyUser } from '../../conformance/lib/login.ts';
+import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { registeredRp } from '../support/rp.ts';
 
@@ -10,17 +10,7 @@ let t: TestHub;
 let customer: PasskeyUser;
 beforeAll(async () => {
   t = await startTestHub();
-  customer = createPasskeyUser({
-    fetch: t.fetch,
-    customerNumber: t.hub.demo!.customerNumber,
-    ticket: async () =>
-      (
-        await issueEnrollmentTicket(t.hub.authn, {
-          customerId: t.hub.demo!.customerId,
-          issuedBy: 'operator:test',
-        })
-      ).ticket,
-  });
+  customer = demoCustomer(t);
 });
 afterAll(() => t?.close());
 

@@ -1,5 +1,5 @@
 /** The demo customer with a passkey, enrolled the way a customer does it: over HTTPS, with a ticket. */
-import { completeLogin } from '../../conformance/lib/login.ts';
+import { completeLogin, createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import type { TestHub } from './hub.ts';
 import { createEmulator, type PasskeyEmulator } from './passkeyEmulator.ts';
@@ -24,4 +24,19 @@ export async function enrollDemoCustomer(
     enroll: { customerNumber: t.hub.demo!.customerNumber, ticket: ticket.ticket },
   });
   return device;
+}
+
+/** The demo customer as a passkey user: the first login enrolls a new device with a fresh ticket. */
+export function demoCustomer(t: TestHub): PasskeyUser {
+  return createPasskeyUser({
+    fetch: t.fetch,
+    customerNumber: t.hub.demo!.customerNumber,
+    ticket: async () =>
+      (
+        await issueEnrollmentTicket(t.hub.authn, {
+          customerId: t.hub.demo!.customerId,
+          issuedBy: 'operator:test',
+        })
+      ).ticket,
+  });
 }

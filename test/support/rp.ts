@@ -16,27 +16,30 @@ export interface Rp {
 
 export async function demoRp(t: TestHub, options: { dpopKey?: client.CryptoKeyPair } = {}): Promise<Rp> {
   const { private_jwk, client_id, redirect_uris } = t.demoClient;
+  const config = await clientConfig(t, client_id, private_jwk);
+  const dpopKey = options.dpopKey ?? (await client.randomDPoPKeyPair('ES256'));
+  return { config, dpopKey, dpop: client.getDPoPHandle(config, dpopKey), redirectUri: redirect_uris[0]! };
+}
+
+/** openid-client for a registered client whose private_key_jwt key is the P-256 JWK given. */
+export async function clientConfig(
+  t: TestHub,
+  clientId: string,
+  privateJwk: JsonWebKey & { kid: string },
+): Promise<client.Configuration> {
   const {
     kid,
     alg: _alg,
     use: _use,
     key_ops: _ops,
     ...jwk
-  } = private_jwk as JsonWebKey & { kid: string; alg: string; use?: string };
+  } = privateJwk as JsonWebKey & { kid: string; alg?: string; use?: string };
   const key = await crypto.subtle.importKey('jwk', jwk, { name: 'ECDSA', namedCurve: 'P-256' }, false, [
     'sign',
   ]);
-  const config = await client.discovery(
-    new URL(t.issuer),
-    client_id,
-    undefined,
-    client.PrivateKeyJwt({ key, kid }),
-    {
-      [client.customFetch]: t.fetch as client.CustomFetch,
-    },
-  );
-  const dpopKey = options.dpopKey ?? (await client.randomDPoPKeyPair('ES256'));
-  return { config, dpopKey, dpop: client.getDPoPHandle(config, dpopKey), redirectUri: redirect_uris[0]! };
+  return client.discovery(new URL(t.issuer), clientId, undefined, client.PrivateKeyJwt({ key, kid }), {
+    [client.customFetch]: t.fetch as client.CustomFetch,
+  });
 }
 
 /**
@@ -113,4 +116,22 @@ export async function startAuthorization(
     { DPoP: rp.dpop },
   );
   return { url, codeVerifier, state };
+}
+
+/** GET the accounts API with a DPoP-bound access token: the HTTP status (401 when refused). */
+export function accountsStatus(t: TestHub, rp: Rp, accessToken: string): Promise<number> {
+  return client
+    .fetchProtectedResource(
+      rp.config,
+      accessToken,
+      new URL(`${t.issuer}/api/v1/accounts`),
+      'GET',
+      undefined,
+      undefined,
+      { DPoP: rp.dpop },
+    )
+    .then(
+      (r) => r.status,
+      (e: client.WWWAuthenticateChallengeError) => e.response?.status ?? 0,
+    );
 }
