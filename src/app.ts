@@ -13,6 +13,7 @@ import type { Config } from './config/index.ts';
 import type { Db } from './db/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
 import type { Logger } from './log.ts';
+import { mtlsFor } from './mtls/index.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import type { Signals } from './signals/index.ts';
 import { assetsMiddleware, errorPage, html, languageOf } from './web/index.ts';
@@ -50,6 +51,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
     }
   });
   app.use(fapiInteractionId());
+  app.use(mtlsFor(config).middleware(db));
   app.use(securityHeaders());
   app.use(assetsMiddleware());
   app.use(postOnly(['/request', '/token', '/token/revocation', '/token/introspection']));

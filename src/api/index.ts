@@ -13,10 +13,11 @@ import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
+import { mtlsFor } from '../mtls/index.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
-import { DpopError, dpopSeenKey, verifyDpopProof } from './dpop.ts';
-import { ApiError, dpopChallenge, dpopHeaders, presentedDpopToken, sendApiError } from './errors.ts';
+import { dpopSeenKey } from './dpop.ts';
+import { ApiError, dpopChallenge, presentedAccessToken, sendApiError } from './errors.ts';
 import { ingestHandler } from './ingest.ts';
 import { openApiDocument } from './openapi.ts';
 import { bookingBound, PAGE_SIZE_DEFAULT, pageSize, single } from './params.ts';
@@ -32,6 +33,7 @@ import {
   TRANSACTIONS_SQL,
   type TransactionRow,
 } from './reads.ts';
+import { CertificateBindingError, checkSenderConstraint, DpopError } from './senderConstraint.ts';
 
 export { deleteExpiredDpopProofs } from './dpop.ts';
 export { ApiError } from './errors.ts';
@@ -68,8 +70,8 @@ interface Authorized {
   customerId: string;
   clientId: string;
   grantId: string;
-  /** The proof's jti, to be recorded by the read's own statement (one round trip per read). */
-  proofSeen: { key: string; expiresAt: Date };
+  /** The proof's jti, to be recorded by the read's own statement (one round trip per read); none for mTLS. */
+  proofSeen: { key: string; expiresAt: Date } | undefined;
 }
 
 const mask = (n: string) => `${'*'.repeat(Math.max(0, n.length - 3))}${n.slice(-3)}`;
@@ -198,6 +200,7 @@ export function apiRoutes({
   transactionLookbackDays = DEFAULT_TRANSACTION_LOOKBACK_DAYS,
 }: ApiRoutesOptions): Router {
   const router = new Router({ prefix: '/api' });
+  const mtls = mtlsFor(config);
   const cursors = createCursorCodec(macSigner(provider.keys));
   const openApi = openApiDocument(config.issuer);
   const base = `${config.issuer}/api/v1`;
@@ -223,34 +226,36 @@ export function apiRoutes({
     return invalid(reason);
   }
 
-  /** Authenticates the call: DPoP-bound access token + a valid proof for this exact request. */
+  /**
+   * Authenticates the call: a DPoP-bound access token with a valid proof for this exact request, or a
+   * certificate-bound one (RFC 8705) over a connection presenting that certificate.
+   */
   async function authorize(ctx: Context, scope: string): Promise<Authorized> {
-    const value = presentedDpopToken(ctx, invalid, FAPI_ALGS);
+    const { scheme, value } = presentedAccessToken(ctx, FAPI_ALGS);
     const token = await provider.AccessToken.find(value);
     if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
-    if (!token.jkt) throw invalid('the access token is not DPoP-bound');
-    const proofs = dpopHeaders(ctx);
-    // Every other check first; the jti is recorded atomically by the read's statement.
-    let proofSeen: Authorized['proofSeen'] | undefined;
+    // Every other check first; a DPoP jti is recorded atomically by the read's statement.
+    let proofSeen: Authorized['proofSeen'];
     const replay = {
       async remember(jtiKey: string, expiresAt: Date) {
         proofSeen = { key: dpopSeenKey(jtiKey), expiresAt };
         return true;
       },
     };
+    const who = { clientId: token.clientId, customerId: token.accountId };
     try {
-      await verifyDpopProof({
-        headers: proofs,
-        method: ctx.method,
-        url: `${config.origin}${ctx.originalUrl}`,
-        accessToken: value,
-        expectedJkt: token.jkt,
-        replay,
-        iatWindowSeconds: config.api.dpopIatWindowSeconds,
-      });
+      await checkSenderConstraint({ ctx, config, mtls, scheme, value, token, replay, invalid });
     } catch (err) {
-      if (!(err instanceof DpopError)) throw err;
-      throw await rejectProof(ctx, { clientId: token.clientId, customerId: token.accountId }, err.message);
+      if (err instanceof DpopError) throw await rejectProof(ctx, who, err.message);
+      if (err instanceof CertificateBindingError)
+        await recordAudit(db, {
+          type: 'api.mtls.rejected',
+          outcome: 'failure',
+          ...who,
+          ip: ctx.ip,
+          data: { reason: err.message, path: ctx.path },
+        });
+      throw err;
     }
     const scopes = new Set(String(token.scope ?? '').split(' '));
     if (!scopes.has(scope))
@@ -275,7 +280,7 @@ export function apiRoutes({
       customerId: token.accountId,
       clientId: token.clientId!,
       grantId: token.grantId,
-      proofSeen: proofSeen!,
+      proofSeen,
     };
   }
 
@@ -293,8 +298,8 @@ export function apiRoutes({
       auth.grantId,
       auth.clientId,
       auth.customerId,
-      auth.proofSeen.key,
-      auth.proofSeen.expiresAt.toISOString(),
+      auth.proofSeen?.key ?? null,
+      auth.proofSeen?.expiresAt.toISOString() ?? null,
       unattended,
       unattendedCallsPerDay,
       o.accountId,

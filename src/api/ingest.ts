@@ -15,8 +15,10 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { SIGNING_ALGS } from '../keys/index.ts';
 import { IngestError, type IngestIssue, ingestBatch } from '../ledger/index.ts';
-import { createDbReplayStore, DpopError, type DpopReplayStore, verifyDpopProof } from './dpop.ts';
-import { ApiError, dpopChallenge, dpopHeaders, presentedDpopToken } from './errors.ts';
+import { mtlsFor } from '../mtls/index.ts';
+import { createDbReplayStore, type DpopReplayStore } from './dpop.ts';
+import { ApiError, dpopChallenge, presentedAccessToken } from './errors.ts';
+import { checkSenderConstraint, DpopError } from './senderConstraint.ts';
 
 /** The one scope of the institution resource. */
 export const INGEST_SCOPE = 'institution:ingest';
@@ -183,6 +185,7 @@ export function ingestHandler({
 }: IngestRouteOptions): (ctx: Context) => Promise<void> {
   const resource = institutionResource(config.issuer);
   const replay: DpopReplayStore = createDbReplayStore(db);
+  const mtls = mtlsFor(config);
   const invalidToken = (description: string) =>
     new ApiError(
       401,
@@ -191,26 +194,17 @@ export function ingestHandler({
       dpopChallenge('invalid_token', description, SIGNING_ALGS),
     );
 
-  /** The DPoP-bound client-credentials token of a member institution, with its proof for this request. */
+  /** The client-credentials token of a member institution, DPoP- (with its proof) or certificate-bound. */
   async function authenticate(ctx: Context, trace: Trace): Promise<Caller> {
-    const value = presentedDpopToken(ctx, invalidToken, SIGNING_ALGS);
+    const { scheme, value } = presentedAccessToken(ctx, SIGNING_ALGS);
     const token = await provider.ClientCredentials.find(value);
     if (!token || token.isExpired) throw invalidToken('the access token is invalid, expired or revoked');
     trace.clientId = token.clientId;
     const aud = token.aud;
     if (!(Array.isArray(aud) ? aud.includes(resource) : aud === resource))
       throw invalidToken('the access token is not for the institution API');
-    if (!token.jkt) throw invalidToken('the access token is not DPoP-bound');
     try {
-      await verifyDpopProof({
-        headers: dpopHeaders(ctx),
-        method: ctx.method,
-        url: `${config.origin}${ctx.originalUrl}`,
-        accessToken: value,
-        expectedJkt: token.jkt,
-        replay,
-        iatWindowSeconds: config.api.dpopIatWindowSeconds,
-      });
+      await checkSenderConstraint({ ctx, config, mtls, scheme, value, token, replay, invalid: invalidToken });
     } catch (err) {
       if (!(err instanceof DpopError)) throw err;
       throw new ApiError(

@@ -22,6 +22,7 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
 import type { KeyMaterial } from '../keys/index.ts';
+import { MTLS_AUTH_METHODS, mtlsFor } from '../mtls/index.ts';
 import { pendingNotices } from '../notices/index.ts';
 import { SSF_SCOPES, SSF_TOKEN_TTL_SECONDS, ssfResourceIndicators } from '../signals/index.ts';
 import { renderErrorPage } from '../web/index.ts';
@@ -46,6 +47,7 @@ export interface CreateProviderOptions {
 export function createProvider({ config, db, keys }: CreateProviderOptions): Provider {
   const accountsSeen = new WeakMap<object, Map<string, boolean>>();
   const algs = [...FAPI_ALGS];
+  const mtls = mtlsFor(config);
   const configuration: Configuration = {
     adapter: createAdapterFactory(db) as unknown as Configuration['adapter'],
     clients: [],
@@ -58,7 +60,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       dpop_bound_access_tokens: true,
       require_pushed_authorization_requests: true,
     },
-    clientAuthMethods: ['private_key_jwt'],
+    // FAPI 2.0 §5.3.3.4: private_key_jwt, and the RFC 8705 methods when mTLS is on (src/mtls).
+    clientAuthMethods: ['private_key_jwt', ...(mtls.enabled ? MTLS_AUTH_METHODS : [])],
     enabledJWA: {
       clientAuthSigningAlgValues: algs,
       idTokenSigningAlgValues: algs,
@@ -103,6 +106,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       },
       dPoP: { enabled: true, nonceSecret: keys.dpopNonceSecret, allowReplay: false },
       introspection: { enabled: false },
+      mTLS: mtls.providerFeature(),
       revocation: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       userinfo: { enabled: true },
@@ -169,6 +173,10 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       renderErrorPage(ctx as unknown as KoaContextWithOIDC, out as unknown as Record<string, string>);
     },
     discovery: { service_documentation: `${config.issuer}/docs` },
+  };
+  configuration.discovery = {
+    ...configuration.discovery,
+    ...mtls.discovery({ introspection: configuration.features?.introspection?.enabled === true }),
   };
 
   const provider = new Provider(config.issuer, configuration);
