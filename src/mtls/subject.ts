@@ -34,7 +34,12 @@ export function subjectMatches(
     case 'tls_client_auth_subject_dn': {
       let wanted: string[][];
       try {
-        wanted = comparableName(new x509.Name(expected));
+        // Attribute type names are case-insensitive (RFC 4514 §3); the parser knows only upper case.
+        const typesUpper = expected.replace(
+          /(^|(?<!\\)[,+])(\s*)([A-Za-z][A-Za-z0-9-]*)(\s*=)/g,
+          (_m, sep, sp, type, eq) => `${sep}${sp}${type.toUpperCase()}${eq}`,
+        );
+        wanted = comparableName(new x509.Name(typesUpper));
       } catch {
         return false;
       }

@@ -55,7 +55,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'private_key_jwt',
-      token_endpoint_auth_signing_alg: 'ES256',
+      // No default token_endpoint_auth_signing_alg: oidc-provider refuses one on mTLS clients; a
+      // private_key_jwt client without it may use any of FAPI_ALGS (enabledJWA).
       id_token_signed_response_alg: 'ES256',
       dpop_bound_access_tokens: true,
       require_pushed_authorization_requests: true,
