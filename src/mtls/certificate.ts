@@ -156,6 +156,8 @@ export function createCertificateSource(o: CertificateSourceOptions) {
     else proxies.addSubnet(addr, Number(bits), type);
   }
   const headerName = o.header.toLowerCase();
+  // A keep-alive connection presents its certificate once: parse it once.
+  const perSocket = new WeakMap<TLSSocket, PresentedCertificate>();
 
   const trusted = (peer: string) => {
     const family = isIP(peer);
@@ -172,11 +174,15 @@ export function createCertificateSource(o: CertificateSourceOptions) {
         // The hub's own handshake is the only source; a forwarded header is somebody's guess.
         const out = raw === undefined ? {} : ignored('the hub terminates TLS itself');
         const socket = req.socket as TLSSocket;
-        const cert =
-          typeof socket.getPeerX509Certificate === 'function' ? socket.getPeerX509Certificate() : undefined;
-        if (!cert) return out;
-        // socket.authorized: OpenSSL verified the chain against exactly the configured CAs (no CAs, no trust).
-        const presented = await describe(cert, 'tls', o.anchors.length > 0 && socket.authorized === true);
+        let presented = perSocket.get(socket);
+        if (!presented) {
+          const cert =
+            typeof socket.getPeerX509Certificate === 'function' ? socket.getPeerX509Certificate() : undefined;
+          if (!cert) return out;
+          // socket.authorized: OpenSSL verified the chain against exactly the configured CAs (no CAs, no trust).
+          presented = await describe(cert, 'tls', o.anchors.length > 0 && socket.authorized === true);
+          perSocket.set(socket, presented);
+        }
         return { ...out, presented };
       }
       if (raw === undefined || raw === '') return {};

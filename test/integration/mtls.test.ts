@@ -302,7 +302,7 @@ describe('every client authentication × sender constraint (openid-client)', () 
   for (const auth of ['private_key_jwt', 'tls_client_auth', 'self_signed_tls_client_auth'] as const)
     for (const sender of ['dpop', 'mtls'] as const) combos.push([auth, sender]);
 
-  it.each(combos)('%s × %s: PAR, code, userinfo, read API and refresh', async (auth, sender) => {
+  it.each(combos)('%s × %s: PAR, code, userinfo, read API, refresh and revocation', async (auth, sender) => {
     const c = await register(auth, sender);
     const f = await authorize(c);
     expect(f.tokens.token_type.toLowerCase()).toBe(sender === 'dpop' ? 'dpop' : 'bearer');
@@ -346,9 +346,12 @@ describe('every client authentication × sender constraint (openid-client)', () 
     const again = await t.hub.provider.AccessToken.find(refreshed.access_token);
     if (sender === 'mtls') expect(again?.['x5t#S256']).toBe(c.cert!.thumbprint);
     else expect(again?.jkt).toBe(stored?.jkt);
-    expect(await readAccounts(f, sender === 'mtls' ? mtlsOrigin : t.issuer, refreshed.access_token)).toBe(
-      200,
-    );
+    const origin = sender === 'mtls' ? mtlsOrigin : t.issuer;
+    expect(await readAccounts(f, origin, refreshed.access_token)).toBe(200);
+
+    // Revocation (at the alias for clients with a certificate) authenticates the same way.
+    await client.tokenRevocation(f.config, refreshed.access_token);
+    expect(await readAccounts(f, origin, refreshed.access_token)).toBe(401);
   });
 });
 
