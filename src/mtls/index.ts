@@ -16,7 +16,7 @@ import type * as X509 from '@peculiar/x509';
 import type { Context, Middleware } from 'koa';
 import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
-import type { Config } from '../config/index.ts';
+import { type Config, ConfigError } from '../config/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { loadX509 } from '../tls/index.ts';
 import { createCertificateSource, type PresentedCertificate, parsePemBundle } from './certificate.ts';
@@ -41,11 +41,6 @@ const ALIASED_ROUTES = {
   userinfo_endpoint: '/me',
 } as const;
 
-export class MtlsConfigError extends Error {
-  override name = 'MtlsConfigError';
-  readonly code = 'ERR_MTLS_CONFIG';
-}
-
 export interface Mtls {
   enabled: boolean;
   /** Public origin of the mTLS endpoint aliases; undefined when there are none. */
@@ -56,7 +51,7 @@ export interface Mtls {
   providerFeature(): NonNullable<NonNullable<Configuration['features']>['mTLS']>;
   /** Discovery members: `mtls_endpoint_aliases` (introspection only when that endpoint is on). */
   discovery(options: { introspection: boolean }): Record<string, unknown>;
-  /** TLS options of the mTLS listener on top of the FAPI server options; it registers its sockets. */
+  /** TLS options of the mTLS listener, on top of the FAPI server options (src/tls). */
   listenerOptions(): Pick<ServerOptions, 'requestCert' | 'rejectUnauthorized' | 'ca'>;
   /** Call for every connection the mTLS listener accepts. */
   markAliasConnection(socket: Socket): void;
@@ -84,17 +79,17 @@ function loadAnchors(files: readonly string[]) {
     try {
       pem = readFileSync(file, 'utf8');
     } catch (err) {
-      throw new MtlsConfigError(`mtls.caFiles: cannot read ${file} (${(err as Error).message})`);
+      throw new ConfigError(`mtls.caFiles: cannot read ${file} (${(err as Error).message})`);
     }
     let certs: ReturnType<typeof parsePemBundle>;
     try {
       certs = parsePemBundle(pem);
     } catch (err) {
-      throw new MtlsConfigError(
+      throw new ConfigError(
         `mtls.caFiles: ${file} holds an unreadable certificate (${(err as Error).message})`,
       );
     }
-    if (!certs.length) throw new MtlsConfigError(`mtls.caFiles: ${file} holds no PEM certificate`);
+    if (!certs.length) throw new ConfigError(`mtls.caFiles: ${file} holds no PEM certificate`);
     pems.push(pem);
     return certs;
   });

@@ -4,7 +4,7 @@
  * policy for the mTLS methods, and the configuration keys.
  */
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import { comparableName, createCertificateSource } from '../../src/mtls/certific
 import {
   certificateBindingProblem,
   chainsToAnchor,
+  mtlsFor,
   type PresentedCertificate,
   parseCertificateHeader,
   subjectMatches,
@@ -289,5 +290,22 @@ describe('configuration', () => {
     expect(() => load({ KAKEHASHI_MTLS_CERT_HEADER: 'bad header' })).toThrow(/mtls\.certificateHeader/);
     expect(() => load({ PORT: '9000', KAKEHASHI_MTLS_PORT: '9000' })).toThrow(ConfigError);
     expect(() => load({ PORT: '9000', KAKEHASHI_MTLS_PORT: '9000' })).toThrow(/mtls\.port/);
+  });
+
+  it('names mtls.caFiles when a CA bundle is missing or holds no certificate', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'kkh-mtls-ca-'));
+    const empty = path.join(dir, 'empty.pem');
+    writeFileSync(empty, 'no certificates here\n');
+    for (const file of [path.join(dir, 'missing.pem'), empty]) {
+      const config = load({ KAKEHASHI_MTLS_CA: file });
+      expect(() => mtlsFor(config)).toThrow(ConfigError);
+      expect(() => mtlsFor(config)).toThrow(/mtls\.caFiles/);
+    }
+    writeFileSync(path.join(dir, 'ca.pem'), ca.certPem);
+    expect(mtlsFor(load({ KAKEHASHI_MTLS_CA: path.join(dir, 'ca.pem') })).listenerOptions()).toMatchObject({
+      requestCert: true,
+      rejectUnauthorized: false,
+      ca: [ca.certPem],
+    });
   });
 });
