@@ -35,6 +35,8 @@ export interface Hub {
   server: http.Server | https.Server;
   /** The mTLS listener (mtls_endpoint_aliases) when the hub terminates TLS and mTLS is on. */
   mtlsServer: https.Server | undefined;
+  /** Public origin of the mtls_endpoint_aliases, if any. */
+  mtlsUrl: string | undefined;
   /** Where this node listens (may differ from the issuer behind a proxy). */
   listenUrl: string;
   demo: DemoInfo | undefined;
@@ -117,6 +119,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
           s.listen(port, config.host, () => resolve());
         });
       }
+      if (mtlsServer) mtls.listening((mtlsServer.address() as AddressInfo).port);
     } catch (err) {
       clearInterval(sweeper);
       server.close();
@@ -138,6 +141,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       logger,
       server,
       mtlsServer,
+      mtlsUrl: mtls.origin(),
       listenUrl: `${scheme}://${host}:${port}`,
       demo,
       caPath,

@@ -9,6 +9,7 @@
  */
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Agent, buildConnector, fetch as undiciFetch } from 'undici';
@@ -74,7 +75,7 @@ export async function prepareMtlsPki(): Promise<MtlsPki> {
     caFile,
     discard: () => rmSync(dir, { recursive: true, force: true }),
     async register(t, mainPort) {
-      const mtlsPort = t.hub.config.mtls.port;
+      const mtlsPort = (t.hub.mtlsServer!.address() as AddressInfo).port;
       const agents: Agent[] = [];
       const fetchWith = (cert: TestCertificate | undefined) => {
         const connector = buildConnector({
@@ -111,7 +112,7 @@ export async function prepareMtlsPki(): Promise<MtlsPki> {
       };
       const untrusted = await createTestCa('CN=Conformance Client CA, O=Kakehashi conformance, C=JP');
       return {
-        origin: `https://localhost:${mtlsPort}`,
+        origin: t.hub.mtlsUrl!,
         clients,
         strangers: {
           trustedCa: await ca.issue({ subject: 'CN=nobody, O=Kakehashi conformance, C=JP' }),

@@ -170,9 +170,10 @@ const schema = z
         enabled: z.boolean().default(true),
         /**
          * dev/files: the second HTTPS listener (same host) that requests client certificates and serves
-         * the mtls_endpoint_aliases; the main port never asks browsers for a certificate.
+         * the mtls_endpoint_aliases; the main port never asks browsers for a certificate. 0: a free port
+         * chosen at start (discovery names it); set a fixed one where a load balancer must know it.
          */
-        port: z.number().int().min(1).max(65535).default(8444),
+        port: z.number().int().min(0).max(65535).default(0),
         /** Public https origin of the aliases; default https://<issuer host>:<port> (proxy mode: none). */
         baseUrl: z.url({ protocol: /^https$/ }).optional(),
         /** PEM bundles of the CAs whose client certificates tls_client_auth accepts (none: it never passes). */
@@ -377,7 +378,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const c = parsed.data;
   if (c.tls.mode === 'files' && (!c.tls.certFile || !c.tls.keyFile))
     throw new ConfigError('tls.certFile and tls.keyFile: required when tls.mode is "files"');
-  if (c.mtls.enabled && c.tls.mode !== 'proxy' && c.mtls.port === c.port)
+  if (c.mtls.enabled && c.tls.mode !== 'proxy' && c.mtls.port !== 0 && c.mtls.port === c.port)
     throw new ConfigError('mtls.port: must differ from port (the mTLS listener is a second listener)');
   const issuer = (c.issuer ?? `https://localhost:${c.port}`).replace(/\/$/, '');
   const url = new URL(issuer);

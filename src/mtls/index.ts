@@ -43,8 +43,10 @@ const ALIASED_ROUTES = {
 
 export interface Mtls {
   enabled: boolean;
-  /** Public origin of the mTLS endpoint aliases; undefined when there are none. */
-  origin: string | undefined;
+  /** Public origin of the mTLS endpoint aliases; undefined when there are none (or not yet listening). */
+  origin(): string | undefined;
+  /** The mTLS listener's actual port (mtls.port 0 lets the system choose it). */
+  listening(port: number): void;
   /** Resolves each request's client certificate (audits a certificate header it does not believe). */
   middleware(db: Queryable): Middleware;
   /** oidc-provider `features.mTLS`. */
@@ -102,14 +104,16 @@ function createMtls(config: Config): Mtls {
     ? loadAnchors(config.mtls.caFiles)
     : { anchors: [], pems: [] };
   const host = new URL(config.issuer).hostname;
-  const origin = !config.mtls.enabled
+  const originOnPort = (port: number) =>
+    `https://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
+  let origin = !config.mtls.enabled
     ? undefined
     : config.mtls.baseUrl
       ? new URL(config.mtls.baseUrl).origin
-      : proxyMode
+      : proxyMode || config.mtls.port === 0
         ? undefined
-        : `https://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${config.mtls.port}`;
-  const originHost = origin ? new URL(origin).host : undefined;
+        : originOnPort(config.mtls.port);
+  let originHost = origin ? new URL(origin).host : undefined;
   const source = createCertificateSource({
     mode: proxyMode ? 'proxy' : 'tls',
     anchors,
@@ -125,7 +129,12 @@ function createMtls(config: Config): Mtls {
 
   return {
     enabled: config.mtls.enabled,
-    origin,
+    origin: () => origin,
+    listening(port) {
+      if (!config.mtls.enabled || config.mtls.baseUrl || proxyMode) return;
+      origin = originOnPort(port);
+      originHost = new URL(origin).host;
+    },
     middleware(db) {
       return async (ctx, next) => {
         if (config.mtls.enabled) {

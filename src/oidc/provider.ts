@@ -175,10 +175,6 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
     },
     discovery: { service_documentation: `${config.issuer}/docs` },
   };
-  configuration.discovery = {
-    ...configuration.discovery,
-    ...mtls.discovery({ introspection: configuration.features?.introspection?.enabled === true }),
-  };
 
   const provider = new Provider(config.issuer, configuration);
   bindRefreshTokensToProofKey(provider);
@@ -191,6 +187,15 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       exp - Math.floor(Date.now() / 1000),
     );
   limitRequestUriLifetime(provider, config.oidc.parTtl);
+  // mtls_endpoint_aliases at request time: the mTLS listener's port may be chosen only at start.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route === 'discovery' && ctx.body && typeof ctx.body === 'object')
+      Object.assign(
+        ctx.body,
+        mtls.discovery({ introspection: configuration.features?.introspection?.enabled === true }),
+      );
+  });
   return provider;
 }
 

@@ -9,6 +9,7 @@
  */
 import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as client from 'openid-client';
@@ -257,7 +258,9 @@ beforeAll(async () => {
   pkiDir = mkdtempSync(path.join(tmpdir(), 'kkh-mtls-pki-'));
   writeFileSync(path.join(pkiDir, 'clients-ca.pem'), ca.certPem);
   t = await startTestHub({ mtls: { caFiles: [path.join(pkiDir, 'clients-ca.pem')] } });
-  mtlsOrigin = `https://localhost:${t.hub.config.mtls.port}`;
+  // mtls.port 0 (the default): the system chose the port; the hub knows the aliases' origin.
+  mtlsOrigin = t.hub.mtlsUrl!;
+  expect(mtlsOrigin).toBe(`https://localhost:${(t.hub.mtlsServer!.address() as AddressInfo).port}`);
   device = await enrollDemoCustomer(t);
 });
 

@@ -49,8 +49,6 @@ export async function startTestHub(overrides: ConfigInput = {}): Promise<TestHub
   const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-test-'));
   const database = await createTestDatabase();
   const port = await freePort();
-  // The mTLS listener (src/mtls) needs a port of its own.
-  const mtlsPort = await freePort();
   const config = loadConfig({
     env: {},
     configDir: path.join(dataDir, 'no-config'),
@@ -61,7 +59,6 @@ export async function startTestHub(overrides: ConfigInput = {}): Promise<TestHub
       logLevel: 'silent',
       ...(database.url ? { databaseUrl: database.url, databasePoolSize: 10 } : {}),
       ...overrides,
-      mtls: { port: mtlsPort, ...overrides.mtls },
     },
   });
   const hub = await startHub(config, { logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent') });

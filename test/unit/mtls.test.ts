@@ -256,10 +256,10 @@ describe('configuration', () => {
   const load = (env: Record<string, string>, overrides = {}) =>
     loadConfig({ env, overrides, configDir: mkdtempSync(path.join(tmpdir(), 'kkh-mtls-')) });
 
-  it('has mTLS on a second port by default and takes the KAKEHASHI_MTLS_* variables', () => {
+  it('has mTLS on a second, system-chosen port by default and takes the KAKEHASHI_MTLS_* variables', () => {
     expect(load({}).mtls).toEqual({
       enabled: true,
-      port: 8444,
+      port: 0,
       caFiles: [],
       certificateHeader: 'x-ssl-client-cert',
       trustedProxies: [],
