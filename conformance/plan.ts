@@ -1,14 +1,15 @@
 /**
  * The local FAPI 2.0 conformance plan: the checks of ../shared/conformance/fapi2-checklist.md
  * (groups "Discovery and happy path", "Authorization endpoint and PAR", "Token endpoint", "DPoP",
- * "Message signing plan", and "Client registration"),
- * for the private_key_jwt + DPoP variant, run against a live hub. `run.ts` prints the table;
+ * "Message signing plan", and "Client registration"), for the private_key_jwt + DPoP variant, and the
+ * mTLS variants and rows in group "mTLS (RFC 8705)", run against a live hub. `run.ts` prints the table;
  * `fapi2.test.ts` runs the same checks under vitest, one test per check.
  */
 import { authorizationChecks } from './checks/authorization.ts';
 import { discoveryChecks } from './checks/discovery.ts';
 import { dpopChecks } from './checks/dpop.ts';
 import { messageSigningChecks } from './checks/messageSigning.ts';
+import { mtlsChecks } from './checks/mtls.ts';
 import { tokenChecks } from './checks/token.ts';
 import { type CheckContext, createContext } from './lib/context.ts';
 import { CheckNotApplicable } from './lib/expect.ts';
@@ -21,6 +22,7 @@ export const FAPI2_CHECKS: readonly Check[] = [
   ...tokenChecks,
   ...dpopChecks,
   ...messageSigningChecks,
+  ...mtlsChecks,
 ];
 
 export const DEFAULT_VARIANT: Variant = { clientAuth: 'private_key_jwt', senderConstraint: 'dpop' };

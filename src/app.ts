@@ -15,6 +15,7 @@ import { grantManagementRoutes } from './grants/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
 import { approvalRoutes, decisionRoutes, linkingRoutes, loadPolicy } from './linking/index.ts';
 import type { Logger } from './log.ts';
+import { mtlsFor } from './mtls/index.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { DEVICE_COOKIE } from './oidc/passkeySignIn.ts';
 import { proofingRoutes } from './proofing/index.ts';
@@ -55,6 +56,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
     }
   });
   app.use(fapiInteractionId());
+  app.use(mtlsFor(config).middleware(db));
   app.use(securityHeaders());
   app.use(assetsMiddleware());
   app.use(postOnly(['/request', '/token', '/token/revocation', '/token/introspection']));

@@ -16,6 +16,7 @@ import { type DemoInfo, seedDemo } from './demo/seed.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
 import { applySweepSuspensions, deleteExpiredLinkAttempts } from './linking/index.ts';
 import { createLogger, type Logger } from './log.ts';
+import { mtlsFor } from './mtls/index.ts';
 import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
 import { startBackchannelLogouts } from './oidc/backchannelLogout.ts';
@@ -36,6 +37,10 @@ export interface Hub {
   notifier: Notifier;
   logger: Logger;
   server: http.Server | https.Server;
+  /** The mTLS listener (mtls_endpoint_aliases) when the hub terminates TLS and mTLS is on. */
+  mtlsServer: https.Server | undefined;
+  /** Public origin of the mtls_endpoint_aliases, if any. */
+  mtlsUrl: string | undefined;
   /** Where this node listens (may differ from the issuer behind a proxy). */
   listenUrl: string;
   demo: DemoInfo | undefined;
@@ -75,32 +80,58 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
     const app = createApp({ config, db, provider, authn, logger, signals });
 
     let server: http.Server | https.Server;
+    let mtlsServer: https.Server | undefined;
     let caPath: string | undefined;
+    const mtls = mtlsFor(config);
     if (config.tls.mode === 'proxy') {
       server = http.createServer(app.callback());
-    } else if (config.tls.mode === 'files') {
-      server = https.createServer(
-        secureTlsOptions({
+    } else {
+      let tls: { certPem: string; keyPem: string };
+      if (config.tls.mode === 'files') {
+        tls = {
           certPem: readFileSync(config.tls.certFile!, 'utf8'),
           keyPem: readFileSync(config.tls.keyFile!, 'utf8'),
-        }),
-        app.callback(),
-      );
-    } else {
-      const tls = await ensureDevTls(config.dataDir, [
-        new URL(config.issuer).hostname,
-        ...config.tls.devHostnames,
-      ]);
-      caPath = tls.caPath;
+        };
+      } else {
+        const dev = await ensureDevTls(config.dataDir, [
+          new URL(config.issuer).hostname,
+          ...config.tls.devHostnames,
+        ]);
+        caPath = dev.caPath;
+        tls = dev;
+      }
       server = https.createServer(secureTlsOptions(tls), app.callback());
+      if (mtls.enabled) {
+        // Same app, second port: the one that asks for client certificates (see docs/mtls.md).
+        mtlsServer = https.createServer(
+          { ...secureTlsOptions(tls), ...mtls.listenerOptions() },
+          app.callback(),
+        );
+        mtlsServer.on('secureConnection', (socket) => mtls.markAliasConnection(socket));
+      }
     }
-    server.keepAliveTimeout = 65_000;
     const sweeper = startSweeper(db, logger, config);
     const logouts = startBackchannelLogouts({ provider, db, logger });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(config.port, config.host, () => resolve());
-    });
+    try {
+      for (const [s, port] of [
+        [server, config.port],
+        [mtlsServer, config.mtls.port],
+      ] as const) {
+        if (!s) continue;
+        s.keepAliveTimeout = 65_000;
+        await new Promise<void>((resolve, reject) => {
+          s.once('error', reject);
+          s.listen(port, config.host, () => resolve());
+        });
+      }
+      if (mtlsServer) mtls.listening((mtlsServer.address() as AddressInfo).port);
+    } catch (err) {
+      clearInterval(sweeper);
+      logouts.stop();
+      server.close();
+      mtlsServer?.close();
+      throw err;
+    }
     signals.start();
     notifier.start();
     const { port } = server.address() as AddressInfo;
@@ -115,6 +146,8 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       notifier,
       logger,
       server,
+      mtlsServer,
+      mtlsUrl: mtls.origin(),
       listenUrl: `${scheme}://${host}:${port}`,
       demo,
       caPath,
@@ -123,10 +156,13 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
         logouts.stop();
         await signals.stop();
         await notifier.stop();
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
+        for (const s of [server, mtlsServer]) {
+          if (!s) continue;
+          await new Promise<void>((resolve) => {
+            s.close(() => resolve());
+            s.closeAllConnections();
+          });
+        }
         if (!options.db) await db.close();
       },
     };

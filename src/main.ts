@@ -112,6 +112,8 @@ async function main(argv: string[]): Promise<number> {
       `  security page: ${config.issuer}/account`,
       `  database:      ${hub.db.kind === 'pglite' ? `embedded PGlite in ${config.dataDir}/pgdata` : 'PostgreSQL (DATABASE_URL)'}`,
     ];
+    if (hub.mtlsUrl)
+      lines.push(`  mTLS aliases:  ${hub.mtlsUrl} (asks clients for certificates; docs/mtls.md)`);
     if (hub.caPath)
       lines.push(`  dev CA:        ${hub.caPath} (trust it to avoid certificate warnings; see README)`);
     if (hub.demo) {

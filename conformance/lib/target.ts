@@ -22,6 +22,7 @@ import {
   type HubMetadata,
 } from './client.ts';
 import { createPasskeyUser, type PasskeyUser } from './login.ts';
+import { type MtlsFixture, prepareMtlsPki } from './mtls.ts';
 
 export interface Target extends HubConnection {
   /** Human description for the report. */
@@ -40,6 +41,8 @@ export interface Target extends HubConnection {
   user: PasskeyUser;
   /** Authorization code lifetime the hub was configured with, seconds (the expiry check waits it out). */
   codeTtl: number;
+  /** mTLS clients and certificates (in-process hubs only; the mTLS group is n/a without them). */
+  mtls?: MtlsFixture;
   close(): Promise<void>;
 }
 
@@ -89,10 +92,16 @@ export interface LocalTargetOptions {
 
 /** Starts a hub in-process (PGlite, or a fresh database on TEST_DATABASE_URL) with demo data. */
 export async function startLocalTarget(o: LocalTargetOptions = {}): Promise<Target> {
+  const pki = await prepareMtlsPki();
   const t = await startTestHub({
     ...(o.defaultPortIssuer ? { issuer: 'https://localhost' } : {}),
     ...o.config,
+    mtls: { caFiles: [pki.caFile], ...o.config?.mtls },
+  }).catch((err: unknown) => {
+    pki.discard();
+    throw err;
   });
+  let mtls: MtlsFixture | undefined;
   try {
     const { port } = t.hub.server.address() as AddressInfo;
     const connector = buildConnector({ ca: t.caPem });
@@ -106,6 +115,7 @@ export async function startLocalTarget(o: LocalTargetOptions = {}): Promise<Targ
         ),
     });
     const fetch = fetchVia(dispatcher);
+    mtls = await pki.register(t, port);
     const demo = t.hub.demo;
     if (!demo) throw new Error('the in-process hub has no demo data');
     const metadata = await discover(t.issuer, fetch);
@@ -138,12 +148,16 @@ export async function startLocalTarget(o: LocalTargetOptions = {}): Promise<Targ
         (await createInitialAccessToken(t.hub.db, 600, 'operator:conformance')).value,
       user,
       codeTtl: t.hub.config.oidc.authorizationCodeTtl,
+      mtls,
       async close() {
         await dispatcher.close();
+        await mtls?.close();
         await t.close();
       },
     };
   } catch (err) {
+    await mtls?.close();
+    pki.discard();
     await t.close();
     throw err;
   }

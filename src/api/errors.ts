@@ -42,27 +42,28 @@ export function sendApiError(ctx: Context, err: ApiError): void {
   };
 }
 
+/** `Bearer error="…", error_description="…"`: the challenge for certificate-bound tokens (RFC 8705, RFC 6750). */
+export function bearerChallenge(error: string, description: string): string {
+  return `Bearer error="${quote(error)}", error_description="${quote(description)}"`;
+}
+
 /**
- * The access token of `Authorization: DPoP <token>` (scheme case-insensitive, RFC 9449 §7.1). No
- * header: 401 `unauthorized` with a bare DPoP challenge; another scheme (Bearer): `invalid(…)`.
+ * The scheme (lower-cased) and token of the Authorization header: `DPoP` for DPoP-bound tokens, `Bearer`
+ * for certificate-bound ones (RFC 8705 §3). No header: 401 `unauthorized` with a bare DPoP challenge.
  */
-export function presentedDpopToken(
+export function presentedAccessToken(
   ctx: Context,
-  invalid: (description: string) => ApiError,
   algs: readonly string[],
-): string {
+): { scheme: string; value: string } {
   const match = /^(\S+) +(\S+)$/.exec(ctx.get('authorization'));
   if (!match)
     throw new ApiError(
       401,
       'unauthorized',
-      'a DPoP-bound access token is required',
+      'a DPoP-bound or certificate-bound access token is required',
       dpopChallenge(undefined, undefined, algs),
     );
-  const [, scheme, value] = match as unknown as [string, string, string];
-  if (scheme.toLowerCase() !== 'dpop')
-    throw invalid('the access token must be presented with the DPoP scheme');
-  return value;
+  return { scheme: match[1]!.toLowerCase(), value: match[2]! };
 }
 
 /** Every DPoP header value as sent (node joins nothing; more than one is refused by the verifier). */

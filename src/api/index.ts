@@ -14,11 +14,12 @@ import type { Config } from '../config/index.ts';
 import { ACCOUNT_INFORMATION, type DataType } from '../consent/authorizationDetails.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { CookieSigner } from '../http/index.ts';
+import { mtlsFor } from '../mtls/index.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
 import { observeRequest, riskEngineFor } from '../risk/index.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
-import { DpopError, dpopSeenKey, verifyRequestProof } from './dpop.ts';
-import { ApiError, dpopChallenge, presentedDpopToken, sendApiError } from './errors.ts';
+import { dpopSeenKey } from './dpop.ts';
+import { ApiError, dpopChallenge, presentedAccessToken, sendApiError } from './errors.ts';
 import { ingestHandler } from './ingest.ts';
 import { openApiDocument } from './openapi.ts';
 import { bookingBound, PAGE_SIZE_DEFAULT, pageSize, single } from './params.ts';
@@ -34,9 +35,10 @@ import {
   TRANSACTIONS_SQL,
   type TransactionRow,
 } from './reads.ts';
+import { CertificateBindingError, checkSenderConstraint, DpopError } from './senderConstraint.ts';
 
-export { createDbReplayStore, DpopError, deleteExpiredDpopProofs, verifyRequestProof } from './dpop.ts';
-export { ApiError, dpopChallenge, presentedDpopToken, sendApiError } from './errors.ts';
+export { createDbReplayStore, deleteExpiredDpopProofs, verifyRequestProof } from './dpop.ts';
+export { ApiError, dpopChallenge, presentedAccessToken, sendApiError } from './errors.ts';
 export {
   createInstitutionAuthenticator,
   DECISIONS_SCOPE,
@@ -50,6 +52,7 @@ export {
   institutionResource,
   LINKS_SCOPE,
 } from './institution.ts';
+export { CertificateBindingError, checkSenderConstraint, DpopError } from './senderConstraint.ts';
 
 /** Unattended calls per consent and Japanese calendar day, unless the client's metadata sets its own. */
 /** acr values whose tokens may read account data. */
@@ -78,8 +81,8 @@ interface Authorized {
   customerId: string;
   clientId: string;
   grantId: string;
-  /** The proof's jti, to be recorded by the read's own statement (one round trip per read). */
-  proofSeen: { key: string; expiresAt: Date };
+  /** The proof's jti, to be recorded by the read's own statement (one round trip per read); none for mTLS. */
+  proofSeen: { key: string; expiresAt: Date } | undefined;
 }
 
 const mask = (n: string) => `${'*'.repeat(Math.max(0, n.length - 3))}${n.slice(-3)}`;
@@ -209,6 +212,7 @@ export function apiRoutes({
 }: ApiRoutesOptions): Router {
   const router = new Router({ prefix: '/api' });
   const risk = riskEngineFor(config);
+  const mtls = mtlsFor(config);
   const cursors = createCursorCodec(macSigner(provider.keys));
   const openApi = openApiDocument(config.issuer);
   const base = `${config.issuer}/api/v1`;
@@ -234,31 +238,36 @@ export function apiRoutes({
     return invalid(reason);
   }
 
-  /** Authenticates the call: DPoP-bound access token + a valid proof for this exact request. */
+  /**
+   * Authenticates the call: a DPoP-bound access token with a valid proof for this exact request, or a
+   * certificate-bound one (RFC 8705) over a connection presenting that certificate.
+   */
   async function authorize(ctx: Context, scope: string): Promise<Authorized> {
-    const value = presentedDpopToken(ctx, invalid, FAPI_ALGS);
+    const { scheme, value } = presentedAccessToken(ctx, FAPI_ALGS);
     const token = await provider.AccessToken.find(value);
     if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
-    if (!token.jkt) throw invalid('the access token is not DPoP-bound');
-    // Every other check first; the jti is recorded atomically by the read's statement.
-    let proofSeen: Authorized['proofSeen'] | undefined;
+    // Every other check first; a DPoP jti is recorded atomically by the read's statement.
+    let proofSeen: Authorized['proofSeen'];
     const replay = {
       async remember(jtiKey: string, expiresAt: Date) {
         proofSeen = { key: dpopSeenKey(jtiKey), expiresAt };
         return true;
       },
     };
+    const who = { clientId: token.clientId, customerId: token.accountId };
     try {
-      await verifyRequestProof(ctx, {
-        origin: config.origin,
-        accessToken: value,
-        jkt: token.jkt,
-        replay,
-        iatWindowSeconds: config.api.dpopIatWindowSeconds,
-      });
+      await checkSenderConstraint({ ctx, config, mtls, scheme, value, token, replay, invalid });
     } catch (err) {
-      if (!(err instanceof DpopError)) throw err;
-      throw await rejectProof(ctx, { clientId: token.clientId, customerId: token.accountId }, err.message);
+      if (err instanceof DpopError) throw await rejectProof(ctx, who, err.message);
+      if (err instanceof CertificateBindingError)
+        await recordAudit(db, {
+          type: 'api.mtls.rejected',
+          outcome: 'failure',
+          ...who,
+          ip: ctx.ip,
+          data: { reason: err.message, path: ctx.path },
+        });
+      throw err;
     }
     const scopes = new Set(String(token.scope ?? '').split(' '));
     // An RFC 9396 account_information detail grants what the accounts scope grants (src/consent).
@@ -297,7 +306,7 @@ export function apiRoutes({
       customerId: token.accountId,
       clientId: token.clientId!,
       grantId: token.grantId,
-      proofSeen: proofSeen!,
+      proofSeen,
     };
   }
 
@@ -315,8 +324,8 @@ export function apiRoutes({
       auth.grantId,
       auth.clientId,
       auth.customerId,
-      auth.proofSeen.key,
-      auth.proofSeen.expiresAt.toISOString(),
+      auth.proofSeen?.key ?? null,
+      auth.proofSeen?.expiresAt.toISOString() ?? null,
       unattended,
       unattendedCallsPerDay,
       o.accountId,

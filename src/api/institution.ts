@@ -5,7 +5,8 @@
  *   institution:ingest     push accounts, balances, holdings, transactions (ingest.ts)
  *   institution:decisions  ask for a policy decision before a withdrawal or a sweep (src/linking)
  *   institution:links      suspend and resume a customer's bank links (src/linking)
- * `authenticateInstitution` checks all of it for one request, the client's metadata as it is now.
+ * `createInstitutionAuthenticator` checks all of it for one request (a certificate-bound token over
+ * its certificate works as well: RFC 8705), the client's metadata as it is now.
  */
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
@@ -14,8 +15,10 @@ import { errors } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { SIGNING_ALGS } from '../keys/index.ts';
-import { DpopError, type DpopReplayStore, verifyDpopProof } from './dpop.ts';
-import { ApiError, dpopChallenge, dpopHeaders, presentedDpopToken } from './errors.ts';
+import { mtlsFor } from '../mtls/index.ts';
+import type { DpopReplayStore } from './dpop.ts';
+import { ApiError, dpopChallenge, presentedAccessToken } from './errors.ts';
+import { checkSenderConstraint, DpopError } from './senderConstraint.ts';
 
 export const INGEST_SCOPE = 'institution:ingest';
 export const DECISIONS_SCOPE = 'institution:decisions';
@@ -127,6 +130,7 @@ export function createInstitutionAuthenticator({
   replay,
 }: InstitutionAuthOptions): InstitutionAuthenticator {
   const resource = institutionResource(config.issuer);
+  const mtls = mtlsFor(config);
   const invalidToken = (description: string) =>
     new ApiError(
       401,
@@ -136,24 +140,16 @@ export function createInstitutionAuthenticator({
     );
 
   return async (ctx, scope, trace = {}) => {
-    const value = presentedDpopToken(ctx, invalidToken, SIGNING_ALGS);
+    const { scheme, value } = presentedAccessToken(ctx, SIGNING_ALGS);
     const token = await provider.ClientCredentials.find(value);
     if (!token || token.isExpired) throw invalidToken('the access token is invalid, expired or revoked');
     trace.clientId = token.clientId;
     const aud = token.aud;
     if (!(Array.isArray(aud) ? aud.includes(resource) : aud === resource))
       throw invalidToken('the access token is not for the institution API');
-    if (!token.jkt) throw invalidToken('the access token is not DPoP-bound');
+    // DPoP-bound (with its proof for this request) or certificate-bound (over that certificate).
     try {
-      await verifyDpopProof({
-        headers: dpopHeaders(ctx),
-        method: ctx.method,
-        url: `${config.origin}${ctx.originalUrl}`,
-        accessToken: value,
-        expectedJkt: token.jkt,
-        replay,
-        iatWindowSeconds: config.api.dpopIatWindowSeconds,
-      });
+      await checkSenderConstraint({ ctx, config, mtls, scheme, value, token, replay, invalid: invalidToken });
     } catch (err) {
       if (!(err instanceof DpopError)) throw err;
       throw new ApiError(

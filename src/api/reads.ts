@@ -5,7 +5,8 @@
  * the access-token lookup. A header part (h) says what the checks found; the page rows follow,
  * left-joined onto it so that the header arrives even when the page is empty.
  *
- * Prelude parameters: $1 grant_id, $2 client_id, $3 customer_id, $4 jti hash, $5 jti expiry,
+ * Prelude parameters: $1 grant_id, $2 client_id, $3 customer_id, $4 jti hash (NULL for a
+ * certificate-bound token, which has no proof to record), $5 jti expiry,
  * $6 count as unattended (boolean), $7 default unattended limit, $8 account id or NULL for all
  * consented accounts.
  *
@@ -26,10 +27,11 @@ const PRELUDE = `WITH c AS (
   SELECT c.customer_id, c.account_ids, to_jsonb(c) AS doc FROM consents c
   WHERE c.grant_id = $1 AND c.client_id = $2 AND c.customer_id = $3 AND c.revoked_at IS NULL AND c.expires_at > now()),
 seen AS (
-  INSERT INTO dpop_seen (jti_hash, expires_at) VALUES ($4, $5) ON CONFLICT (jti_hash) DO NOTHING RETURNING 1),
+  INSERT INTO dpop_seen (jti_hash, expires_at) SELECT $4::text, $5::timestamptz WHERE $4::text IS NOT NULL
+  ON CONFLICT (jti_hash) DO NOTHING RETURNING 1),
 touch AS (
   UPDATE consents SET last_used_at = now()
-  WHERE grant_id = $1 AND EXISTS (SELECT 1 FROM c) AND EXISTS (SELECT 1 FROM seen)
+  WHERE grant_id = $1 AND EXISTS (SELECT 1 FROM c) AND (EXISTS (SELECT 1 FROM seen) OR $4::text IS NULL)
     AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
   RETURNING 1),
 lim AS (
@@ -38,7 +40,8 @@ lim AS (
     FROM clients WHERE client_id = $2), $7::int) AS calls),
 usage AS (
   INSERT INTO api_unattended_calls AS u (grant_id, day, calls)
-  SELECT $1, (now() AT TIME ZONE 'Asia/Tokyo')::date, 1 FROM c, seen, lim WHERE $6::boolean AND lim.calls > 0
+  SELECT $1, (now() AT TIME ZONE 'Asia/Tokyo')::date, 1 FROM c, lim
+  WHERE $6::boolean AND lim.calls > 0 AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM seen))
   ON CONFLICT (grant_id, day) DO UPDATE SET calls = u.calls + 1 WHERE u.calls < (SELECT calls FROM lim)
   RETURNING calls),
 accts AS (
@@ -46,14 +49,14 @@ accts AS (
   WHERE $8::text IS NULL OR a.id = $8),
 h AS (
   SELECT (SELECT count(*) FROM clients WHERE client_id = $2 AND enabled)::int AS client_enabled,
-         (SELECT count(*) FROM seen)::int AS fresh, (SELECT count(*) FROM c)::int AS active,
+         (CASE WHEN $4::text IS NULL THEN 1 ELSE (SELECT count(*) FROM seen) END)::int AS fresh, (SELECT count(*) FROM c)::int AS active,
          (SELECT count(*) FROM usage)::int AS counted, (SELECT count(*) FROM accts)::int AS accounts,
          (SELECT CASE WHEN jsonb_typeof(doc -> 'data_types') = 'array' THEN doc -> 'data_types' END FROM c) AS data_types)`;
 
 export interface Head {
   /** 1 while the client is enabled (an operator's disabling takes effect with the next call). */
   client_enabled: number;
-  /** 1 when the DPoP proof's jti was new. */
+  /** 1 when the DPoP proof's jti was new (always 1 without a proof: certificate-bound tokens). */
   fresh: number;
   /** 1 when the consent is active. */
   active: number;

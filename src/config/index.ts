@@ -6,6 +6,7 @@
  * A bad value stops the hub with a ConfigError naming the key and the problem.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { notifyConfigSchema } from '../notify/config.ts';
@@ -201,6 +202,41 @@ const schema = z
         devHostnames: z.array(z.string()).default([]),
       })
       .prefault({}),
+    /** Mutual TLS (RFC 8705): client authentication and certificate-bound tokens; see docs/mtls.md. */
+    mtls: z
+      .object({
+        enabled: z.boolean().default(true),
+        /**
+         * dev/files: the second HTTPS listener (same host) that requests client certificates and serves
+         * the mtls_endpoint_aliases; the main port never asks browsers for a certificate. 0: a free port
+         * chosen at start (discovery names it); set a fixed one where a load balancer must know it.
+         */
+        port: z.number().int().min(0).max(65535).default(0),
+        /** Public https origin of the aliases; default https://<issuer host>:<port> (proxy mode: none). */
+        baseUrl: z.url({ protocol: /^https$/ }).optional(),
+        /** PEM bundles of the CAs whose client certificates tls_client_auth accepts (none: it never passes). */
+        caFiles: z.array(z.string().min(1)).default([]),
+        /** proxy mode: the header carrying the URL- or PEM-encoded client certificate. */
+        certificateHeader: z
+          .string()
+          .regex(/^[A-Za-z0-9-]{1,64}$/, 'must be an HTTP header name')
+          .default('x-ssl-client-cert'),
+        /** proxy mode: TCP peers (addresses or CIDR blocks) whose certificate header is believed. */
+        trustedProxies: z
+          .array(
+            z.string().refine((v) => {
+              const [addr = '', bits, ...more] = v.split('/');
+              const family = isIP(addr);
+              if (!family || more.length) return false;
+              return (
+                bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128))
+              );
+            }, 'must be an IP address or CIDR block'),
+          )
+          .default([]),
+      })
+      .strict()
+      .prefault({}),
     /**
      * Base64url of 32 random bytes used to encrypt private keys and secrets at rest. When absent,
      * one is generated into <dataDir>/secrets/kek at first start. Every node sharing a database
@@ -374,6 +410,12 @@ const ENVIRONMENT: Record<string, { key: string; type: 'string' | 'int' | 'bool'
   KAKEHASHI_TLS_CERT: { key: 'tls.certFile', type: 'string' },
   KAKEHASHI_TLS_KEY: { key: 'tls.keyFile', type: 'string' },
   KAKEHASHI_TLS_HOSTNAMES: { key: 'tls.devHostnames', type: 'list' },
+  KAKEHASHI_MTLS: { key: 'mtls.enabled', type: 'bool' },
+  KAKEHASHI_MTLS_PORT: { key: 'mtls.port', type: 'int' },
+  KAKEHASHI_MTLS_URL: { key: 'mtls.baseUrl', type: 'string' },
+  KAKEHASHI_MTLS_CA: { key: 'mtls.caFiles', type: 'list' },
+  KAKEHASHI_MTLS_CERT_HEADER: { key: 'mtls.certificateHeader', type: 'string' },
+  KAKEHASHI_MTLS_TRUSTED_PROXIES: { key: 'mtls.trustedProxies', type: 'list' },
   KAKEHASHI_KEK: { key: 'keyEncryptionKey', type: 'string' },
   KAKEHASHI_DEMO: { key: 'demo', type: 'bool' },
   LOG_LEVEL: { key: 'logLevel', type: 'string' },
@@ -470,6 +512,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const c = parsed.data;
   if (c.tls.mode === 'files' && (!c.tls.certFile || !c.tls.keyFile))
     throw new ConfigError('tls.certFile and tls.keyFile: required when tls.mode is "files"');
+  if (c.mtls.enabled && c.tls.mode !== 'proxy' && c.mtls.port !== 0 && c.mtls.port === c.port)
+    throw new ConfigError('mtls.port: must differ from port (the mTLS listener is a second listener)');
   const issuer = (c.issuer ?? `https://localhost:${c.port}`).replace(/\/$/, '');
   const url = new URL(issuer);
   return { ...c, issuer, rpId: url.hostname, origin: url.origin, dataDir: path.resolve(c.dataDir) };

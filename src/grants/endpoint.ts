@@ -11,16 +11,17 @@ import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import {
   ApiError,
+  checkSenderConstraint,
   createDbReplayStore,
   DpopError,
   dpopChallenge,
-  presentedDpopToken,
-  verifyRequestProof,
+  presentedAccessToken,
 } from '../api/index.ts';
 import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
 import { findActiveConsent, markConsentRevoked } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
+import { mtlsFor } from '../mtls/index.ts';
 import { revokeGrant } from '../oidc/adapter.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
@@ -45,24 +46,19 @@ type GrantPayload = {
 export function grantManagementRoutes({ provider, db, config }: GrantManagementRoutesOptions): Router {
   const router = new Router({ prefix: '/grants' });
   const replay = createDbReplayStore(db);
+  const mtls = mtlsFor(config);
   const invalid = (description: string) =>
     new ApiError(401, 'invalid_token', description, dpopChallenge('invalid_token', description, FAPI_ALGS));
   const notFound = () => new ApiError(404, 'invalid_grant_id', 'no such grant');
 
   /** The calling client, once its token and DPoP proof hold and the token has `scope`. */
   async function authenticate(ctx: Context, scope: string): Promise<{ clientId: string }> {
-    const value = presentedDpopToken(ctx, invalid, FAPI_ALGS);
+    const { scheme, value } = presentedAccessToken(ctx, FAPI_ALGS);
     const token = await provider.AccessToken.find(value);
     if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
-    if (!token.jkt) throw invalid('the access token is not DPoP-bound');
+    // DPoP-bound with a proof for this request, or certificate-bound over that certificate (RFC 8705).
     try {
-      await verifyRequestProof(ctx, {
-        origin: config.origin,
-        accessToken: value,
-        jkt: token.jkt,
-        replay,
-        iatWindowSeconds: config.api.dpopIatWindowSeconds,
-      });
+      await checkSenderConstraint({ ctx, config, mtls, scheme, value, token, replay, invalid });
     } catch (err) {
       if (!(err instanceof DpopError)) throw err;
       await recordAudit(db, {

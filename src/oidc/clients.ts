@@ -9,6 +9,7 @@ import { recordAudit } from '../audit/index.ts';
 import { revokeConsentsOfClient } from '../consent/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { OPERATION_DETAIL_TYPES } from '../linking/approvals/operationDetails.ts';
+import { MTLS_AUTH_METHODS } from '../mtls/index.ts';
 import { FAPI_ALGS } from './algs.ts';
 
 export class ClientPolicyError extends Error {
@@ -22,6 +23,15 @@ const httpsUrl = z
   .url({ protocol: /^https$/ })
   .refine((u) => !u.includes('#'), 'must not contain a fragment');
 
+/** RFC 8705 §2.1.2: the one certificate subject value a tls_client_auth client registers. */
+const TLS_SUBJECT_FIELDS = {
+  tls_client_auth_subject_dn: z.string().min(1).max(1024).optional(),
+  tls_client_auth_san_dns: z.string().min(1).max(253).optional(),
+  tls_client_auth_san_ip: z.union([z.ipv4(), z.ipv6()]).optional(),
+  tls_client_auth_san_email: z.email().optional(),
+  tls_client_auth_san_uri: z.url().optional(),
+};
+
 const metadataSchema = z
   .object({
     client_id: z
@@ -32,12 +42,14 @@ const metadataSchema = z
     grant_types: z.array(z.enum(['authorization_code', 'refresh_token', 'client_credentials'])).min(1),
     response_types: z.array(z.literal('code')).default([]),
     scope: z.string().optional(),
-    // FAPI 2.0 §5.3.3.4: private_key_jwt (mTLS methods come with issue 3).
-    token_endpoint_auth_method: z.literal('private_key_jwt'),
+    // FAPI 2.0 §5.3.3.4: private_key_jwt or mTLS (RFC 8705; src/mtls).
+    token_endpoint_auth_method: z.enum(['private_key_jwt', ...MTLS_AUTH_METHODS]),
+    ...TLS_SUBJECT_FIELDS,
     token_endpoint_auth_signing_alg: alg.optional(),
     id_token_signed_response_alg: alg.optional(),
-    // FAPI 2.0: sender-constrained access tokens — DPoP for every client registered here.
-    dpop_bound_access_tokens: z.literal(true),
+    // FAPI 2.0: sender-constrained access tokens — DPoP or certificate-bound, exactly one (refined below).
+    dpop_bound_access_tokens: z.boolean().optional(),
+    tls_client_certificate_bound_access_tokens: z.boolean().optional(),
     jwks: z
       .object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) })
       .refine(
@@ -57,10 +69,42 @@ const metadataSchema = z
     backchannel_logout_session_required: z.boolean().optional(),
   })
   .passthrough()
-  .refine((m) => !!m.jwks !== !!m.jwks_uri, {
-    message: 'exactly one of jwks and jwks_uri is required',
-    path: ['jwks'],
-  })
+  .refine(
+    (m) => (m.dpop_bound_access_tokens === true) !== (m.tls_client_certificate_bound_access_tokens === true),
+    {
+      message:
+        'exactly one sender constraint: dpop_bound_access_tokens or tls_client_certificate_bound_access_tokens must be true',
+      path: ['dpop_bound_access_tokens'],
+    },
+  )
+  // tls_client_auth needs no keys to authenticate (jwks stay optional, for signed requests); the others do.
+  .refine(
+    (m) =>
+      m.token_endpoint_auth_method === 'tls_client_auth'
+        ? !(m.jwks && m.jwks_uri)
+        : !!m.jwks !== !!m.jwks_uri,
+    {
+      message: 'exactly one of jwks and jwks_uri is required',
+      path: ['jwks'],
+    },
+  )
+  .refine(
+    (m) =>
+      Object.keys(TLS_SUBJECT_FIELDS).filter((k) => m[k as keyof typeof TLS_SUBJECT_FIELDS] !== undefined)
+        .length === (m.token_endpoint_auth_method === 'tls_client_auth' ? 1 : 0),
+    {
+      message:
+        'tls_client_auth needs exactly one of tls_client_auth_subject_dn / _san_dns / _san_ip / _san_email / _san_uri (other methods none)',
+      path: ['token_endpoint_auth_method'],
+    },
+  )
+  .refine(
+    (m) =>
+      m.token_endpoint_auth_method !== 'self_signed_tls_client_auth' ||
+      !m.jwks ||
+      m.jwks.keys.some((k) => Array.isArray(k.x5c) && k.x5c.length > 0),
+    { message: "self_signed_tls_client_auth needs the certificate in a key's x5c", path: ['jwks'] },
+  )
   .refine((m) => !m.grant_types.includes('authorization_code') || m.redirect_uris.length > 0, {
     message: 'required for the authorization_code grant',
     path: ['redirect_uris'],
@@ -86,6 +130,9 @@ export function validateClientMetadata(input: unknown): ClientMetadata {
       : {}),
     ...m,
     response_types: auth ? ['code'] : [],
+    // Both stated, so the provider's default (DPoP) never adds a second constraint to an mTLS-bound client.
+    dpop_bound_access_tokens: m.dpop_bound_access_tokens === true,
+    tls_client_certificate_bound_access_tokens: m.tls_client_certificate_bound_access_tokens === true,
     // PAR for every authorization request (FAPI 2.0 §5.3.1.2).
     require_pushed_authorization_requests: true,
   } as ClientMetadata;

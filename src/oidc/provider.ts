@@ -43,6 +43,7 @@ import {
   approvalResourceServer,
   operationDetailsOf,
 } from '../linking/approvals/approvalInteraction.ts';
+import { MTLS_AUTH_METHODS, mtlsFor } from '../mtls/index.ts';
 import { pendingNotices } from '../notices/index.ts';
 import { createRegistration, SOFTWARE_METADATA } from '../registration/index.ts';
 import { SSF_SCOPES, SSF_TOKEN_TTL_SECONDS, ssfResourceIndicators } from '../signals/index.ts';
@@ -74,6 +75,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
   const accountsSeen = new WeakMap<object, Map<string, boolean>>();
   const algs = [...FAPI_ALGS];
   const registration = createRegistration(config, db);
+  const mtls = mtlsFor(config);
   const configuration: Configuration = {
     adapter: createAdapterFactory(db) as unknown as Configuration['adapter'],
     clients: [],
@@ -81,7 +83,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'private_key_jwt',
-      token_endpoint_auth_signing_alg: 'ES256',
+      // No default token_endpoint_auth_signing_alg: oidc-provider refuses one on mTLS clients; a
+      // private_key_jwt client without it may use any of FAPI_ALGS (enabledJWA).
       id_token_signed_response_alg: 'ES256',
       dpop_bound_access_tokens: true,
       require_pushed_authorization_requests: true,
@@ -89,7 +92,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       authorization_signed_response_alg: 'ES256',
       introspection_signed_response_alg: 'ES256',
     },
-    clientAuthMethods: ['private_key_jwt'],
+    // FAPI 2.0 §5.3.3.4: private_key_jwt, and the RFC 8705 methods when mTLS is on (src/mtls).
+    clientAuthMethods: ['private_key_jwt', ...(mtls.enabled ? MTLS_AUTH_METHODS : [])],
     enabledJWA: {
       clientAuthSigningAlgValues: algs,
       idTokenSigningAlgValues: algs,
@@ -142,6 +146,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       }),
       // RFC 7591/7592 behind src/registration's guard.
       ...registration.features,
+      mTLS: mtls.providerFeature(),
       rpInitiatedLogout: { enabled: true },
       // Brokerages learn when their customer's hub session ends, however it ends (src/oidc/backchannelLogout.ts).
       backchannelLogout: { enabled: true },
@@ -252,6 +257,15 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       exp - Math.floor(Date.now() / 1000),
     );
   limitRequestUriLifetime(provider, config.oidc.parTtl);
+  // mtls_endpoint_aliases at request time: the mTLS listener's port may be chosen only at start.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route === 'discovery' && ctx.body && typeof ctx.body === 'object')
+      Object.assign(
+        ctx.body,
+        mtls.discovery({ introspection: configuration.features?.introspection?.enabled === true }),
+      );
+  });
   return provider;
 }
 

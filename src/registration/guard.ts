@@ -250,7 +250,14 @@ function policyChecked(request: Record<string, unknown>): Record<string, unknown
   const operatorOnly = OPERATOR_ONLY.filter((k) => request[k] !== undefined);
   if (operatorOnly.length) throw invalidMetadata(`${operatorOnly.join(', ')}: set by the operator only`);
   try {
-    return validateClientMetadata({ ...REGISTRATION_DEFAULTS, ...request }) as Record<string, unknown>;
+    // DPoP unless the client asks for certificate-bound tokens (exactly one sender constraint).
+    const mtlsBound =
+      (request as Record<string, unknown>).tls_client_certificate_bound_access_tokens === true;
+    return validateClientMetadata({
+      ...REGISTRATION_DEFAULTS,
+      ...(mtlsBound ? { dpop_bound_access_tokens: false } : {}),
+      ...request,
+    }) as Record<string, unknown>;
   } catch (err) {
     if (err instanceof ClientPolicyError) throw invalidMetadata(err.message);
     throw err;

@@ -22,7 +22,7 @@ let x509Lib: Promise<typeof X509> | undefined;
  * @peculiar/x509 needs the reflect-metadata polyfill loaded first (its tsyringe dependency throws
  * otherwise); loading both lazily also keeps them out of processes that never issue certificates.
  */
-function loadX509(): Promise<typeof X509> {
+export function loadX509(): Promise<typeof X509> {
   x509Lib ??= (async () => {
     await import('reflect-metadata');
     const lib = await import('@peculiar/x509');

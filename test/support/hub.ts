@@ -62,7 +62,8 @@ export async function startTestHub(overrides: ConfigInput = {}): Promise<TestHub
     },
   });
   const hub = await startHub(config, { logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent') });
-  const caPem = readFileSync(hub.caPath!, 'utf8');
+  // Behind a proxy (tls.mode "proxy") the hub speaks plain HTTP and has no CA of its own.
+  const caPem = hub.caPath ? readFileSync(hub.caPath, 'utf8') : '';
   const dispatcher = new Agent({ connect: { ca: caPem }, keepAliveTimeout: 1000 });
   const demoClient = JSON.parse(readFileSync(hub.demo!.clientFile, 'utf8')) as DemoClient;
   return {

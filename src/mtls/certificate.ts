@@ -1,0 +1,201 @@
+/**
+ * The client certificate of one request, from wherever this deployment gets it: the TLS socket of the
+ * hub's own mTLS listener, or — behind a TLS-terminating proxy — a header the proxy sets, believed only
+ * when the TCP peer is a configured proxy address. Resolved once per request by `clientCertificates()`
+ * (which audits a header it ignores) and read synchronously by oidc-provider and the resource server.
+ */
+import { X509Certificate as NodeX509Certificate } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { BlockList, isIP } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type * as X509 from '@peculiar/x509';
+import { loadX509 } from '../tls/index.ts';
+
+const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
+/** A client certificate chain in a header is a few kB; anything far larger is junk. */
+const MAX_HEADER_LENGTH = 16_384;
+
+export interface PresentedCertificate {
+  certificate: NodeX509Certificate;
+  /** RFC 8705 §3.1 `x5t#S256`: base64url SHA-256 of the DER certificate. */
+  thumbprint: string;
+  source: 'tls' | 'header';
+  /** The certificate chains to a configured CA (tls_client_auth); self-signed ones never do. */
+  chainTrusted: boolean;
+  /** Subject RDNs in certificate order, each a sorted list of `TYPE=normalized value`. */
+  subject: string[][];
+  san: { dns: string[]; ip: string[]; email: string[]; uri: string[] };
+}
+
+export class CertificateHeaderError extends Error {
+  override name = 'CertificateHeaderError';
+  readonly code = 'ERR_MTLS_CERTIFICATE_HEADER';
+}
+
+/**
+ * A certificate as proxies forward it: URL-encoded PEM (nginx `$ssl_client_escaped_cert`, AWS ALB),
+ * PEM with its line breaks turned into spaces (Apache, HAProxy), or bare base64 DER. Only the first
+ * certificate counts (the leaf).
+ */
+export function parseCertificateHeader(value: string): NodeX509Certificate {
+  if (value.length > MAX_HEADER_LENGTH) throw new CertificateHeaderError('certificate header too large');
+  let text = value.trim();
+  if (text.includes('%')) {
+    try {
+      text = decodeURIComponent(text);
+    } catch {
+      throw new CertificateHeaderError('certificate header is not URL-encoded correctly');
+    }
+  }
+  const pem = /-----BEGIN CERTIFICATE-----([^-]+)-----END CERTIFICATE-----/.exec(text);
+  const base64 = (pem ? pem[1]! : text).replace(/\s+/g, '');
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(base64))
+    throw new CertificateHeaderError('certificate header is not PEM');
+  try {
+    return new NodeX509Certificate(Buffer.from(base64, 'base64'));
+  } catch {
+    throw new CertificateHeaderError('certificate header holds no readable certificate');
+  }
+}
+
+/** Every certificate of a PEM bundle. */
+export function parsePemBundle(pem: string): NodeX509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  return blocks.map((b) => new NodeX509Certificate(b));
+}
+
+/**
+ * The chain check for certificates the hub did not see in a handshake (proxy mode): in its validity
+ * period, usable for client authentication, and signed by one of the configured CAs (which are trust
+ * anchors by configuration, intermediates included).
+ */
+export function chainsToAnchor(
+  cert: NodeX509Certificate,
+  anchors: readonly NodeX509Certificate[],
+  now = Date.now(),
+): boolean {
+  if (Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now) return false;
+  const eku = cert.keyUsage; // node names the extended key usage OIDs "keyUsage"
+  if (eku?.length && !eku.includes(CLIENT_AUTH_EKU)) return false;
+  return anchors.some(
+    (ca) =>
+      ca.ca &&
+      Date.parse(ca.validTo) >= now &&
+      cert.checkIssued(ca) &&
+      cert.verify(ca.publicKey) &&
+      // A CA certificate is not a client certificate.
+      !cert.ca,
+  );
+}
+
+/** Case- and space-insensitive comparison form of a DN attribute value (RFC 4518 caseIgnoreMatch, roughly). */
+const normalizeValue = (v: string) => v.normalize('NFKC').trim().replace(/\s+/g, ' ').toLowerCase();
+
+/** A Name as comparable RDNs: attribute types upper-cased, values normalized, multi-valued RDNs sorted. */
+export function comparableName(name: X509.Name): string[][] {
+  return name.toJSON().map((rdn) =>
+    Object.entries(rdn)
+      .flatMap(([type, values]) => values.map((v) => `${type.toUpperCase()}=${normalizeValue(v)}`))
+      .sort(),
+  );
+}
+
+async function describe(
+  certificate: NodeX509Certificate,
+  source: PresentedCertificate['source'],
+  chainTrusted: boolean,
+): Promise<PresentedCertificate> {
+  const x509 = await loadX509();
+  const parsed = new x509.X509Certificate(certificate.raw);
+  const san = { dns: [] as string[], ip: [] as string[], email: [] as string[], uri: [] as string[] };
+  for (const n of parsed.getExtension(x509.SubjectAlternativeNameExtension)?.names.toJSON() ?? []) {
+    if (n.type === 'dns') san.dns.push(n.value);
+    else if (n.type === 'ip') san.ip.push(n.value);
+    else if (n.type === 'email') san.email.push(n.value);
+    else if (n.type === 'url') san.uri.push(n.value);
+  }
+  return {
+    certificate,
+    thumbprint: thumbprintOf(certificate),
+    source,
+    chainTrusted,
+    subject: comparableName(parsed.subjectName),
+    san,
+  };
+}
+
+/** RFC 8705 §3.1 x5t#S256 of a certificate. */
+export function thumbprintOf(certificate: NodeX509Certificate): string {
+  return Buffer.from(certificate.fingerprint256.replaceAll(':', ''), 'hex').toString('base64url');
+}
+
+export interface CertificateSourceOptions {
+  mode: 'tls' | 'proxy';
+  anchors: readonly NodeX509Certificate[];
+  /** proxy mode. */
+  header: string;
+  trustedProxies: readonly string[];
+}
+
+/** What a request shows: perhaps a certificate, and perhaps a certificate header that was not believed. */
+export interface Resolution {
+  presented?: PresentedCertificate;
+  ignoredHeader?: { reason: string; peer: string };
+}
+
+/** The IPv4 address inside an IPv4-mapped IPv6 address, otherwise the address itself. */
+export const unmapped = (address: string) =>
+  address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+
+export function createCertificateSource(o: CertificateSourceOptions) {
+  const proxies = new BlockList();
+  for (const entry of o.trustedProxies) {
+    const [addr, bits] = entry.split('/') as [string, string | undefined];
+    const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
+    if (bits === undefined) proxies.addAddress(addr, type);
+    else proxies.addSubnet(addr, Number(bits), type);
+  }
+  const headerName = o.header.toLowerCase();
+  // A keep-alive connection presents its certificate once: parse it once.
+  const perSocket = new WeakMap<TLSSocket, PresentedCertificate>();
+
+  const trusted = (peer: string) => {
+    const family = isIP(peer);
+    return family !== 0 && proxies.check(peer, family === 6 ? 'ipv6' : 'ipv4');
+  };
+
+  return {
+    headerName,
+    async resolve(req: IncomingMessage): Promise<Resolution> {
+      const peer = unmapped(req.socket.remoteAddress ?? '');
+      const raw = req.headers[headerName];
+      const ignored = (reason: string): Resolution => ({ ignoredHeader: { reason, peer } });
+      if (o.mode === 'tls') {
+        // The hub's own handshake is the only source; a forwarded header is somebody's guess.
+        const out = raw === undefined ? {} : ignored('the hub terminates TLS itself');
+        const socket = req.socket as TLSSocket;
+        let presented = perSocket.get(socket);
+        if (!presented) {
+          const cert =
+            typeof socket.getPeerX509Certificate === 'function' ? socket.getPeerX509Certificate() : undefined;
+          if (!cert) return out;
+          // socket.authorized: OpenSSL verified the chain against exactly the configured CAs (no CAs, no trust).
+          presented = await describe(cert, 'tls', o.anchors.length > 0 && socket.authorized === true);
+          perSocket.set(socket, presented);
+        }
+        return { ...out, presented };
+      }
+      if (raw === undefined || raw === '') return {};
+      if (!trusted(peer)) return ignored('the TCP peer is not a trusted proxy');
+      if (Array.isArray(raw)) return ignored('more than one certificate header');
+      let cert: NodeX509Certificate;
+      try {
+        cert = parseCertificateHeader(raw);
+      } catch (err) {
+        if (!(err instanceof CertificateHeaderError)) throw err;
+        return ignored(err.message);
+      }
+      return { presented: await describe(cert, 'header', chainsToAnchor(cert, o.anchors)) };
+    },
+  };
+}
