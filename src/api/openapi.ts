@@ -83,10 +83,11 @@ const ERROR_STATUSES: Record<number, string> = {
   403: 'The token lacks the scope, its consent is inactive or does not cover this data (type or lookback window), or the client is not a known member institution',
   404: 'No such account among the consented ones (also for accounts of other customers)',
   405: 'Another method than the resource allows (Allow says which)',
-  409: 'The Idempotency-Key was used with another batch',
+  409: 'The Idempotency-Key was used with another batch, an approval or a sweep reference was already used, or a link is in another state',
   413: 'The body is larger than the limit (the connection is closed)',
   415: 'The body is not application/json',
   422: 'The batch was refused; nothing was stored',
+  410: 'The approval has expired',
   429: 'The daily limit of unattended calls for this consent is reached',
 };
 

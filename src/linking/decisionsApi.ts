@@ -36,6 +36,7 @@ import {
   type WithdrawalAccountChangeDetails,
   type WithdrawalDetails,
 } from './approvals/operationDetails.ts';
+import { reportSweepDecision, sweepPullFacts } from './bankLinks.ts';
 import { decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import { customerLimits, type Limits, recordWithdrawal, withdrawnToday } from './limits.ts';
@@ -57,6 +58,17 @@ const request = z.strictObject({
   operation: z.enum(['withdrawal', 'change_withdrawal_account']),
   approvalToken: z.string().min(1).max(4096),
   details: z.unknown(),
+});
+
+/** A pull from a linked bank account at a purchase: the link, the amount and the brokerage's reference. */
+const sweepRequest = z.strictObject({
+  operation: z.literal('sweep_pull'),
+  linkId: z.string().min(1).max(128),
+  amount: z.number().int().min(1).max(999_999_999_999),
+  /** Idempotency: one decision (and one count against the cap) per reference. */
+  reference: z.string().regex(/^[\x21-\x7e]{1,128}$/, '1–128 printable ASCII characters'),
+  /** The bank approved this amount with a phishing-resistant method (what the policy wants above the cap). */
+  bankApprovalBound: z.boolean().default(false),
 });
 
 const DETAIL_TYPE = {
@@ -249,6 +261,50 @@ export function decisionRoutes({
     return { decision, holdUntil: registered.holdUntil };
   }
 
+  /**
+   * A sweep pull, asked by the brokerage the link pays into: facts from the link (src/linking
+   * bankLinks.ts), one decision per reference, an allowed pull counted against the link's cap and
+   * reported to the customer and both institutions.
+   */
+  async function sweep(ctx: Context, caller: InstitutionCaller, body: unknown) {
+    const parsed = sweepRequest.safeParse(body);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0]!;
+      throw new ApiError(400, 'invalid_request', `${i.path.join('.') || 'body'}: ${i.message}`);
+    }
+    const { linkId, amount, reference, bankApprovalBound } = parsed.data;
+    const link = await db.query<{ customer_id: string }>(
+      'SELECT customer_id FROM bank_links WHERE id = $1 AND brokerage_institution_id = $2',
+      [linkId, caller.institutionId],
+    );
+    const customerId = link.rows[0]?.customer_id;
+    if (!customerId) throw new ApiError(404, 'not_found', 'no such link for this institution');
+    const seen = await db.query('SELECT 1 FROM bank_link_sweeps WHERE link_id = $1 AND reference = $2', [
+      linkId,
+      reference,
+    ]);
+    if (seen.rowCount)
+      throw new ApiError(409, 'sweep_reference_used', 'this reference was already decided and counted');
+    const facts = await sweepPullFacts(db, { customerId, linkId, amount, bankApprovalBound });
+    const decision = await decide(db, policy, 'sweep_pull', facts, {
+      customerId,
+      actor: `client:${caller.clientId}`,
+      clientId: caller.clientId,
+      subject: { linkId, amount, reference },
+    });
+    await reportSweepDecision(db, config, { customerId, linkId, amount, reference, decision });
+    ctx.set('cache-control', 'no-store');
+    ctx.body = {
+      operation: decision.operation,
+      decision: decision.decision,
+      decidedBy: decision.decidedBy,
+      reasons: decision.reasons,
+      matched: decision.matched.map((m) => ({ id: m.id, decision: m.decision })),
+      obligations: decision.obligations,
+      policyVersion: decision.policyVersion,
+    };
+  }
+
   function answer(ctx: Context, decision: PolicyDecision, approval: OperationApproval, extra: object) {
     ctx.set('cache-control', 'no-store');
     ctx.body = {
@@ -277,6 +333,10 @@ export function decisionRoutes({
           err.status === 415 ? 'unsupported_media_type' : 'invalid_request',
           err.message,
         );
+      }
+      if ((body as { operation?: unknown } | null)?.operation === 'sweep_pull') {
+        await sweep(ctx, caller, body);
+        return;
       }
       const parsed = request.safeParse(body);
       if (!parsed.success) {

@@ -85,9 +85,98 @@ const listGet = (o: {
   },
 });
 
+const bankAccount = object({
+  bankCode: str({ pattern: '^[0-9]{4}$' }),
+  bankName: str({ maxLength: 60 }),
+  branchCode: str({ pattern: '^[0-9]{3}$' }),
+  accountType: str({ enum: ['ordinary', 'current', 'savings'] }),
+  accountNumber: str({ pattern: '^[0-9]{7}$' }),
+  holderName: str({ maxLength: 60 }),
+});
+
+/** POST /api/institution/v1/decisions (src/linking/decisionsApi.ts). */
+const decisions = {
+  post: {
+    operationId: 'decideOperation',
+    summary:
+      'Ask for the withdrawal-strength policy’s decision before a withdrawal, a withdrawal-account change or a sweep pull',
+    description:
+      'Withdrawal and account change: the customer’s approval token (from the approval flow with ' +
+      'authorization_details) is spent once; the details must be exactly the approved ones. Sweep pull: ' +
+      'the brokerage of the link asks, one decision per reference. Every decision is audited.',
+    'x-kakehashi-status': 'served',
+    tags: ['links'],
+    security: [{ institution: ['institution:decisions'] }],
+    parameters: common,
+    requestBody: {
+      required: true,
+      content: json({
+        oneOf: [
+          object({
+            operation: str({ enum: ['withdrawal', 'change_withdrawal_account'] }),
+            approvalToken: str(),
+            details: {
+              oneOf: [
+                object({
+                  type: str({ const: 'withdrawal' }),
+                  instructedAmount: object({
+                    amount: str({ pattern: '^[1-9][0-9]{0,11}$' }),
+                    currency: str({ const: 'JPY' }),
+                  }),
+                  sourceAccountId: str(),
+                  destination: bankAccount,
+                }),
+                object({
+                  type: str({ const: 'withdrawal_account_change' }),
+                  sourceAccountId: str(),
+                  newAccount: bankAccount,
+                }),
+              ],
+            },
+          }),
+          object(
+            {
+              operation: str({ const: 'sweep_pull' }),
+              linkId: str(),
+              amount: { type: 'integer', minimum: 1 },
+              reference: str({ maxLength: 128 }),
+              bankApprovalBound: { type: 'boolean' },
+            },
+            ['operation', 'linkId', 'amount', 'reference'],
+          ),
+        ],
+      }),
+    },
+    responses: {
+      '200': {
+        description: 'The decision with the rules that made it and their reasons',
+        headers,
+        content: json(
+          object(
+            {
+              operation: str(),
+              decision: str({ enum: ['allow', 'step_up', 'deny'] }),
+              decidedBy: { type: 'array', items: str() },
+              reasons: { type: 'array', items: object({ en: str(), ja: str() }) },
+              matched: { type: 'array', items: object({ id: str(), decision: str() }) },
+              obligations: { type: 'object' },
+              policyVersion: str(),
+              approvalId: str(),
+              holdUntil: str({ format: 'date-time' }),
+            },
+            ['operation', 'decision', 'decidedBy', 'reasons', 'matched', 'obligations', 'policyVersion'],
+          ),
+        ),
+      },
+      ...errors(400, 401, 403, 404, 405, 409, 410, 415),
+    },
+  },
+};
+
 export function linkingOpenApi(): { paths: Record<string, unknown>; schemas: Record<string, unknown> } {
   return {
     paths: {
+      '/api/institution/v1/decisions': decisions,
       '/api/institution/v1/links/{linkId}/suspend': suspension(true),
       '/api/institution/v1/links/{linkId}/resume': suspension(false),
       '/api/institution/v1/links': listGet({

@@ -625,6 +625,29 @@ describe('unlinking, sweeps and the institution API', () => {
     ).rejects.toBeInstanceOf(LinkError);
   });
 
+  it('decides sweep pulls over HTTP for the link’s brokerage, once per reference', async () => {
+    const decisions = await institutionCaller(DEMO_INSTITUTION_ID, 'institution:decisions');
+    const path = '/api/institution/v1/decisions';
+    const ask = (amount: number, reference: string, extra: Record<string, unknown> = {}) =>
+      decisions.call('POST', path, { operation: 'sweep_pull', linkId, amount, reference, ...extra });
+    // 600,000 of the 1,000,000 cap is used today (the test above).
+    const ok = await ask(100_000, 'http-1');
+    expect(ok.status).toBe(200);
+    expect(ok.body).toMatchObject({ operation: 'sweep_pull', decision: 'allow' });
+    expect((await ask(100_000, 'http-1')).body.error.code).toBe('sweep_reference_used');
+    const over = await ask(400_000, 'http-2');
+    expect(over.body).toMatchObject({ decision: 'step_up', decidedBy: ['sweep.over-cap'] });
+    expect(over.body.obligations.stepUp).toMatchObject({ byBank: true });
+    const bound = await ask(400_000, 'http-3', { bankApprovalBound: true });
+    expect(bound.body.decision).toBe('allow');
+    // Only the brokerage the link pays into asks: the bank and strangers see no such link.
+    const bank = await institutionCaller(BANK_INSTITUTION, 'institution:decisions');
+    expect(
+      (await bank.call('POST', path, { operation: 'sweep_pull', linkId, amount: 1, reference: 'x' })).status,
+    ).toBe(404);
+    expect((await ask(0, 'http-4')).status).toBe(400);
+  });
+
   it('lets the bank suspend and only the suspender resume; others see nothing', async () => {
     const path = `/api/institution/v1/links/${linkId}`;
     const suspended = await callers.bank!.call('POST', `${path}/suspend`, { reason: 'fraud check' });
