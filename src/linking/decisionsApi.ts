@@ -293,19 +293,11 @@ export function decisionRoutes({
       subject: { linkId, amount, reference },
     });
     await reportSweepDecision(db, config, { customerId, linkId, amount, reference, decision });
-    ctx.set('cache-control', 'no-store');
-    ctx.body = {
-      operation: decision.operation,
-      decision: decision.decision,
-      decidedBy: decision.decidedBy,
-      reasons: decision.reasons,
-      matched: decision.matched.map((m) => ({ id: m.id, decision: m.decision })),
-      obligations: decision.obligations,
-      policyVersion: decision.policyVersion,
-    };
+    answer(ctx, decision, {});
   }
 
-  function answer(ctx: Context, decision: PolicyDecision, approval: OperationApproval, extra: object) {
+  /** The decision as the endpoint tells it: rules, reasons, obligations, policy version. */
+  function answer(ctx: Context, decision: PolicyDecision, extra: object) {
     ctx.set('cache-control', 'no-store');
     ctx.body = {
       operation: decision.operation,
@@ -315,7 +307,6 @@ export function decisionRoutes({
       matched: decision.matched.map((m) => ({ id: m.id, decision: m.decision })),
       obligations: decision.obligations,
       policyVersion: decision.policyVersion,
-      approvalId: approval.id,
       ...extra,
     };
   }
@@ -354,7 +345,10 @@ export function decisionRoutes({
           ? await withdrawal(caller, approval, details.details)
           : await accountChange(caller, approval, details.details);
       await recordApprovalDecision(db, approval.id, outcome.decision.decision);
-      answer(ctx, outcome.decision, approval, 'holdUntil' in outcome ? { holdUntil: outcome.holdUntil } : {});
+      answer(ctx, outcome.decision, {
+        approvalId: approval.id,
+        ...('holdUntil' in outcome ? { holdUntil: outcome.holdUntil } : {}),
+      });
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
       sendApiError(ctx, err);

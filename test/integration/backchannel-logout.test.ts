@@ -4,19 +4,18 @@
  * to receives an OpenID Connect Back-Channel Logout token when the hub session ends — however it
  * ends — exactly once, even though oidc-provider re-saves sessions at every sign-in.
  */
-import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
+import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
-import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { revokeCustomerSessions } from '../../src/oidc/adapter.ts';
-import { addClient } from '../../src/oidc/clients.ts';
+import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
+import { registeredRp } from '../support/rp.ts';
 
 let t: TestHub;
 let customer: PasskeyUser;
@@ -32,17 +31,7 @@ interface Brokerage {
 
 beforeAll(async () => {
   t = await startTestHub({ oidc: { allowPrivateNetworkFetch: true } });
-  customer = createPasskeyUser({
-    fetch: t.fetch,
-    customerNumber: t.hub.demo!.customerNumber,
-    ticket: async () =>
-      (
-        await issueEnrollmentTicket(t.hub.authn, {
-          customerId: t.hub.demo!.customerId,
-          issuedBy: 'operator:test',
-        })
-      ).ticket,
-  });
+  customer = demoCustomer(t);
   receiver = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => {
@@ -63,48 +52,19 @@ afterAll(async () => {
 
 /** A brokerage relying party registered the way an operator does (FAPI client policy). */
 async function brokerage(name: string, extra: Record<string, unknown> = {}): Promise<Brokerage> {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const redirectUri = `https://${name}.example/callback`;
-  const stored = await addClient(
-    t.hub.db,
-    {
-      client_id: name,
-      client_name: name,
-      redirect_uris: [redirectUri],
-      grant_types: ['authorization_code'],
-      token_endpoint_auth_method: 'private_key_jwt',
-      token_endpoint_auth_signing_alg: 'ES256',
-      id_token_signed_response_alg: 'ES256',
-      dpop_bound_access_tokens: true,
-      scope: 'openid',
-      institution_id: DEMO_INSTITUTION_ID,
-      backchannel_logout_uri: `${receiverUrl}/${name}`,
-      backchannel_logout_session_required: true,
-      jwks: {
-        keys: [{ ...publicKey.export({ format: 'jwk' }), kid: `${name}-1`, alg: 'ES256', use: 'sig' }],
-      },
-      ...extra,
-    },
-    'operator:test',
+  const rp = await registeredRp(t, name, {
+    scope: 'openid',
+    institution_id: DEMO_INSTITUTION_ID,
+    backchannel_logout_uri: `${receiverUrl}/${name}`,
+    backchannel_logout_session_required: true,
+    ...extra,
+  });
+  const stored = await t.hub.db.query<{ metadata: { subject_type?: string } }>(
+    'SELECT metadata FROM clients WHERE client_id = $1',
+    [name],
   );
-  expect(stored).toMatchObject({ subject_type: extra.subject_type ?? 'pairwise' });
-  const key = await crypto.subtle.importKey(
-    'jwk',
-    privateKey.export({ format: 'jwk' }),
-    { name: 'ECDSA', namedCurve: 'P-256' },
-    false,
-    ['sign'],
-  );
-  const config = await client.discovery(
-    new URL(t.issuer),
-    name,
-    undefined,
-    client.PrivateKeyJwt({ key, kid: `${name}-1` }),
-    {
-      [client.customFetch]: t.fetch as client.CustomFetch,
-    },
-  );
-  return { name, config, redirectUri };
+  expect(stored.rows[0]!.metadata.subject_type).toBe(extra.subject_type ?? 'pairwise');
+  return { name, config: rp.config, redirectUri: rp.redirectUri };
 }
 
 /** Signs in at the brokerage in `browser`; returns the ID token's sub and sid. */
