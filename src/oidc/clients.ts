@@ -6,7 +6,6 @@
  */
 import { z } from 'zod';
 import { recordAudit } from '../audit/index.ts';
-import { revokeConsentsOfClient } from '../consent/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { OPERATION_DETAIL_TYPES } from '../linking/approvals/operationDetails.ts';
 import { MTLS_AUTH_METHODS } from '../mtls/index.ts';

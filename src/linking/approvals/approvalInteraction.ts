@@ -8,12 +8,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
-import {
-  interactionPolicy,
-  type KoaContextWithOIDC,
-  errors as oidcErrors,
-  type ResourceServer,
-} from 'oidc-provider';
+import { interactionPolicy, errors as oidcErrors, type ResourceServer } from 'oidc-provider';
 import { institutionIdOf } from '../../api/institution.ts';
 import type { AuthnContext } from '../../authn/index.ts';
 import type { Db } from '../../db/index.ts';
@@ -32,7 +27,6 @@ import {
   isOperationDetailType,
   maskAccountNumber,
   type OperationDetails,
-  type OperationDetailType,
   parseOperationDetails,
 } from './operationDetails.ts';
 
