@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.ts';
 import { startHub } from '../../src/hub.ts';
 import { createLogger } from '../../src/log.ts';
-import { runCli } from '../support/cli.ts';
+import { CLI_TEST_TIMEOUT, runCli } from '../support/cli.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
 
@@ -41,7 +41,7 @@ afterAll(async () => {
 
 const cli = (...args: string[]) => runCli(env, ...args);
 
-describe('kakehashi CLI', () => {
+describe('kakehashi CLI', { timeout: CLI_TEST_TIMEOUT }, () => {
   it('issues an enrollment ticket once, and refuses an unknown customer', async () => {
     const ok = await cli('enroll-ticket', '10000001', '--operator', 'sato');
     expect(ok.code).toBe(0);

@@ -15,7 +15,7 @@ import {
   recordLoginFailure,
   riskEngineFor,
 } from '../../src/risk/index.ts';
-import { runCli } from '../support/cli.ts';
+import { CLI_TEST_TIMEOUT, runCli } from '../support/cli.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
 
@@ -83,7 +83,6 @@ const lines = (out: string) =>
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 /** Each CLI run starts Node and opens the database: seconds each on a busy machine. */
-const CLI_TEST_TIMEOUT = 120_000;
 
 describe('kakehashi risk', () => {
   it(

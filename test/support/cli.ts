@@ -10,6 +10,12 @@ export interface CliResult {
   stderr: string;
 }
 
+/**
+ * Each CLI call starts Node and opens the database (PGlite: seconds on a loaded 2-core machine), so a
+ * test making several calls gets this much time (vitest's default 30 s is for in-process tests).
+ */
+export const CLI_TEST_TIMEOUT = 120_000;
+
 export async function runCli(env: NodeJS.ProcessEnv, ...args: string[]): Promise<CliResult> {
   try {
     const { stdout, stderr } = await run(process.execPath, ['src/main.ts', ...args], {
