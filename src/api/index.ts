@@ -336,6 +336,12 @@ export function apiRoutes({
     if (head.fresh !== 1) throw await rejectProof(ctx, auth, 'DPoP proof replayed');
     if (head.active !== 1)
       throw new ApiError(403, 'consent_inactive', 'the consent behind this token was revoked or has expired');
+    if (head.channel_disabled === 1)
+      throw new ApiError(
+        403,
+        'channel_disabled',
+        'the customer has switched off access by connected services',
+      );
     if (unattended && head.counted !== 1) {
       await recordAudit(db, {
         type: 'api.unattended.limited',

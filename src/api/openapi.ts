@@ -80,7 +80,7 @@ const bookingFilters = [
 const ERROR_STATUSES: Record<number, string> = {
   400: 'A malformed parameter, cursor, header or body, or no Idempotency-Key (invalid_request)',
   401: 'No, or an invalid, expired, revoked or not DPoP-bound token, or a bad DPoP proof (with WWW-Authenticate)',
-  403: 'The token lacks the scope, its consent is inactive or does not cover this data (type or lookback window), or the client is not a known member institution',
+  403: 'The token lacks the scope, its consent is inactive or does not cover this data (type or lookback window), the customer switched third-party access off (channel_disabled), or the client is not a known member institution',
   404: 'No such account among the consented ones (also for accounts of other customers)',
   405: 'Another method than the resource allows (Allow says which)',
   409: 'The Idempotency-Key was used with another batch, an approval or a sweep reference was already used, or a link is in another state',
@@ -468,7 +468,7 @@ export function openApiDocument(issuer: string): Record<string, unknown> {
             status: { type: 'integer' },
             code: str({
               description:
-                'invalid_request, unauthorized, invalid_token, invalid_dpop_proof, insufficient_scope, consent_inactive, consent_insufficient, consent_lookback_exceeded, not_found, method_not_allowed, too_many_requests, access_denied, unknown_institution, idempotency_conflict, payload_too_large, unsupported_media_type, …',
+                'invalid_request, unauthorized, invalid_token, invalid_dpop_proof, insufficient_scope, consent_inactive, consent_insufficient, consent_lookback_exceeded, channel_disabled, approval_used, approval_foreign, sweep_reference_used, not_found, method_not_allowed, too_many_requests, access_denied, unknown_institution, idempotency_conflict, payload_too_large, unsupported_media_type, …',
             }),
             message: str(),
           }),

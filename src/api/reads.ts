@@ -51,6 +51,8 @@ h AS (
   SELECT (SELECT count(*) FROM clients WHERE client_id = $2 AND enabled)::int AS client_enabled,
          (CASE WHEN $4::text IS NULL THEN 1 ELSE (SELECT count(*) FROM seen) END)::int AS fresh, (SELECT count(*) FROM c)::int AS active,
          (SELECT count(*) FROM usage)::int AS counted, (SELECT count(*) FROM accts)::int AS accounts,
+         (SELECT count(*) FROM customer_channels WHERE customer_id = $3 AND channel = 'aggregator_access'
+            AND disabled AND (enable_at IS NULL OR enable_at > now()))::int AS channel_disabled,
          (SELECT CASE WHEN jsonb_typeof(doc -> 'data_types') = 'array' THEN doc -> 'data_types' END FROM c) AS data_types)`;
 
 export interface Head {
@@ -64,6 +66,8 @@ export interface Head {
   counted: number;
   /** Consented accounts matching the account filter. */
   accounts: number;
+  /** 1 when the customer has switched third-party access off (src/linking/channels.ts). */
+  channel_disabled: number;
   /** The consent's data types, when the consent has them. */
   data_types: string[] | null;
 }

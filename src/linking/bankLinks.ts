@@ -20,6 +20,7 @@ import {
 import { decryptAtRest, encryptAtRest } from '../keys/index.ts';
 import { enqueueNotification, type NotificationData } from '../notify/index.ts';
 import { bankStrength } from './bankStrength.ts';
+import { channelDisabled } from './channels.ts';
 import { decide } from './decide.ts';
 import { LinkError } from './errors.ts';
 import { namesMatch } from './nameMatch.ts';
@@ -904,6 +905,7 @@ export async function sweepPullFacts(db: Queryable, input: SweepPullInput): Prom
     daysSinceCredentialChange: days,
     linkSuspended: row.status !== 'active' || row.signalled,
     frozen: row.customer_status === 'frozen',
+    channelDisabled: await channelDisabled(db, input.customerId, 'sweeps'),
   };
 }
 

@@ -37,6 +37,7 @@ import {
   type WithdrawalDetails,
 } from './approvals/operationDetails.ts';
 import { reportSweepDecision, sweepPullFacts } from './bankLinks.ts';
+import { channelDisabled } from './channels.ts';
 import { decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import { customerLimits, type Limits, recordWithdrawal, withdrawnToday } from './limits.ts';
@@ -184,6 +185,7 @@ export function decisionRoutes({
         newDevice: approval.newDevice,
         riskLevel: risk,
         frozen: customer.status === 'frozen',
+        channelDisabled: await channelDisabled(db, customerId, 'withdrawals'),
       },
       {
         customerId,

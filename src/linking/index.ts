@@ -48,6 +48,15 @@ export {
   unlinkBankLink,
 } from './bankLinks.ts';
 export { type BankStrength, bankStrength } from './bankStrength.ts';
+export {
+  CHANNELS,
+  type Channel,
+  type ChannelState,
+  changeChannel,
+  channelDisabled,
+  channelStates,
+  isChannel,
+} from './channels.ts';
 export { type DecisionContext, decide } from './decide.ts';
 export { decisionRoutes } from './decisionsApi.ts';
 export { LinkError, type LinkErrorCode, LinkingError, type LinkingErrorCode } from './errors.ts';

@@ -24,6 +24,7 @@ export const NOTIFICATION_KINDS = [
   'security_alert',
   'bank_link',
   'sweep',
+  'channel_changed',
 ] as const;
 
 export type NotificationKind = (typeof NOTIFICATION_KINDS)[number];
@@ -41,6 +42,7 @@ export const CRITICAL_KINDS: ReadonlySet<NotificationKind> = new Set<Notificatio
   'withdrawal_account_changed',
   'security_alert',
   'bank_link',
+  'channel_changed',
 ]);
 
 export function isCriticalKind(kind: NotificationKind): boolean {
@@ -137,6 +139,12 @@ export const DATA_SCHEMAS = {
     amount: yen,
     bankName: text,
     accountMasked: text.optional(),
+  }),
+  /** A channel (third-party access, withdrawals, sweeps) was switched off, or will be on from effectiveAt. */
+  channel_changed: z.strictObject({
+    channel: z.enum(['aggregator_access', 'withdrawals', 'sweeps']),
+    enabled: z.boolean(),
+    effectiveAt: instant.optional(),
   }),
 } satisfies Record<NotificationKind, z.ZodType>;
 

@@ -326,6 +326,12 @@ const ja: LanguagePack = {
         ? `この銀行の振込認証はワンタイムパスワード等のため、フィッシングの恐れがあります。そのため1日の入金上限を引き下げています。${JA_CONTACT_US}`
         : JA_CONTACT_US,
     }),
+    channel_changed: (d, f) => ({
+      title: d.enabled ? 'ご利用チャネルの再開のお知らせ' : 'ご利用チャネルの停止のお知らせ',
+      lead: `${{ aggregator_access: '外部サービスからの口座情報の参照', withdrawals: 'インターネットからの出金', sweeps: '銀行口座からの自動入金（スイープ）' }[d.channel]}を${d.enabled ? '再開します' : '停止しました'}。`,
+      details: [['再開される日時', f.time(d.effectiveAt)]],
+      advice: JA_CONTACT_US,
+    }),
     sweep: (d, f) => ({
       title: {
         allowed: '銀行口座からの入金（スイープ）のお知らせ',
@@ -574,6 +580,12 @@ const en: LanguagePack = {
       advice: d.reducedCap
         ? `Your bank authenticates transfers with one-time codes, which can be phished, so the daily limit is reduced. ${EN_CONTACT_US}`
         : EN_CONTACT_US,
+    }),
+    channel_changed: (d, f) => ({
+      title: d.enabled ? 'A channel will be switched on again' : 'A channel was switched off',
+      lead: `${{ aggregator_access: 'Access to your account information by connected services', withdrawals: 'Withdrawals over the internet', sweeps: 'Automatic transfers (sweeps) from your bank account' }[d.channel]} ${d.enabled ? 'will be possible again' : 'was switched off'}.`,
+      details: [['Possible again from', f.time(d.effectiveAt)]],
+      advice: EN_CONTACT_US,
     }),
     sweep: (d, f) => ({
       title: {

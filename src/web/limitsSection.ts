@@ -12,6 +12,12 @@ export interface LimitsView {
   current: { withdrawal_daily: number; sweep_daily: number };
   pending: Array<{ limit: 'withdrawal_daily' | 'sweep_daily'; to: number; effectiveAt: Date }>;
   withdrawalAccount?: { bankName: string; accountMasked: string; holdUntil: Date } | undefined;
+  /** Channels the customer can switch off (switching on waits for a cool-off). */
+  channels?: Array<{
+    channel: 'aggregator_access' | 'withdrawals' | 'sweeps';
+    enabled: boolean;
+    enableAt: Date | null;
+  }>;
 }
 
 const TEXT = {
@@ -26,6 +32,17 @@ const TEXT = {
     held: (at: string) => `セキュリティのため、${at} まではこの口座への出金をお受けできません`,
     none: '登録されていません',
     yen: (n: number) => `${n.toLocaleString('ja-JP')}円`,
+    channels: 'ご利用チャネル',
+    channelsLead:
+      '使わないものは停止できます。停止はすぐに反映され、再開には直近のパスキー認証と一定時間が必要です。',
+    aggregator_access: '外部サービスからの口座情報の参照',
+    withdrawals: 'インターネットからの出金',
+    sweeps: '銀行口座からの自動入金（スイープ）',
+    on: '利用中',
+    off: '停止中',
+    switchOff: '停止する',
+    switchOn: '再開する',
+    reopens: (at: string) => `${at} に再開します`,
   },
   en: {
     title: 'Limits and withdrawal account',
@@ -38,6 +55,17 @@ const TEXT = {
     held: (at: string) => `For your security, nothing is paid to this account before ${at}`,
     none: 'None registered',
     yen: (n: number) => `¥${n.toLocaleString('en-US')}`,
+    channels: 'Channels',
+    channelsLead:
+      'Switch off what you do not use. Switching off applies at once; switching on needs a recent passkey sign-in and a waiting period.',
+    aggregator_access: 'Access to your account information by connected services',
+    withdrawals: 'Withdrawals over the internet',
+    sweeps: 'Automatic transfers (sweeps) from your bank account',
+    on: 'On',
+    off: 'Off',
+    switchOff: 'Switch off',
+    switchOn: 'Switch on',
+    reopens: (at: string) => `On again from ${at}`,
   },
 } as const;
 
@@ -53,6 +81,16 @@ export function limitsSection(p: { lang: Lang; csrf: SafeHtml; view: LimitsView 
 <td><form method="post" action="/account/limits" class="inline">${p.csrf}<input type="hidden" name="limit" value="${limit}"><input name="amount" inputmode="numeric" pattern="[0-9]{1,10}" maxlength="10" required aria-label="${t[limit]}"><button type="submit" class="secondary">${t.change}</button></form></td></tr>`;
   };
   const account = p.view.withdrawalAccount;
+  const channels = p.view.channels ?? [];
+  const channelRow = (c: NonNullable<LimitsView['channels']>[number]) =>
+    html`<tr data-channel-name="${c.channel}"><td>${t[c.channel]}</td><td class="state">${c.enabled ? t.on : t.off}${
+      c.enableAt ? html`<br><small class="pending">${t.reopens(when(c.enableAt, p.lang))}</small>` : ''
+    }</td>
+<td>${
+      c.enabled || !c.enableAt
+        ? html`<form method="post" action="/account/channels" class="inline">${p.csrf}<input type="hidden" name="channel" value="${c.channel}"><input type="hidden" name="action" value="${c.enabled ? 'disable' : 'enable'}"><button type="submit" class="secondary">${c.enabled ? t.switchOff : t.switchOn}</button></form>`
+        : ''
+    }</td></tr>`;
   return html`<h2>${t.title}</h2>
 <p>${t.lead}</p>
 <table id="limits"><tbody>${row('withdrawal_daily')}${row('sweep_daily')}</tbody></table>
@@ -65,5 +103,10 @@ export function limitsSection(p: { lang: Lang; csrf: SafeHtml; view: LimitsView 
             : ''
         }`
       : t.none
-  }</p>`;
+  }</p>
+${
+  channels.length
+    ? html`<h3>${t.channels}</h3><p>${t.channelsLead}</p><table id="channels"><tbody>${channels.map(channelRow)}</tbody></table>`
+    : ''
+}`;
 }

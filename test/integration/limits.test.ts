@@ -1,15 +1,19 @@
 /**
- * Customer limits on the security page (issue 6, item 3): lowering applies at once; raising needs a
+ * Customer limits and channels on the security page (issue 6, item 3): lowering applies at once; raising needs a
  * passkey sign-in within 5 minutes and waits for the policy's cool-off; a raise waiting is cancelled
  * by a later lowering; every change is decided by the policy, audited and notified.
  */
+
+import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
-import { customerLimits } from '../../src/linking/index.ts';
+import { channelStates, customerLimits } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import { accountsStatus, demoRp, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let device: PasskeyEmulator;
@@ -135,5 +139,81 @@ describe('limits on the security page', () => {
     });
     expect(forged.status).toBe(403);
     expect(await limitsNow()).toEqual(before);
+  });
+});
+
+describe('channels the customer switches off', () => {
+  it('switching off third-party access stops the aggregator at once; switching on waits, after a fresh sign-in', async () => {
+    const rp = await demoRp(t);
+    const started = await startAuthorization(rp);
+    const callback = await completeLogin({ fetch: t.fetch, authorizationUrl: started.url, device });
+    const tokens = await client.authorizationCodeGrant(
+      rp.config,
+      callback,
+      { pkceCodeVerifier: started.codeVerifier, expectedState: started.state },
+      undefined,
+      { DPoP: rp.dpop },
+    );
+    expect(await accountsStatus(t, rp, tokens.access_token)).toBe(200);
+
+    const { ua, csrf } = await signedIn();
+    const off = await ua.postForm(`${t.issuer}/account/channels`, {
+      csrf,
+      channel: 'aggregator_access',
+      action: 'disable',
+    });
+    expect(off.status).toBe(303);
+    expect(await accountsStatus(t, rp, tokens.access_token)).toBe(403);
+    const told = await t.hub.db.query<{ data: { channel: string; enabled: boolean } }>(
+      "SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = 'channel_changed'",
+      [customerId],
+    );
+    expect(told.rows.map((r) => r.data)).toEqual([{ channel: 'aggregator_access', enabled: false }]);
+    expect((await ua.get(`${t.issuer}/account`)).text).toContain('data-channel-name="aggregator_access"');
+
+    const on = await ua.postForm(`${t.issuer}/account/channels`, {
+      csrf,
+      channel: 'aggregator_access',
+      action: 'enable',
+    });
+    expect(on.status).toBe(303);
+    const pending = (await channelStates(t.hub.db, customerId)).find(
+      (c) => c.channel === 'aggregator_access',
+    )!;
+    expect(pending.enabled).toBe(false);
+    expect(pending.enableAt!.getTime() - Date.now()).toBeGreaterThan(86_400_000 - 60_000);
+    expect(await accountsStatus(t, rp, tokens.access_token)).toBe(403);
+    // The cool-off ends: access is back without anything else happening.
+    await t.hub.db.query(
+      "UPDATE customer_channels SET enable_at = now() - interval '1 second' WHERE customer_id = $1",
+      [customerId],
+    );
+    expect((await channelStates(t.hub.db, customerId)).every((c) => c.enabled)).toBe(true);
+    expect(await accountsStatus(t, rp, tokens.access_token)).toBe(200);
+  });
+
+  it('switching a channel on after a stale sign-in is refused; unknown channels are refused', async () => {
+    const { ua, csrf } = await signedIn();
+    await ua.postForm(`${t.issuer}/account/channels`, { csrf, channel: 'withdrawals', action: 'disable' });
+    await t.hub.db.query(
+      `UPDATE oidc_payloads SET payload = jsonb_set(payload, '{loginTs}', to_jsonb((payload ->> 'loginTs')::bigint - 600))
+       WHERE model = 'Session' AND payload ->> 'accountId' = $1`,
+      [customerId],
+    );
+    const stale = await ua.postForm(`${t.issuer}/account/channels`, {
+      csrf,
+      channel: 'withdrawals',
+      action: 'enable',
+    });
+    expect(stale.status).toBe(403);
+    expect(stale.text).toContain('ERR_LIMIT_NEEDS_FRESH_PASSKEY');
+    const state = (await channelStates(t.hub.db, customerId)).find((c) => c.channel === 'withdrawals')!;
+    expect(state).toMatchObject({ enabled: false, enableAt: null });
+    const bad = await ua.postForm(`${t.issuer}/account/channels`, {
+      csrf,
+      channel: 'telex',
+      action: 'disable',
+    });
+    expect(bad.status).toBe(400);
   });
 });

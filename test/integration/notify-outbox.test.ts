@@ -219,6 +219,7 @@ describe('settings', () => {
       'withdrawal_account_changed',
       'security_alert',
       'bank_link',
+      'channel_changed',
     ]);
 
     const after = await updateNotificationSettings(t.db, {

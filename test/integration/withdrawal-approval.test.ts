@@ -333,6 +333,27 @@ describe('the risk engine’s level', () => {
   });
 });
 
+describe('channels', () => {
+  it('a customer who switched withdrawals off cannot withdraw', async () => {
+    await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+    await t.hub.db.query(
+      "INSERT INTO customer_channels (customer_id, channel, disabled) VALUES ($1, 'withdrawals', true)",
+      [customerId],
+    );
+    try {
+      const a = await approve(withdrawal('800'));
+      const res = await decide({
+        operation: 'withdrawal',
+        approvalToken: a.accessToken,
+        details: withdrawal('800'),
+      });
+      expect(res.body).toMatchObject({ decision: 'deny', decidedBy: ['withdrawal.channel-disabled'] });
+    } finally {
+      await t.hub.db.query('DELETE FROM customer_channels WHERE customer_id = $1', [customerId]);
+    }
+  });
+});
+
 describe('changing the withdrawal account', () => {
   it('registers the approved account, holds withdrawals to it for the cool-off, and notifies', async () => {
     const next = { ...bank, bankCode: '0009', bankName: 'みらい銀行', accountNumber: '5556667' };

@@ -107,6 +107,8 @@ function dataFor(kind: NotificationKind, s: string): Record<string, unknown> {
       return { event: 'linked', bankName: s, accountMasked: s, capAmount: 100_000, reducedCap: true };
     case 'sweep':
       return { outcome: 'needs_bank_approval', amount: 250_000, bankName: s, accountMasked: s };
+    case 'channel_changed':
+      return { channel: 'withdrawals', enabled: true, effectiveAt: at };
   }
 }
 

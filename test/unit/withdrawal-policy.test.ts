@@ -27,6 +27,7 @@ const goodWithdrawal: FactsOf<'withdrawal'> = {
   newDevice: false,
   riskLevel: 'low',
   frozen: false,
+  channelDisabled: false,
 };
 
 const t = { en: 'x', ja: 'x' };
@@ -59,6 +60,7 @@ describe('the shipped withdrawal-strength policy', () => {
     [{ overDailyCap: true }, 'deny', 'withdrawal.over-cap'],
     [{ riskLevel: 'high' }, 'deny', 'withdrawal.high-risk'],
     [{ frozen: true }, 'deny', 'withdrawal.frozen'],
+    [{ channelDisabled: true }, 'deny', 'withdrawal.channel-disabled'],
   ] as const)('withdrawal with %o → %s by %s', (change, decision, rule) => {
     const d = evaluatePolicy(policy, 'withdrawal', { ...goodWithdrawal, ...change } as FactsOf<'withdrawal'>);
     expect(d.decision).toBe(decision);
@@ -158,8 +160,10 @@ describe('the shipped withdrawal-strength policy', () => {
       daysSinceCredentialChange: 365,
       linkSuspended: false,
       frozen: false,
+      channelDisabled: false,
     };
     expect(evaluatePolicy(policy, 'sweep_pull', base).decision).toBe('allow');
+    expect(evaluatePolicy(policy, 'sweep_pull', { ...base, channelDisabled: true }).decision).toBe('deny');
     const over = evaluatePolicy(policy, 'sweep_pull', { ...base, overDailyCap: true });
     expect(over.decision).toBe('step_up');
     expect(over.obligations.stepUp?.byBank).toBe(true);
@@ -198,36 +202,39 @@ describe('the shipped withdrawal-strength policy', () => {
                 for (const overDailyCap of [true, false])
                   for (const newDevice of [true, false])
                     for (const riskLevel of RISK_LEVELS)
-                      for (const frozen of [true, false]) {
-                        const facts = {
-                          acr,
-                          authAgeSeconds,
-                          detailsBound,
-                          destinationNameMatches,
-                          destinationRegistered,
-                          destinationInCoolOff,
-                          amount: 1,
-                          overDailyCap,
-                          newDevice,
-                          riskLevel,
-                          frozen,
-                        };
-                        const d = evaluatePolicy(policy, 'withdrawal', facts);
-                        const safe =
-                          (acr === 'phr' || acr === 'phrh') &&
-                          authAgeSeconds <= 300 &&
-                          detailsBound &&
-                          destinationNameMatches &&
-                          destinationRegistered &&
-                          !destinationInCoolOff &&
-                          !overDailyCap &&
-                          riskLevel !== 'high' &&
-                          !frozen &&
-                          (authAgeSeconds <= 60 || (!newDevice && riskLevel === 'low'));
-                        expect(d.decision === 'allow', JSON.stringify(facts)).toBe(safe);
-                        checked++;
-                      }
-    expect(checked).toBe(4 * 6 * 2 ** 7 * 3);
+                      for (const frozen of [true, false])
+                        for (const channelDisabled of [true, false]) {
+                          const facts = {
+                            acr,
+                            authAgeSeconds,
+                            detailsBound,
+                            destinationNameMatches,
+                            destinationRegistered,
+                            destinationInCoolOff,
+                            amount: 1,
+                            overDailyCap,
+                            newDevice,
+                            riskLevel,
+                            frozen,
+                            channelDisabled,
+                          };
+                          const d = evaluatePolicy(policy, 'withdrawal', facts);
+                          const safe =
+                            (acr === 'phr' || acr === 'phrh') &&
+                            authAgeSeconds <= 300 &&
+                            detailsBound &&
+                            destinationNameMatches &&
+                            destinationRegistered &&
+                            !destinationInCoolOff &&
+                            !overDailyCap &&
+                            riskLevel !== 'high' &&
+                            !frozen &&
+                            !channelDisabled &&
+                            (authAgeSeconds <= 60 || (!newDevice && riskLevel === 'low'));
+                          expect(d.decision === 'allow', JSON.stringify(facts)).toBe(safe);
+                          checked++;
+                        }
+    expect(checked).toBe(4 * 6 * 2 ** 8 * 3);
   });
 
   it('describes itself for operators with every operation, rule and fact', () => {
@@ -376,6 +383,7 @@ describe('policy validation', () => {
       daysSinceCredentialChange: 9,
       linkSuspended: false,
       frozen: false,
+      channelDisabled: false,
     };
     expect(evaluatePolicy(p, 'sweep_pull', facts)).toMatchObject({
       decision: 'step_up',

@@ -41,6 +41,8 @@ export const OPERATIONS = {
     newDevice: bool,
     riskLevel: risk,
     frozen: bool,
+    /** The customer switched withdrawals off (src/linking/channels.ts). */
+    channelDisabled: bool,
   },
   /** The customer registers a new withdrawal bank account. */
   change_withdrawal_account: {
@@ -68,6 +70,8 @@ export const OPERATIONS = {
     daysSinceCredentialChange: num,
     linkSuspended: bool,
     frozen: bool,
+    /** The customer switched sweeps off. */
+    channelDisabled: bool,
   },
   /** A limit goes up or a channel (e.g. sweeps) is enabled. */
   raise_limit: { acr, authAgeSeconds: num, frozen: bool },

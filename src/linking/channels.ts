@@ -1,0 +1,116 @@
+/**
+ * Channels a customer can switch off (issue 4, item 8; DESIGN.md "raise a limit / enable a channel"):
+ * third-party read access (`aggregator_access`), withdrawals, bank sweeps. Switching off is decided
+ * like lowering a limit (at once); switching on like raising one (a passkey sign-in within 5 minutes,
+ * then the policy's cool-off). The read API, the decision endpoint and sweep decisions read the state.
+ */
+import type { Db, Queryable } from '../db/index.ts';
+import { notifyCustomer } from '../oidc/securityNotices.ts';
+import { decide } from './decide.ts';
+import { LinkingError } from './errors.ts';
+import type { Policy } from './policy/parsePolicy.ts';
+
+export const CHANNELS = ['aggregator_access', 'withdrawals', 'sweeps'] as const;
+export type Channel = (typeof CHANNELS)[number];
+
+export interface ChannelState {
+  channel: Channel;
+  enabled: boolean;
+  /** A switch-on waiting for its cool-off. */
+  enableAt: Date | null;
+}
+
+export const isChannel = (v: unknown): v is Channel =>
+  typeof v === 'string' && (CHANNELS as readonly string[]).includes(v);
+
+/** Applies switch-ons whose cool-off ended (one statement), so a channel reopens without a sweeper. */
+async function applyDue(db: Queryable, customerId: string): Promise<void> {
+  await db.query(
+    `UPDATE customer_channels SET disabled = false, enable_at = NULL, changed_at = now()
+     WHERE customer_id = $1 AND disabled AND enable_at IS NOT NULL AND enable_at <= now()`,
+    [customerId],
+  );
+}
+
+export async function channelStates(db: Queryable, customerId: string): Promise<ChannelState[]> {
+  await applyDue(db, customerId);
+  const rows = await db.query<{ channel: Channel; disabled: boolean; enable_at: Date | null }>(
+    'SELECT channel, disabled, enable_at FROM customer_channels WHERE customer_id = $1',
+    [customerId],
+  );
+  return CHANNELS.map((channel) => {
+    const r = rows.rows.find((x) => x.channel === channel);
+    return { channel, enabled: !r?.disabled, enableAt: r?.enable_at ?? null };
+  });
+}
+
+/** Whether the customer has this channel switched off now. */
+export async function channelDisabled(db: Queryable, customerId: string, channel: Channel): Promise<boolean> {
+  return !(await channelStates(db, customerId)).find((s) => s.channel === channel)!.enabled;
+}
+
+export interface ChannelChange {
+  customerId: string;
+  channel: Channel;
+  enable: boolean;
+  acr: string | undefined;
+  authTime: number | undefined;
+  frozen: boolean;
+  actor: string;
+  ip?: string | undefined;
+}
+
+/** Switches a channel off at once, or schedules switching it on; throws LinkingError when refused. */
+export async function changeChannel(
+  db: Db,
+  policy: Policy,
+  change: ChannelChange,
+): Promise<{ status: 'disabled' | 'pending' | 'unchanged'; enableAt?: Date }> {
+  const current = (await channelStates(db, change.customerId)).find((s) => s.channel === change.channel)!;
+  const context = {
+    customerId: change.customerId,
+    actor: change.actor,
+    ip: change.ip,
+    subject: { channel: change.channel, enable: change.enable },
+  };
+  if (!change.enable) {
+    if (!current.enabled && !current.enableAt) return { status: 'unchanged' };
+    await decide(db, policy, 'lower_limit', {}, context);
+    await db.query(
+      `INSERT INTO customer_channels (customer_id, channel, disabled) VALUES ($1, $2, true)
+       ON CONFLICT (customer_id, channel) DO UPDATE SET disabled = true, enable_at = NULL, changed_at = now()`,
+      [change.customerId, change.channel],
+    );
+    await notifyCustomer(db, {
+      customerId: change.customerId,
+      kind: 'channel_changed',
+      data: { channel: change.channel, enabled: false },
+    });
+    return { status: 'disabled' };
+  }
+  if (current.enabled) return { status: 'unchanged' };
+  const authAgeSeconds =
+    change.authTime === undefined ? Number.MAX_SAFE_INTEGER : Math.floor(Date.now() / 1000) - change.authTime;
+  const acr = change.acr === 'phr' || change.acr === 'phrh' || change.acr === 'otp' ? change.acr : 'none';
+  const decision = await decide(
+    db,
+    policy,
+    'raise_limit',
+    { acr, authAgeSeconds, frozen: change.frozen },
+    context,
+  );
+  if (decision.decision === 'step_up') throw new LinkingError('ERR_LIMIT_NEEDS_FRESH_PASSKEY');
+  if (decision.decision === 'deny') throw new LinkingError('ERR_LIMIT_DENIED');
+  const r = await db.query<{ enable_at: Date }>(
+    `UPDATE customer_channels SET enable_at = now() + make_interval(secs => $3), changed_at = now()
+     WHERE customer_id = $1 AND channel = $2 RETURNING enable_at`,
+    [change.customerId, change.channel, decision.obligations.coolOffSeconds ?? 0],
+  );
+  const enableAt = r.rows[0]!.enable_at;
+  await notifyCustomer(db, {
+    customerId: change.customerId,
+    kind: 'channel_changed',
+    data: { channel: change.channel, enabled: true, effectiveAt: enableAt.toISOString() },
+  });
+  return { status: 'pending', enableAt };
+}
