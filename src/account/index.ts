@@ -112,6 +112,14 @@ export function accountRoutes({
   const signIn: SignInDeps = { db, authn, throttle, risk: riskEngineFor(config) };
   const sessionCookie = provider.cookieName('session');
 
+  const geo = riskEngineFor(config).geo;
+  /** "JP · AS2516 KDDI" from the offline IP data (src/risk/geo.ts), or undefined when unknown. */
+  function coarseLocation(ip: string | null): string | undefined {
+    const l = geo.locate(ip ?? undefined);
+    const parts = [l.country, l.asn ? `AS${l.asn}${l.org ? ` ${l.org}` : ''}` : undefined].filter(Boolean);
+    return parts.length ? parts.join(' · ') : undefined;
+  }
+
   async function signedIn(ctx: Context): Promise<(Session & { accountId: string }) | undefined> {
     const session = await provider.Session.get(ctx);
     return session.accountId ? (session as Session & { accountId: string }) : undefined;
@@ -243,6 +251,8 @@ export function accountRoutes({
         ip: h.ip,
         port: h.port,
         userAgent: h.user_agent,
+        // Coarse location (JSDA IV.5.(1)): country and network from the operator's offline data.
+        location: coarseLocation(h.ip),
       })),
     });
   });

@@ -36,6 +36,8 @@ export interface HistoryEntry {
   ip: string | null;
   port: number | null;
   userAgent: string | null;
+  /** Coarse location: country and network (never an address). */
+  location?: string | undefined;
 }
 
 export interface SecurityPageInput {
@@ -131,7 +133,7 @@ ${p.sessions.map(
 <table id="history"><thead><tr><th>${a.when}</th><th>${a.event}</th><th>${a.result}</th><th>${a.source}</th></tr></thead><tbody>
 ${p.history.map(
   (h) =>
-    html`<tr><td>${when(h.at, p.lang)}</td><td>${a.events[h.type] ?? h.type}</td><td>${h.outcome === 'success' ? a.success : h.outcome === 'failure' ? a.failure : a.info}</td><td>${h.ip ?? ''}${h.port ? `:${h.port}` : ''}<br><small>${(h.userAgent ?? '').slice(0, 80)}</small></td></tr>`,
+    html`<tr><td>${when(h.at, p.lang)}</td><td>${a.events[h.type] ?? h.type}</td><td>${h.outcome === 'success' ? a.success : h.outcome === 'failure' ? a.failure : a.info}</td><td>${h.ip ?? ''}${h.port ? `:${h.port}` : ''}${h.location ? html` <span class="location">${h.location}</span>` : ''}<br><small>${(h.userAgent ?? '').slice(0, 80)}</small></td></tr>`,
 )}
 </tbody></table>
 <form method="post" action="/account/logout">${csrf}<button type="submit" class="secondary" id="sign-out">${a.signOut}</button></form>`,

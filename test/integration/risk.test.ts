@@ -230,7 +230,11 @@ describe('sign-in decisions', () => {
     expect(await signIn(user, abroad)).toBe('ok');
     // The trip ends early on paper; the session abroad may still end itself but not add exposure.
     await t.hub.db.query('DELETE FROM travel_declarations WHERE customer_id = $1', [id]);
-    const csrf = /name="csrf" value="([^"]+)"/.exec((await abroad.get(`${t.issuer}/account`)).text)![1]!;
+    const page = (await abroad.get(`${t.issuer}/account`)).text;
+    // The history shows where each sign-in came from, coarsely (JSDA IV.5.(1)).
+    expect(page).toContain('127.0.1.9');
+    expect(page).toContain('US · AS64501 US Cable Inc');
+    const csrf = /name="csrf" value="([^"]+)"/.exec(page)![1]!;
     const add = await abroad.postForm(`${t.issuer}/account/contacts/add`, {
       csrf,
       kind: 'email',
