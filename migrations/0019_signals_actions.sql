@@ -7,5 +7,16 @@ ALTER TABLE account_lockouts ADD COLUMN reproofing_required boolean NOT NULL DEF
 -- 2. SSF 1.0 §8.1.1 inactivity_timeout: the last eligible receiver activity on a stream (management
 --    calls naming it; polls). A stream idle for signals.inactivityTimeoutSeconds is paused.
 ALTER TABLE ssf_streams ADD COLUMN last_activity_at timestamptz NOT NULL DEFAULT now();
--- For the operator view (kakehashi ssf streams): when the stream last delivered anything.
-ALTER TABLE ssf_streams ADD COLUMN last_delivery_at timestamptz;
+
+-- 3. Wake-up of the outbox workers on every node: a new ssf_events row (an event of this hub, a
+--    forwarded one, a stream event) notifies channel kakehashi_ssf at commit. Workers on PostgreSQL
+--    LISTEN to it (src/signals/worker.ts) and start fanning out at once instead of at their next
+--    poll; PGlite workers keep polling. One notification per statement, folded per transaction.
+CREATE FUNCTION ssf_events_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('kakehashi_ssf', '');
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER ssf_events_notify AFTER INSERT ON ssf_events
+  FOR EACH STATEMENT EXECUTE FUNCTION ssf_events_notify();

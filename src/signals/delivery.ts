@@ -42,7 +42,8 @@ export async function claimStreams(ctx: SignalsContext, limit: number): Promise<
                      AND (o.control OR c.status = 'enabled'))
        ORDER BY c.next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
      RETURNING s.stream_id, s.peer_id, s.client_id, s.aud, s.delivery_method, s.endpoint_url, s.authorization_header_enc,
-       s.events_requested, s.events_delivered, s.description, s.status, s.status_reason, s.signing_alg`,
+       s.events_requested, s.events_delivered, s.description, s.status, s.status_reason, s.signing_alg,
+       s.consecutive_failures`,
     [limit, ctx.nodeId, ctx.signals.push.leaseSeconds, PUSH],
   );
   return res.rows;
@@ -189,6 +190,14 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
     ? decryptAtRest(ctx.kek, claimed.authorization_header_enc, `ssf-push-auth:${claimed.stream_id}`)
     : undefined;
   let stream = claimed;
+  // A receiver that failed last time (timeouts: a slow or hung receiver) is probed one SET at a time
+  // until it answers again, and no stream ever holds more than half the node's push slots: a slow
+  // receiver cannot keep the slots the others need.
+  const full = Math.max(
+    1,
+    Math.min(ctx.signals.push.concurrencyPerStream, Math.floor(ctx.signals.push.maxInFlight / 2)),
+  );
+  let width = claimed.consecutive_failures ? 1 : full;
   try {
     for (;;) {
       const batch = await ctx.db.query<OutboxRow>(
@@ -208,7 +217,7 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       }
       const recorder = new Recorder(ctx);
       let retry: { error: string; retryAfterMs?: number } | undefined;
-      await pool([...chains.values()], ctx.signals.push.concurrencyPerStream, async (chain) => {
+      await pool([...chains.values()], width, async (chain) => {
         for (const row of chain) {
           if (retry) return;
           const outcome = await pushOne(ctx, stream, authorization, row);
@@ -267,6 +276,7 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       );
       const status = renewed.rows[0]?.status;
       if (!status) break;
+      width = full;
       stream = { ...stream, status };
     }
   } finally {

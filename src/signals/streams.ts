@@ -26,6 +26,8 @@ export interface StreamRow {
   status: 'enabled' | 'paused' | 'disabled';
   status_reason: string | null;
   signing_alg: 'RS256' | 'ES256';
+  /** Only as claimed for pushing (claimStreams). */
+  consecutive_failures?: number;
 }
 
 export const STREAM_COLUMNS = `stream_id, peer_id, client_id, aud, delivery_method, endpoint_url, authorization_header_enc,

@@ -21,8 +21,13 @@ export interface SignalsWorker {
   kick(): void;
   /** Retry failed subscriptions at peers now (e.g. once a peer has registered our client). */
   resubscribe(): void;
+  /** This node is woken by PostgreSQL NOTIFY (on PGlite, or until LISTEN works: polling only). */
+  listening(): boolean;
   stop(): Promise<void>;
 }
+
+/** Notified at the commit of every new ssf_events row (trigger in migrations/0019). */
+export const SIGNALS_CHANNEL = 'kakehashi_ssf';
 
 export function startSignalsWorker(ctx: SignalsContext, subscriber: Subscriber): SignalsWorker {
   const active = new Set<Promise<unknown>>();
@@ -89,6 +94,14 @@ export function startSignalsWorker(ctx: SignalsContext, subscriber: Subscriber):
   const timer = setInterval(kick, ctx.signals.workerIntervalMs);
   timer.unref();
   const unsubscribe = onSignalsQueued(kick);
+  // Events committed by other nodes (or other processes) wake this one without waiting for the poll.
+  let unlisten: (() => Promise<void>) | undefined;
+  const listening = ctx.db
+    .listen?.(SIGNALS_CHANNEL, kick)
+    .then((stop) => {
+      unlisten = stop;
+    })
+    .catch((err: unknown) => ctx.logger.warn({ err }, 'LISTEN failed; the worker polls only'));
 
   // Receiver side: keep our streams at peers, and poll where we poll.
   const subscriptions = startSubscriptions(ctx, subscriber, () => stopped);
@@ -97,10 +110,13 @@ export function startSignalsWorker(ctx: SignalsContext, subscriber: Subscriber):
   return {
     kick,
     resubscribe: () => subscriptions.wake(),
+    listening: () => unlisten !== undefined,
     async stop() {
       stopped = true;
       clearInterval(timer);
       unsubscribe();
+      await listening;
+      await unlisten?.();
       await running;
       await Promise.allSettled([...active]);
       // Ends long polls at peers at once instead of waiting them out.
