@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent } from '../../conformance/lib/userAgent.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import { takeSignalNotices } from '../../src/notify/signalNotices.ts';
 import { accountLock, assessOperation, riskEngineFor, unlockAccount } from '../../src/risk/index.ts';
 import { EVENT, linkCustomer } from '../../src/signals/index.ts';
 import { signJws } from '../../src/signals/jws.ts';
@@ -203,7 +204,20 @@ describe('actions of received SETs', () => {
       [linkId, customerId, account.rows[0]!.id, account.rows[0]!.institution_id],
     );
 
-    expect(await push(EVENT.accountDisabled, { reason: 'hijacking' })).toBe(202);
+    const sessions = async () =>
+      (
+        await t.hub.db.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM oidc_payloads WHERE model = 'Session' AND payload ->> 'accountId' = $1",
+          [customerId],
+        )
+      ).rows[0]!.n;
+    expect(await sessions()).toBeGreaterThan(0);
+
+    await takeSignalNotices(t.hub.db); // earlier tests' notices
+    const jti = randomUUID();
+    expect(await push(EVENT.accountDisabled, { reason: 'hijacking' }, { jti })).toBe(202);
+    // revoke_sessions at once, in the receiving transaction.
+    expect(await sessions()).toBe(0);
     await waitFor('the lock', async () => (await accountLock(t.hub.db, customerId)).reproofingRequired);
     await waitFor('the link suspended', async () => {
       const r = await t.hub.db.query<{ status: string; suspended_by: string }>(
@@ -213,6 +227,30 @@ describe('actions of received SETs', () => {
       return r.rows[0]?.status === 'suspended' && r.rows[0].suspended_by === 'peer:peer';
     });
     expect(await audits('linking.link.suspended')).toBe(1);
+    // notify: the notification worker's (it runs with SMTP configured); one round of it, here.
+    expect(await takeSignalNotices(t.hub.db)).toBe(1);
+    // The same SET again: 202 and no second lock, suspension or notice.
+    expect(await push(EVENT.accountDisabled, { reason: 'hijacking' }, { jti })).toBe(202);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await pending()).toBe(0);
+    expect(await audits('linking.link.suspended')).toBe(1);
+    expect(await audits('ssf.set.duplicate')).toBe(2);
+    const locks = await t.hub.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM audit_events WHERE customer_id = $1 AND type = 'risk.account.locked' AND actor = 'peer:peer'",
+      [customerId],
+    );
+    expect(locks.rows[0]!.n).toBe(1);
+    expect(await takeSignalNotices(t.hub.db)).toBe(0);
+    const actions = await t.hub.db.query<{ action: string }>(
+      'SELECT action FROM ssf_action_outbox WHERE jti = $1 ORDER BY id',
+      [jti],
+    );
+    expect(actions.rows.map((r) => r.action)).toEqual([
+      'raise_risk',
+      'require_reproofing',
+      'suspend_sweeps',
+      'notify',
+    ]);
 
     // Even the known browser with the real passkey is refused.
     const refused = await completeLogin({
