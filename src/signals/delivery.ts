@@ -190,14 +190,14 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
     ? decryptAtRest(ctx.kek, claimed.authorization_header_enc, `ssf-push-auth:${claimed.stream_id}`)
     : undefined;
   let stream = claimed;
-  // A receiver that failed last time (timeouts: a slow or hung receiver) is probed one SET at a time
-  // until it answers again, and no stream ever holds more than half the node's push slots: a slow
-  // receiver cannot keep the slots the others need.
-  const full = Math.max(
+  // No stream ever holds more than half the node's push slots, and a receiver that failed last time
+  // (e.g. timeouts: slow or hung) is first probed with one SET alone: a slow receiver cannot keep the
+  // slots the others need.
+  const width = Math.max(
     1,
     Math.min(ctx.signals.push.concurrencyPerStream, Math.floor(ctx.signals.push.maxInFlight / 2)),
   );
-  let width = claimed.consecutive_failures ? 1 : full;
+  let probe = Boolean(claimed.consecutive_failures);
   try {
     for (;;) {
       const batch = await ctx.db.query<OutboxRow>(
@@ -217,7 +217,15 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       }
       const recorder = new Recorder(ctx);
       let retry: { error: string; retryAfterMs?: number } | undefined;
-      await pool([...chains.values()], width, async (chain) => {
+      const todo = [...chains.values()];
+      if (probe) {
+        probe = false;
+        const first = todo[0]!.shift()!;
+        const outcome = await pushOne(ctx, stream, authorization, first);
+        if (outcome.kind === 'retry') retry = outcome;
+        else recorder.add(first.id, outcome);
+      }
+      await pool(todo, width, async (chain) => {
         for (const row of chain) {
           if (retry) return;
           const outcome = await pushOne(ctx, stream, authorization, row);
@@ -276,7 +284,6 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       );
       const status = renewed.rows[0]?.status;
       if (!status) break;
-      width = full;
       stream = { ...stream, status };
     }
   } finally {
