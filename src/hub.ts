@@ -23,6 +23,7 @@ import { startBackchannelLogouts } from './oidc/backchannelLogout.ts';
 import { createProvider } from './oidc/provider.ts';
 import { deleteExpiredProofingFlows } from './proofing/index.ts';
 import { deleteExpiredRiskEvents } from './risk/index.ts';
+import { startActionConsumers } from './signals/consumers.ts';
 import { createSignals, type Signals } from './signals/index.ts';
 import { ensureDevTls, secureTlsOptions } from './tls/index.ts';
 
@@ -133,6 +134,8 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       throw err;
     }
     signals.start();
+    // Peers' signals act here through the modules that own each action (src/signals/consumers.ts).
+    const consumers = config.signals.enabled ? startActionConsumers({ config, db, logger }) : undefined;
     notifier.start();
     const { port } = server.address() as AddressInfo;
     const scheme = config.tls.mode === 'proxy' ? 'http' : 'https';
@@ -155,6 +158,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
         clearInterval(sweeper);
         logouts.stop();
         await signals.stop();
+        await consumers?.stop();
         await notifier.stop();
         for (const s of [server, mtlsServer]) {
           if (!s) continue;

@@ -29,6 +29,7 @@ import {
   replay,
   TravelError,
 } from './risk/index.ts';
+import { ssfCommand } from './signals/cli.ts';
 
 const USAGE = `usage: kakehashi <command>
   serve                      start the hub (default)
@@ -52,6 +53,10 @@ const USAGE = `usage: kakehashi <command>
   notice publish <notice.json>   an important notice customers acknowledge at their next sign-in
   keys                       list the public signing keys (JWKS)
   policy show [--ja] [--json]   the effective withdrawal-strength policy (operations, facts, rules)
+  ssf streams [--json]       Shared Signals streams: status, delivery method, backlog, last delivery/error
+  ssf stream <id> pause|enable|disable [--reason "…"]   change a stream's status (receiver is told)
+  ssf dead-letters [--stream <id>] [--retry]   SETs that could not be delivered; --retry requeues them
+  ssf verify <id>            send the stream a verification event
 options: --operator NAME (recorded in the audit log)`;
 
 /** --from/--to as dates (to is exclusive; default: the last 30 days up to now). */
@@ -93,6 +98,8 @@ async function main(argv: string[]): Promise<number> {
       rules: { type: 'string' },
       country: { type: 'string' },
       ttl: { type: 'string' },
+      retry: { type: 'boolean' },
+      stream: { type: 'string' },
     },
   });
   const [command = 'serve', ...rest] = positionals;
@@ -325,6 +332,7 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
     }
+    if (command === 'ssf') return await ssfCommand(db, rest, { ...values, operator });
     if (command === 'keys') {
       const keys = await loadKeyMaterial(db, loadKeyEncryptionKey(config));
       console.log(JSON.stringify(keys.publicJwks, null, 2));

@@ -121,6 +121,12 @@ const signalsSchema = z
     longPollSeconds: z.number().int().min(0).max(120).default(20),
     /** A polled SET that was not acknowledged is handed out again after this. */
     pollRedeliverySeconds: seconds.default(60),
+    /**
+     * SSF 1.0 §8.1.1 inactivity_timeout, advertised in every stream: an enabled stream whose
+     * receiver neither called the management API about it nor polled it for this long is paused
+     * (held SETs kept as for any pause; the receiver re-enables it). Checked every 30 s.
+     */
+    inactivityTimeoutSeconds: seconds.default(30 * 24 * 3600),
     /** Verification requests closer together than this get 429. */
     minVerificationIntervalSeconds: z.number().int().min(0).default(5),
     push: z

@@ -65,7 +65,61 @@ async function openPg(url: string, max: number): Promise<Db> {
         client.release();
       }
     },
+    listen: (channel, onNotify) => listenPg(pgModule, url, channel, onNotify),
     close: () => pool.end(),
+  };
+}
+
+const RECONNECT_MS = 1000;
+
+async function listenPg(
+  pgModule: typeof pg,
+  url: string,
+  channel: string,
+  onNotify: () => void,
+): Promise<() => Promise<void>> {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel)) throw new TypeError(`bad channel name ${channel}`);
+  let client: pg.Client | undefined;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const retry = () => {
+    if (stopped || timer) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      connect().catch(retry);
+    }, RECONNECT_MS);
+    timer.unref();
+  };
+  const connect = async () => {
+    const c = new pgModule.Client({ connectionString: url });
+    // A lost connection (server restart, network) is retried; pollers cover the gap.
+    c.on('error', () => {});
+    c.on('end', () => {
+      if (client === c) client = undefined;
+      retry();
+    });
+    c.on('notification', (m) => {
+      if (m.channel === channel) onNotify();
+    });
+    try {
+      await c.connect();
+      await c.query(`LISTEN ${channel}`);
+    } catch (err) {
+      await c.end().catch(() => {});
+      throw err;
+    }
+    if (stopped) {
+      await c.end().catch(() => {});
+      return;
+    }
+    client = c;
+    onNotify();
+  };
+  await connect();
+  return async () => {
+    stopped = true;
+    clearTimeout(timer);
+    await client?.end().catch(() => {});
   };
 }
 

@@ -157,9 +157,11 @@ async function admit(
   const device = ctx.cookies.get(DEVICE_COOKIE, { signed: false });
   const lock = await accountLock(deps.db, customerId);
   const known = await isKnownDevice(deps.db, customerId, device);
-  if (!(lock.locked && !known) && deps.risk)
+  // A lock a peer's takeover signal set (re-proofing required) admits no device, known or not.
+  const refused = lock.locked && (!known || lock.reproofingRequired);
+  if (!refused && deps.risk)
     await applyRiskRules(deps, deps.risk, customerId, meta, method, known, device, credential);
-  if (lock.locked && !known) {
+  if (refused) {
     await recordAudit(deps.db, {
       type: 'risk.account.locked.refused',
       outcome: 'failure',
@@ -177,7 +179,9 @@ async function admit(
     throw new HttpError(
       403,
       'access_denied',
-      'This account is locked after repeated failed sign-ins. Sign in from a device you used before, or contact us to verify your identity again.',
+      lock.reproofingRequired
+        ? 'This account is locked to protect it. Please verify your identity again to unlock it.'
+        : 'This account is locked after repeated failed sign-ins. Sign in from a device you used before, or contact us to verify your identity again.',
       'ERR_ACCOUNT_LOCKED',
     );
   }

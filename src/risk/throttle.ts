@@ -156,16 +156,27 @@ export async function recordAuthFailure(
 
 export interface AccountLock {
   locked: boolean;
+  /** Null while locked: no end (re-proofing required). */
   lockedUntil: Date | null;
+  /**
+   * A peer institution saw the account taken over (shared signal require_reproofing): only
+   * re-proofing or an operator lifts the lock, and known devices are refused too.
+   */
+  reproofingRequired: boolean;
 }
 
 export async function accountLock(db: Queryable, customerId: string): Promise<AccountLock> {
-  const res = await db.query<{ locked_until: Date | null }>(
-    'SELECT locked_until FROM account_lockouts WHERE customer_id = $1 AND locked_until > now()',
+  const res = await db.query<{ locked_until: Date | null; reproofing_required: boolean }>(
+    `SELECT CASE WHEN reproofing_required THEN NULL ELSE locked_until END AS locked_until, reproofing_required
+     FROM account_lockouts WHERE customer_id = $1 AND (locked_until > now() OR reproofing_required)`,
     [customerId],
   );
-  const until = res.rows[0]?.locked_until ?? null;
-  return { locked: until !== null, lockedUntil: until };
+  const row = res.rows[0];
+  return {
+    locked: row !== undefined,
+    lockedUntil: row?.locked_until ?? null,
+    reproofingRequired: row?.reproofing_required ?? false,
+  };
 }
 
 /** A successful sign-in ends the run of consecutive failures (an active lock stays). */
@@ -179,8 +190,8 @@ export async function recordAuthSuccess(db: Queryable, customerId: string): Prom
 /** Lifts a lock: after re-proofing (`by` = 'reproofing') or by an operator. Audited. */
 export async function unlockAccount(db: Queryable, customerId: string, by: string): Promise<boolean> {
   const res = await db.query(
-    `UPDATE account_lockouts SET consecutive_failures = 0, locked_until = NULL
-     WHERE customer_id = $1 AND (locked_until IS NOT NULL OR consecutive_failures > 0)`,
+    `UPDATE account_lockouts SET consecutive_failures = 0, locked_until = NULL, reproofing_required = false
+     WHERE customer_id = $1 AND (locked_until IS NOT NULL OR consecutive_failures > 0 OR reproofing_required)`,
     [customerId],
   );
   if (res.rowCount > 0)

@@ -22,6 +22,25 @@ import type { VerifiedSet } from './receiver.ts';
 import type { SignalAction } from './types.ts';
 import { DEFAULT_ACTIONS, EVENT } from './vocabulary.ts';
 
+type Listener = () => void;
+const listeners = new Set<Listener>();
+
+/**
+ * Called (in-process, after the receiving transaction had its chance to commit) whenever deferred
+ * actions were queued: the consumers of ssf_action_outbox (src/signals/consumers.ts) subscribe.
+ */
+export function onActionsQueued(listener: Listener): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+function wakeActionConsumers(): void {
+  if (listeners.size)
+    setImmediate(() => {
+      for (const l of listeners) l();
+    });
+}
+
 const DEFERRED: ReadonlySet<SignalAction> = new Set([
   'raise_risk',
   'require_step_up',
@@ -96,6 +115,7 @@ export async function runActions(
       );
       await audit(action);
       done.push(action);
+      wakeActionConsumers();
     } else if (action === 'forward') {
       if (!set.txn) continue;
       // A txn we emitted or forwarded before stops here: that is what keeps peer rings loop-free.

@@ -42,7 +42,8 @@ export async function claimStreams(ctx: SignalsContext, limit: number): Promise<
                      AND (o.control OR c.status = 'enabled'))
        ORDER BY c.next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
      RETURNING s.stream_id, s.peer_id, s.client_id, s.aud, s.delivery_method, s.endpoint_url, s.authorization_header_enc,
-       s.events_requested, s.events_delivered, s.description, s.status, s.status_reason, s.signing_alg`,
+       s.events_requested, s.events_delivered, s.description, s.status, s.status_reason, s.signing_alg,
+       s.consecutive_failures`,
     [limit, ctx.nodeId, ctx.signals.push.leaseSeconds, PUSH],
   );
   return res.rows;
@@ -189,6 +190,14 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
     ? decryptAtRest(ctx.kek, claimed.authorization_header_enc, `ssf-push-auth:${claimed.stream_id}`)
     : undefined;
   let stream = claimed;
+  // No stream ever holds more than half the node's push slots, and a receiver that failed last time
+  // (e.g. timeouts: slow or hung) is first probed with one SET alone: a slow receiver cannot keep the
+  // slots the others need.
+  const width = Math.max(
+    1,
+    Math.min(ctx.signals.push.concurrencyPerStream, Math.floor(ctx.signals.push.maxInFlight / 2)),
+  );
+  let probe = Boolean(claimed.consecutive_failures);
   try {
     for (;;) {
       const batch = await ctx.db.query<OutboxRow>(
@@ -208,7 +217,15 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       }
       const recorder = new Recorder(ctx);
       let retry: { error: string; retryAfterMs?: number } | undefined;
-      await pool([...chains.values()], ctx.signals.push.concurrencyPerStream, async (chain) => {
+      const todo = [...chains.values()];
+      if (probe) {
+        probe = false;
+        const first = todo[0]!.shift()!;
+        const outcome = await pushOne(ctx, stream, authorization, first);
+        if (outcome.kind === 'retry') retry = outcome;
+        else recorder.add(first.id, outcome);
+      }
+      await pool(todo, width, async (chain) => {
         for (const row of chain) {
           if (retry) return;
           const outcome = await pushOne(ctx, stream, authorization, row);

@@ -26,6 +26,8 @@ export interface StreamRow {
   status: 'enabled' | 'paused' | 'disabled';
   status_reason: string | null;
   signing_alg: 'RS256' | 'ES256';
+  /** Only as claimed for pushing (claimStreams). */
+  consecutive_failures?: number;
 }
 
 export const STREAM_COLUMNS = `stream_id, peer_id, client_id, aud, delivery_method, endpoint_url, authorization_header_enc,
@@ -107,6 +109,7 @@ export function streamJson(ctx: SignalsContext, row: StreamRow): Record<string, 
   if (row.description !== null) out.description = row.description;
   if (ctx.signals.minVerificationIntervalSeconds > 0)
     out.min_verification_interval = ctx.signals.minVerificationIntervalSeconds;
+  out.inactivity_timeout = ctx.signals.inactivityTimeoutSeconds;
   return out;
 }
 
@@ -179,21 +182,29 @@ export async function createStream(
   return res.rows[0]!;
 }
 
+/**
+ * The receiver's stream, for a call of the receiver that names it: that call is receiver activity
+ * (SSF 1.0 §8.1.1 inactivity_timeout), so it restarts the stream's inactivity counter.
+ */
 export async function findStream(
   q: Queryable,
   clientId: string,
   streamId: string,
 ): Promise<StreamRow | undefined> {
   const res = await q.query<StreamRow>(
-    `SELECT ${STREAM_COLUMNS} FROM ssf_streams WHERE stream_id = $1 AND client_id = $2`,
+    `UPDATE ssf_streams SET last_activity_at = now() WHERE stream_id = $1 AND client_id = $2
+     RETURNING ${STREAM_COLUMNS}`,
     [streamId, clientId],
   );
   return res.rows[0];
 }
 
+/** The receiver's streams (a call naming them all: activity on each, as for findStream). */
 export async function listStreams(q: Queryable, clientId: string): Promise<StreamRow[]> {
   const res = await q.query<StreamRow>(
-    `SELECT ${STREAM_COLUMNS} FROM ssf_streams WHERE client_id = $1 ORDER BY created_at, stream_id`,
+    `WITH touched AS (UPDATE ssf_streams SET last_activity_at = now() WHERE client_id = $1
+       RETURNING ${STREAM_COLUMNS}, created_at)
+     SELECT ${STREAM_COLUMNS} FROM touched ORDER BY created_at, stream_id`,
     [clientId],
   );
   return res.rows;
@@ -232,6 +243,11 @@ export function checkTransmitterSupplied(
     body.min_verification_interval !== ctx.signals.minVerificationIntervalSeconds
   )
     throw bad('min_verification_interval');
+  if (
+    body.inactivity_timeout !== undefined &&
+    body.inactivity_timeout !== ctx.signals.inactivityTimeoutSeconds
+  )
+    throw bad('inactivity_timeout');
 }
 
 /** PATCH (replace = false: absent properties stay) or PUT (replace = true: absent properties go). */

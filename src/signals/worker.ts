@@ -7,8 +7,9 @@ import { recordAudit } from '../audit/index.ts';
 import type { PeerConfig } from '../config/index.ts';
 import type { SignalsContext } from './context.ts';
 import { claimStreams, deliverStream } from './delivery.ts';
-import { onSignalsQueued } from './emit.ts';
+import { onSignalsQueued, wakeSignals } from './emit.ts';
 import { fanOutBatch } from './fanout.ts';
+import { changeStreamStatus } from './ops.ts';
 import type { Subscriber } from './subscriber.ts';
 
 const FANOUT_BATCH = 500;
@@ -20,8 +21,13 @@ export interface SignalsWorker {
   kick(): void;
   /** Retry failed subscriptions at peers now (e.g. once a peer has registered our client). */
   resubscribe(): void;
+  /** This node is woken by PostgreSQL NOTIFY (on PGlite, or until LISTEN works: polling only). */
+  listening(): boolean;
   stop(): Promise<void>;
 }
+
+/** Notified at the commit of every new ssf_events row (trigger in migrations/0019). */
+export const SIGNALS_CHANNEL = 'kakehashi_ssf';
 
 export function startSignalsWorker(ctx: SignalsContext, subscriber: Subscriber): SignalsWorker {
   const active = new Set<Promise<unknown>>();
@@ -88,6 +94,14 @@ export function startSignalsWorker(ctx: SignalsContext, subscriber: Subscriber):
   const timer = setInterval(kick, ctx.signals.workerIntervalMs);
   timer.unref();
   const unsubscribe = onSignalsQueued(kick);
+  // Events committed by other nodes (or other processes) wake this one without waiting for the poll.
+  let unlisten: (() => Promise<void>) | undefined;
+  const listening = ctx.db
+    .listen?.(SIGNALS_CHANNEL, kick)
+    .then((stop) => {
+      unlisten = stop;
+    })
+    .catch((err: unknown) => ctx.logger.warn({ err }, 'LISTEN failed; the worker polls only'));
 
   // Receiver side: keep our streams at peers, and poll where we poll.
   const subscriptions = startSubscriptions(ctx, subscriber, () => stopped);
@@ -96,10 +110,13 @@ export function startSignalsWorker(ctx: SignalsContext, subscriber: Subscriber):
   return {
     kick,
     resubscribe: () => subscriptions.wake(),
+    listening: () => unlisten !== undefined,
     async stop() {
       stopped = true;
       clearInterval(timer);
       unsubscribe();
+      await listening;
+      await unlisten?.();
       await running;
       await Promise.allSettled([...active]);
       // Ends long polls at peers at once instead of waiting them out.
@@ -166,12 +183,44 @@ function sleep(ms: number, stopped: () => boolean): Promise<void> {
 }
 
 /**
+ * SSF 1.0 §8.1.1 inactivity_timeout: enabled streams whose receiver has not been active for
+ * `inactivityTimeoutSeconds` are paused by the transmitter (stream-updated tells the receiver; its
+ * SETs are held as for any pause). Rechecked under the row lock, so a call that just came in wins.
+ */
+export async function pauseInactiveStreams(ctx: SignalsContext): Promise<string[]> {
+  const idle = `status = 'enabled' AND last_activity_at < now() - make_interval(secs => $1)`;
+  const due = await ctx.db.query<{ stream_id: string }>(
+    `SELECT stream_id FROM ssf_streams WHERE ${idle} ORDER BY last_activity_at LIMIT 100`,
+    [ctx.signals.inactivityTimeoutSeconds],
+  );
+  const paused: string[] = [];
+  for (const { stream_id } of due.rows) {
+    const done = await ctx.db.transaction(async (tx) => {
+      const still = await tx.query(
+        `SELECT 1 FROM ssf_streams WHERE stream_id = $2 AND ${idle} FOR UPDATE SKIP LOCKED`,
+        [ctx.signals.inactivityTimeoutSeconds, stream_id],
+      );
+      if (still.rowCount === 0) return false;
+      await changeStreamStatus(tx, stream_id, 'paused', 'inactivity_timeout', 'system');
+      return true;
+    });
+    if (done) paused.push(stream_id);
+  }
+  if (paused.length) {
+    ctx.logger.info({ streams: paused }, 'streams paused after receiver inactivity');
+    wakeSignals();
+  }
+  return paused;
+}
+
+/**
  * Upkeep: bound what paused streams hold (pausedHoldMax / pausedHoldSeconds), dead-letter SETs that
  * could not be delivered within deadAfterSeconds, and drop delivered SETs, fanned-out events and
  * received jtis past retentionSeconds. Each step is a bounded, idempotent statement.
  */
 export async function maintain(ctx: SignalsContext): Promise<void> {
   const s = ctx.signals;
+  await pauseInactiveStreams(ctx);
   const dropped = await ctx.db.query<{ stream_id: string; n: number }>(
     `WITH ranked AS (
        SELECT o.id, o.stream_id, o.created_at,

@@ -309,6 +309,30 @@ describe('JPKI-style proofing', () => {
     expect(await lastRecord()).toMatchObject({ method: 'jpki', purpose: 'unlock', result: 'verified' });
   });
 
+  it('lifts the lock a peer’s takeover signal set (re-proofing required, no end, known devices refused too)', async () => {
+    // As src/risk/peerActions.ts leaves it for a received require_reproofing action.
+    await t.hub.db.query(
+      `INSERT INTO account_lockouts (customer_id, locked_at, locked_until, reproofing_required)
+       VALUES ($1, now(), 'infinity', true)
+       ON CONFLICT (customer_id) DO UPDATE SET locked_until = 'infinity', reproofing_required = true`,
+      [customerId],
+    );
+    expect(await accountLock(t.hub.db, customerId)).toEqual({
+      locked: true,
+      lockedUntil: null,
+      reproofingRequired: true,
+    });
+    const ua = createUserAgent({ fetch: t.fetch });
+    const uid = await openInteraction(ua);
+    const proved = await verify(ua, uid, await challenge(ua, uid, 'unlock'));
+    expect(proved.body).toMatchObject({ verified: true, purpose: 'unlock', unlocked: true });
+    expect(await accountLock(t.hub.db, customerId)).toEqual({
+      locked: false,
+      lockedUntil: null,
+      reproofingRequired: false,
+    });
+  });
+
   it('recovers with a fresh ticket from the operator when the customer ticks recovery', async () => {
     const before = await t.hub.db.query<{ credential_id: string }>(
       'SELECT credential_id FROM passkeys WHERE customer_id = $1 AND disabled_at IS NULL',

@@ -25,7 +25,8 @@ import {
   withdrawSharedSubject,
 } from '../../src/signals/index.ts';
 import { loadSsfKeys } from '../../src/signals/keys.ts';
-import { createStream } from '../../src/signals/streams.ts';
+import { createStream, findStream, streamJson } from '../../src/signals/streams.ts';
+import { EVENT } from '../../src/signals/vocabulary.ts';
 import { maintain } from '../../src/signals/worker.ts';
 import { type TestDb, testDb } from '../support/db.ts';
 
@@ -299,6 +300,56 @@ describe('holding and dead letters', () => {
     expect(dead[0]!.lastError).toMatch(/undeliverable/);
     expect(await requeueDeadLetters(t.db, s.stream_id, 'operator:test')).toBe(1);
     expect((await outbox(s.stream_id))[0]!.state).toBe('pending');
+  });
+});
+
+describe('inactivity_timeout (SSF 1.0 §8.1.1)', () => {
+  it('is advertised; a stream idle that long is paused and told so, while receiver activity restarts the counter', async () => {
+    const short = createSignalsContext({
+      db: t.db,
+      config: config({ ...SIGNALS, inactivityTimeoutSeconds: 1 }),
+      keys: ctx.keys,
+      kek: ctx.kek,
+      logger,
+    });
+    const idle = await stream('bank');
+    const active = await stream('pfm');
+    expect(streamJson(short, idle).inactivity_timeout).toBe(1);
+    expect(streamJson(ctx, idle).inactivity_timeout).toBe(30 * 24 * 3600);
+    await new Promise((r) => setTimeout(r, 1200));
+    // The pfm receiver reads its stream (a management call naming it): its counter starts over.
+    expect(await findStream(t.db, 'ssf-pfm', active.stream_id)).toBeDefined();
+    await maintain(short);
+    const status = await t.db.query<{ stream_id: string; status: string; status_reason: string | null }>(
+      'SELECT stream_id, status, status_reason FROM ssf_streams ORDER BY stream_id',
+    );
+    expect(Object.fromEntries(status.rows.map((r) => [r.stream_id, [r.status, r.status_reason]]))).toEqual({
+      [idle.stream_id]: ['paused', 'inactivity_timeout'],
+      [active.stream_id]: ['enabled', null],
+    });
+    // The receiver is told with stream-updated (sent although the stream is paused); audited.
+    await drain(short);
+    const control = (await outbox(idle.stream_id)).filter((r) => r.control);
+    expect(control).toHaveLength(1);
+    expect(
+      (decodeJwt(control[0]!.set_jwt).events as Record<string, { status: string; reason: string }>)[
+        EVENT.streamUpdated
+      ],
+    ).toEqual({
+      status: 'paused',
+      reason: 'inactivity_timeout',
+    });
+    const audit = await t.db.query<{ actor: string; data: { to: string; reason: string } }>(
+      "SELECT actor, data FROM audit_events WHERE type = 'ssf.stream.status' AND data->>'streamId' = $1",
+      [idle.stream_id],
+    );
+    expect(audit.rows).toEqual([
+      { actor: 'system', data: expect.objectContaining({ to: 'paused', reason: 'inactivity_timeout' }) },
+    ]);
+    // Once paused it stays as it is (the receiver re-enables it), with no second stream-updated.
+    await maintain(short);
+    await drain(short);
+    expect((await outbox(idle.stream_id)).filter((r) => r.control)).toHaveLength(1);
   });
 });
 

@@ -1,0 +1,280 @@
+/**
+ * What received SETs do here, end to end: a peer signs SETs and pushes them (RFC 8935, over HTTPS,
+ * with the Authorization header we handed out) to the hub's receiver, which verifies them against
+ * the peer's JWKS and queues the actions; the action consumers then act through the modules that
+ * own them — the risk engine's levels and session scores, the account lock, bank-link sweeps.
+ *
+ * The peer is the hub itself under another name (its SSF issuer and SET keys are the hub's), so the
+ * SETs are real signed SETs checked against a JWKS fetched over TLS, without a second hub.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { completeLogin } from '../../conformance/lib/login.ts';
+import { createUserAgent } from '../../conformance/lib/userAgent.ts';
+import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import { takeSignalNotices } from '../../src/notify/signalNotices.ts';
+import { accountLock, assessOperation, riskEngineFor, unlockAccount } from '../../src/risk/index.ts';
+import { EVENT, linkCustomer } from '../../src/signals/index.ts';
+import { signJws } from '../../src/signals/jws.ts';
+import { sha256 } from '../../src/signals/receiver.ts';
+import { ensureDevTls } from '../../src/tls/index.ts';
+import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
+import { createEmulator } from '../support/passkeyEmulator.ts';
+import { demoRp, startAuthorization } from '../support/rp.ts';
+
+const PUSH_AUTH = `Bearer ${randomUUID()}`;
+const PEER_SUBJECT = { format: 'opaque', id: 'peer-customer-1' };
+let t: TestHub;
+let dir: string;
+let customerId: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'kakehashi-ssf-actions-'));
+  const { caPath } = await ensureDevTls(dir, ['localhost']);
+  const port = await freePort();
+  const issuer = `https://localhost:${port}`;
+  t = await startTestHub({
+    port,
+    issuer,
+    dataDir: dir,
+    signals: { workerIntervalMs: 50, peers: [{ id: 'peer', issuer, caFile: caPath }] },
+  });
+  customerId = t.hub.demo!.customerId;
+  // Our stream at the peer, as subscribing would have left it: the header the peer must send.
+  await t.hub.db.query(
+    `INSERT INTO ssf_subscriptions (peer_id, stream_id, delivery_method, push_auth_hash)
+     VALUES ('peer', 'stream-at-peer', 'urn:ietf:rfc:8935', $1)`,
+    [sha256(PUSH_AUTH).toString('hex')],
+  );
+  await linkCustomer(t.hub.db, { peerId: 'peer', customerId, peerSubject: PEER_SUBJECT as never });
+});
+
+afterAll(async () => {
+  await t?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Signs a SET as the peer and pushes it to our receiver; returns the HTTP status. */
+async function push(
+  eventType: string,
+  event: Record<string, unknown>,
+  o: { jti?: string; txn?: string } = {},
+) {
+  const key = t.hub.signals.context.keys.set.RS256;
+  const jwt = await signJws(
+    { alg: key.alg, kid: key.kid, typ: 'secevent+jwt' },
+    {
+      iss: t.issuer,
+      aud: t.issuer,
+      iat: Math.floor(Date.now() / 1000),
+      jti: o.jti ?? randomUUID(),
+      txn: o.txn ?? randomUUID(),
+      sub_id: PEER_SUBJECT,
+      events: { [eventType]: event },
+    },
+    key,
+  );
+  const res = await t.fetch(`${t.issuer}/ssf/receive/peer`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/secevent+jwt', authorization: PUSH_AUTH },
+    body: jwt,
+  });
+  return res.status;
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Rows still waiting for the consumers tested here (`notify` is the notification worker's). */
+const pending = async () =>
+  (
+    await t.hub.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM ssf_action_outbox WHERE customer_id = $1 AND processed_at IS NULL AND action <> 'notify'",
+      [customerId],
+    )
+  ).rows[0]!.n;
+const level = async () =>
+  (
+    await t.hub.db.query<{ level: string }>('SELECT level FROM risk_levels WHERE customer_id = $1', [
+      customerId,
+    ])
+  ).rows[0]?.level;
+const audits = async (type: string) =>
+  (
+    await t.hub.db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM audit_events WHERE customer_id = $1 AND type = $2',
+      [customerId, type],
+    )
+  ).rows[0]!.n;
+
+describe('actions of received SETs', () => {
+  it('require_step_up: MEDIUM, and a live session must step up for a sensitive operation; a repeat changes nothing', async () => {
+    // A live browser session of the customer (as oidc-provider stores it).
+    const uid = `uid-${randomUUID()}`;
+    await t.hub.db.query(
+      `INSERT INTO oidc_payloads (model, id, payload, expires_at) VALUES ('Session', $1, $2::jsonb, now() + interval '1 hour')`,
+      [randomUUID(), JSON.stringify({ uid, accountId: customerId, kind: 'Session' })],
+    );
+    const engine = riskEngineFor(t.hub.config);
+    const sensitive = () =>
+      assessOperation(engine, t.hub.db, {
+        customerId,
+        operation: 'passkey.add',
+        sensitive: true,
+        sessionKey: `session:${uid}`,
+      });
+    expect((await sensitive()).decision).toBe('allow');
+
+    const jti = randomUUID();
+    const txn = randomUUID();
+    expect(await push(EVENT.accountCredentialChangeRequired, { event_timestamp: 1 }, { jti, txn })).toBe(202);
+    await waitFor('the step-up to apply', async () => (await audits('risk.peer.step_up_required')) === 1);
+    expect(await level()).toBe('MEDIUM');
+    const score = async () =>
+      (
+        await t.hub.db.query<{ score: number }>('SELECT score FROM session_risk WHERE session_key = $1', [
+          `session:${uid}`,
+        ])
+      ).rows[0]?.score;
+    expect(await score()).toBe(60);
+    const d = await sensitive();
+    expect(d.decision).toBe('step_up');
+    expect(d.reasons.map((r) => r.rule)).toContain('elevated-session');
+
+    // The same SET again, and the same cause from another jti: 202, nothing queued or applied again.
+    expect(await push(EVENT.accountCredentialChangeRequired, { event_timestamp: 1 }, { jti, txn })).toBe(202);
+    expect(await push(EVENT.accountCredentialChangeRequired, { event_timestamp: 1 }, { txn })).toBe(202);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await pending()).toBe(0);
+    expect(await audits('risk.peer.step_up_required')).toBe(1);
+    expect(await score()).toBe(60);
+  });
+
+  it('raise_risk: a peer risk-level-change HIGH makes the customer HIGH; a later MEDIUM never lowers it', async () => {
+    expect(
+      await push(EVENT.riskLevelChange, { current_level: 'HIGH', previous_level: 'LOW', principal: 'USER' }),
+    ).toBe(202);
+    await waitFor('HIGH', async () => (await level()) === 'HIGH');
+    expect(await push(EVENT.riskLevelChange, { current_level: 'MEDIUM', principal: 'USER' })).toBe(202);
+    await waitFor('the MEDIUM signal to be taken', async () => (await pending()) === 0);
+    expect(await level()).toBe('HIGH');
+    const raised = await t.hub.db.query<{ data: { level: string; previous: string } }>(
+      `SELECT data FROM audit_events WHERE customer_id = $1 AND type = 'risk.peer.raised' ORDER BY id`,
+      [customerId],
+    );
+    expect(raised.rows.map((r) => r.data.level)).toEqual(['HIGH', 'unchanged']);
+  });
+
+  it('a takeover (account-disabled, hijacking) suspends sweeps and locks sign-in, known devices too, until re-proofing', async () => {
+    // The customer signs in once: this browser becomes a known device.
+    const device = createEmulator();
+    const browser = createUserAgent({ fetch: t.fetch });
+    const rp = await demoRp(t);
+    const authorizationUrl = async () => (await startAuthorization(rp)).url;
+    const ticket = await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' });
+    const first = await completeLogin({
+      fetch: t.fetch,
+      authorizationUrl: await authorizationUrl(),
+      device,
+      userAgent: browser,
+      enroll: { customerNumber: t.hub.demo!.customerNumber, ticket: ticket.ticket },
+    });
+    expect(first.searchParams.get('code')).toBeTruthy();
+
+    // An active bank link of the customer, to a brokerage account of theirs.
+    const account = await t.hub.db.query<{ id: string; institution_id: string }>(
+      `SELECT id, institution_id FROM accounts WHERE customer_id = $1 AND kind = 'securities' ORDER BY id LIMIT 1`,
+      [customerId],
+    );
+    const linkId = `link-${randomUUID()}`;
+    await t.hub.db.query(
+      `INSERT INTO bank_links (id, customer_id, account_id, brokerage_institution_id, bank_id, bank_name, holder_name,
+         bank_subject, bank_strength, cap_amount, policy_version, decided_by)
+       VALUES ($1, $2, $3, $4, 'demo-bank', 'Demo Bank', 'ヤマダ タロウ', 'bank-sub', 'phishing_resistant', 100000, 'test', '{}')`,
+      [linkId, customerId, account.rows[0]!.id, account.rows[0]!.institution_id],
+    );
+
+    const sessions = async () =>
+      (
+        await t.hub.db.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM oidc_payloads WHERE model = 'Session' AND payload ->> 'accountId' = $1",
+          [customerId],
+        )
+      ).rows[0]!.n;
+    expect(await sessions()).toBeGreaterThan(0);
+
+    await takeSignalNotices(t.hub.db); // earlier tests' notices
+    const jti = randomUUID();
+    expect(await push(EVENT.accountDisabled, { reason: 'hijacking' }, { jti })).toBe(202);
+    // revoke_sessions at once, in the receiving transaction.
+    expect(await sessions()).toBe(0);
+    await waitFor('the lock', async () => (await accountLock(t.hub.db, customerId)).reproofingRequired);
+    await waitFor('the link suspended', async () => {
+      const r = await t.hub.db.query<{ status: string; suspended_by: string }>(
+        'SELECT status, suspended_by FROM bank_links WHERE id = $1',
+        [linkId],
+      );
+      return r.rows[0]?.status === 'suspended' && r.rows[0].suspended_by === 'peer:peer';
+    });
+    expect(await audits('linking.link.suspended')).toBe(1);
+    // notify: the notification worker's (it runs with SMTP configured); one round of it, here.
+    expect(await takeSignalNotices(t.hub.db)).toBe(1);
+    // The same SET again: 202 and no second lock, suspension or notice.
+    expect(await push(EVENT.accountDisabled, { reason: 'hijacking' }, { jti })).toBe(202);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await pending()).toBe(0);
+    expect(await audits('linking.link.suspended')).toBe(1);
+    expect(await audits('ssf.set.duplicate')).toBe(2);
+    const locks = await t.hub.db.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM audit_events WHERE customer_id = $1 AND type = 'risk.account.locked' AND actor = 'peer:peer'",
+      [customerId],
+    );
+    expect(locks.rows[0]!.n).toBe(1);
+    expect(await takeSignalNotices(t.hub.db)).toBe(0);
+    const actions = await t.hub.db.query<{ action: string }>(
+      'SELECT action FROM ssf_action_outbox WHERE jti = $1 ORDER BY id',
+      [jti],
+    );
+    expect(actions.rows.map((r) => r.action)).toEqual([
+      'raise_risk',
+      'require_reproofing',
+      'suspend_sweeps',
+      'notify',
+    ]);
+
+    // Even the known browser with the real passkey is refused.
+    const refused = await completeLogin({
+      fetch: t.fetch,
+      authorizationUrl: await authorizationUrl(),
+      device,
+      userAgent: browser,
+    }).then(
+      () => 'signed in',
+      (err: Error & { status?: number; body?: string }) => `${err.status} ${err.body}`,
+    );
+    expect(refused).toMatch(/^403 .*ERR_ACCOUNT_LOCKED/);
+    expect(await audits('risk.account.locked.refused')).toBe(1);
+
+    // Re-proofing lifts it (as the proofing routes do on a verified `unlock` flow).
+    expect(await unlockAccount(t.hub.db, customerId, 'reproofing')).toBe(true);
+    const lock = await accountLock(t.hub.db, customerId);
+    expect(lock).toEqual({ locked: false, lockedUntil: null, reproofingRequired: false });
+    const again = await completeLogin({
+      fetch: t.fetch,
+      authorizationUrl: await authorizationUrl(),
+      device,
+      userAgent: browser,
+    });
+    expect(again.searchParams.get('code')).toBeTruthy();
+  });
+});
