@@ -13,7 +13,12 @@ import { type AuthnContext, createAuthnContext, deleteExpiredChallenges } from '
 import type { Config } from './config/index.ts';
 import { type Db, migrate, openDb } from './db/index.ts';
 import { type DemoInfo, seedDemo } from './demo/seed.ts';
-import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
+import {
+  loadKeyEncryptionKey,
+  loadKeyMaterial,
+  type SigningKeyWatcher,
+  watchSigningKeys,
+} from './keys/index.ts';
 import { applySweepSuspensions, deleteExpiredLinkAttempts } from './linking/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { mtlsFor } from './mtls/index.ts';
@@ -21,6 +26,7 @@ import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
 import { startBackchannelLogouts } from './oidc/backchannelLogout.ts';
 import { createProvider } from './oidc/provider.ts';
+import { applySigningKeys } from './oidc/signingKeys.ts';
 import { deleteExpiredProofingFlows } from './proofing/index.ts';
 import { deleteExpiredRiskEvents } from './risk/index.ts';
 import { createSignals, type Signals } from './signals/index.ts';
@@ -36,6 +42,8 @@ export interface Hub {
   /** Customer notifications: this node's delivery worker. */
   notifier: Notifier;
   logger: Logger;
+  /** This node's view of the signing keys: follows rotations made anywhere (docs/key-rotation.md). */
+  signingKeys: SigningKeyWatcher;
   server: http.Server | https.Server;
   /** The mTLS listener (mtls_endpoint_aliases) when the hub terminates TLS and mTLS is on. */
   mtlsServer: https.Server | undefined;
@@ -68,9 +76,23 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
   try {
     const applied = await migrate(db);
     if (applied.length) logger.info({ applied }, 'migrations applied');
-    const keys = await loadKeyMaterial(db, loadKeyEncryptionKey(config));
+    const kek = loadKeyEncryptionKey(config);
+    const keys = await loadKeyMaterial(db, kek, { verifyRetiredForSeconds: config.oidc.sessionTtl });
     const demo = config.demo ? await seedDemo(db, config) : undefined;
     const provider = createProvider({ config, db, keys });
+    // Next and previous keys too, and from now on whatever the signing_keys table says.
+    applySigningKeys(provider, keys);
+    const signingKeys = await watchSigningKeys({
+      db,
+      kek,
+      config,
+      onChange: (material) => {
+        applySigningKeys(provider, material);
+        logger.info({ kids: material.signingJwks.keys.map((k) => k.kid) }, 'signing keys reloaded');
+      },
+      onLifecycle: (changes) => logger.info(changes, 'signing key lifecycle advanced'),
+      onError: (err) => logger.error({ err }, 'signing keys: poll failed; keeping the keys in use'),
+    });
     provider.on('server_error', (ctx, err) =>
       logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
     );
@@ -127,6 +149,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       if (mtlsServer) mtls.listening((mtlsServer.address() as AddressInfo).port);
     } catch (err) {
       clearInterval(sweeper);
+      signingKeys.stop();
       logouts.stop();
       server.close();
       mtlsServer?.close();
@@ -145,6 +168,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       signals,
       notifier,
       logger,
+      signingKeys,
       server,
       mtlsServer,
       mtlsUrl: mtls.origin(),
@@ -153,6 +177,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       caPath,
       async close() {
         clearInterval(sweeper);
+        signingKeys.stop();
         logouts.stop();
         await signals.stop();
         await notifier.stop();
