@@ -13,6 +13,7 @@ import { completeLogin } from '../../conformance/lib/login.ts';
 import { loadConfig } from '../../src/config/index.ts';
 import { runKeysCommand } from '../../src/keys/command.ts';
 import {
+  advanceKeyLifecycle,
   keyLifecycleSettings,
   listSigningKeys,
   loadKeyEncryptionKey,
@@ -193,6 +194,38 @@ describe('signing-key rotation on a running hub', () => {
     for (const k of next) expect(kidsOf(published)).toContain(k.kid);
     // An hour away: the current keys still sign.
     expect(decodeProtectedHeader(await idToken()).kid).not.toBe(next.find((k) => k.alg === 'ES256')!.kid);
+  });
+});
+
+describe('scheduled rotation (keys.rotateEveryDays)', () => {
+  it('adds a next key for an algorithm whose current key is older, once', async () => {
+    const d = await testDb();
+    try {
+      const kek = randomBytes(32);
+      await loadKeyMaterial(d.db, kek);
+      const settings = { activateAfterSeconds: 60, retainSeconds: 620, rotateEveryDays: 30 };
+      expect(await advanceKeyLifecycle(d.db, kek, settings)).toEqual({
+        promoted: [],
+        retired: [],
+        rotated: [],
+      });
+      await d.db.query(
+        "UPDATE signing_keys SET activated_at = now() - interval '31 days' WHERE alg = 'PS256'",
+      );
+      // Not without the setting.
+      expect(
+        (await advanceKeyLifecycle(d.db, kek, { ...settings, rotateEveryDays: undefined })).rotated,
+      ).toEqual([]);
+      const changes = await advanceKeyLifecycle(d.db, kek, settings);
+      expect(changes.rotated.map((r) => r.alg)).toEqual(['PS256']);
+      const next = (await listSigningKeys(d.db)).filter((k) => k.status === 'next');
+      expect(next.map((k) => k.kid)).toEqual([changes.rotated[0]!.kid]);
+      expect((next[0]!.activatedAt!.getTime() - next[0]!.createdAt.getTime()) / 1000).toBeCloseTo(60, 0);
+      // The waiting key is enough: no second one at the next poll.
+      expect((await advanceKeyLifecycle(d.db, kek, settings)).rotated).toEqual([]);
+    } finally {
+      await d.close();
+    }
   });
 });
 
