@@ -82,7 +82,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
     const provider = createProvider({ config, db, keys });
     // Next and previous keys too, and from now on whatever the signing_keys table says.
     applySigningKeys(provider, keys);
-    const signingKeys = await watchSigningKeys({
+    const signingKeys = watchSigningKeys({
       db,
       kek,
       config,

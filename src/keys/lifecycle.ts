@@ -256,10 +256,12 @@ export interface WatchSigningKeysOptions {
  * Every node polls (keys.pollSeconds): advances the lifecycle, and reloads its keys when the table
  * changed, whoever changed it (another node, the CLI). A failed poll keeps the keys it had.
  */
-export async function watchSigningKeys(o: WatchSigningKeysOptions): Promise<SigningKeyWatcher> {
+export function watchSigningKeys(o: WatchSigningKeysOptions): SigningKeyWatcher {
   const settings = keyLifecycleSettings(o.config);
   const loadOptions = { verifyRetiredForSeconds: o.config.oidc.sessionTtl };
-  let version = await keysVersion(o.db);
+  // Unknown at first: the first poll reloads once, so a change made between the node's first load
+  // and this watcher's start is not missed.
+  let version: string | undefined;
   let running: Promise<void> | undefined;
   const tick = async () => {
     const changes = await advanceKeyLifecycle(o.db, o.kek, settings);
