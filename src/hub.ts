@@ -13,12 +13,7 @@ import { type AuthnContext, createAuthnContext, deleteExpiredChallenges } from '
 import type { Config } from './config/index.ts';
 import { type Db, migrate, openDb } from './db/index.ts';
 import { type DemoInfo, seedDemo } from './demo/seed.ts';
-import {
-  loadKeyEncryptionKey,
-  loadKeyMaterial,
-  type SigningKeyWatcher,
-  watchSigningKeys,
-} from './keys/index.ts';
+import { loadKeyEncryptionKey, loadKeyMaterial, type SigningKeyWatcher } from './keys/index.ts';
 import { applySweepSuspensions, deleteExpiredLinkAttempts } from './linking/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { mtlsFor } from './mtls/index.ts';
@@ -26,7 +21,7 @@ import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
 import { startBackchannelLogouts } from './oidc/backchannelLogout.ts';
 import { createProvider } from './oidc/provider.ts';
-import { applySigningKeys } from './oidc/signingKeys.ts';
+import { applySigningKeys, followSigningKeys } from './oidc/signingKeys.ts';
 import { deleteExpiredProofingFlows } from './proofing/index.ts';
 import { deleteExpiredRiskEvents } from './risk/index.ts';
 import { createSignals, type Signals } from './signals/index.ts';
@@ -80,19 +75,8 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
     const keys = await loadKeyMaterial(db, kek, { verifyRetiredForSeconds: config.oidc.sessionTtl });
     const demo = config.demo ? await seedDemo(db, config) : undefined;
     const provider = createProvider({ config, db, keys });
-    // Next and previous keys too, and from now on whatever the signing_keys table says.
+    // Next and previous keys too (published, verify only); rotations follow (followSigningKeys).
     applySigningKeys(provider, keys);
-    const signingKeys = watchSigningKeys({
-      db,
-      kek,
-      config,
-      onChange: (material) => {
-        applySigningKeys(provider, material);
-        logger.info({ kids: material.signingJwks.keys.map((k) => k.kid) }, 'signing keys reloaded');
-      },
-      onLifecycle: (changes) => logger.info(changes, 'signing key lifecycle advanced'),
-      onError: (err) => logger.error({ err }, 'signing keys: poll failed; keeping the keys in use'),
-    });
     provider.on('server_error', (ctx, err) =>
       logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
     );
@@ -133,6 +117,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       }
     }
     const sweeper = startSweeper(db, logger, config);
+    const signingKeys = followSigningKeys({ provider, db, kek, config, logger });
     const logouts = startBackchannelLogouts({ provider, db, logger });
     try {
       for (const [s, port] of [

@@ -15,7 +15,15 @@
  */
 import type Provider from 'oidc-provider';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
-import type { JsonWebKeyWithKid, KeyMaterial } from '../keys/index.ts';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/index.ts';
+import {
+  type JsonWebKeyWithKid,
+  type KeyMaterial,
+  type SigningKeyWatcher,
+  watchSigningKeys,
+} from '../keys/index.ts';
+import type { Logger } from '../log.ts';
 
 interface InternalKeyStore {
   clear(): void;
@@ -61,4 +69,25 @@ export function applySigningKeys(provider: Provider, keys: KeyMaterial): void {
 function publicMembers(k: JsonWebKeyWithKid): Record<string, unknown> {
   const { kty, use, kid, alg, crv, e, n, x, y } = k as JsonWebKeyWithKid & Record<string, string>;
   return Object.fromEntries(Object.entries({ kty, use, kid, alg, crv, e, n, x, y }).filter(([, v]) => v));
+}
+
+/** Keeps this node's provider on whatever the signing_keys table says (src/keys/lifecycle.ts). */
+export function followSigningKeys(o: {
+  provider: Provider;
+  db: Db;
+  kek: Buffer;
+  config: Config;
+  logger: Logger;
+}): SigningKeyWatcher {
+  return watchSigningKeys({
+    db: o.db,
+    kek: o.kek,
+    config: o.config,
+    onChange: (material) => {
+      applySigningKeys(o.provider, material);
+      o.logger.info({ kids: material.signingJwks.keys.map((k) => k.kid) }, 'signing keys loaded');
+    },
+    onLifecycle: (changes) => o.logger.info(changes, 'signing key lifecycle advanced'),
+    onError: (err) => o.logger.error({ err }, 'signing keys: poll failed; keeping the keys in use'),
+  });
 }
