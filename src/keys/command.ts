@@ -32,10 +32,23 @@ export function newKeyEncryptionKey(): string {
   return randomBytes(32).toString('base64url');
 }
 
-/** Runs one keys subcommand; returns the exit code. */
+/** Runs one keys subcommand; returns the exit code (2 with a message for a KEK that opens nothing). */
 export async function runKeysCommand(o: KeysCommandOptions): Promise<number> {
-  const out = o.out ?? ((line: string) => console.log(line));
   const err = o.err ?? ((line: string) => console.error(line));
+  try {
+    return await run(o, o.out ?? ((line: string) => console.log(line)), err);
+  } catch (e) {
+    if (!(e instanceof KeyError)) throw e;
+    err(`refused: ${e.message}`);
+    return 2;
+  }
+}
+
+async function run(
+  o: KeysCommandOptions,
+  out: (line: string) => void,
+  err: (line: string) => void,
+): Promise<number> {
   const [action = 'list'] = o.args;
   if (action === 'list') {
     // Makes sure the keys exist (first start) before listing them.
@@ -92,24 +105,17 @@ export async function runKeysCommand(o: KeysCommandOptions): Promise<number> {
     return 0;
   }
   if (action === 'rekey') {
-    const kek = loadKeyEncryptionKey(o.config);
-    try {
-      const r = await rekeyAtRest(o.db, kek, o.operator);
-      const total = Object.values(r.resealed).reduce((a, b) => a + b, 0);
+    const r = await rekeyAtRest(o.db, loadKeyEncryptionKey(o.config), o.operator);
+    const total = Object.values(r.resealed).reduce((a, b) => a + b, 0);
+    out(
+      `${total} sealed values re-sealed with the configured key-encryption key, ${r.unchanged} already were`,
+    );
+    for (const [where, n] of Object.entries(r.resealed)) out(`  ${where}: ${n}`);
+    if (o.config.additionalKeyEncryptionKeys.length)
       out(
-        `${total} sealed values re-sealed with the configured key-encryption key, ${r.unchanged} already were`,
+        'once every node runs with this configuration, remove additionalKeyEncryptionKeys and restart them',
       );
-      for (const [where, n] of Object.entries(r.resealed)) out(`  ${where}: ${n}`);
-      if (o.config.additionalKeyEncryptionKeys.length)
-        out(
-          'once every node runs with this configuration, remove additionalKeyEncryptionKeys and restart them',
-        );
-      return 0;
-    } catch (e) {
-      if (!(e instanceof KeyError)) throw e;
-      err(`refused: ${e.message}`);
-      return 2;
-    }
+    return 0;
   }
   if (action === 'new-kek') {
     out(newKeyEncryptionKey());
