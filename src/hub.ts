@@ -13,7 +13,7 @@ import { type AuthnContext, createAuthnContext, deleteExpiredChallenges } from '
 import type { Config } from './config/index.ts';
 import { type Db, migrate, openDb } from './db/index.ts';
 import { type DemoInfo, seedDemo } from './demo/seed.ts';
-import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
+import { loadKeyEncryptionKey, loadKeyMaterial, type SigningKeyWatcher } from './keys/index.ts';
 import { applySweepSuspensions, deleteExpiredLinkAttempts } from './linking/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { mtlsFor } from './mtls/index.ts';
@@ -21,6 +21,7 @@ import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
 import { startBackchannelLogouts } from './oidc/backchannelLogout.ts';
 import { createProvider } from './oidc/provider.ts';
+import { applySigningKeys, followSigningKeys } from './oidc/signingKeys.ts';
 import { deleteExpiredProofingFlows } from './proofing/index.ts';
 import { deleteExpiredRiskEvents } from './risk/index.ts';
 import { startActionConsumers } from './signals/consumers.ts';
@@ -37,6 +38,8 @@ export interface Hub {
   /** Customer notifications: this node's delivery worker. */
   notifier: Notifier;
   logger: Logger;
+  /** This node's view of the signing keys: follows rotations made anywhere (docs/key-rotation.md). */
+  signingKeys: SigningKeyWatcher;
   server: http.Server | https.Server;
   /** The mTLS listener (mtls_endpoint_aliases) when the hub terminates TLS and mTLS is on. */
   mtlsServer: https.Server | undefined;
@@ -69,9 +72,12 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
   try {
     const applied = await migrate(db);
     if (applied.length) logger.info({ applied }, 'migrations applied');
-    const keys = await loadKeyMaterial(db, loadKeyEncryptionKey(config));
+    const kek = loadKeyEncryptionKey(config);
+    const keys = await loadKeyMaterial(db, kek, { verifyRetiredForSeconds: config.oidc.sessionTtl });
     const demo = config.demo ? await seedDemo(db, config) : undefined;
     const provider = createProvider({ config, db, keys });
+    // Next and previous keys too (published, verify only); rotations follow (followSigningKeys).
+    applySigningKeys(provider, keys);
     provider.on('server_error', (ctx, err) =>
       logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
     );
@@ -112,6 +118,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       }
     }
     const sweeper = startSweeper(db, logger, config);
+    const signingKeys = followSigningKeys({ provider, db, kek, config, logger });
     const logouts = startBackchannelLogouts({ provider, db, logger });
     try {
       for (const [s, port] of [
@@ -128,6 +135,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       if (mtlsServer) mtls.listening((mtlsServer.address() as AddressInfo).port);
     } catch (err) {
       clearInterval(sweeper);
+      signingKeys.stop();
       logouts.stop();
       server.close();
       mtlsServer?.close();
@@ -148,6 +156,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       signals,
       notifier,
       logger,
+      signingKeys,
       server,
       mtlsServer,
       mtlsUrl: mtls.origin(),
@@ -156,6 +165,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       caPath,
       async close() {
         clearInterval(sweeper);
+        signingKeys.stop();
         logouts.stop();
         await signals.stop();
         await consumers?.stop();

@@ -3,7 +3,7 @@
  *   serve                       start the hub (default)
  *   migrate                     apply pending migrations and exit
  *   enroll-ticket <customer>    issue a one-time enrollment ticket (customer number or id) and print it
- *   keys                        list the public signing keys
+ *   keys …                      signing keys and the key-encryption key (src/keys/command.ts)
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -12,7 +12,7 @@ import { createAuthnContext, endExemption, grantExemption, issueEnrollmentTicket
 import { ConfigError, loadConfig } from './config/index.ts';
 import { migrate, openDb, type Queryable } from './db/index.ts';
 import { startHub } from './hub.ts';
-import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
+import { newKeyEncryptionKey, runKeysCommand } from './keys/command.ts';
 import { describePolicy, loadPolicy, PolicyError } from './linking/index.ts';
 import { NoticeError, publishNotice } from './notices/index.ts';
 import { addClient, ClientPolicyError, listClients, removeClient, setClientEnabled } from './oidc/clients.ts';
@@ -51,7 +51,12 @@ const USAGE = `usage: kakehashi <command>
   clients iat create [--ttl SECONDS]   an initial access token for one dynamic registration (POST /reg),
                              printed once
   notice publish <notice.json>   an important notice customers acknowledge at their next sign-in
-  keys                       list the public signing keys (JWKS)
+  keys [list]                the signing keys and their status (next, current, previous, retired)
+  keys jwks                  the published JWKS
+  keys rotate [--alg ES256|PS256|EdDSA] [--activate-after SECONDS]   publish a next key now (every
+                             algorithm unless --alg); it signs after keys.activateAfterSeconds
+  keys rekey                 re-seal every secret with the configured key-encryption key (KEK rotation)
+  keys new-kek               print a fresh random key-encryption key
   policy show [--ja] [--json]   the effective withdrawal-strength policy (operations, facts, rules)
   ssf streams [--json]       Shared Signals streams: status, delivery method, backlog, last delivery/error
   ssf stream <id> pause|enable|disable [--reason "…"]   change a stream's status (receiver is told)
@@ -100,6 +105,8 @@ async function main(argv: string[]): Promise<number> {
       ttl: { type: 'string' },
       retry: { type: 'boolean' },
       stream: { type: 'string' },
+      alg: { type: 'string', multiple: true },
+      'activate-after': { type: 'string' },
     },
   });
   const [command = 'serve', ...rest] = positionals;
@@ -159,6 +166,10 @@ async function main(argv: string[]): Promise<number> {
     console.log(
       values.json ? JSON.stringify(policy, null, 2) : describePolicy(policy, values.ja ? 'ja' : 'en'),
     );
+    return 0;
+  }
+  if (command === 'keys' && rest[0] === 'new-kek') {
+    console.log(newKeyEncryptionKey());
     return 0;
   }
   if (command === 'risk' && (rest[0] === 'rules' || rest[0] === 'replay'))
@@ -333,11 +344,15 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     if (command === 'ssf') return await ssfCommand(db, rest, { ...values, operator });
-    if (command === 'keys') {
-      const keys = await loadKeyMaterial(db, loadKeyEncryptionKey(config));
-      console.log(JSON.stringify(keys.publicJwks, null, 2));
-      return 0;
-    }
+    if (command === 'keys')
+      return await runKeysCommand({
+        db,
+        config,
+        args: rest,
+        algs: values.alg,
+        activateAfter: values['activate-after'],
+        operator,
+      });
     console.error(USAGE);
     return 2;
   } finally {

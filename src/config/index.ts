@@ -252,6 +252,30 @@ const schema = z
       .string()
       .regex(/^[A-Za-z0-9_-]{43}$/, 'must be 32 bytes, base64url-encoded (43 characters)')
       .optional(),
+    /**
+     * KEKs that only open values, never seal them: the new one before a KEK rotation switches to it,
+     * the old one until `kakehashi keys rekey` has re-sealed everything (docs/key-rotation.md).
+     */
+    additionalKeyEncryptionKeys: z
+      .array(z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be 32 bytes, base64url-encoded (43 characters)'))
+      .default([]),
+    /** Signing-key lifecycle (docs/key-rotation.md). */
+    keys: z
+      .object({
+        /** How often each node re-reads the signing keys (a rotation by another node or the CLI). */
+        pollSeconds: z.number().int().min(1).max(300).default(10),
+        /** How long a new key is published as `next` before it signs (clients' JWKS caches refresh). */
+        activateAfterSeconds: z
+          .number()
+          .int()
+          .min(0)
+          .max(30 * 86400)
+          .default(3600),
+        /** Rotate every signing key automatically when its current key is this old; unset: only by CLI. */
+        rotateEveryDays: z.number().int().min(1).max(3650).optional(),
+      })
+      .strict()
+      .prefault({}),
     /** Seed a demo institution, customer and aggregator client into an empty database. */
     demo: z.boolean().default(true),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -423,6 +447,7 @@ const ENVIRONMENT: Record<string, { key: string; type: 'string' | 'int' | 'bool'
   KAKEHASHI_MTLS_CERT_HEADER: { key: 'mtls.certificateHeader', type: 'string' },
   KAKEHASHI_MTLS_TRUSTED_PROXIES: { key: 'mtls.trustedProxies', type: 'list' },
   KAKEHASHI_KEK: { key: 'keyEncryptionKey', type: 'string' },
+  KAKEHASHI_KEK_ADDITIONAL: { key: 'additionalKeyEncryptionKeys', type: 'list' },
   KAKEHASHI_DEMO: { key: 'demo', type: 'bool' },
   LOG_LEVEL: { key: 'logLevel', type: 'string' },
   KAKEHASHI_SMTP_HOST: { key: 'notify.smtp.host', type: 'string' },

@@ -24,13 +24,37 @@ function decodeKek(value: string, source: string): Buffer {
 }
 
 /**
+ * Further KEKs that open (never seal) values, per loaded KEK: during a KEK rotation a node knows the
+ * old and the new key (docs/key-rotation.md). Kept beside the Buffer so that every module that
+ * carries "the KEK" around keeps working unchanged.
+ */
+const openers = new WeakMap<Buffer, readonly Buffer[]>();
+
+/** The KEKs that open what `kek` opens besides itself (none unless configured). */
+export function additionalKeks(kek: Buffer): readonly Buffer[] {
+  return openers.get(kek) ?? [];
+}
+
+/**
  * 32-byte key-encryption key: from `keyEncryptionKey` (base64url) if set, else read from
  * <dataDir>/secrets/kek, which is created (file 0600, directory 0700) with 32 random bytes if missing.
+ * `additionalKeyEncryptionKeys` only open values (a KEK rotation in progress); new values are always
+ * sealed with the first.
  */
 export function loadKeyEncryptionKey(opts: {
   keyEncryptionKey?: string | undefined;
+  additionalKeyEncryptionKeys?: readonly string[] | undefined;
   dataDir: string;
 }): Buffer {
+  const kek = loadPrimaryKek(opts);
+  const extra = (opts.additionalKeyEncryptionKeys ?? [])
+    .map((k, i) => decodeKek(k, `additionalKeyEncryptionKeys[${i}]`))
+    .filter((k) => !k.equals(kek));
+  if (extra.length) openers.set(kek, extra);
+  return kek;
+}
+
+function loadPrimaryKek(opts: { keyEncryptionKey?: string | undefined; dataDir: string }): Buffer {
   if (opts.keyEncryptionKey) return decodeKek(opts.keyEncryptionKey, 'keyEncryptionKey');
 
   const dir = path.join(opts.dataDir, 'secrets');
@@ -69,8 +93,36 @@ export function encryptAtRest(kek: Buffer, plaintext: string, aad: string): stri
   return `${VERSION}.${iv.toString('base64url')}.${body.toString('base64url')}`;
 }
 
-/** Opens a value sealed by encryptAtRest; throws KeyError ERR_KEY_DECRYPT on any mismatch. */
+/**
+ * Opens a value sealed by encryptAtRest with `kek` or, during a KEK rotation, with one of its
+ * additional KEKs; throws KeyError ERR_KEY_DECRYPT on any mismatch.
+ */
 export function decryptAtRest(kek: Buffer, sealed: string, aad: string): string {
+  try {
+    return openWith(kek, sealed, aad);
+  } catch (err) {
+    for (const other of openers.get(kek) ?? []) {
+      try {
+        return openWith(other, sealed, aad);
+      } catch {
+        // Try the next one; the configured KEK's error is the one reported.
+      }
+    }
+    throw err;
+  }
+}
+
+/** True when `sealed` opens with exactly this KEK (not its additional ones). */
+export function opensWith(kek: Buffer, sealed: string, aad: string): boolean {
+  try {
+    openWith(kek, sealed, aad);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function openWith(kek: Buffer, sealed: string, aad: string): string {
   checkKek(kek);
   const parts = sealed.split('.');
   const [version, ivText, bodyText] = parts;

@@ -6,8 +6,23 @@ export { decryptAtRest, encryptAtRest, loadKeyEncryptionKey } from './atRest.ts'
 export { KeyError, type KeyErrorCode } from './errors.ts';
 export { jwkThumbprint, tryJwkThumbprint } from './jwkThumbprint.ts';
 export {
+  advanceKeyLifecycle,
+  isSigningAlg,
+  type KeyLifecycleSettings,
+  keyLifecycleSettings,
+  type LifecycleChanges,
+  listSigningKeys,
+  type RotationResult,
+  rotateSigningKeys,
+  type SigningKeyInfo,
+  type SigningKeyWatcher,
+  watchSigningKeys,
+} from './lifecycle.ts';
+export {
   type JsonWebKeyWithKid,
   type KeyMaterial,
   loadKeyMaterial,
   SIGNING_ALGS,
+  type SigningAlg,
 } from './material.ts';
+export { type RekeyResult, rekeyAtRest } from './rekey.ts';

@@ -18,6 +18,11 @@ export interface KeyMaterial {
   signingJwks: { keys: JsonWebKeyWithKid[] };
   /** Public JWKS: current + next + previous keys (no private members). */
   publicJwks: { keys: JsonWebKeyWithKid[] };
+  /**
+   * Public keys that verify but never sign: next, previous, and keys retired less than
+   * `verifyRetiredForSeconds` ago (an id_token_hint at logout may be older than the signing window).
+   */
+  verifyOnlyJwks: { keys: JsonWebKeyWithKid[] };
   /** Cookie signing keys for oidc-provider `cookies.keys` (random 32-byte base64url strings; newest first). */
   cookieKeys: string[];
   /** 32 bytes; oidc-provider features.dPoP.nonceSecret. */
@@ -28,14 +33,14 @@ export interface KeyMaterial {
 
 /** Order matters: oidc-provider signs with the first key of an algorithm family it is asked for. */
 export const SIGNING_ALGS = ['ES256', 'PS256', 'EdDSA'] as const;
-type SigningAlg = (typeof SIGNING_ALGS)[number];
-
 const COOKIE_KEYS = 'cookie-keys';
 const DPOP_NONCE_SECRET = 'dpop-nonce-secret';
 const PAIRWISE_SECRET = 'pairwise-subject-secret';
 /** Arbitrary constant, distinct from the migration lock: serialises first-start generation across nodes. */
-const KEYS_LOCK_ID = 0x6b6b6579;
+export const KEYS_LOCK_ID = 0x6b6b6579;
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi'] as const;
+
+export type SigningAlg = (typeof SIGNING_ALGS)[number];
 
 function generate(alg: SigningAlg): KeyObject {
   switch (alg) {
@@ -54,7 +59,10 @@ export function publicPart(jwk: JsonWebKeyWithKid): JsonWebKeyWithKid {
   return pub;
 }
 
-function newSigningKey(alg: SigningAlg): { privateJwk: JsonWebKeyWithKid; publicJwk: JsonWebKeyWithKid } {
+export function newSigningKey(alg: SigningAlg): {
+  privateJwk: JsonWebKeyWithKid;
+  publicJwk: JsonWebKeyWithKid;
+} {
   const key = generate(alg);
   const exported = key.export({ format: 'jwk' });
   const kid = jwkThumbprint(exported);
@@ -65,7 +73,7 @@ function newSigningKey(alg: SigningAlg): { privateJwk: JsonWebKeyWithKid; public
 interface KeyRow {
   kid: string;
   alg: string;
-  status: 'next' | 'current' | 'previous';
+  status: 'next' | 'current' | 'previous' | 'retired';
   public_jwk: JsonWebKeyWithKid;
   private_jwk_enc: string;
 }
@@ -75,11 +83,13 @@ interface Stored {
   secrets: Map<string, string>;
 }
 
-async function readStored(q: Queryable): Promise<Stored> {
+async function readStored(q: Queryable, verifyRetiredForSeconds = 0): Promise<Stored> {
   const keys = await q.query<KeyRow>(
     `SELECT kid, alg, status, public_jwk, private_jwk_enc FROM signing_keys
      WHERE status IN ('next', 'current', 'previous')
+        OR (status = 'retired' AND retired_at > now() - make_interval(secs => $1))
      ORDER BY activated_at DESC NULLS LAST, created_at DESC, kid`,
+    [verifyRetiredForSeconds],
   );
   const secrets = await q.query<{ name: string; value_enc: string }>(
     'SELECT name, value_enc FROM secrets WHERE name = ANY($1)',
@@ -156,6 +166,9 @@ function build(stored: Stored, kek: Buffer): KeyMaterial {
   const publicKeys = [...current, ...byStatus('next'), ...byStatus('previous')].map((row) =>
     publicPart(row.public_jwk),
   );
+  const verifyOnly = [...byStatus('next'), ...byStatus('previous'), ...byStatus('retired')].map((row) =>
+    publicPart(row.public_jwk),
+  );
 
   const cookieKeys = JSON.parse(
     decryptAtRest(kek, stored.secrets.get(COOKIE_KEYS)!, COOKIE_KEYS),
@@ -165,6 +178,7 @@ function build(stored: Stored, kek: Buffer): KeyMaterial {
   return {
     signingJwks: { keys: signing },
     publicJwks: { keys: publicKeys },
+    verifyOnlyJwks: { keys: verifyOnly },
     cookieKeys,
     dpopNonceSecret: secret(DPOP_NONCE_SECRET),
     pairwiseSecret: secret(PAIRWISE_SECRET),
@@ -176,15 +190,20 @@ function build(stored: Stored, kek: Buffer): KeyMaterial {
  * transaction under pg_advisory_xact_lock and re-reads inside it, so nodes starting together on one
  * database end with the same keys. kid = RFC 7638 thumbprint of the public key.
  */
-export async function loadKeyMaterial(db: Db, kek: Buffer): Promise<KeyMaterial> {
-  const stored = await readStored(db);
+export async function loadKeyMaterial(
+  db: Db,
+  kek: Buffer,
+  options: { verifyRetiredForSeconds?: number } = {},
+): Promise<KeyMaterial> {
+  const retired = options.verifyRetiredForSeconds ?? 0;
+  const stored = await readStored(db, retired);
   if (isComplete(stored)) return build(stored, kek);
   return db.transaction(async (tx) => {
     await tx.query('SELECT pg_advisory_xact_lock($1)', [KEYS_LOCK_ID]);
-    const inside = await readStored(tx);
+    const inside = await readStored(tx, retired);
     if (isComplete(inside)) return build(inside, kek);
     await generateMissing(tx, kek, inside);
     // Opening everything before commit: with a wrong KEK nothing new is written next to the old keys.
-    return build(await readStored(tx), kek);
+    return build(await readStored(tx, retired), kek);
   });
 }

@@ -129,6 +129,24 @@ describe('kakehashi CLI', { timeout: CLI_TEST_TIMEOUT }, () => {
     expect((await cli('clients', 'iat', 'create', '--ttl', '0')).code).toBe(2);
   });
 
+  it('lists, rotates and prints the signing keys; makes a KEK (docs/key-rotation.md)', async () => {
+    const listed = await cli('keys');
+    expect(listed.code).toBe(0);
+    expect(listed.stdout.split('\n').filter((l) => l.startsWith('current '))).toHaveLength(3);
+    const rotated = await cli('keys', 'rotate', '--alg', 'EdDSA', '--operator', 'sato');
+    expect(rotated.code).toBe(0);
+    expect(rotated.stdout).toMatch(/^EdDSA: new key \S+ is published now as next and signs from \d{4}-/);
+    const jwks = JSON.parse((await cli('keys', 'jwks')).stdout) as { keys: { kid: string; d?: string }[] };
+    // The three current keys and the next one.
+    expect(jwks.keys).toHaveLength(4);
+    expect(jwks.keys.at(-1)?.kid).toBe(/new key (\S+)/.exec(rotated.stdout)?.[1]);
+    expect(jwks.keys.some((k) => k.d)).toBe(false);
+    const bad = await cli('keys', 'rotate', '--alg', 'RS256');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('unknown --alg RS256');
+    expect((await cli('keys', 'new-kek')).stdout).toMatch(/^[A-Za-z0-9_-]{43}\n$/);
+  });
+
   it('stops with a message naming the key for a bad configuration value', async () => {
     const { code, stderr } = await runCli({ ...env, PORT: 'eighty' }, 'migrate');
     expect(code).toBe(1);

@@ -93,6 +93,33 @@ describe('loadKeyEncryptionKey', () => {
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
 
+  it('opens with additional KEKs during a KEK rotation, but seals only with the configured one', () => {
+    const [oldRaw, newRaw] = [randomBytes(32), randomBytes(32)];
+    const dataDir = tempDir();
+    const sealedOld = encryptAtRest(oldRaw, 'secret', 'ctx');
+    const rotating = loadKeyEncryptionKey({
+      keyEncryptionKey: newRaw.toString('base64url'),
+      additionalKeyEncryptionKeys: [oldRaw.toString('base64url')],
+      dataDir,
+    });
+    expect(rotating.equals(newRaw)).toBe(true);
+    expect(decryptAtRest(rotating, sealedOld, 'ctx')).toBe('secret');
+    // The context still binds: the old key does not open a value moved to another row.
+    expectDecryptError(() => decryptAtRest(rotating, sealedOld, 'other'));
+    const sealedNew = encryptAtRest(rotating, 'secret', 'ctx');
+    expectDecryptError(() => decryptAtRest(oldRaw, sealedNew, 'ctx'));
+    // Without the additional key, the old value no longer opens.
+    const done = loadKeyEncryptionKey({ keyEncryptionKey: newRaw.toString('base64url'), dataDir });
+    expectDecryptError(() => decryptAtRest(done, sealedOld, 'ctx'));
+    expect(() =>
+      loadKeyEncryptionKey({
+        keyEncryptionKey: newRaw.toString('base64url'),
+        additionalKeyEncryptionKeys: ['short'],
+        dataDir,
+      }),
+    ).toThrow(/additionalKeyEncryptionKeys\[0\]/);
+  });
+
   it('decodes the configured key and does not touch the data directory', () => {
     const raw = randomBytes(32);
     const dataDir = tempDir();

@@ -1,0 +1,126 @@
+/**
+ * `kakehashi keys …`: list, rotate, rekey (docs/key-rotation.md). Separate from src/main.ts so that
+ * tests run it against a live hub's database.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../config/index.ts';
+import type { Db } from '../db/index.ts';
+import { loadKeyEncryptionKey } from './atRest.ts';
+import { KeyError } from './errors.ts';
+import { isSigningAlg, listSigningKeys, rotateSigningKeys } from './lifecycle.ts';
+import { loadKeyMaterial, SIGNING_ALGS, type SigningAlg } from './material.ts';
+import { rekeyAtRest } from './rekey.ts';
+
+export const KEYS_USAGE = `usage: keys [list] | keys jwks | keys rotate [--alg ES256|PS256|EdDSA] [--activate-after SECONDS]
+       | keys rekey | keys new-kek`;
+
+export interface KeysCommandOptions {
+  db: Db;
+  config: Config;
+  args: string[];
+  /** --alg (repeatable) */
+  algs?: string[] | undefined;
+  /** --activate-after: seconds before the new key signs (default keys.activateAfterSeconds). */
+  activateAfter?: string | undefined;
+  operator: string;
+  out?: (line: string) => void;
+  err?: (line: string) => void;
+}
+
+/** `keys new-kek` needs no database. */
+export function newKeyEncryptionKey(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/** Runs one keys subcommand; returns the exit code (2 with a message for a KEK that opens nothing). */
+export async function runKeysCommand(o: KeysCommandOptions): Promise<number> {
+  const err = o.err ?? ((line: string) => console.error(line));
+  try {
+    return await run(o, o.out ?? ((line: string) => console.log(line)), err);
+  } catch (e) {
+    if (!(e instanceof KeyError)) throw e;
+    err(`refused: ${e.message}`);
+    return 2;
+  }
+}
+
+async function run(
+  o: KeysCommandOptions,
+  out: (line: string) => void,
+  err: (line: string) => void,
+): Promise<number> {
+  const [action = 'list'] = o.args;
+  if (action === 'list') {
+    // Makes sure the keys exist (first start) before listing them.
+    await loadKeyMaterial(o.db, loadKeyEncryptionKey(o.config));
+    const rows = await listSigningKeys(o.db);
+    out('status    alg    kid                                          signs from / left at');
+    for (const k of rows) {
+      const when =
+        k.status === 'next'
+          ? `signs from ${k.activatedAt?.toISOString()}`
+          : k.status === 'current'
+            ? `signing since ${k.activatedAt?.toISOString()}`
+            : k.status === 'previous'
+              ? `published until ${k.retiredAt?.toISOString()}`
+              : `retired ${k.retiredAt?.toISOString()}`;
+      out(`${k.status.padEnd(9)} ${k.alg.padEnd(6)} ${k.kid.padEnd(44)} ${when}`);
+    }
+    return 0;
+  }
+  if (action === 'jwks') {
+    const keys = await loadKeyMaterial(o.db, loadKeyEncryptionKey(o.config));
+    out(JSON.stringify(keys.publicJwks, null, 2));
+    return 0;
+  }
+  if (action === 'rotate') {
+    const algs = o.algs ?? [];
+    const unknown = algs.filter((a) => !isSigningAlg(a));
+    if (unknown.length) {
+      err(`unknown --alg ${unknown.join(', ')}; one of ${SIGNING_ALGS.join(', ')}`);
+      return 2;
+    }
+    let activateAfterSeconds = o.config.keys.activateAfterSeconds;
+    if (o.activateAfter !== undefined) {
+      if (!/^\d{1,8}$/.test(o.activateAfter)) {
+        err('--activate-after must be a number of seconds');
+        return 2;
+      }
+      activateAfterSeconds = Number(o.activateAfter);
+    }
+    const kek = loadKeyEncryptionKey(o.config);
+    await loadKeyMaterial(o.db, kek);
+    const results = await rotateSigningKeys(o.db, kek, {
+      algs: algs as SigningAlg[],
+      activateAfterSeconds,
+      actor: o.operator,
+    });
+    for (const r of results)
+      out(
+        `${r.alg}: ${r.created ? 'new key' : 'key already waiting'} ${r.kid} is published now as next and signs from ${r.activatesAt.toISOString()}`,
+      );
+    out(
+      'every node picks the change up within keys.pollSeconds; the replaced key stays published until what it signed has expired',
+    );
+    return 0;
+  }
+  if (action === 'rekey') {
+    const r = await rekeyAtRest(o.db, loadKeyEncryptionKey(o.config), o.operator);
+    const total = Object.values(r.resealed).reduce((a, b) => a + b, 0);
+    out(
+      `${total} sealed values re-sealed with the configured key-encryption key, ${r.unchanged} already were`,
+    );
+    for (const [where, n] of Object.entries(r.resealed)) out(`  ${where}: ${n}`);
+    if (o.config.additionalKeyEncryptionKeys.length)
+      out(
+        'once every node runs with this configuration, remove additionalKeyEncryptionKeys and restart them',
+      );
+    return 0;
+  }
+  if (action === 'new-kek') {
+    out(newKeyEncryptionKey());
+    return 0;
+  }
+  err(KEYS_USAGE);
+  return 2;
+}

@@ -1,0 +1,313 @@
+/**
+ * Signing-key rotation on a running hub (no restart), with real sign-ins by the demo aggregator, the
+ * `keys` CLI, and the key-encryption key's rotation (`keys rekey`). docs/key-rotation.md.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
+import * as client from 'openid-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { completeLogin } from '../../conformance/lib/login.ts';
+import { loadConfig } from '../../src/config/index.ts';
+import { runKeysCommand } from '../../src/keys/command.ts';
+import {
+  advanceKeyLifecycle,
+  keyLifecycleSettings,
+  listSigningKeys,
+  loadKeyEncryptionKey,
+  loadKeyMaterial,
+  rekeyAtRest,
+} from '../../src/keys/index.ts';
+import { SEALED_COLUMNS } from '../../src/keys/rekey.ts';
+import { enrollDemoCustomer } from '../support/customer.ts';
+import { testDb } from '../support/db.ts';
+import { startTestHub, type TestHub } from '../support/hub.ts';
+import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import { demoRp, startAuthorization } from '../support/rp.ts';
+
+let t: TestHub;
+let device: PasskeyEmulator;
+
+beforeAll(async () => {
+  t = await startTestHub({ keys: { pollSeconds: 1 } });
+  device = await enrollDemoCustomer(t);
+});
+afterAll(() => t?.close());
+
+async function jwks(): Promise<JSONWebKeySet> {
+  const res = await t.fetch(`${t.issuer}/jwks`);
+  expect(res.status).toBe(200);
+  return (await res.json()) as JSONWebKeySet;
+}
+const kidsOf = (set: JSONWebKeySet) => set.keys.map((k) => k.kid);
+
+/** A full sign-in of the demo customer at the demo aggregator: the ID token it gets. */
+async function idToken(): Promise<string> {
+  const rp = await demoRp(t);
+  const auth = await startAuthorization(rp, 'openid');
+  const callback = await completeLogin({ fetch: t.fetch, authorizationUrl: auth.url, device });
+  const tokens = await client.authorizationCodeGrant(
+    rp.config,
+    callback,
+    { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
+    undefined,
+    { DPoP: rp.dpop },
+  );
+  return tokens.id_token!;
+}
+
+async function verifies(token: string, set: JSONWebKeySet): Promise<boolean> {
+  try {
+    await jwtVerify(token, createLocalJWKSet(set), { issuer: t.issuer, audience: t.demoClient.client_id });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function keysCli(...args: string[]): Promise<{ code: number; out: string[]; err: string[] }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const [action = 'list', ...rest] = args;
+  const algs = rest.flatMap((a, i) => (rest[i - 1] === '--alg' ? [a] : []));
+  const activateAfter = rest.find((_a, i) => rest[i - 1] === '--activate-after');
+  const code = await runKeysCommand({
+    db: t.hub.db,
+    config: t.hub.config,
+    args: [action],
+    algs,
+    activateAfter,
+    operator: 'operator:test',
+    out: (l) => out.push(l),
+    err: (l) => err.push(l),
+  });
+  return { code, out, err };
+}
+
+/** The logout page accepts the token as id_token_hint (it verifies with the hub's keystore). */
+async function acceptedAsHint(token: string): Promise<boolean> {
+  const res = await t.fetch(
+    `${t.issuer}/session/end?id_token_hint=${token}&client_id=${t.demoClient.client_id}`,
+  );
+  await res.text();
+  return res.status === 200;
+}
+
+describe('signing-key rotation on a running hub', () => {
+  it('publishes the next key first, then signs with it, keeps the old one until its tokens expired, then retires it', async () => {
+    const before = await jwks();
+    const oldToken = await idToken();
+    const oldKid = decodeProtectedHeader(oldToken).kid!;
+    expect(before.keys.find((k) => k.kid === oldKid)?.alg).toBe('ES256');
+    expect(await verifies(oldToken, before)).toBe(true);
+
+    const rotated = await keysCli('rotate', '--alg', 'ES256', '--activate-after', '8');
+    expect(rotated.code).toBe(0);
+    const next = (await listSigningKeys(t.hub.db)).find((k) => k.status === 'next');
+    expect(next?.alg).toBe('ES256');
+    expect(rotated.out[0]).toContain(next!.kid);
+    // Only ES256 rotates: PS256 and EdDSA keep their keys.
+    expect((await listSigningKeys(t.hub.db)).filter((k) => k.status === 'next')).toHaveLength(1);
+
+    // The node's own poll (keys.pollSeconds = 1) publishes it; nobody calls refresh here.
+    await expect
+      .poll(async () => kidsOf(await jwks()), { timeout: 5000, interval: 200 })
+      .toContain(next!.kid);
+    const published = await jwks();
+    expect(kidsOf(published)).toEqual([...kidsOf(before), next!.kid]);
+    // Published, but not signing yet (it activates 8 s after the rotation).
+    const meanwhile = await idToken();
+    expect(decodeProtectedHeader(meanwhile).kid).toBe(oldKid);
+    expect((await listSigningKeys(t.hub.db)).find((k) => k.kid === next!.kid)?.status).toBe('next');
+
+    // Promotion, by the poll.
+    await expect
+      .poll(async () => (await listSigningKeys(t.hub.db)).find((k) => k.kid === next!.kid)?.status, {
+        timeout: 10_000,
+        interval: 250,
+      })
+      .toBe('current');
+    await t.hub.signingKeys.refresh();
+    const newToken = await idToken();
+    expect(decodeProtectedHeader(newToken).kid).toBe(next!.kid);
+    const after = await jwks();
+    expect(kidsOf(after)).toContain(oldKid);
+    expect(kidsOf(after)).toContain(next!.kid);
+    // A client that fetched the JWKS before the rotation verifies nothing new, one that refreshes verifies both.
+    for (const token of [oldToken, meanwhile, newToken]) expect(await verifies(token, after)).toBe(true);
+
+    // The old key stays published exactly as long as what it signed can live.
+    const keys = await listSigningKeys(t.hub.db);
+    const previous = keys.find((k) => k.kid === oldKid)!;
+    const current = keys.find((k) => k.kid === next!.kid)!;
+    expect(previous.status).toBe('previous');
+    const retainSeconds = keyLifecycleSettings(t.hub.config).retainSeconds;
+    expect(retainSeconds).toBe(Math.max(600, 120) + 10 + 1);
+    expect((previous.retiredAt!.getTime() - current.activatedAt!.getTime()) / 1000).toBeCloseTo(
+      retainSeconds,
+      0,
+    );
+    const listed = await keysCli('list');
+    expect(listed.out.find((l) => l.includes(oldKid))).toMatch(/^previous +ES256 .* published until /);
+    expect(listed.out.find((l) => l.includes(next!.kid))).toMatch(/^current +ES256 .* signing since /);
+
+    // Before that time a poll keeps it...
+    await t.hub.signingKeys.refresh();
+    expect(kidsOf(await jwks())).toContain(oldKid);
+    // ...and once it has passed (the schedule is moved instead of waiting ten minutes), it retires.
+    await t.hub.db.query("UPDATE signing_keys SET retired_at = now() - interval '1 second' WHERE kid = $1", [
+      oldKid,
+    ]);
+    await t.hub.signingKeys.refresh();
+    expect(kidsOf(await jwks())).not.toContain(oldKid);
+    expect(kidsOf(await jwks())).toHaveLength(3);
+    const row = await t.hub.db.query<{ status: string; private_jwk_enc: string }>(
+      'SELECT status, private_jwk_enc FROM signing_keys WHERE kid = $1',
+      [oldKid],
+    );
+    expect(row.rows[0]).toEqual({ status: 'retired', private_jwk_enc: '' });
+    // A relying party may still name an old ID token as id_token_hint at logout.
+    expect(await acceptedAsHint(oldToken)).toBe(true);
+    expect(await acceptedAsHint(`${oldToken.slice(0, -4)}AAAA`)).toBe(false);
+    const audit = await t.hub.db.query<{ type: string }>(
+      "SELECT type FROM audit_events WHERE type IN ('keys.rotation_started', 'keys.lifecycle') ORDER BY id",
+    );
+    expect(audit.rows.map((r) => r.type)).toEqual([
+      'keys.rotation_started',
+      'keys.lifecycle',
+      'keys.lifecycle',
+    ]);
+  });
+
+  it('rotates every algorithm by default, once until the waiting keys activate, and refuses unknown ones', async () => {
+    expect((await keysCli('rotate', '--alg', 'RS256')).code).toBe(2);
+    const first = await keysCli('rotate', '--activate-after', '3600');
+    expect(first.code).toBe(0);
+    const again = await keysCli('rotate');
+    expect(again.out.slice(0, 3).every((l) => l.includes('key already waiting'))).toBe(true);
+    const next = (await listSigningKeys(t.hub.db)).filter((k) => k.status === 'next');
+    expect(next.map((k) => k.alg).sort()).toEqual(['ES256', 'EdDSA', 'PS256']);
+    await t.hub.signingKeys.refresh();
+    const published = await jwks();
+    for (const k of next) expect(kidsOf(published)).toContain(k.kid);
+    // An hour away: the current keys still sign.
+    expect(decodeProtectedHeader(await idToken()).kid).not.toBe(next.find((k) => k.alg === 'ES256')!.kid);
+  });
+});
+
+describe('scheduled rotation (keys.rotateEveryDays)', () => {
+  it('adds a next key for an algorithm whose current key is older, once', async () => {
+    const d = await testDb();
+    try {
+      const kek = randomBytes(32);
+      await loadKeyMaterial(d.db, kek);
+      const settings = { activateAfterSeconds: 60, retainSeconds: 620, rotateEveryDays: 30 };
+      expect(await advanceKeyLifecycle(d.db, kek, settings)).toEqual({
+        promoted: [],
+        retired: [],
+        rotated: [],
+      });
+      await d.db.query(
+        "UPDATE signing_keys SET activated_at = now() - interval '31 days' WHERE alg = 'PS256'",
+      );
+      // Not without the setting.
+      expect(
+        (await advanceKeyLifecycle(d.db, kek, { ...settings, rotateEveryDays: undefined })).rotated,
+      ).toEqual([]);
+      const changes = await advanceKeyLifecycle(d.db, kek, settings);
+      expect(changes.rotated.map((r) => r.alg)).toEqual(['PS256']);
+      const next = (await listSigningKeys(d.db)).filter((k) => k.status === 'next');
+      expect(next.map((k) => k.kid)).toEqual([changes.rotated[0]!.kid]);
+      expect((next[0]!.activatedAt!.getTime() - next[0]!.createdAt.getTime()) / 1000).toBeCloseTo(60, 0);
+      // The waiting key is enough: no second one at the next poll.
+      expect((await advanceKeyLifecycle(d.db, kek, settings)).rotated).toEqual([]);
+    } finally {
+      await d.close();
+    }
+  });
+});
+
+describe('key-encryption key rotation (keys rekey)', () => {
+  it('re-seals every sealed value with the new KEK in one transaction, the old one readable meanwhile', async () => {
+    const d = await testDb();
+    try {
+      const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-rekey-'));
+      const oldKek = randomBytes(32).toString('base64url');
+      const newKek = randomBytes(32).toString('base64url');
+      const configOf = (keyEncryptionKey: string, additionalKeyEncryptionKeys: string[] = []) =>
+        loadConfig({
+          env: {},
+          configDir: path.join(dataDir, 'none'),
+          overrides: { dataDir, keyEncryptionKey, additionalKeyEncryptionKeys },
+        });
+      const original = await loadKeyMaterial(d.db, loadKeyEncryptionKey(configOf(oldKek)));
+      const sealedNow = async () =>
+        (
+          await d.db.query<{ v: string }>(
+            'SELECT private_jwk_enc AS v FROM signing_keys UNION ALL SELECT value_enc FROM secrets ORDER BY 1',
+          )
+        ).rows.map((r) => r.v);
+      const sealedBefore = await sealedNow();
+
+      // Step 1 of the procedure: the new KEK only opens (nodes learn it before anything is sealed with it).
+      const learning = loadKeyEncryptionKey(configOf(oldKek, [newKek]));
+      expect((await loadKeyMaterial(d.db, learning)).cookieKeys).toEqual(original.cookieKeys);
+
+      // A KEK that opens nothing: refused, and nothing changed.
+      const stranger = await runKeysCommand({
+        db: d.db,
+        config: configOf(randomBytes(32).toString('base64url')),
+        args: ['rekey'],
+        operator: 'operator:test',
+        out: () => {},
+        err: () => {},
+      });
+      expect(stranger).toBe(2);
+      expect(await sealedNow()).toEqual(sealedBefore);
+
+      // Step 2: new KEK seals, the old one still opens. Step 3: rekey.
+      const switching = configOf(newKek, [oldKek]);
+      expect((await loadKeyMaterial(d.db, loadKeyEncryptionKey(switching))).cookieKeys).toEqual(
+        original.cookieKeys,
+      );
+      const out: string[] = [];
+      expect(
+        await runKeysCommand({
+          db: d.db,
+          config: switching,
+          args: ['rekey'],
+          operator: 'operator:test',
+          out: (l) => out.push(l),
+        }),
+      ).toBe(0);
+      expect(out[0]).toMatch(/^6 sealed values re-sealed .* 0 already were$/);
+
+      // Step 4: the old KEK is gone; everything opens with the new one alone.
+      const after = await loadKeyMaterial(d.db, loadKeyEncryptionKey(configOf(newKek)));
+      expect(after.signingJwks).toEqual(original.signingJwks);
+      expect(after.cookieKeys).toEqual(original.cookieKeys);
+      expect(after.dpopNonceSecret.equals(original.dpopNonceSecret)).toBe(true);
+      expect(after.pairwiseSecret.equals(original.pairwiseSecret)).toBe(true);
+      await expect(loadKeyMaterial(d.db, loadKeyEncryptionKey(configOf(oldKek)))).rejects.toMatchObject({
+        code: 'ERR_KEY_DECRYPT',
+      });
+      // Idempotent.
+      const again = await rekeyAtRest(d.db, loadKeyEncryptionKey(configOf(newKek)), 'operator:test');
+      expect(again).toEqual({ resealed: {}, unchanged: 6 });
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('knows every sealed column of the schema', async () => {
+    const columns = await t.hub.db.query<{ t: string; c: string }>(
+      `SELECT table_name AS t, column_name AS c FROM information_schema.columns
+       WHERE table_schema = current_schema() AND column_name LIKE '%\\_enc' ORDER BY 1, 2`,
+    );
+    expect(columns.rows.map((r) => `${r.t}.${r.c}`)).toEqual(
+      SEALED_COLUMNS.map((s) => `${s.table}.${s.column}`).sort(),
+    );
+  });
+});
