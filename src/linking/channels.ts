@@ -7,7 +7,7 @@
 import type { Db, Queryable } from '../db/index.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
 import { decide } from './decide.ts';
-import { LinkingError } from './errors.ts';
+import { decideRaise } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';
 
 export const CHANNELS = ['aggregator_access', 'withdrawals', 'sweeps'] as const;
@@ -89,18 +89,7 @@ export async function changeChannel(
     return { status: 'disabled' };
   }
   if (current.enabled) return { status: 'unchanged' };
-  const authAgeSeconds =
-    change.authTime === undefined ? Number.MAX_SAFE_INTEGER : Math.floor(Date.now() / 1000) - change.authTime;
-  const acr = change.acr === 'phr' || change.acr === 'phrh' || change.acr === 'otp' ? change.acr : 'none';
-  const decision = await decide(
-    db,
-    policy,
-    'raise_limit',
-    { acr, authAgeSeconds, frozen: change.frozen },
-    context,
-  );
-  if (decision.decision === 'step_up') throw new LinkingError('ERR_LIMIT_NEEDS_FRESH_PASSKEY');
-  if (decision.decision === 'deny') throw new LinkingError('ERR_LIMIT_DENIED');
+  const decision = await decideRaise(db, policy, change, context);
   const r = await db.query<{ enable_at: Date }>(
     `UPDATE customer_channels SET enable_at = now() + make_interval(secs => $3), changed_at = now()
      WHERE customer_id = $1 AND channel = $2 RETURNING enable_at`,

@@ -7,7 +7,7 @@
 import { recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
-import { decide } from './decide.ts';
+import { type DecisionContext, decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';
 import type { Policy } from './policy/parsePolicy.ts';
@@ -117,6 +117,32 @@ export type LimitChangeResult =
 
 const ACRS = new Set(['phrh', 'phr', 'otp']);
 
+/**
+ * The policy's raise_limit decision for a customer signed in with `acr` at `authTime` (seconds since
+ * the epoch): allowed (with its cool-off), or LinkingError ERR_LIMIT_NEEDS_FRESH_PASSKEY / ERR_LIMIT_DENIED.
+ * Raising a limit and switching a channel on are the same decision.
+ */
+export async function decideRaise(
+  db: Queryable,
+  policy: Policy,
+  who: { acr: string | undefined; authTime: number | undefined; frozen: boolean },
+  context: DecisionContext,
+): Promise<PolicyDecision> {
+  const authAgeSeconds =
+    who.authTime === undefined ? Number.MAX_SAFE_INTEGER : Math.floor(Date.now() / 1000) - who.authTime;
+  const acr = who.acr && ACRS.has(who.acr) ? (who.acr as 'phr' | 'phrh' | 'otp') : 'none';
+  const decision = await decide(
+    db,
+    policy,
+    'raise_limit',
+    { acr, authAgeSeconds, frozen: who.frozen },
+    context,
+  );
+  if (decision.decision === 'step_up') throw new LinkingError('ERR_LIMIT_NEEDS_FRESH_PASSKEY');
+  if (decision.decision === 'deny') throw new LinkingError('ERR_LIMIT_DENIED');
+  return decision;
+}
+
 /** Lowers at once or schedules a raise, as the policy decides. Throws LinkingError otherwise. */
 export async function changeLimit(
   db: Db,
@@ -154,18 +180,7 @@ export async function changeLimit(
       });
     return { status: 'applied', limits: await customerLimits(db, change.customerId, defaults), decision };
   }
-  const authAgeSeconds =
-    change.authTime === undefined ? Number.MAX_SAFE_INTEGER : Math.floor(Date.now() / 1000) - change.authTime;
-  const acr = change.acr && ACRS.has(change.acr) ? (change.acr as 'phr' | 'phrh' | 'otp') : 'none';
-  const decision = await decide(
-    db,
-    policy,
-    'raise_limit',
-    { acr, authAgeSeconds, frozen: change.frozen },
-    context,
-  );
-  if (decision.decision === 'step_up') throw new LinkingError('ERR_LIMIT_NEEDS_FRESH_PASSKEY');
-  if (decision.decision === 'deny') throw new LinkingError('ERR_LIMIT_DENIED');
+  const decision = await decideRaise(db, policy, change, context);
   const coolOff = decision.obligations.coolOffSeconds ?? 0;
   const effectiveAt = await db.transaction(async (tx) => {
     await tx.query(

@@ -14,7 +14,7 @@ import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { addVirtualAuthenticator, launchBrowser } from '../support/browser.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let browser: Browser;
@@ -71,13 +71,7 @@ describe('FAPI 2.0 code flow with passkey login and consent in a real browser', 
     expect(callback.searchParams.get('code')).toBeTruthy();
     await context.close();
 
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
-    );
+    const tokens = await redeem(rp, auth, callback);
     expect(tokens.token_type.toLowerCase()).toBe('dpop');
     expect(tokens.refresh_token).toBeTruthy();
     const claims = tokens.claims()!;

@@ -5,7 +5,6 @@
  */
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent } from '../../conformance/lib/userAgent.ts';
@@ -18,7 +17,7 @@ import {
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 const AAGUID = '6c1a3a52-0b5e-4e5f-9f3c-8a2d4b1e7c90';
 let t: TestHub;
@@ -57,13 +56,7 @@ async function signIn(device: PasskeyEmulator, acrValues?: string) {
     userAgent: createUserAgent({ fetch: t.fetch }),
   });
   if (callback.searchParams.get('error')) return { error: callback.searchParams.get('error') };
-  const tokens = await client.authorizationCodeGrant(
-    rp.config,
-    callback,
-    { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-    undefined,
-    { DPoP: rp.dpop },
-  );
+  const tokens = await redeem(rp, auth, callback);
   return { claims: tokens.claims()! };
 }
 

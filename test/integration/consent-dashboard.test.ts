@@ -9,7 +9,7 @@ import { createUserAgent } from '../../conformance/lib/userAgent.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let device: PasskeyEmulator;
@@ -54,13 +54,7 @@ describe('consent dashboard', () => {
         return [chosen];
       },
     });
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
-    );
+    const tokens = await redeem(rp, auth, callback);
     expect(await readAccounts(rp, tokens.access_token)).toBe(200);
 
     // The customer signs in on the security page and sees the consent.

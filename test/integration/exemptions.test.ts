@@ -16,7 +16,7 @@ import {
 } from '../../src/authn/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 beforeAll(async () => {
@@ -139,13 +139,7 @@ describe('exemptions', () => {
       body: new URLSearchParams({ decision: 'approve', account }).toString(),
     });
     const callback = await browser.follow(done.location!, { stopAt: (u) => u.pathname === '/demo/callback' });
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
-      callback.stoppedAt!,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
-    );
+    const tokens = await redeem(rp, auth, callback.stoppedAt!);
     expect(tokens.claims()).toMatchObject({ acr: 'otp', amr: ['otp'], sub: customerId });
     // Account data needs a phishing-resistant sign-in: RFC 9470 step-up challenge.
     const stepUp = await client

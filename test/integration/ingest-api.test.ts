@@ -22,7 +22,7 @@ import {
   tokenFor as tokenFor_,
 } from '../support/institution.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: response bodies are checked against the OpenAPI document
 type Body = any;
@@ -307,13 +307,7 @@ describe('pushing batches', () => {
     const rp = await demoRp(t);
     const auth = await startAuthorization(rp, 'openid accounts');
     const callback = await user.login(auth.url, { accounts: (offered) => offered });
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
-    );
+    const tokens = await redeem(rp, auth, callback);
     const read = async (path: string) => {
       const url = new URL(`${t.issuer}${path}`);
       const r = await client.fetchProtectedResource(

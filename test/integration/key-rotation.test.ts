@@ -7,7 +7,6 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
-import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { loadConfig } from '../../src/config/index.ts';
@@ -25,7 +24,7 @@ import { enrollDemoCustomer } from '../support/customer.ts';
 import { testDb } from '../support/db.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let device: PasskeyEmulator;
@@ -48,13 +47,7 @@ async function idToken(): Promise<string> {
   const rp = await demoRp(t);
   const auth = await startAuthorization(rp, 'openid');
   const callback = await completeLogin({ fetch: t.fetch, authorizationUrl: auth.url, device });
-  const tokens = await client.authorizationCodeGrant(
-    rp.config,
-    callback,
-    { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-    undefined,
-    { DPoP: rp.dpop },
-  );
+  const tokens = await redeem(rp, auth, callback);
   return tokens.id_token!;
 }
 

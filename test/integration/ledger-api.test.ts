@@ -5,7 +5,6 @@
  * document the hub serves.
  */
 import { createHash, createPrivateKey, type KeyObject, randomUUID, sign } from 'node:crypto';
-import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
@@ -13,7 +12,7 @@ import { DEMO_CLIENT_ID, DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { demoBatch, ingestBatch, ingestDemoLedger } from '../../src/ledger/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let user: PasskeyUser;
@@ -46,13 +45,7 @@ async function consent(pick: (offered: string[]) => string[]): Promise<Session> 
   const rp = await demoRp(t, { dpopKey: keys });
   const auth = await startAuthorization(rp, 'openid accounts');
   const callback = await user.login(auth.url, { accounts: pick });
-  const tokens = await client.authorizationCodeGrant(
-    rp.config,
-    callback,
-    { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-    undefined,
-    { DPoP: rp.dpop },
-  );
+  const tokens = await redeem(rp, auth, callback);
   const grant = await t.hub.db.query<{ grant_id: string }>(
     'SELECT grant_id FROM consents WHERE client_id = $1 ORDER BY created_at DESC LIMIT 1',
     [DEMO_CLIENT_ID],

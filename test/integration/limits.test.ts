@@ -4,7 +4,6 @@
  * by a later lowering; every change is decided by the policy, audited and notified.
  */
 
-import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
@@ -13,7 +12,7 @@ import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
-import { accountsStatus, demoRp, startAuthorization } from '../support/rp.ts';
+import { accountsStatus, demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let device: PasskeyEmulator;
@@ -147,13 +146,7 @@ describe('channels the customer switches off', () => {
     const rp = await demoRp(t);
     const started = await startAuthorization(rp);
     const callback = await completeLogin({ fetch: t.fetch, authorizationUrl: started.url, device });
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: started.codeVerifier, expectedState: started.state },
-      undefined,
-      { DPoP: rp.dpop },
-    );
+    const tokens = await redeem(rp, started, callback);
     expect(await accountsStatus(t, rp, tokens.access_token)).toBe(200);
 
     const { ua, csrf } = await signedIn();

@@ -33,7 +33,7 @@ import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { addClient } from '../../src/oidc/clients.ts';
 import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
-import { accountsStatus, demoRp, startAuthorization } from '../support/rp.ts';
+import { accountsStatus, demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let hub: HubConnection;
@@ -338,13 +338,7 @@ describe('JARM', () => {
       aud: 'demo-aggregator',
       state: auth.state,
     });
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
-    );
+    const tokens = await redeem(rp, auth, callback);
     expect(await accountsStatus(t, rp, tokens.access_token)).toBe(200);
   });
 
@@ -374,13 +368,7 @@ describe('introspection (signed) and revocation', () => {
   async function flow() {
     const auth = await startAuthorization(rp, 'openid offline_access accounts');
     const callback = await customer.login(auth.url, { redirectUri: rp.redirectUri });
-    return client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
-    );
+    return redeem(rp, auth, callback);
   }
   beforeAll(async () => {
     rp = await demoRp(t);

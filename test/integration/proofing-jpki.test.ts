@@ -26,7 +26,7 @@ import {
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let root: TestCert;
@@ -124,13 +124,7 @@ async function tokensFor(device: PasskeyEmulator) {
   const callback = await completeLogin({ fetch: t.fetch, authorizationUrl: auth.url, device });
   return {
     rp,
-    tokens: await client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
-    ),
+    tokens: await redeem(rp, auth, callback),
   };
 }
 

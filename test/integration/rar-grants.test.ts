@@ -13,7 +13,7 @@ import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
-import { demoRp, type Rp, registeredRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, type Rp, redeem, registeredRp, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let user: PasskeyUser;
@@ -44,13 +44,7 @@ async function authorize(
   const party = rp ?? (await demoRp(t));
   const auth = await startAuthorization(party, scope, extra);
   const callback = await user.login(auth.url, { accounts: pick, ...(userAgent ? { userAgent } : {}) });
-  const tokens = await client.authorizationCodeGrant(
-    party.config,
-    callback,
-    { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-    undefined,
-    { DPoP: party.dpop },
-  );
+  const tokens = await redeem(party, auth, callback);
   return { rp: party, tokens };
 }
 

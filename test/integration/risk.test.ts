@@ -17,7 +17,7 @@ import { noteAccountRecovered } from '../../src/risk/index.ts';
 import { EVENT } from '../../src/signals/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 const FIXTURES = path.resolve('test/fixtures/risk');
 let t: TestHub;
@@ -272,13 +272,7 @@ describe('post-login behaviour', () => {
       device: createEmulator(),
       enroll: { customerNumber: t.hub.demo!.customerNumber, ticket: ticket.ticket },
     });
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
-    );
+    const tokens = await redeem(rp, auth, callback);
     const read = async () =>
       (
         await client.fetchProtectedResource(

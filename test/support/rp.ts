@@ -118,6 +118,21 @@ export async function startAuthorization(
   return { url, codeVerifier, state };
 }
 
+/** Redeems the code the callback carries, with the authorization's PKCE verifier and state and the RP's DPoP key. */
+export function redeem(
+  rp: Rp,
+  started: StartedAuthorization,
+  callback: URL,
+): Promise<client.TokenEndpointResponse & client.TokenEndpointResponseHelpers> {
+  return client.authorizationCodeGrant(
+    rp.config,
+    callback,
+    { pkceCodeVerifier: started.codeVerifier, expectedState: started.state },
+    undefined,
+    { DPoP: rp.dpop },
+  );
+}
+
 /** GET the accounts API with a DPoP-bound access token: the HTTP status (401 when refused). */
 export function accountsStatus(t: TestHub, rp: Rp, accessToken: string): Promise<number> {
   return client
