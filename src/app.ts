@@ -10,6 +10,7 @@ import { accountRoutes } from './account/index.ts';
 import { apiRoutes } from './api/index.ts';
 import type { AuthnContext } from './authn/index.ts';
 import type { Config } from './config/index.ts';
+import { consoleRoutes } from './console/index.ts';
 import type { Db } from './db/index.ts';
 import { grantManagementRoutes } from './grants/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
@@ -93,6 +94,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
     decisionRoutes({ provider, db, config, policy, defaultLimits: config.linking.defaultLimits }),
     proofingRoutes({ provider, db, config, authn }),
     accountRoutes({ provider, db, config, authn }),
+    consoleRoutes({ db, config, authn }),
     linkingRoutes({ provider, db, config, authn }),
     apiRoutes({
       provider,

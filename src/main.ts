@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { exportCustomerAudit, recordAudit } from './audit/index.ts';
 import { createAuthnContext, endExemption, grantExemption, issueEnrollmentTicket } from './authn/index.ts';
 import { ConfigError, loadConfig } from './config/index.ts';
+import { operatorsCommand } from './console/cli.ts';
 import { migrate, openDb, type Queryable } from './db/index.ts';
 import { startHub } from './hub.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
@@ -52,6 +53,9 @@ const USAGE = `usage: kakehashi <command>
   notice publish <notice.json>   an important notice customers acknowledge at their next sign-in
   keys                       list the public signing keys (JWKS)
   policy show [--ja] [--json]   the effective withdrawal-strength policy (operations, facts, rules)
+  operators add <name> --role viewer|operator|admin   add a console operator; prints their one-time
+                             enrollment ticket once
+  operators list | disable <name> | ticket <name>   list, disable, or re-issue a ticket (lost device)
 options: --operator NAME (recorded in the audit log)`;
 
 /** --from/--to as dates (to is exclusive; default: the last 30 days up to now). */
@@ -93,6 +97,7 @@ async function main(argv: string[]): Promise<number> {
       rules: { type: 'string' },
       country: { type: 'string' },
       ttl: { type: 'string' },
+      role: { type: 'string' },
     },
   });
   const [command = 'serve', ...rest] = positionals;
@@ -325,6 +330,7 @@ async function main(argv: string[]): Promise<number> {
         return 2;
       }
     }
+    if (command === 'operators') return operatorsCommand(db, rest, { role: values.role, by: operator });
     if (command === 'keys') {
       const keys = await loadKeyMaterial(db, loadKeyEncryptionKey(config));
       console.log(JSON.stringify(keys.publicJwks, null, 2));

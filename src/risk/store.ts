@@ -213,3 +213,47 @@ export async function deleteExpiredRiskEvents(
   );
   return events.rowCount + sessions.rowCount + travel.rowCount;
 }
+
+export interface CustomerRiskView {
+  level: RiskLevel;
+  reasons: string[];
+  updatedAt: Date | null;
+  events: Array<{
+    at: Date;
+    kind: string;
+    method: string;
+    result: string;
+    decision: string | null;
+    score: number | null;
+    reasons: unknown[];
+    ip: string | null;
+    country: string | null;
+    userAgent: string | null;
+  }>;
+}
+
+/** The customer's current level and latest risk events with their reasons (operator console). */
+export async function customerRisk(db: Queryable, customerId: string, limit = 20): Promise<CustomerRiskView> {
+  const [level, events] = await Promise.all([
+    db.query<{ level: RiskLevel; reasons: string[]; updated_at: Date }>(
+      'SELECT level, reasons, updated_at FROM risk_levels WHERE customer_id = $1',
+      [customerId],
+    ),
+    db.query<Omit<CustomerRiskView['events'][number], 'userAgent'> & { user_agent: string | null }>(
+      `SELECT at, kind, method, result, decision, score, reasons, ip, country, user_agent FROM risk_events
+       WHERE customer_id = $1 ORDER BY at DESC, id DESC LIMIT $2`,
+      [customerId, limit],
+    ),
+  ]);
+  const l = level.rows[0];
+  return {
+    level: l?.level ?? 'LOW',
+    reasons: l?.reasons ?? [],
+    updatedAt: l ? new Date(l.updated_at) : null,
+    events: events.rows.map(({ user_agent, ...e }) => ({
+      ...e,
+      at: new Date(e.at),
+      userAgent: user_agent,
+    })),
+  };
+}
