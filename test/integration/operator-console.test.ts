@@ -256,6 +256,28 @@ describe('search and customer view', () => {
     const issued = await auditOf('enrollment.ticket.issued');
     expect(issued.at(-1)!.actor).toBe('operator:olga');
   });
+
+  it('grants and ends an MFA exemption, recorded with the operator', async () => {
+    const exemptions = async () =>
+      (
+        await t.hub.db.query<{ granted_by: string; ended_by: string | null }>(
+          'SELECT granted_by, ended_by FROM mfa_exemptions WHERE customer_id = $1 ORDER BY granted_at',
+          [customerId],
+        )
+      ).rows;
+    const base = `${t.issuer}/console/customers/${customerId}/exemption`;
+    const short = await staff.ua.postForm(`${base}/grant`, { csrf: staff.csrf, reason: 'no' });
+    expect(short.status).toBe(400);
+    expect(await exemptions()).toEqual([]);
+    expect(
+      (await staff.ua.postForm(`${base}/grant`, { csrf: staff.csrf, reason: 'no smartphone' })).status,
+    ).toBe(303);
+    expect((await staff.ua.get(`${t.issuer}/console/customers/${customerId}`)).text).toContain(
+      'id="exemption-end"',
+    );
+    expect((await staff.ua.postForm(`${base}/end`, { csrf: staff.csrf })).status).toBe(303);
+    expect(await exemptions()).toEqual([{ granted_by: 'operator:olga', ended_by: 'operator:olga' }]);
+  });
 });
 
 describe('freeze and unfreeze', () => {
