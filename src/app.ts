@@ -16,6 +16,7 @@ import { grantManagementRoutes } from './grants/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
 import { approvalRoutes, decisionRoutes, linkingRoutes, loadPolicy } from './linking/index.ts';
 import type { Logger } from './log.ts';
+import { metricsMiddleware } from './metrics/index.ts';
 import { mtlsFor } from './mtls/index.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { DEVICE_COOKIE } from './oidc/passkeySignIn.ts';
@@ -56,6 +57,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
       }
     }
   });
+  app.use(metricsMiddleware());
   app.use(fapiInteractionId());
   app.use(mtlsFor(config).middleware(db));
   app.use(securityHeaders());

@@ -16,6 +16,7 @@ import { type DemoInfo, seedDemo } from './demo/seed.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial } from './keys/index.ts';
 import { applySweepSuspensions, deleteExpiredLinkAttempts } from './linking/index.ts';
 import { createLogger, type Logger } from './log.ts';
+import { instrumentProvider } from './metrics/index.ts';
 import { mtlsFor } from './mtls/index.ts';
 import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
@@ -71,6 +72,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
     const keys = await loadKeyMaterial(db, loadKeyEncryptionKey(config));
     const demo = config.demo ? await seedDemo(db, config) : undefined;
     const provider = createProvider({ config, db, keys });
+    instrumentProvider(provider);
     provider.on('server_error', (ctx, err) =>
       logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
     );

@@ -4,6 +4,7 @@
  * Never put secrets (tickets, tokens, keys, assertions) into `data`.
  */
 import type { Queryable } from '../db/index.ts';
+import { countSecurityEvent } from '../metrics/index.ts';
 
 export interface AuditEvent {
   /** Dotted name, e.g. `authn.passkey.login`, `enrollment.ticket.rejected`. */
@@ -37,6 +38,7 @@ export async function recordAudit(db: Queryable, event: AuditEvent): Promise<voi
       JSON.stringify(event.data ?? {}),
     ],
   );
+  countSecurityEvent(event.type, event.outcome);
 }
 
 export interface AuditRow {

@@ -1,5 +1,6 @@
 /** The risk module's tables: events (forensics), travel declarations, levels, session risk. */
 import type { Queryable } from '../db/index.ts';
+import { countRiskDecision } from '../metrics/index.ts';
 import type { RiskReason } from './rules.ts';
 import type { LoginFacts } from './signals.ts';
 
@@ -57,6 +58,7 @@ export async function insertRiskEvent(db: Queryable, e: RiskEventRow): Promise<v
       JSON.stringify(e.signals ?? {}),
     ],
   );
+  countRiskDecision(e.kind, e.decision);
 }
 
 /** Everything LoginFacts needs in one round trip (indexed by customer, source and range). */
