@@ -155,17 +155,3 @@ export async function openFreeze(
   const r = res.rows[0];
   return r ? { frozenAt: new Date(r.frozen_at), frozenBy: r.frozen_by, reason: r.reason } : undefined;
 }
-
-/** Customers frozen over time: freezes started per day in the period (management report). */
-export async function freezesPerDay(
-  db: Db,
-  from: Date,
-  to: Date,
-): Promise<Array<{ day: string; count: number }>> {
-  const res = await db.query<{ day: string; count: number }>(
-    `SELECT to_char(frozen_at AT TIME ZONE 'Asia/Tokyo', 'YYYY-MM-DD') AS day, count(*)::int AS count
-     FROM customer_freezes WHERE frozen_at >= $1 AND frozen_at < $2 GROUP BY 1 ORDER BY 1`,
-    [from, to],
-  );
-  return res.rows;
-}

@@ -1,5 +1,5 @@
 /** The operator console's pages (Japanese and English), rendered on the server. */
-import type { AuditRow } from '../audit/index.ts';
+import type { AuditRow, DailySecurityEvents } from '../audit/index.ts';
 import type { PasskeySummary } from '../authn/index.ts';
 import type { ConsentView } from '../consent/index.ts';
 import type { BankLink } from '../linking/index.ts';
@@ -377,11 +377,11 @@ export function reportPage(
   lang: Lang,
   viewer: Viewer,
   r: ProtectiveSettingsReport,
-  freezes: Array<{ day: string; count: number }>,
+  daily: DailySecurityEvents[],
 ): string {
   const t = M[lang];
   const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
-  const maxFreeze = Math.max(1, ...freezes.map((f) => f.count));
+  const max = Math.max(1, ...daily.flatMap((d) => [d.locks, d.blocks, d.freezes]));
   const q = `from=${r.from.toISOString().slice(0, 10)}&to=${r.to.toISOString().slice(0, 10)}`;
   return page(
     lang,
@@ -395,19 +395,23 @@ ${r.measures.map((m) => html`<tr data-measure="${m.name}" data-met="${String(m.m
 ${bars(r.measures.map((m) => ({ label: m.name, value: m.value, max: 1, target: m.target })))}
 <h2>Events</h2>
 <ul id="events"><li>sign-ins ${String(r.events.signIns)}</li><li>failed ${String(r.events.failures)}</li><li>automatic locks ${String(r.events.locks)}</li><li>refused while locked ${String(r.events.lockedRefusals)}</li></ul>
-<h2>Freezes per day</h2>
-${freezes.length ? bars(freezes.map((f) => ({ label: f.day, value: f.count, max: maxFreeze }))) : html`<p>${t.none}</p>`}`,
+<h2>Locks, blocks and freezes per day</h2>
+${
+  daily.length
+    ? html`<div id="per-day">${(['locks', 'blocks', 'freezes'] as const).map(
+        (k) => html`<h3>${k}</h3>${bars(daily.map((d) => ({ label: d.day, value: d[k], max })))}`,
+      )}</div>`
+    : html`<p>${t.none}</p>`
+}`,
   );
 }
 
-/** The report as CSV: one row per measure, then the event counts and freezes per day. */
-export function reportCsv(
-  r: ProtectiveSettingsReport,
-  freezes: Array<{ day: string; count: number }>,
-): string {
+/** The report as CSV: one row per measure, then the event counts, then locks, blocks and freezes per day. */
+export function reportCsv(r: ProtectiveSettingsReport, daily: DailySecurityEvents[]): string {
   const lines = ['section,name,value,count,target,met'];
   for (const m of r.measures) lines.push(`measure,${m.name},${m.value},${m.count},${m.target},${m.met}`);
   for (const [k, v] of Object.entries(r.events)) lines.push(`event,${k},${v},,,`);
-  for (const f of freezes) lines.push(`freezes,${f.day},${f.count},,,`);
+  for (const d of daily)
+    for (const k of ['locks', 'blocks', 'freezes'] as const) lines.push(`${k},${d.day},${d[k]},,,`);
   return `${lines.join('\n')}\n`;
 }

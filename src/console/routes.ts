@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { accountCsrfToken, checkAccountCsrf } from '../account/index.ts';
-import { listAudit, recordAudit } from '../audit/index.ts';
+import { listAudit, recordAudit, securityEventsPerDay } from '../audit/index.ts';
 import {
   type AuthnContext,
   AuthnError,
@@ -41,7 +41,7 @@ import { protectiveSettingsReport } from '../report/index.ts';
 import { customerRisk, riskEngineFor } from '../risk/index.ts';
 import { errorPage, type Lang, languageOf } from '../web/index.ts';
 import { ConsoleError } from './errors.ts';
-import { freezeCustomer, freezesPerDay, openFreeze, unfreezeCustomer } from './freeze.ts';
+import { freezeCustomer, openFreeze, unfreezeCustomer } from './freeze.ts';
 import {
   addOperator,
   CONSOLE_SESSION_SECONDS,
@@ -555,9 +555,9 @@ export function consoleRoutes({ db, config, authn }: ConsoleRoutesOptions): Rout
       const to = day(ctx.query.to) ?? new Date();
       const from = day(ctx.query.from) ?? new Date(to.getTime() - 30 * 24 * 3600 * 1000);
       if (from >= to) throw new HttpError(400, 'invalid_request', 'from must be before to');
-      const [report, freezes] = await Promise.all([
+      const [report, daily] = await Promise.all([
         protectiveSettingsReport(db, { from, to }),
-        freezesPerDay(db, from, to),
+        securityEventsPerDay(db, from, to),
       ]);
       const format = ctx.query.format;
       await audit(ctx, s, 'console.report.viewed', {
@@ -568,11 +568,11 @@ export function consoleRoutes({ db, config, authn }: ConsoleRoutesOptions): Rout
       if (format === 'csv') {
         ctx.type = 'text/csv; charset=utf-8';
         ctx.set('content-disposition', 'attachment; filename="protective-settings.csv"');
-        ctx.body = reportCsv(report, freezes);
+        ctx.body = reportCsv(report, daily);
       } else if (format === 'json') {
         ctx.type = 'json';
-        ctx.body = { ...report, freezesPerDay: freezes };
-      } else ctx.body = reportPage(lang, viewerOf(s), report, freezes);
+        ctx.body = { ...report, perDay: daily };
+      } else ctx.body = reportPage(lang, viewerOf(s), report, daily);
     }),
   );
 

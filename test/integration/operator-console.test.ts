@@ -456,6 +456,15 @@ describe('freeze and unfreeze', () => {
     expect((await customerSignIn()).status).toBe(200);
     expect(await withdrawalDecision()).toBe('allow');
   });
+
+  it('counts the freeze in the management report over time', async () => {
+    const json = await admin.ua.get(`${t.issuer}/console/report?format=json`);
+    const perDay = json.json<{ perDay: Array<{ freezes: number }> }>().perDay;
+    expect(perDay.reduce((n, d) => n + d.freezes, 0)).toBe(1);
+    const csv = await admin.ua.get(`${t.issuer}/console/report?format=csv`);
+    expect(csv.text).toMatch(/^freezes,\d{4}-\d{2}-\d{2},1,,,$/m);
+    expect((await admin.ua.get(`${t.issuer}/console/report`)).text).toContain('id="per-day"');
+  });
 });
 
 describe('kakehashi operators (CLI)', () => {
