@@ -36,9 +36,9 @@ import {
 import { listCustomerNotifications } from '../notify/index.ts';
 import { endCustomerSession, listCustomerSessions, revokeCustomerSessions } from '../oidc/adapter.ts';
 import { jsonEndpoint } from '../oidc/jsonEndpoint.ts';
-import { requestMeta } from '../oidc/passkeySignIn.ts';
+import { refuseThrottledSource, requestMeta } from '../oidc/passkeySignIn.ts';
 import { protectiveSettingsReport } from '../report/index.ts';
-import { customerRisk, riskEngineFor } from '../risk/index.ts';
+import { customerRisk, DEFAULT_THROTTLE_POLICY, recordAuthFailure, riskEngineFor } from '../risk/index.ts';
 import { errorPage, type Lang, languageOf } from '../web/index.ts';
 import { ConsoleError } from './errors.ts';
 import { freezeCustomer, openFreeze, unfreezeCustomer } from './freeze.ts';
@@ -280,7 +280,7 @@ export function consoleRoutes({ db, config, authn }: ConsoleRoutesOptions): Rout
     ctx.body = consoleEnrollPage(languageOf(ctx));
   });
 
-  const asHttp = (err: unknown) => {
+  const asHttp = (err: unknown): never => {
     if (err instanceof ConsoleError) throw new HttpError(400, 'access_denied', err.message, err.code);
     throw err;
   };
@@ -291,25 +291,40 @@ export function consoleRoutes({ db, config, authn }: ConsoleRoutesOptions): Rout
     finish: (a: AuthnContext, i: { ceremonyId: string; response: never }, m: RequestMeta) => Promise<R>,
   ): Promise<R> {
     const body = await readBody(ctx, 'json');
-    return finish(
-      authn,
-      { ceremonyId: ceremonyId(ctx, false), response: body as never },
-      requestMeta(ctx),
-    ).catch(asHttp);
+    return throttled(ctx, () =>
+      finish(authn, { ceremonyId: ceremonyId(ctx, false), response: body as never }, requestMeta(ctx)),
+    );
+  }
+
+  /**
+   * Ticket guesses and failed passkey assertions slow the source down, under the same per-source
+   * throttle as customers' sign-ins (429 with Retry-After while it lasts).
+   */
+  async function throttled<R>(ctx: Context, work: () => Promise<R>): Promise<R> {
+    const source = await refuseThrottledSource({ db, authn, throttle: DEFAULT_THROTTLE_POLICY }, ctx);
+    try {
+      return await work();
+    } catch (err) {
+      if (err instanceof ConsoleError && (err.code === 'ERR_WEBAUTHN' || err.code === 'ERR_OPERATOR_TICKET'))
+        await recordAuthFailure(db, { source }, { ...requestMeta(ctx), reason: `console:${err.code}` });
+      return asHttp(err);
+    }
   }
 
   router.post('/enroll/options', (ctx) =>
     jsonEndpoint(ctx, async () => {
       const body = await readBody(ctx, 'json');
-      return startOperatorEnrollment(
-        authn,
-        {
-          name: typeof body.name === 'string' ? body.name.trim() : '',
-          ticket: typeof body.ticket === 'string' ? body.ticket : '',
-          ceremonyId: ceremonyId(ctx, false),
-        },
-        requestMeta(ctx),
-      ).catch(asHttp);
+      return throttled(ctx, () =>
+        startOperatorEnrollment(
+          authn,
+          {
+            name: typeof body.name === 'string' ? body.name.trim() : '',
+            ticket: typeof body.ticket === 'string' ? body.ticket : '',
+            ceremonyId: ceremonyId(ctx, false),
+          },
+          requestMeta(ctx),
+        ),
+      );
     }),
   );
 

@@ -64,6 +64,7 @@ interface Operator {
   ua: UserAgent;
   csrf: string;
   device: PasskeyEmulator;
+  ticket: string;
 }
 
 /** Adds an operator (as the CLI does), enrolls their passkey with the ticket and signs in. */
@@ -79,10 +80,7 @@ async function operator(name: string, role: 'viewer' | 'operator' | 'admin'): Pr
     device.register(options.json(), t.issuer),
   );
   expect(enrolled.json()).toMatchObject({ registered: true, operator: name });
-  // The ticket is spent.
-  const again = await ua.postJson(`${t.issuer}/console/enroll/options`, { name, ticket });
-  expect(again.status).toBe(400);
-  return { ua, device, csrf: await signIn(ua, device) };
+  return { ua, device, csrf: await signIn(ua, device), ticket };
 }
 
 async function signIn(ua: UserAgent, device: PasskeyEmulator): Promise<string> {
@@ -137,7 +135,13 @@ describe('operators', () => {
     expect(logins.rows.map((r) => r.actor)).toEqual(['operator:alice', 'operator:olga', 'operator:victor']);
   });
 
-  it('refuses a wrong name for a ticket, and a customer passkey at the console', async () => {
+  it('refuses a spent ticket, a wrong name for a ticket, and a customer passkey at the console', async () => {
+    const spent = await admin.ua.postJson(`${t.issuer}/console/enroll/options`, {
+      name: 'alice',
+      ticket: admin.ticket,
+    });
+    expect(spent.status).toBe(400);
+    expect(spent.json()).toMatchObject({ error_code: 'ERR_OPERATOR_TICKET' });
     const { ticket } = await addOperator(t.hub.db, { name: 'mallory', role: 'admin', by: 'operator:setup' });
     const ua = createUserAgent({ fetch: t.fetch });
     await ua.get(`${t.issuer}/console/enroll`);
@@ -152,6 +156,22 @@ describe('operators', () => {
     );
     expect(verify.status).toBe(400);
     expect((await ua.get(`${t.issuer}/console`)).text).toContain('data-endpoint="/console/login"');
+  });
+
+  it('slows a source down after repeated ticket guesses, like customer sign-ins', async () => {
+    const ua = createUserAgent({ fetch: t.fetch });
+    await ua.get(`${t.issuer}/console/enroll`);
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++)
+      statuses.push(
+        (await ua.postJson(`${t.issuer}/console/enroll/options`, { name: 'alice', ticket: 'OPK-guess' }))
+          .status,
+      );
+    // Three failures came before (spent ticket, wrong name, customer passkey); five are free.
+    expect(statuses.slice(0, 3)).toEqual([400, 400, 400]);
+    expect(statuses.at(-1)).toBe(429);
+    // The rest of this file signs in from the same loopback address: start it afresh.
+    await t.hub.db.query('DELETE FROM auth_source_failures');
   });
 
   it('a disabled operator is signed out at once', async () => {
