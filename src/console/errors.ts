@@ -11,7 +11,7 @@ const MESSAGES = {
   ERR_NOT_FROZEN: 'the customer is not frozen',
   ERR_REPROOFING_REQUIRED:
     'the customer has not re-proofed their identity since the freeze (a verified proofing record for unlock or recovery)',
-  ERR_REASON_REQUIRED: 'give a reason (1–500 characters)',
+  ERR_REASON_REQUIRED: 'give a reason (at most 500 characters; at least 5 for an exemption)',
 } as const;
 
 export type ConsoleErrorCode = keyof typeof MESSAGES;

@@ -142,7 +142,7 @@ export function consoleRoutes({ db, config, authn }: ConsoleRoutesOptions): Rout
                 err.code === 'ERR_NOT_FROZEN'
               ? 409
               : 400
-          : err instanceof AuthnError || err instanceof TypeError
+          : err instanceof AuthnError
             ? 400
             : 0;
     if (!status) throw err;
@@ -502,7 +502,9 @@ export function consoleRoutes({ db, config, authn }: ConsoleRoutesOptions): Rout
     action('operator', async (ctx, s, body) => {
       const id = String(ctx.params.id);
       await customerById(id);
-      await grantExemption(db, { customerId: id, reason: body.get('reason') ?? '', grantedBy: actorOf(s) });
+      const reason = (body.get('reason') ?? '').trim();
+      if (reason.length < 5 || reason.length > 500) throw new ConsoleError('ERR_REASON_REQUIRED');
+      await grantExemption(db, { customerId: id, reason, grantedBy: actorOf(s) });
       return back(id, 'exemption granted');
     }),
   );

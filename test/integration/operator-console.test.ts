@@ -288,6 +288,7 @@ describe('search and customer view', () => {
     const base = `${t.issuer}/console/customers/${customerId}/exemption`;
     const short = await staff.ua.postForm(`${base}/grant`, { csrf: staff.csrf, reason: 'no' });
     expect(short.status).toBe(400);
+    expect(short.text).toContain('ERR_REASON_REQUIRED');
     expect(await exemptions()).toEqual([]);
     expect(
       (await staff.ua.postForm(`${base}/grant`, { csrf: staff.csrf, reason: 'no smartphone' })).status,
