@@ -10,11 +10,13 @@ import { accountRoutes } from './account/index.ts';
 import { apiRoutes } from './api/index.ts';
 import type { AuthnContext } from './authn/index.ts';
 import type { Config } from './config/index.ts';
+import { consoleRoutes } from './console/index.ts';
 import type { Db } from './db/index.ts';
 import { grantManagementRoutes } from './grants/index.ts';
 import { fapiInteractionId, postOnly, securityHeaders } from './http/index.ts';
 import { approvalRoutes, decisionRoutes, linkingRoutes, loadPolicy } from './linking/index.ts';
 import type { Logger } from './log.ts';
+import { metricsMiddleware } from './metrics/index.ts';
 import { mtlsFor } from './mtls/index.ts';
 import { interactionRoutes } from './oidc/interactions.ts';
 import { DEVICE_COOKIE } from './oidc/passkeySignIn.ts';
@@ -55,6 +57,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
       }
     }
   });
+  app.use(metricsMiddleware());
   app.use(fapiInteractionId());
   app.use(mtlsFor(config).middleware(db));
   app.use(securityHeaders());
@@ -93,6 +96,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
     decisionRoutes({ provider, db, config, policy, defaultLimits: config.linking.defaultLimits }),
     proofingRoutes({ provider, db, config, authn }),
     accountRoutes({ provider, db, config, authn }),
+    consoleRoutes({ db, config, authn }),
     linkingRoutes({ provider, db, config, authn }),
     apiRoutes({
       provider,

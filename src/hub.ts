@@ -16,6 +16,7 @@ import { type DemoInfo, seedDemo } from './demo/seed.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial, type SigningKeyWatcher } from './keys/index.ts';
 import { applySweepSuspensions, deleteExpiredLinkAttempts } from './linking/index.ts';
 import { createLogger, type Logger } from './log.ts';
+import { instrumentProvider } from './metrics/index.ts';
 import { mtlsFor } from './mtls/index.ts';
 import { createNotifier, type Notifier } from './notify/index.ts';
 import { deleteExpiredOidcPayloads } from './oidc/adapter.ts';
@@ -78,6 +79,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
     const provider = createProvider({ config, db, keys });
     // Next and previous keys too (published, verify only); rotations follow (followSigningKeys).
     applySigningKeys(provider, keys);
+    instrumentProvider(provider);
     provider.on('server_error', (ctx, err) =>
       logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
     );

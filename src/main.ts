@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { exportCustomerAudit, recordAudit } from './audit/index.ts';
 import { createAuthnContext, endExemption, grantExemption, issueEnrollmentTicket } from './authn/index.ts';
 import { ConfigError, loadConfig } from './config/index.ts';
+import { operatorsCommand } from './console/cli.ts';
 import { migrate, openDb, type Queryable } from './db/index.ts';
 import { startHub } from './hub.ts';
 import { newKeyEncryptionKey, runKeysCommand } from './keys/command.ts';
@@ -62,6 +63,9 @@ const USAGE = `usage: kakehashi <command>
   ssf stream <id> pause|enable|disable [--reason "…"]   change a stream's status (receiver is told)
   ssf dead-letters [--stream <id>] [--retry]   SETs that could not be delivered; --retry requeues them
   ssf verify <id>            send the stream a verification event
+  operators add <name> --role viewer|operator|admin   add a console operator; prints their one-time
+                             enrollment ticket once
+  operators list | disable <name> | ticket <name>   list, disable, or re-issue a ticket (lost device)
 options: --operator NAME (recorded in the audit log)`;
 
 /** --from/--to as dates (to is exclusive; default: the last 30 days up to now). */
@@ -107,6 +111,7 @@ async function main(argv: string[]): Promise<number> {
       stream: { type: 'string' },
       alg: { type: 'string', multiple: true },
       'activate-after': { type: 'string' },
+      role: { type: 'string' },
     },
   });
   const [command = 'serve', ...rest] = positionals;
@@ -353,6 +358,7 @@ async function main(argv: string[]): Promise<number> {
         activateAfter: values['activate-after'],
         operator,
       });
+    if (command === 'operators') return operatorsCommand(db, rest, { role: values.role, by: operator });
     console.error(USAGE);
     return 2;
   } finally {

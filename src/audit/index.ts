@@ -4,6 +4,7 @@
  * Never put secrets (tickets, tokens, keys, assertions) into `data`.
  */
 import type { Queryable } from '../db/index.ts';
+import { countSecurityEvent } from '../metrics/index.ts';
 
 export interface AuditEvent {
   /** Dotted name, e.g. `authn.passkey.login`, `enrollment.ticket.rejected`. */
@@ -37,6 +38,7 @@ export async function recordAudit(db: Queryable, event: AuditEvent): Promise<voi
       JSON.stringify(event.data ?? {}),
     ],
   );
+  countSecurityEvent(event.type, event.outcome);
 }
 
 export interface AuditRow {
@@ -154,4 +156,34 @@ export async function countSecurityEvents(db: Queryable, from: Date, to: Date): 
     [from.toISOString(), to.toISOString()],
   );
   return res.rows[0] ?? { locks: 0, lockedRefusals: 0, failures: 0, signIns: 0 };
+}
+
+export interface DailySecurityEvents {
+  /** YYYY-MM-DD in Japan. */
+  day: string;
+  locks: number;
+  /** Sign-ins and operations the risk rules blocked. */
+  blocks: number;
+  /** Customers frozen by an operator. */
+  freezes: number;
+}
+
+/** Locks, risk blocks and freezes per Japanese day in [from, to) (management report over time). */
+export async function securityEventsPerDay(
+  db: Queryable,
+  from: Date,
+  to: Date,
+): Promise<DailySecurityEvents[]> {
+  const res = await db.query<DailySecurityEvents>(
+    `SELECT to_char(at AT TIME ZONE 'Asia/Tokyo', 'YYYY-MM-DD') AS day,
+            count(*) FILTER (WHERE type = 'risk.account.locked')::int AS locks,
+            count(*) FILTER (WHERE type IN ('risk.login.block', 'risk.operation.block'))::int AS blocks,
+            count(*) FILTER (WHERE type = 'console.customer.frozen')::int AS freezes
+     FROM audit_events
+     WHERE at >= $1 AND at < $2
+       AND type IN ('risk.account.locked', 'risk.login.block', 'risk.operation.block', 'console.customer.frozen')
+     GROUP BY 1 ORDER BY 1`,
+    [from.toISOString(), to.toISOString()],
+  );
+  return res.rows;
 }

@@ -45,9 +45,11 @@ export {
 export {
   type EnqueueResult,
   enqueueNotification,
+  listCustomerNotifications,
   type NotificationRequest,
   type RequeueInput,
   requeueDeadNotifications,
+  type SentNotification,
 } from './outbox.ts';
 export {
   findUrlLike,

@@ -133,3 +133,37 @@ export async function requeueDeadNotifications(db: Queryable, input: RequeueInpu
   }
   return res.rowCount;
 }
+
+export interface SentNotification {
+  kind: string;
+  channelKind: string;
+  status: string;
+  occurredAt: Date;
+  sentAt: Date | null;
+}
+
+/** The customer's latest notifications and their delivery state (operator console); no bodies. */
+export async function listCustomerNotifications(
+  db: Queryable,
+  customerId: string,
+  limit = 30,
+): Promise<SentNotification[]> {
+  const res = await db.query<{
+    kind: string;
+    channel_kind: string;
+    status: string;
+    occurred_at: Date;
+    sent_at: Date | null;
+  }>(
+    `SELECT kind, channel_kind, status, occurred_at, sent_at FROM notify_outbox
+     WHERE customer_id = $1 ORDER BY id DESC LIMIT $2`,
+    [customerId, limit],
+  );
+  return res.rows.map((r) => ({
+    kind: r.kind,
+    channelKind: r.channel_kind,
+    status: r.status,
+    occurredAt: new Date(r.occurred_at),
+    sentAt: r.sent_at ? new Date(r.sent_at) : null,
+  }));
+}

@@ -50,13 +50,16 @@ function toCustomer(r: CustomerRow | undefined): ProofingCustomer | null {
 export async function customerByNumber(
   db: Queryable,
   customerNumber: string,
+  purpose?: ProofingPurpose,
 ): Promise<ProofingCustomer | null> {
   const number = customerNumber.normalize('NFKC').trim().slice(0, 64);
   if (!number) return null;
+  // A frozen customer may re-proof to unlock: the verified record is what lets an operator lift
+  // the freeze (src/console, JSDA IV.6.(2)); it does not lift the freeze by itself.
   const { rows } = await db.query<CustomerRow>(
     `SELECT id, name_kanji, name_kana, birth_date::text AS birth_date FROM customers
-     WHERE customer_number = $1 AND status = 'active'`,
-    [number],
+     WHERE customer_number = $1 AND (status = 'active' OR (status = 'frozen' AND $2))`,
+    [number, purpose === 'unlock'],
   );
   return rows.length === 1 ? toCustomer(rows[0]) : null;
 }
@@ -304,4 +307,24 @@ export async function deleteExpiredProofingFlows(db: Queryable, graceSeconds = 8
     [graceSeconds],
   );
   return res.rowCount;
+}
+
+/**
+ * The latest verified proofing of the customer for one of `purposes` after `after`, or undefined:
+ * what the operator console requires before lifting a freeze (JSDA IV.6.(2)).
+ */
+export async function verifiedProofingSince(
+  db: Queryable,
+  customerId: string,
+  purposes: ProofingPurpose[],
+  after: Date,
+): Promise<{ id: string; method: string; purpose: string; at: Date } | undefined> {
+  const res = await db.query<{ id: string; method: string; purpose: string; created_at: Date }>(
+    `SELECT id, method, purpose, created_at FROM proofing_records
+     WHERE customer_id = $1 AND result = 'verified' AND purpose = ANY ($2::text[]) AND created_at > $3
+     ORDER BY created_at DESC LIMIT 1`,
+    [customerId, purposes, after],
+  );
+  const r = res.rows[0];
+  return r ? { id: r.id, method: r.method, purpose: r.purpose, at: new Date(r.created_at) } : undefined;
 }

@@ -13,6 +13,7 @@ export {
   PROOFING_AUDIT,
   type ProofingResult,
   proofedEnrollment,
+  verifiedProofingSince,
 } from './engine.ts';
 export { ProofingError, type ProofingErrorCode } from './errors.ts';
 export type {

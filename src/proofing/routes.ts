@@ -160,7 +160,7 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
         {
           purpose: purposeOf(body.purpose),
           interactionId: uid,
-          customer: await customerByNumber(db, customerNumber),
+          customer: await customerByNumber(db, customerNumber, purposeOf(body.purpose)),
         },
         requestMeta(ctx, uid),
       ).catch((err: unknown) => {
@@ -227,7 +227,7 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
         {
           purpose: purposeOf(body.purpose),
           interactionId: uid,
-          customer: await customerByNumber(db, customerNumber),
+          customer: await customerByNumber(db, customerNumber, purposeOf(body.purpose)),
         },
         requestMeta(ctx, uid),
       );

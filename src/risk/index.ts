@@ -40,7 +40,7 @@ export {
   type Signals,
 } from './rules.ts';
 export { deriveLoginSignals, type LoginAttempt, type LoginFacts, MemoryHistory } from './signals.ts';
-export { deleteExpiredRiskEvents } from './store.ts';
+export { type CustomerRiskView, customerRisk, deleteExpiredRiskEvents } from './store.ts';
 export {
   type AccountLock,
   accountLock,

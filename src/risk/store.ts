@@ -1,5 +1,6 @@
 /** The risk module's tables: events (forensics), travel declarations, levels, session risk. */
 import type { Queryable } from '../db/index.ts';
+import { countRiskDecision } from '../metrics/index.ts';
 import type { RiskReason } from './rules.ts';
 import type { LoginFacts } from './signals.ts';
 
@@ -57,6 +58,7 @@ export async function insertRiskEvent(db: Queryable, e: RiskEventRow): Promise<v
       JSON.stringify(e.signals ?? {}),
     ],
   );
+  countRiskDecision(e.kind, e.decision);
 }
 
 /** Everything LoginFacts needs in one round trip (indexed by customer, source and range). */
@@ -212,4 +214,48 @@ export async function deleteExpiredRiskEvents(
     [retentionDays],
   );
   return events.rowCount + sessions.rowCount + travel.rowCount;
+}
+
+export interface CustomerRiskView {
+  level: RiskLevel;
+  reasons: string[];
+  updatedAt: Date | null;
+  events: Array<{
+    at: Date;
+    kind: string;
+    method: string;
+    result: string;
+    decision: string | null;
+    score: number | null;
+    reasons: unknown[];
+    ip: string | null;
+    country: string | null;
+    userAgent: string | null;
+  }>;
+}
+
+/** The customer's current level and latest risk events with their reasons (operator console). */
+export async function customerRisk(db: Queryable, customerId: string, limit = 20): Promise<CustomerRiskView> {
+  const [level, events] = await Promise.all([
+    db.query<{ level: RiskLevel; reasons: string[]; updated_at: Date }>(
+      'SELECT level, reasons, updated_at FROM risk_levels WHERE customer_id = $1',
+      [customerId],
+    ),
+    db.query<Omit<CustomerRiskView['events'][number], 'userAgent'> & { user_agent: string | null }>(
+      `SELECT at, kind, method, result, decision, score, reasons, ip, country, user_agent FROM risk_events
+       WHERE customer_id = $1 ORDER BY at DESC, id DESC LIMIT $2`,
+      [customerId, limit],
+    ),
+  ]);
+  const l = level.rows[0];
+  return {
+    level: l?.level ?? 'LOW',
+    reasons: l?.reasons ?? [],
+    updatedAt: l ? new Date(l.updated_at) : null,
+    events: events.rows.map(({ user_agent, ...e }) => ({
+      ...e,
+      at: new Date(e.at),
+      userAgent: user_agent,
+    })),
+  };
 }

@@ -85,6 +85,8 @@ export function eventClaims(input: SecurityEventInput): { type: string; claims: 
       };
     case 'account-disabled':
       return { type: EVENT.accountDisabled, claims: strip({ reason: input.reason }) };
+    case 'account-enabled':
+      return { type: EVENT.accountEnabled, claims: {} };
     case 'credential-compromise':
       return {
         type: EVENT.credentialCompromise,

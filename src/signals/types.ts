@@ -66,6 +66,7 @@ export type SecurityEventInput = Common &
         principal?: string;
       }
     | { type: 'account-disabled'; reason?: 'hijacking' | 'bulk-account' }
+    | { type: 'account-enabled' }
     | { type: 'credential-compromise'; credentialType: CredentialType }
     | { type: 'account-credential-change-required' }
     | { type: 'recovery-activated' }

@@ -32,6 +32,7 @@ export const TRANSMITTED_EVENTS: readonly string[] = [
   EVENT.assuranceLevelChange,
   EVENT.riskLevelChange,
   EVENT.accountDisabled,
+  EVENT.accountEnabled,
   EVENT.credentialCompromise,
   EVENT.accountCredentialChangeRequired,
   EVENT.recoveryActivated,

@@ -5,6 +5,7 @@
  */
 import { recordAudit } from '../audit/index.ts';
 import type { PeerConfig } from '../config/index.ts';
+import { countSsfDelivery } from '../metrics/index.ts';
 import type { SignalsContext } from './context.ts';
 import { claimStreams, deliverStream } from './delivery.ts';
 import { onSignalsQueued, wakeSignals } from './emit.ts';
@@ -63,6 +64,7 @@ export function startSignalsWorker(ctx: SignalsContext, subscriber: Subscriber):
     const free = ctx.signals.push.concurrentStreams - active.size;
     for (const stream of await claimStreams(ctx, free)) {
       const p = deliverStream(ctx, stream)
+        .then(countSsfDelivery)
         .catch((err: unknown) =>
           ctx.logger.error({ err, streamId: stream.stream_id }, 'push delivery failed'),
         )

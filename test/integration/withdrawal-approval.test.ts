@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { freezeCustomer } from '../../src/console/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { canonicalJson, registerWithdrawalAccount } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
@@ -341,15 +342,46 @@ describe('channels', () => {
       [customerId],
     );
     try {
-      const a = await approve(withdrawal('800'));
+      const a = await approve(withdrawal('810'));
+      const res = await decide({
+        operation: 'withdrawal',
+        approvalToken: a.accessToken,
+        details: withdrawal('810'),
+      });
+      expect(res.body).toMatchObject({ decision: 'deny', decidedBy: ['withdrawal.channel-disabled'] });
+    } finally {
+      await t.hub.db.query('DELETE FROM customer_channels WHERE customer_id = $1', [customerId]);
+    }
+  });
+});
+
+describe('a freeze by an operator', () => {
+  it('stops a withdrawal the customer approved before it', async () => {
+    const a = await approve(withdrawal('800'));
+    await freezeCustomer(
+      t.hub.db,
+      { customerId, operator: 'olga', reason: 'suspected takeover', suspectedTakeover: true },
+      {},
+    );
+    try {
       const res = await decide({
         operation: 'withdrawal',
         approvalToken: a.accessToken,
         details: withdrawal('800'),
       });
-      expect(res.body).toMatchObject({ decision: 'deny', decidedBy: ['withdrawal.channel-disabled'] });
+      // The freeze revoked the customer's grants, the approval with them (the policy's
+      // withdrawal.frozen rule stands behind that for anything that would still reach it).
+      expect(res.status).toBe(400);
+      expect(res.body.error.code).toBe('invalid_approval');
+      const allowed = await t.hub.db.query(
+        "SELECT 1 FROM audit_events WHERE type = 'policy.withdrawal.allow' AND (data -> 'subject' ->> 'amount')::int = 800",
+      );
+      expect(allowed.rowCount).toBe(0);
     } finally {
-      await t.hub.db.query('DELETE FROM customer_channels WHERE customer_id = $1', [customerId]);
+      await t.hub.db.query("UPDATE customers SET status = 'active' WHERE id = $1", [customerId]);
+      await t.hub.db.query('UPDATE customer_freezes SET unfrozen_at = now() WHERE customer_id = $1', [
+        customerId,
+      ]);
     }
   });
 });

@@ -49,6 +49,25 @@
     );
   }
 
+  // The operator console's enrollment: an operator's name and one-time ticket, then a new passkey.
+  const operatorEnroll = document.getElementById('console-enroll');
+  if (operatorEnroll) {
+    if (!browserSupportsWebAuthn()) showError(operatorEnroll.dataset.unsupported);
+    operatorEnroll.addEventListener('submit', (event) => {
+      event.preventDefault();
+      busy(document.getElementById('console-enroll-button'), async () => {
+        const form = new FormData(operatorEnroll);
+        const optionsJSON = await postJson('/console/enroll/options', {
+          name: form.get('name'),
+          ticket: form.get('ticket'),
+        });
+        const response = await startRegistration({ optionsJSON });
+        const done = await postJson('/console/enroll/verify', response);
+        window.location.assign(done.redirectTo);
+      });
+    });
+  }
+
   const add = document.getElementById('add-passkey');
   if (add) {
     add.addEventListener('click', () =>

@@ -1,0 +1,511 @@
+/**
+ * The operator console over HTTPS: operators enroll and sign in with their own passkeys (software
+ * authenticator), roles are enforced, forms need the session's CSRF token, and a freeze stops the
+ * customer at once (sign-in refused, tokens dead at the read API, withdrawal policy denies, notice
+ * queued, RISC account-disabled queued, audited) and is lifted only after the customer re-proofs
+ * with eKYC (a second, real OpenID provider).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import * as client from 'openid-client';
+import { Agent, fetch as undiciFetch } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { completeLogin } from '../../conformance/lib/login.ts';
+import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { addOperator } from '../../src/console/index.ts';
+import { evaluatePolicy, loadPolicy } from '../../src/linking/index.ts';
+import { addEmailChannel } from '../../src/notify/index.ts';
+import { runCli } from '../support/cli.ts';
+import { enrollDemoCustomer } from '../support/customer.ts';
+import { type EkycProvider, jpAmlClaims, startEkycProvider } from '../support/ekycProvider.ts';
+import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
+import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import { demoRp, startAuthorization } from '../support/rp.ts';
+
+let t: TestHub;
+let ekyc: EkycProvider;
+let customerDevice: PasskeyEmulator;
+let customerId: string;
+const CALLBACK = '/proofing/ekyc/callback';
+
+beforeAll(async () => {
+  const port = await freePort();
+  const issuer = `https://localhost:${port}`;
+  ekyc = await startEkycProvider({ redirectUri: `${issuer}${CALLBACK}` });
+  t = await startTestHub({
+    port,
+    issuer,
+    proofing: {
+      ekyc: {
+        issuer: ekyc.issuer,
+        clientId: ekyc.clientId,
+        clientSecret: ekyc.clientSecret,
+        caFile: ekyc.caPath,
+      },
+    },
+  });
+  customerId = t.hub.demo!.customerId;
+  customerDevice = await enrollDemoCustomer(t);
+  await t.hub.db.transaction((tx) =>
+    addEmailChannel(tx, t.hub.authn.kek!, {
+      customerId,
+      address: 'taro@example.jp',
+      actor: `customer:${customerId}`,
+    }),
+  );
+});
+afterAll(async () => {
+  await t?.close();
+  await ekyc?.close();
+});
+
+interface Operator {
+  ua: UserAgent;
+  csrf: string;
+  device: PasskeyEmulator;
+  ticket: string;
+}
+
+/** Adds an operator (as the CLI does), enrolls their passkey with the ticket and signs in. */
+async function operator(name: string, role: 'viewer' | 'operator' | 'admin'): Promise<Operator> {
+  const { ticket } = await addOperator(t.hub.db, { name, role, by: 'operator:setup' });
+  const device = createEmulator();
+  const ua = createUserAgent({ fetch: t.fetch });
+  expect((await ua.get(`${t.issuer}/console/enroll`)).status).toBe(200);
+  const options = await ua.postJson(`${t.issuer}/console/enroll/options`, { name, ticket });
+  expect(options.status).toBe(200);
+  const enrolled = await ua.postJson(
+    `${t.issuer}/console/enroll/verify`,
+    device.register(options.json(), t.issuer),
+  );
+  expect(enrolled.json()).toMatchObject({ registered: true, operator: name });
+  return { ua, device, csrf: await signIn(ua, device), ticket };
+}
+
+async function signIn(ua: UserAgent, device: PasskeyEmulator): Promise<string> {
+  const login = await ua.get(`${t.issuer}/console`);
+  expect(login.text).toContain('id="passkey-login" data-endpoint="/console/login"');
+  const options = await ua.postJson(`${t.issuer}/console/login/options`, {});
+  const verify = await ua.postJson(
+    `${t.issuer}/console/login/verify`,
+    device.authenticate(options.json(), t.issuer),
+  );
+  expect(verify.status).toBe(200);
+  const cookie = verify.headers.getSetCookie().find((c) => c.startsWith('kkh_console='));
+  expect(cookie).toMatch(/; secure/i);
+  expect(cookie).toMatch(/; httponly/i);
+  expect(cookie).toMatch(/; samesite=strict/i);
+  expect(cookie).toMatch(/; path=\/console/i);
+  const page = await ua.get(`${t.issuer}/console`);
+  expect(page.status).toBe(200);
+  const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)?.[1];
+  expect(csrf).toBeTruthy();
+  return csrf!;
+}
+
+const status = async () =>
+  (await t.hub.db.query<{ status: string }>('SELECT status FROM customers WHERE id = $1', [customerId]))
+    .rows[0]!.status;
+
+const auditOf = async (type: string) =>
+  (
+    await t.hub.db.query<{ actor: string; outcome: string; data: Record<string, unknown> }>(
+      'SELECT actor, outcome, data FROM audit_events WHERE type = $1 AND customer_id = $2 ORDER BY id',
+      [type, customerId],
+    )
+  ).rows;
+
+let admin: Operator;
+let staff: Operator;
+let viewer: Operator;
+
+describe('operators', () => {
+  it('enroll with a one-time ticket and sign in with their own passkey', async () => {
+    admin = await operator('alice', 'admin');
+    staff = await operator('olga', 'operator');
+    viewer = await operator('victor', 'viewer');
+    const page = await viewer.ua.get(`${t.issuer}/console`);
+    expect(page.text).toContain('victor');
+    expect(page.headers.get('content-security-policy')).toContain("script-src 'self'");
+    expect(page.headers.get('x-frame-options')).toBe('DENY');
+    const logins = await t.hub.db.query<{ actor: string }>(
+      "SELECT actor FROM audit_events WHERE type = 'console.login' AND outcome = 'success' ORDER BY id",
+    );
+    expect(logins.rows.map((r) => r.actor)).toEqual(['operator:alice', 'operator:olga', 'operator:victor']);
+  });
+
+  it('refuses a spent ticket, a wrong name for a ticket, and a customer passkey at the console', async () => {
+    const spent = await admin.ua.postJson(`${t.issuer}/console/enroll/options`, {
+      name: 'alice',
+      ticket: admin.ticket,
+    });
+    expect(spent.status).toBe(400);
+    expect(spent.json()).toMatchObject({ error_code: 'ERR_OPERATOR_TICKET' });
+    const { ticket } = await addOperator(t.hub.db, { name: 'mallory', role: 'admin', by: 'operator:setup' });
+    const ua = createUserAgent({ fetch: t.fetch });
+    await ua.get(`${t.issuer}/console/enroll`);
+    const wrong = await ua.postJson(`${t.issuer}/console/enroll/options`, { name: 'alice', ticket });
+    expect(wrong.status).toBe(400);
+    expect(wrong.json()).toMatchObject({ error_code: 'ERR_OPERATOR_TICKET' });
+    await ua.get(`${t.issuer}/console`);
+    const options = await ua.postJson(`${t.issuer}/console/login/options`, {});
+    const verify = await ua.postJson(
+      `${t.issuer}/console/login/verify`,
+      customerDevice.authenticate(options.json(), t.issuer),
+    );
+    expect(verify.status).toBe(400);
+    expect((await ua.get(`${t.issuer}/console`)).text).toContain('data-endpoint="/console/login"');
+  });
+
+  it('slows a source down after repeated ticket guesses, like customer sign-ins', async () => {
+    const ua = createUserAgent({ fetch: t.fetch });
+    await ua.get(`${t.issuer}/console/enroll`);
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++)
+      statuses.push(
+        (await ua.postJson(`${t.issuer}/console/enroll/options`, { name: 'alice', ticket: 'OPK-guess' }))
+          .status,
+      );
+    // Three failures came before (spent ticket, wrong name, customer passkey); five are free.
+    expect(statuses.slice(0, 3)).toEqual([400, 400, 400]);
+    expect(statuses.at(-1)).toBe(429);
+    // The rest of this file signs in from the same loopback address: start it afresh.
+    await t.hub.db.query('DELETE FROM auth_source_failures');
+  });
+
+  it('a disabled operator is signed out at once', async () => {
+    const temp = await operator('tom', 'viewer');
+    const res = await admin.ua.postForm(`${t.issuer}/console/operators/disable`, {
+      csrf: admin.csrf,
+      name: 'tom',
+    });
+    expect(res.status).toBe(303);
+    expect((await temp.ua.get(`${t.issuer}/console`)).text).toContain('data-endpoint="/console/login"');
+    const list = await admin.ua.get(`${t.issuer}/console/operators`);
+    expect(list.text).toMatch(/data-operator="tom"><td>tom<\/td><td>viewer<\/td><td>disabled/);
+  });
+});
+
+describe('roles and CSRF', () => {
+  it('a viewer reads but cannot freeze (403) or open admin pages', async () => {
+    const view = await viewer.ua.get(`${t.issuer}/console/customers/${customerId}`);
+    expect(view.status).toBe(200);
+    expect(view.text).not.toContain('id="freeze-form"');
+    const freeze = await viewer.ua.postForm(`${t.issuer}/console/customers/${customerId}/freeze`, {
+      csrf: viewer.csrf,
+      reason: 'test',
+    });
+    expect(freeze.status).toBe(403);
+    expect(freeze.text).toContain('ERR_ROLE');
+    expect(await status()).toBe('active');
+    for (const p of ['/console/operators', '/console/policies', '/console/report'])
+      expect((await viewer.ua.get(`${t.issuer}${p}`)).status).toBe(403);
+    expect((await staff.ua.get(`${t.issuer}/console/policies`)).status).toBe(403);
+  });
+
+  it('refuses form posts without the session’s CSRF token, and without a session', async () => {
+    for (const csrf of [undefined, 'forged', viewer.csrf]) {
+      const res = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/freeze`, {
+        ...(csrf === undefined ? {} : { csrf }),
+        reason: 'x',
+      });
+      expect(res.status).toBe(403);
+      expect(res.text).toContain('ERR_CSRF');
+    }
+    const anonymous = createUserAgent({ fetch: t.fetch });
+    const res = await anonymous.postForm(`${t.issuer}/console/customers/${customerId}/freeze`, {
+      csrf: staff.csrf,
+      reason: 'x',
+    });
+    expect(res.status).toBe(401);
+    expect(await status()).toBe('active');
+  });
+});
+
+describe('search and customer view', () => {
+  it('finds the customer by number, id and kana prefix', async () => {
+    const number = t.hub.demo!.customerNumber;
+    const kana = (
+      await t.hub.db.query<{ name_kana: string }>('SELECT name_kana FROM customers WHERE id = $1', [
+        customerId,
+      ])
+    ).rows[0]!.name_kana;
+    for (const q of [number, customerId, kana.replace(/\s/g, '').slice(0, 2)]) {
+      const res = await viewer.ua.get(`${t.issuer}/console?q=${encodeURIComponent(q)}`);
+      expect(res.text).toContain(`data-customer="${customerId}"`);
+    }
+    const none = await viewer.ua.get(`${t.issuer}/console?q=${encodeURIComponent('%')}`);
+    expect(none.text).toContain('id="no-results"');
+    const searched = await t.hub.db.query(
+      "SELECT 1 FROM audit_events WHERE type = 'console.customer.searched' AND actor = 'operator:victor'",
+    );
+    expect(searched.rowCount).toBeGreaterThanOrEqual(3);
+  });
+
+  it('shows risk, sessions, passkeys, consents and limits', async () => {
+    const page = await staff.ua.get(`${t.issuer}/console/customers/${customerId}`);
+    expect(page.text).toContain('id="risk-level" data-level="LOW"');
+    expect(page.text).toMatch(/<ul id="passkeys"><li data-credential="/);
+    expect(page.text).toMatch(/<ul id="consents"><li data-grant="/);
+    expect(page.text).toContain('data-limit="withdrawal_daily"');
+    expect(page.text).toContain('id="freeze-form"');
+    expect(await auditOf('console.customer.viewed')).not.toHaveLength(0);
+  });
+
+  it('shows admins the effective policies and the report, with CSV and JSON exports', async () => {
+    const policies = await admin.ua.get(`${t.issuer}/console/policies`);
+    expect(policies.text).toContain('id="withdrawal-policy"');
+    expect(policies.text).toContain('id="risk-rules"');
+    const report = await admin.ua.get(`${t.issuer}/console/report`);
+    expect(report.text).toContain('data-measure="passkeyAdoption"');
+    expect(report.text).toContain('<svg class="chart"');
+    const csv = await admin.ua.get(`${t.issuer}/console/report?format=csv`);
+    expect(csv.headers.get('content-type')).toContain('text/csv');
+    expect(csv.text.split('\n')[0]).toBe('section,name,value,count,target,met');
+    const json = await admin.ua.get(`${t.issuer}/console/report?format=json`);
+    expect(json.json<{ customers: number }>().customers).toBeGreaterThan(0);
+  });
+
+  it('issues a customer enrollment ticket once, audited as the operator', async () => {
+    const res = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/enrollment-ticket`, {
+      csrf: staff.csrf,
+    });
+    expect(res.status).toBe(200);
+    expect(res.text).toMatch(/id="ticket-value">KKH-/);
+    const issued = await auditOf('enrollment.ticket.issued');
+    expect(issued.at(-1)!.actor).toBe('operator:olga');
+  });
+
+  it('grants and ends an MFA exemption, recorded with the operator', async () => {
+    const exemptions = async () =>
+      (
+        await t.hub.db.query<{ granted_by: string; ended_by: string | null }>(
+          'SELECT granted_by, ended_by FROM mfa_exemptions WHERE customer_id = $1 ORDER BY granted_at',
+          [customerId],
+        )
+      ).rows;
+    const base = `${t.issuer}/console/customers/${customerId}/exemption`;
+    const short = await staff.ua.postForm(`${base}/grant`, { csrf: staff.csrf, reason: 'no' });
+    expect(short.status).toBe(400);
+    expect(short.text).toContain('ERR_REASON_REQUIRED');
+    expect(await exemptions()).toEqual([]);
+    expect(
+      (await staff.ua.postForm(`${base}/grant`, { csrf: staff.csrf, reason: 'no smartphone' })).status,
+    ).toBe(303);
+    expect((await staff.ua.get(`${t.issuer}/console/customers/${customerId}`)).text).toContain(
+      'id="exemption-end"',
+    );
+    expect((await staff.ua.postForm(`${base}/end`, { csrf: staff.csrf })).status).toBe(303);
+    expect(await exemptions()).toEqual([{ granted_by: 'operator:olga', ended_by: 'operator:olga' }]);
+  });
+});
+
+describe('freeze and unfreeze', () => {
+  let token: { access: string; rp: Awaited<ReturnType<typeof demoRp>> };
+
+  const readApi = async () =>
+    client
+      .fetchProtectedResource(
+        token.rp.config,
+        token.access,
+        new URL(`${t.issuer}/api/v1/accounts`),
+        'GET',
+        undefined,
+        undefined,
+        { DPoP: token.rp.dpop },
+      )
+      .catch((err: unknown) => {
+        if (err instanceof client.WWWAuthenticateChallengeError) return err.response;
+        throw err;
+      });
+
+  const customerSignIn = async () => {
+    const ua = createUserAgent({ fetch: t.fetch });
+    await ua.get(`${t.issuer}/account`);
+    const options = await ua.postJson(`${t.issuer}/account/login/options`, {});
+    return ua.postJson(
+      `${t.issuer}/account/login/verify`,
+      customerDevice.authenticate(options.json(), t.issuer),
+    );
+  };
+
+  const withdrawalDecision = async () => {
+    const policy = loadPolicy(t.hub.config.linking.policyFile);
+    return evaluatePolicy(policy, 'withdrawal', {
+      acr: 'phr',
+      authAgeSeconds: 10,
+      detailsBound: true,
+      destinationNameMatches: true,
+      destinationRegistered: true,
+      destinationInCoolOff: false,
+      amount: 1000,
+      overDailyCap: false,
+      newDevice: false,
+      riskLevel: 'low',
+      frozen: (await status()) === 'frozen',
+      channelDisabled: false,
+    }).decision;
+  };
+
+  beforeAll(async () => {
+    const rp = await demoRp(t);
+    const auth = await startAuthorization(rp, 'openid accounts');
+    const callback = await completeLogin({
+      fetch: t.fetch,
+      authorizationUrl: auth.url,
+      device: customerDevice,
+    });
+    const tokens = await client.authorizationCodeGrant(
+      rp.config,
+      callback,
+      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
+      undefined,
+      { DPoP: rp.dpop },
+    );
+    token = { access: tokens.access_token, rp };
+  });
+
+  it('freezing stops sign-in, tokens and withdrawals at once, tells the customer and the peers', async () => {
+    expect((await readApi()).status).toBe(200);
+    expect(await withdrawalDecision()).toBe('allow');
+    const res = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/freeze`, {
+      csrf: staff.csrf,
+      reason: 'phishing report from the customer’s family',
+      takeover: 'yes',
+    });
+    expect(res.status).toBe(303);
+    expect(await status()).toBe('frozen');
+
+    expect((await readApi()).status).toBe(401);
+    const signIn = await customerSignIn();
+    expect(signIn.status).toBe(400);
+    expect(signIn.json()).toMatchObject({ error_code: 'ERR_CUSTOMER_INACTIVE' });
+    expect(await withdrawalDecision()).toBe('deny');
+
+    const notices = await t.hub.db.query<{ data: Record<string, unknown> }>(
+      "SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = 'security_alert'",
+      [customerId],
+    );
+    expect(notices.rows.map((r) => r.data.action)).toContain('account_frozen');
+    const sets = await t.hub.db.query<{ event_type: string; payload: Record<string, unknown> }>(
+      'SELECT event_type, payload FROM ssf_events WHERE customer_id = $1 ORDER BY id',
+      [customerId],
+    );
+    const disabled = sets.rows.find((r) => r.event_type.endsWith('/risc/event-type/account-disabled'));
+    expect(disabled?.payload).toMatchObject({ claims: { reason: 'hijacking' } });
+    const page = await viewer.ua.get(`${t.issuer}/console/customers/${customerId}`);
+    expect(page.text).toContain('id="customer-status">frozen');
+    expect(page.text).toContain('data-kind="security_alert"');
+    expect(page.text).toContain('id="frozen-since"');
+    const [frozen] = await auditOf('console.customer.frozen');
+    expect(frozen).toMatchObject({ actor: 'operator:olga', outcome: 'success' });
+    expect(frozen!.data.sessions).toBeGreaterThan(0);
+
+    const again = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/freeze`, {
+      csrf: staff.csrf,
+      reason: 'twice',
+    });
+    expect(again.status).toBe(409);
+  });
+
+  it('refuses to unfreeze before the customer re-proofs, and unfreezes after an eKYC unlock', async () => {
+    const early = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/unfreeze`, {
+      csrf: staff.csrf,
+    });
+    expect(early.status).toBe(409);
+    expect(early.text).toContain('ERR_REPROOFING_REQUIRED');
+    expect(await status()).toBe('frozen');
+    expect((await auditOf('console.customer.unfrozen')).at(-1)).toMatchObject({
+      outcome: 'failure',
+      actor: 'operator:olga',
+    });
+
+    // The customer proves who they are with eKYC (purpose unlock); it does not unfreeze by itself.
+    ekyc.person = {
+      sub: 'ekyc-user-1',
+      verified_claims: jpAmlClaims({
+        family_name: '山田',
+        given_name: '太郎',
+        'family_name#ja-Kana-JP': 'ヤマダ',
+        'given_name#ja-Kana-JP': 'タロウ',
+        birthdate: '1980-04-01',
+      }),
+    };
+    const dispatcher = new Agent({ connect: { ca: [t.caPem, ekyc.caPem] } });
+    try {
+      const ua = createUserAgent({
+        fetch: ((url: string | URL, init?: RequestInit) =>
+          undiciFetch(url, { ...(init as object), dispatcher })) as never,
+      });
+      const { response } = await ua.follow((await startAuthorization(await demoRp(t))).url);
+      const uid = response.url.pathname.split('/').pop()!;
+      const started = await ua.postForm(`${t.issuer}/interaction/${uid}/proofing/ekyc`, {
+        customerNumber: t.hub.demo!.customerNumber,
+        purpose: 'unlock',
+      });
+      expect(started.status).toBe(303);
+      const { stoppedAt } = await ua.follow(new URL(started.location!), {
+        stopAt: (u) => u.pathname === CALLBACK,
+      });
+      await ua.follow(stoppedAt!);
+    } finally {
+      await dispatcher.close();
+    }
+    expect(await status()).toBe('frozen');
+
+    const res = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/unfreeze`, {
+      csrf: staff.csrf,
+    });
+    expect(res.status).toBe(303);
+    expect(await status()).toBe('active');
+    const done = (await auditOf('console.customer.unfrozen')).at(-1)!;
+    expect(done).toMatchObject({
+      outcome: 'success',
+      actor: 'operator:olga',
+      data: { method: 'ekyc', purpose: 'unlock' },
+    });
+    const kinds = await t.hub.db.query<{ kind: string }>(
+      "SELECT kind FROM notify_outbox WHERE customer_id = $1 AND kind = 'account_unlocked'",
+      [customerId],
+    );
+    expect(kinds.rowCount).toBeGreaterThan(0);
+    const enabled = await t.hub.db.query(
+      "SELECT 1 FROM ssf_events WHERE customer_id = $1 AND event_type LIKE '%/risc/event-type/account-enabled'",
+      [customerId],
+    );
+    expect(enabled.rowCount).toBe(1);
+    expect((await customerSignIn()).status).toBe(200);
+    expect(await withdrawalDecision()).toBe('allow');
+  });
+
+  it('counts the freeze in the management report over time', async () => {
+    const json = await admin.ua.get(`${t.issuer}/console/report?format=json`);
+    const perDay = json.json<{ perDay: Array<{ freezes: number }> }>().perDay;
+    expect(perDay.reduce((n, d) => n + d.freezes, 0)).toBe(1);
+    const csv = await admin.ua.get(`${t.issuer}/console/report?format=csv`);
+    expect(csv.text).toMatch(/^freezes,\d{4}-\d{2}-\d{2},1,,,$/m);
+    expect((await admin.ua.get(`${t.issuer}/console/report`)).text).toContain('id="per-day"');
+  });
+});
+
+describe('kakehashi operators (CLI)', () => {
+  it('adds an operator with a role, prints the ticket once, lists and disables', async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-operators-cli-'));
+    const env = { PATH: process.env.PATH, KAKEHASHI_DATA: dataDir, LOG_LEVEL: 'silent' };
+    try {
+      const bad = await runCli(env, 'operators', 'add', 'zed', '--role', 'root');
+      expect(bad.code).toBe(2);
+      const added = await runCli(env, 'operators', 'add', 'zed', '--role', 'operator', '--operator', 'boss');
+      expect(added.code).toBe(0);
+      expect(added.stdout).toMatch(/^OPK-[0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}\n/);
+      const listed = await runCli(env, 'operators', 'list');
+      expect(listed.stdout).toMatch(/active\s+zed\s+operator\s+passkeys 0/);
+      const disabled = await runCli(env, 'operators', 'disable', 'zed');
+      expect(disabled.code).toBe(0);
+      expect((await runCli(env, 'operators', 'list')).stdout).toMatch(/DISABLED\s+zed/);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
