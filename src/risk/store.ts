@@ -61,7 +61,12 @@ export async function insertRiskEvent(db: Queryable, e: RiskEventRow): Promise<v
   countRiskDecision(e.kind, e.decision);
 }
 
-/** Everything LoginFacts needs in one round trip (indexed by customer, source and range). */
+/**
+ * Everything LoginFacts needs in one round trip. Only failures are counted per source and range, so
+ * those scans read failures alone (partial indexes, migration 0022) however busy a source is; the
+ * customer's own successful sign-ins are read through EXISTS and newest-first lookups (`mine` is
+ * inlined, not materialised) that stop at the first row they need.
+ */
 export async function loginFacts(
   db: Queryable,
   q: {
@@ -91,12 +96,12 @@ export async function loginFacts(
     recovery_due: boolean | null;
   }>(
     `WITH since AS (SELECT now() - make_interval(secs => $7) AS t),
-     mine AS (SELECT country, asn, credential_id, backed_up, at FROM risk_events
+     mine AS NOT MATERIALIZED (SELECT country, asn, credential_id, backed_up, at FROM risk_events
               WHERE customer_id = $1 AND kind = 'login' AND result = 'success'),
      src AS (SELECT customer_id, credential_id, result FROM risk_events, since
-             WHERE kind = 'login' AND source = $3 AND at > since.t),
+             WHERE kind = 'login' AND result = 'failure' AND source = $3 AND at > since.t),
      rng AS (SELECT customer_id, credential_id, result FROM risk_events, since
-             WHERE kind = 'login' AND source_range = $4 AND at > since.t)
+             WHERE kind = 'login' AND result = 'failure' AND source_range = $4 AND at > since.t)
      SELECT
        (SELECT count(*) FROM risk_events, since WHERE customer_id = $1 AND kind = 'login' AND result = 'failure' AND at > since.t)::int AS fa,
        (SELECT count(*) FROM src WHERE result = 'failure')::int AS fs,
