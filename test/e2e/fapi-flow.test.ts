@@ -4,7 +4,8 @@
  * ticket, signing in with it and consenting to one of two accounts, the token exchange, and
  * GET /api/v1/accounts with DPoP returning exactly the consented account. Then the aggregator
  * journey with RFC 9396 authorization_details: two of three accounts, reads, pagination, and the
- * customer disconnecting the app on the security page — the next read is 401.
+ * customer disconnecting the app on the security page — the next read is 401. And a brokerage's
+ * withdrawal approval: the approval page, the passkey, the token carrying exactly the details.
  */
 import * as client from 'openid-client';
 import type { Browser } from 'playwright-core';
@@ -14,7 +15,7 @@ import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { addVirtualAuthenticator, launchBrowser } from '../support/browser.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
-import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, registeredRp, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let browser: Browser;
@@ -204,5 +205,88 @@ describe('FAPI 2.0 code flow with passkey login and consent in a real browser', 
     await context.close();
 
     expect((await read(`${t.issuer}/api/v1/accounts`)).status).toBe(401);
+  });
+});
+
+describe('operation-bound step-up in a real browser', () => {
+  it('shows the withdrawal with the account masked, approves it with the passkey, and the token carries exactly it', async () => {
+    const brokerage = await registeredRp(t, 'e2e-brokerage', {
+      scope: 'openid',
+      institution_id: DEMO_INSTITUTION_ID,
+    });
+    const source = (
+      await t.hub.db.query<{ id: string }>(
+        "SELECT id FROM accounts WHERE customer_id = $1 AND tax_category = 'specific'",
+        [t.hub.demo!.customerId],
+      )
+    ).rows[0]!.id;
+    const details = {
+      type: 'withdrawal',
+      instructedAmount: { amount: '50000', currency: 'JPY' },
+      sourceAccountId: source,
+      destination: {
+        bankCode: '0005',
+        bankName: 'かけはし銀行',
+        branchCode: '123',
+        accountType: 'ordinary',
+        accountNumber: '1112223',
+        holderName: 'ヤマダ タロウ',
+      },
+    };
+    const auth = await startAuthorization(brokerage, 'openid', {
+      authorization_details: JSON.stringify([details]),
+    });
+
+    const context = await browser.newContext({ locale: 'ja-JP' });
+    // The brokerage's redirect URI is not a real host: the browser's arrival there is the result.
+    let callback: URL | undefined;
+    await context.route(
+      (u) => u.hostname === 'e2e-brokerage.example',
+      (route) => {
+        callback = new URL(route.request().url());
+        return route.fulfill({ status: 200, body: 'ok' });
+      },
+    );
+    const page = await context.newPage();
+    await addVirtualAuthenticator(context, page);
+    await page.goto(auth.url.href);
+    await expect.poll(() => page.url()).toMatch(/\/interaction\/[^/]+$/);
+    const ticket = await issueEnrollmentTicket(t.hub.authn, {
+      customerId: t.hub.demo!.customerId,
+      issuedBy: 'operator:test',
+    });
+    await page.click('#enroll-link');
+    await page.fill('#customerNumber', t.hub.demo!.customerNumber);
+    await page.fill('#ticket', ticket.ticket);
+    await page.click('#enroll-button');
+    await page.waitForURL(/enrolled=1/);
+    await page.click('#passkey-login');
+
+    // After signing in, the approval page: amount, destination masked, holder — in Japanese.
+    await page.waitForSelector('#approval-details');
+    expect(await page.textContent('h1')).toBe('出金の承認');
+    expect(await page.textContent('#approval-amount')).toBe('50,000円');
+    const destination = await page.textContent('#approval-destination');
+    expect(destination).toContain('かけはし銀行');
+    expect(destination).toContain('****223');
+    expect(await page.textContent('body')).not.toContain('1112223');
+    expect(await page.textContent('#approval-holder')).toBe('ヤマダ タロウ');
+    await page.click('#passkey-login');
+    await expect.poll(() => callback?.hostname, { timeout: 10_000 }).toBe('e2e-brokerage.example');
+    await context.close();
+
+    const tokens = await redeem(brokerage, auth, callback!);
+    expect(tokens.authorization_details).toEqual([details]);
+    // The approval stored for the decision endpoint is tied to exactly this grant.
+    expect(tokens.grant_id).toEqual(expect.any(String));
+    const approval = await t.hub.db.query<{ kind: string; acr: string; grant_id: string }>(
+      'SELECT kind, acr, grant_id FROM operation_approvals WHERE customer_id = $1 ORDER BY approved_at DESC LIMIT 1',
+      [t.hub.demo!.customerId],
+    );
+    expect(approval.rows[0]).toMatchObject({
+      kind: 'withdrawal',
+      acr: 'phr',
+      grant_id: tokens.grant_id,
+    });
   });
 });
