@@ -195,8 +195,11 @@ it('a receiver that hangs until the push times out does not delay the SETs of an
   worker(ctx);
 
   // The hung receiver gets its SETs first and holds the pushes it was given…
-  for (const c of ofBank) await emitSecurityEvent(t.db, { type: 'recovery-activated', customerId: c });
-  // A precondition, not a timing claim: a loaded CI machine may take a while to start the pushes.
+  // All eight in one commit: on PostgreSQL the worker's LISTEN wake-up could otherwise catch the first
+  // alone, and a stream whose only push hangs is (rightly) probed one SET at a time after it fails.
+  await t.db.transaction(async (tx) => {
+    for (const c of ofBank) await emitSecurityEvent(tx, { type: 'recovery-activated', customerId: c });
+  });
   await waitFor('pushes hanging at the slow receiver', () => slow.hung() >= 2, 15_000);
   await new Promise((r) => setTimeout(r, 200));
   // …but never more than half the node's slots: the rest are free for the other receiver.
