@@ -95,9 +95,9 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
     interactionRoutes({ provider, db, config, authn }),
     decisionRoutes({ provider, db, config, policy, defaultLimits: config.linking.defaultLimits }),
     proofingRoutes({ provider, db, config, authn }),
-    accountRoutes({ provider, db, config, authn }),
-    consoleRoutes({ db, config, authn }),
-    linkingRoutes({ provider, db, config, authn }),
+    accountRoutes({ provider, db, config, authn, policy }),
+    consoleRoutes({ db, config, authn, policy }),
+    linkingRoutes({ provider, db, config, authn, policy }),
     apiRoutes({
       provider,
       db,

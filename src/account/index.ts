@@ -33,8 +33,8 @@ import {
   LIMIT_NAMES,
   type LimitName,
   LinkingError,
-  loadPolicy,
   maskAccountNumber,
+  type Policy,
 } from '../linking/index.ts';
 import {
   addEmailChannel,
@@ -69,6 +69,8 @@ export interface AccountRoutesOptions {
   config: Config;
   authn: AuthnContext;
   throttle?: ThrottlePolicy;
+  /** The withdrawal-strength policy, loaded once at start (src/app.ts). */
+  policy: Policy;
 }
 
 /** Adding a passkey needs a sign-in at most this old (FSA comments 45–46). */
@@ -106,9 +108,9 @@ export function accountRoutes({
   config,
   authn,
   throttle = DEFAULT_THROTTLE_POLICY,
+  policy,
 }: AccountRoutesOptions): Router {
   const router = new Router({ prefix: '/account' });
-  const policy = loadPolicy(config.linking.policyFile);
   const signIn: SignInDeps = { db, authn, throttle, risk: riskEngineFor(config) };
   const sessionCookie = provider.cookieName('session');
 

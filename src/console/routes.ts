@@ -30,8 +30,8 @@ import {
   customerLimits,
   describePolicy,
   listBankLinks,
-  loadPolicy,
   maskAccountNumber,
+  type Policy,
 } from '../linking/index.ts';
 import { listCustomerNotifications } from '../notify/index.ts';
 import { endCustomerSession, listCustomerSessions, revokeCustomerSessions } from '../oidc/adapter.ts';
@@ -87,13 +87,14 @@ export interface ConsoleRoutesOptions {
   db: Db;
   config: Config;
   authn: AuthnContext;
+  /** The withdrawal-strength policy, loaded once at start (src/app.ts). */
+  policy: Policy;
 }
 
 const forbidden = () => new HttpError(403, 'access_denied', 'your role does not allow this', 'ERR_ROLE');
 
-export function consoleRoutes({ db, config, authn }: ConsoleRoutesOptions): Router {
+export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOptions): Router {
   const router = new Router({ prefix: '/console' });
-  const policy = loadPolicy(config.linking.policyFile);
 
   const viewerOf = (s: OperatorSession): Viewer => ({
     name: s.name,

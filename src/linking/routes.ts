@@ -43,13 +43,15 @@ import {
 } from './bankLinks.ts';
 import { LinkError } from './errors.ts';
 import { linkResultPage, linksPage } from './pages.ts';
-import { loadPolicy } from './policy/loadPolicy.ts';
+import type { Policy } from './policy/parsePolicy.ts';
 
 export interface LinkingRoutesOptions {
   provider: Provider;
   db: Db;
   config: Config;
   authn: AuthnContext;
+  /** The withdrawal-strength policy, loaded once at start (src/app.ts). */
+  policy: Policy;
 }
 
 type Session = Awaited<ReturnType<Provider['Session']['get']>>;
@@ -71,11 +73,11 @@ const LINK_ID = /^lnk_[0-9a-f]{32}$/;
 const CUSTOMER_NUMBER = /^[\x21-\x7e]{1,64}$/;
 const mask = (n: string) => `${'*'.repeat(Math.max(0, n.length - 3))}${n.slice(-3)}`;
 
-export function linkingRoutes({ provider, db, config, authn }: LinkingRoutesOptions): Router {
+export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRoutesOptions): Router {
   const router = new Router();
   const kek = authn.kek ?? loadKeyEncryptionKey(config);
   const federation = createBankFederation({ config, db, kek });
-  const deps: LinkingDeps = { db, config, policy: loadPolicy(config.linking.policyFile), federation, kek };
+  const deps: LinkingDeps = { db, config, policy, federation, kek };
   const sessionCookie = provider.cookieName('session');
   const authenticate = createInstitutionAuthenticator({
     provider,

@@ -144,6 +144,25 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
     }
   });
 
+  /** Starts a proofing flow for the customer number a page or client sent, once the source is not throttled. */
+  async function begin<Start>(
+    ctx: Context,
+    method: ProofingMethod<Start, unknown>,
+    body: Record<string, unknown>,
+    uid: string,
+  ) {
+    const customerNumber = text(body.customerNumber, 32);
+    if (!customerNumber) throw new HttpError(400, 'invalid_request', 'customer number is required');
+    await refuseThrottledSource(signIn, ctx);
+    const purpose = purposeOf(body.purpose);
+    return beginProofing(
+      db,
+      method,
+      { purpose, interactionId: uid, customer: await customerByNumber(db, customerNumber, purpose) },
+      requestMeta(ctx, uid),
+    );
+  }
+
   // The page's form (redirects the browser) or a JSON client ({ redirectTo }).
   router.post('/interaction/:uid/proofing/ekyc', async (ctx) => {
     const json = ctx.request.type === 'application/json';
@@ -151,19 +170,7 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
       const method = enabled(proofing.ekyc);
       const uid = await interactionUid(ctx);
       const body = json ? await readBody(ctx, 'json') : Object.fromEntries(await readBody(ctx, 'form'));
-      const customerNumber = text(body.customerNumber, 32);
-      if (!customerNumber) throw new HttpError(400, 'invalid_request', 'customer number is required');
-      await refuseThrottledSource(signIn, ctx);
-      const started = await beginProofing(
-        db,
-        method,
-        {
-          purpose: purposeOf(body.purpose),
-          interactionId: uid,
-          customer: await customerByNumber(db, customerNumber, purposeOf(body.purpose)),
-        },
-        requestMeta(ctx, uid),
-      ).catch((err: unknown) => {
+      const started = await begin(ctx, method, body, uid).catch((err: unknown) => {
         throw err instanceof ProofingError ? toHttp(err) : err;
       });
       return started.reply.redirectTo;
@@ -218,19 +225,7 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
       const method = enabled(proofing.jpki);
       const uid = await interactionUid(ctx);
       const body = await readBody(ctx, 'json');
-      const customerNumber = text(body.customerNumber, 32);
-      if (!customerNumber) throw new HttpError(400, 'invalid_request', 'customer number is required');
-      await refuseThrottledSource(signIn, ctx);
-      const started = await beginProofing(
-        db,
-        method,
-        {
-          purpose: purposeOf(body.purpose),
-          interactionId: uid,
-          customer: await customerByNumber(db, customerNumber, purposeOf(body.purpose)),
-        },
-        requestMeta(ctx, uid),
-      );
+      const started = await begin(ctx, method, body, uid);
       return {
         flowId: started.flowId,
         challenge: started.reply.challenge,

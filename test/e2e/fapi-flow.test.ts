@@ -8,7 +8,7 @@
  * withdrawal approval: the approval page, the passkey, the token carrying exactly the details.
  */
 import * as client from 'openid-client';
-import type { Browser } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
@@ -28,6 +28,25 @@ afterAll(async () => {
   await browser?.close();
   await t?.close();
 });
+
+/**
+ * Opens the authorization URL in `page` (whose context has a virtual authenticator), enrolls a new
+ * passkey for the demo customer with a fresh ticket and signs in with it.
+ */
+async function enrollAndSignIn(page: Page, url: URL): Promise<void> {
+  await page.goto(url.href);
+  await expect.poll(() => page.url()).toMatch(/\/interaction\/[^/]+$/);
+  const ticket = await issueEnrollmentTicket(t.hub.authn, {
+    customerId: t.hub.demo!.customerId,
+    issuedBy: 'operator:test',
+  });
+  await page.click('#enroll-link');
+  await page.fill('#customerNumber', t.hub.demo!.customerNumber);
+  await page.fill('#ticket', ticket.ticket);
+  await page.click('#enroll-button');
+  await page.waitForURL(/enrolled=1/);
+  await page.click('#passkey-login');
+}
 
 describe('FAPI 2.0 code flow with passkey login and consent in a real browser', () => {
   it('enrolls, signs in, consents to one account, exchanges the code and reads only that account', async () => {
@@ -128,18 +147,7 @@ describe('FAPI 2.0 code flow with passkey login and consent in a real browser', 
     const context = await browser.newContext({ locale: 'ja-JP' });
     const page = await context.newPage();
     await addVirtualAuthenticator(context, page);
-    await page.goto(auth.url.href);
-    await expect.poll(() => page.url()).toMatch(/\/interaction\/[^/]+$/);
-    const ticket = await issueEnrollmentTicket(t.hub.authn, {
-      customerId: t.hub.demo!.customerId,
-      issuedBy: 'operator:test',
-    });
-    await page.click('#enroll-link');
-    await page.fill('#customerNumber', t.hub.demo!.customerNumber);
-    await page.fill('#ticket', ticket.ticket);
-    await page.click('#enroll-button');
-    await page.waitForURL(/enrolled=1/);
-    await page.click('#passkey-login');
+    await enrollAndSignIn(page, auth.url);
     await page.waitForSelector('#consent-form');
     // The page shows what is asked: data, lookback, expiry; the customer picks two of three accounts.
     expect(await page.locator('#data-types li').count()).toBe(3);
@@ -161,20 +169,20 @@ describe('FAPI 2.0 code flow with passkey login and consent in a real browser', 
     const chosen = [offered[0]!, offered[2]!];
     expect(tokens.authorization_details).toEqual([expect.objectContaining({ accounts: chosen })]);
 
-    interface Page {
+    interface ApiPage {
       status: number;
       body: {
         data?: Array<{ accountId: string; transactionId?: string }>;
         links?: { next?: string; prev?: string };
       };
     }
-    const read = (url: string): Promise<Page> =>
+    const read = (url: string): Promise<ApiPage> =>
       client
         .fetchProtectedResource(rp.config, tokens.access_token, new URL(url), 'GET', undefined, undefined, {
           DPoP: rp.dpop,
         })
         .then(
-          async (res) => ({ status: res.status, body: (await res.json()) as Page['body'] }),
+          async (res) => ({ status: res.status, body: (await res.json()) as ApiPage['body'] }),
           (err: client.WWWAuthenticateChallengeError) => ({ status: err.response?.status ?? 0, body: {} }),
         );
     const list = await read(`${t.issuer}/api/v1/accounts`);
@@ -187,7 +195,7 @@ describe('FAPI 2.0 code flow with passkey login and consent in a real browser', 
     expect(next).toBeTruthy();
     const second = await read(next!);
     expect(second.status).toBe(200);
-    const ids = (p: Page) => p.body.data!.map((x) => x.transactionId);
+    const ids = (p: ApiPage) => p.body.data!.map((x) => x.transactionId);
     expect(ids(second)).toHaveLength(5);
     expect(ids(second).some((id) => ids(first).includes(id))).toBe(false);
     expect(second.body.links?.prev).toBeTruthy();
@@ -249,18 +257,7 @@ describe('operation-bound step-up in a real browser', () => {
     );
     const page = await context.newPage();
     await addVirtualAuthenticator(context, page);
-    await page.goto(auth.url.href);
-    await expect.poll(() => page.url()).toMatch(/\/interaction\/[^/]+$/);
-    const ticket = await issueEnrollmentTicket(t.hub.authn, {
-      customerId: t.hub.demo!.customerId,
-      issuedBy: 'operator:test',
-    });
-    await page.click('#enroll-link');
-    await page.fill('#customerNumber', t.hub.demo!.customerNumber);
-    await page.fill('#ticket', ticket.ticket);
-    await page.click('#enroll-button');
-    await page.waitForURL(/enrolled=1/);
-    await page.click('#passkey-login');
+    await enrollAndSignIn(page, auth.url);
 
     // After signing in, the approval page: amount, destination masked, holder — in Japanese.
     await page.waitForSelector('#approval-details');

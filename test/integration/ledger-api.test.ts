@@ -1,16 +1,10 @@
-/**
- * The read API over real HTTPS against a running hub: real tokens (openid-client as the demo
- * aggregator, the customer signing in with a passkey and choosing accounts), DPoP proofs made
- * here so that they can also be replayed. Every response is validated against the OpenAPI
- * document the hub serves.
- */
-import { createHash, createPrivateKey, type KeyObject, randomUUID, sign } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_CLIENT_ID, DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { demoBatch, ingestBatch, ingestDemoLedger } from '../../src/ledger/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
+import { dpopProofMaker } from '../support/institution.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
 import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
@@ -50,31 +44,10 @@ async function consent(pick: (offered: string[]) => string[]): Promise<Session> 
     'SELECT grant_id FROM consents WHERE client_id = $1 ORDER BY created_at DESC LIMIT 1',
     [DEMO_CLIENT_ID],
   );
-  const jwk = (await crypto.subtle.exportKey('jwk', keys.publicKey)) as JsonWebKey;
-  const priv: KeyObject = createPrivateKey({
-    key: (await crypto.subtle.exportKey('jwk', keys.privateKey)) as import('node:crypto').JsonWebKey,
-    format: 'jwk',
-  });
-  const header = Buffer.from(
-    JSON.stringify({ typ: 'dpop+jwt', alg: 'ES256', jwk: { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y } }),
-  ).toString('base64url');
-  const ath = createHash('sha256').update(tokens.access_token).digest('base64url');
   return {
     token: tokens.access_token,
     grantId: grant.rows[0]!.grant_id,
-    proof(method, url) {
-      const u = new URL(url);
-      const claims = {
-        jti: randomUUID(),
-        htm: method,
-        htu: `${u.origin}${u.pathname}`,
-        iat: Math.floor(Date.now() / 1000),
-        ath,
-      };
-      const input = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
-      const sig = sign('sha256', Buffer.from(input), { key: priv, dsaEncoding: 'ieee-p1363' });
-      return `${input}.${sig.toString('base64url')}`;
-    },
+    proof: await dpopProofMaker(keys, tokens.access_token),
   };
 }
 

@@ -104,6 +104,25 @@ export async function tokenFor(
     parameters,
     o.dpop === false ? undefined : { DPoP: dpop },
   );
+  const proof = await dpopProofMaker(keys, tokens.access_token);
+  return {
+    value: tokens.access_token,
+    type: tokens.token_type,
+    scope: tokens.scope,
+    config,
+    dpop,
+    proof,
+  };
+}
+
+/**
+ * DPoP proofs made by hand for `accessToken` with the key pair it is bound to (ES256, `ath` set):
+ * tests use them to send exact proofs (chosen jti, other URLs) that openid-client would not.
+ */
+export async function dpopProofMaker(
+  keys: CryptoKeyPair,
+  accessToken: string,
+): Promise<(method: string, url: string, o?: { jti?: string }) => string> {
   const jwk = (await crypto.subtle.exportKey('jwk', keys.publicKey)) as JsonWebKey;
   const priv: KeyObject = createPrivateKey({
     key: (await crypto.subtle.exportKey('jwk', keys.privateKey)) as import('node:crypto').JsonWebKey,
@@ -112,25 +131,18 @@ export async function tokenFor(
   const header = Buffer.from(
     JSON.stringify({ typ: 'dpop+jwt', alg: 'ES256', jwk: { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y } }),
   ).toString('base64url');
-  const ath = createHash('sha256').update(tokens.access_token).digest('base64url');
-  return {
-    value: tokens.access_token,
-    type: tokens.token_type,
-    scope: tokens.scope,
-    config,
-    dpop,
-    proof(method, url, p = {}) {
-      const u = new URL(url);
-      const claims = {
-        jti: p.jti ?? randomUUID(),
-        htm: method,
-        htu: `${u.origin}${u.pathname}`,
-        iat: Math.floor(Date.now() / 1000),
-        ath,
-      };
-      const input = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
-      const sig = sign('sha256', Buffer.from(input), { key: priv, dsaEncoding: 'ieee-p1363' });
-      return `${input}.${sig.toString('base64url')}`;
-    },
+  const ath = createHash('sha256').update(accessToken).digest('base64url');
+  return (method, url, o = {}) => {
+    const u = new URL(url);
+    const claims = {
+      jti: o.jti ?? randomUUID(),
+      htm: method,
+      htu: `${u.origin}${u.pathname}`,
+      iat: Math.floor(Date.now() / 1000),
+      ath,
+    };
+    const input = `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+    const sig = sign('sha256', Buffer.from(input), { key: priv, dsaEncoding: 'ieee-p1363' });
+    return `${input}.${sig.toString('base64url')}`;
   };
 }
