@@ -152,4 +152,16 @@ describe('kakehashi CLI', { timeout: CLI_TEST_TIMEOUT }, () => {
     expect(code).toBe(1);
     expect(stderr).toContain('PORT (port): expected an integer');
   });
+
+  it('prints the effective withdrawal-strength policy, and names a policy file it cannot use', async () => {
+    const shown = await cli('policy', 'show', '--ja');
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toContain('withdrawal.name-mismatch: when destinationNameMatches = false');
+    expect(shown.stdout).toContain('出金先口座の名義');
+    const json = await cli('policy', 'show', '--json');
+    expect(JSON.parse(json.stdout).operations.withdrawal.default).toBe('deny');
+    const broken = await runCli({ ...env, KAKEHASHI_POLICY: '/nonexistent/policy.json' }, 'policy', 'show');
+    expect(broken.code).toBe(1);
+    expect(broken.stderr).toContain('withdrawal-strength policy: /nonexistent/policy.json');
+  });
 });
