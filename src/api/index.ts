@@ -17,6 +17,7 @@ import { CookieSigner } from '../http/index.ts';
 import { mtlsFor } from '../mtls/index.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
 import { observeRequest, riskEngineFor } from '../risk/index.ts';
+import { createAccessTokenCache, type FoundAccessToken } from './accessTokenCache.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
 import { dpopSeenKey } from './dpop.ts';
 import { ApiError, dpopChallenge, presentedAccessToken, sendApiError } from './errors.ts';
@@ -78,6 +79,10 @@ export interface ApiRoutesOptions {
 }
 
 interface Authorized {
+  /** The access token's id, whose liveness the read's statement checks. */
+  tokenId: string;
+  /** The presented token value, forgotten by the cache when the statement finds it dead. */
+  tokenValue: string;
   customerId: string;
   clientId: string;
   grantId: string;
@@ -215,6 +220,9 @@ export function apiRoutes({
   const mtls = mtlsFor(config);
   const cursors = createCursorCodec(macSigner(provider.keys));
   const openApi = openApiDocument(config.issuer);
+  const accessTokens = createAccessTokenCache(
+    (value) => provider.AccessToken.find(value) as Promise<FoundAccessToken | undefined>,
+  );
   const base = `${config.issuer}/api/v1`;
   const invalid = (description: string) =>
     new ApiError(401, 'invalid_token', description, dpopChallenge('invalid_token', description, FAPI_ALGS));
@@ -244,8 +252,8 @@ export function apiRoutes({
    */
   async function authorize(ctx: Context, scope: string): Promise<Authorized> {
     const { scheme, value } = presentedAccessToken(ctx, FAPI_ALGS);
-    const token = await provider.AccessToken.find(value);
-    if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
+    const token = await accessTokens.get(value);
+    if (!token) throw invalid('the access token is invalid, expired or revoked');
     // Every other check first; a DPoP jti is recorded atomically by the read's statement.
     let proofSeen: Authorized['proofSeen'];
     const replay = {
@@ -285,7 +293,7 @@ export function apiRoutes({
     if (!token.grantId || !token.accountId) throw invalid('the access token has no consent');
     // FSA comments 51/69: aggregated data is reached through a phishing-resistant sign-in. A token
     // from the alternative MFA (or of unknown provenance) gets an RFC 9470 step-up challenge.
-    const acr = (token.extra as { acr?: string } | undefined)?.acr;
+    const acr = token.acr;
     if (!acr || !PHISHING_RESISTANT_ACR.includes(acr))
       throw new ApiError(
         401,
@@ -303,6 +311,8 @@ export function apiRoutes({
       userAgent: ctx.get('user-agent'),
     });
     return {
+      tokenId: token.jti,
+      tokenValue: value,
       customerId: token.accountId,
       clientId: token.clientId!,
       grantId: token.grantId,
@@ -329,9 +339,14 @@ export function apiRoutes({
       unattended,
       unattendedCallsPerDay,
       o.accountId,
+      auth.tokenId,
       ...(o.params ?? []),
     ]);
     const head = res.rows[0]!;
+    if (head.token_live !== 1) {
+      accessTokens.forget(auth.tokenValue);
+      throw invalid('the access token is invalid, expired or revoked');
+    }
     if (head.client_enabled !== 1) throw invalid('the client has been disabled');
     if (head.fresh !== 1) throw await rejectProof(ctx, auth, 'DPoP proof replayed');
     if (head.active !== 1)

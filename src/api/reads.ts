@@ -1,14 +1,15 @@
 /**
  * The read statements of the resource server. Each read is ONE statement: it records the DPoP
  * proof's jti (replay check), checks the consent, counts an unattended call against the daily limit
- * (atomically, shared by every node) and reads the page — so a read costs one round trip besides
- * the access-token lookup. A header part (h) says what the checks found; the page rows follow,
+ * (atomically, shared by every node) and reads the page — so a read costs one round trip (the
+ * access token's payload is cached in memory; its liveness is checked here). A header part (h) says what the checks found; the page rows follow,
  * left-joined onto it so that the header arrives even when the page is empty.
  *
  * Prelude parameters: $1 grant_id, $2 client_id, $3 customer_id, $4 jti hash (NULL for a
  * certificate-bound token, which has no proof to record), $5 jti expiry,
  * $6 count as unattended (boolean), $7 default unattended limit, $8 account id or NULL for all
- * consented accounts.
+ * consented accounts, $9 the access token's id (checked still stored, unexpired, its Grant alive:
+ * nothing is recorded or counted for a token that is not).
  *
  * The consent's "last used" time (the customer's dashboard) is set by the same statement, at most
  * once a minute per consent: other reads in that minute only test the timestamp, and take no lock.
@@ -23,11 +24,17 @@
 /** ISO 8601 UTC with microseconds: exact for keyset keys (a JS Date would round to ms). */
 const iso = (col: string) => `to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
-const PRELUDE = `WITH c AS (
+const PRELUDE = `WITH live AS (
+  SELECT 1 FROM oidc_payloads p
+  WHERE p.model = 'AccessToken' AND p.id = $9 AND (p.expires_at IS NULL OR p.expires_at > now())
+    AND EXISTS (SELECT 1 FROM oidc_payloads g WHERE g.model = 'Grant' AND g.id = $1)),
+c AS (
   SELECT c.customer_id, c.account_ids, to_jsonb(c) AS doc FROM consents c
-  WHERE c.grant_id = $1 AND c.client_id = $2 AND c.customer_id = $3 AND c.revoked_at IS NULL AND c.expires_at > now()),
+  WHERE c.grant_id = $1 AND c.client_id = $2 AND c.customer_id = $3 AND c.revoked_at IS NULL AND c.expires_at > now()
+    AND EXISTS (SELECT 1 FROM live)),
 seen AS (
-  INSERT INTO dpop_seen (jti_hash, expires_at) SELECT $4::text, $5::timestamptz WHERE $4::text IS NOT NULL
+  INSERT INTO dpop_seen (jti_hash, expires_at) SELECT $4::text, $5::timestamptz
+  WHERE $4::text IS NOT NULL AND EXISTS (SELECT 1 FROM live)
   ON CONFLICT (jti_hash) DO NOTHING RETURNING 1),
 touch AS (
   UPDATE consents SET last_used_at = now()
@@ -48,7 +55,8 @@ accts AS (
   SELECT a.* FROM c JOIN accounts a ON a.id = ANY (c.account_ids) AND a.customer_id = c.customer_id
   WHERE $8::text IS NULL OR a.id = $8),
 h AS (
-  SELECT (SELECT count(*) FROM clients WHERE client_id = $2 AND enabled)::int AS client_enabled,
+  SELECT (SELECT count(*) FROM live)::int AS token_live,
+         (SELECT count(*) FROM clients WHERE client_id = $2 AND enabled)::int AS client_enabled,
          (CASE WHEN $4::text IS NULL THEN 1 ELSE (SELECT count(*) FROM seen) END)::int AS fresh, (SELECT count(*) FROM c)::int AS active,
          (SELECT count(*) FROM usage)::int AS counted, (SELECT count(*) FROM accts)::int AS accounts,
          (SELECT count(*) FROM customer_channels WHERE customer_id = $3 AND channel = 'aggregator_access'
@@ -56,6 +64,11 @@ h AS (
          (SELECT CASE WHEN jsonb_typeof(doc -> 'data_types') = 'array' THEN doc -> 'data_types' END FROM c) AS data_types)`;
 
 export interface Head {
+  /**
+   * 1 while the access token is stored, unexpired and its Grant exists: the API may hold a token's
+   * (immutable) payload in memory, and this is what makes a revocation count at the next call anyway.
+   */
+  token_live: number;
   /** 1 while the client is enabled (an operator's disabling takes effect with the next call). */
   client_enabled: number;
   /** 1 when the DPoP proof's jti was new (always 1 without a proof: certificate-bound tokens). */
@@ -131,7 +144,7 @@ export interface HoldingRow {
   total: number;
 }
 
-/** Keyset over (account_id, position_key): $9, $10 the boundary key, $11 the row limit. */
+/** Keyset over (account_id, position_key): $10, $11 the boundary key, $12 the row limit. */
 const holdingsSql = (dir: 'next' | 'prev') => `${PRELUDE}
 SELECT h.*, (SELECT count(*) FROM accts a2 JOIN ledger_holdings p2 ON p2.account_id = a2.id)::int AS total, x.*
 FROM h LEFT JOIN (
@@ -141,9 +154,9 @@ FROM h LEFT JOIN (
          p.unrealised_pl::text AS unrealised_pl, p.currency, ${iso('p.price_as_of')} AS price_as_of,
          ${iso('s.as_of')} AS as_of
   FROM accts a JOIN ledger_holding_snapshots s ON s.account_id = a.id JOIN ledger_holdings p ON p.account_id = a.id
-  WHERE (p.account_id, p.position_key) ${dir === 'next' ? '>' : '<'} ($9::text, $10::text)
+  WHERE (p.account_id, p.position_key) ${dir === 'next' ? '>' : '<'} ($10::text, $11::text)
   ORDER BY p.account_id ${dir === 'next' ? 'ASC' : 'DESC'}, p.position_key ${dir === 'next' ? 'ASC' : 'DESC'}
-  LIMIT $11) x ON true
+  LIMIT $12) x ON true
 ORDER BY x.account_id ${dir === 'next' ? 'ASC' : 'DESC'}, x.position_key ${dir === 'next' ? 'ASC' : 'DESC'}`;
 
 export const HOLDINGS_SQL = { next: holdingsSql('next'), prev: holdingsSql('prev') };
@@ -168,9 +181,9 @@ export interface TransactionRow {
 }
 
 /**
- * Transactions newest first, keyset (booked_at, id). $9 the default lookback in days, $10 from, $11
- * to (inclusive bounds), $12, $13 the boundary key (('infinity', '') for a first page), $14 the row
- * limit. Per account an index range scan of at most $14 rows (LATERAL), then the accounts' pages are
+ * Transactions newest first, keyset (booked_at, id). $10 the default lookback in days, $11 from, $12
+ * to (inclusive bounds), $13, $14 the boundary key (('infinity', '') for a first page), $15 the row
+ * limit. Per account an index range scan of at most $15 rows (LATERAL), then the accounts' pages are
  * merged: the cost of a page does not grow with its depth.
  *
  * Each scan has exactly ONE bound where it starts: given two (say booked_at <= to and the cursor's
@@ -183,14 +196,14 @@ const transactionsSql = (dir: 'next' | 'prev') => {
   const order = dir === 'next' ? 'DESC' : 'ASC';
   const range =
     dir === 'next'
-      ? `t.booked_at >= greatest($10::timestamptz, lb.lookback_from)
-      AND (t.booked_at, t.id) < (CASE WHEN $13::text = '' THEN $11::timestamptz + interval '1 microsecond'
-                                      ELSE $12::timestamptz END, $13::text)`
-      : `(t.booked_at, t.id) > ($12::timestamptz, $13::text) AND t.booked_at <= $11::timestamptz`;
+      ? `t.booked_at >= greatest($11::timestamptz, lb.lookback_from)
+      AND (t.booked_at, t.id) < (CASE WHEN $14::text = '' THEN $12::timestamptz + interval '1 microsecond'
+                                      ELSE $13::timestamptz END, $14::text)`
+      : `(t.booked_at, t.id) > ($13::timestamptz, $14::text) AND t.booked_at <= $12::timestamptz`;
   return `${PRELUDE},
 lb AS (
   SELECT now() - make_interval(days => coalesce((SELECT CASE WHEN jsonb_typeof(doc -> 'lookback_days') = 'number'
-      THEN least(greatest(floor((doc ->> 'lookback_days')::numeric), 0), 36500)::int END FROM c), $9::int)) AS lookback_from)
+      THEN least(greatest(floor((doc ->> 'lookback_days')::numeric), 0), 36500)::int END FROM c), $10::int)) AS lookback_from)
 SELECT h.*, ${iso('lb.lookback_from')} AS lookback_from, x.* FROM h CROSS JOIN lb LEFT JOIN (
   SELECT r.id, r.account_id, r.booked, r.value_date, r.type, r.credit_debit, r.amount, r.currency, r.description,
          r.isin, r.local_code, r.security_name, r.quantity, r.price, r.tax_category
@@ -200,9 +213,9 @@ SELECT h.*, ${iso('lb.lookback_from')} AS lookback_from, x.* FROM h CROSS JOIN l
            t.security_name, t.quantity::text AS quantity, t.price::text AS price, t.tax_category
     FROM ledger_transactions t
     WHERE t.account_id = a.id AND ${range}
-    ORDER BY t.booked_at ${order}, t.id ${order} LIMIT $14) r
-  ${dir === 'prev' ? 'WHERE r.booked_at >= greatest($10::timestamptz, lb.lookback_from)' : ''}
-  ORDER BY r.booked_at ${order}, r.id ${order} LIMIT $14) x ON true
+    ORDER BY t.booked_at ${order}, t.id ${order} LIMIT $15) r
+  ${dir === 'prev' ? 'WHERE r.booked_at >= greatest($11::timestamptz, lb.lookback_from)' : ''}
+  ORDER BY r.booked_at ${order}, r.id ${order} LIMIT $15) x ON true
 -- booked is fixed-width ISO 8601 UTC: its text order is its time order.
 ORDER BY x.booked COLLATE "C" ${order}, x.id ${order}`;
 };
