@@ -24,6 +24,7 @@ import {
 } from '../../src/signals/index.ts';
 import { ensureDevTls } from '../../src/tls/index.ts';
 import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 const dirs: string[] = [];
 let brokerage: TestHub;
@@ -66,20 +67,6 @@ async function asTarget(t: TestHub): Promise<Target> {
     codeTtl: 60,
     close: async () => {},
   };
-}
-
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const count = async (t: TestHub, sql: string, params: unknown[] = []) =>

@@ -27,6 +27,7 @@ import {
 import { type DevTls, ensureDevTls } from '../../src/tls/index.ts';
 import { type TestDb, testDb } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 interface Received {
   to: string[];
@@ -133,20 +134,6 @@ class MailSink {
 
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
   }
 }
 

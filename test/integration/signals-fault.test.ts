@@ -26,6 +26,7 @@ import {
 import { ensureDevTls } from '../../src/tls/index.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 interface Killable extends Db {
   kill(): void;
@@ -131,14 +132,6 @@ async function crash(n: Node): Promise<void> {
 
 const count = async (db: Queryable, sql: string, params: unknown[] = []) =>
   (await db.query<{ n: number }>(sql, params)).rows[0]?.n ?? 0;
-
-async function waitFor(what: string, fn: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 let transmitterSite: Site;
 let receiverSite: Site;

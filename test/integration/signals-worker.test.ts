@@ -23,6 +23,7 @@ import { Subscriber } from '../../src/signals/subscriber.ts';
 import { EVENT } from '../../src/signals/vocabulary.ts';
 import { type SignalsWorker, startSignalsWorker } from '../../src/signals/worker.ts';
 import { type TestDb, testDb } from '../support/db.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 const logger = createLogger('silent');
 let t: TestDb;
@@ -107,14 +108,6 @@ async function pushStream(ctx: SignalsContext, peerId: string, url: string) {
   return createStream(ctx, t.db, peer, peer.clientId!, {
     delivery: { method: 'urn:ietf:rfc:8935', endpoint_url: url },
   });
-}
-
-async function waitFor(what: string, fn: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 const PEERS = [
