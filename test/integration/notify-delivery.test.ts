@@ -25,7 +25,7 @@ import {
   updateNotificationSettings,
 } from '../../src/notify/index.ts';
 import { type DevTls, ensureDevTls } from '../../src/tls/index.ts';
-import { type TestDb, testDb } from '../support/db.ts';
+import { insertCustomer, type TestDb, testDb } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
 import { waitFor } from '../support/waitFor.ts';
 
@@ -176,10 +176,7 @@ function smtp(port: number) {
 
 async function customer(name: string, emails: string[], language: 'ja' | 'en' = 'ja') {
   const id = `cust_${++n}`;
-  await t.db.query(
-    `INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana) VALUES ($1, 'inst', $1, $2, 'カナ')`,
-    [id, name],
-  );
+  await insertCustomer(t.db, { id, nameKanji: name, nameKana: 'カナ' });
   for (const address of emails)
     await addEmailChannel(t.db, kek, { customerId: id, address, actor: 'system' });
   if (language !== 'ja')

@@ -11,7 +11,7 @@ import {
   removeChannel,
   updateNotificationSettings,
 } from '../../src/notify/index.ts';
-import { type TestDb, testDb } from '../support/db.ts';
+import { insertCustomer, type TestDb, testDb } from '../support/db.ts';
 
 const kek = randomBytes(32);
 let t: TestDb;
@@ -20,10 +20,7 @@ let n = 0;
 /** A customer of its own for each test, with the given e-mail addresses as channels. */
 async function customer(...emails: string[]): Promise<{ id: string; channels: string[] }> {
   const id = `cust_${++n}`;
-  await t.db.query(
-    `INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana) VALUES ($1, 'inst', $1, '山田 太郎', 'ヤマダ タロウ')`,
-    [id],
-  );
+  await insertCustomer(t.db, { id, nameKanji: '山田 太郎', nameKana: 'ヤマダ タロウ' });
   const channels: string[] = [];
   for (const address of emails)
     channels.push(

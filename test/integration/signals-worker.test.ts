@@ -22,7 +22,7 @@ import { createStream } from '../../src/signals/streams.ts';
 import { Subscriber } from '../../src/signals/subscriber.ts';
 import { EVENT } from '../../src/signals/vocabulary.ts';
 import { type SignalsWorker, startSignalsWorker } from '../../src/signals/worker.ts';
-import { type TestDb, testDb } from '../support/db.ts';
+import { insertCustomer, type TestDb, testDb } from '../support/db.ts';
 import { waitFor } from '../support/waitFor.ts';
 
 const logger = createLogger('silent');
@@ -91,17 +91,7 @@ function worker(ctx: SignalsContext): SignalsWorker {
   return w;
 }
 
-async function customer(): Promise<string> {
-  const id = `cus_${randomBytes(6).toString('hex')}`;
-  await t.db.query(
-    "INSERT INTO institutions (id, kind, name_ja, name_en) VALUES ('inst', 'bank', '銀行', 'Bank') ON CONFLICT DO NOTHING",
-  );
-  await t.db.query(
-    "INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana) VALUES ($1, 'inst', $2, '山田', 'ヤマダ')",
-    [id, id],
-  );
-  return id;
-}
+const customer = () => insertCustomer(t.db);
 
 async function pushStream(ctx: SignalsContext, peerId: string, url: string) {
   const peer = ctx.peers.byId.get(peerId)!;

@@ -28,7 +28,7 @@ import { loadSsfKeys } from '../../src/signals/keys.ts';
 import { createStream, findStream, streamJson } from '../../src/signals/streams.ts';
 import { EVENT } from '../../src/signals/vocabulary.ts';
 import { maintain } from '../../src/signals/worker.ts';
-import { type TestDb, testDb } from '../support/db.ts';
+import { insertCustomer, type TestDb, testDb } from '../support/db.ts';
 
 let t: TestDb;
 let dir: string;
@@ -53,17 +53,7 @@ const SIGNALS = {
   ],
 };
 
-async function customer(): Promise<string> {
-  const id = `cus_${randomBytes(6).toString('hex')}`;
-  await t.db.query(
-    "INSERT INTO institutions (id, kind, name_ja, name_en) VALUES ('inst', 'bank', '銀行', 'Bank') ON CONFLICT DO NOTHING",
-  );
-  await t.db.query(
-    "INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana) VALUES ($1, 'inst', $2, '山田', 'ヤマダ')",
-    [id, id],
-  );
-  return id;
-}
+const customer = () => insertCustomer(t.db);
 
 async function stream(peerId: string, method: 'push' | 'poll' = 'push') {
   const peer = ctx.peers.byId.get(peerId)!;

@@ -49,3 +49,22 @@ export async function testDb(): Promise<TestDb> {
     },
   };
 }
+
+/**
+ * Adds a customer of institution `inst` (created when missing) straight into the tables, for tests
+ * of one module that need no enrolled passkey. Resolves with the customer id.
+ */
+export async function insertCustomer(
+  db: Db,
+  o: { id?: string; nameKanji?: string; nameKana?: string } = {},
+): Promise<string> {
+  const id = o.id ?? `cus_${randomBytes(6).toString('hex')}`;
+  await db.query(
+    "INSERT INTO institutions (id, kind, name_ja, name_en) VALUES ('inst', 'bank', '銀行', 'Bank') ON CONFLICT DO NOTHING",
+  );
+  await db.query(
+    "INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana) VALUES ($1, 'inst', $1, $2, $3)",
+    [id, o.nameKanji ?? '山田', o.nameKana ?? 'ヤマダ'],
+  );
+  return id;
+}
