@@ -220,6 +220,7 @@ describe('settings', () => {
       'security_alert',
       'bank_link',
       'channel_changed',
+      'products_changed',
     ]);
 
     const after = await updateNotificationSettings(t.db, {
