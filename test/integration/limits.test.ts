@@ -15,6 +15,7 @@ import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { registerClient, type Token, tokenFor } from '../support/institution.ts';
+import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
 import { accountsStatus, demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
@@ -26,6 +27,7 @@ const defaultProducts = ['domestic_equity', 'foreign_equity', 'investment_trust'
 let accountId: string;
 let decisions: Token;
 let endpoint: string;
+let oas: OpenApiValidator;
 
 beforeAll(async () => {
   t = await startTestHub();
@@ -234,7 +236,10 @@ async function trade(body: Record<string, unknown>, token: Token | null = decisi
     body: JSON.stringify({ operation: 'trade', ...body }),
   });
   // biome-ignore lint/suspicious/noExplicitAny: the test reads the JSON answer field by field
-  return { status: res.status, body: (await res.json()) as Record<string, any> };
+  const answer = { status: res.status, body: (await res.json()) as Record<string, any> };
+  // Every answer, decisions and mistakes alike, is what the OpenAPI document says.
+  oas.check('POST', endpoint, answer.status, answer.body);
+  return answer;
 }
 
 const outbox = async (kind: string) =>
@@ -259,6 +264,9 @@ describe('the products a customer allows (operation trade at the decision endpoi
       institution_id: DEMO_INSTITUTION_ID,
     });
     decisions = await tokenFor(t, api, { scope: 'institution:decisions' });
+    oas = openApiValidator(
+      (await (await t.fetch(`${t.issuer}/api/openapi.json`)).json()) as Record<string, unknown>,
+    );
   });
 
   it('the security page lists the catalogue with the configured defaults; a default product trades', async () => {
