@@ -82,33 +82,40 @@ export async function changeProduct(
   };
   if (!change.allow) {
     if (!current.allowed && !current.allowAt) return { status: 'unchanged' };
-    await decide(db, policy, 'lower_limit', {}, context);
-    await db.query(
-      `INSERT INTO customer_products (customer_id, product, allowed) VALUES ($1, $2, false)
-       ON CONFLICT (customer_id, product) DO UPDATE SET allowed = false, allow_at = NULL, changed_at = now()`,
-      [change.customerId, change.product],
-    );
-    await notifyCustomer(db, {
-      customerId: change.customerId,
-      kind: 'products_changed',
-      data: { product: change.product, allowed: false },
+    // The decision, the change and its notice stand or fall together.
+    await db.transaction(async (tx) => {
+      await decide(tx, policy, 'lower_limit', {}, context);
+      await tx.query(
+        `INSERT INTO customer_products (customer_id, product, allowed) VALUES ($1, $2, false)
+         ON CONFLICT (customer_id, product) DO UPDATE SET allowed = false, allow_at = NULL, changed_at = now()`,
+        [change.customerId, change.product],
+      );
+      await notifyCustomer(tx, {
+        customerId: change.customerId,
+        kind: 'products_changed',
+        data: { product: change.product, allowed: false },
+      });
     });
     return { status: 'blocked' };
   }
   if (current.allowed) return { status: 'unchanged' };
+  // Outside the transaction: a refused raise stays in the audit log.
   const decision = await decideRaise(db, policy, change, context);
-  const r = await db.query<{ allow_at: Date }>(
-    `INSERT INTO customer_products (customer_id, product, allowed, allow_at)
-     VALUES ($1, $2, false, now() + make_interval(secs => $3))
-     ON CONFLICT (customer_id, product) DO UPDATE SET allow_at = EXCLUDED.allow_at, changed_at = now()
-     RETURNING allow_at`,
-    [change.customerId, change.product, decision.obligations.coolOffSeconds ?? 0],
-  );
-  const allowAt = r.rows[0]!.allow_at;
-  await notifyCustomer(db, {
-    customerId: change.customerId,
-    kind: 'products_changed',
-    data: { product: change.product, allowed: true, effectiveAt: allowAt.toISOString() },
+  const allowAt = await db.transaction(async (tx) => {
+    const r = await tx.query<{ allow_at: Date }>(
+      `INSERT INTO customer_products (customer_id, product, allowed, allow_at)
+       VALUES ($1, $2, false, now() + make_interval(secs => $3))
+       ON CONFLICT (customer_id, product) DO UPDATE SET allow_at = EXCLUDED.allow_at, changed_at = now()
+       RETURNING allow_at`,
+      [change.customerId, change.product, decision.obligations.coolOffSeconds ?? 0],
+    );
+    const at = r.rows[0]!.allow_at;
+    await notifyCustomer(tx, {
+      customerId: change.customerId,
+      kind: 'products_changed',
+      data: { product: change.product, allowed: true, effectiveAt: at.toISOString() },
+    });
+    return at;
   });
   return { status: 'pending', allowAt };
 }
