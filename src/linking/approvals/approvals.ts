@@ -47,10 +47,20 @@ export interface OperationApproval {
   credentialId: string;
 }
 
+/** What an approval step knows: the interaction, the signed-in customer, the client, the operation. */
+interface ApprovalInput {
+  interactionId: string;
+  customerId: string;
+  clientId: string;
+  details: OperationDetails;
+  /** Hash of the browser's device cookie value, when it has one (src/risk known devices). */
+  deviceHash?: string | undefined;
+}
+
 /** Audits a refused approval and returns the error to throw; nothing else is stored. */
 async function rejected(
   db: Queryable,
-  input: { interactionId: string; customerId: string; clientId: string; details: OperationDetails },
+  input: ApprovalInput,
   meta: RequestMeta | undefined,
   reason: string,
   code: LinkingErrorCode,
@@ -84,15 +94,7 @@ export function startOperationApproval(
  */
 export async function finishOperationApproval(
   authn: AuthnContext,
-  input: {
-    interactionId: string;
-    customerId: string;
-    clientId: string;
-    details: OperationDetails;
-    response: AuthenticationResponseJSON;
-    /** Hash of the browser's device cookie value, when it has one (src/risk known devices). */
-    deviceHash?: string | undefined;
-  },
+  input: ApprovalInput & { response: AuthenticationResponseJSON },
   meta?: RequestMeta,
 ): Promise<OperationApproval> {
   const challenge = clientChallenge(input.response);
@@ -136,14 +138,7 @@ const TOTP_ATTEMPTS = { max: 5, windowSeconds: 15 * 60 };
  */
 export async function finishTotpApproval(
   authn: AuthnContext,
-  input: {
-    interactionId: string;
-    customerId: string;
-    clientId: string;
-    details: OperationDetails;
-    code: string;
-    deviceHash?: string | undefined;
-  },
+  input: ApprovalInput & { code: string },
   meta?: RequestMeta,
 ): Promise<OperationApproval> {
   const refuse = (reason: string, code: LinkingErrorCode) =>
@@ -176,12 +171,7 @@ export async function finishTotpApproval(
 /** Records an approval (passkey or TOTP) with its evidence, and audits it. */
 async function storeApproval(
   db: Queryable,
-  input: {
-    interactionId: string;
-    clientId: string;
-    details: OperationDetails;
-    deviceHash?: string | undefined;
-  },
+  input: ApprovalInput,
   login: { customerId: string; acr: string; amr: string[]; authTime: number; credentialId: string },
   evidence: Record<string, unknown>,
   meta: RequestMeta | undefined,
