@@ -27,14 +27,17 @@ import {
   activeWithdrawalAccount,
   changeChannel,
   changeLimit,
+  changeProduct,
   channelStates,
   customerLimits,
   isChannel,
+  isProduct,
   LIMIT_NAMES,
   type LimitName,
   LinkingError,
   maskAccountNumber,
   type Policy,
+  productStates,
 } from '../linking/index.ts';
 import {
   addEmailChannel,
@@ -215,6 +218,7 @@ export function accountRoutes({
     const limits = await customerLimits(db, session.accountId, config.linking.defaultLimits);
     const withdrawalAccount = await activeWithdrawalAccount(db, session.accountId);
     const channels = await channelStates(db, session.accountId);
+    const products = await productStates(db, session.accountId, config.linking.defaultProducts);
     const [consents, notifications, passkeys, sessions, history] = await Promise.all([
       listActiveConsents(db, session.accountId),
       getNotificationSettings(db, session.accountId),
@@ -233,6 +237,7 @@ export function accountRoutes({
           holdUntil: withdrawalAccount.holdUntil,
         },
         channels,
+        products,
       },
       customerName: customer.rows[0]?.name_kanji ?? '',
       csrf: csrfFor(session),
@@ -514,6 +519,20 @@ export function accountRoutes({
     }),
   );
 
+  /** Who asks for a limit, channel or product change: how they signed in, frozen or not (for the policy). */
+  async function changer(ctx: Context, session: Session & { accountId: string }) {
+    const customer = await db.query<{ status: string }>('SELECT status FROM customers WHERE id = $1', [
+      session.accountId,
+    ]);
+    return {
+      acr: session.acr,
+      authTime: session.loginTs,
+      frozen: customer.rows[0]?.status === 'frozen',
+      actor: `customer:${session.accountId}`,
+      ip: ctx.ip,
+    };
+  }
+
   /**
    * Channels the customer does not use (issue 4, item 8): off at once; on again after a passkey
    * sign-in within 5 minutes and the policy's cool-off, like raising a limit.
@@ -524,20 +543,38 @@ export function accountRoutes({
       const action = body.get('action');
       if (!isChannel(channel) || (action !== 'disable' && action !== 'enable'))
         throw new HttpError(400, 'invalid_request', 'unknown channel or action');
-      const customer = await db.query<{ status: string }>('SELECT status FROM customers WHERE id = $1', [
-        session.accountId,
-      ]);
       await changeChannel(db, policy, {
         customerId: session.accountId,
         channel,
         enable: action === 'enable',
-        acr: session.acr,
-        authTime: session.loginTs,
-        frozen: customer.rows[0]?.status === 'frozen',
-        actor: `customer:${session.accountId}`,
-        ip: ctx.ip,
+        ...(await changer(ctx, session)),
       });
       return undefined;
+    }),
+  );
+
+  /**
+   * Products the customer allows trading in (issue 6, item 3): blocking applies at once; allowing is
+   * decided like raising a limit (a passkey sign-in within 5 minutes, then the cool-off).
+   */
+  router.post('/products', (ctx) =>
+    form(ctx, async (session, body) => {
+      const product = body.get('product');
+      const action = body.get('action');
+      if (!isProduct(product) || (action !== 'block' && action !== 'allow'))
+        throw new HttpError(400, 'invalid_request', 'unknown product or action');
+      const result = await changeProduct(db, policy, config.linking.defaultProducts, {
+        customerId: session.accountId,
+        product,
+        allow: action === 'allow',
+        ...(await changer(ctx, session)),
+      });
+      const t = messages(languageOf(ctx)).account;
+      return result.status === 'pending'
+        ? t.productPending
+        : result.status === 'blocked'
+          ? t.productBlocked
+          : undefined;
     }),
   );
 
@@ -551,18 +588,11 @@ export function accountRoutes({
       const amount = body.get('amount') ?? '';
       if (!LIMIT_NAMES.includes(limit as LimitName) || !/^\d{1,10}$/.test(amount))
         throw new LinkingError('ERR_LIMIT_INVALID');
-      const customer = await db.query<{ status: string }>('SELECT status FROM customers WHERE id = $1', [
-        session.accountId,
-      ]);
       const result = await changeLimit(db, policy, config.linking.defaultLimits, {
         customerId: session.accountId,
         limit: limit as LimitName,
         amount: Number(amount),
-        acr: session.acr,
-        authTime: session.loginTs,
-        frozen: customer.rows[0]?.status === 'frozen',
-        actor: `customer:${session.accountId}`,
-        ip: ctx.ip,
+        ...(await changer(ctx, session)),
       });
       const t = messages(languageOf(ctx)).account;
       return result.status === 'pending' ? t.limitPending : t.limitLowered;

@@ -213,6 +213,35 @@ export async function confirmTotpSetup(
   return { customerId };
 }
 
+/**
+ * Checks a code of an exempted customer who is already signed in, for an operation approval
+ * (src/linking/approvals): only while the exemption is open, once per time step (a code that signed
+ * the customer in does not approve anything). Throws ERR_TOTP_INVALID.
+ */
+export async function checkTotpCode(
+  ctx: AuthnContext,
+  input: { customerId: string; code: string },
+): Promise<AlternativeLogin> {
+  if (!(await activeExemption(ctx.db, input.customerId))) throw new AuthnError('ERR_TOTP_INVALID');
+  await acceptCode(ctx, input.customerId, input.code, true);
+  return {
+    customerId: input.customerId,
+    acr: ALTERNATIVE_MFA_ACR,
+    amr: ['otp'],
+    authTime: Math.floor(Date.now() / 1000),
+  };
+}
+
+/** Whether the customer has an open exemption and a confirmed TOTP authenticator. */
+export async function hasTotpAlternative(db: Queryable, customerId: string): Promise<boolean> {
+  const r = await db.query(
+    `SELECT 1 FROM mfa_exemptions e JOIN totp_credentials c ON c.customer_id = e.customer_id
+     WHERE e.customer_id = $1 AND e.ended_at IS NULL AND c.confirmed_at IS NOT NULL`,
+    [customerId],
+  );
+  return r.rowCount === 1;
+}
+
 export interface AlternativeLogin {
   customerId: string;
   acr: typeof ALTERNATIVE_MFA_ACR;

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { PRODUCTS } from '../linking/productCatalogue.ts';
 import { notifyConfigSchema } from '../notify/config.ts';
 import { registrationConfigSchema } from '../registration/config.ts';
 import { riskConfigSchema } from '../risk/config.ts';
@@ -384,6 +385,13 @@ const schema = z
             sweep_daily: z.number().int().min(0).max(1_000_000_000).default(1_000_000),
           })
           .prefault({}),
+        /**
+         * Products a customer who chose none allows trading in (catalogue: src/linking/productCatalogue.ts).
+         * Leveraged and FX products are off until the customer allows them (fresh passkey + cool-off).
+         */
+        defaultProducts: z
+          .array(z.enum(PRODUCTS))
+          .default(['domestic_equity', 'foreign_equity', 'investment_trust', 'bonds']),
         /** Daily sweep cap (yen) of a link the policy allows without a cap of its own. */
         defaultSweepCap: z.number().int().min(0).max(1e12).default(1_000_000),
         /** How long a customer has to finish signing in at the bank. */

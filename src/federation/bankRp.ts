@@ -3,6 +3,12 @@
  * authorization request (pushed when the bank advertises PAR; always PKCE S256, state and nonce),
  * the code exchange with private_key_jwt (the hub's sealed key) or a client secret, and what the
  * bank asserted: acr, amr, the account holder's name (plain or `verified_claims`) and the account.
+ *
+ * What the bank's discovery advertises, the hub uses (FAPI 2.0 toward banks that can): a signed
+ * request object (JAR, RFC 9101; ES256 with the hub's RP key) when it lists ES256 in
+ * `request_object_signing_alg_values_supported` and the hub authenticates with private_key_jwt, and
+ * DPoP-bound tokens (RFC 9449; the hub's sealed DPoP key) when it lists ES256 in
+ * `dpop_signing_alg_values_supported` — at PAR, the token endpoint and userinfo alike.
  */
 import { readFileSync } from 'node:fs';
 import * as client from 'openid-client';
@@ -10,7 +16,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import type { Config } from '../config/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { FederationError } from './errors.ts';
-import { loadRpKey, type RpKey } from './rpKey.ts';
+import { DPOP_SECRET_NAME, loadRpKey, type RpKey } from './rpKey.ts';
 
 export type BankConfig = Config['linking']['banks'][number];
 
@@ -30,6 +36,15 @@ export interface BankAssertion {
   names: string[];
   /** The bank account, masked ("001 普通 ****567"), when the bank named one. */
   accountMasked: string | undefined;
+  /** How the exchange with the bank was protected (for the audit log). */
+  protections: BankProtections;
+}
+
+/** Which of the bank's advertised protections the hub used. */
+export interface BankProtections {
+  par: boolean;
+  jar: boolean;
+  dpop: boolean;
 }
 
 export interface BankFederation {
@@ -127,14 +142,39 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
   const banks = o.config.linking.banks;
   const redirectUri = `${o.config.issuer}${BANK_CALLBACK_PATH}`;
   const discovered = new Map<string, Promise<client.Configuration>>();
-  let rpKey: Promise<RpKey> | undefined;
-  const key = () => {
-    rpKey ??= loadRpKey(o.db, o.kek).catch((err) => {
-      rpKey = undefined;
-      throw err;
-    });
-    return rpKey;
+  /** A sealed key, loaded once per process (a failed load is tried again next time). */
+  const cachedKey = (name?: string) => {
+    let loaded: Promise<RpKey> | undefined;
+    return () => {
+      loaded ??= loadRpKey(o.db, o.kek, name).catch((err) => {
+        loaded = undefined;
+        throw err;
+      });
+      return loaded;
+    };
   };
+  const key = cachedKey();
+  const dpopKey = cachedKey(DPOP_SECRET_NAME);
+
+  const offersEs256 = (config: client.Configuration, member: string) => {
+    const algs = (config.serverMetadata() as Record<string, unknown>)[member];
+    return Array.isArray(algs) && algs.includes('ES256');
+  };
+  function protectionsFor(bank: BankConfig, config: client.Configuration): BankProtections {
+    return {
+      par: Boolean(config.serverMetadata().pushed_authorization_request_endpoint),
+      jar:
+        bank.auth.method === 'private_key_jwt' &&
+        offersEs256(config, 'request_object_signing_alg_values_supported'),
+      dpop: offersEs256(config, 'dpop_signing_alg_values_supported'),
+    };
+  }
+  /** The DPoP handle for a bank that offers DPoP (a fresh handle keeps its own server nonce). */
+  async function dpopFor(config: client.Configuration, p: BankProtections) {
+    if (!p.dpop) return undefined;
+    const k = await dpopKey();
+    return client.getDPoPHandle(config, { privateKey: k.privateKey, publicKey: k.publicKey });
+  }
 
   const bankById = (id: string) => banks.find((b) => b.id === id);
 
@@ -184,10 +224,22 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
         ...(bank.claims ? { claims: JSON.stringify(bank.claims) } : {}),
         ...(bank.acrValues ? { acr_values: bank.acrValues.join(' ') } : {}),
       };
+      const p = protectionsFor(bank, config);
       try {
-        return config.serverMetadata().pushed_authorization_request_endpoint
-          ? await client.buildAuthorizationUrlWithPAR(config, params)
+        // JAR: the parameters travel as one request object signed with the hub's RP key.
+        const url = p.jar
+          ? await client.buildAuthorizationUrlWithJAR(config, params, {
+              key: (await key()).privateKey,
+              kid: (await key()).kid,
+            })
           : client.buildAuthorizationUrl(config, params);
+        if (!p.par) return url;
+        const DPoP = await dpopFor(config, p);
+        return await client.buildAuthorizationUrlWithPAR(
+          config,
+          url.searchParams,
+          DPoP ? { DPoP } : undefined,
+        );
       } catch (err) {
         throw asFederationError(err, 'authorization request');
       }
@@ -201,19 +253,35 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
           oauthError: error.slice(0, 60),
         });
       const config = await configuration(bank);
+      const protections = protectionsFor(bank, config);
       try {
-        const tokens = await client.authorizationCodeGrant(config, callbackUrl, {
-          pkceCodeVerifier: checks.codeVerifier,
-          expectedState: checks.state,
-          expectedNonce: checks.nonce,
-          idTokenExpected: true,
-        });
+        const DPoP = await dpopFor(config, protections);
+        const tokens = await client.authorizationCodeGrant(
+          config,
+          callbackUrl,
+          {
+            pkceCodeVerifier: checks.codeVerifier,
+            expectedState: checks.state,
+            expectedNonce: checks.nonce,
+            idTokenExpected: true,
+          },
+          undefined,
+          DPoP ? { DPoP } : undefined,
+        );
+        // A bank that offers DPoP must bind its token: a Bearer token there is a downgrade.
+        if (protections.dpop && tokens.token_type?.toLowerCase() !== 'dpop')
+          throw new FederationError('ERR_BANK_RESPONSE', 'the bank offers DPoP but issued an unbound token');
         const idToken = tokens.claims()!;
         let claims: Record<string, unknown> = { ...idToken };
         // Banks that keep names or the account out of the ID token give them at userinfo.
         const missing = !assertedNames(claims).length || claims[bank.accountClaim] === undefined;
         if (missing && config.serverMetadata().userinfo_endpoint) {
-          const info = await client.fetchUserInfo(config, tokens.access_token, idToken.sub);
+          const info = await client.fetchUserInfo(
+            config,
+            tokens.access_token,
+            idToken.sub,
+            DPoP ? { DPoP } : undefined,
+          );
           claims = { ...info, ...claims };
         }
         return {
@@ -224,6 +292,7 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
             : [],
           names: assertedNames(claims),
           accountMasked: maskBankAccount(claims[bank.accountClaim]),
+          protections,
         };
       } catch (err) {
         throw asFederationError(err, 'callback');

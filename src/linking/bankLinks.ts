@@ -456,6 +456,8 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
       bankAccountMasked: assertion.accountMasked ?? null,
       bankAcr: assertion.acr ?? null,
       bankAmr: assertion.amr,
+      // Which of the bank's advertised protections (PAR, JAR, DPoP) the exchange used.
+      bankProtections: assertion.protections,
     },
   });
 

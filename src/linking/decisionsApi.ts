@@ -1,6 +1,6 @@
 /**
- * `POST /api/institution/v1/decisions`: a brokerage asks the hub before it executes a withdrawal or
- * registers a new withdrawal account. It sends the operation, the customer's approval token (the
+ * `POST /api/institution/v1/decisions`: a brokerage asks the hub before it executes a withdrawal,
+ * registers a new withdrawal account, pulls a sweep or executes an order in a product (`trade`). It sends the operation, the customer's approval token (the
  * access token of the approval flow, whose grant carries the passkey approval) and the operation's
  * details; the hub spends the approval, derives the facts, and answers with the policy's decision
  * and its reasons. Caller: a member institution's client with `institution:decisions`.
@@ -22,6 +22,7 @@ import {
   type InstitutionCaller,
   institutionIdOf,
 } from '../api/index.ts';
+import { activeExemption } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, readBody } from '../http/index.ts';
@@ -43,6 +44,7 @@ import { LinkingError } from './errors.ts';
 import { customerLimits, type Limits, recordWithdrawal, withdrawnToday } from './limits.ts';
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';
 import type { Policy } from './policy/parsePolicy.ts';
+import { PRODUCTS, type Product, productStates } from './products.ts';
 import { activeWithdrawalAccount, registerWithdrawalAccount, sameBankAccount } from './withdrawalAccounts.ts';
 
 export interface DecisionRoutesOptions {
@@ -51,6 +53,8 @@ export interface DecisionRoutesOptions {
   config: Config;
   policy: Policy;
   defaultLimits: Limits;
+  /** Products a customer who chose none allows; default: config linking.defaultProducts. */
+  defaultProducts?: readonly Product[];
   /** The customer's current risk level; default: what the risk engine keeps (src/risk), low when none. */
   riskLevel?: (customerId: string) => Promise<'low' | 'medium' | 'high'>;
 }
@@ -70,6 +74,19 @@ const sweepRequest = z.strictObject({
   reference: z.string().regex(/^[\x21-\x7e]{1,128}$/, '1–128 printable ASCII characters'),
   /** The bank approved this amount with a phishing-resistant method (what the policy wants above the cap). */
   bankApprovalBound: z.boolean().default(false),
+});
+
+/** An order in a product, asked by the brokerage of the customer's account before it executes it. */
+const tradeRequest = z.strictObject({
+  operation: z.literal('trade'),
+  /** The brokerage account (accounts.id) the order is for: it names the customer. */
+  accountId: z.string().min(1).max(128),
+  product: z.enum(PRODUCTS),
+  /** The brokerage's order reference, kept in the audit log. */
+  reference: z
+    .string()
+    .regex(/^[\x21-\x7e]{1,128}$/, '1–128 printable ASCII characters')
+    .optional(),
 });
 
 const DETAIL_TYPE = {
@@ -95,6 +112,7 @@ export function decisionRoutes({
   config,
   policy,
   defaultLimits,
+  defaultProducts = config.linking.defaultProducts,
   riskLevel = async (customerId) => {
     const r = await db.query<{ level: string }>('SELECT level FROM risk_levels WHERE customer_id = $1', [
       customerId,
@@ -166,6 +184,7 @@ export function decisionRoutes({
       await riskLevel(customerId),
     ];
     const amount = Number(d.instructedAmount.amount);
+    const exempted = (await activeExemption(db, customerId)) !== undefined;
     const registered = account !== undefined && sameBankAccount(account, d.destination);
     const decision = await decide(
       db,
@@ -182,10 +201,12 @@ export function decisionRoutes({
         destinationInCoolOff: registered && account!.holdUntil.getTime() > Date.now(),
         amount,
         overDailyCap: used + amount > limits.current.withdrawal_daily,
+        dailyTotal: used + amount,
         newDevice: approval.newDevice,
         riskLevel: risk,
         frozen: customer.status === 'frozen',
         channelDisabled: await channelDisabled(db, customerId, 'withdrawals'),
+        exempted,
       },
       {
         customerId,
@@ -298,6 +319,54 @@ export function decisionRoutes({
     answer(ctx, decision, {});
   }
 
+  /**
+   * An order in a product, asked by the brokerage of the account: the customer's allowed products
+   * (src/linking/products.ts), risk and freeze decide. A refusal the policy wants told reaches the
+   * customer as a security alert (an order they may not have placed).
+   */
+  async function trade(ctx: Context, caller: InstitutionCaller, body: unknown) {
+    const parsed = tradeRequest.safeParse(body);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0]!;
+      throw new ApiError(400, 'invalid_request', `${i.path.join('.') || 'body'}: ${i.message}`);
+    }
+    const { accountId, product, reference } = parsed.data;
+    const account = await db.query<{ customer_id: string }>(
+      "SELECT customer_id FROM accounts WHERE id = $1 AND institution_id = $2 AND status = 'open'",
+      [accountId, caller.institutionId],
+    );
+    const customerId = account.rows[0]?.customer_id;
+    if (!customerId) throw new ApiError(404, 'not_found', 'no such open account at this institution');
+    const state = (await productStates(db, customerId, defaultProducts)).find((p) => p.product === product)!;
+    const customer = await customerFacts(customerId);
+    const decision = await decide(
+      db,
+      policy,
+      'trade',
+      {
+        product,
+        productAllowed: state.allowed,
+        productPending: state.allowAt !== null,
+        riskLevel: await riskLevel(customerId),
+        frozen: customer.status === 'frozen',
+      },
+      {
+        customerId,
+        actor: `client:${caller.clientId}`,
+        clientId: caller.clientId,
+        subject: { accountId, product, ...(reference ? { reference } : {}) },
+      },
+    );
+    if (decision.decision === 'deny' && decision.obligations.notify?.includes('customer'))
+      await notifyCustomer(db, {
+        customerId,
+        kind: 'security_alert',
+        data: { reason: 'suspicious_activity', action: 'none' },
+        ...(reference ? { dedupeKey: `trade:${caller.institutionId}:${reference}` } : {}),
+      });
+    answer(ctx, decision, state.allowAt ? { allowAt: state.allowAt } : {});
+  }
+
   /** The decision as the endpoint tells it: rules, reasons, obligations, policy version. */
   function answer(ctx: Context, decision: PolicyDecision, extra: object) {
     ctx.set('cache-control', 'no-store');
@@ -327,8 +396,13 @@ export function decisionRoutes({
           err.message,
         );
       }
-      if ((body as { operation?: unknown } | null)?.operation === 'sweep_pull') {
+      const asked = (body as { operation?: unknown } | null)?.operation;
+      if (asked === 'sweep_pull') {
         await sweep(ctx, caller, body);
+        return;
+      }
+      if (asked === 'trade') {
+        await trade(ctx, caller, body);
         return;
       }
       const parsed = request.safeParse(body);

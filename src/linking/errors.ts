@@ -3,6 +3,9 @@ export type LinkingErrorCode =
   | 'ERR_APPROVAL_NOT_FOUND'
   | 'ERR_APPROVAL_USED'
   | 'ERR_APPROVAL_EXPIRED'
+  | 'ERR_APPROVAL_TOTP'
+  | 'ERR_APPROVAL_TOTP_ATTEMPTS'
+  | 'ERR_APPROVAL_NEEDS_PASSKEY'
   | 'ERR_LIMIT_INVALID'
   | 'ERR_LIMIT_NEEDS_FRESH_PASSKEY'
   | 'ERR_LIMIT_DENIED';
@@ -13,6 +16,11 @@ const MESSAGES: Record<LinkingErrorCode, string> = {
   ERR_APPROVAL_NOT_FOUND: 'No approval of this operation was found.',
   ERR_APPROVAL_USED: 'This approval has already been used.',
   ERR_APPROVAL_EXPIRED: 'This approval has expired.',
+  ERR_APPROVAL_TOTP:
+    'The one-time code is wrong, was already used, or one-time codes are not enabled for you.',
+  ERR_APPROVAL_TOTP_ATTEMPTS: 'Too many wrong one-time codes. Please wait 15 minutes and try again.',
+  ERR_APPROVAL_NEEDS_PASSKEY:
+    'This operation cannot be approved with a one-time code. Please use your brokerage’s written procedure.',
   ERR_LIMIT_INVALID: 'The limit must be a whole number of yen.',
   ERR_LIMIT_NEEDS_FRESH_PASSKEY: 'Raising a limit needs a passkey sign-in within the last 5 minutes.',
   ERR_LIMIT_DENIED: 'This limit cannot be raised now. Please contact us.',

@@ -10,6 +10,7 @@ export {
   attachApprovalToGrant,
   consumeApproval,
   finishOperationApproval,
+  finishTotpApproval,
   type OperationApproval,
   startOperationApproval,
 } from './approvals/approvals.ts';
@@ -91,6 +92,15 @@ export {
   PolicyError,
   parsePolicy,
 } from './policy/parsePolicy.ts';
+export {
+  changeProduct,
+  isProduct,
+  PRODUCTS,
+  type Product,
+  type ProductChange,
+  type ProductState,
+  productStates,
+} from './products.ts';
 export { type LinkingRoutesOptions, linkingRoutes } from './routes.ts';
 export {
   activeWithdrawalAccount,

@@ -3,6 +3,8 @@
  * document by src/api/openapi.ts. References the document's shared components (error responses,
  * headers, parameters) by name.
  */
+import { PRODUCTS } from './productCatalogue.ts';
+
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const errors = (...statuses: number[]) =>
   Object.fromEntries(statuses.map((s) => [String(s), { $ref: `#/components/responses/E${s}` }]));
@@ -99,11 +101,13 @@ const decisions = {
   post: {
     operationId: 'decideOperation',
     summary:
-      'Ask for the withdrawal-strength policy’s decision before a withdrawal, a withdrawal-account change or a sweep pull',
+      'Ask for the withdrawal-strength policy’s decision before a withdrawal, a withdrawal-account change, a sweep pull or an order (trade)',
     description:
       'Withdrawal and account change: the customer’s approval token (from the approval flow with ' +
       'authorization_details) is spent once; the details must be exactly the approved ones. Sweep pull: ' +
-      'the brokerage of the link asks, one decision per reference. Every decision is audited.',
+      'the brokerage of the link asks, one decision per reference. Trade: the brokerage of the account asks ' +
+      'before an order in a product; the customer’s allowed products decide (unknown account: 404). Every ' +
+      'decision is audited.',
     'x-kakehashi-status': 'served',
     tags: ['links'],
     security: [{ institution: ['institution:decisions'] }],
@@ -144,6 +148,15 @@ const decisions = {
             },
             ['operation', 'linkId', 'amount', 'reference'],
           ),
+          object(
+            {
+              operation: str({ const: 'trade' }),
+              accountId: str({ maxLength: 128 }),
+              product: str({ enum: [...PRODUCTS] }),
+              reference: str({ maxLength: 128 }),
+            },
+            ['operation', 'accountId', 'product'],
+          ),
         ],
       }),
     },
@@ -163,6 +176,7 @@ const decisions = {
               policyVersion: str(),
               approvalId: str(),
               holdUntil: str({ format: 'date-time' }),
+              allowAt: str({ format: 'date-time' }),
             },
             ['operation', 'decision', 'decidedBy', 'reasons', 'matched', 'obligations', 'policyVersion'],
           ),

@@ -5,6 +5,7 @@
  * else is an enumerated value the templates turn into fixed wording.
  */
 import { z } from 'zod';
+import { PRODUCTS } from '../linking/productCatalogue.ts';
 import { NotifyError } from './errors.ts';
 
 export const NOTIFICATION_KINDS = [
@@ -25,6 +26,7 @@ export const NOTIFICATION_KINDS = [
   'bank_link',
   'sweep',
   'channel_changed',
+  'products_changed',
 ] as const;
 
 export type NotificationKind = (typeof NOTIFICATION_KINDS)[number];
@@ -43,6 +45,7 @@ export const CRITICAL_KINDS: ReadonlySet<NotificationKind> = new Set<Notificatio
   'security_alert',
   'bank_link',
   'channel_changed',
+  'products_changed',
 ]);
 
 export function isCriticalKind(kind: NotificationKind): boolean {
@@ -144,6 +147,12 @@ export const DATA_SCHEMAS = {
   channel_changed: z.strictObject({
     channel: z.enum(['aggregator_access', 'withdrawals', 'sweeps']),
     enabled: z.boolean(),
+    effectiveAt: instant.optional(),
+  }),
+  /** A product was blocked for trading, or will be allowed from effectiveAt (src/linking/products.ts). */
+  products_changed: z.strictObject({
+    product: z.enum(PRODUCTS),
+    allowed: z.boolean(),
     effectiveAt: instant.optional(),
   }),
 } satisfies Record<NotificationKind, z.ZodType>;

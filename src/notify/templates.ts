@@ -9,6 +9,7 @@
  * Instead of links, every message tells the customer to open the app or website themselves and to
  * call the number in the documents they already have.
  */
+import { PRODUCT_NAMES } from '../linking/productCatalogue.ts';
 import { NotifyError } from './errors.ts';
 import { type NotificationKind, type ParsedNotificationData, parseNotificationData } from './kinds.ts';
 
@@ -332,6 +333,12 @@ const ja: LanguagePack = {
       details: [['再開される日時', f.time(d.effectiveAt)]],
       advice: JA_CONTACT_US,
     }),
+    products_changed: (d, f) => ({
+      title: d.allowed ? 'お取引商品の許可のお知らせ' : 'お取引商品の停止のお知らせ',
+      lead: `${PRODUCT_NAMES.ja[d.product]}のお取引を${d.allowed ? '許可します' : '停止しました'}。`,
+      details: [['お取引できる日時', f.time(d.effectiveAt)]],
+      advice: JA_CONTACT_US,
+    }),
     sweep: (d, f) => ({
       title: {
         allowed: '銀行口座からの入金（スイープ）のお知らせ',
@@ -585,6 +592,12 @@ const en: LanguagePack = {
       title: d.enabled ? 'A channel will be switched on again' : 'A channel was switched off',
       lead: `${{ aggregator_access: 'Access to your account information by connected services', withdrawals: 'Withdrawals over the internet', sweeps: 'Automatic transfers (sweeps) from your bank account' }[d.channel]} ${d.enabled ? 'will be possible again' : 'was switched off'}.`,
       details: [['Possible again from', f.time(d.effectiveAt)]],
+      advice: EN_CONTACT_US,
+    }),
+    products_changed: (d, f) => ({
+      title: d.allowed ? 'A product will be allowed for trading' : 'A product was blocked for trading',
+      lead: `Trading in ${PRODUCT_NAMES.en[d.product].toLowerCase()} ${d.allowed ? 'will be possible' : 'was switched off'}.`,
+      details: [['Possible from', f.time(d.effectiveAt)]],
       advice: EN_CONTACT_US,
     }),
     sweep: (d, f) => ({

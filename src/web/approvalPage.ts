@@ -18,6 +18,11 @@ export interface ApprovalView {
   accountType: 'ordinary' | 'current' | 'savings';
   accountMasked: string;
   holderName: string;
+  /**
+   * The customer is exempted from passkeys and has an authenticator app: a withdrawal can be
+   * approved with a one-time code (lower cap); a new withdrawal account cannot.
+   */
+  oneTimeCode?: boolean;
 }
 
 const TEXT = {
@@ -35,6 +40,12 @@ const TEXT = {
     reject: '承認しない',
     working: '確認しています…',
     unsupported: 'このブラウザはパスキーに対応していません。',
+    codeLead:
+      'パスキーをお使いでない場合は、認証アプリのワンタイムパスワードで承認できます。ワンタイムパスワードはフィッシングの恐れがあるため、この方法での出金は1日10万円までです。',
+    code: 'ワンタイムパスワード（6桁）',
+    approveCode: 'ワンタイムパスワードで承認する',
+    noCode:
+      '出金先口座の変更は、ワンタイムパスワードでは承認できません。お取引の証券会社の書面でのお手続きをご利用ください。',
   },
   en: {
     title: {
@@ -53,6 +64,12 @@ const TEXT = {
     reject: 'Do not approve',
     working: 'Checking…',
     unsupported: 'This browser does not support passkeys.',
+    codeLead:
+      'Without a passkey you can approve with a one-time code from your authenticator app. One-time codes can be phished, so withdrawals approved this way are limited to 100,000 yen a day.',
+    code: 'One-time code (6 digits)',
+    approveCode: 'Approve with one-time code',
+    noCode:
+      'A new withdrawal account cannot be approved with a one-time code. Please use your brokerage’s written procedure.',
   },
 } as const;
 
@@ -74,6 +91,17 @@ ${v.amount !== undefined ? html`<dt>${t.amount}</dt><dd id="approval-amount">${y
 <p class="notice">${t.caution}</p>
 <p id="error" class="error" role="alert" hidden></p>
 <button type="button" id="passkey-login" data-endpoint="/interaction/${p.uid}/approval" data-working="${t.working}" data-unsupported="${t.unsupported}">${t.approve}</button>
+${
+  v.oneTimeCode
+    ? v.kind === 'withdrawal'
+      ? html`<section id="approval-code"><p class="notice">${t.codeLead}</p>
+<form id="approval-totp-form" data-uid="${p.uid}" data-working="${t.working}">
+<label>${t.code}<input name="code" id="approval-code-input" required autocomplete="one-time-code" inputmode="numeric" maxlength="6"></label>
+<button type="submit" id="approval-totp-button">${t.approveCode}</button>
+</form></section>`
+      : html`<p class="notice" id="approval-no-code">${t.noCode}</p>`
+    : ''
+}
 <form method="post" action="/interaction/${p.uid}/abort"><button type="submit" class="secondary" id="cancel">${t.reject}</button></form>`,
     { scripts: ['/assets/simplewebauthn-browser.js', '/assets/passkey.js'] },
   );

@@ -1,9 +1,10 @@
 /**
  * The security page's limits section: daily withdrawal and sweep limits (lowering applies at once;
  * raising needs a passkey sign-in within 5 minutes and waits for a cool-off), raises still waiting,
- * and the registered withdrawal account with its hold.
+ * the registered withdrawal account with its hold, channels and the products the customer allows.
  */
 
+import { PRODUCT_NAMES, type Product } from '../linking/productCatalogue.ts';
 import { html, type SafeHtml } from './html.ts';
 import type { Lang } from './i18n.ts';
 import { when } from './pages.ts';
@@ -18,6 +19,8 @@ export interface LimitsView {
     enabled: boolean;
     enableAt: Date | null;
   }>;
+  /** Products the customer allows trading in (blocking applies at once; allowing waits). */
+  products?: Array<{ product: Product; allowed: boolean; allowAt: Date | null }>;
 }
 
 const TEXT = {
@@ -43,6 +46,14 @@ const TEXT = {
     switchOff: '停止する',
     switchOn: '再開する',
     reopens: (at: string) => `${at} に再開します`,
+    products: 'お取引する商品',
+    productsLead:
+      'お取引しない商品は停止できます。停止はすぐに反映され、許可には直近のパスキー認証と一定時間が必要です。停止中の商品のご注文はお受けしません。',
+    allowed: '取引可',
+    blocked: '停止中',
+    block: '停止する',
+    allow: '許可する',
+    opens: (at: string) => `${at} からお取引いただけます`,
   },
   en: {
     title: 'Limits and withdrawal account',
@@ -66,6 +77,14 @@ const TEXT = {
     switchOff: 'Switch off',
     switchOn: 'Switch on',
     reopens: (at: string) => `On again from ${at}`,
+    products: 'Products you trade',
+    productsLead:
+      'Switch off products you do not trade. Switching off applies at once; allowing needs a recent passkey sign-in and a waiting period. Orders in a switched-off product are refused.',
+    allowed: 'Allowed',
+    blocked: 'Off',
+    block: 'Switch off',
+    allow: 'Allow',
+    opens: (at: string) => `Allowed from ${at}`,
   },
 } as const;
 
@@ -82,15 +101,54 @@ export function limitsSection(p: { lang: Lang; csrf: SafeHtml; view: LimitsView 
   };
   const account = p.view.withdrawalAccount;
   const channels = p.view.channels ?? [];
-  const channelRow = (c: NonNullable<LimitsView['channels']>[number]) =>
-    html`<tr data-channel-name="${c.channel}"><td>${t[c.channel]}</td><td class="state">${c.enabled ? t.on : t.off}${
-      c.enableAt ? html`<br><small class="pending">${t.reopens(when(c.enableAt, p.lang))}</small>` : ''
+  /** Something switched off at once and on again after a cool-off: its state, the wait, one button. */
+  const switchRow = (r: {
+    attrs: SafeHtml;
+    name: string;
+    on: boolean;
+    state: string;
+    waitsUntil: string | undefined;
+    path: string;
+    field: string;
+    value: string;
+    action: string;
+    button: string;
+  }) =>
+    html`<tr ${r.attrs}><td>${r.name}</td><td class="state">${r.state}${
+      r.waitsUntil ? html`<br><small class="pending">${r.waitsUntil}</small>` : ''
     }</td>
 <td>${
-      c.enabled || !c.enableAt
-        ? html`<form method="post" action="/account/channels" class="inline">${p.csrf}<input type="hidden" name="channel" value="${c.channel}"><input type="hidden" name="action" value="${c.enabled ? 'disable' : 'enable'}"><button type="submit" class="secondary">${c.enabled ? t.switchOff : t.switchOn}</button></form>`
+      r.on || !r.waitsUntil
+        ? html`<form method="post" action="${r.path}" class="inline">${p.csrf}<input type="hidden" name="${r.field}" value="${r.value}"><input type="hidden" name="action" value="${r.action}"><button type="submit" class="secondary">${r.button}</button></form>`
         : ''
     }</td></tr>`;
+  const channelRow = (c: NonNullable<LimitsView['channels']>[number]) =>
+    switchRow({
+      attrs: html`data-channel-name="${c.channel}"`,
+      name: t[c.channel],
+      on: c.enabled,
+      state: c.enabled ? t.on : t.off,
+      waitsUntil: c.enableAt ? t.reopens(when(c.enableAt, p.lang)) : undefined,
+      path: '/account/channels',
+      field: 'channel',
+      value: c.channel,
+      action: c.enabled ? 'disable' : 'enable',
+      button: c.enabled ? t.switchOff : t.switchOn,
+    });
+  const products = p.view.products ?? [];
+  const productRow = (x: NonNullable<LimitsView['products']>[number]) =>
+    switchRow({
+      attrs: html`data-product="${x.product}" data-allowed="${String(x.allowed)}"`,
+      name: PRODUCT_NAMES[p.lang][x.product],
+      on: x.allowed,
+      state: x.allowed ? t.allowed : t.blocked,
+      waitsUntil: x.allowAt ? t.opens(when(x.allowAt, p.lang)) : undefined,
+      path: '/account/products',
+      field: 'product',
+      value: x.product,
+      action: x.allowed ? 'block' : 'allow',
+      button: x.allowed ? t.block : t.allow,
+    });
   return html`<h2>${t.title}</h2>
 <p>${t.lead}</p>
 <table id="limits"><tbody>${row('withdrawal_daily')}${row('sweep_daily')}</tbody></table>
@@ -107,6 +165,11 @@ export function limitsSection(p: { lang: Lang; csrf: SafeHtml; view: LimitsView 
 ${
   channels.length
     ? html`<h3>${t.channels}</h3><p>${t.channelsLead}</p><table id="channels"><tbody>${channels.map(channelRow)}</tbody></table>`
+    : ''
+}
+${
+  products.length
+    ? html`<h3>${t.products}</h3><p>${t.productsLead}</p><table id="products"><tbody>${products.map(productRow)}</tbody></table>`
     : ''
 }`;
 }

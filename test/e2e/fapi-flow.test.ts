@@ -5,12 +5,19 @@
  * GET /api/v1/accounts with DPoP returning exactly the consented account. Then the aggregator
  * journey with RFC 9396 authorization_details: two of three accounts, reads, pagination, and the
  * customer disconnecting the app on the security page — the next read is 401. And a brokerage's
- * withdrawal approval: the approval page, the passkey, the token carrying exactly the details.
+ * withdrawal approval: the approval page, the passkey, the token carrying exactly the details; and
+ * the same approval by a customer exempted from passkeys, with a one-time code.
  */
 import * as client from 'openid-client';
+import * as OTPAuth from 'otpauth';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import {
+  confirmTotpSetup,
+  grantExemption,
+  issueEnrollmentTicket,
+  startTotpSetup,
+} from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { addVirtualAuthenticator, launchBrowser } from '../support/browser.ts';
@@ -285,5 +292,98 @@ describe('operation-bound step-up in a real browser', () => {
       acr: 'phr',
       grant_id: tokens.grant_id,
     });
+  });
+
+  it('an exempted customer signs in and approves the withdrawal with one-time codes', async () => {
+    const customerId = 'cus_e2e_exempt';
+    await t.hub.db.query(
+      `INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana)
+       VALUES ($1, $2, '10000088', '鈴木 一郎', 'スズキ イチロウ')`,
+      [customerId, DEMO_INSTITUTION_ID],
+    );
+    await t.hub.db.query(
+      `INSERT INTO accounts (id, customer_id, institution_id, kind, tax_category, branch_code, account_number, nickname, opened_on)
+       VALUES ('acc_e2e_exempt', $1, $2, 'securities', 'specific', '001', '5550001', '特定口座', '2021-01-04')`,
+      [customerId, DEMO_INSTITUTION_ID],
+    );
+    await grantExemption(t.hub.db, {
+      customerId,
+      reason: 'パスキー対応端末がない',
+      grantedBy: 'operator:test',
+    });
+    const ticket = await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' });
+    const { secret } = await startTotpSetup(t.hub.authn, {
+      customerId,
+      ticketId: ticket.ticketId,
+      interactionId: 'e2e-totp-setup',
+    });
+    /** The current code, with the once-per-step guard reset (sign-in and approval fall in one step). */
+    const code = async () => {
+      await t.hub.db.query('UPDATE totp_credentials SET last_step = 0 WHERE customer_id = $1', [customerId]);
+      return new OTPAuth.TOTP({
+        secret: OTPAuth.Secret.fromBase32(secret),
+        digits: 6,
+        period: 30,
+      }).generate();
+    };
+    await confirmTotpSetup(t.hub.authn, { interactionId: 'e2e-totp-setup', code: await code() });
+
+    const brokerage = await registeredRp(t, 'e2e-brokerage-totp', {
+      scope: 'openid',
+      institution_id: DEMO_INSTITUTION_ID,
+    });
+    const details = {
+      type: 'withdrawal',
+      instructedAmount: { amount: '30000', currency: 'JPY' },
+      sourceAccountId: 'acc_e2e_exempt',
+      destination: {
+        bankCode: '0005',
+        bankName: 'かけはし銀行',
+        branchCode: '123',
+        accountType: 'ordinary',
+        accountNumber: '2223334',
+        holderName: 'スズキ イチロウ',
+      },
+    };
+    const auth = await startAuthorization(brokerage, 'openid', {
+      authorization_details: JSON.stringify([details]),
+    });
+    const context = await browser.newContext({ locale: 'ja-JP' });
+    let callback: URL | undefined;
+    await context.route(
+      (u) => u.hostname === 'e2e-brokerage-totp.example',
+      (route) => {
+        callback = new URL(route.request().url());
+        return route.fulfill({ status: 200, body: 'ok' });
+      },
+    );
+    const page = await context.newPage();
+    await page.goto(auth.url.href);
+    await page.click('#alternative-link');
+    await page.fill('#customerNumber', '10000088');
+    await page.fill('#code', await code());
+    await page.click('#alternative-button');
+
+    await page.waitForSelector('#approval-code');
+    expect(await page.textContent('#approval-amount')).toBe('30,000円');
+    expect(await page.textContent('#approval-code')).toContain('1日10万円まで');
+    await page.fill('#approval-code-input', '000000');
+    await page.click('#approval-totp-button');
+    await page.waitForSelector('#error:not([hidden])');
+    expect(await page.textContent('#error')).toContain('one-time code');
+    await page.fill('#approval-code-input', await code());
+    await page.click('#approval-totp-button');
+    await expect.poll(() => callback?.hostname, { timeout: 10_000 }).toBe('e2e-brokerage-totp.example');
+    await context.close();
+
+    const tokens = await redeem(brokerage, auth, callback!);
+    expect(tokens.authorization_details).toEqual([details]);
+    const approval = await t.hub.db.query<{ acr: string; grant_id: string; evidence: { method: string } }>(
+      'SELECT acr, grant_id, evidence FROM operation_approvals WHERE customer_id = $1',
+      [customerId],
+    );
+    expect(approval.rows).toEqual([
+      { acr: 'otp', grant_id: tokens.grant_id, evidence: expect.objectContaining({ method: 'totp' }) },
+    ]);
   });
 });

@@ -1,11 +1,13 @@
 /**
  * The customer's security page in a real browser: sign in there with a passkey, add a second
  * passkey (after a fresh sign-in), rename and remove passkeys (never the last), see and end other
- * sessions, read the sign-in history, and end every session.
+ * sessions, read the sign-in history, and end every session. Then the limits section: lower a daily
+ * limit, switch a product off (at once) and allow one (waits for the cool-off), in Japanese and English.
  */
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import { customerLimits, productStates } from '../../src/linking/index.ts';
 import { addVirtualAuthenticator, launchBrowser, type VirtualAuthenticator } from '../support/browser.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { demoRp, startAuthorization } from '../support/rp.ts';
@@ -133,5 +135,66 @@ describe('security page', () => {
     );
     expect(audit.rows.map((r) => r.data.all ?? false)).toEqual([false, true]);
     await context.close();
+  });
+});
+
+describe('limits and allowed products on the security page', () => {
+  const product = (page: Page, name: string) => page.locator(`#products tr[data-product="${name}"]`);
+
+  it('lowers a limit, switches foreign shares off at once and allows margin trading after the waiting period', async () => {
+    const context = await browser.newContext({ locale: 'ja-JP' });
+    const page = await context.newPage();
+    await addVirtualAuthenticator(context, page);
+    await enrollThroughAuthorization(page);
+    await context.clearCookies();
+    await signInAtAccount(page);
+    const customerId = t.hub.demo!.customerId;
+
+    expect(await page.textContent('#products')).toContain('外国株式');
+    expect(await product(page, 'foreign_equity').getAttribute('data-allowed')).toBe('true');
+    expect(await product(page, 'margin').getAttribute('data-allowed')).toBe('false');
+
+    await page.fill('#limits tr[data-limit="withdrawal_daily"] input[name="amount"]', '200000');
+    await page.click('#limits tr[data-limit="withdrawal_daily"] button');
+    await page.waitForSelector('#limits');
+    expect(await page.textContent('#limits tr[data-limit="withdrawal_daily"] .amount')).toBe('200,000円');
+    expect(
+      (await customerLimits(t.hub.db, customerId, t.hub.config.linking.defaultLimits)).current,
+    ).toMatchObject({
+      withdrawal_daily: 200_000,
+    });
+
+    await product(page, 'foreign_equity').locator('button').click();
+    await page.waitForSelector('#products tr[data-product="foreign_equity"][data-allowed="false"]');
+    expect(await page.textContent('body')).toContain('この商品のお取引を停止しました。');
+    expect(await product(page, 'foreign_equity').textContent()).toContain('停止中');
+
+    // Signed in a moment ago: allowing is accepted and waits for the cool-off; no button meanwhile.
+    await product(page, 'margin').locator('button').click();
+    await page.waitForSelector('#products tr[data-product="margin"] .pending');
+    expect(await product(page, 'margin').textContent()).toContain('からお取引いただけます');
+    expect(await product(page, 'margin').locator('button').count()).toBe(0);
+    const states = await productStates(t.hub.db, customerId, t.hub.config.linking.defaultProducts);
+    expect(states.find((s) => s.product === 'margin')).toMatchObject({
+      allowed: false,
+      allowAt: expect.any(Date),
+    });
+    expect(states.find((s) => s.product === 'foreign_equity')).toMatchObject({
+      allowed: false,
+      allowAt: null,
+    });
+    await context.close();
+
+    // The same page in English.
+    const en = await browser.newContext({ locale: 'en-US' });
+    const enPage = await en.newPage();
+    await addVirtualAuthenticator(en, enPage);
+    await enrollThroughAuthorization(enPage);
+    await en.clearCookies();
+    await signInAtAccount(enPage);
+    expect(await enPage.textContent('#products')).toContain('Foreign shares');
+    expect(await product(enPage, 'foreign_equity').textContent()).toContain('Off');
+    expect(await product(enPage, 'margin').textContent()).toContain('Allowed from');
+    await en.close();
   });
 });

@@ -41,6 +41,8 @@ let otpBank: UpstreamOp;
 let passwordBank: UpstreamOp;
 let customerId: string;
 let accountId: string;
+/** Access tokens the passkey bank issued: their type and DPoP binding. */
+const issued: Array<{ tokenType: string | undefined; jkt: string | undefined }> = [];
 /** fetch that trusts the hub's CA and every bank's. */
 let browserFetch: typeof globalThis.fetch;
 
@@ -56,6 +58,8 @@ beforeAll(async () => {
       claims: YAMADA,
       login: { acr: 'urn:a-bank:loa:transfer-2', amr: ['hwk', 'user'] },
       requirePar: true,
+      // A FAPI bank: signed request objects only, and (below) DPoP-bound tokens only.
+      requireSignedRequestObject: true,
       profileClaims: ['bank_account'],
     }),
     startUpstreamOp({
@@ -108,6 +112,9 @@ beforeAll(async () => {
       ],
     },
   });
+  passkeyBank.provider.on('access_token.saved', (token) => {
+    issued.push({ tokenType: token.tokenType, jkt: token.jkt });
+  });
   const redirect = `${t.issuer}/account/links/callback`;
   const jwks = await (await t.fetch(`${t.issuer}/federation/jwks.json`)).json();
   await passkeyBank.addClient({
@@ -116,6 +123,8 @@ beforeAll(async () => {
     token_endpoint_auth_method: 'private_key_jwt',
     token_endpoint_auth_signing_alg: 'ES256',
     id_token_signed_response_alg: 'ES256',
+    request_object_signing_alg: 'ES256',
+    dpop_bound_access_tokens: true,
     jwks,
   });
   for (const bank of [otpBank, passwordBank])
@@ -206,7 +215,7 @@ const events = async (institution: string, type: string) =>
   ).rows;
 const decisions = async () =>
   (
-    await t.hub.db.query<{ type: string; data: { decidedBy: string[] } }>(
+    await t.hub.db.query<{ type: string; data: { decidedBy: string[]; subject: Record<string, unknown> } }>(
       "SELECT type, data FROM audit_events WHERE type LIKE 'policy.create_sweep_link.%' ORDER BY id",
     )
   ).rows;
@@ -219,7 +228,7 @@ async function removeAll() {
 }
 
 describe('create_sweep_link, every policy row', () => {
-  it('links a passkey bank (PAR, private_key_jwt): full default cap, everyone told', async () => {
+  it('links a passkey bank (PAR, JAR, DPoP, private_key_jwt): full default cap, everyone told', async () => {
     const { result, res } = await linkAt('a-bank');
     expect(result).toBe('linked');
     expect(res.text).not.toContain('id="policy-notice"');
@@ -237,6 +246,14 @@ describe('create_sweep_link, every policy row', () => {
       type: 'policy.create_sweep_link.allow',
       data: { decidedBy: ['link.allow'] },
     });
+    // The bank requires a signed request object at PAR and DPoP-bound tokens: the hub used both, and
+    // the token the bank issued is bound to the hub's DPoP key.
+    expect((await decisions()).at(-1)!.data.subject.bankProtections).toEqual({
+      par: true,
+      jar: true,
+      dpop: true,
+    });
+    expect(issued.at(-1)).toMatchObject({ tokenType: 'DPoP', jkt: expect.any(String) });
     expect(await outbox('linked')).toEqual([
       { event: 'linked', bankName: 'あおぞら銀行', accountMasked: '123 普通 ****321', capAmount: 1_000_000 },
     ]);
@@ -255,6 +272,12 @@ describe('create_sweep_link, every policy row', () => {
 
   it('links an OTP bank with the reduced cap and the notice, matching kana despite hiragana and spaces', async () => {
     const { result, res } = await linkAt('otp-bank');
+    // A client-secret bank: no request object (nothing to sign it with), DPoP since it offers it.
+    expect((await decisions()).at(-1)!.data.subject.bankProtections).toEqual({
+      par: true,
+      jar: false,
+      dpop: true,
+    });
     expect(result).toBe('linked');
     expect(res.text).toContain('id="policy-notice"');
     expect(res.text).toContain('100,000');

@@ -1,16 +1,21 @@
 /**
- * Customer limits and channels on the security page (issue 6, item 3): lowering applies at once; raising needs a
- * passkey sign-in within 5 minutes and waits for the policy's cool-off; a raise waiting is cancelled
- * by a later lowering; every change is decided by the policy, audited and notified.
+ * Customer limits, channels and allowed products on the security page (issue 6, item 3): lowering
+ * applies at once; raising needs a passkey sign-in within 5 minutes and waits for the policy's
+ * cool-off; a raise waiting is cancelled by a later lowering; every change is decided by the policy,
+ * audited and notified. Brokerages ask POST /api/institution/v1/decisions with operation `trade`
+ * before an order and get the policy's decision for every row of the `trade` table.
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
-import { channelStates, customerLimits } from '../../src/linking/index.ts';
+import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
+import { channelStates, customerLimits, productStates } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
+import { registerClient, type Token, tokenFor } from '../support/institution.ts';
+import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
 import { accountsStatus, demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
@@ -18,6 +23,11 @@ let t: TestHub;
 let device: PasskeyEmulator;
 let customerId: string;
 const defaults = { withdrawal_daily: 3_000_000, sweep_daily: 1_000_000 };
+const defaultProducts = ['domestic_equity', 'foreign_equity', 'investment_trust', 'bonds'] as const;
+let accountId: string;
+let decisions: Token;
+let endpoint: string;
+let oas: OpenApiValidator;
 
 beforeAll(async () => {
   t = await startTestHub();
@@ -208,5 +218,219 @@ describe('channels the customer switches off', () => {
       action: 'disable',
     });
     expect(bad.status).toBe(400);
+  });
+});
+
+const stateOf = async (product: string) =>
+  (await productStates(t.hub.db, customerId, defaultProducts)).find((p) => p.product === product)!;
+
+async function trade(body: Record<string, unknown>, token: Token | null = decisions) {
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (token) {
+    headers.authorization = `DPoP ${token.value}`;
+    headers.dpop = token.proof('POST', endpoint);
+  }
+  const res = await t.fetch(endpoint, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ operation: 'trade', ...body }),
+  });
+  // biome-ignore lint/suspicious/noExplicitAny: the test reads the JSON answer field by field
+  const answer = { status: res.status, body: (await res.json()) as Record<string, any> };
+  // Every answer, decisions and mistakes alike, is what the OpenAPI document says.
+  oas.check('POST', endpoint, answer.status, answer.body);
+  return answer;
+}
+
+const outbox = async (kind: string) =>
+  (
+    await t.hub.db.query<{ data: Record<string, unknown> }>(
+      'SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = $2 ORDER BY id',
+      [customerId, kind],
+    )
+  ).rows.map((r) => r.data);
+
+describe('the products a customer allows (operation trade at the decision endpoint)', () => {
+  beforeAll(async () => {
+    endpoint = `${t.issuer}/api/institution/v1/decisions`;
+    accountId = (
+      await t.hub.db.query<{ id: string }>(
+        "SELECT id FROM accounts WHERE customer_id = $1 AND kind = 'securities' ORDER BY id LIMIT 1",
+        [customerId],
+      )
+    ).rows[0]!.id;
+    const api = await registerClient(t, 'brokerage-api', {
+      scope: 'institution:decisions',
+      institution_id: DEMO_INSTITUTION_ID,
+    });
+    decisions = await tokenFor(t, api, { scope: 'institution:decisions' });
+    oas = openApiValidator(
+      (await (await t.fetch(`${t.issuer}/api/openapi.json`)).json()) as Record<string, unknown>,
+    );
+  });
+
+  it('the security page lists the catalogue with the configured defaults; a default product trades', async () => {
+    const { ua } = await signedIn();
+    const page = (await ua.get(`${t.issuer}/account`)).text;
+    expect(page).toContain('お取引する商品');
+    expect(page).toContain('data-product="foreign_equity" data-allowed="true"');
+    expect(page).toContain('data-product="margin" data-allowed="false"');
+    const ok = await trade({ accountId, product: 'foreign_equity', reference: 'ord-1' });
+    expect(ok.status).toBe(200);
+    expect(ok.body).toMatchObject({ operation: 'trade', decision: 'allow', decidedBy: ['trade.allow'] });
+    expect(ok.body.policyVersion).toBe('2026-11-26.3');
+    const audit = await t.hub.db.query<{ data: { facts: Record<string, unknown>; subject: unknown } }>(
+      "SELECT data FROM audit_events WHERE type = 'policy.trade.allow' AND customer_id = $1",
+      [customerId],
+    );
+    expect(audit.rows[0]?.data.facts).toMatchObject({ product: 'foreign_equity', productAllowed: true });
+    expect(audit.rows[0]?.data.subject).toEqual({ accountId, product: 'foreign_equity', reference: 'ord-1' });
+  });
+
+  it('blocking a product applies at once, is told on every channel, and orders in it are denied and told', async () => {
+    const { ua, csrf } = await signedIn();
+    const res = await ua.postForm(`${t.issuer}/account/products`, {
+      csrf,
+      product: 'foreign_equity',
+      action: 'block',
+    });
+    expect(res.status).toBe(303);
+    expect(await stateOf('foreign_equity')).toMatchObject({ allowed: false, allowAt: null });
+    expect(await outbox('products_changed')).toEqual([{ product: 'foreign_equity', allowed: false }]);
+    const lowered = await t.hub.db.query<{ data: { subject: unknown } }>(
+      "SELECT data FROM audit_events WHERE type = 'policy.lower_limit.allow' AND customer_id = $1 AND data -> 'subject' ? 'product'",
+      [customerId],
+    );
+    expect(lowered.rows.map((r) => r.data.subject)).toEqual([{ product: 'foreign_equity', allow: false }]);
+
+    const denied = await trade({ accountId, product: 'foreign_equity', reference: 'ord-2' });
+    expect(denied.body).toMatchObject({ decision: 'deny', decidedBy: ['trade.product-blocked'] });
+    expect(denied.body.reasons[0].ja).toContain('許可していません');
+    expect(await outbox('security_alert')).toEqual([{ reason: 'suspicious_activity', action: 'none' }]);
+    // Other products are untouched.
+    expect((await trade({ accountId, product: 'domestic_equity' })).body.decision).toBe('allow');
+    // Blocking again changes nothing and tells nobody again.
+    await ua.postForm(`${t.issuer}/account/products`, { csrf, product: 'foreign_equity', action: 'block' });
+    expect(await outbox('products_changed')).toHaveLength(1);
+  });
+
+  it('allowing a product needs a fresh passkey sign-in and waits for the cool-off; then orders are allowed', async () => {
+    const { ua, csrf } = await signedIn();
+    const res = await ua.postForm(`${t.issuer}/account/products`, {
+      csrf,
+      product: 'foreign_equity',
+      action: 'allow',
+    });
+    expect(res.status).toBe(303);
+    const pending = await stateOf('foreign_equity');
+    expect(pending.allowed).toBe(false);
+    expect(pending.allowAt!.getTime() - Date.now()).toBeGreaterThan(86_400_000 - 60_000);
+    expect((await ua.get(`${t.issuer}/account`)).text).toContain('からお取引いただけます');
+    expect((await outbox('products_changed')).at(-1)).toMatchObject({
+      product: 'foreign_equity',
+      allowed: true,
+      effectiveAt: pending.allowAt!.toISOString(),
+    });
+    const raised = await t.hub.db.query(
+      "SELECT 1 FROM audit_events WHERE type = 'policy.raise_limit.allow' AND customer_id = $1 AND data -> 'subject' ->> 'product' = 'foreign_equity'",
+      [customerId],
+    );
+    expect(raised.rowCount).toBe(1);
+
+    const waiting = await trade({ accountId, product: 'foreign_equity' });
+    expect(waiting.body).toMatchObject({ decision: 'deny', decidedBy: ['trade.product-cool-off'] });
+    expect(Date.parse(waiting.body.allowAt)).toBe(pending.allowAt!.getTime());
+
+    await t.hub.db.query(
+      "UPDATE customer_products SET allow_at = now() - interval '1 second' WHERE customer_id = $1",
+      [customerId],
+    );
+    expect(await stateOf('foreign_equity')).toMatchObject({ allowed: true, allowAt: null });
+    expect((await trade({ accountId, product: 'foreign_equity' })).body.decidedBy).toEqual(['trade.allow']);
+  });
+
+  it('a product off by default (margin) is allowed only after a fresh sign-in; a stale one is refused', async () => {
+    const { ua, csrf } = await signedIn();
+    expect((await trade({ accountId, product: 'margin' })).body.decidedBy).toEqual(['trade.product-blocked']);
+    await t.hub.db.query(
+      `UPDATE oidc_payloads SET payload = jsonb_set(payload, '{loginTs}', to_jsonb((payload ->> 'loginTs')::bigint - 600))
+       WHERE model = 'Session' AND payload ->> 'accountId' = $1`,
+      [customerId],
+    );
+    const stale = await ua.postForm(`${t.issuer}/account/products`, {
+      csrf,
+      product: 'margin',
+      action: 'allow',
+    });
+    expect(stale.status).toBe(403);
+    expect(stale.text).toContain('ERR_LIMIT_NEEDS_FRESH_PASSKEY');
+    expect(await stateOf('margin')).toMatchObject({ allowed: false, allowAt: null });
+
+    const fresh = await signedIn();
+    await fresh.ua.postForm(`${t.issuer}/account/products`, {
+      csrf: fresh.csrf,
+      product: 'margin',
+      action: 'allow',
+    });
+    expect((await stateOf('margin')).allowAt).not.toBeNull();
+    // Blocking while the allow waits cancels it at once.
+    await fresh.ua.postForm(`${t.issuer}/account/products`, {
+      csrf: fresh.csrf,
+      product: 'margin',
+      action: 'block',
+    });
+    expect(await stateOf('margin')).toMatchObject({ allowed: false, allowAt: null });
+    const bad = await fresh.ua.postForm(`${t.issuer}/account/products`, {
+      csrf: fresh.csrf,
+      product: 'crypto',
+      action: 'allow',
+    });
+    expect(bad.status).toBe(400);
+  });
+
+  it('high risk and a frozen customer are denied whatever the product', async () => {
+    await t.hub.db.query(
+      `INSERT INTO risk_levels (customer_id, level) VALUES ($1, 'HIGH')
+       ON CONFLICT (customer_id) DO UPDATE SET level = 'HIGH'`,
+      [customerId],
+    );
+    try {
+      const risky = await trade({ accountId, product: 'domestic_equity', reference: 'ord-9' });
+      expect(risky.body).toMatchObject({ decision: 'deny', decidedBy: ['trade.high-risk'] });
+      expect(risky.body.obligations.notify).toEqual(['customer', 'brokerage']);
+    } finally {
+      await t.hub.db.query("UPDATE risk_levels SET level = 'LOW' WHERE customer_id = $1", [customerId]);
+    }
+    await t.hub.db.query("UPDATE customers SET status = 'frozen' WHERE id = $1", [customerId]);
+    try {
+      const frozen = await trade({ accountId, product: 'domestic_equity' });
+      expect(frozen.body).toMatchObject({ decision: 'deny', decidedBy: ['trade.frozen'] });
+    } finally {
+      await t.hub.db.query("UPDATE customers SET status = 'active' WHERE id = $1", [customerId]);
+    }
+    const denials = await t.hub.db.query<{ type: string }>(
+      "SELECT type FROM audit_events WHERE type = 'policy.trade.deny' AND customer_id = $1",
+      [customerId],
+    );
+    expect(denials.rowCount).toBeGreaterThanOrEqual(4);
+  });
+
+  it('answers client mistakes in the API envelope and decides nothing', async () => {
+    const before = await t.hub.db.query(
+      "SELECT count(*)::int AS n FROM audit_events WHERE type LIKE 'policy.trade.%'",
+    );
+    expect((await trade({ accountId, product: 'domestic_equity' }, null)).status).toBe(401);
+    const unknownProduct = await trade({ accountId, product: 'crypto' });
+    expect(unknownProduct).toMatchObject({ status: 400, body: { error: { code: 'invalid_request' } } });
+    const extra = await trade({ accountId, product: 'bonds', amount: 5 });
+    expect(extra.status).toBe(400);
+    const badRef = await trade({ accountId, product: 'bonds', reference: 'has space' });
+    expect(badRef.status).toBe(400);
+    const foreign = await trade({ accountId: 'acc-of-someone-else', product: 'bonds' });
+    expect(foreign).toMatchObject({ status: 404, body: { error: { code: 'not_found' } } });
+    const after = await t.hub.db.query(
+      "SELECT count(*)::int AS n FROM audit_events WHERE type LIKE 'policy.trade.%'",
+    );
+    expect(after.rows[0]).toEqual(before.rows[0]);
   });
 });

@@ -217,6 +217,7 @@ describe('settings', () => {
       'security_alert',
       'bank_link',
       'channel_changed',
+      'products_changed',
     ]);
 
     const after = await updateNotificationSettings(t.db, {

@@ -341,10 +341,12 @@ describe('freeze and unfreeze', () => {
       destinationInCoolOff: false,
       amount: 1000,
       overDailyCap: false,
+      dailyTotal: 1000,
       newDevice: false,
       riskLevel: 'low',
       frozen: (await status()) === 'frozen',
       channelDisabled: false,
+      exempted: false,
     }).decision;
   };
 

@@ -8,8 +8,16 @@
  */
 import { createHash } from 'node:crypto';
 import * as client from 'openid-client';
+import * as OTPAuth from 'otpauth';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { createUserAgent, type UaResponse, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import {
+  confirmTotpSetup,
+  endExemption,
+  grantExemption,
+  issueEnrollmentTicket,
+  startTotpSetup,
+} from '../../src/authn/index.ts';
 import { freezeCustomer } from '../../src/console/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { canonicalJson, registerWithdrawalAccount } from '../../src/linking/index.ts';
@@ -73,35 +81,49 @@ async function push(details: unknown, config = rp, redirectUri = REDIRECT) {
 
 const isCallback = (u: URL) => u.href.startsWith(REDIRECT);
 
-/** Signs in with the passkey and lands on the approval page; returns its uid and HTML. */
-async function toApprovalPage(ua: UserAgent, url: URL) {
-  let { response } = await ua.follow(url, { stopAt: isCallback });
-  const uid = /\/interaction\/([^/]+)$/.exec(response.url.pathname)![1]!;
-  // A browser already signed in goes straight to the approval.
-  if (response.text.includes('approval-details')) return { uid, html: response.text };
-  const base = `${t.issuer}/interaction/${uid}`;
-  const options = (await ua.postJson(`${base}/passkey/options`, {})).json<never>();
-  const verified = (
-    await ua.postJson(`${base}/passkey/verify`, device.authenticate(options, t.issuer))
-  ).json<{
-    redirectTo: string;
-  }>();
-  ({ response } = await ua.follow(new URL(verified.redirectTo, t.issuer), { stopAt: isCallback }));
-  expect(response.status).toBe(200);
-  return { uid: /\/interaction\/([^/]+)$/.exec(response.url.pathname)![1]!, html: response.text };
+/** How a customer signs in at an interaction and approves its operation. */
+interface Approver {
+  signIn(ua: UserAgent, uid: string): Promise<UaResponse>;
+  approve(ua: UserAgent, uid: string): Promise<UaResponse>;
 }
 
-/** The whole approval: PAR, sign-in, approval with the passkey, code exchange (a fresh browser unless given). */
+/** The demo customer's passkey: signs in and signs the challenge that commits to the details. */
+const withPasskey: Approver = {
+  async signIn(ua, uid) {
+    const base = `${t.issuer}/interaction/${uid}`;
+    const options = (await ua.postJson(`${base}/passkey/options`, {})).json<never>();
+    return ua.postJson(`${base}/passkey/verify`, device.authenticate(options, t.issuer));
+  },
+  async approve(ua, uid) {
+    const base = `${t.issuer}/interaction/${uid}/approval`;
+    const options = (await ua.postJson(`${base}/options`, {})).json<never>();
+    return ua.postJson(`${base}/verify`, device.authenticate(options, t.issuer));
+  },
+};
+
+const uidOf = (u: URL) => /\/interaction\/([^/]+)$/.exec(u.pathname)![1]!;
+
+/** Signs in and lands on the approval page; returns its uid and HTML. */
+async function toApprovalPage(ua: UserAgent, url: URL, by: Approver = withPasskey) {
+  let { response } = await ua.follow(url, { stopAt: isCallback });
+  // A browser already signed in goes straight to the approval.
+  if (response.text.includes('approval-details')) return { uid: uidOf(response.url), html: response.text };
+  const verified = (await by.signIn(ua, uidOf(response.url))).json<{ redirectTo: string }>();
+  ({ response } = await ua.follow(new URL(verified.redirectTo, t.issuer), { stopAt: isCallback }));
+  expect(response.status).toBe(200);
+  return { uid: uidOf(response.url), html: response.text };
+}
+
+/** The whole approval: PAR, sign-in, approval, code exchange (a fresh browser unless given). */
 async function approve(
   details: unknown,
   ua: UserAgent = createUserAgent({ fetch: t.fetch, language: 'ja' }),
+  by: Approver = withPasskey,
 ): Promise<Approved> {
   const started = await push(details);
-  const { uid, html } = await toApprovalPage(ua, started.url);
+  const { uid, html } = await toApprovalPage(ua, started.url, by);
   expect(html).toContain('approval-details');
-  const base = `${t.issuer}/interaction/${uid}/approval`;
-  const options = (await ua.postJson(`${base}/options`, {})).json<never>();
-  const res = await ua.postJson(`${base}/verify`, device.authenticate(options, t.issuer));
+  const res = await by.approve(ua, uid);
   expect(res.status).toBe(200);
   const { stoppedAt } = await ua.follow(new URL(res.json<{ redirectTo: string }>().redirectTo, t.issuer), {
     stopAt: isCallback,
@@ -524,5 +546,222 @@ describe('what is refused before anything is approved', () => {
       details: withdrawal('500'),
     });
     expect(own.body).toMatchObject({ decision: 'allow', decidedBy: ['withdrawal.allow'] });
+  });
+});
+
+describe('a customer exempted from passkeys (TOTP instead)', () => {
+  const exemptId = 'cus_exempt_totp';
+  const exemptNumber = '10000077';
+  let exemptAccount: string;
+  let secret: string;
+  /** The current code; the replay guard is reset first unless `fresh` is false (one code per step). */
+  const code = async (fresh = true) => {
+    if (fresh)
+      await t.hub.db.query('UPDATE totp_credentials SET last_step = 0 WHERE customer_id = $1', [exemptId]);
+    return new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), digits: 6, period: 30 }).generate();
+  };
+  const withCode: Approver = {
+    signIn: async (ua, uid) =>
+      ua.postJson(`${t.issuer}/interaction/${uid}/alternative/verify`, {
+        customerNumber: exemptNumber,
+        code: await code(),
+      }),
+    approve: async (ua, uid) =>
+      ua.postJson(`${t.issuer}/interaction/${uid}/approval/totp`, { code: await code() }),
+  };
+  const exemptWithdrawal = (amount: string, destination = bank) => ({
+    ...withdrawal(amount, destination),
+    sourceAccountId: exemptAccount,
+  });
+  /** A browser the exempted customer signed in with days ago. */
+  let known: UserAgent;
+
+  beforeAll(async () => {
+    await t.hub.db.query(
+      `INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana)
+       VALUES ($1, $2, $3, '山田 太郎', 'ヤマダ タロウ')`,
+      [exemptId, DEMO_INSTITUTION_ID, exemptNumber],
+    );
+    exemptAccount = 'acc_exempt_1';
+    await t.hub.db.query(
+      `INSERT INTO accounts (id, customer_id, institution_id, kind, tax_category, branch_code, account_number, nickname, opened_on)
+       VALUES ($1, $2, $3, 'securities', 'specific', '001', '7654321', '特定口座', '2020-04-01')`,
+      [exemptAccount, exemptId, DEMO_INSTITUTION_ID],
+    );
+    await grantExemption(t.hub.db, {
+      customerId: exemptId,
+      reason: 'スマートフォンを持っていない',
+      grantedBy: 'operator:a',
+    });
+    const ticket = await issueEnrollmentTicket(t.hub.authn, { customerId: exemptId, issuedBy: 'operator:a' });
+    ({ secret } = await startTotpSetup(t.hub.authn, {
+      customerId: exemptId,
+      ticketId: ticket.ticketId,
+      interactionId: 'setup-exempt',
+    }));
+    await confirmTotpSetup(t.hub.authn, { interactionId: 'setup-exempt', code: await code() });
+    await registerWithdrawalAccount(t.hub.db, exemptId, bank, 0);
+    known = createUserAgent({ fetch: t.fetch, language: 'ja' });
+    const started = await push(exemptWithdrawal('1'));
+    await toApprovalPage(known, started.url, withCode);
+    await t.hub.db.query(
+      "UPDATE known_devices SET created_at = now() - interval '2 days' WHERE customer_id = $1",
+      [exemptId],
+    );
+  });
+
+  it('the page offers a one-time code; the approval binds the details server-side; allowed within the lower cap', async () => {
+    const { html } = await toApprovalPage(known, (await push(exemptWithdrawal('60000'))).url, withCode);
+    expect(html).toContain('id="approval-code"');
+    expect(html).toContain('1日10万円まで');
+    const a = await approve(exemptWithdrawal('60000'), known, withCode);
+    expect(a.tokenResponse.authorization_details).toEqual([exemptWithdrawal('60000')]);
+    const stored = await t.hub.db.query<{
+      acr: string;
+      evidence: Record<string, unknown>;
+      details_hash: string;
+    }>(
+      'SELECT acr, evidence, details_hash FROM operation_approvals WHERE customer_id = $1 AND consumed_at IS NULL ORDER BY approved_at DESC LIMIT 1',
+      [exemptId],
+    );
+    const expected = createHash('sha256')
+      .update(canonicalJson(exemptWithdrawal('60000')))
+      .digest('base64url');
+    expect(stored.rows[0]).toEqual({
+      acr: 'otp',
+      evidence: { method: 'totp', detailsHash: expected },
+      details_hash: expected,
+    });
+    const res = await decide({
+      operation: 'withdrawal',
+      approvalToken: a.accessToken,
+      details: exemptWithdrawal('60000'),
+    });
+    expect(res.body).toMatchObject({ decision: 'allow', decidedBy: ['withdrawal.exempted-totp'] });
+    expect(res.body.obligations).toMatchObject({ capAmount: 100_000, notify: ['customer', 'brokerage'] });
+    expect(res.body.obligations.notice.ja).toContain('10万円');
+    // Tampering is caught as for passkeys: the hash of what is presented must be the approved one.
+    const b = await approve(exemptWithdrawal('100'), known, withCode);
+    const tampered = await decide({
+      operation: 'withdrawal',
+      approvalToken: b.accessToken,
+      details: exemptWithdrawal('1000'),
+    });
+    expect(tampered.body.decidedBy).toContain('withdrawal.unbound');
+  });
+
+  it('past 100,000 yen a day, from a new device, at elevated risk or after 2 minutes it is not allowed', async () => {
+    const over = await approve(exemptWithdrawal('50000'), known, withCode);
+    const o = await decide({
+      operation: 'withdrawal',
+      approvalToken: over.accessToken,
+      details: exemptWithdrawal('50000'),
+    });
+    expect(o.body).toMatchObject({ decision: 'deny', decidedBy: ['withdrawal.exempted-over-cap'] });
+
+    const fresh = await approve(exemptWithdrawal('1000'), undefined, withCode);
+    const n = await decide({
+      operation: 'withdrawal',
+      approvalToken: fresh.accessToken,
+      details: exemptWithdrawal('1000'),
+    });
+    expect(n.body).toMatchObject({ decision: 'deny', decidedBy: ['withdrawal.exempted-new-device'] });
+
+    const risky = await approve(exemptWithdrawal('1000'), known, withCode);
+    await t.hub.db.query(
+      `INSERT INTO risk_levels (customer_id, level) VALUES ($1, 'MEDIUM')
+       ON CONFLICT (customer_id) DO UPDATE SET level = 'MEDIUM'`,
+      [exemptId],
+    );
+    try {
+      const r = await decide({
+        operation: 'withdrawal',
+        approvalToken: risky.accessToken,
+        details: exemptWithdrawal('1000'),
+      });
+      expect(r.body).toMatchObject({ decision: 'deny', decidedBy: ['withdrawal.exempted-elevated-risk'] });
+    } finally {
+      await t.hub.db.query("UPDATE risk_levels SET level = 'LOW' WHERE customer_id = $1", [exemptId]);
+    }
+
+    const stale = await approve(exemptWithdrawal('1000'), known, withCode);
+    await t.hub.db.query(
+      "UPDATE operation_approvals SET approved_at = now() - interval '3 minutes' WHERE customer_id = $1 AND consumed_at IS NULL",
+      [exemptId],
+    );
+    const s = await decide({
+      operation: 'withdrawal',
+      approvalToken: stale.accessToken,
+      details: exemptWithdrawal('1000'),
+    });
+    expect(s.body).toMatchObject({ decision: 'step_up', decidedBy: ['withdrawal.exempted-totp-stale'] });
+    expect(s.body.obligations.stepUp).toMatchObject({ acrValues: ['otp'], maxAgeSeconds: 120 });
+    // Nothing but the first 60,000 yen was counted.
+    const used = await t.hub.db.query<{ amount: string }>(
+      'SELECT amount FROM withdrawal_usage WHERE customer_id = $1',
+      [exemptId],
+    );
+    expect(used.rows.map((r) => Number(r.amount))).toEqual([60_000]);
+  });
+
+  it('a new withdrawal account cannot be approved with a code', async () => {
+    const change = {
+      type: 'withdrawal_account_change',
+      sourceAccountId: exemptAccount,
+      newAccount: { ...bank, accountNumber: '3332221' },
+    };
+    const { uid, html } = await toApprovalPage(known, (await push(change)).url, withCode);
+    expect(html).toContain('id="approval-no-code"');
+    expect(html).not.toContain('id="approval-code"');
+    const res = await known.postJson(`${t.issuer}/interaction/${uid}/approval/totp`, { code: await code() });
+    expect(res.status).toBe(400);
+    expect(res.json<{ error_code: string }>().error_code).toBe('ERR_APPROVAL_NEEDS_PASSKEY');
+    const stored = await t.hub.db.query(
+      "SELECT 1 FROM operation_approvals WHERE customer_id = $1 AND kind = 'withdrawal_account_change'",
+      [exemptId],
+    );
+    expect(stored.rowCount).toBe(0);
+  });
+
+  it('the sign-in code does not approve; wrong codes are limited; an ended exemption voids a code approval', async () => {
+    const held = await approve(exemptWithdrawal('500'), known, withCode);
+
+    const ua = createUserAgent({ fetch: t.fetch });
+    let { response } = await ua.follow((await push(exemptWithdrawal('700'))).url, { stopAt: isCallback });
+    const signInCode = await code();
+    const verified = await ua.postJson(`${t.issuer}/interaction/${uidOf(response.url)}/alternative/verify`, {
+      customerNumber: exemptNumber,
+      code: signInCode,
+    });
+    ({ response } = await ua.follow(new URL(verified.json<{ redirectTo: string }>().redirectTo, t.issuer), {
+      stopAt: isCallback,
+    }));
+    const endpointOf = `${t.issuer}/interaction/${uidOf(response.url)}/approval/totp`;
+    const replay = await ua.postJson(endpointOf, { code: signInCode });
+    expect(replay.status).toBe(400);
+    expect(replay.json<{ error_code: string }>().error_code).toBe('ERR_APPROVAL_TOTP');
+    for (let i = 0; i < 4; i++) expect((await ua.postJson(endpointOf, { code: '000000' })).status).toBe(400);
+    // Five wrong codes in 15 minutes: even the right one is refused now.
+    const limited = await ua.postJson(endpointOf, { code: await code() });
+    expect(limited.status).toBe(429);
+    expect(limited.json<{ error_code: string }>().error_code).toBe('ERR_APPROVAL_TOTP_ATTEMPTS');
+    const rejected = await t.hub.db.query(
+      "SELECT 1 FROM audit_events WHERE type = 'approval.rejected' AND customer_id = $1 AND data ->> 'method' = 'totp'",
+      [exemptId],
+    );
+    expect(rejected.rowCount).toBe(7);
+    const approvals = await t.hub.db.query(
+      "SELECT 1 FROM operation_approvals WHERE customer_id = $1 AND details -> 'instructedAmount' ->> 'amount' = '700'",
+      [exemptId],
+    );
+    expect(approvals.rowCount).toBe(0);
+
+    await endExemption(t.hub.db, exemptId, 'operator:a');
+    const res = await decide({
+      operation: 'withdrawal',
+      approvalToken: held.accessToken,
+      details: exemptWithdrawal('500'),
+    });
+    expect(res.body).toMatchObject({ decision: 'step_up', decidedBy: ['withdrawal.not-phishing-resistant'] });
   });
 });

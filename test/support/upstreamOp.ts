@@ -24,6 +24,8 @@ export interface UpstreamOpOptions {
   requirePar?: boolean;
   /** Extra claim names the OP may release under the `profile` scope. */
   profileClaims?: string[];
+  /** Accept signed request objects (JAR) and require them of every client. Default false. */
+  requireSignedRequestObject?: boolean;
 }
 
 export interface UpstreamOp {
@@ -131,12 +133,17 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
         enabled: true,
         requirePushedAuthorizationRequests: !!options.requirePar,
       },
+      requestObjects: {
+        enabled: !!options.requireSignedRequestObject,
+        requireSignedRequestObject: !!options.requireSignedRequestObject,
+      },
     },
     pkce: { required: () => true },
     clientAuthMethods: ['private_key_jwt', 'client_secret_basic'],
     enabledJWA: {
       clientAuthSigningAlgValues: ['ES256', 'PS256'],
       idTokenSigningAlgValues: ['ES256'],
+      requestObjectSigningAlgValues: ['ES256'],
     },
     acrValues: op.login.acr ? [op.login.acr] : [],
     claims: {

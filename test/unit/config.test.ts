@@ -93,4 +93,27 @@ describe('loadConfig', () => {
     expect(bad([bank, bank])).toThrow(/configured twice/);
     expect(bad([{ ...bank, acrStrength: { x: 'strong' } }])).toThrow(/acrStrength/);
   });
+
+  it('defaults the allowed products to the unleveraged ones and names a product it does not know', () => {
+    const ok = loadConfig({ env: {}, configDir: emptyDir() });
+    expect(ok.linking.defaultProducts).toEqual([
+      'domestic_equity',
+      'foreign_equity',
+      'investment_trust',
+      'bonds',
+    ]);
+    const only = loadConfig({
+      env: {},
+      configDir: emptyDir(),
+      overrides: { linking: { defaultProducts: ['bonds'] } },
+    });
+    expect(only.linking.defaultProducts).toEqual(['bonds']);
+    expect(() =>
+      loadConfig({
+        env: {},
+        configDir: emptyDir(),
+        overrides: { linking: { defaultProducts: ['crypto'] } } as never,
+      }),
+    ).toThrow(/linking\.defaultProducts\.0/);
+  });
 });

@@ -109,6 +109,8 @@ function dataFor(kind: NotificationKind, s: string): Record<string, unknown> {
       return { outcome: 'needs_bank_approval', amount: 250_000, bankName: s, accountMasked: s };
     case 'channel_changed':
       return { channel: 'withdrawals', enabled: true, effectiveAt: at };
+    case 'products_changed':
+      return { product: 'foreign_equity', allowed: true, effectiveAt: at };
   }
 }
 

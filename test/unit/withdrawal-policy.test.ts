@@ -24,11 +24,16 @@ const goodWithdrawal: FactsOf<'withdrawal'> = {
   destinationInCoolOff: false,
   amount: 50_000,
   overDailyCap: false,
+  dailyTotal: 50_000,
   newDevice: false,
   riskLevel: 'low',
   frozen: false,
   channelDisabled: false,
+  exempted: false,
 };
+
+/** The same withdrawal approved with a TOTP code by a customer exempted from passkeys. */
+const exemptWithdrawal: FactsOf<'withdrawal'> = { ...goodWithdrawal, acr: 'otp', exempted: true };
 
 const t = { en: 'x', ja: 'x' };
 /** A minimal valid document with one operation's entry replaced. */
@@ -61,12 +66,33 @@ describe('the shipped withdrawal-strength policy', () => {
     [{ riskLevel: 'high' }, 'deny', 'withdrawal.high-risk'],
     [{ frozen: true }, 'deny', 'withdrawal.frozen'],
     [{ channelDisabled: true }, 'deny', 'withdrawal.channel-disabled'],
+    [{ acr: 'otp', exempted: true, dailyTotal: 100_001 }, 'deny', 'withdrawal.exempted-over-cap'],
+    [{ acr: 'otp', exempted: true, authAgeSeconds: 121 }, 'step_up', 'withdrawal.exempted-totp-stale'],
+    [{ acr: 'otp', exempted: true, newDevice: true }, 'deny', 'withdrawal.exempted-new-device'],
+    [{ acr: 'otp', exempted: true, riskLevel: 'medium' }, 'deny', 'withdrawal.exempted-elevated-risk'],
+    // An exemption ended after the code was entered: back to passkeys.
+    [{ acr: 'otp', exempted: false }, 'step_up', 'withdrawal.not-phishing-resistant'],
   ] as const)('withdrawal with %o → %s by %s', (change, decision, rule) => {
     const d = evaluatePolicy(policy, 'withdrawal', { ...goodWithdrawal, ...change } as FactsOf<'withdrawal'>);
     expect(d.decision).toBe(decision);
     expect(d.decidedBy).toContain(rule);
     expect(d.reasons.length).toBe(d.decidedBy.length);
     for (const r of d.reasons) expect(r.ja.length).toBeGreaterThan(0);
+  });
+
+  it('an exempted customer’s TOTP approval: allowed within 100,000 yen a day, with the cap and a notice', () => {
+    const d = evaluatePolicy(policy, 'withdrawal', { ...exemptWithdrawal, dailyTotal: 100_000 });
+    expect(d.decision).toBe('allow');
+    expect(d.decidedBy).toEqual(['withdrawal.exempted-totp']);
+    expect(d.obligations.capAmount).toBe(100_000);
+    expect(d.obligations.notice?.ja).toMatch(/10万円/);
+    expect(d.obligations.notice?.en).not.toMatch(/https?:|www\./);
+    // The customer's own limit still holds below the exempted cap.
+    expect(
+      evaluatePolicy(policy, 'withdrawal', { ...exemptWithdrawal, overDailyCap: true }).decidedBy,
+    ).toEqual(['withdrawal.over-cap']);
+    const stale = evaluatePolicy(policy, 'withdrawal', { ...exemptWithdrawal, authAgeSeconds: 200 });
+    expect(stale.obligations.stepUp).toEqual({ acrValues: ['otp'], maxAgeSeconds: 120, byBank: false });
   });
 
   it('a new device or elevated risk passes with an approval made within the last minute', () => {
@@ -120,6 +146,31 @@ describe('the shipped withdrawal-strength policy', () => {
     expect(
       evaluatePolicy(policy, 'change_withdrawal_account', { ...good, authAgeSeconds: 900 }).decision,
     ).toBe('step_up');
+    // A one-time code never registers a new withdrawal account, exempted or not.
+    const otp = evaluatePolicy(policy, 'change_withdrawal_account', { ...good, acr: 'otp' });
+    expect(otp).toMatchObject({ decision: 'deny', decidedBy: ['account-change.one-time-code'] });
+  });
+
+  it('trades: an allowed product is allowed; blocked, cooling-off, high risk and frozen are denied', () => {
+    const base: FactsOf<'trade'> = {
+      product: 'foreign_equity',
+      productAllowed: true,
+      productPending: false,
+      riskLevel: 'low',
+      frozen: false,
+    };
+    expect(evaluatePolicy(policy, 'trade', base).decidedBy).toEqual(['trade.allow']);
+    expect(evaluatePolicy(policy, 'trade', { ...base, riskLevel: 'medium' }).decision).toBe('allow');
+    const blocked = evaluatePolicy(policy, 'trade', { ...base, productAllowed: false });
+    expect(blocked).toMatchObject({ decision: 'deny', decidedBy: ['trade.product-blocked'] });
+    expect(blocked.obligations.notify).toEqual(['customer']);
+    expect(
+      evaluatePolicy(policy, 'trade', { ...base, productAllowed: false, productPending: true }).decidedBy,
+    ).toEqual(['trade.product-cool-off']);
+    expect(evaluatePolicy(policy, 'trade', { ...base, riskLevel: 'high' }).decidedBy).toEqual([
+      'trade.high-risk',
+    ]);
+    expect(evaluatePolicy(policy, 'trade', { ...base, frozen: true }).decidedBy).toEqual(['trade.frozen']);
   });
 
   it('sweep links: phishing-resistant bank allowed, OTP bank allowed with a reduced cap and a notice, password denied', () => {
@@ -191,50 +242,67 @@ describe('the shipped withdrawal-strength policy', () => {
     expect(down.obligations.coolOffSeconds).toBeUndefined();
   });
 
-  it('no withdrawal is ever allowed without a bound, fresh, phishing-resistant approval (every combination)', () => {
+  it('no withdrawal is ever allowed without a bound, fresh, phishing-resistant approval — or, for an exempted customer, a TOTP one within the lower cap (every combination)', () => {
     let checked = 0;
+    /** Every combination decided against the property (expected: none). */
+    const wrong: string[] = [];
+    const flags = [true, false];
     for (const acr of ACR_FACT_VALUES)
-      for (const authAgeSeconds of [0, 60, 61, 300, 301, 86_400])
-        for (const detailsBound of [true, false])
-          for (const destinationNameMatches of [true, false])
-            for (const destinationRegistered of [true, false])
-              for (const destinationInCoolOff of [true, false])
-                for (const overDailyCap of [true, false])
-                  for (const newDevice of [true, false])
-                    for (const riskLevel of RISK_LEVELS)
-                      for (const frozen of [true, false])
-                        for (const channelDisabled of [true, false]) {
-                          const facts = {
-                            acr,
-                            authAgeSeconds,
-                            detailsBound,
-                            destinationNameMatches,
-                            destinationRegistered,
-                            destinationInCoolOff,
-                            amount: 1,
-                            overDailyCap,
-                            newDevice,
-                            riskLevel,
-                            frozen,
-                            channelDisabled,
-                          };
-                          const d = evaluatePolicy(policy, 'withdrawal', facts);
-                          const safe =
-                            (acr === 'phr' || acr === 'phrh') &&
-                            authAgeSeconds <= 300 &&
-                            detailsBound &&
-                            destinationNameMatches &&
-                            destinationRegistered &&
-                            !destinationInCoolOff &&
-                            !overDailyCap &&
-                            riskLevel !== 'high' &&
-                            !frozen &&
-                            !channelDisabled &&
-                            (authAgeSeconds <= 60 || (!newDevice && riskLevel === 'low'));
-                          expect(d.decision === 'allow', JSON.stringify(facts)).toBe(safe);
-                          checked++;
-                        }
-    expect(checked).toBe(4 * 6 * 2 ** 8 * 3);
+      for (const authAgeSeconds of [0, 60, 61, 120, 121, 300, 301, 86_400])
+        for (const dailyTotal of [1, 100_000, 100_001])
+          for (const exempted of flags)
+            for (const detailsBound of flags)
+              for (const destinationNameMatches of flags)
+                for (const destinationRegistered of flags)
+                  for (const destinationInCoolOff of flags)
+                    for (const overDailyCap of flags)
+                      for (const newDevice of flags)
+                        for (const riskLevel of RISK_LEVELS)
+                          for (const frozen of flags)
+                            for (const channelDisabled of flags) {
+                              const facts = {
+                                acr,
+                                authAgeSeconds,
+                                detailsBound,
+                                destinationNameMatches,
+                                destinationRegistered,
+                                destinationInCoolOff,
+                                amount: 1,
+                                overDailyCap,
+                                dailyTotal,
+                                newDevice,
+                                riskLevel,
+                                frozen,
+                                channelDisabled,
+                                exempted,
+                              };
+                              const d = evaluatePolicy(policy, 'withdrawal', facts);
+                              const always =
+                                detailsBound &&
+                                destinationNameMatches &&
+                                destinationRegistered &&
+                                !destinationInCoolOff &&
+                                !overDailyCap &&
+                                riskLevel !== 'high' &&
+                                !frozen &&
+                                !channelDisabled;
+                              const passkey =
+                                (acr === 'phr' || acr === 'phrh') &&
+                                authAgeSeconds <= 300 &&
+                                (authAgeSeconds <= 60 || (!newDevice && riskLevel === 'low'));
+                              const exemptedTotp =
+                                acr === 'otp' &&
+                                exempted &&
+                                authAgeSeconds <= 120 &&
+                                dailyTotal <= 100_000 &&
+                                !newDevice &&
+                                riskLevel === 'low';
+                              const safe = always && (passkey || exemptedTotp);
+                              if ((d.decision === 'allow') !== safe) wrong.push(JSON.stringify(facts));
+                              checked++;
+                            }
+    expect(wrong).toEqual([]);
+    expect(checked).toBe(4 * 8 * 3 * 2 ** 9 * 3);
   });
 
   it('describes itself for operators with every operation, rule and fact', () => {

@@ -10,7 +10,7 @@ import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { interactionPolicy, errors as oidcErrors, type ResourceServer } from 'oidc-provider';
 import { institutionIdOf } from '../../api/institution.ts';
-import type { AuthnContext } from '../../authn/index.ts';
+import { type AuthnContext, hasTotpAlternative } from '../../authn/index.ts';
 import type { Db } from '../../db/index.ts';
 import { HttpError, readBody } from '../../http/index.ts';
 import { jsonEndpoint } from '../../oidc/jsonEndpoint.ts';
@@ -21,6 +21,7 @@ import {
   APPROVAL_TTL_SECONDS,
   attachApprovalToGrant,
   finishOperationApproval,
+  finishTotpApproval,
   startOperationApproval,
 } from './approvals.ts';
 import {
@@ -107,6 +108,7 @@ export async function approvalView(db: Db, d: Details, clientName: string): Prom
     accountType: account.accountType,
     accountMasked: maskAccountNumber(account.accountNumber),
     holderName: account.holderName,
+    oneTimeCode: await hasTotpAlternative(db, customerId),
   };
 }
 
@@ -154,6 +156,38 @@ export function approvalRoutes({
     }),
   );
 
+  /**
+   * Ends the approval step: a grant of its own, so the approval token carries this one operation
+   * and nothing from earlier grants, tied to the approval the decision endpoint will spend.
+   */
+  async function complete(
+    d: Details,
+    customerId: string,
+    clientId: string,
+    details: OperationDetails,
+    approvalId: string,
+  ) {
+    const grant = new provider.Grant({ accountId: customerId, clientId });
+    grant.addOIDCScope('openid');
+    (grant as unknown as { addRar(detail: unknown): void }).addRar(details);
+    const grantId = await grant.save();
+    await attachApprovalToGrant(db, approvalId, grantId);
+    d.result = { ...d.lastSubmission, approval: { approvalId }, consent: { grantId } };
+    await d.save(d.exp - Math.floor(Date.now() / 1000));
+    return { redirectTo: d.returnTo, approvalId };
+  }
+
+  const denied = (err: unknown) => {
+    if (err instanceof LinkingError)
+      return new HttpError(
+        err.code === 'ERR_APPROVAL_TOTP_ATTEMPTS' ? 429 : 400,
+        'access_denied',
+        err.message,
+        err.code,
+      );
+    return err;
+  };
+
   router.post('/verify', (ctx) =>
     jsonEndpoint(ctx, async () => {
       const { d, customerId, details } = await pending(ctx);
@@ -174,18 +208,30 @@ export function approvalRoutes({
           requestMeta(ctx),
         );
       } catch (err) {
-        if (err instanceof LinkingError) throw new HttpError(400, 'access_denied', err.message, err.code);
-        throw err;
+        throw denied(err);
       }
-      // A grant of its own: the approval token carries this one operation and nothing from earlier grants.
-      const grant = new provider.Grant({ accountId: customerId, clientId });
-      grant.addOIDCScope('openid');
-      (grant as unknown as { addRar(detail: unknown): void }).addRar(details);
-      const grantId = await grant.save();
-      await attachApprovalToGrant(db, approval.id, grantId);
-      d.result = { ...d.lastSubmission, approval: { approvalId: approval.id }, consent: { grantId } };
-      await d.save(d.exp - Math.floor(Date.now() / 1000));
-      return { redirectTo: d.returnTo, approvalId: approval.id };
+      return complete(d, customerId, clientId, details, approval.id);
+    }),
+  );
+
+  /** An exempted customer approves a withdrawal with a TOTP code (finishTotpApproval says how far that goes). */
+  router.post('/totp', (ctx) =>
+    jsonEndpoint(ctx, async () => {
+      const { d, customerId, details } = await pending(ctx);
+      const body = await readBody(ctx, 'json');
+      const code = typeof body.code === 'string' ? body.code.trim() : '';
+      const clientId = String(d.params.client_id);
+      let approval: Awaited<ReturnType<typeof finishTotpApproval>>;
+      try {
+        approval = await finishTotpApproval(
+          authn,
+          { interactionId: d.uid, customerId, clientId, details, code, deviceHash: deviceHashOf(ctx) },
+          requestMeta(ctx),
+        );
+      } catch (err) {
+        throw denied(err);
+      }
+      return complete(d, customerId, clientId, details, approval.id);
     }),
   );
   return router;

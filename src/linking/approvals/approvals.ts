@@ -11,14 +11,17 @@ import type {
 } from '@simplewebauthn/server';
 import { recordAudit } from '../../audit/index.ts';
 import {
+  type AlternativeLogin,
   type AuthnContext,
+  AuthnError,
+  checkTotpCode,
   clientChallenge,
   finishPasskeyAuthentication,
   type RequestMeta,
   startPasskeyAuthentication,
 } from '../../authn/index.ts';
 import type { Queryable } from '../../db/index.ts';
-import { LinkingError } from '../errors.ts';
+import { LinkingError, type LinkingErrorCode } from '../errors.ts';
 import {
   approvalChallenge,
   challengeCommitsTo,
@@ -44,6 +47,37 @@ export interface OperationApproval {
   credentialId: string;
 }
 
+/** What an approval step knows: the interaction, the signed-in customer, the client, the operation. */
+interface ApprovalInput {
+  interactionId: string;
+  customerId: string;
+  clientId: string;
+  details: OperationDetails;
+  /** Hash of the browser's device cookie value, when it has one (src/risk known devices). */
+  deviceHash?: string | undefined;
+}
+
+/** Audits a refused approval and returns the error to throw; nothing else is stored. */
+async function rejected(
+  db: Queryable,
+  input: ApprovalInput,
+  meta: RequestMeta | undefined,
+  reason: string,
+  code: LinkingErrorCode,
+  extra: Record<string, unknown> = {},
+): Promise<LinkingError> {
+  await recordAudit(db, {
+    type: 'approval.rejected',
+    outcome: 'failure',
+    customerId: input.customerId,
+    clientId: input.clientId,
+    ip: meta?.ip,
+    interactionId: input.interactionId,
+    data: { reason, kind: input.details.type, ...extra },
+  });
+  return new LinkingError(code);
+}
+
 export function startOperationApproval(
   authn: AuthnContext,
   input: { interactionId: string; customerId: string; details: OperationDetails },
@@ -60,37 +94,90 @@ export function startOperationApproval(
  */
 export async function finishOperationApproval(
   authn: AuthnContext,
-  input: {
-    interactionId: string;
-    customerId: string;
-    clientId: string;
-    details: OperationDetails;
-    response: AuthenticationResponseJSON;
-    /** Hash of the browser's device cookie value, when it has one (src/risk known devices). */
-    deviceHash?: string | undefined;
-  },
+  input: ApprovalInput & { response: AuthenticationResponseJSON },
   meta?: RequestMeta,
 ): Promise<OperationApproval> {
   const challenge = clientChallenge(input.response);
-  if (!challengeCommitsTo(challenge, input.details)) {
-    await recordAudit(authn.db, {
-      type: 'approval.rejected',
-      outcome: 'failure',
-      customerId: input.customerId,
-      clientId: input.clientId,
-      ip: meta?.ip,
-      interactionId: input.interactionId,
-      data: { reason: 'challenge does not commit to the details', kind: input.details.type },
-    });
-    throw new LinkingError('ERR_APPROVAL_DETAILS');
-  }
+  if (!challengeCommitsTo(challenge, input.details))
+    throw await rejected(
+      authn.db,
+      input,
+      meta,
+      'challenge does not commit to the details',
+      'ERR_APPROVAL_DETAILS',
+    );
   const login = await finishPasskeyAuthentication(
     authn,
     { interactionId: input.interactionId, response: input.response, purpose: 'approval' },
     meta,
   );
+  const r = input.response.response;
+  return storeApproval(
+    authn.db,
+    input,
+    login,
+    {
+      credentialId: login.credentialId,
+      clientDataJSON: r.clientDataJSON,
+      authenticatorData: r.authenticatorData,
+      signature: r.signature,
+    },
+    meta,
+  );
+}
+
+/** Failed one-time codes a customer may enter at approvals within this window. */
+const TOTP_ATTEMPTS = { max: 5, windowSeconds: 15 * 60 };
+
+/**
+ * The approval of a customer exempted from passkeys (src/authn/exemptions.ts): a TOTP code entered
+ * on the page that shows the details. The binding is the server's: the code is accepted only inside
+ * this interaction, whose details the hub holds, and the approval stores their hash; unlike a passkey
+ * the code itself commits to nothing, so the policy gives it a lower cap (withdrawal.exempted-*) and
+ * never lets it register a new withdrawal account. Wrong codes are limited per customer.
+ */
+export async function finishTotpApproval(
+  authn: AuthnContext,
+  input: ApprovalInput & { code: string },
+  meta?: RequestMeta,
+): Promise<OperationApproval> {
+  const refuse = (reason: string, code: LinkingErrorCode) =>
+    rejected(authn.db, input, meta, reason, code, { method: 'totp' });
+  if (input.details.type !== 'withdrawal')
+    throw await refuse('one-time codes do not approve this operation', 'ERR_APPROVAL_NEEDS_PASSKEY');
+  const failures = await authn.db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM audit_events WHERE customer_id = $1 AND type = 'approval.rejected'
+       AND data ->> 'reason' = 'wrong code' AND at > now() - make_interval(secs => $2)`,
+    [input.customerId, TOTP_ATTEMPTS.windowSeconds],
+  );
+  if ((failures.rows[0]?.n ?? 0) >= TOTP_ATTEMPTS.max)
+    throw await refuse('too many wrong codes', 'ERR_APPROVAL_TOTP_ATTEMPTS');
+  let login: AlternativeLogin;
+  try {
+    login = await checkTotpCode(authn, { customerId: input.customerId, code: input.code });
+  } catch (err) {
+    if (err instanceof AuthnError) throw await refuse('wrong code', 'ERR_APPROVAL_TOTP');
+    throw err;
+  }
+  return storeApproval(
+    authn.db,
+    input,
+    { ...login, credentialId: 'totp' },
+    { method: 'totp', detailsHash: detailsHash(input.details).toString('base64url') },
+    meta,
+  );
+}
+
+/** Records an approval (passkey or TOTP) with its evidence, and audits it. */
+async function storeApproval(
+  db: Queryable,
+  input: ApprovalInput,
+  login: { customerId: string; acr: string; amr: string[]; authTime: number; credentialId: string },
+  evidence: Record<string, unknown>,
+  meta: RequestMeta | undefined,
+): Promise<OperationApproval> {
   const seen = input.deviceHash
-    ? await authn.db.query<{ old: boolean }>(
+    ? await db.query<{ old: boolean }>(
         `SELECT created_at < now() - make_interval(secs => $3) AS old
          FROM known_devices WHERE device_hash = $1 AND customer_id = $2`,
         [input.deviceHash, login.customerId, NEW_DEVICE_SECONDS],
@@ -108,8 +195,7 @@ export async function finishOperationApproval(
     newDevice: seen?.rows[0]?.old !== true,
     credentialId: login.credentialId,
   };
-  const r = input.response.response;
-  await authn.db.query(
+  await db.query(
     `INSERT INTO operation_approvals (id, customer_id, client_id, kind, details, details_hash, credential_id, acr,
        amr, evidence, new_device, interaction_id, approved_at, expires_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13::timestamptz + make_interval(secs => $14))`,
@@ -123,19 +209,14 @@ export async function finishOperationApproval(
       approval.credentialId,
       approval.acr,
       approval.amr,
-      JSON.stringify({
-        credentialId: approval.credentialId,
-        clientDataJSON: r.clientDataJSON,
-        authenticatorData: r.authenticatorData,
-        signature: r.signature,
-      }),
+      JSON.stringify(evidence),
       approval.newDevice,
       input.interactionId,
       approval.approvedAt.toISOString(),
       APPROVAL_TTL_SECONDS,
     ],
   );
-  await recordAudit(authn.db, {
+  await recordAudit(db, {
     type: 'approval.granted',
     outcome: 'success',
     actor: `customer:${approval.customerId}`,
@@ -145,7 +226,12 @@ export async function finishOperationApproval(
     port: meta?.port,
     userAgent: meta?.userAgent,
     interactionId: input.interactionId,
-    data: { approvalId: approval.id, kind: approval.details.type, detailsHash: approval.detailsHash },
+    data: {
+      approvalId: approval.id,
+      kind: approval.details.type,
+      detailsHash: approval.detailsHash,
+      acr: approval.acr,
+    },
   });
   return approval;
 }

@@ -4,6 +4,8 @@
  * policy file stops the hub at start instead of silently never matching.
  */
 
+import { PRODUCTS } from '../productCatalogue.ts';
+
 /** Assurance of the customer's sign-in or approval (see src/oidc/provider.ts ACR_VALUES). */
 export const ACR_FACT_VALUES = ['phrh', 'phr', 'otp', 'none'] as const;
 /** Risk of the session or customer (src/risk). */
@@ -28,7 +30,7 @@ export const OPERATIONS = {
   /** Money leaves a brokerage account to the registered withdrawal account. */
   withdrawal: {
     acr,
-    /** Seconds since the passkey assertion that approved this withdrawal. */
+    /** Seconds since the passkey assertion (or, exempted customers, the TOTP code) that approved it. */
     authAgeSeconds: num,
     /** The approval's WebAuthn challenge committed to exactly these amount and destination. */
     detailsBound: bool,
@@ -38,11 +40,15 @@ export const OPERATIONS = {
     destinationInCoolOff: bool,
     amount: num,
     overDailyCap: bool,
+    /** Yen withdrawn today (Japan) including this amount: the exempted customers' lower cap. */
+    dailyTotal: num,
     newDevice: bool,
     riskLevel: risk,
     frozen: bool,
     /** The customer switched withdrawals off (src/linking/channels.ts). */
     channelDisabled: bool,
+    /** The customer holds an operator's exemption from passkeys (TOTP instead; src/authn/exemptions.ts). */
+    exempted: bool,
   },
   /** The customer registers a new withdrawal bank account. */
   change_withdrawal_account: {
@@ -73,9 +79,19 @@ export const OPERATIONS = {
     /** The customer switched sweeps off. */
     channelDisabled: bool,
   },
-  /** A limit goes up or a channel (e.g. sweeps) is enabled. */
+  /** A brokerage is about to execute an order in a product for the customer. */
+  trade: {
+    product: { kind: 'enum', values: PRODUCTS },
+    /** The customer allows trading in this product (src/linking/products.ts). */
+    productAllowed: bool,
+    /** The customer asked to allow it and the cool-off has not ended yet. */
+    productPending: bool,
+    riskLevel: risk,
+    frozen: bool,
+  },
+  /** A limit goes up, a channel (e.g. sweeps) is switched on, a product is allowed. */
   raise_limit: { acr, authAgeSeconds: num, frozen: bool },
-  /** A limit goes down, a channel is disabled, a link is removed: never held back. */
+  /** A limit goes down, a channel or product is switched off, a link is removed: never held back. */
   lower_limit: {},
 } as const satisfies Record<string, Record<string, FactKind>>;
 

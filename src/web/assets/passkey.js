@@ -123,6 +123,22 @@
     });
   }
 
+  // An exempted customer approves a withdrawal with a one-time code (src/linking/approvals).
+  const approvalCode = document.getElementById('approval-totp-form');
+  if (approvalCode) {
+    approvalCode.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const button = document.getElementById('approval-totp-button');
+      busy(button, async () => {
+        const form = new FormData(approvalCode);
+        const result = await postJson(`/interaction/${approvalCode.dataset.uid}/approval/totp`, {
+          code: form.get('code'),
+        });
+        window.location.assign(result.redirectTo);
+      });
+    });
+  }
+
   const enroll = document.getElementById('enroll-form');
   if (enroll) {
     if (!browserSupportsWebAuthn()) showError(enroll.dataset.unsupported);

@@ -1,0 +1,121 @@
+/**
+ * Products a customer allows trading in (issue 6, item 3; JSDA IV.1.(2) BP②). In the 2025
+ * takeovers attackers used victims' accounts to buy thinly traded foreign small caps; a customer who
+ * never trades such products switches them off, and a brokerage asks the hub (decision `trade`)
+ * before an order. Blocking a product is lowering: at once. Allowing one is raising: a passkey
+ * sign-in within 5 minutes, then the policy's cool-off — the same raise_limit decision as limits.
+ */
+import type { Db, Queryable } from '../db/index.ts';
+import { notifyCustomer } from '../oidc/securityNotices.ts';
+import { decide } from './decide.ts';
+import { decideRaise } from './limits.ts';
+import type { Policy } from './policy/parsePolicy.ts';
+import { PRODUCTS, type Product } from './productCatalogue.ts';
+
+export { isProduct, PRODUCT_NAMES, PRODUCTS, type Product } from './productCatalogue.ts';
+
+export interface ProductState {
+  product: Product;
+  allowed: boolean;
+  /** An allow waiting for its cool-off. */
+  allowAt: Date | null;
+}
+
+/** Applies allows whose cool-off ended (one statement), so a product opens without a sweeper. */
+async function applyDue(db: Queryable, customerId: string): Promise<void> {
+  await db.query(
+    `UPDATE customer_products SET allowed = true, allow_at = NULL, changed_at = now()
+     WHERE customer_id = $1 AND NOT allowed AND allow_at IS NOT NULL AND allow_at <= now()`,
+    [customerId],
+  );
+}
+
+/** Every product of the catalogue with the customer's state; no choice of theirs → `defaults`. */
+export async function productStates(
+  db: Queryable,
+  customerId: string,
+  defaults: readonly Product[],
+): Promise<ProductState[]> {
+  await applyDue(db, customerId);
+  const rows = await db.query<{ product: Product; allowed: boolean; allow_at: Date | null }>(
+    'SELECT product, allowed, allow_at FROM customer_products WHERE customer_id = $1',
+    [customerId],
+  );
+  return PRODUCTS.map((product) => {
+    const r = rows.rows.find((x) => x.product === product);
+    return r
+      ? { product, allowed: r.allowed, allowAt: r.allow_at }
+      : { product, allowed: defaults.includes(product), allowAt: null };
+  });
+}
+
+export interface ProductChange {
+  customerId: string;
+  product: Product;
+  allow: boolean;
+  acr: string | undefined;
+  authTime: number | undefined;
+  frozen: boolean;
+  actor: string;
+  ip?: string | undefined;
+}
+
+/**
+ * Blocks a product at once, or schedules allowing it after the policy's cool-off; throws LinkingError
+ * (ERR_LIMIT_NEEDS_FRESH_PASSKEY / ERR_LIMIT_DENIED) when the policy refuses. Every change is decided
+ * (audited) and told to the customer on every channel.
+ */
+export async function changeProduct(
+  db: Db,
+  policy: Policy,
+  defaults: readonly Product[],
+  change: ProductChange,
+): Promise<{ status: 'blocked' | 'pending' | 'unchanged'; allowAt?: Date }> {
+  const current = (await productStates(db, change.customerId, defaults)).find(
+    (s) => s.product === change.product,
+  )!;
+  const context = {
+    customerId: change.customerId,
+    actor: change.actor,
+    ip: change.ip,
+    subject: { product: change.product, allow: change.allow },
+  };
+  if (!change.allow) {
+    if (!current.allowed && !current.allowAt) return { status: 'unchanged' };
+    // The decision, the change and its notice stand or fall together.
+    await db.transaction(async (tx) => {
+      await decide(tx, policy, 'lower_limit', {}, context);
+      await tx.query(
+        `INSERT INTO customer_products (customer_id, product, allowed) VALUES ($1, $2, false)
+         ON CONFLICT (customer_id, product) DO UPDATE SET allowed = false, allow_at = NULL, changed_at = now()`,
+        [change.customerId, change.product],
+      );
+      await notifyCustomer(tx, {
+        customerId: change.customerId,
+        kind: 'products_changed',
+        data: { product: change.product, allowed: false },
+      });
+    });
+    return { status: 'blocked' };
+  }
+  if (current.allowed) return { status: 'unchanged' };
+  // Outside the transaction: a refused raise stays in the audit log.
+  const decision = await decideRaise(db, policy, change, context);
+  const allowAt = await db.transaction(async (tx) => {
+    const r = await tx.query<{ allow_at: Date }>(
+      `INSERT INTO customer_products (customer_id, product, allowed, allow_at)
+       VALUES ($1, $2, false, now() + make_interval(secs => $3))
+       ON CONFLICT (customer_id, product) DO UPDATE SET allow_at = EXCLUDED.allow_at, changed_at = now()
+       RETURNING allow_at`,
+      [change.customerId, change.product, decision.obligations.coolOffSeconds ?? 0],
+    );
+    const at = r.rows[0]!.allow_at;
+    await notifyCustomer(tx, {
+      customerId: change.customerId,
+      kind: 'products_changed',
+      data: { product: change.product, allowed: true, effectiveAt: at.toISOString() },
+    });
+    return at;
+  });
+  return { status: 'pending', allowAt };
+}
