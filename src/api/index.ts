@@ -19,7 +19,7 @@ import { FAPI_ALGS } from '../oidc/provider.ts';
 import { observeRequest, riskEngineFor } from '../risk/index.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
 import { dpopSeenKey } from './dpop.ts';
-import { ApiError, dpopChallenge, presentedAccessToken, sendApiError } from './errors.ts';
+import { ApiError, dpopChallenge, presentedAccessToken, sendApiError, unknownTokenError } from './errors.ts';
 import { ingestHandler } from './ingest.ts';
 import { openApiDocument } from './openapi.ts';
 import { bookingBound, PAGE_SIZE_DEFAULT, pageSize, single } from './params.ts';
@@ -245,7 +245,7 @@ export function apiRoutes({
   async function authorize(ctx: Context, scope: string): Promise<Authorized> {
     const { scheme, value } = presentedAccessToken(ctx, FAPI_ALGS);
     const token = await provider.AccessToken.find(value);
-    if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
+    if (!token || token.isExpired) throw unknownTokenError(scheme, FAPI_ALGS);
     // Every other check first; a DPoP jti is recorded atomically by the read's statement.
     let proofSeen: Authorized['proofSeen'];
     const replay = {

@@ -93,6 +93,15 @@ describe('the API error envelope', () => {
     expect(res.headers.get('www-authenticate')).toMatch(/^DPoP error="invalid_token"/);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_token');
   });
+
+  it('answers an unknown token presented as Bearer (a certificate-bound client) with a Bearer challenge', async () => {
+    const res = await t.fetch(`${t.issuer}/api/v1/accounts`, {
+      headers: { authorization: 'Bearer not-a-token' },
+    });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_token');
+  });
 });
 
 describe('interaction endpoints answer client mistakes with 4xx', () => {
