@@ -236,14 +236,17 @@ export function createPasskeyUser(o: PasskeyUserOptions): PasskeyUser {
         await enrolling.catch(() => {});
         if (enrolled) return completeLogin(base);
       }
-      const ticket = typeof o.ticket === 'string' ? o.ticket : await o.ticket();
-      const attempt = completeLogin({
-        ...base,
-        enroll: { customerNumber: o.customerNumber, ticket },
-        onEnrolled: () => {
-          enrolled = true;
-        },
-      });
+      // Marked before the ticket is awaited, so that a concurrent login waits instead of enrolling too.
+      const attempt = (async () => {
+        const ticket = typeof o.ticket === 'string' ? o.ticket : await o.ticket();
+        return completeLogin({
+          ...base,
+          enroll: { customerNumber: o.customerNumber, ticket },
+          onEnrolled: () => {
+            enrolled = true;
+          },
+        });
+      })();
       enrolling = attempt;
       return attempt;
     },
