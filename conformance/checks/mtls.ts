@@ -136,6 +136,17 @@ export const mtlsChecks: Check[] = [
   },
   {
     group: GROUP,
+    id: 'mtls-auth-san-dns',
+    title: 'tls_client_auth of a client registered by its DNS SAN (tls_client_auth_san_dns) → accept',
+    expect: 'accept',
+    variants: { clientAuth: ['tls_client_auth'] },
+    async run(ctx) {
+      // `a` is registered by its subject DN (every other check), `b` by its SAN.
+      await ctx.par({ client: ctx.b });
+    },
+  },
+  {
+    group: GROUP,
     id: 'mtls-auth-untrusted-ca',
     title: 'tls_client_auth with the right subject and SAN from an untrusted CA → invalid_client',
     expect: 'fail',

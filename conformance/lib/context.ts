@@ -123,11 +123,9 @@ export type Visit =
 
 export interface Rp {
   config: oidc.Configuration;
-  /** DPoP clients only. */
-  dpop: oidc.DPoPHandle | undefined;
   dpopKey: DpopKey;
   client: ClientIdentity;
-  /** openid-client's request options: the DPoP handle, if any. */
+  /** openid-client's request options: the DPoP handle of `dpopKey` for a DPoP client, none otherwise. */
   options: { DPoP: oidc.DPoPHandle } | undefined;
 }
 
@@ -300,7 +298,7 @@ export function createContext(target: Target, variant: Variant): CheckContext {
       const key = dpopKey ?? (await generateDpopKey());
       const c = await config;
       const dpop = client.senderConstraint === 'dpop' ? oidc.getDPoPHandle(c, key.pair) : undefined;
-      return { config: c, dpop, dpopKey: key, client, options: dpop ? { DPoP: dpop } : undefined };
+      return { config: c, dpopKey: key, client, options: dpop ? { DPoP: dpop } : undefined };
     },
 
     async pushRaw(o = {}) {
