@@ -1,9 +1,11 @@
 /**
  * The local FAPI 2.0 conformance plan: the checks of ../shared/conformance/fapi2-checklist.md
  * (groups "Discovery and happy path", "Authorization endpoint and PAR", "Token endpoint", "DPoP",
- * "Message signing plan", and "Client registration"), for the private_key_jwt + DPoP variant, and the
- * mTLS variants and rows in group "mTLS (RFC 8705)", run against a live hub. `run.ts` prints the table;
- * `fapi2.test.ts` runs the same checks under vitest, one test per check.
+ * "Message signing plan", "Client registration", "mTLS (RFC 8705)" and "Transport"), run against a
+ * live hub under every variant: client authentication {private_key_jwt, tls_client_auth,
+ * self_signed_tls_client_auth} × sender constraint {DPoP, mTLS} × flow {openid, plain OAuth}, each
+ * check where it applies (lib/types.ts). `run.ts` prints one table per variant; `fapi2.test.ts` runs
+ * the same checks under vitest, one test per check and variant.
  */
 import { authorizationChecks } from './checks/authorization.ts';
 import { discoveryChecks } from './checks/discovery.ts';
@@ -11,10 +13,11 @@ import { dpopChecks } from './checks/dpop.ts';
 import { messageSigningChecks } from './checks/messageSigning.ts';
 import { mtlsChecks } from './checks/mtls.ts';
 import { tokenChecks } from './checks/token.ts';
+import { transportChecks } from './checks/transport.ts';
 import { type CheckContext, createContext } from './lib/context.ts';
 import { CheckNotApplicable } from './lib/expect.ts';
 import { startLocalTarget, type Target } from './lib/target.ts';
-import { appliesTo, type Check, type Variant } from './lib/types.ts';
+import { appliesTo, type Check, usesMtls, VARIANTS, type Variant, variantTag } from './lib/types.ts';
 
 export const FAPI2_CHECKS: readonly Check[] = [
   ...discoveryChecks,
@@ -23,9 +26,19 @@ export const FAPI2_CHECKS: readonly Check[] = [
   ...dpopChecks,
   ...messageSigningChecks,
   ...mtlsChecks,
+  ...transportChecks,
 ];
 
-export const DEFAULT_VARIANT: Variant = { clientAuth: 'private_key_jwt', senderConstraint: 'dpop' };
+export const DEFAULT_VARIANT: Variant = {
+  clientAuth: 'private_key_jwt',
+  senderConstraint: 'dpop',
+  flow: 'openid',
+};
+
+/** The variants a target can run: all of them on an in-process hub, private_key_jwt + DPoP elsewhere. */
+export function variantsFor(targets: PlanTargets): Variant[] {
+  return VARIANTS.filter((v) => !usesMtls(v) || (targets.main.mtls && targets.shortLifetimes.mtls));
+}
 
 /**
  * Lifetimes of the second in-process hub, on which expiry is observed in seconds rather than a
@@ -108,53 +121,92 @@ export async function runCheck(
 }
 
 /**
- * Starts every check's `prepare` at once. A failed preparation is that check's failure, raised
- * when its run awaits it (the rejection is marked handled here so it cannot crash the run first).
+ * A variant's checks, the context each runs in, and its preparations (expiry, code reuse): started
+ * when the variant starts, one after the other in the background (each a login or a PAR, so the
+ * customer never signs in many times at once), while the other checks of the variant run; the
+ * prepared checks come last. A failed preparation is that check's failure, raised when its run awaits
+ * it (the rejection is marked handled here so it cannot crash the run first).
  */
-export function startPreparations(
-  checks: Check[],
-  contextFor: (check: Check) => CheckContext,
-): Map<Check, Promise<unknown>> {
-  const prepared = new Map<Check, Promise<unknown>>();
-  for (const check of checks) {
-    if (!check.prepare) continue;
-    const p = check.prepare(contextFor(check));
-    p.catch(() => {});
-    prepared.set(check, p);
-  }
-  return prepared;
+export interface VariantRun {
+  variant: Variant;
+  checks: Check[];
+  contextFor: (check: Check) => CheckContext;
+  /** Starts the preparations (once); what each prepared check's run gets. */
+  start(): void;
+  prepared(check: Check): Promise<unknown> | undefined;
 }
 
-/** Runs the plan: checks with a preparation last (their waits overlap the others). Results in plan order. */
+export function variantRun(targets: PlanTargets, variant: Variant): VariantRun {
+  const checks = planFor(variant);
+  const contextFor = contextsFor(targets, variant);
+  const prepared = new Map<Check, Promise<unknown>>();
+  return {
+    variant,
+    checks,
+    contextFor,
+    start() {
+      if (prepared.size) return;
+      let chain: Promise<unknown> = Promise.resolve();
+      for (const check of checks) {
+        if (!check.prepare) continue;
+        const p = chain.then(() => check.prepare!(contextFor(check)));
+        p.catch(() => {});
+        chain = p.catch(() => {});
+        prepared.set(check, p);
+      }
+    },
+    prepared: (check) => prepared.get(check),
+  };
+}
+
+/** The variant's checks in running order: those with a preparation last (their waits overlap the others). */
+export const runningOrder = (checks: Check[]) => [
+  ...checks.filter((c) => !c.prepare),
+  ...checks.filter((c) => c.prepare),
+];
+
+export interface VariantResult {
+  variant: Variant;
+  results: CheckResult[];
+}
+
+/** Runs the plan under each variant in turn. Results per variant in plan order. */
 export async function runPlan(
   targets: PlanTargets,
-  options: { variant?: Variant; onResult?: (r: CheckResult) => void } = {},
-): Promise<CheckResult[]> {
-  const checks = planFor(options.variant);
-  const contextFor = contextsFor(targets, options.variant);
-  const prepared = startPreparations(checks, contextFor);
-  const results = new Map<Check, CheckResult>();
-  for (const check of [...checks.filter((c) => !c.prepare), ...checks.filter((c) => c.prepare)]) {
-    const r = await runCheck(check, contextFor(check), prepared.get(check));
-    results.set(check, r);
-    options.onResult?.(r);
+  options: { variants?: readonly Variant[]; onResult?: (r: CheckResult, variant: Variant) => void } = {},
+): Promise<VariantResult[]> {
+  const out: VariantResult[] = [];
+  for (const variant of options.variants ?? variantsFor(targets)) {
+    const run = variantRun(targets, variant);
+    run.start();
+    const results = new Map<Check, CheckResult>();
+    for (const check of runningOrder(run.checks)) {
+      const r = await runCheck(check, run.contextFor(check), run.prepared(check));
+      results.set(check, r);
+      options.onResult?.(r, variant);
+    }
+    out.push({ variant, results: run.checks.map((c) => results.get(c)!) });
   }
-  return checks.map((c) => results.get(c)!);
+  return out;
 }
 
 const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
 
-/** The pass/fail table, grouped as in the checklist, with the reason under each failure. */
-export function formatTable(results: CheckResult[]): string {
+/** One variant's pass/fail table, grouped as in the checklist, with the reason under each failure. */
+export function formatTable(results: CheckResult[], variant: Variant = DEFAULT_VARIANT): string {
   const idWidth = Math.max(...results.map((r) => r.check.id.length), 2);
-  const lines: string[] = [];
+  const { passed, failed, notApplicable } = summary(results);
+  const lines: string[] = [
+    '',
+    `######## variant ${variantTag(variant)}: ${passed} passed, ${failed} failed${notApplicable ? `, ${notApplicable} n/a` : ''} ########`,
+  ];
   let group = '';
   for (const r of results) {
     if (r.check.group !== group) {
       group = r.check.group;
       lines.push(
         '',
-        `== ${group} ==`,
+        `== ${group} [${variantTag(variant)}] ==`,
         `${pad('result', 6)}  ${pad('id', idWidth)}  ${pad('expect', 6)}  ${pad('ms', 6)}  title`,
       );
     }
@@ -165,6 +217,15 @@ export function formatTable(results: CheckResult[]): string {
     if (r.detail) lines.push(`${' '.repeat(8)}↳ ${r.detail}`);
   }
   return lines.join('\n');
+}
+
+/** Each failure as `variant-tag/check-id: reason` (ids are unique within a variant). */
+export function failureLines(runs: VariantResult[]): string[] {
+  return runs.flatMap(({ variant, results }) =>
+    results
+      .filter((r) => r.outcome === 'fail')
+      .map((r) => `FAIL ${variantTag(variant)}/${r.check.id}: ${r.detail ?? ''}`),
+  );
 }
 
 export function summary(results: CheckResult[]): { passed: number; failed: number; notApplicable: number } {

@@ -1,5 +1,6 @@
 /**
- * `npm run conformance` — runs the local FAPI 2.0 plan and prints a pass/fail table.
+ * `npm run conformance` — runs the local FAPI 2.0 plan under every variant and prints one pass/fail
+ * table per variant, the failures again with their variant, and a summary line.
  *
  *   node conformance/run.ts
  *       starts two hubs in-process (a fresh checkout needs nothing else; TEST_DATABASE_URL puts
@@ -7,7 +8,8 @@
  *       (conformance/ssf/, transmitter and receiver) against a third in-process hub.
  *
  *   node conformance/run.ts --issuer https://localhost:8443 --data ./data --ticket <TICKET>
- *       runs against a hub started with `npm start`: the demo client files and dev CA are read
+ *       runs against a hub started with `npm start` (the private_key_jwt + DPoP variants only: the
+ *       mTLS variants need clients the in-process hub registers): the demo client files and dev CA are read
  *       from the data directory, and the demo customer's passkey is enrolled with the ticket
  *       (`npm run kakehashi -- enroll-ticket 10000001`; each run needs a new one). Expiry checks
  *       then wait the hub's real lifetimes out (about two minutes); --code-ttl tells the plan a
@@ -17,14 +19,16 @@
  */
 import { parseArgs } from 'node:util';
 import { connectTarget } from './lib/target.ts';
+import { VARIANTS, variantTag } from './lib/types.ts';
 import {
-  type CheckResult,
   closeTargets,
+  failureLines,
   formatTable,
   type PlanTargets,
   runPlan,
   startLocalTargets,
   summary,
+  variantsFor,
 } from './plan.ts';
 import { runSsfSection } from './ssf/run.ts';
 
@@ -76,17 +80,32 @@ async function main(argv: string[]): Promise<number> {
       );
     }
     const started = performance.now();
-    const results: CheckResult[] = await runPlan(targets, {
+    const variants = variantsFor(targets);
+    if (variants.length < VARIANTS.length)
+      console.log(
+        `conformance: ${VARIANTS.length - variants.length} mTLS variants not run (they need clients only an in-process hub registers)`,
+      );
+    const runs = await runPlan(targets, {
+      variants,
       onResult: (r) => {
         if (process.stderr.isTTY) process.stderr.write(r.outcome === 'fail' ? 'F' : '.');
       },
     });
     if (process.stderr.isTTY) process.stderr.write('\n');
-    console.log(formatTable(results));
-    const { passed, failed, notApplicable } = summary(results);
+    for (const { variant, results } of runs) console.log(formatTable(results, variant));
+    const all = runs.flatMap((r) => r.results);
+    const { passed, failed, notApplicable } = summary(all);
+    console.log('');
+    for (const { variant, results } of runs) {
+      const s = summary(results);
+      console.log(
+        `  ${variantTag(variant).padEnd(48)} ${s.passed}/${results.length} passed${s.failed ? `, ${s.failed} FAILED` : ''}${s.notApplicable ? `, ${s.notApplicable} n/a` : ''}`,
+      );
+    }
+    for (const line of failureLines(runs)) console.log(line);
     console.log(`\n(${((performance.now() - started) / 1000).toFixed(1)} s)`);
     console.log(
-      `conformance: ${passed} passed, ${failed} failed${notApplicable ? `, ${notApplicable} not applicable` : ''}`,
+      `conformance: ${runs.length} variants, ${all.length} checks: ${passed} passed, ${failed} failed${notApplicable ? `, ${notApplicable} not applicable` : ''}`,
     );
     // The SSF plan needs an in-process hub (it plays the peers and emits events); not for --issuer.
     const ssf = external ? { failed: 0 } : await runSsfSection();

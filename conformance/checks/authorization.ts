@@ -1,13 +1,14 @@
 /**
  * Checklist group "Authorization endpoint and PAR": parameters only by PAR, only `code`, PKCE S256
- * required, registered redirect URIs, request_uri lifetime / single use / client binding, and the
- * client assertion rules at the PAR endpoint (issuer-string aud, bounded clock skew).
+ * required, registered redirect URIs, request_uri lifetime / single use / client binding (each with
+ * the variant's client), and the client assertion rules at the PAR endpoint (issuer-string aud,
+ * bounded clock skew; private_key_jwt only — the certificate rules at PAR are in group "mTLS").
  */
 import { generateKeyPair } from 'jose';
 import {
-  assertionFields,
   authorizationUrl,
-  clientAssertion,
+  type clientAssertion,
+  clientAuthFields,
   now,
   pkce,
   pushAuthorizationRequest,
@@ -16,7 +17,7 @@ import {
 } from '../lib/client.ts';
 import type { CheckContext, Pushed } from '../lib/context.ts';
 import { authorizationRejected, check, equal, oauthError, status } from '../lib/expect.ts';
-import type { Check } from '../lib/types.ts';
+import { type Check, PRIVATE_KEY_JWT_ONLY } from '../lib/types.ts';
 
 const GROUP = 'Authorization endpoint and PAR';
 const INVALID_CLIENT = { status: [400, 401], error: 'invalid_client' };
@@ -152,7 +153,7 @@ export const authorizationChecks: Check[] = [
     title: 'token request with a wrong code_verifier → invalid_grant',
     expect: 'fail',
     async run(ctx) {
-      const auth = await ctx.authorize();
+      const auth = await ctx.unredeemed();
       oauthError(
         await ctx.redeem(auth, { verifier: pkce().verifier }),
         { status: 400, error: 'invalid_grant' },
@@ -166,7 +167,7 @@ export const authorizationChecks: Check[] = [
     title: 'token request without code_verifier → invalid_grant',
     expect: 'fail',
     async run(ctx) {
-      const auth = await ctx.authorize();
+      const auth = await ctx.unredeemed();
       oauthError(
         await ctx.redeem(auth, { verifier: null }),
         { status: 400, error: 'invalid_grant' },
@@ -303,7 +304,7 @@ export const authorizationChecks: Check[] = [
         nonce: 'ro',
         request_uri: earlier.requestUri,
       });
-      const res = await pushAuthorizationRequest(ctx.target, ctx.a, { request }, {});
+      const res = await pushAuthorizationRequest(ctx.via(ctx.a), ctx.a, { request }, {});
       // A hub that takes request objects must refuse this one as invalid; one that takes none
       // (request_parameter_supported absent or false) refuses every request object as such.
       const takesRequestObjects = ctx.target.metadata.request_parameter_supported === true;
@@ -321,12 +322,12 @@ export const authorizationChecks: Check[] = [
     expect: 'fail',
     async run(ctx) {
       const p = pkce();
+      const hub = ctx.via(ctx.a);
       for (const method of ['GET', 'PUT']) {
-        const res = await send(ctx.target, ctx.target.metadata.pushed_authorization_request_endpoint, {
+        const res = await send(hub, hub.metadata.pushed_authorization_request_endpoint, {
           method,
           query: {
-            client_id: ctx.a.clientId,
-            ...assertionFields(await clientAssertion(ctx.issuer, ctx.a)),
+            ...(await clientAuthFields(hub, ctx.a)),
             response_type: 'code',
             redirect_uri: ctx.a.redirectUri,
             scope: 'openid accounts',
@@ -345,10 +346,11 @@ export const authorizationChecks: Check[] = [
     id: 'par-assertion-aud-par-endpoint',
     title: 'client assertion aud = PAR endpoint URL',
     expect: 'fail',
+    variants: PRIVATE_KEY_JWT_ONLY,
     async run(ctx) {
       await parRefusedClient(
         ctx,
-        { aud: ctx.target.metadata.pushed_authorization_request_endpoint },
+        { aud: ctx.via(ctx.a).metadata.pushed_authorization_request_endpoint },
         'aud = PAR endpoint',
       );
     },
@@ -358,8 +360,9 @@ export const authorizationChecks: Check[] = [
     id: 'par-assertion-aud-token-endpoint',
     title: 'client assertion aud = token endpoint URL',
     expect: 'fail',
+    variants: PRIVATE_KEY_JWT_ONLY,
     async run(ctx) {
-      await parRefusedClient(ctx, { aud: ctx.target.metadata.token_endpoint }, 'aud = token endpoint');
+      await parRefusedClient(ctx, { aud: ctx.via(ctx.a).metadata.token_endpoint }, 'aud = token endpoint');
     },
   },
   {
@@ -367,6 +370,7 @@ export const authorizationChecks: Check[] = [
     id: 'par-assertion-aud-array',
     title: 'client assertion aud = [issuer] (an array)',
     expect: 'fail',
+    variants: PRIVATE_KEY_JWT_ONLY,
     async run(ctx) {
       await parRefusedClient(ctx, { aud: [ctx.issuer] }, 'aud as an array');
     },
@@ -376,6 +380,7 @@ export const authorizationChecks: Check[] = [
     id: 'par-assertion-iat-nbf-8s-future',
     title: 'client assertion iat and nbf 8 s in the future',
     expect: 'accept',
+    variants: PRIVATE_KEY_JWT_ONLY,
     async run(ctx) {
       const t = now() + 8;
       await ctx.par({ assertion: { iat: t, nbf: t, exp: t + 60 } });
@@ -386,6 +391,7 @@ export const authorizationChecks: Check[] = [
     id: 'par-assertion-iat-nbf-far-future',
     title: 'client assertion iat and nbf 70 s in the future',
     expect: 'fail',
+    variants: PRIVATE_KEY_JWT_ONLY,
     async run(ctx) {
       const t = now() + 70;
       await parRefusedClient(ctx, { iat: t, nbf: t, exp: t + 60 }, 'iat/nbf 70 s ahead');
@@ -396,6 +402,7 @@ export const authorizationChecks: Check[] = [
     id: 'par-assertion-rs256',
     title: 'client assertion signed with RS256',
     expect: 'fail',
+    variants: PRIVATE_KEY_JWT_ONLY,
     async run(ctx) {
       const { privateKey } = await generateKeyPair('RS256');
       await parRefusedClient(ctx, { alg: 'RS256', key: privateKey as CryptoKey }, 'RS256 assertion');

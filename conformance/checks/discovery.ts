@@ -1,15 +1,16 @@
 /**
  * Checklist group "Discovery and happy path": the discovery document, and full code flows driven
- * by openid-client as a real aggregator (PAR, private_key_jwt, PKCE, DPoP), with the variations
- * the conformance suite tries on parameters that are optional or unusual.
+ * by openid-client as a real aggregator (PAR, the variant's client authentication, PKCE, DPoP or a
+ * certificate binding; openid or plain OAuth), with the variations the conformance suite tries on
+ * parameters that are optional or unusual.
  */
 import { randomBytes } from 'node:crypto';
 import { decodeProtectedHeader } from 'jose';
 import * as oidc from 'openid-client';
 import { send } from '../lib/client.ts';
-import { type CheckContext, DEFAULT_SCOPE } from '../lib/context.ts';
+import { type CheckContext, expectedTokenType } from '../lib/context.ts';
 import { CheckFailure, check, describe, equal, noServerError, oauthError } from '../lib/expect.ts';
-import type { Check } from '../lib/types.ts';
+import { BOTH_FLOWS, type Check } from '../lib/types.ts';
 import { createUserAgent, type UaResponse } from '../lib/userAgent.ts';
 
 const GROUP = 'Discovery and happy path';
@@ -38,31 +39,34 @@ function idTokenAlg(idToken: string | undefined): string {
 }
 
 /**
- * A complete flow through openid-client: PAR with the DPoP key, the customer's login and consent,
- * the callback (parsed and checked by openid-client: iss, state), the code exchange with DPoP and
- * the id_token validation (nonce, signature, alg), and a DPoP-protected resource call.
+ * A complete flow through openid-client: PAR (with the DPoP key, or over the client certificate at
+ * the mTLS alias), the customer's login and consent, the callback (parsed and checked by
+ * openid-client: iss, state), the code exchange and the id_token validation (nonce, signature, alg)
+ * in the openid flow, and a call of the read API with the token's holder-of-key.
  */
 async function openidClientFlow(
   ctx: CheckContext,
   o: { scope?: string; state?: string | null; nonce?: string | null; extra?: Record<string, string> } = {},
 ) {
   const rp = await ctx.rp();
+  const scope = o.scope ?? ctx.scope;
+  const openid = scope.split(' ').includes('openid');
   const verifier = oidc.randomPKCECodeVerifier();
   const state = o.state === undefined ? oidc.randomState() : o.state;
-  const nonce = o.nonce === undefined ? oidc.randomNonce() : o.nonce;
+  const nonce = o.nonce === undefined ? (openid ? oidc.randomNonce() : null) : o.nonce;
   const parameters: Record<string, string> = {
     redirect_uri: rp.client.redirectUri,
-    scope: o.scope ?? DEFAULT_SCOPE,
+    scope,
     code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
     code_challenge_method: 'S256',
     ...(state !== null ? { state } : {}),
     ...(nonce !== null ? { nonce } : {}),
     ...o.extra,
   };
-  const url = await oidc.buildAuthorizationUrlWithPAR(rp.config, parameters, { DPoP: rp.dpop });
+  const url = await oidc.buildAuthorizationUrlWithPAR(rp.config, parameters, rp.options);
   const seen: UaResponse[] = [];
   const userAgent = createUserAgent({ fetch: ctx.target.fetch, onResponse: (r) => seen.push(r) });
-  const callback = await ctx.login(url, { userAgent });
+  const callback = await ctx.login(url, { userAgent, redirectUri: rp.client.redirectUri });
   const last = seen.at(-1);
   // FAPI 2.0 §5.3.2.2: the authorization response is a 303 redirect.
   equal(last?.status, 303, 'status of the redirect to the redirect URI');
@@ -78,26 +82,25 @@ async function openidClientFlow(
       pkceCodeVerifier: verifier,
       expectedState: state ?? oidc.skipStateCheck,
       ...(nonce !== null ? { expectedNonce: nonce } : {}),
-      idTokenExpected: (o.scope ?? DEFAULT_SCOPE).split(' ').includes('openid'),
+      idTokenExpected: openid,
     },
     undefined,
-    { DPoP: rp.dpop },
+    rp.options,
   );
-  equal(tokens.token_type.toLowerCase(), 'dpop', 'token_type');
+  equal(tokens.token_type.toLowerCase(), expectedTokenType(rp.client), 'token_type');
+  if (!openid) check(tokens.id_token === undefined, 'an id_token was issued without the openid scope');
   const resource = await oidc.fetchProtectedResource(
     rp.config,
     tokens.access_token,
-    new URL(ctx.accountsUrl),
+    new URL(ctx.apiUrl(rp.client)),
     'GET',
     undefined,
     undefined,
-    {
-      DPoP: rp.dpop,
-    },
+    rp.options,
   );
   if (resource.status !== 200)
     throw new CheckFailure(
-      `GET /api/v1/accounts with the DPoP-bound token: ${resource.status} ${await resource.text()}`,
+      `GET /api/v1/accounts with the ${expectedTokenType(rp.client)} token: ${resource.status} ${await resource.text()}`,
     );
   const body = (await resource.json()) as { data?: unknown[] };
   check(Array.isArray(body.data) && body.data.length > 0, 'expected the consented accounts');
@@ -281,16 +284,18 @@ export const discoveryChecks: Check[] = [
     group: GROUP,
     id: 'happy-flow',
     title:
-      'PAR → login → consent → 303 callback with code and iss → token (DPoP) → resource; id_token alg allowed',
+      'PAR → login → consent → 303 callback with code and iss → token → resource with its holder-of-key; openid: id_token alg allowed; plain OAuth: no id_token',
     expect: 'accept',
+    variants: { flow: BOTH_FLOWS },
     async run(ctx) {
       const { tokens } = await openidClientFlow(ctx);
+      check(tokens.refresh_token, 'expected a refresh token (offline access for aggregators)');
+      if (ctx.variant.flow === 'plain_oauth') return;
       const alg = idTokenAlg(tokens.id_token);
       check(FAPI_ALGS.includes(alg), `id_token signed with ${alg}`);
       const claims = tokens.claims();
       equal(claims?.iss, ctx.issuer, 'id_token iss');
       equal(claims?.aud, ctx.a.clientId, 'id_token aud');
-      check(tokens.refresh_token, 'expected a refresh token (offline access for aggregators)');
     },
   },
   {
@@ -298,11 +303,13 @@ export const discoveryChecks: Check[] = [
     id: 'happy-scope-reversed',
     title: 'scopes in reverse order',
     expect: 'accept',
+    variants: { flow: BOTH_FLOWS },
     async run(ctx) {
-      const reversed = DEFAULT_SCOPE.split(' ').reverse().join(' ');
+      const reversed = ctx.scope.split(' ').reverse().join(' ');
       const { tokens } = await openidClientFlow(ctx, { scope: reversed });
       const granted = String(tokens.scope ?? '').split(' ');
-      check(granted.includes('openid') && granted.includes('accounts'), `granted scope: ${tokens.scope}`);
+      for (const s of ctx.scope.split(' ').filter((s) => s !== 'offline_access'))
+        check(granted.includes(s), `granted scope lacks ${s}: ${tokens.scope}`);
     },
   },
   {
@@ -310,6 +317,7 @@ export const discoveryChecks: Check[] = [
     id: 'happy-no-state',
     title: 'no state parameter',
     expect: 'accept',
+    variants: { flow: BOTH_FLOWS },
     async run(ctx) {
       const { callback } = await openidClientFlow(ctx, { state: null });
       check(!callback.searchParams.has('state'), `state appeared in the response: ${callback.search}`);
@@ -327,16 +335,6 @@ export const discoveryChecks: Check[] = [
   },
   {
     group: GROUP,
-    id: 'happy-plain-oauth',
-    title: 'plain OAuth (no openid scope, no nonce): tokens without id_token',
-    expect: 'accept',
-    async run(ctx) {
-      const { tokens } = await openidClientFlow(ctx, { scope: 'accounts', nonce: null });
-      check(tokens.id_token === undefined, 'an id_token was issued without the openid scope');
-    },
-  },
-  {
-    group: GROUP,
     id: 'happy-nonce-64',
     title: '64-character nonce echoed in the id_token',
     expect: 'accept',
@@ -349,11 +347,13 @@ export const discoveryChecks: Check[] = [
   {
     group: GROUP,
     id: 'happy-long-nonce-state',
-    title: 'very long nonce and state (accept or clean error, never a 500)',
+    title: 'very long nonce (openid) and state (accept or clean error, never a 500)',
     expect: 'accept',
+    variants: { flow: BOTH_FLOWS },
     async run(ctx) {
       const state = `s${'A'.repeat(1999)}`;
-      const nonce = `n${'B'.repeat(1999)}`;
+      const openid = ctx.variant.flow === 'openid';
+      const nonce = openid ? `n${'B'.repeat(1999)}` : undefined;
       const { res: par, pushed } = await ctx.pushRaw({ params: { state, nonce } });
       noServerError(par, 'PAR');
       if (!pushed) {
@@ -374,6 +374,7 @@ export const discoveryChecks: Check[] = [
       const res = await ctx.redeem(auth);
       noServerError(res, 'token request');
       equal(res.status, 200, `token request (${describe(res)})`);
+      if (!openid) return;
       const idToken = String(res.body?.id_token ?? '');
       const payload = JSON.parse(Buffer.from(idToken.split('.')[1] ?? '', 'base64url').toString('utf8')) as {
         nonce?: string;

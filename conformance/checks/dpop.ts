@@ -1,12 +1,12 @@
 /**
- * Checklist group "DPoP" (RFC 9449): the code bound to the key named at PAR, and every proof rule
- * tried both at the token endpoint (a refresh_token grant, which a rejected proof leaves intact)
- * and at the resource server (GET /api/v1/accounts).
+ * Checklist group "DPoP" (RFC 9449), in the DPoP variants (any client authentication): the code
+ * bound to the key named at PAR, and every proof rule tried both at the token endpoint (a
+ * refresh_token grant, which a rejected proof leaves intact; the mTLS alias for a client that
+ * authenticates with its certificate) and at the resource server (GET /api/v1/accounts).
  */
 import {
-  assertionFields,
   ath,
-  clientAssertion,
+  clientAuthFields,
   type DpopKey,
   dpopProof,
   generateDpopKey,
@@ -27,6 +27,7 @@ import {
 import type { Check } from '../lib/types.ts';
 
 const GROUP = 'DPoP';
+const DPOP: Check['variants'] = { senderConstraint: ['dpop'] };
 
 type Where = 'token' | 'resource';
 
@@ -243,15 +244,18 @@ const PROOF_CASES: ProofCase[] = [
   },
 ];
 
+/** The token endpoint the tokens' client uses (the mTLS alias when it presents a certificate). */
+const tokenEndpoint = (ctx: CheckContext, tokens: Tokens) => ctx.via(tokens.client).metadata.token_endpoint;
+
 /** A refresh_token grant at the token endpoint with exactly these DPoP header lines. */
 async function refreshWith(ctx: CheckContext, tokens: Tokens, proofs: string[]) {
+  const hub = ctx.via(tokens.client);
   const form = {
     grant_type: 'refresh_token',
     refresh_token: tokens.refreshToken,
-    client_id: tokens.client.clientId,
-    ...assertionFields(await clientAssertion(ctx.issuer, tokens.client)),
+    ...(await clientAuthFields(hub, tokens.client)),
   };
-  return sendRawHeaders(ctx.target, ctx.target.metadata.token_endpoint, {
+  return sendRawHeaders(hub, hub.metadata.token_endpoint, {
     method: 'POST',
     headers: { dpop: proofs },
     form,
@@ -280,12 +284,12 @@ function proofCheck(c: ProofCase, where: Where): Check {
     id: `dpop-${where === 'token' ? 'token' : 'rs'}-${c.id}`,
     title: `${at}: ${c.title}`,
     expect: c.expect,
-    variants: { senderConstraint: ['dpop'] },
+    variants: DPOP,
     async run(ctx) {
       const tokens = await ctx.shared();
       const base: ProofOptions =
         where === 'token'
-          ? { htm: 'POST', htu: ctx.target.metadata.token_endpoint }
+          ? { htm: 'POST', htu: tokenEndpoint(ctx, tokens) }
           : { htm: 'GET', htu: ctx.accountsUrl, accessToken: tokens.accessToken };
       const made = await c.proof(tokens.dpopKey, base, ctx, where);
       const proofs = Array.isArray(made) ? made : [made];
@@ -310,6 +314,7 @@ export const dpopChecks: Check[] = [
     id: 'dpop-jkt-mismatch',
     title: 'dpop_jkt at PAR ≠ key of the token request proof',
     expect: 'fail',
+    variants: DPOP,
     async run(ctx) {
       const named = await generateDpopKey();
       const auth = await ctx.authorize({ dpopKey: null, params: { dpop_jkt: named.jkt } });
@@ -327,6 +332,7 @@ export const dpopChecks: Check[] = [
     id: 'dpop-par-token-keys-differ',
     title: 'PAR proof and token request proof by different keys',
     expect: 'fail',
+    variants: DPOP,
     async run(ctx) {
       const auth = await ctx.authorize();
       const res = await ctx.redeem(auth, { dpopKey: await generateDpopKey() });
@@ -342,9 +348,10 @@ export const dpopChecks: Check[] = [
     id: 'dpop-token-replayed-jti',
     title: 'token endpoint: the same proof (jti) twice',
     expect: 'fail',
+    variants: DPOP,
     async run(ctx) {
       const tokens = await ctx.shared();
-      const proof = await dpopProof(tokens.dpopKey, { htm: 'POST', htu: ctx.target.metadata.token_endpoint });
+      const proof = await dpopProof(tokens.dpopKey, { htm: 'POST', htu: tokenEndpoint(ctx, tokens) });
       status(await refreshWith(ctx, tokens, [proof]), 200, 'first use of the proof');
       // RFC 9449 §11.1 fixes no error code for a replay; oidc-provider reports invalid_grant here.
       tokenEndpointRefusal(
@@ -361,6 +368,7 @@ export const dpopChecks: Check[] = [
     id: 'dpop-rs-replayed-jti',
     title: 'resource: the same proof (jti) twice',
     expect: 'fail',
+    variants: DPOP,
     async run(ctx) {
       const tokens = await ctx.shared();
       const proof = await dpopProof(tokens.dpopKey, {
@@ -377,6 +385,7 @@ export const dpopChecks: Check[] = [
     id: 'dpop-rs-bearer-scheme',
     title: 'resource: DPoP-bound token presented as Bearer',
     expect: 'fail',
+    variants: DPOP,
     async run(ctx) {
       const tokens = await ctx.shared();
       const proof = await dpopProof(tokens.dpopKey, {
@@ -394,6 +403,7 @@ export const dpopChecks: Check[] = [
     id: 'dpop-rs-bearer-no-proof',
     title: 'resource: DPoP-bound token presented as Bearer without a DPoP header',
     expect: 'fail',
+    variants: DPOP,
     async run(ctx) {
       resourceRejection(
         await ctx.resource(await ctx.shared(), { scheme: 'Bearer', rawProof: null }),
@@ -407,6 +417,7 @@ export const dpopChecks: Check[] = [
     id: 'dpop-rs-header-name-case',
     title: 'resource: header sent as "DPOP" (header names are case-insensitive)',
     expect: 'accept',
+    variants: DPOP,
     async run(ctx) {
       const tokens = await ctx.shared();
       const proof = await dpopProof(tokens.dpopKey, {
@@ -426,6 +437,7 @@ export const dpopChecks: Check[] = [
     id: 'dpop-rs-request-query',
     title: 'resource: request with a query string, htu without it',
     expect: 'accept',
+    variants: DPOP,
     async run(ctx) {
       status(
         await ctx.resource(await ctx.shared(), {
@@ -442,6 +454,7 @@ export const dpopChecks: Check[] = [
     id: 'dpop-rs-no-proof',
     title: 'resource: DPoP-bound token without a DPoP header',
     expect: 'fail',
+    variants: DPOP,
     async run(ctx) {
       resourceRejection(await ctx.resource(await ctx.shared(), { rawProof: null }), 'no DPoP header');
     },
@@ -451,6 +464,7 @@ export const dpopChecks: Check[] = [
     id: 'dpop-rs-scheme-lowercase',
     title: 'resource: "Authorization: dpop …" (scheme is case-insensitive)',
     expect: 'accept',
+    variants: DPOP,
     async run(ctx) {
       status(await ctx.resource(await ctx.shared(), { scheme: 'dpop' }), 200, 'lower-case DPoP scheme');
     },

@@ -1,11 +1,12 @@
 /**
  * Checklist group "Message signing plan" (FAPI 2.0 Message Signing): signed request objects at PAR
  * with every rule of the request-object checklist, JARM, signed introspection; and the group
- * "Client registration" (RFC 7591/7592 guarded by initial access tokens or software statements).
- * The signed-request client is the hub's demo-signed-aggregator (JAR required, JARM only), the
- * introspecting one its demo-resource-server; openid-client drives the happy paths.
+ * "Client registration" (RFC 7591/7592 guarded by initial access tokens or software statements, with
+ * the variant's client authentication and sender constraint). The signed-request client is the
+ * variant's (JAR required, JARM only: the hub's demo-signed-aggregator for private_key_jwt + DPoP),
+ * the introspecting one the hub's demo-resource-server; openid-client drives the happy paths.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUUID, X509Certificate } from 'node:crypto';
 import {
   createLocalJWKSet,
   decodeJwt,
@@ -15,9 +16,10 @@ import {
   SignJWT,
 } from 'jose';
 import * as oidc from 'openid-client';
+import { createSelfSigned } from '../../test/support/pki.ts';
 import {
   type ClientIdentity,
-  clientAssertion,
+  clientAuthFields,
   generateDpopKey,
   now,
   type Pkce,
@@ -27,16 +29,21 @@ import {
   send,
   sendJson,
 } from '../lib/client.ts';
-import type { CheckContext } from '../lib/context.ts';
+import { type CheckContext, expectedTokenType } from '../lib/context.ts';
 import { check, describe, equal, oauthError, status } from '../lib/expect.ts';
-import type { Check } from '../lib/types.ts';
+import { BOTH_FLOWS, type Check, type Variant } from '../lib/types.ts';
 
 const GROUP = 'Message signing plan';
 const REGISTRATION = 'Client registration';
 const FAPI_ALGS = ['PS256', 'ES256', 'EdDSA'];
 
 function signedClient(ctx: CheckContext): ClientIdentity {
-  return ctx.target.signed ?? ctx.notApplicable('the hub has no demo-signed-aggregator client file');
+  return ctx.signed ?? ctx.notApplicable('the hub has no demo-signed-aggregator client file');
+}
+
+/** A fresh DPoP key for a DPoP client's request, none for a certificate-bound one. */
+async function proofKey(c: ClientIdentity) {
+  return c.senderConstraint === 'dpop' ? { dpop: await generateDpopKey() } : {};
 }
 
 function resourceServer(ctx: CheckContext): ClientIdentity {
@@ -60,7 +67,7 @@ function inside(c: ClientIdentity, p: Pkce, extra: Record<string, unknown> = {})
 
 async function pushSigned(ctx: CheckContext, request: string, outside: Record<string, string> = {}) {
   const c = signedClient(ctx);
-  return pushAuthorizationRequest(ctx.target, c, { request, ...outside }, { dpop: await generateDpopKey() });
+  return pushAuthorizationRequest(ctx.via(c), c, { request, ...outside }, await proofKey(c));
 }
 
 /** A request object built from `claims` (over the defaults) that PAR must refuse with `error`. */
@@ -104,16 +111,12 @@ async function hubKeys(ctx: CheckContext) {
 }
 
 async function introspect(ctx: CheckContext, caller: ClientIdentity, token: string, accept: string) {
-  const endpoint = ctx.target.metadata.introspection_endpoint;
+  const hub = ctx.via(caller);
+  const endpoint = hub.metadata.introspection_endpoint;
   check(typeof endpoint === 'string', 'discovery has no introspection_endpoint');
-  return send(ctx.target, endpoint, {
+  return send(hub, endpoint, {
     headers: { accept },
-    form: {
-      token,
-      client_id: caller.clientId,
-      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
-      client_assertion: await clientAssertion(ctx.issuer, caller),
-    },
+    form: { token, ...(await clientAuthFields(hub, caller)) },
   });
 }
 
@@ -123,23 +126,39 @@ function registrationEndpoint(ctx: CheckContext): string {
   return endpoint;
 }
 
-/** FAPI-conformant registration metadata with a fresh public key. */
-async function registrationMetadata(name: string): Promise<Record<string, unknown>> {
+/** FAPI-conformant registration metadata for the variant's authentication and binding, with fresh keys. */
+async function registrationMetadata(name: string, v: Variant): Promise<Record<string, unknown>> {
   const { publicKey } = await generateKeyPair('ES256', { extractable: true });
-  const jwk = {
-    ...(await crypto.subtle.exportKey('jwk', publicKey)),
-    kid: `${name}-1`,
-    alg: 'ES256',
-    use: 'sig',
-  };
+  const keys: Record<string, unknown>[] = [
+    { ...(await crypto.subtle.exportKey('jwk', publicKey)), kid: `${name}-1`, alg: 'ES256', use: 'sig' },
+  ];
+  const auth: Record<string, unknown> = { token_endpoint_auth_method: v.clientAuth };
+  if (v.clientAuth === 'private_key_jwt') auth.token_endpoint_auth_signing_alg = 'ES256';
+  else if (v.clientAuth === 'tls_client_auth')
+    auth.tls_client_auth_subject_dn = `CN=${name}, O=Kakehashi conformance, C=JP`;
+  else {
+    const cert = await createSelfSigned({ subject: `CN=${name}` });
+    const { x, y, crv, kty } = (await crypto.subtle.exportKey(
+      'jwk',
+      await crypto.subtle.importKey(
+        'spki',
+        new X509Certificate(cert.certPem).publicKey.export({ format: 'der', type: 'spki' }),
+        { name: 'ECDSA', namedCurve: 'P-256' },
+        true,
+        ['verify'],
+      ),
+    )) as JsonWebKey;
+    keys.push({ kty, crv, x, y, use: 'sig', x5c: [cert.x5c] });
+  }
   return {
     client_name: name,
     redirect_uris: [`https://${name}.example/cb`],
     grant_types: ['authorization_code', 'refresh_token'],
-    token_endpoint_auth_method: 'private_key_jwt',
-    token_endpoint_auth_signing_alg: 'ES256',
-    dpop_bound_access_tokens: true,
-    jwks: { keys: [jwk] },
+    ...auth,
+    ...(v.senderConstraint === 'dpop'
+      ? { dpop_bound_access_tokens: true }
+      : { tls_client_certificate_bound_access_tokens: true }),
+    jwks: { keys },
   };
 }
 
@@ -152,7 +171,7 @@ export const messageSigningChecks: Check[] = [
     async run(ctx) {
       const c = signedClient(ctx);
       const params = Object.fromEntries(Object.entries(inside(c, pkce())).map(([k, v]) => [k, String(v)]));
-      const res = await pushAuthorizationRequest(ctx.target, c, params, { dpop: await generateDpopKey() });
+      const res = await pushAuthorizationRequest(ctx.via(c), c, params, await proofKey(c));
       oauthError(res, { status: 400, error: 'invalid_request' }, 'plain PAR from a JAR client');
     },
   },
@@ -299,14 +318,14 @@ export const messageSigningChecks: Check[] = [
       const params = inside(c, p);
       const dpopKey = await generateDpopKey();
       const res = await pushAuthorizationRequest(
-        ctx.target,
+        ctx.via(c),
         c,
         {
           request: await requestObject(ctx.issuer, c, params),
           state: 'outside-state',
           nonce: 'outside-nonce',
         },
-        { dpop: dpopKey },
+        c.senderConstraint === 'dpop' ? { dpop: dpopKey } : {},
       );
       status(res, 201, 'PAR with a request object');
       const url = new URL(ctx.target.metadata.authorization_endpoint);
@@ -324,7 +343,7 @@ export const messageSigningChecks: Check[] = [
           expectedNonce: String(params.nonce),
         },
         undefined,
-        { DPoP: rp.dpop },
+        rp.options,
       );
       equal(tokens.claims()?.nonce, params.nonce, 'id_token nonce');
     },
@@ -334,6 +353,7 @@ export const messageSigningChecks: Check[] = [
     id: 'msg-jarm-openid-client',
     title: 'JARM: openid-client (JAR + PAR, response_mode=jwt) gets a signed response with iss, aud, exp',
     expect: 'accept',
+    variants: { flow: BOTH_FLOWS },
     async run(ctx) {
       const c = signedClient(ctx);
       const rp = await ctx.rp(c);
@@ -344,7 +364,7 @@ export const messageSigningChecks: Check[] = [
         rp.config,
         {
           redirect_uri: c.redirectUri,
-          scope: 'openid accounts',
+          scope: ctx.variant.flow === 'openid' ? 'openid accounts' : 'accounts',
           response_mode: 'jwt',
           code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
           code_challenge_method: 'S256',
@@ -352,7 +372,7 @@ export const messageSigningChecks: Check[] = [
         },
         { key: c.privateKey, kid: c.kid },
       );
-      const url = await oidc.buildAuthorizationUrlWithPAR(rp.config, jar.searchParams, { DPoP: rp.dpop });
+      const url = await oidc.buildAuthorizationUrlWithPAR(rp.config, jar.searchParams, rp.options);
       const callback = await ctx.login(url, { redirectUri: c.redirectUri });
       const response = callback.searchParams.get('response');
       check(
@@ -370,9 +390,11 @@ export const messageSigningChecks: Check[] = [
         callback,
         { pkceCodeVerifier: verifier, expectedState: state },
         undefined,
-        { DPoP: rp.dpop },
+        rp.options,
       );
       check(tokens.access_token, 'no access token');
+      equal(tokens.token_type.toLowerCase(), expectedTokenType(c), 'token_type');
+      equal(tokens.id_token !== undefined, ctx.variant.flow === 'openid', 'an id_token (openid flow only)');
     },
   },
   {
@@ -394,6 +416,7 @@ export const messageSigningChecks: Check[] = [
     id: 'msg-introspection-signed',
     title: 'signed introspection response (RFC 9701) to the resource server: cnf, scope, acr, auth_time',
     expect: 'accept',
+    variants: { flow: BOTH_FLOWS },
     async run(ctx) {
       const rs = resourceServer(ctx);
       const tokens = await ctx.shared();
@@ -411,7 +434,9 @@ export const messageSigningChecks: Check[] = [
       });
       const ti = payload.token_introspection as Record<string, unknown> | undefined;
       check(ti?.active === true, `token_introspection ${JSON.stringify(ti)}`);
-      equal((ti.cnf as { jkt?: string } | undefined)?.jkt, tokens.dpopKey.jkt, 'cnf.jkt');
+      const cnf = ti.cnf as { jkt?: string; 'x5t#S256'?: string } | undefined;
+      if (tokens.client.senderConstraint === 'dpop') equal(cnf?.jkt, tokens.dpopKey.jkt, 'cnf.jkt');
+      else equal(cnf?.['x5t#S256'], tokens.client.certificate?.thumbprint, 'cnf.x5t#S256');
       equal(ti.client_id, tokens.client.clientId, 'client_id');
       check(typeof ti.scope === 'string' && ti.scope.includes('accounts'), 'scope');
       check(typeof ti.acr === 'string' && typeof ti.auth_time === 'number', 'acr and auth_time');
@@ -444,7 +469,7 @@ export const messageSigningChecks: Check[] = [
         ctx.target,
         'POST',
         registrationEndpoint(ctx),
-        await registrationMetadata('anon'),
+        await registrationMetadata('anon', ctx.variant),
       );
       oauthError(res, { status: 401, error: 'invalid_token' }, 'anonymous registration');
     },
@@ -460,7 +485,7 @@ export const messageSigningChecks: Check[] = [
         .setProtectedHeader({ alg: 'ES256', kid: 'rogue-1' })
         .setIssuedAt()
         .sign(privateKey);
-      const body = { ...(await registrationMetadata('rogue')), software_statement: ssa };
+      const body = { ...(await registrationMetadata('rogue', ctx.variant)), software_statement: ssa };
       const res = await sendJson(ctx.target, 'POST', registrationEndpoint(ctx), body);
       oauthError(res, { status: 400, error: 'unapproved_software_statement' }, 'untrusted statement');
     },
@@ -473,7 +498,7 @@ export const messageSigningChecks: Check[] = [
     async run(ctx) {
       const iat = ctx.target.initialAccessToken ?? ctx.notApplicable('no initial access token for this hub');
       const body = {
-        ...(await registrationMetadata('http-redirect')),
+        ...(await registrationMetadata('http-redirect', ctx.variant)),
         redirect_uris: ['http://x.example/cb'],
       };
       const res = await sendJson(ctx.target, 'POST', registrationEndpoint(ctx), body, await iat());
@@ -491,7 +516,10 @@ export const messageSigningChecks: Check[] = [
         ctx.target,
         'POST',
         registrationEndpoint(ctx),
-        await registrationMetadata('conf-reg'),
+        await registrationMetadata(
+          `conf-reg-${ctx.variant.clientAuth}-${ctx.variant.senderConstraint}`.replaceAll('_', '-'),
+          ctx.variant,
+        ),
         await iat(),
       );
       status(created, 201, 'registration');

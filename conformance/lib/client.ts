@@ -9,6 +9,8 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
 import type { Dispatcher } from 'undici';
 import { request as undiciRequest } from 'undici';
+import type { TestCertificate } from '../../test/support/pki.ts';
+import type { ClientAuthVariant, SenderConstraintVariant } from './types.ts';
 
 export const now = () => Math.floor(Date.now() / 1000);
 
@@ -41,7 +43,10 @@ export interface ClientFile {
   private_jwk: JsonWebKey & { kid: string; alg?: string };
 }
 
-/** A registered private_key_jwt client: its id, redirect URI and assertion signing key. */
+/**
+ * A registered client: its id, redirect URI, how it authenticates, what its tokens are bound to,
+ * and its signing key (private_key_jwt assertions, request objects; every client here registers one).
+ */
 export interface ClientIdentity {
   clientId: string;
   redirectUri: string;
@@ -49,6 +54,18 @@ export interface ClientIdentity {
   kid: string;
   alg: string;
   privateKey: CryptoKey;
+  authMethod: ClientAuthVariant;
+  senderConstraint: SenderConstraintVariant;
+  /**
+   * The TLS client certificate it presents (clients that use mTLS for authentication or binding);
+   * such a client talks to the hub's mtls_endpoint_aliases.
+   */
+  certificate?: TestCertificate;
+  /**
+   * A second certificate of the same client: it authenticates the client where the method allows
+   * (tls_client_auth: the same subject; self-signed: also in its jwks) but binds none of its tokens.
+   */
+  otherCertificate?: TestCertificate;
 }
 
 /** `redirect: false` for a client without redirect URIs (a resource server): its redirectUri is then ''. */
@@ -63,7 +80,16 @@ export async function clientFromFile(
   const redirectUri = o.redirect === false ? '' : file.redirect_uris[0];
   if (redirectUri === undefined || (o.redirect !== false && !redirectUri))
     throw new Error(`client ${file.client_id} has no redirect_uri`);
-  return { clientId: file.client_id, redirectUri, scope: file.scope, kid, alg, privateKey };
+  return {
+    clientId: file.client_id,
+    redirectUri,
+    scope: file.scope,
+    kid,
+    alg,
+    privateKey,
+    authMethod: 'private_key_jwt',
+    senderConstraint: 'dpop',
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -337,21 +363,26 @@ export function pkce(): Pkce {
 }
 
 export interface ClientAuthOptions {
-  /** The assertion to send, options to build one, or null to send only client_id. */
+  /**
+   * The assertion to send, options to build one, or null to send only client_id. Default: a valid
+   * assertion for a private_key_jwt client, none for an mTLS-authenticated one (its certificate is it).
+   */
   assertion?: string | AssertionOptions | null;
   /** client_id form field; default the client's id (private_key_jwt sends it alongside). */
   clientId?: string | null;
 }
 
-async function authFields(
+/** The form fields that authenticate `client` (client_id, and its assertion for private_key_jwt). */
+export async function clientAuthFields(
   hub: HubConnection,
   client: ClientIdentity,
-  o: ClientAuthOptions,
+  o: ClientAuthOptions = {},
 ): Promise<Record<string, string>> {
   const fields: Record<string, string> = {};
   const clientId = o.clientId === undefined ? client.clientId : o.clientId;
   if (clientId !== null) fields.client_id = clientId;
-  if (o.assertion === null) return fields;
+  if (o.assertion === null || (o.assertion === undefined && client.authMethod !== 'private_key_jwt'))
+    return fields;
   const assertion =
     typeof o.assertion === 'string' ? o.assertion : await clientAssertion(hub.issuer, client, o.assertion);
   return { ...fields, ...assertionFields(assertion) };
@@ -372,7 +403,7 @@ async function endpointRequest(
   const headers: Record<string, string> = {};
   if (o.dpop !== undefined)
     headers.dpop = typeof o.dpop === 'string' ? o.dpop : await dpopProof(o.dpop, { htm: 'POST', htu: url });
-  const form = { ...(await authFields(hub, client, o)), ...params };
+  const form = { ...(await clientAuthFields(hub, client, o)), ...params };
   return send(hub, url, { method: 'POST', headers, form });
 }
 

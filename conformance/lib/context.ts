@@ -6,6 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as oidc from 'openid-client';
+import type { TestCertificate } from '../../test/support/pki.ts';
 import {
   type AssertionOptions,
   authorizationUrl,
@@ -14,6 +15,7 @@ import {
   dpopProof,
   generateDpopKey,
   type HttpResult,
+  type HubConnection,
   type Pkce,
   type ProofOptions,
   pkce,
@@ -23,16 +25,29 @@ import {
 } from './client.ts';
 import { CheckFailure, CheckNotApplicable, describe } from './expect.ts';
 import type { LoginOptions } from './login.ts';
+import type { MtlsFixture } from './mtls.ts';
 import type { Target } from './target.ts';
 import type { Variant } from './types.ts';
 import { createUserAgent, type UaResponse, type UserAgent } from './userAgent.ts';
 
 export const DEFAULT_SCOPE = 'openid offline_access accounts';
+/** The plain OAuth variants' scope: no openid (no id_token, no nonce). */
+export const PLAIN_OAUTH_SCOPE = 'offline_access accounts';
+
+/**
+ * A certificate to present instead of the client's own (mTLS clients); null presents none. The request
+ * still goes to the mtls_endpoint_aliases.
+ */
+type CertificateOption = TestCertificate | null;
 
 export interface ParOptions {
   client?: ClientIdentity;
-  /** Key whose proof accompanies the PAR (binding the code to it via dpop_jkt); null: no DPoP header. */
+  /**
+   * Key whose proof accompanies the PAR (binding the code to it via dpop_jkt); null: no DPoP header.
+   * Default: a fresh key, sent by DPoP clients only.
+   */
   dpopKey?: DpopKey | null;
+  certificate?: CertificateOption;
   scope?: string;
   pkce?: Pkce;
   /** Replaces default parameters; a parameter set to undefined is left out. */
@@ -42,6 +57,7 @@ export interface ParOptions {
 
 export interface Pushed {
   client: ClientIdentity;
+  /** The DPoP key of the authorization (a certificate-bound client's is never sent by default). */
   dpopKey: DpopKey;
   pkce: Pkce;
   params: Record<string, string>;
@@ -59,8 +75,12 @@ export interface Authorized extends Pushed {
 
 export interface RedeemOptions {
   client?: ClientIdentity;
-  /** Key for a valid proof (default the key of the authorization); null: no DPoP header. */
+  /**
+   * Key for a valid proof (default: the key of the authorization for DPoP clients, none for
+   * certificate-bound ones); null: no DPoP header.
+   */
   dpopKey?: DpopKey | null;
+  certificate?: CertificateOption;
   /** A DPoP header value to send as is. */
   proof?: string;
   /** null: leave code_verifier out. */
@@ -71,9 +91,12 @@ export interface RedeemOptions {
 
 export interface Tokens {
   client: ClientIdentity;
+  /** The key the tokens are bound to (DPoP clients; certificate-bound tokens: unused). */
   dpopKey: DpopKey;
   accessToken: string;
   refreshToken: string;
+  /** token_type of the response, lower-cased. */
+  tokenType: string;
 }
 
 export interface ResourceOptions {
@@ -81,12 +104,16 @@ export interface ResourceOptions {
   dpopKey?: DpopKey;
   /** Changes to the valid proof. */
   proof?: Partial<ProofOptions>;
-  /** A DPoP header value sent as is; null sends none. */
+  /**
+   * A DPoP header value sent as is; null sends none. Default: a valid proof for DPoP-bound tokens,
+   * none for certificate-bound ones.
+   */
   rawProof?: string | null;
-  /** Authorization scheme; default `DPoP`. */
+  /** Authorization scheme; default `DPoP` for DPoP-bound tokens, `Bearer` for certificate-bound ones. */
   scheme?: string;
-  /** Default the accounts API. */
+  /** Default the accounts API (`apiUrl` of the tokens' client). */
   url?: string;
+  certificate?: CertificateOption;
 }
 
 export type Visit =
@@ -96,22 +123,37 @@ export type Visit =
 
 export interface Rp {
   config: oidc.Configuration;
-  dpop: oidc.DPoPHandle;
   dpopKey: DpopKey;
   client: ClientIdentity;
+  /** openid-client's request options: the DPoP handle of `dpopKey` for a DPoP client, none otherwise. */
+  options: { DPoP: oidc.DPoPHandle } | undefined;
 }
 
 export interface CheckContext {
   /** The hub this check runs against. */
   target: Target;
   variant: Variant;
-  /** demo-aggregator and demo-aggregator-2. */
+  /** The variant's two clients (private_key_jwt + DPoP: demo-aggregator and demo-aggregator-2). */
   a: ClientIdentity;
   b: ClientIdentity;
+  /** The variant's client registered for signed request objects and JARM, if the hub has one. */
+  signed: ClientIdentity | undefined;
   issuer: string;
+  /** The variant's default scope: with openid, or without (plain OAuth). */
+  scope: string;
   /** `${issuer}/api/v1/accounts` */
   accountsUrl: string;
-  /** openid-client configured for `client` (discovery, private_key_jwt) with a DPoP handle. */
+  /** The accounts API where `client`'s tokens are used: the issuer's origin, or the mTLS origin when certificate-bound. */
+  apiUrl(client: ClientIdentity): string;
+  /** The mTLS fixture (n/a without one). */
+  mtls(): MtlsFixture;
+  /**
+   * How `client` reaches the hub: itself for a client without a certificate; otherwise the
+   * mtls_endpoint_aliases (as the metadata's endpoints) over a connection presenting its certificate,
+   * or `certificate` instead (null: none).
+   */
+  via(client: ClientIdentity, certificate?: CertificateOption): HubConnection;
+  /** openid-client configured for `client` (discovery, its authentication, the mTLS aliases if it has a certificate), with a DPoP handle for DPoP clients. */
   rp(client?: ClientIdentity, dpopKey?: DpopKey): Promise<Rp>;
   /** A pushed authorization request (default parameters changed as asked) and its outcome. */
   pushRaw(o?: ParOptions): Promise<{ res: HttpResult; pushed: Pushed | undefined }>;
@@ -129,18 +171,30 @@ export interface CheckContext {
   ): Promise<URL>;
   /** PAR + login; the callback must carry a code. */
   authorize(o?: ParOptions): Promise<Authorized>;
+  /**
+   * An authorization whose code is still unredeemed, shared by the checks whose token request the hub
+   * must refuse before it consumes the code (oidc-provider checks the client, the grant's client, PKCE
+   * and redirect_uri first). A redemption of it that succeeds, or half the code lifetime (30 s at most),
+   * makes the next call authorize afresh.
+   */
+  unredeemed(): Promise<Authorized>;
   /** The token request for an authorization's code. */
   redeem(auth: Authorized, o?: RedeemOptions): Promise<HttpResult>;
   /** authorize + redeem, both must succeed. */
   tokens(o?: ParOptions): Promise<Tokens>;
   /** One token set shared by checks that do not spend it (resource calls, rejected refreshes). */
   shared(): Promise<Tokens>;
-  /** A refresh_token grant (default: with the tokens' client and a valid proof of their key). */
+  /** A refresh_token grant (default: with the tokens' client and its holder-of-key: a valid proof of their key, or its certificate). */
   refresh(
     tokens: Tokens,
-    o?: { client?: ClientIdentity; dpopKey?: DpopKey | null; proof?: string },
+    o?: {
+      client?: ClientIdentity;
+      dpopKey?: DpopKey | null;
+      proof?: string;
+      certificate?: CertificateOption;
+    },
   ): Promise<HttpResult>;
-  /** GET the accounts API with the access token and a DPoP proof (changed as asked). */
+  /** GET the accounts API with the access token and its holder-of-key (a DPoP proof or the certificate), changed as asked. */
   resource(tokens: Tokens, o?: ResourceOptions): Promise<HttpResult>;
   sleep(ms: number): Promise<void>;
   /** Ends a check that cannot apply to this hub (reported as n/a by the CLI; a failure under vitest). */
@@ -158,56 +212,114 @@ export function tokensFrom(res: HttpResult, client: ClientIdentity, dpopKey: Dpo
     dpopKey,
     accessToken: body.access_token,
     refreshToken: String(body.refresh_token ?? ''),
+    tokenType: String(body.token_type ?? '').toLowerCase(),
   };
 }
 
+/** The token_type a client's tokens must have: DPoP, or Bearer when certificate-bound (RFC 8705 §3). */
+export const expectedTokenType = (client: ClientIdentity) =>
+  client.senderConstraint === 'dpop' ? 'dpop' : 'bearer';
+
+/** The clients of a variant on a target (undefined: the target cannot run the variant). */
+export function variantClients(
+  target: Target,
+  variant: Variant,
+): { a: ClientIdentity; b: ClientIdentity; signed: ClientIdentity | undefined } | undefined {
+  if (variant.clientAuth === 'private_key_jwt' && variant.senderConstraint === 'dpop')
+    return { ...target.clients, signed: target.signed };
+  return target.mtls?.clientsFor(variant);
+}
+
 export function createContext(target: Target, variant: Variant): CheckContext {
+  const clients = variantClients(target, variant);
+  if (!clients)
+    throw new Error(`the hub under test has no clients for the variant ${JSON.stringify(variant)}`);
   const rps = new Map<string, Promise<oidc.Configuration>>();
+  const connections = new Map<string, HubConnection>();
   let shared: Promise<Tokens> | undefined;
+  let unredeemed: { auth: Promise<Authorized>; at: number; resolved?: Authorized } | undefined;
+  const openid = variant.flow === 'openid';
+
+  const fixture = () =>
+    target.mtls ?? ctx.notApplicable('no mTLS test clients on this hub (in-process hubs register them)');
+
+  /** A DPoP header goes with a request when asked for, or by default for a DPoP client. */
+  const dpopFor = (client: ClientIdentity, key: DpopKey | null | undefined, fallback: DpopKey) =>
+    key === null ? undefined : (key ?? (client.senderConstraint === 'dpop' ? fallback : undefined));
 
   const ctx: CheckContext = {
     target,
     variant,
-    a: target.clients.a,
-    b: target.clients.b,
+    a: clients.a,
+    b: clients.b,
+    signed: clients.signed,
     issuer: target.issuer,
+    scope: openid ? DEFAULT_SCOPE : PLAIN_OAUTH_SCOPE,
     accountsUrl: `${target.issuer}/api/v1/accounts`,
 
-    async rp(client = target.clients.a, dpopKey) {
+    apiUrl: (client) =>
+      client.senderConstraint === 'mtls' ? `${fixture().origin}/api/v1/accounts` : ctx.accountsUrl,
+
+    mtls: fixture,
+
+    via(client, certificate) {
+      if (!client.certificate && certificate === undefined) return target;
+      const cert = certificate === undefined ? client.certificate : (certificate ?? undefined);
+      const key = cert?.thumbprint ?? '';
+      let c = connections.get(key);
+      if (!c) {
+        const f = fixture();
+        const aliases = (target.metadata.mtls_endpoint_aliases ?? {}) as Record<string, string>;
+        c = {
+          issuer: target.issuer,
+          ...f.connection(cert),
+          metadata: { ...target.metadata, ...aliases },
+        };
+        connections.set(key, c);
+      }
+      return c;
+    },
+
+    async rp(client = clients.a, dpopKey) {
       let config = rps.get(client.clientId);
       if (!config) {
+        const mtls = client.certificate !== undefined;
         config = oidc.discovery(
           new URL(target.issuer),
           client.clientId,
-          undefined,
-          oidc.PrivateKeyJwt({ key: client.privateKey, kid: client.kid }),
-          { [oidc.customFetch]: target.fetch as oidc.CustomFetch },
+          mtls ? { use_mtls_endpoint_aliases: true, id_token_signed_response_alg: 'ES256' } : undefined,
+          client.authMethod === 'private_key_jwt'
+            ? oidc.PrivateKeyJwt({ key: client.privateKey, kid: client.kid })
+            : oidc.TlsClientAuth(),
+          { [oidc.customFetch]: ctx.via(client).fetch as oidc.CustomFetch },
         );
         rps.set(client.clientId, config);
       }
       const key = dpopKey ?? (await generateDpopKey());
       const c = await config;
-      return { config: c, dpop: oidc.getDPoPHandle(c, key.pair), dpopKey: key, client };
+      const dpop = client.senderConstraint === 'dpop' ? oidc.getDPoPHandle(c, key.pair) : undefined;
+      return { config: c, dpopKey: key, client, options: dpop ? { DPoP: dpop } : undefined };
     },
 
     async pushRaw(o = {}) {
-      const client = o.client ?? target.clients.a;
+      const client = o.client ?? clients.a;
       const dpopKey = o.dpopKey ?? (await generateDpopKey());
       const p = o.pkce ?? pkce();
       const params: Record<string, string> = {};
       const defaults: Record<string, string | undefined> = {
         response_type: 'code',
         redirect_uri: client.redirectUri,
-        scope: o.scope ?? DEFAULT_SCOPE,
+        scope: o.scope ?? ctx.scope,
         code_challenge: p.challenge,
         code_challenge_method: 'S256',
         state: random(),
-        nonce: random(),
+        ...(openid ? { nonce: random() } : {}),
         ...o.params,
       };
       for (const [k, v] of Object.entries(defaults)) if (v !== undefined) params[k] = v;
-      const res = await pushAuthorizationRequest(target, client, params, {
-        ...(o.dpopKey === null ? {} : { dpop: dpopKey }),
+      const proofKey = dpopFor(client, o.dpopKey, dpopKey);
+      const res = await pushAuthorizationRequest(ctx.via(client, o.certificate), client, params, {
+        ...(proofKey ? { dpop: proofKey } : {}),
         ...(o.assertion !== undefined ? { assertion: o.assertion } : {}),
       });
       const requestUri = res.status === 201 ? res.body?.request_uri : undefined;
@@ -257,9 +369,25 @@ export function createContext(target: Target, variant: Variant): CheckContext {
       return { ...pushed, callback, code };
     },
 
-    redeem(auth, o = {}) {
+    unredeemed() {
+      // Well inside the code's lifetime (60 s at most), even on a slow machine.
+      const fresh = unredeemed && Date.now() - unredeemed.at < Math.min(30, target.codeTtl / 2) * 1000;
+      if (!fresh) {
+        const u: NonNullable<typeof unredeemed> = {
+          at: Date.now(),
+          auth: ctx.authorize().then((a) => {
+            u.resolved = a;
+            return a;
+          }),
+        };
+        unredeemed = u;
+      }
+      return unredeemed!.auth;
+    },
+
+    async redeem(auth, o = {}) {
       const client = o.client ?? auth.client;
-      const dpopKey = o.dpopKey === undefined ? auth.dpopKey : o.dpopKey;
+      const dpopKey = dpopFor(auth.client, o.dpopKey, auth.dpopKey);
       const params: Record<string, string> = {
         grant_type: 'authorization_code',
         code: auth.code,
@@ -267,11 +395,13 @@ export function createContext(target: Target, variant: Variant): CheckContext {
       };
       const verifier = o.verifier === undefined ? auth.pkce.verifier : o.verifier;
       if (verifier !== null) params.code_verifier = verifier;
-      return tokenRequest(target, client, params, {
+      const res = await tokenRequest(ctx.via(client, o.certificate), client, params, {
         ...(o.proof !== undefined ? { dpop: o.proof } : dpopKey ? { dpop: dpopKey } : {}),
         ...(o.assertion !== undefined ? { assertion: o.assertion } : {}),
         ...(o.clientId !== undefined ? { clientId: o.clientId } : {}),
       });
+      if (res.status === 200 && unredeemed?.resolved === auth) unredeemed = undefined;
+      return res;
     },
 
     async tokens(o = {}) {
@@ -286,9 +416,9 @@ export function createContext(target: Target, variant: Variant): CheckContext {
 
     refresh(tokens, o = {}) {
       const client = o.client ?? tokens.client;
-      const dpopKey = o.dpopKey === undefined ? tokens.dpopKey : o.dpopKey;
+      const dpopKey = dpopFor(tokens.client, o.dpopKey, tokens.dpopKey);
       return tokenRequest(
-        target,
+        ctx.via(client, o.certificate),
         client,
         { grant_type: 'refresh_token', refresh_token: tokens.refreshToken },
         o.proof !== undefined ? { dpop: o.proof } : dpopKey ? { dpop: dpopKey } : {},
@@ -296,11 +426,12 @@ export function createContext(target: Target, variant: Variant): CheckContext {
     },
 
     async resource(tokens, o = {}) {
-      const url = o.url ?? ctx.accountsUrl;
+      const url = o.url ?? ctx.apiUrl(tokens.client);
+      const dpopBound = tokens.client.senderConstraint === 'dpop';
       const headers: Record<string, string> = {
-        authorization: `${o.scheme ?? 'DPoP'} ${tokens.accessToken}`,
+        authorization: `${o.scheme ?? (dpopBound ? 'DPoP' : 'Bearer')} ${tokens.accessToken}`,
       };
-      if (o.rawProof !== null) {
+      if (o.rawProof !== null && (o.rawProof !== undefined || dpopBound)) {
         headers.dpop =
           o.rawProof ??
           (await dpopProof(o.dpopKey ?? tokens.dpopKey, {
@@ -310,7 +441,11 @@ export function createContext(target: Target, variant: Variant): CheckContext {
             ...o.proof,
           }));
       }
-      return send(target, url, { headers });
+      const hub =
+        tokens.client.senderConstraint === 'mtls' || o.certificate !== undefined
+          ? ctx.via(tokens.client, o.certificate)
+          : target;
+      return send(hub, url, { headers });
     },
 
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),

@@ -56,6 +56,22 @@ export interface LoginOptions {
   onEnrolled?: () => void;
 }
 
+const ceremonies = new WeakMap<PasskeyEmulator, Promise<unknown>>();
+
+/**
+ * A device signs and the hub verifies one assertion at a time: a synced passkey's signature counter
+ * grows with every assertion, and the hub refuses one that arrives after a higher count (two
+ * concurrent logins of one customer would otherwise fail at random).
+ */
+function oneCeremonyAtATime<T>(device: PasskeyEmulator, ceremony: () => Promise<T>): Promise<T> {
+  const run = (ceremonies.get(device) ?? Promise.resolve()).then(ceremony);
+  ceremonies.set(
+    device,
+    run.catch(() => {}),
+  );
+  return run;
+}
+
 /** The uid in `/interaction/<uid>`, or undefined when `url` is not an interaction page of the hub. */
 function interactionUid(url: URL, origin: string): string | undefined {
   if (url.origin !== origin) return undefined;
@@ -150,7 +166,9 @@ export async function completeLogin(o: LoginOptions): Promise<URL> {
     'passkey',
     await ua.postJson(`${base}/passkey/options`, {}),
   );
-  const verifyResponse = await ua.postJson(`${base}/passkey/verify`, o.device.authenticate(request, origin));
+  const verifyResponse = await oneCeremonyAtATime(o.device, () =>
+    ua.postJson(`${base}/passkey/verify`, o.device.authenticate(request, origin)),
+  );
   const verified = await expectJson<{ redirectTo?: string }>('passkey', verifyResponse);
   if (!verified.redirectTo) throw new LoginError('passkey', verifyResponse, 'the answer has no redirectTo');
 
@@ -218,14 +236,17 @@ export function createPasskeyUser(o: PasskeyUserOptions): PasskeyUser {
         await enrolling.catch(() => {});
         if (enrolled) return completeLogin(base);
       }
-      const ticket = typeof o.ticket === 'string' ? o.ticket : await o.ticket();
-      const attempt = completeLogin({
-        ...base,
-        enroll: { customerNumber: o.customerNumber, ticket },
-        onEnrolled: () => {
-          enrolled = true;
-        },
-      });
+      // Marked before the ticket is awaited, so that a concurrent login waits instead of enrolling too.
+      const attempt = (async () => {
+        const ticket = typeof o.ticket === 'string' ? o.ticket : await o.ticket();
+        return completeLogin({
+          ...base,
+          enroll: { customerNumber: o.customerNumber, ticket },
+          onEnrolled: () => {
+            enrolled = true;
+          },
+        });
+      })();
       enrolling = attempt;
       return attempt;
     },

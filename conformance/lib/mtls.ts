@@ -1,11 +1,13 @@
 /**
- * What the mTLS group (checks/mtls.ts) needs of an in-process hub: a client CA the hub trusts for
- * tls_client_auth (made before the hub starts, so it can be configured), clients registered through the
- * operator's policy for each mTLS variant, certificates that must not work, and fetches that present a
- * given certificate — routed to the hub's main or mTLS listener by the port the URL names.
+ * What the mTLS variants need of an in-process hub: a client CA the hub trusts for tls_client_auth
+ * (made before the hub starts, so it can be configured), for every variant that uses mTLS (client
+ * authentication tls_client_auth / self_signed_tls_client_auth, or certificate-bound tokens) the
+ * clients its checks need — `a`, `b` (cross-client misuse) and `signed` (signed request objects and
+ * JARM) — registered through the operator's policy, certificates that must not work, and
+ * connections that present a given certificate, routed to the hub's main or mTLS listener.
  *
  * An external hub (`connectTarget`) has no such fixture: its operator registers clients, and the
- * mTLS checks report themselves not applicable there.
+ * plan runs only the private_key_jwt + DPoP variants there.
  */
 import { createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,43 +19,48 @@ import { jwkThumbprint } from '../../src/keys/index.ts';
 import { addClient } from '../../src/oidc/clients.ts';
 import type { TestHub } from '../../test/support/hub.ts';
 import { createSelfSigned, createTestCa, type TestCa, type TestCertificate } from '../../test/support/pki.ts';
+import type { ClientIdentity } from './client.ts';
+import {
+  CLIENT_AUTH_VARIANTS,
+  type ClientAuthVariant,
+  SENDER_CONSTRAINT_VARIANTS,
+  type SenderConstraintVariant,
+  usesMtls,
+  type Variant,
+} from './types.ts';
 
-export type MtlsAuth = 'private_key_jwt' | 'tls_client_auth' | 'self_signed_tls_client_auth';
-export type MtlsSender = 'dpop' | 'mtls';
+/** The clients of one variant. */
+export interface VariantClients {
+  a: ClientIdentity;
+  b: ClientIdentity;
+  /** Registered with require_signed_request_object and JARM response modes only. */
+  signed: ClientIdentity;
+  /** tls_client_auth only: a certificate with a's subject and SAN from a CA the hub does not trust. */
+  impostor?: TestCertificate;
+}
 
-export interface MtlsClient {
-  clientId: string;
-  auth: MtlsAuth;
-  sender: MtlsSender;
-  redirectUri: string;
-  /** The certificate it presents (authentication and/or token binding). */
-  cert: TestCertificate;
-  /** private_key_jwt only. */
-  signingKey?: CryptoKey;
-  kid?: string;
+/** Connections presenting one certificate (or none). */
+export interface CertificateConnection {
+  fetch: typeof globalThis.fetch;
+  dispatcher: Agent;
 }
 
 export interface MtlsFixture {
   /** Origin of the hub's mtls_endpoint_aliases. */
   origin: string;
-  clients: {
-    tlsDpop: MtlsClient;
-    tlsBound: MtlsClient;
-    selfSignedDpop: MtlsClient;
-    selfSignedBound: MtlsClient;
-    privateKeyJwtBound: MtlsClient;
-  };
+  /** The mTLS listener (host and port the dispatchers connect to). */
+  listener: { host: string; port: number };
+  /** The clients of each variant that uses mTLS. */
+  clientsFor(variant: Pick<Variant, 'clientAuth' | 'senderConstraint'>): VariantClients | undefined;
   /** Certificates that must not authenticate anybody or match any binding. */
   strangers: {
     /** Issued by the trusted CA, with a subject no client registered. */
     trustedCa: TestCertificate;
-    /** tlsBound's subject and SAN, issued by a CA the hub does not trust. */
-    untrustedCa: TestCertificate;
     /** Self-signed, in no client's jwks. */
     selfSigned: TestCertificate;
   };
-  /** A fetch presenting `cert` (none when undefined), trusting the hub's CA. */
-  fetchWith(cert: TestCertificate | undefined): typeof globalThis.fetch;
+  /** Connections presenting `cert` (none when undefined), trusting the hub's CA; one per certificate. */
+  connection(cert: TestCertificate | undefined): CertificateConnection;
   close(): Promise<void>;
 }
 
@@ -66,6 +73,11 @@ export interface MtlsPki {
   discard(): void;
 }
 
+const variantKey = (v: Pick<Variant, 'clientAuth' | 'senderConstraint'>) =>
+  `${v.clientAuth}+${v.senderConstraint}`;
+
+const defaultPort = (port: string) => port || '443';
+
 export async function prepareMtlsPki(): Promise<MtlsPki> {
   const ca = await createTestCa('CN=Conformance Client CA, O=Kakehashi conformance, C=JP');
   const dir = mkdtempSync(path.join(tmpdir(), 'kkh-conformance-mtls-'));
@@ -76,52 +88,68 @@ export async function prepareMtlsPki(): Promise<MtlsPki> {
     discard: () => rmSync(dir, { recursive: true, force: true }),
     async register(t, mainPort) {
       const mtlsPort = (t.hub.mtlsServer!.address() as AddressInfo).port;
-      const agents: Agent[] = [];
-      const fetchWith = (cert: TestCertificate | undefined) => {
+      const origin = new URL(t.hub.mtlsUrl!);
+      const connections = new Map<string, CertificateConnection>();
+      const connection = (cert: TestCertificate | undefined) => {
+        const key = cert?.thumbprint ?? '';
+        let c = connections.get(key);
+        if (c) return c;
         const connector = buildConnector({
           ca: t.caPem,
           ...(cert ? { cert: cert.certPem, key: cert.keyPem } : {}),
         });
-        const agent = new Agent({
+        const dispatcher = new Agent({
           keepAliveTimeout: 1000,
-          // The mTLS port as named; every other URL (e.g. an issuer on :443) to the main listener.
-          connect: (opts, callback) =>
+          // The alias origin to the mTLS listener, every other URL (e.g. an issuer on :443) to the main one.
+          connect: (opts, callback) => {
+            const alias =
+              opts.hostname === origin.hostname && defaultPort(opts.port) === defaultPort(origin.port);
             connector(
               {
                 ...opts,
                 hostname: t.hub.config.host,
-                port: opts.port === String(mtlsPort) ? String(mtlsPort) : String(mainPort),
+                port: String(alias ? mtlsPort : mainPort),
                 servername: 'localhost',
               },
               callback,
-            ),
+            );
+          },
         });
-        agents.push(agent);
-        return ((url: string | URL, init?: RequestInit) =>
-          undiciFetch(url, { ...(init as object), dispatcher: agent })) as unknown as typeof globalThis.fetch;
+        const fetch = ((url: string | URL, init?: RequestInit) =>
+          undiciFetch(url, { ...(init as object), dispatcher })) as unknown as typeof globalThis.fetch;
+        c = { fetch, dispatcher };
+        connections.set(key, c);
+        return c;
       };
       const redirectUri = t.demoClient.redirect_uris[0]!;
-      const reg = (auth: MtlsAuth, sender: MtlsSender) =>
-        registerClient(t, ca, { auth, sender, redirectUri });
-      const clients = {
-        tlsDpop: await reg('tls_client_auth', 'dpop'),
-        tlsBound: await reg('tls_client_auth', 'mtls'),
-        selfSignedDpop: await reg('self_signed_tls_client_auth', 'dpop'),
-        selfSignedBound: await reg('self_signed_tls_client_auth', 'mtls'),
-        privateKeyJwtBound: await reg('private_key_jwt', 'mtls'),
-      };
       const untrusted = await createTestCa('CN=Conformance Client CA, O=Kakehashi conformance, C=JP');
+      const sets = new Map<string, VariantClients>();
+      for (const clientAuth of CLIENT_AUTH_VARIANTS)
+        for (const senderConstraint of SENDER_CONSTRAINT_VARIANTS) {
+          if (!usesMtls({ clientAuth, senderConstraint })) continue;
+          const reg = (role: Role) =>
+            registerClient(t, ca, { auth: clientAuth, sender: senderConstraint, role, redirectUri });
+          const a = await reg('a');
+          sets.set(variantKey({ clientAuth, senderConstraint }), {
+            a,
+            b: await reg('b'),
+            signed: await reg('signed'),
+            ...(clientAuth === 'tls_client_auth'
+              ? { impostor: await untrusted.issue(namesOf(a.clientId)) }
+              : {}),
+          });
+        }
       return {
-        origin: t.hub.mtlsUrl!,
-        clients,
+        origin: origin.origin,
+        listener: { host: t.hub.config.host, port: mtlsPort },
+        clientsFor: (v) => sets.get(variantKey(v)),
         strangers: {
           trustedCa: await ca.issue({ subject: 'CN=nobody, O=Kakehashi conformance, C=JP' }),
-          untrustedCa: await untrusted.issue(subjectOf(clients.tlsBound.clientId)),
           selfSigned: await createSelfSigned({ subject: 'CN=unregistered' }),
         },
-        fetchWith,
+        connection,
         async close() {
-          await Promise.all(agents.map((a) => a.close()));
+          await Promise.all([...connections.values()].map((c) => c.dispatcher.close()));
           rmSync(dir, { recursive: true, force: true });
         },
       };
@@ -129,60 +157,93 @@ export async function prepareMtlsPki(): Promise<MtlsPki> {
   };
 }
 
-const subjectOf = (clientId: string) => ({
+type Role = 'a' | 'b' | 'signed';
+
+/** The subject DN and DNS SAN of a tls_client_auth client's certificates. */
+const namesOf = (clientId: string) => ({
   subject: `CN=${clientId}, O=Kakehashi conformance, C=JP`,
   san: [{ type: 'dns' as const, value: `${clientId}.conformance.example` }],
 });
 
-/** Registers one client through the operator's FAPI policy (src/oidc/clients.ts). */
-async function registerClient(
-  t: TestHub,
-  ca: TestCa,
-  o: { auth: MtlsAuth; sender: MtlsSender; redirectUri: string },
-): Promise<MtlsClient> {
-  const clientId = `conformance-${o.auth}-${o.sender}`.replaceAll('_', '-');
-  const metadata: Record<string, unknown> = {
-    client_id: clientId,
-    client_name: `Conformance ${o.auth} × ${o.sender}`,
-    redirect_uris: [o.redirectUri],
-    grant_types: ['authorization_code', 'refresh_token'],
-    scope: 'openid offline_access accounts',
-    token_endpoint_auth_method: o.auth,
-    ...(o.sender === 'dpop'
-      ? { dpop_bound_access_tokens: true }
-      : { tls_client_certificate_bound_access_tokens: true }),
-  };
-  const out: MtlsClient = {
-    clientId,
-    auth: o.auth,
-    sender: o.sender,
-    redirectUri: o.redirectUri,
-  } as MtlsClient;
-  if (o.auth === 'tls_client_auth') {
-    out.cert = await ca.issue(subjectOf(clientId));
-    // One client names its subject DN, the other a SAN (RFC 8705 §2.1.2).
-    if (o.sender === 'dpop') metadata.tls_client_auth_subject_dn = subjectOf(clientId).subject;
-    else metadata.tls_client_auth_san_dns = `${clientId}.conformance.example`;
-  } else if (o.auth === 'self_signed_tls_client_auth') {
-    out.cert = await createSelfSigned({ subject: `CN=${clientId}` });
-    const jwk = createPublicKey(out.cert.certPem).export({ format: 'jwk' });
-    metadata.jwks = { keys: [{ ...jwk, use: 'sig', x5c: [out.cert.x5c] }] };
-  } else {
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const pub = publicKey.export({ format: 'jwk' }) as { kty: string };
-    out.kid = jwkThumbprint(pub);
-    metadata.jwks = { keys: [{ ...pub, kid: out.kid, alg: 'ES256', use: 'sig' }] };
-    metadata.token_endpoint_auth_signing_alg = 'ES256';
-    out.signingKey = await crypto.subtle.importKey(
+async function signingKey(): Promise<{ jwk: Record<string, unknown>; kid: string; privateKey: CryptoKey }> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const pub = publicKey.export({ format: 'jwk' }) as { kty: string };
+  const kid = jwkThumbprint(pub);
+  return {
+    jwk: { ...pub, kid, alg: 'ES256', use: 'sig' },
+    kid,
+    privateKey: await crypto.subtle.importKey(
       'pkcs8',
       privateKey.export({ format: 'der', type: 'pkcs8' }),
       { name: 'ECDSA', namedCurve: 'P-256' },
       false,
       ['sign'],
-    );
-    // Only binds tokens: nobody needs to trust it.
-    out.cert = await createSelfSigned({ subject: `CN=${clientId}` });
+    ),
+  };
+}
+
+/**
+ * Registers one client through the operator's FAPI policy (src/oidc/clients.ts). Every client has an
+ * ES256 signing key in its jwks (assertions for private_key_jwt, request objects for all); mTLS
+ * clients get two certificates that authenticate them (tls_client_auth: same subject, one client
+ * naming its DN and `b` a SAN; self-signed: both in the jwks), a private_key_jwt client two
+ * self-signed ones that only bind.
+ */
+async function registerClient(
+  t: TestHub,
+  ca: TestCa,
+  o: { auth: ClientAuthVariant; sender: SenderConstraintVariant; role: Role; redirectUri: string },
+): Promise<ClientIdentity> {
+  const clientId = `conformance-${o.auth}-${o.sender}-${o.role}`.replaceAll('_', '-');
+  const key = await signingKey();
+  const keys: Record<string, unknown>[] = [key.jwk];
+  const metadata: Record<string, unknown> = {
+    client_id: clientId,
+    client_name: `Conformance ${o.auth} × ${o.sender} (${o.role})`,
+    redirect_uris: [o.redirectUri],
+    grant_types: ['authorization_code', 'refresh_token'],
+    scope: 'openid offline_access accounts',
+    token_endpoint_auth_method: o.auth,
+    id_token_signed_response_alg: 'ES256',
+    ...(o.sender === 'dpop'
+      ? { dpop_bound_access_tokens: true }
+      : { tls_client_certificate_bound_access_tokens: true }),
+    ...(o.role === 'signed'
+      ? { require_signed_request_object: true, response_modes: ['jwt', 'query.jwt', 'form_post.jwt'] }
+      : {}),
+  };
+  let certificate: TestCertificate;
+  let otherCertificate: TestCertificate;
+  if (o.auth === 'tls_client_auth') {
+    const names = namesOf(clientId);
+    [certificate, otherCertificate] = [await ca.issue(names), await ca.issue(names)];
+    // RFC 8705 §2.1.2: one registered subject value; `b` names its SAN, the others their DN.
+    if (o.role === 'b') metadata.tls_client_auth_san_dns = names.san[0]!.value;
+    else metadata.tls_client_auth_subject_dn = names.subject;
+  } else {
+    certificate = await createSelfSigned({ subject: `CN=${clientId}` });
+    otherCertificate = await createSelfSigned({ subject: `CN=${clientId}` });
+    if (o.auth === 'self_signed_tls_client_auth')
+      for (const cert of [certificate, otherCertificate])
+        keys.push({
+          ...createPublicKey(cert.certPem).export({ format: 'jwk' }),
+          use: 'sig',
+          x5c: [cert.x5c],
+        });
+    else metadata.token_endpoint_auth_signing_alg = 'ES256';
   }
+  metadata.jwks = { keys };
   await addClient(t.hub.db, metadata, 'operator:conformance');
-  return out;
+  return {
+    clientId,
+    redirectUri: o.redirectUri,
+    scope: String(metadata.scope),
+    kid: key.kid,
+    alg: 'ES256',
+    privateKey: key.privateKey,
+    authMethod: o.auth,
+    senderConstraint: o.sender,
+    certificate,
+    otherCertificate,
+  };
 }

@@ -27,7 +27,10 @@ import { type MtlsFixture, prepareMtlsPki } from './mtls.ts';
 export interface Target extends HubConnection {
   /** Human description for the report. */
   label: string;
-  /** `a` is demo-aggregator, `b` is demo-aggregator-2 (for cross-client misuse). */
+  /**
+   * The private_key_jwt + DPoP variants' clients: `a` is demo-aggregator, `b` is demo-aggregator-2 (for
+   * cross-client misuse). The mTLS variants' clients are in `mtls`.
+   */
   clients: { a: ClientIdentity; b: ClientIdentity };
   /**
    * Message Signing: demo-signed-aggregator (signed request objects required, JARM only) and
@@ -41,8 +44,10 @@ export interface Target extends HubConnection {
   user: PasskeyUser;
   /** Authorization code lifetime the hub was configured with, seconds (the expiry check waits it out). */
   codeTtl: number;
-  /** mTLS clients and certificates (in-process hubs only; the mTLS group is n/a without them). */
+  /** mTLS clients and certificates (in-process hubs only; the plan runs no mTLS variant without them). */
   mtls?: MtlsFixture;
+  /** Where the hub terminates TLS, for the transport checks (raw handshakes). */
+  tls?: { host: string; port: number; servername: string; ca?: string };
   close(): Promise<void>;
 }
 
@@ -85,7 +90,8 @@ export interface LocalTargetOptions {
   /**
    * Give the hub the issuer `https://localhost` (default port 443, as behind a load balancer)
    * while it listens on a free port; the dispatcher connects there. This makes the "explicit
-   * default port in htu" checks meaningful.
+   * default port in htu" checks meaningful. The mTLS aliases get such an origin too
+   * (`https://mtls.localhost`), so the checks apply to mTLS clients' token requests as well.
    */
   defaultPortIssuer?: boolean;
 }
@@ -96,7 +102,11 @@ export async function startLocalTarget(o: LocalTargetOptions = {}): Promise<Targ
   const t = await startTestHub({
     ...(o.defaultPortIssuer ? { issuer: 'https://localhost' } : {}),
     ...o.config,
-    mtls: { caFiles: [pki.caFile], ...o.config?.mtls },
+    mtls: {
+      caFiles: [pki.caFile],
+      ...(o.defaultPortIssuer ? { baseUrl: 'https://mtls.localhost' } : {}),
+      ...o.config?.mtls,
+    },
   }).catch((err: unknown) => {
     pki.discard();
     throw err;
@@ -149,6 +159,7 @@ export async function startLocalTarget(o: LocalTargetOptions = {}): Promise<Targ
       user,
       codeTtl: t.hub.config.oidc.authorizationCodeTtl,
       mtls,
+      tls: { host: t.hub.config.host, port, servername: 'localhost', ca: t.caPem },
       async close() {
         await dispatcher.close();
         await mtls?.close();
@@ -204,6 +215,12 @@ export async function connectTarget(o: ExternalTargetOptions): Promise<Target> {
         ticket: o.ticket,
       }),
       codeTtl: o.codeTtl ?? DEFAULT_CODE_TTL,
+      tls: {
+        host: new URL(issuer).hostname,
+        port: Number(new URL(issuer).port || 443),
+        servername: new URL(issuer).hostname,
+        ...(existsSync(caFile) ? { ca: readFileSync(caFile, 'utf8') } : {}),
+      },
       close: () => dispatcher.close(),
     };
   } catch (err) {

@@ -48,6 +48,23 @@ export function bearerChallenge(error: string, description: string): string {
 }
 
 /**
+ * The answer to an access token the hub does not know (or no longer: expired, revoked). Its binding is
+ * unknown, so the challenge follows the scheme the client used: Bearer for a client that holds
+ * certificate-bound tokens (RFC 6750 §3, RFC 8705 §3), DPoP otherwise.
+ */
+export function unknownTokenError(scheme: string, algs: readonly string[]): ApiError {
+  const description = 'the access token is invalid, expired or revoked';
+  return new ApiError(
+    401,
+    'invalid_token',
+    description,
+    scheme === 'bearer'
+      ? bearerChallenge('invalid_token', description)
+      : dpopChallenge('invalid_token', description, algs),
+  );
+}
+
+/**
  * The scheme (lower-cased) and token of the Authorization header: `DPoP` for DPoP-bound tokens, `Bearer`
  * for certificate-bound ones (RFC 8705 §3). No header: 401 `unauthorized` with a bare DPoP challenge.
  */

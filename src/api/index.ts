@@ -20,7 +20,7 @@ import { observeRequest, riskEngineFor } from '../risk/index.ts';
 import { createAccessTokenCache, type FoundAccessToken } from './accessTokenCache.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
 import { dpopSeenKey } from './dpop.ts';
-import { ApiError, dpopChallenge, presentedAccessToken, sendApiError } from './errors.ts';
+import { ApiError, dpopChallenge, presentedAccessToken, sendApiError, unknownTokenError } from './errors.ts';
 import { ingestHandler } from './ingest.ts';
 import { openApiDocument } from './openapi.ts';
 import { bookingBound, PAGE_SIZE_DEFAULT, pageSize, single } from './params.ts';
@@ -83,6 +83,8 @@ interface Authorized {
   tokenId: string;
   /** The presented token value, forgotten by the cache when the statement finds it dead. */
   tokenValue: string;
+  /** The Authorization scheme it came with (lower-cased), for the challenge of a dead token. */
+  scheme: string;
   customerId: string;
   clientId: string;
   grantId: string;
@@ -253,7 +255,7 @@ export function apiRoutes({
   async function authorize(ctx: Context, scope: string): Promise<Authorized> {
     const { scheme, value } = presentedAccessToken(ctx, FAPI_ALGS);
     const token = await accessTokens.get(value);
-    if (!token) throw invalid('the access token is invalid, expired or revoked');
+    if (!token) throw unknownTokenError(scheme, FAPI_ALGS);
     // Every other check first; a DPoP jti is recorded atomically by the read's statement.
     let proofSeen: Authorized['proofSeen'];
     const replay = {
@@ -313,6 +315,7 @@ export function apiRoutes({
     return {
       tokenId: token.jti,
       tokenValue: value,
+      scheme,
       customerId: token.accountId,
       clientId: token.clientId!,
       grantId: token.grantId,
@@ -345,7 +348,7 @@ export function apiRoutes({
     const head = res.rows[0]!;
     if (head.token_live !== 1) {
       accessTokens.forget(auth.tokenValue);
-      throw invalid('the access token is invalid, expired or revoked');
+      throw unknownTokenError(auth.scheme, FAPI_ALGS);
     }
     if (head.client_enabled !== 1) throw invalid('the client has been disabled');
     if (head.fresh !== 1) throw await rejectProof(ctx, auth, 'DPoP proof replayed');

@@ -17,7 +17,7 @@ import type { Db } from '../db/index.ts';
 import { SIGNING_ALGS } from '../keys/index.ts';
 import { mtlsFor } from '../mtls/index.ts';
 import type { DpopReplayStore } from './dpop.ts';
-import { ApiError, dpopChallenge, presentedAccessToken } from './errors.ts';
+import { ApiError, dpopChallenge, presentedAccessToken, unknownTokenError } from './errors.ts';
 import { checkSenderConstraint, DpopError } from './senderConstraint.ts';
 
 export const INGEST_SCOPE = 'institution:ingest';
@@ -142,7 +142,7 @@ export function createInstitutionAuthenticator({
   return async (ctx, scope, trace = {}) => {
     const { scheme, value } = presentedAccessToken(ctx, SIGNING_ALGS);
     const token = await provider.ClientCredentials.find(value);
-    if (!token || token.isExpired) throw invalidToken('the access token is invalid, expired or revoked');
+    if (!token || token.isExpired) throw unknownTokenError(scheme, SIGNING_ALGS);
     trace.clientId = token.clientId;
     const aud = token.aud;
     if (!(Array.isArray(aud) ? aud.includes(resource) : aud === resource))

@@ -2,8 +2,6 @@
  * The running hub over HTTPS: headers every response carries, the API's error envelope, and
  * that client mistakes at the interaction endpoints are 4xx in the protocol's shape, never 500.
  */
-import type { AddressInfo } from 'node:net';
-import { type ConnectionOptions, connect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
@@ -91,6 +89,15 @@ describe('the API error envelope', () => {
     });
     expect(res.status).toBe(401);
     expect(res.headers.get('www-authenticate')).toMatch(/^DPoP error="invalid_token"/);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_token');
+  });
+
+  it('answers an unknown token presented as Bearer (a certificate-bound client) with a Bearer challenge', async () => {
+    const res = await t.fetch(`${t.issuer}/api/v1/accounts`, {
+      headers: { authorization: 'Bearer not-a-token' },
+    });
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_token');
   });
 });
@@ -181,36 +188,6 @@ describe('interaction endpoints answer client mistakes with 4xx', () => {
   });
 });
 
-describe('transport (the hub terminating TLS)', () => {
-  const tryTls = (options: ConnectionOptions) =>
-    new Promise<string>((resolve) => {
-      const { port } = t.hub.server.address() as AddressInfo;
-      const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', ca: t.caPem, ...options });
-      socket.once('secureConnect', () => {
-        resolve(`${socket.getProtocol()} ${socket.getCipher().name}`);
-        socket.end();
-      });
-      socket.once('error', () => resolve('refused'));
-    });
-
-  it('speaks TLS 1.3, or TLS 1.2 with a FAPI cipher suite, and refuses TLS 1.0/1.1 and weak 1.2 suites', async () => {
-    expect(await tryTls({})).toMatch(/^TLSv1\.3 /);
-    expect(await tryTls({ maxVersion: 'TLSv1.2' })).toMatch(
-      /^TLSv1\.2 ECDHE-(ECDSA|RSA)-AES(128|256)-GCM-SHA(256|384)$/,
-    );
-    expect(await tryTls({ minVersion: 'TLSv1', maxVersion: 'TLSv1.1' })).toBe('refused');
-    expect(await tryTls({ maxVersion: 'TLSv1.2', ciphers: 'AES128-SHA256' })).toBe('refused');
-  });
-
-  it('marks the session and interaction cookies Secure and HttpOnly', async () => {
-    const rp = await demoRp(t);
-    const { url } = await startAuthorization(rp);
-    const res = await t.fetch(url, { redirect: 'manual' });
-    const cookies = res.headers.getSetCookie();
-    expect(cookies.length).toBeGreaterThan(0);
-    for (const c of cookies) {
-      expect(c.toLowerCase()).toContain('; secure');
-      expect(c.toLowerCase()).toContain('; httponly');
-    }
-  });
-});
+// Transport (TLS versions and suites on both listeners, HSTS on the browser-facing endpoints, Secure
+// and HttpOnly cookies) is checked by the conformance plan's group "Transport" (conformance/checks/
+// transport.ts), under vitest in conformance/fapi2.test.ts.
