@@ -19,6 +19,10 @@ const MESSAGES = {
     passkeyName: 'パスキーの名前（任意）',
     enrollButton: 'パスキーを登録',
     enrolled: 'パスキーを登録しました。続けて、登録したパスキーでログインしてください。',
+    unlocked: '本人確認によりロックを解除しました。パスキーでログインしてください。',
+    locked:
+      'このアカウントは保護のためロックされています。本人確認を行うとロックを解除できます（ログインの失敗が続いたことによるロックの場合は、以前お使いの端末からはそのままログインできます）。',
+    unlockLink: '本人確認をしてロックを解除する',
     backToLogin: 'ログイン画面に戻る',
     lostPasskeys: 'パスキーをすべて失くした方（本人確認による復旧）',
     otherProofing: '登録コードがない方（eKYC などで本人確認）',
@@ -212,6 +216,10 @@ const MESSAGES = {
     passkeyName: 'Name for this passkey (optional)',
     enrollButton: 'Register a passkey',
     enrolled: 'Your passkey is registered. Now sign in with it.',
+    unlocked: 'Your account is unlocked after confirming your identity. Sign in with your passkey.',
+    locked:
+      'This account is locked to protect it. Confirm your identity to unlock it (after repeated failed sign-ins, a device you used before still signs in).',
+    unlockLink: 'Confirm my identity to unlock the account',
     backToLogin: 'Back to sign-in',
     lostPasskeys: 'Lost all your passkeys? Recover by confirming your identity',
     otherProofing: 'No enrollment code? Confirm your identity another way (eKYC)',
