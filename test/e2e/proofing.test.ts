@@ -49,7 +49,7 @@ beforeAll(async () => {
   const cardOf = () =>
     issueCertificate(signingCa, {
       subject: 'CN=山田　太郎, C=JP',
-      rsa: true,
+      // ECDSA keeps start-up short; RSA cards: test/integration/proofing-jpki.test.ts.
       keyUsage: KeyUsage.digitalSignature | KeyUsage.nonRepudiation,
       crlUrls: [crls.url('signing-ca.crl')],
     });
@@ -242,11 +242,6 @@ describe('identity proofing pages', () => {
   });
 
   it('shows a locked account on the login page and unlocks it by re-proofing with the card', async () => {
-    // The new phone's browser forgets this site (cookies cleared): an unknown device to the hub.
-    const { context, page } = newDevice;
-    await context.clearCookies();
-    await openLogin(page);
-
     // As the throttle leaves an account after consecutive failures (test/integration/throttle.test.ts).
     await t.hub.db.query(
       `INSERT INTO account_lockouts (customer_id, consecutive_failures, locked_at, locked_until)
@@ -254,6 +249,18 @@ describe('identity proofing pages', () => {
        ON CONFLICT (customer_id) DO UPDATE SET locked_until = EXCLUDED.locked_until, consecutive_failures = 10`,
       [t.hub.demo!.customerId],
     );
+    // The owner's phone, which signed in before, still gets in (FSA comment 83: the lock must not
+    // let whoever hammered the account keep its owner out).
+    const { context, page } = newDevice;
+    await page.goto(`${t.issuer}/account`);
+    await page.click('#sign-out');
+    await page.waitForSelector('#passkey-login');
+    await openLogin(page);
+    await signInAndConsent(page);
+
+    // The same phone after its browser forgot this site (cookies cleared): an unknown device, refused.
+    await context.clearCookies();
+    await openLogin(page);
     await page.click('#passkey-login');
     await page.waitForSelector('#error:not([hidden])');
     expect(await page.textContent('#error')).toContain('このアカウントは保護のためロックされています');
