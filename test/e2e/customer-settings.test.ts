@@ -7,7 +7,9 @@
  * - on the security page: the contact address masked and changed (a fresh passkey needed; the old
  *   address is told), notification preferences (security ones cannot be switched off, the change
  *   takes effect), switching off third-party access (the app's next read is refused at once) and
- *   disconnecting the app.
+ *   disconnecting the app;
+ * - a cloned authenticator: a copy of the passkey with an older signature counter is refused and
+ *   the passkey disabled.
  */
 import * as OTPAuth from 'otpauth';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
@@ -15,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grantExemption, issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { publishNotice } from '../../src/notices/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
-import { addVirtualAuthenticator, launchBrowser } from '../support/browser.ts';
+import { addVirtualAuthenticator, launchBrowser, type VirtualAuthenticator } from '../support/browser.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import {
   accountsStatus,
@@ -114,6 +116,7 @@ describe('notices and the security page', () => {
   let rp: Rp;
   let accessToken: string;
   let grantId: string;
+  let authenticator: VirtualAuthenticator;
 
   const read = () => accountsStatus(t, rp, accessToken);
 
@@ -131,7 +134,7 @@ describe('notices and the security page', () => {
     );
     context = await browser.newContext({ locale: 'ja-JP' });
     page = await context.newPage();
-    await addVirtualAuthenticator(context, page);
+    authenticator = await addVirtualAuthenticator(context, page);
     rp = await demoRp(t);
     const auth = await startAuthorization(rp, 'openid accounts');
     await page.goto(auth.url.href);
@@ -241,6 +244,50 @@ describe('notices and the security page', () => {
     expect(await page.locator(`tr[data-grant="${grantId}"]`).count()).toBe(0);
     expect(await page.locator('#consents tbody tr').count()).toBe(1);
     expect(await read()).toBe(401);
+  });
+
+  it('disables a passkey whose signature counter goes backwards (a cloned authenticator) and says so', async () => {
+    // A copy of the passkey as it is now, then two more sign-ins move the original's counter on.
+    const { credentials } = await authenticator.cdp.send('WebAuthn.getCredentials', {
+      authenticatorId: authenticator.authenticatorId,
+    });
+    for (let i = 0; i < 2; i++) {
+      await page.click('#sign-out');
+      await page.click('#passkey-login');
+      await page.waitForSelector('#passkeys');
+    }
+    expect((await authenticator.credentials())[0]!.signCount).toBeGreaterThan(credentials[0]!.signCount);
+    // Not moments after the owner's own use (that would be two crossed ceremonies, not a clone).
+    await t.hub.db.query(
+      "UPDATE passkeys SET last_used_at = now() - interval '1 minute' WHERE customer_id = $1",
+      [customerId],
+    );
+
+    const clone = await browser.newContext({ locale: 'ja-JP' });
+    const clonePage = await clone.newPage();
+    const cloned = await addVirtualAuthenticator(clone, clonePage);
+    await cloned.cdp.send('WebAuthn.addCredential', {
+      authenticatorId: cloned.authenticatorId,
+      credential: credentials[0]!,
+    });
+    await clonePage.goto(`${t.issuer}/account`);
+    await clonePage.click('#passkey-login');
+    await clonePage.waitForSelector('#error:not([hidden])');
+    expect(await clonePage.textContent('#error')).toBe(
+      'このパスキーは受け付けられません。当社までご連絡ください。',
+    );
+    await clone.close();
+
+    // The original is now disabled too, until the customer re-proves their identity.
+    await page.click('#sign-out');
+    await page.click('#passkey-login');
+    await page.waitForSelector('#error:not([hidden])');
+    expect(await page.textContent('#error')).toContain('このパスキーは保護のため停止されています');
+    const audit = await t.hub.db.query(
+      "SELECT 1 FROM audit_events WHERE type = 'authn.passkey.clone_suspected' AND customer_id = $1",
+      [customerId],
+    );
+    expect(audit.rowCount).toBe(1);
     await context.close();
   });
 });
