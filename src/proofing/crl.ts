@@ -106,9 +106,19 @@ export function createCrlChecker(settings: CrlSettings, key = 'proofing.jpki.rev
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const declared = Number(res.headers.get('content-length') ?? 0);
     if (declared > settings.maxCrlBytes) throw new Error('CRL too large');
-    const body = Buffer.from(await res.arrayBuffer());
-    if (body.length > settings.maxCrlBytes) throw new Error('CRL too large');
-    return parseCrl(x509, body, url);
+    // Read with the cap applied as it arrives: a distribution point cannot make us buffer more.
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    const reader = res.body?.getReader();
+    for (let part = await reader?.read(); part && !part.done; part = await reader?.read()) {
+      size += part.value.length;
+      if (size > settings.maxCrlBytes) {
+        await reader?.cancel().catch(() => {});
+        throw new Error('CRL too large');
+      }
+      chunks.push(part.value);
+    }
+    return parseCrl(x509, Buffer.concat(chunks), url);
   }
 
   /** The distribution point's CRL: cached while current, one download at a time per URL. */

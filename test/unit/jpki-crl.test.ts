@@ -107,7 +107,7 @@ describe('CRL revocation check', () => {
     });
   });
 
-  it('fails closed on an expired, unsigned or missing CRL, a dead or hanging distribution point', async () => {
+  it('fails closed on an expired, unsigned, missing or oversized CRL, a dead or hanging distribution point', async () => {
     const cases: Array<[string, Buffer | 'stall' | undefined, string]> = [
       [
         'expired.crl',
@@ -143,6 +143,14 @@ describe('CRL revocation check', () => {
       expect(err!.detail.problems[0], name).toContain(problem);
       expect(Date.now() - started, name).toBeLessThan(2000);
     }
+
+    // Larger than configured.
+    const many = await Promise.all([1, 2, 3, 4, 5, 6].map(() => card('unused.crl')));
+    server.set('large.crl', await issueCrl(intermediate, { revoked: many }));
+    await expect(checker({ maxCrlBytes: 300 }).check(pathOf(await card('large.crl')))).rejects.toMatchObject({
+      code: 'ERR_CRL_UNAVAILABLE',
+      detail: { problems: ['url:fetch_failed (CRL too large)'] },
+    });
 
     // No distribution point and no file for the issuer.
     const bare = await issueCertificate(intermediate, { subject: 'CN=山田 太郎, C=JP' });
