@@ -9,7 +9,10 @@
  *   on a loopback distribution point) is refused with the reason on the page; a valid one leads to
  *   a new passkey on a new authenticator; the lost device's session is gone and a copy of its
  *   passkey is refused;
- * - an account locked by failures is unlocked on the page by re-proofing.
+ * - an account locked by failures still admits the device used before, refuses others with the
+ *   reason and a link, and is unlocked on the page by re-proofing;
+ * - an app asking for acr `phrh` gets unmet_authentication_requirements after a passkey without
+ *   verified attestation (`phr`; the attestation policy is `none` here), and no alternative MFA.
  */
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -278,6 +281,20 @@ describe('identity proofing pages', () => {
       [t.hub.demo!.customerId],
     );
     expect(unlocked.rowCount).toBe(1);
+  });
+
+  it('ends with unmet_authentication_requirements when the app demands phrh from an unattested passkey', async () => {
+    const { context, page } = newDevice;
+    await page.goto(`${t.issuer}/account`);
+    await page.click('#sign-out');
+    await page.waitForSelector('#passkey-login');
+    await page.goto((await startAuthorization(await demoRp(t), 'openid', { acr_values: 'phrh' })).url.href);
+    await page.waitForSelector('#passkey-login');
+    // No alternative (authenticator app) offered: it could not reach what the app asks for.
+    expect(await page.locator('#alternative-link').count()).toBe(0);
+    await page.click('#passkey-login');
+    await page.waitForURL((u) => u.pathname === '/demo/callback');
+    expect(new URL(page.url()).searchParams.get('error')).toBe('unmet_authentication_requirements');
     await context.close();
   });
 });
