@@ -20,9 +20,24 @@ const MESSAGES = {
     enrollButton: 'パスキーを登録',
     enrolled: 'パスキーを登録しました。続けて、登録したパスキーでログインしてください。',
     unlocked: '本人確認によりロックを解除しました。パスキーでログインしてください。',
-    locked:
-      'このアカウントは保護のためロックされています。本人確認を行うとロックを解除できます（ログインの失敗が続いたことによるロックの場合は、以前お使いの端末からはそのままログインできます）。',
     unlockLink: '本人確認をしてロックを解除する',
+    /** Refusals of a sign-in or of a change on the security page (src/oidc/passkeySignIn.ts). */
+    refused: {
+      throttled: (seconds: number) =>
+        `お使いのネットワークからの失敗が続いています。${seconds}秒待ってからもう一度お試しください。`,
+      locked:
+        'ログインの失敗が続いたため、このアカウントはロックされています。以前お使いの端末からログインするか、本人確認を行ってロックを解除してください。',
+      lockedForProofing:
+        'このアカウントは保護のためロックされています。本人確認を行ってロックを解除してください。',
+      riskBlocked:
+        '普段と異なり、ご本人ではない可能性があるため、このログインをお断りしました。ご本人の場合は、当社からお届けした書類に記載の電話番号までご連絡ください。',
+      riskStepUp:
+        '普段と異なるログイン（海外からなど）のため、追加の確認が必要です。渡航中の場合は、以前お使いの端末からセキュリティ設定で渡航を登録するか、当社までお電話のうえ、もう一度お試しください。',
+      operationBlocked:
+        '普段と異なる操作のため、この変更をお断りしました。ご本人の場合は、当社からお届けした書類に記載の電話番号までご連絡ください。',
+      operationStepUp:
+        '普段と異なる利用状況のため、この変更には改めてのログインが必要です。ログアウトし、パスキーでもう一度ログインしてからやり直してください。',
+    },
     backToLogin: 'ログイン画面に戻る',
     lostPasskeys: 'パスキーをすべて失くした方（本人確認による復旧）',
     otherProofing: '登録コードがない方（eKYC などで本人確認）',
@@ -234,9 +249,23 @@ const MESSAGES = {
     enrollButton: 'Register a passkey',
     enrolled: 'Your passkey is registered. Now sign in with it.',
     unlocked: 'Your account is unlocked after confirming your identity. Sign in with your passkey.',
-    locked:
-      'This account is locked to protect it. Confirm your identity to unlock it (after repeated failed sign-ins, a device you used before still signs in).',
     unlockLink: 'Confirm my identity to unlock the account',
+    refused: {
+      throttled: (seconds: number) =>
+        `Too many failed attempts from your network. Please wait ${seconds} seconds and try again.`,
+      locked:
+        'This account is locked after repeated failed sign-ins. Sign in from a device you used before, or confirm your identity to unlock it.',
+      lockedForProofing:
+        'This account is locked to protect it. Please verify your identity again to unlock it.',
+      riskBlocked:
+        'This sign-in was refused because it looks unusual and may not be yours. If it was you, please call the number in the documents you received from us.',
+      riskStepUp:
+        'This sign-in needs an additional check because it differs from how you usually sign in (for example, from abroad). If you are travelling, declare your travel on your security page from a device you used before, or call us; then try again.',
+      operationBlocked:
+        'This change was refused because the activity looks unusual. If it was you, please call the number in the documents you received from us.',
+      operationStepUp:
+        'This change needs a fresh sign-in because the activity differs from how you usually use your account. Please sign out, sign in again with your passkey and retry.',
+    },
     backToLogin: 'Back to sign-in',
     lostPasskeys: 'Lost all your passkeys? Recover by confirming your identity',
     otherProofing: 'No enrollment code? Confirm your identity another way (eKYC)',

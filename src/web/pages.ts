@@ -53,7 +53,7 @@ ${p.unlocked ? html`<p class="notice" role="status" id="unlocked">${t.unlocked}<
 <p>${t.loginLead}</p>
 <p id="error" class="error" role="alert" hidden></p>
 <p id="unlock" hidden><a id="unlock-link" href="/interaction/${p.uid}/proofing?purpose=unlock">${t.unlockLink}</a></p>
-<button type="button" id="passkey-login" data-uid="${p.uid}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}" data-locked="${t.locked}">${t.loginButton}</button>
+<button type="button" id="passkey-login" data-uid="${p.uid}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}">${t.loginButton}</button>
 <p><a id="enroll-link" href="/interaction/${p.uid}/enroll">${t.firstTime}</a></p>
 <p><a id="recovery-link" href="/interaction/${p.uid}/proofing?purpose=recovery">${t.lostPasskeys}</a></p>
 ${p.alternative === false ? '' : html`<p><a id="alternative-link" href="/interaction/${p.uid}/alternative">${t.alt.link}</a></p>`}

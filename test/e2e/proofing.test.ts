@@ -266,7 +266,9 @@ describe('identity proofing pages', () => {
     await openLogin(page);
     await page.click('#passkey-login');
     await page.waitForSelector('#error:not([hidden])');
-    expect(await page.textContent('#error')).toContain('このアカウントは保護のためロックされています');
+    expect(await page.textContent('#error')).toContain(
+      'ログインの失敗が続いたため、このアカウントはロックされています',
+    );
     await page.click('#unlock-link');
     expect(await page.textContent('h1')).toBe('本人確認によるロック解除');
     // Unlocking registers nothing: no enrollment code offered.

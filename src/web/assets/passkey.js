@@ -54,12 +54,9 @@
         const optionsJSON = await postJson(`${base}/options`, {});
         const response = await startAuthentication({ optionsJSON });
         const result = await postJson(`${base}/verify`, response).catch((err) => {
-          // A locked account: say so in the page's language and offer unlocking by re-proofing.
+          // A locked account: offer unlocking by re-proofing (the message says why).
           const unlock = document.getElementById('unlock');
-          if (err.code === 'ERR_ACCOUNT_LOCKED' && login.dataset.locked) {
-            if (unlock) unlock.hidden = false;
-            throw new Error(login.dataset.locked);
-          }
+          if (err.code === 'ERR_ACCOUNT_LOCKED' && unlock) unlock.hidden = false;
           throw err;
         });
         window.location.assign(result.redirectTo);
