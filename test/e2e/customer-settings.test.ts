@@ -12,7 +12,7 @@
  *   the passkey disabled.
  */
 import * as OTPAuth from 'otpauth';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grantExemption, issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { publishNotice } from '../../src/notices/index.ts';
@@ -84,7 +84,8 @@ describe('exemption from passkeys', () => {
     const secret = (await page.textContent('#totp-secret'))!.replace(/\s+/g, '');
     expect(secret).toMatch(/^[A-Z2-7]{32}$/);
     const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(secret), digits: 6, period: 30 });
-    await page.fill('#totp-confirm-code', totp.generate());
+    const setupCode = totp.generate();
+    await page.fill('#totp-confirm-code', setupCode);
     await page.click('#totp-confirm');
     await page.waitForURL(/\/alternative$/);
     // The page says what this method is not.
@@ -92,14 +93,16 @@ describe('exemption from passkeys', () => {
 
     // A wrong code first: refused with the reason in Japanese.
     await page.fill('#customerNumber', t.hub.demo!.customerNumber);
-    await page.fill('#code', String((Number(totp.generate()) + 1) % 1_000_000).padStart(6, '0'));
+    await page.fill('#code', String((Number(setupCode) + 1) % 1_000_000).padStart(6, '0'));
     await page.click('#alternative-button');
     await page.waitForSelector('#error:not([hidden])');
     expect(await page.textContent('#error')).toBe('お客様番号またはコードが正しくありません。');
     // The code used for the set-up is spent: the app's next one (30 s later) signs in.
-    await page.fill('#code', totp.generate());
+    await page.fill('#code', setupCode);
     await page.click('#alternative-button');
     await page.waitForSelector('#error:not([hidden])');
+    expect(await page.textContent('#error')).toBe('お客様番号またはコードが正しくありません。');
+    expect(new URL(page.url()).pathname).toMatch(/\/alternative$/);
     await page.fill('#code', totp.generate({ timestamp: Date.now() + 30_000 }));
     await page.click('#alternative-button');
     await page.waitForSelector('#consent-form');
@@ -119,6 +122,11 @@ describe('notices and the security page', () => {
   let authenticator: VirtualAuthenticator;
 
   const read = () => accountsStatus(t, rp, accessToken);
+  /** Submits a security-page form and waits for the page it leads back to (same URL: /account). */
+  const submit = async (button: Locator) => {
+    await Promise.all([page.waitForEvent('framenavigated'), button.click()]);
+    await page.waitForLoadState('load');
+  };
 
   it('enrolls a passkey, acknowledges an important notice before continuing, and the app reads', async () => {
     await publishNotice(
@@ -189,8 +197,7 @@ describe('notices and the security page', () => {
     await page.click('#passkey-login');
     await page.waitForSelector('#contacts');
     await page.locator('#contacts tr[data-channel] input[name="address"]').fill('hanako@example.com');
-    await page.locator('#contacts tr[data-channel] button', { hasText: '変更' }).click();
-    await page.waitForURL((u) => u.pathname === '/account');
+    await submit(page.locator('#contacts tr[data-channel] button', { hasText: '変更' }));
     await page.waitForSelector('#contacts');
     const now = page.locator('#contacts tr[data-channel]');
     expect(await now.count()).toBe(1);
@@ -213,8 +220,7 @@ describe('notices and the security page', () => {
     expect(await box('login').isChecked()).toBe(true);
     await box('login').uncheck();
     await page.selectOption('#notification-settings select[name="language"]', 'en');
-    await page.click('#notification-settings button[type="submit"]');
-    await page.waitForURL((u) => u.pathname === '/account');
+    await submit(page.locator('#notification-settings button[type="submit"]'));
     expect(await box('login').isChecked()).toBe(false);
     expect(await page.inputValue('#notification-settings select[name="language"]')).toBe('en');
     expect(await page.textContent('#history')).toContain('通知設定を変更');
@@ -230,8 +236,7 @@ describe('notices and the security page', () => {
   it('switches third-party access off (the app is refused at once) and disconnects the app', async () => {
     const access = page.locator('#channels tr[data-channel-name="aggregator_access"]');
     expect(await access.locator('.state').textContent()).toBe('利用中');
-    await access.locator('button').click();
-    await page.waitForURL((u) => u.pathname === '/account');
+    await submit(access.locator('button'));
     expect(await access.locator('.state').textContent()).toBe('停止中');
     expect(await read()).toBe(403);
     expect(await outbox('channel_changed')).toHaveLength(1);
