@@ -121,7 +121,10 @@ export function createCrlChecker(settings: CrlSettings, key = 'proofing.jpki.rev
     return parseCrl(x509, Buffer.concat(chunks), url);
   }
 
-  /** The distribution point's CRL: cached while current, one download at a time per URL. */
+  /**
+   * The distribution point's CRL: the cached one while current, else one download at a time per
+   * URL. Only a CRL found fit is cached (by the caller), so a bad one is fetched again next time.
+   */
   async function urlCrl(url: string, now: Date): Promise<X509.X509Crl> {
     const cached = fetched.get(url);
     if (cached && current(cached.crl, now)) return cached.crl;
@@ -130,9 +133,7 @@ export function createCrlChecker(settings: CrlSettings, key = 'proofing.jpki.rev
       pending = download(url).finally(() => inFlight.delete(url));
       inFlight.set(url, pending);
     }
-    const crl = await pending;
-    fetched.set(url, { crl });
-    return crl;
+    return pending;
   }
 
   const current = (crl: X509.X509Crl, now: Date) =>
@@ -188,6 +189,7 @@ export function createCrlChecker(settings: CrlSettings, key = 'proofing.jpki.rev
               const crl = await urlCrl(url, now);
               const why = await unfit(crl, issuer, now);
               if (!why) {
+                fetched.set(url, { crl });
                 found = { crl, source: url };
                 break;
               }

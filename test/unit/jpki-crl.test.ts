@@ -144,6 +144,15 @@ describe('CRL revocation check', () => {
       expect(Date.now() - started, name).toBeLessThan(2000);
     }
 
+    // A bad CRL is not kept: once the CA publishes a good one, it is used.
+    const fixedLater = await card('fixed.crl');
+    server.set('fixed.crl', await issueCrl(intermediate, { signedBy: root }));
+    const crl = checker();
+    await expect(crl.check(pathOf(fixedLater))).rejects.toMatchObject({ code: 'ERR_CRL_UNAVAILABLE' });
+    server.set('fixed.crl', await issueCrl(intermediate));
+    await expect(crl.check(pathOf(fixedLater))).resolves.toBeDefined();
+    expect(server.hits.get('fixed.crl')).toBe(2);
+
     // Larger than configured.
     const many = await Promise.all([1, 2, 3, 4, 5, 6].map(() => card('unused.crl')));
     server.set('large.crl', await issueCrl(intermediate, { revoked: many }));
