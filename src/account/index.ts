@@ -88,8 +88,8 @@ const SENSITIVE_OPERATIONS = new Set([
   'account.travel',
 ]);
 const CEREMONY_COOKIE = 'kkh_account_ceremony';
-/** History shows these event families only. */
-const HISTORY_FAMILIES = ['authn', 'risk', 'consent', 'account', 'enrollment', 'proofing'];
+/** History shows these event families only (notify: contact changes must be visible, JSDA IV.1.(2)④). */
+const HISTORY_FAMILIES = ['authn', 'risk', 'consent', 'account', 'enrollment', 'proofing', 'notify'];
 
 type Session = Awaited<ReturnType<Provider['Session']['get']>>;
 

@@ -42,6 +42,33 @@ const MESSAGES: Record<AuthnErrorCode, string> = {
   ERR_PASSKEY_LAST: 'Your last passkey cannot be removed: you would have no way left to sign in.',
 };
 
+/** The same messages for the Japanese pages. */
+const MESSAGES_JA: Record<AuthnErrorCode, string> = {
+  ERR_TICKET_MALFORMED: '登録コードの形式が正しくありません（KKH- に続く20文字）。',
+  ERR_TICKET_INVALID: 'お客様番号または登録コードが正しくありません。',
+  ERR_TICKET_EXPIRED: 'この登録コードは有効期限が切れています。新しいコードをご請求ください。',
+  ERR_TICKET_USED: 'この登録コードはすでに使用されています。',
+  ERR_TICKET_VOIDED: 'この登録コードは無効になりました。最後にお届けしたコードをお使いください。',
+  ERR_TICKET_LOCKED:
+    '誤った登録コードの入力が続いたため、登録を停止しています。新しい登録コードをお届けしますので、当社までご連絡ください。',
+  ERR_CUSTOMER_UNKNOWN: 'お客様が見つかりません。',
+  ERR_CUSTOMER_INACTIVE: 'このアカウントは現在ログインできません。当社までご連絡ください。',
+  ERR_WEBAUTHN_CHALLENGE: 'このパスキーの要求は無効になりました。最初からやり直してください。',
+  ERR_WEBAUTHN_VERIFICATION: 'パスキーを確認できませんでした。もう一度お試しください。',
+  ERR_PASSKEY_UNKNOWN: 'このパスキーは登録されていません。',
+  ERR_PASSKEY_COUNTER: 'このパスキーは受け付けられません。当社までご連絡ください。',
+  ERR_PASSKEY_DISABLED:
+    'このパスキーは保護のため停止されています。ほかのパスキーをお使いいただくか、当社までご連絡ください。',
+  ERR_NOT_EXEMPT: 'パスキーを使わないログインには、当社による免除が必要です。当社までご連絡ください。',
+  ERR_TOTP_INVALID: 'お客様番号またはコードが正しくありません。',
+  ERR_PASSKEY_LAST: '最後のパスキーは削除できません。ログインする方法がなくなってしまいます。',
+};
+
+/** The customer-facing message of a code, in the page's language. */
+export function authnErrorMessage(code: AuthnErrorCode, lang: 'ja' | 'en'): string {
+  return (lang === 'ja' ? MESSAGES_JA : MESSAGES)[code];
+}
+
 export class AuthnError extends Error {
   override name = 'AuthnError';
   readonly code: AuthnErrorCode;

@@ -11,7 +11,7 @@ export {
   verifyCertificateChain,
 } from './certChain.ts';
 export { AUTHN_AUDIT, type AuthnContext, createAuthnContext, type RequestMeta } from './context.ts';
-export { AuthnError, type AuthnErrorCode } from './errors.ts';
+export { AuthnError, type AuthnErrorCode, authnErrorMessage } from './errors.ts';
 export {
   ALTERNATIVE_MFA_ACR,
   type AlternativeLogin,

@@ -333,6 +333,25 @@ const schema = z
             trustAnchorsFile: z.string().min(1),
             /** Lifetime of a signing challenge. */
             challengeTtl: seconds.max(600).default(300),
+            /** Revocation by CRL of every certificate below the anchor (src/proofing/crl.ts). */
+            revocation: z
+              .object({
+                /** PEM or DER CRL files, re-read when they change. */
+                crlFiles: z.array(z.string().min(1)).default([]),
+                /** Fetch the CRLs the certificates name (CRL distribution points, http/https). */
+                fetchDistributionPoints: z.boolean().default(true),
+                fetchTimeoutMs: z.number().int().min(100).max(60_000).default(5000),
+                maxCrlBytes: z
+                  .number()
+                  .int()
+                  .min(1024)
+                  .max(200 * 1024 * 1024)
+                  .default(50 * 1024 * 1024),
+                /** No valid CRL for a certificate: refuse it (fail closed) or accept it unchecked. */
+                onUnavailable: z.enum(['refuse', 'allow']).default('refuse'),
+              })
+              .strict()
+              .prefault({}),
           })
           .strict()
           .optional(),

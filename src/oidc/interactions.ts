@@ -189,6 +189,7 @@ export function interactionRoutes({
           uid: d.uid,
           clientName: name,
           enrolled: ctx.query.enrolled === '1',
+          unlocked: ctx.query.unlocked === '1',
           alternative: !acr || acr.includes(ALTERNATIVE_MFA_ACR),
         });
       }

@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
-import { AuthnError } from '../authn/index.ts';
+import { AuthnError, authnErrorMessage } from '../authn/index.ts';
 import { BodyError, HttpError } from '../http/index.ts';
+import { languageOf } from '../web/index.ts';
 
 /**
  * Runs a JSON endpoint of the hub's own pages (WebAuthn and TOTP ceremonies): the result is the
@@ -22,7 +23,12 @@ export async function jsonEndpoint(ctx: Context, work: () => Promise<unknown>): 
       };
     } else if (err instanceof AuthnError) {
       ctx.status = err.code === 'ERR_TICKET_LOCKED' ? 429 : 400;
-      ctx.body = { error: 'access_denied', error_code: err.code, error_description: err.message };
+      // The hub's pages show error_description as it comes: in the page's language.
+      ctx.body = {
+        error: 'access_denied',
+        error_code: err.code,
+        error_description: authnErrorMessage(err.code, languageOf(ctx)),
+      };
     } else if (err instanceof BodyError) {
       ctx.status = err.status;
       ctx.body = { error: 'invalid_request', error_description: err.message };

@@ -33,6 +33,7 @@ import {
   sourceRetryAfter,
   type ThrottlePolicy,
 } from '../risk/index.ts';
+import { languageOf, type Messages, messages } from '../web/index.ts';
 import { deviceSummary, notifyCustomer } from './securityNotices.ts';
 
 export interface SignInDeps {
@@ -65,7 +66,7 @@ export async function refuseThrottledSource(deps: SignInDeps, ctx: Context): Pro
     throw new HttpError(
       429,
       'access_denied',
-      `Too many failed attempts from your network. Please wait ${wait} seconds and try again.`,
+      messages(languageOf(ctx)).refused.throttled(wait),
       'ERR_THROTTLED',
       wait,
     );
@@ -159,8 +160,10 @@ async function admit(
   const known = await isKnownDevice(deps.db, customerId, device);
   // A lock a peer's takeover signal set (re-proofing required) admits no device, known or not.
   const refused = lock.locked && (!known || lock.reproofingRequired);
+  // Refusals in the language of the page that asked (its script shows error_description).
+  const t = messages(languageOf(ctx));
   if (!refused && deps.risk)
-    await applyRiskRules(deps, deps.risk, customerId, meta, method, known, device, credential);
+    await applyRiskRules(deps, deps.risk, t, customerId, meta, method, known, device, credential);
   if (refused) {
     await recordAudit(deps.db, {
       type: 'risk.account.locked.refused',
@@ -179,9 +182,7 @@ async function admit(
     throw new HttpError(
       403,
       'access_denied',
-      lock.reproofingRequired
-        ? 'This account is locked to protect it. Please verify your identity again to unlock it.'
-        : 'This account is locked after repeated failed sign-ins. Sign in from a device you used before, or contact us to verify your identity again.',
+      lock.reproofingRequired ? t.refused.lockedForProofing : t.refused.locked,
       'ERR_ACCOUNT_LOCKED',
     );
   }
@@ -210,6 +211,7 @@ async function admit(
 async function applyRiskRules(
   deps: SignInDeps,
   risk: RiskEngine,
+  t: Messages,
   customerId: string,
   meta: RequestMeta,
   method: 'passkey' | 'totp',
@@ -229,19 +231,9 @@ async function applyRiskRules(
     deviceHash: deviceHashOf(device),
   });
   if (assessed.decision === 'block')
-    await refuseBlocked(
-      deps,
-      customerId,
-      'risk_block',
-      'This sign-in was refused because it looks unusual and may not be yours. If it was you, please call the number in the documents you received from us.',
-    );
+    await refuseBlocked(deps, customerId, 'risk_block', t.refused.riskBlocked);
   if (assessed.decision === 'step_up')
-    throw new HttpError(
-      403,
-      'access_denied',
-      'This sign-in needs an additional check because it differs from how you usually sign in (for example, from abroad). If you are travelling, declare your travel on your security page from a device you used before, or call us; then try again.',
-      'ERR_RISK_STEP_UP',
-    );
+    throw new HttpError(403, 'access_denied', t.refused.riskStepUp, 'ERR_RISK_STEP_UP');
 }
 
 /**
@@ -276,19 +268,10 @@ export async function guardOperation(
     userAgent: meta.userAgent,
   });
   if (!o.sensitive || assessed.decision === 'allow') return;
+  const t = messages(languageOf(ctx));
   if (assessed.decision === 'block')
-    await refuseBlocked(
-      deps,
-      o.customerId,
-      'suspicious_activity',
-      'This change was refused because the activity looks unusual. If it was you, please call the number in the documents you received from us.',
-    );
-  throw new HttpError(
-    403,
-    'login_required',
-    'This change needs a fresh sign-in because the activity differs from how you usually use your account. Please sign out, sign in again with your passkey and retry.',
-    'ERR_RISK_STEP_UP',
-  );
+    await refuseBlocked(deps, o.customerId, 'suspicious_activity', t.refused.operationBlocked);
+  throw new HttpError(403, 'login_required', t.refused.operationStepUp, 'ERR_RISK_STEP_UP');
 }
 
 /** Tells the customer (no link in the text) and refuses with ERR_RISK_BLOCKED. */

@@ -7,6 +7,8 @@ export type ProofingErrorCode =
   | 'ERR_PROOFING_TRUST_FRAMEWORK'
   | 'ERR_PROOFING_CERTIFICATE'
   | 'ERR_PROOFING_SIGNATURE'
+  | 'ERR_PROOFING_CERTIFICATE_REVOKED'
+  | 'ERR_PROOFING_REVOCATION_UNAVAILABLE'
   | 'ERR_PROOFING_INPUT';
 
 /**
@@ -23,8 +25,34 @@ const MESSAGES: Record<ProofingErrorCode, string> = {
     'The identity provider did not confirm your identity to the required standard.',
   ERR_PROOFING_CERTIFICATE: 'The certificate could not be accepted.',
   ERR_PROOFING_SIGNATURE: 'The signature could not be verified.',
+  ERR_PROOFING_CERTIFICATE_REVOKED:
+    'This certificate has been revoked (for example after the card was renewed or reported lost). Please use a card with a valid signature certificate.',
+  ERR_PROOFING_REVOCATION_UNAVAILABLE:
+    'The validity of the certificate cannot be checked right now. Please try again later.',
   ERR_PROOFING_INPUT: 'The request is incomplete.',
 };
+
+/** The same messages for the Japanese pages. */
+const MESSAGES_JA: Record<ProofingErrorCode, string> = {
+  ERR_PROOFING_METHOD_DISABLED: 'この方法での本人確認は提供していません。',
+  ERR_PROOFING_FLOW: 'この本人確認の手続きは無効になりました。最初からやり直してください。',
+  ERR_PROOFING_MISMATCH: '確認された本人情報が、このお客様番号の登録内容と一致しません。',
+  ERR_PROOFING_TICKET: '登録コードを受け付けられませんでした。',
+  ERR_PROOFING_UPSTREAM: '本人確認サービスで本人確認ができませんでした。もう一度お試しください。',
+  ERR_PROOFING_TRUST_FRAMEWORK: '本人確認サービスによる確認が、必要な基準を満たしていません。',
+  ERR_PROOFING_CERTIFICATE: 'この電子証明書は受け付けられません。',
+  ERR_PROOFING_SIGNATURE: '署名を検証できませんでした。',
+  ERR_PROOFING_CERTIFICATE_REVOKED:
+    'この電子証明書は失効しています（カードの更新や紛失の届出などによる）。有効な署名用電子証明書のカードをお使いください。',
+  ERR_PROOFING_REVOCATION_UNAVAILABLE:
+    '現在、電子証明書の有効性を確認できません。しばらくしてからもう一度お試しください。',
+  ERR_PROOFING_INPUT: '入力が不足しています。',
+};
+
+/** The customer-facing message of a code, in the page's language. */
+export function proofingErrorMessage(code: ProofingErrorCode, lang: 'ja' | 'en'): string {
+  return (lang === 'ja' ? MESSAGES_JA : MESSAGES)[code];
+}
 
 export class ProofingError extends Error {
   override name = 'ProofingError';

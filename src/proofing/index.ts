@@ -5,6 +5,7 @@
  * passkey; the "first login after recovery" marker for the risk engine.
  */
 export { createProofingContext, EKYC_CALLBACK_PATH, type ProofingContext } from './context.ts';
+export { type CrlChecker, CrlError, type CrlSettings, createCrlChecker } from './crl.ts';
 export {
   beginProofing,
   completeProofing,
@@ -15,7 +16,7 @@ export {
   proofedEnrollment,
   verifiedProofingSince,
 } from './engine.ts';
-export { ProofingError, type ProofingErrorCode } from './errors.ts';
+export { ProofingError, type ProofingErrorCode, proofingErrorMessage } from './errors.ts';
 export type {
   ProofingCustomer,
   ProofingFlow,

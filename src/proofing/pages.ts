@@ -23,6 +23,14 @@ const TEXT = {
     ekycButton: '本人確認サービスへ進む',
     jpkiHeading: 'マイナンバーカードの署名用電子証明書',
     jpkiLead: 'カード読み取りアプリで、当社が表示するデータに署名してください。',
+    jpkiStart: '署名するデータを表示',
+    jpkiSignLead:
+      '次のデータをカード読み取りアプリに貼り付け、署名用電子証明書（6〜16桁の暗証番号）で署名してください。アプリが出力した電子証明書と署名を下に貼り付けます。',
+    jpkiCertificate: '署名用電子証明書（PEM）',
+    jpkiChain: '中間証明書（アプリが出力した場合のみ）',
+    jpkiSignature: '署名',
+    jpkiVerify: '署名を送信して本人確認',
+    jpkiExpires: (at: string) => `このデータの有効期限：${at}`,
   },
   en: {
     title: {
@@ -44,6 +52,14 @@ const TEXT = {
     ekycButton: 'Continue to the verification service',
     jpkiHeading: 'My Number card signature certificate',
     jpkiLead: 'Use the card reader app to sign the data we show.',
+    jpkiStart: 'Show the data to sign',
+    jpkiSignLead:
+      'Paste this data into the card reader app and sign it with your signature certificate (6 to 16 character PIN). Then paste the certificate and the signature the app gives you below.',
+    jpkiCertificate: 'Signature certificate (PEM)',
+    jpkiChain: 'Intermediate certificates (only if the app gave any)',
+    jpkiSignature: 'Signature',
+    jpkiVerify: 'Send the signature and confirm my identity',
+    jpkiExpires: (at: string) => `This data is valid until ${at}`,
   },
 } as const;
 
@@ -61,6 +77,7 @@ export function proofingPage(p: {
     p.lang,
     x.title[p.purpose],
     html`<p>${x.lead[p.purpose]}</p>
+<p id="error" class="error" role="alert" hidden></p>
 ${p.purpose === 'unlock' ? '' : html`<h2>${x.ticketHeading}</h2><p><a id="ticket-link" href="${enrollHref}">${x.ticketLink}</a></p>`}
 ${
   p.ekyc
@@ -72,7 +89,25 @@ ${
 </form>`
     : ''
 }
-${p.jpki ? html`<h2>${x.jpkiHeading}</h2><p>${x.jpkiLead}</p>` : ''}
+${
+  p.jpki
+    ? html`<h2>${x.jpkiHeading}</h2><p>${x.jpkiLead}</p>
+<form id="jpki-form" data-uid="${p.uid}" data-purpose="${p.purpose}" data-working="${t.working}" data-lang="${p.lang}">
+<label>${t.customerNumber}<input name="customerNumber" id="jpki-customerNumber" required autocomplete="username" inputmode="numeric" maxlength="32"></label>
+<button type="button" id="jpki-start">${x.jpkiStart}</button>
+<section id="jpki-sign-step" hidden>
+<p>${x.jpkiSignLead}</p>
+<p><code id="jpki-challenge"></code></p>
+<p class="note" id="jpki-expires" data-template="${x.jpkiExpires('{at}')}"></p>
+<label>${x.jpkiCertificate}<textarea name="certificate" id="jpki-certificate" rows="6" spellcheck="false"></textarea></label>
+<label>${x.jpkiChain}<textarea name="chain" id="jpki-chain" rows="4" spellcheck="false"></textarea></label>
+<label>${x.jpkiSignature}<textarea name="signature" id="jpki-signature" rows="3" spellcheck="false"></textarea></label>
+<button type="submit" id="jpki-verify">${x.jpkiVerify}</button>
+</section>
+</form>`
+    : ''
+}
 <p><a href="/interaction/${p.uid}">${t.backToLogin}</a></p>`,
+    { scripts: ['/assets/passkey.js'] },
   );
 }

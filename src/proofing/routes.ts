@@ -30,7 +30,7 @@ import {
   type ProofingResult,
   proofedEnrollment,
 } from './engine.ts';
-import { ProofingError } from './errors.ts';
+import { ProofingError, proofingErrorMessage } from './errors.ts';
 import { PROOFING_PURPOSES, type ProofingMethod, type ProofingPurpose } from './method.ts';
 import { type TicketAnswer, ticketMethod } from './methods/ticket.ts';
 import { proofingPage } from './pages.ts';
@@ -45,7 +45,12 @@ export interface ProofingRoutesOptions {
 }
 
 /** Refusals that are evidence of someone trying identities: they slow the source down. */
-const COUNTED = new Set(['ERR_PROOFING_MISMATCH', 'ERR_PROOFING_SIGNATURE', 'ERR_PROOFING_CERTIFICATE']);
+const COUNTED = new Set([
+  'ERR_PROOFING_MISMATCH',
+  'ERR_PROOFING_SIGNATURE',
+  'ERR_PROOFING_CERTIFICATE',
+  'ERR_PROOFING_CERTIFICATE_REVOKED',
+]);
 
 function purposeOf(value: unknown): ProofingPurpose {
   return PROOFING_PURPOSES.includes(value as ProofingPurpose) ? (value as ProofingPurpose) : 'enrollment';
@@ -55,13 +60,20 @@ function text(value: unknown, max: number): string {
   return typeof value === 'string' ? value.trim().slice(0, max) : '';
 }
 
-/** ProofingError → the OAuth-shaped error of the hub's JSON endpoints and pages. */
-function toHttp(err: ProofingError): HttpError {
+/**
+ * ProofingError → the OAuth-shaped error of the hub's JSON endpoints and pages, its message in the
+ * page's language (the pages show error_description as it comes).
+ */
+function toHttp(err: ProofingError, ctx?: Context): HttpError {
+  const message = ctx ? proofingErrorMessage(err.code, languageOf(ctx)) : err.message;
   if (err.code === 'ERR_PROOFING_FLOW' || err.code === 'ERR_PROOFING_INPUT')
-    return new HttpError(400, 'invalid_request', err.message, err.code);
+    return new HttpError(400, 'invalid_request', message, err.code);
   if (err.code === 'ERR_PROOFING_METHOD_DISABLED')
-    return new HttpError(404, 'invalid_request', err.message, err.code);
-  return new HttpError(403, 'access_denied', err.message, err.code);
+    return new HttpError(404, 'invalid_request', message, err.code);
+  // Not the customer's doing: no CRL could be had (fail closed); they may retry later.
+  if (err.code === 'ERR_PROOFING_REVOCATION_UNAVAILABLE')
+    return new HttpError(503, 'temporarily_unavailable', message, err.code);
+  return new HttpError(403, 'access_denied', message, err.code);
 }
 
 export function proofingRoutes(o: ProofingRoutesOptions): Router {
@@ -107,7 +119,7 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
       if (!(err instanceof ProofingError)) throw err;
       if (COUNTED.has(err.code))
         await recordAuthFailure(db, { source }, { ...meta, reason: err.code }, throttle);
-      throw toHttp(err);
+      throw toHttp(err, ctx);
     }
     if (result.purpose === 'unlock' && (await unlockAccount(db, result.customerId, 'reproofing')))
       await notifyCustomer(db, { customerId: result.customerId, kind: 'account_unlocked', data: {} });
@@ -116,7 +128,7 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
 
   const nextStep = (uid: string, r: ProofingResult) =>
     r.purpose === 'unlock'
-      ? { verified: true, purpose: r.purpose, unlocked: true, redirectTo: `/interaction/${uid}` }
+      ? { verified: true, purpose: r.purpose, unlocked: true, redirectTo: `/interaction/${uid}?unlocked=1` }
       : {
           verified: true,
           purpose: r.purpose,
@@ -171,7 +183,7 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
       const uid = await interactionUid(ctx);
       const body = json ? await readBody(ctx, 'json') : Object.fromEntries(await readBody(ctx, 'form'));
       const started = await begin(ctx, method, body, uid).catch((err: unknown) => {
-        throw err instanceof ProofingError ? toHttp(err) : err;
+        throw err instanceof ProofingError ? toHttp(err, ctx) : err;
       });
       return started.reply.redirectTo;
     };
@@ -301,7 +313,7 @@ export async function enrollmentProof(
   } catch (err) {
     // The ticket's own errors keep their codes (ERR_TICKET_*), as before the ticket became a method.
     if (err instanceof ProofingError && err.cause instanceof AuthnError) throw err.cause;
-    if (err instanceof ProofingError) throw toHttp(err);
+    if (err instanceof ProofingError) throw toHttp(err, ctx);
     throw err;
   }
 }

@@ -19,6 +19,25 @@ const MESSAGES = {
     passkeyName: 'パスキーの名前（任意）',
     enrollButton: 'パスキーを登録',
     enrolled: 'パスキーを登録しました。続けて、登録したパスキーでログインしてください。',
+    unlocked: '本人確認によりロックを解除しました。パスキーでログインしてください。',
+    unlockLink: '本人確認をしてロックを解除する',
+    /** Refusals of a sign-in or of a change on the security page (src/oidc/passkeySignIn.ts). */
+    refused: {
+      throttled: (seconds: number) =>
+        `お使いのネットワークからの失敗が続いています。${seconds}秒待ってからもう一度お試しください。`,
+      locked:
+        'ログインの失敗が続いたため、このアカウントはロックされています。以前お使いの端末からログインするか、本人確認を行ってロックを解除してください。',
+      lockedForProofing:
+        'このアカウントは保護のためロックされています。本人確認を行ってロックを解除してください。',
+      riskBlocked:
+        '普段と異なり、ご本人ではない可能性があるため、このログインをお断りしました。ご本人の場合は、当社からお届けした書類に記載の電話番号までご連絡ください。',
+      riskStepUp:
+        '普段と異なるログイン（海外からなど）のため、追加の確認が必要です。渡航中の場合は、以前お使いの端末からセキュリティ設定で渡航を登録するか、当社までお電話のうえ、もう一度お試しください。',
+      operationBlocked:
+        '普段と異なる操作のため、この変更をお断りしました。ご本人の場合は、当社からお届けした書類に記載の電話番号までご連絡ください。',
+      operationStepUp:
+        '普段と異なる利用状況のため、この変更には改めてのログインが必要です。ログアウトし、パスキーでもう一度ログインしてからやり直してください。',
+    },
     backToLogin: 'ログイン画面に戻る',
     lostPasskeys: 'パスキーをすべて失くした方（本人確認による復旧）',
     otherProofing: '登録コードがない方（eKYC などで本人確認）',
@@ -149,6 +168,7 @@ const MESSAGES = {
         bank_link: '銀行口座の連携',
         sweep: '銀行口座からの入金（スイープ）',
         products_changed: 'お取引商品の許可・停止',
+        channel_changed: 'ご利用チャネルの停止・再開',
       } as Record<string, string>,
       history: 'ログイン履歴・セキュリティイベント',
       when: '日時',
@@ -187,6 +207,22 @@ const MESSAGES = {
         'proofing.recovery.completed': '本人確認によりアカウントを復旧（以前のパスキーとセッションを無効化）',
         'enrollment.ticket.rejected': '登録コードの誤り',
         'enrollment.ticket.locked': '登録コードの誤りが続いたため停止',
+        'authn.aborted': 'ログインを中止',
+        'authn.acr.unmet': 'アプリが求める認証方法に届かずログインを中止',
+        'authn.exemption.granted': 'パスキー利用の免除（当社が登録）',
+        'authn.exemption.ended': 'パスキー利用の免除を終了',
+        'authn.totp.registered': '認証アプリを設定',
+        'authn.totp.login': '認証アプリでログイン（フィッシングに強い認証ではありません）',
+        'risk.auth.failure': 'ログインの失敗',
+        'risk.peer.raised': '提携先から不正の兆候の連絡',
+        'risk.peer.step_up_required': '提携先からの連絡により追加の確認が必要',
+        'notify.channel.added': '通知先を追加',
+        'notify.channel.replaced': '通知先を変更',
+        'notify.channel.removed': '通知先を削除',
+        'notify.settings.changed': '通知設定を変更',
+        'notify.dead_lettered': '通知をお届けできませんでした',
+        'notify.undeliverable': '通知をお届けできませんでした',
+        'notify.requeued': '通知を再送',
       } as Record<string, string>,
     },
     scope: {
@@ -215,6 +251,24 @@ const MESSAGES = {
     passkeyName: 'Name for this passkey (optional)',
     enrollButton: 'Register a passkey',
     enrolled: 'Your passkey is registered. Now sign in with it.',
+    unlocked: 'Your account is unlocked after confirming your identity. Sign in with your passkey.',
+    unlockLink: 'Confirm my identity to unlock the account',
+    refused: {
+      throttled: (seconds: number) =>
+        `Too many failed attempts from your network. Please wait ${seconds} seconds and try again.`,
+      locked:
+        'This account is locked after repeated failed sign-ins. Sign in from a device you used before, or confirm your identity to unlock it.',
+      lockedForProofing:
+        'This account is locked to protect it. Please verify your identity again to unlock it.',
+      riskBlocked:
+        'This sign-in was refused because it looks unusual and may not be yours. If it was you, please call the number in the documents you received from us.',
+      riskStepUp:
+        'This sign-in needs an additional check because it differs from how you usually sign in (for example, from abroad). If you are travelling, declare your travel on your security page from a device you used before, or call us; then try again.',
+      operationBlocked:
+        'This change was refused because the activity looks unusual. If it was you, please call the number in the documents you received from us.',
+      operationStepUp:
+        'This change needs a fresh sign-in because the activity differs from how you usually use your account. Please sign out, sign in again with your passkey and retry.',
+    },
     backToLogin: 'Back to sign-in',
     lostPasskeys: 'Lost all your passkeys? Recover by confirming your identity',
     otherProofing: 'No enrollment code? Confirm your identity another way (eKYC)',
@@ -344,6 +398,7 @@ const MESSAGES = {
         bank_link: 'Bank account links',
         sweep: 'Automatic transfers (sweeps)',
         products_changed: 'Products allowed or blocked',
+        channel_changed: 'Channels switched off or on',
       } as Record<string, string>,
       history: 'Sign-in history and security events',
       when: 'When',
@@ -383,6 +438,22 @@ const MESSAGES = {
           'Account recovered after identity confirmation (earlier passkeys and sessions revoked)',
         'enrollment.ticket.rejected': 'Wrong registration code',
         'enrollment.ticket.locked': 'Registration blocked after wrong codes',
+        'authn.aborted': 'Sign-in cancelled',
+        'authn.acr.unmet': 'Sign-in ended: the app required a stronger method',
+        'authn.exemption.granted': 'Exemption from passkeys granted by us',
+        'authn.exemption.ended': 'Exemption from passkeys ended',
+        'authn.totp.registered': 'Authenticator app set up',
+        'authn.totp.login': 'Signed in with an authenticator app (not phishing-resistant)',
+        'risk.auth.failure': 'Failed sign-in',
+        'risk.peer.raised': 'Warning received from a partner institution',
+        'risk.peer.step_up_required': 'Extra check required after a partner institution’s warning',
+        'notify.channel.added': 'Notification address added',
+        'notify.channel.replaced': 'Notification address changed',
+        'notify.channel.removed': 'Notification address removed',
+        'notify.settings.changed': 'Notification settings changed',
+        'notify.dead_lettered': 'A notification could not be delivered',
+        'notify.undeliverable': 'A notification could not be delivered',
+        'notify.requeued': 'Notification sent again',
       } as Record<string, string>,
     },
     scope: {

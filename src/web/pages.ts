@@ -36,6 +36,8 @@ export interface LoginPageInput {
   clientName: string;
   /** Shown after a passkey was just registered. */
   enrolled?: boolean;
+  /** Shown after the account was unlocked by identity proofing. */
+  unlocked?: boolean;
   /** Offer the exempted customers' alternative MFA (not when the client requires phishing resistance). */
   alternative?: boolean;
 }
@@ -46,9 +48,11 @@ export function loginPage(p: LoginPageInput): string {
     p.lang,
     t.loginTitle,
     html`${p.enrolled ? html`<p class="notice" role="status">${t.enrolled}</p>` : ''}
+${p.unlocked ? html`<p class="notice" role="status" id="unlocked">${t.unlocked}</p>` : ''}
 <p>${t.loginFor(p.clientName)}</p>
 <p>${t.loginLead}</p>
 <p id="error" class="error" role="alert" hidden></p>
+<p id="unlock" hidden><a id="unlock-link" href="/interaction/${p.uid}/proofing?purpose=unlock">${t.unlockLink}</a></p>
 <button type="button" id="passkey-login" data-uid="${p.uid}" data-working="${t.working}" data-unsupported="${t.passkeyUnsupported}">${t.loginButton}</button>
 <p><a id="enroll-link" href="/interaction/${p.uid}/enroll">${t.firstTime}</a></p>
 <p><a id="recovery-link" href="/interaction/${p.uid}/proofing?purpose=recovery">${t.lostPasskeys}</a></p>

@@ -150,7 +150,8 @@ describe('eKYC proofing (OpenID Connect for Identity Assurance)', () => {
     expect(ja.text).toContain('本人確認サービスへ進む');
     const res = await ua.get(callback);
     expect(res.status).toBe(403);
-    expect(res.text).toContain('does not match our records');
+    // In the language the customer switched to above.
+    expect(res.text).toContain('登録内容と一致しません');
     expect(await lastRecord()).toMatchObject({
       result: 'refused',
       purpose: 'recovery',

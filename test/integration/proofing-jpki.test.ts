@@ -3,7 +3,9 @@
  * with a certificate chaining to the configured trust anchor; then registers a new passkey, and
  * every lost passkey, session and token stops working. Misuse (replayed challenge, wrong signature,
  * untrusted or expired certificate, a certificate without signing usage, someone else's name) is
- * refused with a clear error and an audited proofing record.
+ * refused with a clear error and an audited proofing record. Revocation: the CAs' CRLs come from
+ * files and from a loopback distribution point; a revoked card is refused, and a card whose CRL is
+ * expired or not signed by its CA cannot be checked (fail closed, 503).
  */
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -17,10 +19,13 @@ import { addEmailChannel } from '../../src/notify/index.ts';
 import { firstLoginAfterRecovery, markLoginAfterRecovery } from '../../src/proofing/index.ts';
 import { accountLock } from '../../src/risk/index.ts';
 import {
+  type CrlServer,
   createTestCa,
   issueCertificate,
+  issueCrl,
   KeyUsage,
   signWith,
+  startCrlServer,
   type TestCert,
 } from '../support/certificates.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
@@ -32,6 +37,9 @@ let t: TestHub;
 let root: TestCert;
 let intermediate: TestCert;
 let card: TestCert;
+/** A second signing CA whose cards name a CRL distribution point on `crls` (not in the CRL files). */
+let dpCa: TestCert;
+let crls: CrlServer;
 let customerId: string;
 let customerNumber: string;
 
@@ -47,9 +55,24 @@ beforeAll(async () => {
     rsa: true,
     keyUsage: KeyUsage.digitalSignature | KeyUsage.nonRepudiation,
   });
+  crls = await startCrlServer();
+  dpCa = await issueCertificate(root, { subject: 'CN=Test JPKI Signing CA 2, O=Test J-LIS, C=JP', ca: true });
   const anchors = path.join(process.env.TMPDIR ?? '/tmp', `kkh-jpki-${process.pid}-${Date.now()}.pem`);
   writeFileSync(anchors, root.certPem);
-  t = await startTestHub({ proofing: { jpki: { trustAnchorsFile: anchors } } });
+  // Current CRLs of both CAs, revoking nothing (revocation itself: proofing-jpki-revocation.test.ts).
+  const crlFiles = [root, intermediate].map((ca, i) => {
+    const file = `${anchors}.${i}.crl`;
+    return { file, ca };
+  });
+  for (const { file, ca } of crlFiles) writeFileSync(file, await issueCrl(ca));
+  t = await startTestHub({
+    proofing: {
+      jpki: {
+        trustAnchorsFile: anchors,
+        revocation: { crlFiles: crlFiles.map((c) => c.file), fetchTimeoutMs: 1000 },
+      },
+    },
+  });
   customerId = t.hub.demo!.customerId;
   customerNumber = t.hub.demo!.customerNumber;
   await addEmailChannel(t.hub.db, t.hub.authn.kek!, {
@@ -62,6 +85,7 @@ const agents: Agent[] = [];
 afterAll(async () => {
   for (const a of agents) await a.close();
   await t?.close();
+  await crls?.close();
 });
 
 /** A browser on another loopback address: another network source for the throttle. */
@@ -365,5 +389,95 @@ describe('JPKI-style proofing', () => {
       [customerId],
     );
     expect(records.rows[0]!.n).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('JPKI certificate revocation (CRL)', () => {
+  /** A card of the second CA naming `name` on the loopback distribution point as its CRL. */
+  const dpCard = (name: string) =>
+    issueCertificate(dpCa, {
+      subject: 'CN=山田 太郎, C=JP',
+      rsa: true,
+      keyUsage: KeyUsage.digitalSignature | KeyUsage.nonRepudiation,
+      crlUrls: [crls.url(name)],
+    });
+
+  it('accepts a card its CA has not revoked, refuses one it has, with a clear message', async () => {
+    const good = await dpCard('ca2.crl');
+    const revoked = await dpCard('ca2.crl');
+    crls.set('ca2.crl', await issueCrl(dpCa, { revoked: [revoked] }));
+    const ua = browserFrom('127.0.0.5');
+    const uid = await openInteraction(ua);
+
+    const refused = await verify(ua, uid, await challenge(ua, uid), revoked, { chain: [dpCa] });
+    expect(refused.status).toBe(403);
+    expect(refused.body).toMatchObject({
+      error: 'access_denied',
+      error_code: 'ERR_PROOFING_CERTIFICATE_REVOKED',
+      error_description: expect.stringContaining('This certificate has been revoked'),
+    });
+    const record = await lastRecord();
+    expect(record).toMatchObject({
+      method: 'jpki',
+      result: 'refused',
+      reason: 'ERR_CERT_REVOKED',
+      evidence: {
+        revocation: { serialNumber: revoked.cert.serialNumber.toUpperCase(), source: crls.url('ca2.crl') },
+      },
+    });
+
+    const accepted = await verify(ua, uid, await challenge(ua, uid), good, { chain: [dpCa] });
+    expect(accepted).toMatchObject({ status: 200, body: { verified: true } });
+    expect(await lastRecord()).toMatchObject({
+      result: 'verified',
+      evidence: {
+        revocation: [
+          { serialNumber: good.cert.serialNumber.toUpperCase(), source: crls.url('ca2.crl') },
+          { serialNumber: dpCa.cert.serialNumber.toUpperCase(), source: 'file' },
+        ],
+      },
+    });
+    // Both answers used the one CRL download (cached until its nextUpdate).
+    expect(crls.hits.get('ca2.crl')).toBe(1);
+  });
+
+  it('fails closed (503) when the CRL is expired or not signed by the CA, without slowing the customer down', async () => {
+    crls.set(
+      'expired.crl',
+      await issueCrl(dpCa, {
+        thisUpdate: new Date(Date.now() - 3 * 86_400_000),
+        nextUpdate: new Date(Date.now() - 86_400_000),
+      }),
+    );
+    crls.set(
+      'unsigned.crl',
+      await issueCrl(dpCa, { signedBy: await createTestCa('CN=Test JPKI Signing CA 2, O=Test J-LIS, C=JP') }),
+    );
+    const ua = browserFrom('127.0.0.6');
+    const uid = await openInteraction(ua);
+    for (const [name, problem] of [
+      ['expired.crl', 'url:expired'],
+      ['unsigned.crl', 'url:signature_invalid'],
+      ['expired.crl', 'url:expired'],
+      ['unsigned.crl', 'url:signature_invalid'],
+    ] as const) {
+      const res = await verify(ua, uid, await challenge(ua, uid), await dpCard(name), { chain: [dpCa] });
+      expect(res, name).toMatchObject({
+        status: 503,
+        body: {
+          error: 'temporarily_unavailable',
+          error_code: 'ERR_PROOFING_REVOCATION_UNAVAILABLE',
+          error_description: expect.stringContaining('cannot be checked right now'),
+        },
+      });
+      expect(await lastRecord()).toMatchObject({
+        result: 'refused',
+        reason: 'ERR_CRL_UNAVAILABLE',
+        evidence: { revocation: { problems: [problem] } },
+      });
+    }
+    // Not the customer's doing: none of it counts against their network in the sign-in throttle.
+    const counted = await t.hub.db.query("SELECT 1 FROM auth_source_failures WHERE source = '127.0.0.6'");
+    expect(counted.rowCount).toBe(0);
   });
 });

@@ -15,8 +15,11 @@ export function spkiPin(certPem: string): string {
   return createHash('sha256').update(spki).digest('base64');
 }
 
-export async function launchBrowser(dataDir: string): Promise<Browser> {
-  const pin = spkiPin(readFileSync(path.join(dataDir, 'tls', 'server.pem'), 'utf8'));
+/** `alsoTrust`: server certificates (PEM) of other HTTPS services the pages lead to (e.g. an eKYC provider). */
+export async function launchBrowser(dataDir: string, alsoTrust: string[] = []): Promise<Browser> {
+  const pin = [readFileSync(path.join(dataDir, 'tls', 'server.pem'), 'utf8'), ...alsoTrust]
+    .map(spkiPin)
+    .join(',');
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [

@@ -1,8 +1,10 @@
 /**
  * Test PKI: a CA and end-entity certificates it signs (ECDSA P-256 or RSA 2048), for passkey
- * attestation and JPKI-style signatures. Built with @peculiar/x509 like the dev TLS CA (src/tls).
+ * attestation and JPKI-style signatures, the CRLs a CA issues and a loopback HTTP server that
+ * serves them as a CRL distribution point. Built with @peculiar/x509 like the dev TLS CA (src/tls).
  */
 import { createHash, createPrivateKey, sign } from 'node:crypto';
+import { createServer } from 'node:http';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import type { RegistrationResponseJSON } from '@simplewebauthn/server';
@@ -75,6 +77,8 @@ export interface IssueOptions {
   rsa?: boolean;
   notBefore?: Date;
   notAfter?: Date;
+  /** CRL distribution point URL(s) written into the certificate. */
+  crlUrls?: string[];
 }
 
 export async function issueCertificate(issuer: TestCert, o: IssueOptions): Promise<TestCert> {
@@ -91,12 +95,87 @@ export async function issueCertificate(issuer: TestCert, o: IssueOptions): Promi
     extensions: [
       new x509.BasicConstraintsExtension(o.ca ?? false, undefined, true),
       new x509.KeyUsagesExtension(
-        o.keyUsage ?? (o.ca ? x509.KeyUsageFlags.keyCertSign : x509.KeyUsageFlags.digitalSignature),
+        o.keyUsage ??
+          (o.ca
+            ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign
+            : x509.KeyUsageFlags.digitalSignature),
         true,
       ),
+      ...(o.crlUrls?.length ? [new x509.CRLDistributionPointsExtension(o.crlUrls)] : []),
     ],
   });
   return wrap(cert, keys);
+}
+
+export interface CrlOptions {
+  /** Certificates listed as revoked (revocation date: an hour ago). */
+  revoked?: TestCert[];
+  /** Default an hour ago. */
+  thisUpdate?: Date;
+  /** Default in a day; `null` leaves it out. */
+  nextUpdate?: Date | null;
+  /** Sign with another key than the issuer's (an illegitimate CRL). */
+  signedBy?: TestCert;
+}
+
+/** A DER CRL issued by `issuer`. */
+export async function issueCrl(issuer: TestCert, o: CrlOptions = {}): Promise<Buffer> {
+  const now = Date.now();
+  const crl = await x509.X509CrlGenerator.create({
+    issuer: issuer.cert.subject,
+    thisUpdate: o.thisUpdate ?? new Date(now - 3_600_000),
+    ...(o.nextUpdate === null ? {} : { nextUpdate: o.nextUpdate ?? new Date(now + DAY) }),
+    signingAlgorithm: EC,
+    signingKey: (o.signedBy ?? issuer).keys.privateKey,
+    entries: (o.revoked ?? []).map((c) => ({
+      serialNumber: c.cert.serialNumber,
+      revocationDate: new Date(now - 3_600_000),
+      reason: x509.X509CrlReason.keyCompromise,
+    })),
+  });
+  return Buffer.from(crl.rawData);
+}
+
+export interface CrlServer {
+  /** http://127.0.0.1:port/<name> */
+  url(name: string): string;
+  /** What the URL answers from now on (undefined: 404). */
+  set(name: string, der: Buffer | undefined): void;
+  /** The URL never answers (a distribution point that hangs). */
+  stall(name: string): void;
+  /** How many times each name was fetched. */
+  hits: Map<string, number>;
+  close(): Promise<void>;
+}
+
+/** A CRL distribution point on loopback (plain HTTP, as CAs publish CRLs: they are signed). */
+export async function startCrlServer(): Promise<CrlServer> {
+  const crls = new Map<string, Buffer>();
+  const stalled = new Set<string>();
+  const hits = new Map<string, number>();
+  const server = createServer((req, res) => {
+    const name = (req.url ?? '/').slice(1);
+    hits.set(name, (hits.get(name) ?? 0) + 1);
+    if (stalled.has(name)) return;
+    const body = crls.get(name);
+    if (!body) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/pkix-crl', 'content-length': body.length }).end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    url: (name) => `http://127.0.0.1:${port}/${name}`,
+    set: (name, der) => (der ? crls.set(name, der) : crls.delete(name)),
+    stall: (name) => stalled.add(name),
+    hits,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 export const KeyUsage = x509.KeyUsageFlags;

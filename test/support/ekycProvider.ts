@@ -23,6 +23,8 @@ export interface EkycProvider {
   issuer: string;
   caPem: string;
   caPath: string;
+  /** Its TLS server certificate (a browser test pins it, see test/support/browser.ts). */
+  certPem: string;
   clientId: string;
   clientSecret: string;
   /** Who the next login at the provider is. */
@@ -115,6 +117,7 @@ export async function startEkycProvider(o: { redirectUri: string }): Promise<Eky
     issuer,
     caPem: tls.caPem,
     caPath: tls.caPath,
+    certPem: tls.certPem,
     clientId,
     clientSecret,
     get person() {

@@ -35,5 +35,11 @@ describe('proofing and attestation configuration', () => {
       load({ proofing: { ekyc: { issuer: 'http://idp', clientId: 'a', clientSecret: 'x'.repeat(16) } } }),
     ).toThrow(/proofing\.ekyc\.issuer/);
     expect(load({ proofing: { jpki: {} } })).toThrow(/proofing\.jpki\.trustAnchorsFile/);
+    expect(
+      load({ proofing: { jpki: { trustAnchorsFile: 'a.pem', revocation: { onUnavailable: 'ignore' } } } }),
+    ).toThrow(/proofing\.jpki\.revocation\.onUnavailable/);
+    expect(
+      load({ proofing: { jpki: { trustAnchorsFile: 'a.pem', revocation: { fetchTimeoutMs: 0 } } } }),
+    ).toThrow(/proofing\.jpki\.revocation\.fetchTimeoutMs/);
   });
 });

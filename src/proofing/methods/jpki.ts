@@ -2,13 +2,13 @@
  * JPKI-style signature (as with the signing certificate of a My Number card): the hub issues a
  * random challenge; the customer's card signs exactly those bytes; the hub checks that the
  * certificate chains to a configured trust anchor, is within its validity, allows signing (key
- * usage digitalSignature or nonRepudiation), that the signature is over the challenge, and that the
- * certificate's subject name is the customer's registered name. The challenge is single-use and
- * short-lived (the engine spends the flow on the first answer).
+ * usage digitalSignature or nonRepudiation), that no certificate of the path is revoked (CRL, see
+ * ../crl.ts), that the signature is over the challenge, and that the certificate's subject name is
+ * the customer's registered name. The challenge is single-use and short-lived (the engine spends
+ * the flow on the first answer).
  */
 import { type X509Certificate as NodeX509, randomBytes, verify as verifySignature } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type * as X509 from '@peculiar/x509';
 import {
   CertChainError,
   parseCertificate,
@@ -16,6 +16,8 @@ import {
   type RequestMeta,
   verifyCertificateChain,
 } from '../../authn/index.ts';
+import { loadX509 } from '../../tls/index.ts';
+import { type CrlChecker, CrlError, type CrlSettings, createCrlChecker } from '../crl.ts';
 import { ProofingError } from '../errors.ts';
 import type { ProofingFlow, ProofingMethod, VerifiedIdentity } from '../method.ts';
 import { namesMatch } from '../names.ts';
@@ -23,6 +25,7 @@ import { namesMatch } from '../names.ts';
 export interface JpkiSettings {
   trustAnchorsFile: string;
   challengeTtl: number;
+  revocation: CrlSettings;
 }
 
 export interface JpkiStart {
@@ -39,17 +42,6 @@ export interface JpkiAnswer {
   signature: string;
 }
 
-let x509Lib: Promise<typeof X509> | undefined;
-function loadX509(): Promise<typeof X509> {
-  x509Lib ??= (async () => {
-    await import('reflect-metadata');
-    const lib = await import('@peculiar/x509');
-    lib.cryptoProvider.set(globalThis.crypto);
-    return lib;
-  })();
-  return x509Lib;
-}
-
 export function loadTrustAnchors(file: string): NodeX509[] {
   let anchors: NodeX509[];
   try {
@@ -63,6 +55,7 @@ export function loadTrustAnchors(file: string): NodeX509[] {
 
 export function jpkiMethod(settings: JpkiSettings): ProofingMethod<JpkiStart, JpkiAnswer> {
   const anchors = loadTrustAnchors(settings.trustAnchorsFile);
+  const revocation: CrlChecker = createCrlChecker(settings.revocation);
   return {
     name: 'jpki',
     ttlSeconds: settings.challengeTtl,
@@ -106,6 +99,20 @@ export function jpkiMethod(settings: JpkiSettings): ProofingMethod<JpkiStart, Jp
       }
       if (!valid)
         throw new ProofingError('ERR_PROOFING_SIGNATURE', { reason: 'signature_invalid', evidence });
+      // Revocation last among the certificate checks: it may go to the network.
+      try {
+        evidence.revocation = (await revocation.check(path)).checked;
+      } catch (err) {
+        if (!(err instanceof CrlError)) throw err;
+        evidence.revocation = err.detail;
+        throw err.code === 'ERR_CERT_REVOKED'
+          ? new ProofingError('ERR_PROOFING_CERTIFICATE_REVOKED', { reason: err.code, evidence, cause: err })
+          : new ProofingError('ERR_PROOFING_REVOCATION_UNAVAILABLE', {
+              reason: err.code,
+              evidence,
+              cause: err,
+            });
+      }
 
       const customer = flow.customer;
       const subjectName = parsed.subjectName.getField('CN')[0];

@@ -1,6 +1,8 @@
-// Passkey login and enrollment ceremonies in the browser. No inline script (CSP script-src 'self').
+// Passkey login and enrollment ceremonies in the browser, and identity proofing by a JPKI-style
+// signature (a page without the WebAuthn bundle). No inline script (CSP script-src 'self').
 (() => {
-  const { startAuthentication, startRegistration, browserSupportsWebAuthn } = window.SimpleWebAuthnBrowser;
+  const { startAuthentication, startRegistration, browserSupportsWebAuthn } =
+    window.SimpleWebAuthnBrowser ?? {};
   const errorBox = document.getElementById('error');
 
   function showError(message) {
@@ -16,17 +18,25 @@
       body: JSON.stringify(body),
     });
     const data = await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error(data.error_description || data.error || res.statusText);
+    if (!res.ok)
+      throw Object.assign(new Error(data.error_description || data.error || res.statusText), {
+        code: data.error_code,
+      });
     return data;
   }
 
-  async function busy(button, work) {
+  /** Runs `work` with the button disabled; `stay`: the page stays (no navigation), so enable it again. */
+  async function busy(button, work, stay = false) {
     const label = button.textContent;
     button.disabled = true;
     button.textContent = button.closest('[data-working]')?.dataset.working ?? label;
     errorBox.hidden = true;
     try {
       await work();
+      if (stay) {
+        button.disabled = false;
+        button.textContent = label;
+      }
     } catch (err) {
       showError(err?.message ? err.message : String(err));
       button.disabled = false;
@@ -43,7 +53,12 @@
         const base = login.dataset.endpoint ?? `/interaction/${login.dataset.uid}/passkey`;
         const optionsJSON = await postJson(`${base}/options`, {});
         const response = await startAuthentication({ optionsJSON });
-        const result = await postJson(`${base}/verify`, response);
+        const result = await postJson(`${base}/verify`, response).catch((err) => {
+          // A locked account: offer unlocking by re-proofing (the message says why).
+          const unlock = document.getElementById('unlock');
+          if (err.code === 'ERR_ACCOUNT_LOCKED' && unlock) unlock.hidden = false;
+          throw err;
+        });
         window.location.assign(result.redirectTo);
       }),
     );
@@ -164,6 +179,56 @@
           passkeyName: form.get('passkeyName') || undefined,
         });
         window.location.assign(`/interaction/${uid}?enrolled=1`);
+      });
+    });
+  }
+
+  // JPKI-style proofing: the hub's challenge is shown, the customer's card reader app signs it, and
+  // the certificate and signature it gives are sent back.
+  const jpki = document.getElementById('jpki-form');
+  if (jpki) {
+    const uid = jpki.dataset.uid;
+    let flowId;
+    const start = document.getElementById('jpki-start');
+    start.addEventListener('click', () =>
+      busy(
+        start,
+        async () => {
+          const started = await postJson(`/interaction/${uid}/proofing/jpki/challenge`, {
+            customerNumber: document.getElementById('jpki-customerNumber').value,
+            purpose: jpki.dataset.purpose,
+          });
+          flowId = started.flowId;
+          document.getElementById('jpki-challenge').textContent = started.challenge;
+          const expires = document.getElementById('jpki-expires');
+          const at = new Date(started.expiresAt).toLocaleTimeString(
+            jpki.dataset.lang === 'ja' ? 'ja-JP' : 'en-GB',
+          );
+          expires.textContent = expires.dataset.template.replace('{at}', at);
+          document.getElementById('jpki-sign-step').hidden = false;
+        },
+        true,
+      ),
+    );
+
+    jpki.addEventListener('submit', (event) => {
+      event.preventDefault();
+      busy(document.getElementById('jpki-verify'), async () => {
+        const chain =
+          document
+            .getElementById('jpki-chain')
+            .value.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+        const result = await postJson(`/interaction/${uid}/proofing/jpki/verify`, {
+          flowId,
+          certificate: document.getElementById('jpki-certificate').value,
+          chain,
+          signature: document.getElementById('jpki-signature').value.trim(),
+        }).catch((err) => {
+          // A challenge answers once, right or wrong: the next try starts with new data to sign.
+          document.getElementById('jpki-sign-step').hidden = true;
+          throw err;
+        });
+        window.location.assign(result.redirectTo);
       });
     });
   }
