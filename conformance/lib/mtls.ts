@@ -67,6 +67,8 @@ export interface MtlsFixture {
 export interface MtlsPki {
   /** Configuration for the hub: trust this CA for tls_client_auth. */
   caFile: string;
+  /** A current CRL of that CA (mtls.revocation.crlFiles), revoking nothing. */
+  crlFile: string;
   /** Registers the clients on the started hub and builds the fixture. */
   register(t: TestHub, mainPort: number): Promise<MtlsFixture>;
   /** Removes the CA file (when the hub never started). */
@@ -83,8 +85,12 @@ export async function prepareMtlsPki(): Promise<MtlsPki> {
   const dir = mkdtempSync(path.join(tmpdir(), 'kkh-conformance-mtls-'));
   const caFile = path.join(dir, 'client-ca.pem');
   writeFileSync(caFile, ca.certPem);
+  // The hub refuses CA-issued certificates without a current CRL (mtls.revocation): publish one.
+  const crlFile = path.join(dir, 'client-ca.crl.pem');
+  writeFileSync(crlFile, await ca.crl());
   return {
     caFile,
+    crlFile,
     discard: () => rmSync(dir, { recursive: true, force: true }),
     async register(t, mainPort) {
       const mtlsPort = (t.hub.mtlsServer!.address() as AddressInfo).port;

@@ -104,6 +104,7 @@ export async function startLocalTarget(o: LocalTargetOptions = {}): Promise<Targ
     ...o.config,
     mtls: {
       caFiles: [pki.caFile],
+      revocation: { crlFiles: [pki.crlFile] },
       ...(o.defaultPortIssuer ? { baseUrl: 'https://mtls.localhost' } : {}),
       ...o.config?.mtls,
     },

@@ -3,7 +3,7 @@
  * anchor: passkey attestation (FIDO metadata roots) and JPKI-style signatures (a PEM bundle).
  * Deliberately small: signature and issuer-name chaining, validity windows, CA basic constraints
  * on every issuer, a bounded depth. No revocation check here: JPKI paths are checked against CRLs
- * by src/proofing/crl.ts; attestation chains are not (see the docs' known limits).
+ * by src/tls/crl.ts; attestation chains are not (see the docs' known limits).
  */
 import { X509Certificate } from 'node:crypto';
 

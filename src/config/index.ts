@@ -14,6 +14,23 @@ import { notifyConfigSchema } from '../notify/config.ts';
 import { registrationConfigSchema } from '../registration/config.ts';
 import { riskConfigSchema } from '../risk/config.ts';
 
+/** Where CRLs come from and what happens without one (src/tls/crl.ts); JPKI proofing and mTLS. */
+const crlRevocationSchema = z.object({
+  /** PEM or DER CRL files, re-read when they change. */
+  crlFiles: z.array(z.string().min(1)).default([]),
+  /** Fetch the CRLs the certificates name (CRL distribution points, http/https). */
+  fetchDistributionPoints: z.boolean().default(true),
+  fetchTimeoutMs: z.number().int().min(100).max(60_000).default(5000),
+  maxCrlBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(200 * 1024 * 1024)
+    .default(50 * 1024 * 1024),
+  /** No valid CRL for a certificate: refuse it (fail closed) or accept it unchecked. */
+  onUnavailable: z.enum(['refuse', 'allow']).default('refuse'),
+});
+
 const seconds = z.number().int().positive();
 
 /** Receiver-side actions a received SET may trigger (see src/signals/actions.ts). */
@@ -223,6 +240,14 @@ const schema = z
         baseUrl: z.url({ protocol: /^https$/ }).optional(),
         /** PEM bundles of the CAs whose client certificates tls_client_auth accepts (none: it never passes). */
         caFiles: z.array(z.string().min(1)).default([]),
+        /**
+         * Revocation of CA-issued client certificates by CRL (tls_client_auth). `enabled: false` only
+         * where the TLS-terminating proxy checks revocation itself; see docs/mtls.md.
+         */
+        revocation: crlRevocationSchema
+          .extend({ enabled: z.boolean().default(true) })
+          .strict()
+          .prefault({}),
         /** proxy mode: the header carrying the URL- or PEM-encoded client certificate. */
         certificateHeader: z
           .string()
@@ -333,25 +358,8 @@ const schema = z
             trustAnchorsFile: z.string().min(1),
             /** Lifetime of a signing challenge. */
             challengeTtl: seconds.max(600).default(300),
-            /** Revocation by CRL of every certificate below the anchor (src/proofing/crl.ts). */
-            revocation: z
-              .object({
-                /** PEM or DER CRL files, re-read when they change. */
-                crlFiles: z.array(z.string().min(1)).default([]),
-                /** Fetch the CRLs the certificates name (CRL distribution points, http/https). */
-                fetchDistributionPoints: z.boolean().default(true),
-                fetchTimeoutMs: z.number().int().min(100).max(60_000).default(5000),
-                maxCrlBytes: z
-                  .number()
-                  .int()
-                  .min(1024)
-                  .max(200 * 1024 * 1024)
-                  .default(50 * 1024 * 1024),
-                /** No valid CRL for a certificate: refuse it (fail closed) or accept it unchecked. */
-                onUnavailable: z.enum(['refuse', 'allow']).default('refuse'),
-              })
-              .strict()
-              .prefault({}),
+            /** Revocation by CRL of every certificate below the anchor (src/tls/crl.ts). */
+            revocation: crlRevocationSchema.strict().prefault({}),
           })
           .strict()
           .optional(),
@@ -471,6 +479,7 @@ const ENVIRONMENT: Record<string, { key: string; type: 'string' | 'int' | 'bool'
   KAKEHASHI_MTLS_PORT: { key: 'mtls.port', type: 'int' },
   KAKEHASHI_MTLS_URL: { key: 'mtls.baseUrl', type: 'string' },
   KAKEHASHI_MTLS_CA: { key: 'mtls.caFiles', type: 'list' },
+  KAKEHASHI_MTLS_CRL: { key: 'mtls.revocation.crlFiles', type: 'list' },
   KAKEHASHI_MTLS_CERT_HEADER: { key: 'mtls.certificateHeader', type: 'string' },
   KAKEHASHI_MTLS_TRUSTED_PROXIES: { key: 'mtls.trustedProxies', type: 'list' },
   KAKEHASHI_KEK: { key: 'keyEncryptionKey', type: 'string' },

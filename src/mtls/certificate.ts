@@ -9,7 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type * as X509 from '@peculiar/x509';
-import { loadX509 } from '../tls/index.ts';
+import { type CrlChecker, CrlError, type CrlErrorCode, loadX509 } from '../tls/index.ts';
 
 const CLIENT_AUTH_EKU = '1.3.6.1.5.5.7.3.2';
 /** A client certificate chain in a header is a few kB; anything far larger is junk. */
@@ -20,8 +20,13 @@ export interface PresentedCertificate {
   /** RFC 8705 §3.1 `x5t#S256`: base64url SHA-256 of the DER certificate. */
   thumbprint: string;
   source: 'tls' | 'header';
-  /** The certificate chains to a configured CA (tls_client_auth); self-signed ones never do. */
+  /**
+   * The certificate chains to a configured CA and is not revoked (tls_client_auth); self-signed ones
+   * never do.
+   */
   chainTrusted: boolean;
+  /** Why a certificate that chains to a CA is not trusted after all: revoked, or no usable CRL. */
+  revocation?: { code: CrlErrorCode; message: string; detail: Record<string, unknown> };
   /** Subject RDNs in certificate order, each a sorted list of `TYPE=normalized value`. */
   subject: string[][];
   san: { dns: string[]; ip: string[]; email: string[]; uri: string[] };
@@ -104,6 +109,7 @@ async function describe(
   certificate: NodeX509Certificate,
   source: PresentedCertificate['source'],
   chainTrusted: boolean,
+  revocation?: PresentedCertificate['revocation'],
 ): Promise<PresentedCertificate> {
   const x509 = await loadX509();
   const parsed = new x509.X509Certificate(certificate.raw);
@@ -118,7 +124,8 @@ async function describe(
     certificate,
     thumbprint: thumbprintOf(certificate),
     source,
-    chainTrusted,
+    chainTrusted: chainTrusted && !revocation,
+    ...(revocation ? { revocation } : {}),
     subject: comparableName(parsed.subjectName),
     san,
   };
@@ -129,9 +136,71 @@ export function thumbprintOf(certificate: NodeX509Certificate): string {
   return Buffer.from(certificate.fingerprint256.replaceAll(':', ''), 'hex').toString('base64url');
 }
 
+/**
+ * The certification path of a trusted certificate, leaf first, ending at the configured CA that vouches
+ * for it: issuers are taken from the CAs first, then from what the client sent in its handshake.
+ */
+export function certificationPath(
+  leaf: NodeX509Certificate,
+  anchors: readonly NodeX509Certificate[],
+  sent: readonly NodeX509Certificate[] = [],
+): NodeX509Certificate[] | undefined {
+  const isAnchor = (c: NodeX509Certificate) => anchors.some((a) => a.fingerprint256 === c.fingerprint256);
+  const path = [leaf];
+  for (let current = leaf; path.length <= 6; ) {
+    if (isAnchor(current)) return path;
+    const issuer = [...anchors, ...sent].find(
+      (c) =>
+        c.ca &&
+        c.fingerprint256 !== current.fingerprint256 &&
+        current.checkIssued(c) &&
+        current.verify(c.publicKey),
+    );
+    if (!issuer) return undefined;
+    path.push(issuer);
+    current = issuer;
+  }
+  return undefined;
+}
+
+/** What the handshake's peer sent besides its leaf (node's legacy chain objects). */
+function sentChain(socket: TLSSocket): NodeX509Certificate[] {
+  const out: NodeX509Certificate[] = [];
+  let c = socket.getPeerCertificate?.(true) as { raw?: Buffer; issuerCertificate?: unknown } | undefined;
+  const seen = new Set<unknown>();
+  while (c?.raw && !seen.has(c) && out.length < 6) {
+    seen.add(c);
+    out.push(new NodeX509Certificate(c.raw));
+    c = c.issuerCertificate as typeof c;
+  }
+  return out.slice(1);
+}
+
+/** Revocation problems of a trusted certificate, or undefined when none (or nobody checks). */
+async function revocationProblem(
+  checker: CrlChecker | undefined,
+  path: NodeX509Certificate[] | undefined,
+): Promise<PresentedCertificate['revocation']> {
+  if (!checker) return undefined;
+  if (!path)
+    return { code: 'ERR_CRL_UNAVAILABLE', message: 'no certification path to a configured CA', detail: {} };
+  try {
+    await checker.check(path);
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof CrlError)) throw err;
+    return { code: err.code, message: err.message, detail: err.detail };
+  }
+}
+
+/** How long a keep-alive connection's certificate verdict (revocation included) is reused. */
+const SOCKET_VERDICT_MS = 300_000;
+
 export interface CertificateSourceOptions {
   mode: 'tls' | 'proxy';
   anchors: readonly NodeX509Certificate[];
+  /** Checks CA-issued certificates against their CAs' CRLs; none: not checked here. */
+  revocation?: CrlChecker;
   /** proxy mode. */
   header: string;
   trustedProxies: readonly string[];
@@ -156,8 +225,9 @@ export function createCertificateSource(o: CertificateSourceOptions) {
     else proxies.addSubnet(addr, Number(bits), type);
   }
   const headerName = o.header.toLowerCase();
-  // A keep-alive connection presents its certificate once: parse it once.
-  const perSocket = new WeakMap<TLSSocket, PresentedCertificate>();
+  // A keep-alive connection presents its certificate once: parse it once, and look at the CRLs again
+  // only every few minutes (a revocation ends the connection's use within that time).
+  const perSocket = new WeakMap<TLSSocket, { presented: PresentedCertificate; at: number }>();
 
   const trusted = (peer: string) => {
     const family = isIP(peer);
@@ -174,15 +244,18 @@ export function createCertificateSource(o: CertificateSourceOptions) {
         // The hub's own handshake is the only source; a forwarded header is somebody's guess.
         const out = raw === undefined ? {} : ignored('the hub terminates TLS itself');
         const socket = req.socket as TLSSocket;
-        let presented = perSocket.get(socket);
-        if (!presented) {
-          const cert =
-            typeof socket.getPeerX509Certificate === 'function' ? socket.getPeerX509Certificate() : undefined;
-          if (!cert) return out;
-          // socket.authorized: OpenSSL verified the chain against exactly the configured CAs (no CAs, no trust).
-          presented = await describe(cert, 'tls', o.anchors.length > 0 && socket.authorized === true);
-          perSocket.set(socket, presented);
-        }
+        const known = perSocket.get(socket);
+        if (known && Date.now() - known.at < SOCKET_VERDICT_MS) return { ...out, presented: known.presented };
+        const cert =
+          typeof socket.getPeerX509Certificate === 'function' ? socket.getPeerX509Certificate() : undefined;
+        if (!cert) return out;
+        // socket.authorized: OpenSSL verified the chain against exactly the configured CAs (no CAs, no trust).
+        const chained = o.anchors.length > 0 && socket.authorized === true;
+        const problem = chained
+          ? await revocationProblem(o.revocation, certificationPath(cert, o.anchors, sentChain(socket)))
+          : undefined;
+        const presented = await describe(cert, 'tls', chained, problem);
+        perSocket.set(socket, { presented, at: Date.now() });
         return { ...out, presented };
       }
       if (raw === undefined || raw === '') return {};
@@ -195,7 +268,11 @@ export function createCertificateSource(o: CertificateSourceOptions) {
         if (!(err instanceof CertificateHeaderError)) throw err;
         return ignored(err.message);
       }
-      return { presented: await describe(cert, 'header', chainsToAnchor(cert, o.anchors)) };
+      const chained = chainsToAnchor(cert, o.anchors);
+      const problem = chained
+        ? await revocationProblem(o.revocation, certificationPath(cert, o.anchors))
+        : undefined;
+      return { presented: await describe(cert, 'header', chained, problem) };
     },
   };
 }

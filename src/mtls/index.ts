@@ -18,7 +18,7 @@ import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
 import { type Config, ConfigError } from '../config/index.ts';
 import type { Queryable } from '../db/index.ts';
-import { loadX509 } from '../tls/index.ts';
+import { createCrlChecker, loadX509 } from '../tls/index.ts';
 import { createCertificateSource, type PresentedCertificate, parsePemBundle } from './certificate.ts';
 import { subjectMatches } from './subject.ts';
 
@@ -114,9 +114,13 @@ function createMtls(config: Config): Mtls {
         ? undefined
         : originOnPort(config.mtls.port);
   let originHost = origin ? new URL(origin).host : undefined;
+  const { enabled: checkRevocation, ...crlSettings } = config.mtls.revocation;
   const source = createCertificateSource({
     mode: proxyMode ? 'proxy' : 'tls',
     anchors,
+    ...(config.mtls.enabled && checkRevocation && anchors.length
+      ? { revocation: createCrlChecker(crlSettings, 'mtls.revocation') }
+      : {}),
     header: config.mtls.certificateHeader,
     trustedProxies: config.mtls.trustedProxies,
   });
@@ -142,6 +146,24 @@ function createMtls(config: Config): Mtls {
           if (r.presented) {
             x509 ??= await loadX509();
             certificates.set(ctx.req, r.presented);
+            const problem = r.presented.revocation;
+            if (problem)
+              await recordAudit(db, {
+                type:
+                  problem.code === 'ERR_CERT_REVOKED'
+                    ? 'mtls.certificate.revoked'
+                    : 'mtls.certificate.revocation_unavailable',
+                outcome: 'failure',
+                ip: ctx.ip,
+                userAgent: ctx.get('user-agent') || undefined,
+                interactionId: ctx.state.interactionId,
+                data: {
+                  path: ctx.path,
+                  thumbprint: r.presented.thumbprint,
+                  reason: problem.message,
+                  ...problem.detail,
+                },
+              });
           }
           if (r.ignoredHeader)
             await recordAudit(db, {

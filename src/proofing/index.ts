@@ -4,8 +4,9 @@
  * JPKI-style signature), each answer an audited proofing record; recovery after losing every
  * passkey; the "first login after recovery" marker for the risk engine.
  */
+
+export { type CrlChecker, CrlError, type CrlSettings, createCrlChecker } from '../tls/index.ts';
 export { createProofingContext, EKYC_CALLBACK_PATH, type ProofingContext } from './context.ts';
-export { type CrlChecker, CrlError, type CrlSettings, createCrlChecker } from './crl.ts';
 export {
   beginProofing,
   completeProofing,

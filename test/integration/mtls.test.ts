@@ -8,7 +8,7 @@
  * TLS-terminating proxy — a certificate header from an address that is not a trusted proxy.
  */
 import { createPublicKey, generateKeyPairSync, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -45,6 +45,17 @@ let device: PasskeyEmulator;
 let mtlsOrigin: string;
 let pkiDir: string;
 const agents: Agent[] = [];
+
+const crlFile = () => path.join(pkiDir, 'clients-ca.crl.pem');
+
+/** Publishes a new CRL of `ca` (the hubs re-read the file when it changes). */
+async function revoke(certs: TestCertificate[]): Promise<void> {
+  writeFileSync(crlFile(), await ca.crl({ revoked: certs }));
+  // A distinct mtime even when two writes fall in the same clock tick.
+  const at = new Date(Date.now() + revocations++ * 1000);
+  utimesSync(crlFile(), at, at);
+}
+let revocations = 1;
 
 /** fetch over a connection presenting `cert` (or none), trusting the hub's dev CA. */
 function fetchWith(cert: TestCertificate | undefined, target: TestHub = t): typeof globalThis.fetch {
@@ -257,7 +268,10 @@ beforeAll(async () => {
   untrustedCa = await createTestCa('CN=Kakehashi Test Client CA, O=Test, C=JP'); // same name, other key
   pkiDir = mkdtempSync(path.join(tmpdir(), 'kkh-mtls-pki-'));
   writeFileSync(path.join(pkiDir, 'clients-ca.pem'), ca.certPem);
-  t = await startTestHub({ mtls: { caFiles: [path.join(pkiDir, 'clients-ca.pem')] } });
+  await revoke([]);
+  t = await startTestHub({
+    mtls: { caFiles: [path.join(pkiDir, 'clients-ca.pem')], revocation: { crlFiles: [crlFile()] } },
+  });
   // mtls.port 0 (the default): the system chose the port; the hub knows the aliases' origin.
   mtlsOrigin = t.hub.mtlsUrl!;
   expect(mtlsOrigin).toBe(`https://localhost:${(t.hub.mtlsServer!.address() as AddressInfo).port}`);
@@ -403,6 +417,20 @@ describe('what must fail', () => {
     expect(await parWith(c, self)).toBe('invalid_client');
   });
 
+  it('tls_client_auth: a certificate its CA has revoked → invalid_client on the next connection, audited', async () => {
+    const c = await register('tls_client_auth', 'mtls', {}, { id: 'tls-revoked' });
+    expect(await parWith(c, c.cert!)).toBe('accepted');
+    await revoke([c.cert!]);
+    expect(await parWith(c, c.cert!)).toBe('invalid_client');
+    const audited = await t.hub.db.query<{ data: Body }>(
+      "SELECT data FROM audit_events WHERE type = 'mtls.certificate.revoked'",
+    );
+    expect(audited.rows.map((r) => r.data.thumbprint)).toContain(c.cert!.thumbprint);
+    // Another certificate of the same CA is unaffected.
+    const other = await register('tls_client_auth', 'mtls', {}, { id: 'tls-not-revoked' });
+    expect(await parWith(other, other.cert!)).toBe('accepted');
+  });
+
   it('self_signed_tls_client_auth: no certificate or one not in its jwks → invalid_client', async () => {
     const c = await register('self_signed_tls_client_auth', 'dpop', {}, { id: 'self-negative' });
     expect(await parWith(c, c.cert!)).toBe('accepted');
@@ -519,6 +547,7 @@ describe('behind a TLS-terminating proxy', () => {
       tls: { mode: 'proxy' },
       mtls: {
         caFiles: [path.join(pkiDir, 'clients-ca.pem')],
+        revocation: { crlFiles: [crlFile()] },
         baseUrl: 'https://mtls.localhost',
         certificateHeader: 'X-Client-Cert',
         trustedProxies: ['127.0.0.2'],
@@ -535,6 +564,10 @@ describe('behind a TLS-terminating proxy', () => {
    * `from`, and forward the scheme, host and (from a trusted address) the client certificate.
    */
   function viaProxy(cert: TestCertificate | undefined, from: string): typeof globalThis.fetch {
+    return viaProxyTo(p, cert, from);
+  }
+
+  function viaProxyTo(p: TestHub, cert: TestCertificate | undefined, from: string): typeof globalThis.fetch {
     const agent = new Agent({ localAddress: from });
     proxyAgents.push(agent);
     return ((url: string | URL, init?: RequestInit) => {
@@ -596,5 +629,65 @@ describe('behind a TLS-terminating proxy', () => {
     expect((await push(viaProxy(c.cert, '127.0.0.1'))).status).toBe(401);
     expect((await push(viaProxy(await ca.issue({ subject: 'CN=x' }), '127.0.0.2'))).status).toBe(401);
     expect((await push(viaProxy(c.cert, '127.0.0.2'))).status).toBe(201);
+  });
+
+  it('refuses a revoked certificate in the header of the trusted proxy, audited', async () => {
+    const c = await register(
+      'tls_client_auth',
+      'mtls',
+      { institution_id: DEMO_INSTITUTION_ID, scope: 'institution:ingest' },
+      { id: 'institution-revoked', grant: 'client_credentials', target: p },
+    );
+    const proxied = await configFor(c, { target: p, fetch: viaProxy(c.cert, '127.0.0.2') });
+    await client.clientCredentialsGrant(proxied, { scope: 'institution:ingest' });
+    await revoke([c.cert!]);
+    await expect(
+      client.clientCredentialsGrant(proxied, { scope: 'institution:ingest' }),
+    ).rejects.toMatchObject({ error: 'invalid_client' });
+    const audited = await p.hub.db.query<{ data: Body }>(
+      "SELECT data FROM audit_events WHERE type = 'mtls.certificate.revoked'",
+    );
+    expect(audited.rows.map((r) => r.data.thumbprint)).toEqual([c.cert!.thumbprint]);
+  });
+
+  it('fails closed without a usable CRL: tls_client_auth refused and audited, unless revocation is off', async () => {
+    const hubWith = (revocation: Record<string, unknown>) =>
+      startTestHub({
+        tls: { mode: 'proxy' },
+        mtls: {
+          caFiles: [path.join(pkiDir, 'clients-ca.pem')],
+          certificateHeader: 'X-Client-Cert',
+          trustedProxies: ['127.0.0.2'],
+          revocation: { crlFiles: [], fetchDistributionPoints: false, ...revocation },
+        },
+      });
+    const strict = await hubWith({});
+    const off = await hubWith({ enabled: false });
+    try {
+      for (const [hub, expected] of [
+        [strict, 'invalid_client'],
+        [off, 'accepted'],
+      ] as const) {
+        const c = await register(
+          'tls_client_auth',
+          'mtls',
+          { institution_id: DEMO_INSTITUTION_ID, scope: 'institution:ingest' },
+          { id: 'institution-no-crl', grant: 'client_credentials', target: hub },
+        );
+        const viaTrusted = await configFor(c, { target: hub, fetch: viaProxyTo(hub, c.cert, '127.0.0.2') });
+        const outcome = await client.clientCredentialsGrant(viaTrusted, { scope: 'institution:ingest' }).then(
+          () => 'accepted',
+          (e: client.ResponseBodyError) => e.error,
+        );
+        expect(outcome).toBe(expected);
+      }
+      const audited = await strict.hub.db.query<{ data: Body }>(
+        "SELECT data FROM audit_events WHERE type = 'mtls.certificate.revocation_unavailable'",
+      );
+      expect(audited.rows.length).toBeGreaterThan(0);
+    } finally {
+      await strict.close();
+      await off.close();
+    }
   });
 });

@@ -18,12 +18,16 @@ export interface TestCertificate {
   x5c: string;
   /** x5t#S256 (RFC 8705 §3.1). */
   thumbprint: string;
+  /** Hex, as the issuer's CRL lists it. */
+  serialNumber: string;
 }
 
 export interface TestCa extends TestCertificate {
   subject: string;
   /** Issues a client certificate. */
   issue(o: ClientCertOptions): Promise<TestCertificate>;
+  /** A PEM CRL of this CA listing `revoked`; valid from an hour ago until `nextUpdate` (default in a day). */
+  crl(o?: { revoked?: TestCertificate[]; nextUpdate?: Date }): Promise<string>;
 }
 
 export interface ClientCertOptions {
@@ -55,6 +59,7 @@ async function describe(cert: X509.X509Certificate, key: CryptoKey): Promise<Tes
     keyPem: await pkcs8Pem(key),
     x5c: Buffer.from(cert.rawData).toString('base64'),
     thumbprint: Buffer.from(fp, 'hex').toString('base64url'),
+    serialNumber: cert.serialNumber,
   };
 }
 
@@ -109,6 +114,22 @@ export async function createTestCa(name = 'CN=Kakehashi Test Client CA, O=Test, 
         ],
       });
       return describe(cert, leaf.privateKey);
+    },
+    async crl(o = {}) {
+      const hourAgo = new Date(Date.now() - HOUR);
+      const crl = await x509.X509CrlGenerator.create({
+        issuer: ca.subject,
+        thisUpdate: hourAgo,
+        nextUpdate: o.nextUpdate ?? new Date(Date.now() + 24 * HOUR),
+        signingAlgorithm: SIGN,
+        signingKey: keys.privateKey,
+        entries: (o.revoked ?? []).map((c) => ({
+          serialNumber: c.serialNumber,
+          revocationDate: hourAgo,
+          reason: x509.X509CrlReason.keyCompromise,
+        })),
+      });
+      return crl.toString('pem');
     },
   };
 }

@@ -1,5 +1,5 @@
 /**
- * CRL revocation for JPKI-style certificates (src/proofing/crl.ts): the test CA and its
+ * CRL revocation for JPKI-style certificates (src/tls/crl.ts): the test CA and its
  * intermediate issue CRLs, served from a loopback distribution point or configured as files. A
  * revoked certificate is refused; an expired, unsigned, foreign-signed or unreachable CRL leaves
  * the certificate uncheckable, which fails closed unless configured otherwise; CRLs are cached

@@ -261,6 +261,14 @@ describe('configuration', () => {
       enabled: true,
       port: 0,
       caFiles: [],
+      revocation: {
+        enabled: true,
+        crlFiles: [],
+        fetchDistributionPoints: true,
+        fetchTimeoutMs: 5000,
+        maxCrlBytes: 50 * 1024 * 1024,
+        onUnavailable: 'refuse',
+      },
       certificateHeader: 'x-ssl-client-cert',
       trustedProxies: [],
     });
@@ -268,6 +276,7 @@ describe('configuration', () => {
       KAKEHASHI_MTLS_PORT: '9444',
       KAKEHASHI_MTLS_URL: 'https://mtls.id.example.jp',
       KAKEHASHI_MTLS_CA: '/etc/ca1.pem, /etc/ca2.pem',
+      KAKEHASHI_MTLS_CRL: '/etc/ca1.crl',
       KAKEHASHI_MTLS_CERT_HEADER: 'X-Client-Cert',
       KAKEHASHI_MTLS_TRUSTED_PROXIES: '10.0.0.5,fd00::/8',
     });
@@ -275,6 +284,7 @@ describe('configuration', () => {
       port: 9444,
       baseUrl: 'https://mtls.id.example.jp',
       caFiles: ['/etc/ca1.pem', '/etc/ca2.pem'],
+      revocation: { crlFiles: ['/etc/ca1.crl'] },
       certificateHeader: 'X-Client-Cert',
       trustedProxies: ['10.0.0.5', 'fd00::/8'],
     });
@@ -302,6 +312,15 @@ describe('configuration', () => {
       expect(() => mtlsFor(config)).toThrow(/mtls\.caFiles/);
     }
     writeFileSync(path.join(dir, 'ca.pem'), ca.certPem);
+    // A CRL file that cannot be read stops the hub too, naming its key.
+    expect(() =>
+      mtlsFor(
+        load({
+          KAKEHASHI_MTLS_CA: path.join(dir, 'ca.pem'),
+          KAKEHASHI_MTLS_CRL: path.join(dir, 'missing.crl'),
+        }),
+      ),
+    ).toThrow(/mtls\.revocation\.crlFiles\[0\]/);
     expect(mtlsFor(load({ KAKEHASHI_MTLS_CA: path.join(dir, 'ca.pem') })).listenerOptions()).toMatchObject({
       requestCert: true,
       rejectUnauthorized: false,

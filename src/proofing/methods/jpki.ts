@@ -3,7 +3,7 @@
  * random challenge; the customer's card signs exactly those bytes; the hub checks that the
  * certificate chains to a configured trust anchor, is within its validity, allows signing (key
  * usage digitalSignature or nonRepudiation), that no certificate of the path is revoked (CRL, see
- * ../crl.ts), that the signature is over the challenge, and that the certificate's subject name is
+ * ../../tls/crl.ts), that the signature is over the challenge, and that the certificate's subject name is
  * the customer's registered name. The challenge is single-use and short-lived (the engine spends
  * the flow on the first answer).
  */
@@ -16,8 +16,7 @@ import {
   type RequestMeta,
   verifyCertificateChain,
 } from '../../authn/index.ts';
-import { loadX509 } from '../../tls/index.ts';
-import { type CrlChecker, CrlError, type CrlSettings, createCrlChecker } from '../crl.ts';
+import { type CrlChecker, CrlError, type CrlSettings, createCrlChecker, loadX509 } from '../../tls/index.ts';
 import { ProofingError } from '../errors.ts';
 import type { ProofingFlow, ProofingMethod, VerifiedIdentity } from '../method.ts';
 import { namesMatch } from '../names.ts';

@@ -1,5 +1,6 @@
 /**
- * Revocation of JPKI-style certificates by CRL (RFC 5280 §6.3, simplified): every certificate of a
+ * Revocation by CRL (RFC 5280 §6.3, simplified), for JPKI-style proofing certificates and mTLS client
+ * certificates: every certificate of a
  * verified path except the anchor is looked up in a CRL of its issuer. A CRL counts only when its
  * issuer name is the certificate's issuer, its signature verifies with that issuer's key (so it
  * comes from the CA the path chains to the trust anchor through), and it is current (thisUpdate
@@ -11,7 +12,7 @@
 import type { X509Certificate as NodeX509 } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type * as X509 from '@peculiar/x509';
-import { loadX509 } from '../tls/index.ts';
+import { loadX509 } from './devTls.ts';
 
 export interface CrlSettings {
   /** PEM or DER CRL files (e.g. the operator's copy of the CA's CRL). */
