@@ -35,17 +35,29 @@ export interface RiskEngine {
 }
 
 export function createRiskEngine(config: RiskConfig, rules?: RuleSet): RiskEngine {
-  const geo = createGeoLookup(config.geo);
+  const geo = createGeoLookup(config.geo, {
+    cityKm: config.travel.cityAccuracyKm,
+    countryKm: config.travel.countryAccuracyKm,
+  });
   return {
     config,
     rules: rules ?? loadRuleSet(config.rulesFile ?? DEFAULT_RULES_FILE),
     geo,
-    settings: {
-      homeCountry: config.homeCountry,
-      hostingAsns: new Set(config.geo.hostingAsns),
-      impossibleTravelSeconds: config.impossibleTravelSeconds,
-    },
+    settings: signalSettings(config),
     tracked: new RequestTracker(geo, config.trackedTokens),
+  };
+}
+
+/** What signal derivation needs from the configuration (the hub and the replay CLI alike). */
+function signalSettings(config: RiskConfig): SignalSettings {
+  return {
+    homeCountry: config.homeCountry,
+    hostingAsns: new Set(config.geo.hostingAsns),
+    travel: {
+      maxSpeedKmh: config.travel.maxSpeedKmh,
+      toleranceKm: config.travel.toleranceKm,
+      windowSeconds: config.impossibleTravelSeconds,
+    },
   };
 }
 
@@ -128,6 +140,27 @@ async function auditDecision(
   });
 }
 
+/**
+ * Where the previous sign-in was: its address located again (city data, when the operator has it),
+ * unless the data now places that address in another country than was recorded; then the centroid.
+ */
+function placeOf(engine: RiskEngine, last: { country: string | null; ip?: string | undefined }) {
+  const again = engine.geo.locate(last.ip);
+  return again.country === (last.country ?? undefined) && again.place
+    ? again.place
+    : engine.geo.centroid(last.country ?? undefined);
+}
+
+/** What a hub with detection off (risk.enabled false, for benchmarks) answers: allow, nothing recorded. */
+const DETECTION_OFF = (engine: RiskEngine): LoginAssessment => ({
+  decision: 'allow',
+  score: 0,
+  reasons: [],
+  ruleVersion: engine.rules.version,
+  signals: {},
+  level: 'LOW',
+});
+
 export interface LoginAssessment extends RiskDecision {
   signals: Signals;
   level: RiskLevel;
@@ -142,6 +175,7 @@ export async function assessLogin(
   db: Db,
   attempt: LoginAttempt,
 ): Promise<LoginAssessment> {
+  if (!engine.config.enabled) return DETECTION_OFF(engine);
   const { loc, source, sourceRange } = whereFrom(engine, attempt.ip);
   const facts = await loginFacts(db, {
     customerId: attempt.customerId,
@@ -152,6 +186,7 @@ export async function assessLogin(
     asn: loc.asn,
     windowSeconds: engine.config.velocityWindowSeconds,
   });
+  if (facts.lastSuccess) facts.lastSuccess.place = placeOf(engine, facts.lastSuccess);
   const signals = deriveLoginSignals(facts, attempt, loc, engine.settings);
   const d = evaluate(engine.rules, signals);
   const level = await db.transaction(async (tx) => {
@@ -194,6 +229,7 @@ export async function recordLoginFailure(
     deviceHash?: string | undefined;
   },
 ): Promise<void> {
+  if (!engine.config.enabled) return;
   const { loc, source, sourceRange } = whereFrom(engine, f.ip);
   await insertRiskEvent(db, {
     kind: 'login',
@@ -230,6 +266,7 @@ export async function assessOperation(
   db: Db,
   op: OperationInput,
 ): Promise<LoginAssessment> {
+  if (!engine.config.enabled) return DETECTION_OFF(engine);
   const { loc, source, sourceRange } = whereFrom(engine, op.ip);
   const res = await db.query<{ ops: number; travel: boolean; session: number | null }>(
     // Sensitive operations are counted per session: a fresh sign-in (a new session) starts over.
@@ -308,6 +345,7 @@ export function observeRequest(
   db: Db,
   r: ObservedRequest,
 ): Promise<RiskDecision> | undefined {
+  if (!engine.config.enabled) return undefined;
   const noted = engine.tracked.note(engine.rules, r);
   return noted && recordObservation(engine, db, r, noted.signals, noted.decision);
 }

@@ -90,13 +90,14 @@ export async function loginFacts(
     seen_asn: boolean;
     seen_cred: boolean;
     last_country: string | null;
+    last_ip: string | null;
     last_at: Date | null;
     last_backed_up: boolean | null;
     travel: boolean;
     recovery_due: boolean | null;
   }>(
     `WITH since AS (SELECT now() - make_interval(secs => $7) AS t),
-     mine AS NOT MATERIALIZED (SELECT country, asn, credential_id, backed_up, at FROM risk_events
+     mine AS NOT MATERIALIZED (SELECT country, asn, ip, credential_id, backed_up, at FROM risk_events
               WHERE customer_id = $1 AND kind = 'login' AND result = 'success'),
      src AS (SELECT customer_id, credential_id, result FROM risk_events, since
              WHERE kind = 'login' AND result = 'failure' AND source = $3 AND at > since.t),
@@ -113,6 +114,7 @@ export async function loginFacts(
        EXISTS (SELECT 1 FROM mine WHERE asn = $6::int) AS seen_asn,
        EXISTS (SELECT 1 FROM mine WHERE credential_id = $2) AS seen_cred,
        (SELECT country FROM mine ORDER BY at DESC LIMIT 1) AS last_country,
+       (SELECT ip FROM mine ORDER BY at DESC LIMIT 1) AS last_ip,
        (SELECT at FROM mine ORDER BY at DESC LIMIT 1) AS last_at,
        (SELECT backed_up FROM mine WHERE credential_id = $2 ORDER BY at DESC LIMIT 1) AS last_backed_up,
        EXISTS (SELECT 1 FROM travel_declarations WHERE customer_id = $1 AND country = $5
@@ -139,7 +141,9 @@ export async function loginFacts(
     seenCountry: r.seen_country,
     seenNetwork: r.seen_asn,
     seenCredential: r.seen_cred,
-    lastSuccess: r.last_at ? { country: r.last_country, at: new Date(r.last_at) } : undefined,
+    lastSuccess: r.last_at
+      ? { country: r.last_country, ip: r.last_ip ?? undefined, at: new Date(r.last_at) }
+      : undefined,
     lastBackedUp: r.last_backed_up ?? undefined,
     travelDeclared: r.travel,
     recoveryLoginDue: r.recovery_due ?? false,
