@@ -10,10 +10,11 @@ import { emitSecurityEvent } from '../signals/index.ts';
 import type { RiskConfig } from './config.ts';
 import { createGeoLookup, type GeoLookup, type Location, networkRange } from './geo.ts';
 import { evaluate, levelOf, loadRuleSet, type RiskDecision, type RuleSet, type Signals } from './rules.ts';
-import { deriveLoginSignals, type LoginAttempt, type SignalSettings } from './signals.ts';
+import { deriveLoginSignals, type LoginAttempt, type LoginFacts, type SignalSettings } from './signals.ts';
 import {
   insertRiskEvent,
   loginFacts,
+  type RiskEventRow,
   type RiskLevel,
   raiseSessionRisk,
   sessionRisk,
@@ -71,6 +72,30 @@ export function riskEngineFor(config: { risk: RiskConfig }): RiskEngine {
     engines.set(config, e);
   }
   return e;
+}
+
+/**
+ * Detection is mandatory (JSDA IV.5, FSA comments 84–88); `risk.enabled: false` exists only to
+ * measure its cost. A node started that way says so at every start — a warning in the log and a
+ * `risk.detection.disabled` audit event — so it cannot go unnoticed in production.
+ */
+export async function announceDetectionOff(
+  db: Queryable,
+  config: { risk: RiskConfig; issuer: string },
+  logger: { warn(obj: object, msg: string): void },
+): Promise<boolean> {
+  if (config.risk.enabled) return false;
+  logger.warn(
+    { key: 'risk.enabled', issuer: config.issuer },
+    'RISK DETECTION IS OFF (risk.enabled=false): sign-ins and operations are not assessed or recorded for forensics; only for benchmarks, never in production',
+  );
+  await recordAudit(db, {
+    type: 'risk.detection.disabled',
+    outcome: 'failure',
+    actor: 'system',
+    data: { key: 'risk.enabled', issuer: config.issuer },
+  });
+  return true;
 }
 
 export const deviceHashOf = (token: string | undefined): string | undefined =>
@@ -166,8 +191,62 @@ export interface LoginAssessment extends RiskDecision {
   level: RiskLevel;
 }
 
+/** Where a sign-in comes from and what to ask the history about it (in-process, no I/O). */
+export function loginQuery(engine: RiskEngine, attempt: LoginAttempt) {
+  const { loc, source, sourceRange } = whereFrom(engine, attempt.ip);
+  return {
+    loc,
+    facts: {
+      customerId: attempt.customerId,
+      credentialId: attempt.credentialId,
+      source,
+      sourceRange,
+      country: loc.country,
+      asn: loc.asn,
+      windowSeconds: engine.config.velocityWindowSeconds,
+    },
+  };
+}
+
 /**
- * Decides on a sign-in whose credential was verified: gathers the signals (one query), applies
+ * The in-process part of a sign-in decision, given the history's facts: signals, the rules'
+ * decision and the forensic row to record. No I/O (the detection benchmark times exactly this).
+ */
+export function decideLogin(
+  engine: RiskEngine,
+  attempt: LoginAttempt,
+  q: ReturnType<typeof loginQuery>,
+  facts: LoginFacts,
+): { signals: Signals; decision: RiskDecision; row: RiskEventRow } {
+  if (facts.lastSuccess) facts.lastSuccess.place = placeOf(engine, facts.lastSuccess);
+  const signals = deriveLoginSignals(facts, attempt, q.loc, engine.settings);
+  const d = evaluate(engine.rules, signals);
+  const row: RiskEventRow = {
+    kind: 'login',
+    customerId: attempt.customerId,
+    method: attempt.method,
+    result: d.decision === 'allow' ? 'success' : d.decision === 'step_up' ? 'step_up' : 'blocked',
+    ip: attempt.ip,
+    port: attempt.port,
+    source: q.facts.source,
+    sourceRange: q.facts.sourceRange,
+    country: q.loc.country,
+    asn: q.loc.asn,
+    userAgent: attempt.userAgent,
+    deviceHash: attempt.deviceHash,
+    credentialId: attempt.credentialId,
+    backedUp: attempt.backedUp,
+    decision: d.decision,
+    score: d.score,
+    reasons: d.reasons,
+    ruleVersion: d.ruleVersion,
+    signals,
+  };
+  return { signals, decision: d, row };
+}
+
+/**
+ * Decides on a sign-in whose credential was verified: gathers the facts (one query), applies
  * the rules, records the attempt with its decision and reasons, updates the customer's level.
  */
 export async function assessLogin(
@@ -176,41 +255,10 @@ export async function assessLogin(
   attempt: LoginAttempt,
 ): Promise<LoginAssessment> {
   if (!engine.config.enabled) return DETECTION_OFF(engine);
-  const { loc, source, sourceRange } = whereFrom(engine, attempt.ip);
-  const facts = await loginFacts(db, {
-    customerId: attempt.customerId,
-    credentialId: attempt.credentialId,
-    source,
-    sourceRange,
-    country: loc.country,
-    asn: loc.asn,
-    windowSeconds: engine.config.velocityWindowSeconds,
-  });
-  if (facts.lastSuccess) facts.lastSuccess.place = placeOf(engine, facts.lastSuccess);
-  const signals = deriveLoginSignals(facts, attempt, loc, engine.settings);
-  const d = evaluate(engine.rules, signals);
+  const q = loginQuery(engine, attempt);
+  const { signals, decision: d, row } = decideLogin(engine, attempt, q, await loginFacts(db, q.facts));
   const level = await db.transaction(async (tx) => {
-    await insertRiskEvent(tx, {
-      kind: 'login',
-      customerId: attempt.customerId,
-      method: attempt.method,
-      result: d.decision === 'allow' ? 'success' : d.decision === 'step_up' ? 'step_up' : 'blocked',
-      ip: attempt.ip,
-      port: attempt.port,
-      source,
-      sourceRange,
-      country: loc.country,
-      asn: loc.asn,
-      userAgent: attempt.userAgent,
-      deviceHash: attempt.deviceHash,
-      credentialId: attempt.credentialId,
-      backedUp: attempt.backedUp,
-      decision: d.decision,
-      score: d.score,
-      reasons: d.reasons,
-      ruleVersion: d.ruleVersion,
-      signals,
-    });
+    await insertRiskEvent(tx, row);
     await auditDecision(tx, `risk.login.${d.decision}`, attempt.customerId, attempt, d);
     return applyLevel(engine, tx, attempt.customerId, d, { clearRecovery: d.decision === 'allow' });
   });

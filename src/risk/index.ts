@@ -5,6 +5,7 @@
  */
 export { type RiskConfig, riskConfigSchema } from './config.ts';
 export {
+  announceDetectionOff,
   assessLogin,
   assessOperation,
   createRiskEngine,

@@ -28,37 +28,41 @@ export interface RiskEventRow {
   signals?: Record<string, unknown> | undefined;
 }
 
+const INSERT_RISK_EVENT = `INSERT INTO risk_events (kind, customer_id, method, result, ip, port, source, source_range,
+     country, asn, user_agent, device_hash, credential_id, backed_up, session_key, client_id, decision, score, reasons,
+     rule_version, signals)
+   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $21::jsonb)`;
+
 export async function insertRiskEvent(db: Queryable, e: RiskEventRow): Promise<void> {
-  await db.query(
-    `INSERT INTO risk_events (kind, customer_id, method, result, ip, port, source, source_range, country, asn,
-       user_agent, device_hash, credential_id, backed_up, session_key, client_id, decision, score, reasons,
-       rule_version, signals)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $21::jsonb)`,
-    [
-      e.kind,
-      e.customerId ?? null,
-      e.method,
-      e.result,
-      e.ip ?? null,
-      e.port ?? null,
-      e.source ?? null,
-      e.sourceRange ?? null,
-      e.country ?? null,
-      e.asn ?? null,
-      e.userAgent?.slice(0, 512) ?? null,
-      e.deviceHash ?? null,
-      e.credentialId ?? null,
-      e.backedUp ?? null,
-      e.sessionKey ?? null,
-      e.clientId ?? null,
-      e.decision ?? null,
-      e.score ?? null,
-      JSON.stringify(e.reasons ?? []),
-      e.ruleVersion ?? null,
-      JSON.stringify(e.signals ?? {}),
-    ],
-  );
+  await db.query(INSERT_RISK_EVENT, riskEventParams(e));
   countRiskDecision(e.kind, e.decision);
+}
+
+/** The INSERT's parameters (the JSON encoding included: the detection benchmark times it). */
+export function riskEventParams(e: RiskEventRow): unknown[] {
+  return [
+    e.kind,
+    e.customerId ?? null,
+    e.method,
+    e.result,
+    e.ip ?? null,
+    e.port ?? null,
+    e.source ?? null,
+    e.sourceRange ?? null,
+    e.country ?? null,
+    e.asn ?? null,
+    e.userAgent?.slice(0, 512) ?? null,
+    e.deviceHash ?? null,
+    e.credentialId ?? null,
+    e.backedUp ?? null,
+    e.sessionKey ?? null,
+    e.clientId ?? null,
+    e.decision ?? null,
+    e.score ?? null,
+    JSON.stringify(e.reasons ?? []),
+    e.ruleVersion ?? null,
+    JSON.stringify(e.signals ?? {}),
+  ];
 }
 
 /**
