@@ -35,7 +35,7 @@ import { decideLogin, loginQuery } from '../../src/risk/engine.ts';
 import { assessLogin, createRiskEngine, riskConfigSchema } from '../../src/risk/index.ts';
 import type { LoginAttempt, LoginFacts } from '../../src/risk/signals.ts';
 import { loginFacts, riskEventParams } from '../../src/risk/store.ts';
-import { cleanup, log, onCleanup } from './lib/cleanup.ts';
+import { log, onCleanup, runBench } from './lib/cleanup.ts';
 import { machineInfo, startDatabase, threadRuntimeNs } from './lib/env.ts';
 import { round } from './lib/stats.ts';
 
@@ -427,13 +427,4 @@ async function main(): Promise<void> {
   );
 }
 
-main()
-  .then(
-    () => cleanup(),
-    async (err) => {
-      log(`bench failed: ${(err as Error).stack ?? err}`);
-      await cleanup();
-      process.exitCode = 1;
-    },
-  )
-  .then(() => process.exit());
+runBench(main);
