@@ -28,6 +28,12 @@ export {
   TravelError,
 } from './forensics.ts';
 export { createGeoLookup, GeoDataError, type GeoLookup, type Location, networkRange } from './geo.ts';
+export {
+  clearPeerLevels,
+  type EffectiveRiskLevel,
+  effectiveRiskLevel,
+  type PeerRiskLevel,
+} from './peerLevels.ts';
 export { ReplayError, type ReplayedDecision, replay } from './replay.ts';
 export {
   type Decision,

@@ -1,6 +1,7 @@
 /** The risk module's tables: events (forensics), travel declarations, levels, session risk. */
 import type { Queryable } from '../db/index.ts';
 import { countRiskDecision } from '../metrics/index.ts';
+import { expirePeerLevels, higherLevel, livePeerLevels, type PeerRiskLevel } from './peerLevels.ts';
 import type { RiskReason } from './rules.ts';
 import type { LoginFacts } from './signals.ts';
 
@@ -156,7 +157,12 @@ export async function loginFacts(
 
 export type RiskLevel = 'LOW' | 'MEDIUM' | 'HIGH';
 
-/** Sets the customer's level; returns the previous one when it changed. */
+/**
+ * Sets the customer's level (and the reasons of the decision behind it); returns the previous one
+ * when it changed. One statement: the row is locked (ordering concurrent changes inside the
+ * caller's transaction) and only written when something differs — the common sign-in, same level
+ * and reasons as last time, writes nothing.
+ */
 export async function setRiskLevel(
   db: Queryable,
   customerId: string,
@@ -164,18 +170,21 @@ export async function setRiskLevel(
   reasons: string[],
   opts: { clearRecovery?: boolean } = {},
 ): Promise<{ changed: boolean; previous: RiskLevel | undefined }> {
-  // Called inside the caller's transaction: the row lock orders concurrent changes.
-  const old = await db.query<{ level: RiskLevel }>(
-    'SELECT level FROM risk_levels WHERE customer_id = $1 FOR UPDATE',
-    [customerId],
-  );
-  await db.query(
-    `INSERT INTO risk_levels AS r (customer_id, level, reasons) VALUES ($1, $2, $3::jsonb)
+  const res = await db.query<{ previous: RiskLevel | null }>(
+    // The WHERE makes `old` run (and lock) before the upsert; read only in RETURNING it would run
+    // after it and no longer see the row this statement updated.
+    `WITH old AS (SELECT level FROM risk_levels WHERE customer_id = $1 FOR UPDATE)
+     INSERT INTO risk_levels AS r (customer_id, level, reasons)
+     SELECT $1, $2, $3::jsonb WHERE (SELECT count(*) FROM old) >= 0
      ON CONFLICT (customer_id) DO UPDATE SET level = EXCLUDED.level, reasons = EXCLUDED.reasons, updated_at = now(),
-       recovery_login_due = CASE WHEN $4 THEN false ELSE r.recovery_login_due END`,
+       recovery_login_due = CASE WHEN $4 THEN false ELSE r.recovery_login_due END
+     WHERE r.level <> EXCLUDED.level OR r.reasons <> EXCLUDED.reasons OR ($4 AND r.recovery_login_due)
+     RETURNING (SELECT level FROM old) AS previous`,
     [customerId, level, JSON.stringify(reasons), opts.clearRecovery ?? false],
   );
-  const previous = old.rows[0]?.level;
+  // No row back: the stored level and reasons were already these.
+  if (res.rows.length === 0) return { changed: false, previous: level };
+  const previous = res.rows[0]!.previous ?? undefined;
   return { changed: (previous ?? 'LOW') !== level, previous };
 }
 
@@ -207,7 +216,10 @@ export async function sessionRisk(db: Queryable, sessionKey: string): Promise<nu
   return res.rows[0]?.score ?? 0;
 }
 
-/** Deletes forensics rows older than the retention, a batch at a time (the hub's sweeper). */
+/**
+ * The hub's sweeper for risk data: deletes forensics rows older than the retention (a batch at a
+ * time) and ends peer-raised levels that expired.
+ */
 export async function deleteExpiredRiskEvents(
   db: Queryable,
   retentionDays: number,
@@ -226,13 +238,24 @@ export async function deleteExpiredRiskEvents(
     'DELETE FROM travel_declarations WHERE ends_at < now() - make_interval(days => $1)',
     [retentionDays],
   );
-  return events.rowCount + sessions.rowCount + travel.rowCount;
+  // Peer levels whose time is up end now (audited); ended ones go with the retention.
+  const expired = await expirePeerLevels(db);
+  const peer = await db.query(
+    'DELETE FROM peer_risk_levels WHERE ended_at < now() - make_interval(days => $1)',
+    [retentionDays],
+  );
+  return events.rowCount + sessions.rowCount + travel.rowCount + expired + peer.rowCount;
 }
 
 export interface CustomerRiskView {
+  /** Effective: the higher of the engine's level and the live peer levels. */
   level: RiskLevel;
+  /** The engine's own level (its latest decision) and that decision's reasons. */
+  engineLevel: RiskLevel;
   reasons: string[];
   updatedAt: Date | null;
+  /** Levels peer institutions raised that still stand. */
+  peerLevels: PeerRiskLevel[];
   events: Array<{
     at: Date;
     kind: string;
@@ -249,7 +272,7 @@ export interface CustomerRiskView {
 
 /** The customer's current level and latest risk events with their reasons (operator console). */
 export async function customerRisk(db: Queryable, customerId: string, limit = 20): Promise<CustomerRiskView> {
-  const [level, events] = await Promise.all([
+  const [level, events, peerLevels] = await Promise.all([
     db.query<{ level: RiskLevel; reasons: string[]; updated_at: Date }>(
       'SELECT level, reasons, updated_at FROM risk_levels WHERE customer_id = $1',
       [customerId],
@@ -259,10 +282,14 @@ export async function customerRisk(db: Queryable, customerId: string, limit = 20
        WHERE customer_id = $1 ORDER BY at DESC, id DESC LIMIT $2`,
       [customerId, limit],
     ),
+    livePeerLevels(db, customerId),
   ]);
   const l = level.rows[0];
+  const engineLevel = l?.level ?? 'LOW';
   return {
-    level: l?.level ?? 'LOW',
+    level: peerLevels.reduce<RiskLevel>((max, p) => higherLevel(max, p.level), engineLevel),
+    engineLevel,
+    peerLevels,
     reasons: l?.reasons ?? [],
     updatedAt: l ? new Date(l.updated_at) : null,
     events: events.rows.map(({ user_agent, ...e }) => ({
