@@ -256,7 +256,18 @@ export async function assessLogin(
 ): Promise<LoginAssessment> {
   if (!engine.config.enabled) return DETECTION_OFF(engine);
   const q = loginQuery(engine, attempt);
-  const { signals, decision: d, row } = decideLogin(engine, attempt, q, await loginFacts(db, q.facts));
+  const facts = await loginFacts(db, q.facts);
+  const { signals, decision: d, row } = decideLogin(engine, attempt, q, facts);
+  if (d.decision === 'allow' && !facts.recoveryLoginDue && facts.stored) {
+    // The common sign-in: allowed, and the customer's level and its reasons stay as stored. The
+    // event is then the only write — one statement, no transaction, nothing to audit or announce.
+    const level = levelOf(engine.rules, d);
+    const reasons = d.reasons.map((r) => r.rule);
+    if (level === facts.stored.level && reasons.join() === facts.stored.reasons.join()) {
+      await insertRiskEvent(db, row);
+      return { ...d, signals, level };
+    }
+  }
   const level = await db.transaction(async (tx) => {
     await insertRiskEvent(tx, row);
     await auditDecision(tx, `risk.login.${d.decision}`, attempt.customerId, attempt, d);

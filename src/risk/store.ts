@@ -67,7 +67,8 @@ export function riskEventParams(e: RiskEventRow): unknown[] {
 }
 
 /**
- * Everything LoginFacts needs in one round trip. Only failures are counted per source and range, so
+ * Everything LoginFacts needs in one round trip, and the customer's stored level (so that a sign-in
+ * that changes nothing need not write it). Only failures are counted per source and range, so
  * those scans read failures alone (partial indexes, migration 0022) however busy a source is; the
  * customer's own successful sign-ins are read through EXISTS and newest-first lookups (`mine` is
  * inlined, not materialised) that stop at the first row they need.
@@ -83,7 +84,7 @@ export async function loginFacts(
     asn: number | undefined;
     windowSeconds: number;
   },
-): Promise<LoginFacts> {
+): Promise<LoginFacts & { stored: { level: RiskLevel; reasons: string[] } | undefined }> {
   const res = await db.query<{
     fa: number;
     fs: number;
@@ -100,6 +101,8 @@ export async function loginFacts(
     last_backed_up: boolean | null;
     travel: boolean;
     recovery_due: boolean | null;
+    stored_level: RiskLevel | null;
+    stored_reasons: string[] | null;
   }>(
     `WITH since AS (SELECT now() - make_interval(secs => $7) AS t),
      mine AS NOT MATERIALIZED (SELECT country, asn, ip, credential_id, backed_up, at FROM risk_events
@@ -124,7 +127,8 @@ export async function loginFacts(
        (SELECT backed_up FROM mine WHERE credential_id = $2 ORDER BY at DESC LIMIT 1) AS last_backed_up,
        EXISTS (SELECT 1 FROM travel_declarations WHERE customer_id = $1 AND country = $5
                AND starts_at <= now() AND ends_at > now()) AS travel,
-       (SELECT recovery_login_due FROM risk_levels WHERE customer_id = $1) AS recovery_due`,
+       lv.recovery_login_due AS recovery_due, lv.level AS stored_level, lv.reasons AS stored_reasons
+     FROM (SELECT 1) AS one LEFT JOIN risk_levels lv ON lv.customer_id = $1`,
     [
       q.customerId,
       q.credentialId ?? null,
@@ -152,6 +156,7 @@ export async function loginFacts(
     lastBackedUp: r.last_backed_up ?? undefined,
     travelDeclared: r.travel,
     recoveryLoginDue: r.recovery_due ?? false,
+    stored: r.stored_level ? { level: r.stored_level, reasons: r.stored_reasons ?? [] } : undefined,
   };
 }
 

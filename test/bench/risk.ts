@@ -7,8 +7,9 @@
  *      riskEventParams); no I/O. CPU of this process per login.
  *   2. facts: the one statement that gathers the history (loginFacts) — the Postgres backend's CPU
  *      per login (from /proc/<pid>/schedstat), this process's CPU (driver) and the latency.
- *   3. whole: assessLogin as the hub runs it (facts, then one transaction: the event, the audit of
- *      a non-allow decision, the customer's level) — both CPUs per login.
+ *   3. whole: assessLogin as the hub runs it (facts, then the event; when the customer's level or
+ *      its reasons change or the decision is not allow, one transaction with the event, the audit
+ *      and the level instead) — both CPUs per login.
  *
  *   node test/bench/risk.ts
  *
@@ -418,7 +419,7 @@ async function main(): Promise<void> {
       '|---|---:|---:|---:|',
       `| 1. evaluation (IP data, signals, rules, row + JSON; ×${SETTINGS.evalRepeat}) | ${evaluation.cpuUsPerLogin} (IP lookups ${geoUsPerLogin}) | – | ${evaluation.wallUsPerLogin} |`,
       `| 2. facts statement (loginFacts) | ${factsStatement.hubCpuUsPerLogin} | ${dash(factsStatement.postgresCpuUsPerLogin)} | ${factsStatement.latencyUsMean} (p99 ${factsStatement.latencyUsP99}) |`,
-      `| 3. whole assessLogin (2 + 1 + transaction: event, audit, level) | ${whole.hubCpuUsPerLogin} | ${dash(whole.postgresCpuUsPerLogin)} | ${whole.wallUsPerLogin} |`,
+      `| 3. whole assessLogin (2 + 1 + the event; level and audit only when they change) | ${whole.hubCpuUsPerLogin} | ${dash(whole.postgresCpuUsPerLogin)} | ${whole.wallUsPerLogin} |`,
       '',
       `Target: ${report.target}.`,
       '',
