@@ -24,7 +24,7 @@ import { startBackchannelLogouts } from './oidc/backchannelLogout.ts';
 import { createProvider } from './oidc/provider.ts';
 import { applySigningKeys, followSigningKeys } from './oidc/signingKeys.ts';
 import { deleteExpiredProofingFlows } from './proofing/index.ts';
-import { deleteExpiredRiskEvents } from './risk/index.ts';
+import { announceDetectionOff, deleteExpiredRiskEvents } from './risk/index.ts';
 import { startActionConsumers } from './signals/consumers.ts';
 import { createSignals, type Signals } from './signals/index.ts';
 import { ensureDevTls, secureTlsOptions } from './tls/index.ts';
@@ -73,6 +73,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
   try {
     const applied = await migrate(db);
     if (applied.length) logger.info({ applied }, 'migrations applied');
+    await announceDetectionOff(db, config, logger);
     const kek = loadKeyEncryptionKey(config);
     const keys = await loadKeyMaterial(db, kek, { verifyRetiredForSeconds: config.oidc.sessionTtl });
     const demo = config.demo ? await seedDemo(db, config) : undefined;

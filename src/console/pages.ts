@@ -36,6 +36,10 @@ const M = {
     kana: 'カナ',
     status: '状態',
     risk: 'リスク',
+    riskEngine: (level: string) => `自社判定 ${level}`,
+    peerRisk: '他機関からのリスク',
+    peerRiskUntil: (level: string, peer: string, until: string) => `${level}（${peer}、${until} まで）`,
+    peerRiskClear: '他機関からのリスクを解除',
     riskEvents: '最近のリスク判定',
     history: 'サインイン履歴',
     sessions: 'セッション',
@@ -96,6 +100,10 @@ const M = {
     kana: 'Kana',
     status: 'Status',
     risk: 'Risk',
+    riskEngine: (level: string) => `own assessment ${level}`,
+    peerRisk: 'Risk raised by peers',
+    peerRiskUntil: (level: string, peer: string, until: string) => `${level} (${peer}, until ${until})`,
+    peerRiskClear: 'Clear the risk raised by peers',
     riskEvents: 'Recent risk decisions',
     history: 'Sign-in history',
     sessions: 'Sessions',
@@ -263,7 +271,12 @@ ${v.ticket ? html`<section class="notice" id="issued-ticket"><p>${t.ticketOnce}<
 <dl id="customer" data-customer="${c.id}" data-status="${c.status}">
 <dt>${t.number}</dt><dd>${c.customerNumber}</dd><dt>ID</dt><dd>${c.id}</dd><dt>${t.kana}</dt><dd>${c.nameKana}</dd>
 <dt>${t.status}</dt><dd id="customer-status">${c.status}</dd>
-<dt>${t.risk}</dt><dd id="risk-level" data-level="${v.risk.level}">${v.risk.level} ${v.risk.reasons.join(', ')}</dd>
+<dt>${t.risk}</dt><dd id="risk-level" data-level="${v.risk.level}">${v.risk.level} <span id="risk-engine" data-level="${v.risk.engineLevel}">(${t.riskEngine(v.risk.engineLevel)}: ${v.risk.reasons.join(', ')})</span></dd>
+${
+  v.risk.peerLevels.length
+    ? html`<dt>${t.peerRisk}</dt><dd><ul id="peer-risk">${v.risk.peerLevels.map((p) => html`<li data-peer="${p.peerId}" data-level="${p.level}">${t.peerRiskUntil(p.level, p.reason, at(p.expiresAt, lang))}</li>`)}</ul></dd>`
+    : ''
+}
 </dl>
 ${v.frozen ? html`<p class="error" id="frozen-since">${t.frozenSince(at(v.frozen.frozenAt, lang), v.frozen.frozenBy, v.frozen.reason)}</p>` : ''}
 ${
@@ -274,6 +287,7 @@ ${
     ? html`<h2>${t.unfreeze}</h2><form method="post" action="${base}/unfreeze" id="unfreeze-form">${csrf}<button type="submit" id="unfreeze">${t.unfreezeButton}</button></form>`
     : html`<h2>${t.freeze}</h2><form method="post" action="${base}/freeze" id="freeze-form">${csrf}<label>${t.freezeReason}<input name="reason" id="freeze-reason" required maxlength="500"></label><label class="check"><input type="checkbox" name="takeover" value="yes"> ${t.takeover}</label><button type="submit" id="freeze">${t.freezeButton}</button></form>`
 }
+${v.risk.peerLevels.length ? html`<h2>${t.peerRisk}</h2><form method="post" action="${base}/peer-risk/clear" id="peer-risk-clear">${csrf}<button type="submit" class="secondary">${t.peerRiskClear}</button></form>` : ''}
 <h2>${t.ticketIssue}</h2><form method="post" action="${base}/enrollment-ticket" id="ticket-form">${csrf}<button type="submit" class="secondary">${t.ticketButton}</button></form>
 <h2>${t.exemption}</h2>${
         v.exempted

@@ -38,7 +38,13 @@ import { endCustomerSession, listCustomerSessions, revokeCustomerSessions } from
 import { jsonEndpoint } from '../oidc/jsonEndpoint.ts';
 import { refuseThrottledSource, requestMeta } from '../oidc/passkeySignIn.ts';
 import { protectiveSettingsReport } from '../report/index.ts';
-import { customerRisk, DEFAULT_THROTTLE_POLICY, recordAuthFailure, riskEngineFor } from '../risk/index.ts';
+import {
+  clearPeerLevels,
+  customerRisk,
+  DEFAULT_THROTTLE_POLICY,
+  recordAuthFailure,
+  riskEngineFor,
+} from '../risk/index.ts';
 import { errorPage, type Lang, languageOf } from '../web/index.ts';
 import { ConsoleError } from './errors.ts';
 import { freezeCustomer, openFreeze, unfreezeCustomer } from './freeze.ts';
@@ -458,6 +464,17 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
       const id = String(ctx.params.id);
       const r = await unfreezeCustomer(db, { customerId: id, operator: s.name }, requestMeta(ctx));
       return back(id, `unfrozen after proofing ${r.proofingId}`);
+    }),
+  );
+
+  // The customer confirmed by phone, or the peer withdrew its signal: the peer-raised level ends now.
+  router.post(
+    '/customers/:id/peer-risk/clear',
+    action('operator', async (ctx, s) => {
+      const id = String(ctx.params.id);
+      const n = await clearPeerLevels(db, id, actorOf(s));
+      await audit(ctx, s, 'console.customer.peer_risk_cleared', { cleared: n }, id, 'success');
+      return back(id, `cleared ${n} peer risk level(s)`);
     }),
   );
 

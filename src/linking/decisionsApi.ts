@@ -27,6 +27,7 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, readBody } from '../http/index.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
+import { effectiveRiskLevel } from '../risk/index.ts';
 import { sameHolderName } from './accountHolder.ts';
 import { consumeApproval, type OperationApproval, recordApprovalDecision } from './approvals/approvals.ts';
 import {
@@ -113,13 +114,9 @@ export function decisionRoutes({
   policy,
   defaultLimits,
   defaultProducts = config.linking.defaultProducts,
-  riskLevel = async (customerId) => {
-    const r = await db.query<{ level: string }>('SELECT level FROM risk_levels WHERE customer_id = $1', [
-      customerId,
-    ]);
-    const level = r.rows[0]?.level.toLowerCase();
-    return level === 'high' || level === 'medium' ? level : 'low';
-  },
+  // Effective: the engine's level or a higher one a peer institution raised (src/risk/peerLevels.ts).
+  riskLevel = async (customerId) =>
+    (await effectiveRiskLevel(db, customerId)).level.toLowerCase() as 'low' | 'medium' | 'high',
 }: DecisionRoutesOptions): Router {
   const router = new Router({ prefix: '/api/institution/v1/decisions' });
   const authenticate = createInstitutionAuthenticator({

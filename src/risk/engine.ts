@@ -10,10 +10,11 @@ import { emitSecurityEvent } from '../signals/index.ts';
 import type { RiskConfig } from './config.ts';
 import { createGeoLookup, type GeoLookup, type Location, networkRange } from './geo.ts';
 import { evaluate, levelOf, loadRuleSet, type RiskDecision, type RuleSet, type Signals } from './rules.ts';
-import { deriveLoginSignals, type LoginAttempt, type SignalSettings } from './signals.ts';
+import { deriveLoginSignals, type LoginAttempt, type LoginFacts, type SignalSettings } from './signals.ts';
 import {
   insertRiskEvent,
   loginFacts,
+  type RiskEventRow,
   type RiskLevel,
   raiseSessionRisk,
   sessionRisk,
@@ -35,17 +36,29 @@ export interface RiskEngine {
 }
 
 export function createRiskEngine(config: RiskConfig, rules?: RuleSet): RiskEngine {
-  const geo = createGeoLookup(config.geo);
+  const geo = createGeoLookup(config.geo, {
+    cityKm: config.travel.cityAccuracyKm,
+    countryKm: config.travel.countryAccuracyKm,
+  });
   return {
     config,
     rules: rules ?? loadRuleSet(config.rulesFile ?? DEFAULT_RULES_FILE),
     geo,
-    settings: {
-      homeCountry: config.homeCountry,
-      hostingAsns: new Set(config.geo.hostingAsns),
-      impossibleTravelSeconds: config.impossibleTravelSeconds,
-    },
+    settings: signalSettings(config),
     tracked: new RequestTracker(geo, config.trackedTokens),
+  };
+}
+
+/** What signal derivation needs from the configuration (the hub and the replay CLI alike). */
+function signalSettings(config: RiskConfig): SignalSettings {
+  return {
+    homeCountry: config.homeCountry,
+    hostingAsns: new Set(config.geo.hostingAsns),
+    travel: {
+      maxSpeedKmh: config.travel.maxSpeedKmh,
+      toleranceKm: config.travel.toleranceKm,
+      windowSeconds: config.impossibleTravelSeconds,
+    },
   };
 }
 
@@ -59,6 +72,30 @@ export function riskEngineFor(config: { risk: RiskConfig }): RiskEngine {
     engines.set(config, e);
   }
   return e;
+}
+
+/**
+ * Detection is mandatory (JSDA IV.5, FSA comments 84–88); `risk.enabled: false` exists only to
+ * measure its cost. A node started that way says so at every start — a warning in the log and a
+ * `risk.detection.disabled` audit event — so it cannot go unnoticed in production.
+ */
+export async function announceDetectionOff(
+  db: Queryable,
+  config: { risk: RiskConfig; issuer: string },
+  logger: { warn(obj: object, msg: string): void },
+): Promise<boolean> {
+  if (config.risk.enabled) return false;
+  logger.warn(
+    { key: 'risk.enabled', issuer: config.issuer },
+    'RISK DETECTION IS OFF (risk.enabled=false): sign-ins and operations are not assessed or recorded for forensics; only for benchmarks, never in production',
+  );
+  await recordAudit(db, {
+    type: 'risk.detection.disabled',
+    outcome: 'failure',
+    actor: 'system',
+    data: { key: 'risk.enabled', issuer: config.issuer },
+  });
+  return true;
 }
 
 export const deviceHashOf = (token: string | undefined): string | undefined =>
@@ -128,13 +165,88 @@ async function auditDecision(
   });
 }
 
+/**
+ * Where the previous sign-in was: its address located again (city data, when the operator has it),
+ * unless the data now places that address in another country than was recorded; then the centroid.
+ */
+function placeOf(engine: RiskEngine, last: { country: string | null; ip?: string | undefined }) {
+  const again = engine.geo.locate(last.ip);
+  return again.country === (last.country ?? undefined) && again.place
+    ? again.place
+    : engine.geo.centroid(last.country ?? undefined);
+}
+
+/** What a hub with detection off (risk.enabled false, for benchmarks) answers: allow, nothing recorded. */
+const DETECTION_OFF = (engine: RiskEngine): LoginAssessment => ({
+  decision: 'allow',
+  score: 0,
+  reasons: [],
+  ruleVersion: engine.rules.version,
+  signals: {},
+  level: 'LOW',
+});
+
 export interface LoginAssessment extends RiskDecision {
   signals: Signals;
   level: RiskLevel;
 }
 
+/** Where a sign-in comes from and what to ask the history about it (in-process, no I/O). */
+export function loginQuery(engine: RiskEngine, attempt: LoginAttempt) {
+  const { loc, source, sourceRange } = whereFrom(engine, attempt.ip);
+  return {
+    loc,
+    facts: {
+      customerId: attempt.customerId,
+      credentialId: attempt.credentialId,
+      source,
+      sourceRange,
+      country: loc.country,
+      asn: loc.asn,
+      windowSeconds: engine.config.velocityWindowSeconds,
+    },
+  };
+}
+
 /**
- * Decides on a sign-in whose credential was verified: gathers the signals (one query), applies
+ * The in-process part of a sign-in decision, given the history's facts: signals, the rules'
+ * decision and the forensic row to record. No I/O (the detection benchmark times exactly this).
+ */
+export function decideLogin(
+  engine: RiskEngine,
+  attempt: LoginAttempt,
+  q: ReturnType<typeof loginQuery>,
+  facts: LoginFacts,
+): { signals: Signals; decision: RiskDecision; row: RiskEventRow } {
+  if (facts.lastSuccess) facts.lastSuccess.place = placeOf(engine, facts.lastSuccess);
+  const signals = deriveLoginSignals(facts, attempt, q.loc, engine.settings);
+  const d = evaluate(engine.rules, signals);
+  const row: RiskEventRow = {
+    kind: 'login',
+    customerId: attempt.customerId,
+    method: attempt.method,
+    result: d.decision === 'allow' ? 'success' : d.decision === 'step_up' ? 'step_up' : 'blocked',
+    ip: attempt.ip,
+    port: attempt.port,
+    source: q.facts.source,
+    sourceRange: q.facts.sourceRange,
+    country: q.loc.country,
+    asn: q.loc.asn,
+    userAgent: attempt.userAgent,
+    deviceHash: attempt.deviceHash,
+    credentialId: attempt.credentialId,
+    backedUp: attempt.backedUp,
+    decision: d.decision,
+    score: d.score,
+    reasons: d.reasons,
+    ruleVersion: d.ruleVersion,
+    signals,
+  };
+  return { signals, decision: d, row };
+}
+
+/**
+ * Decides on a sign-in whose credential was verified: gathers the facts (one query), applies
  * the rules, records the attempt with its decision and reasons, updates the customer's level.
  */
 export async function assessLogin(
@@ -142,40 +254,22 @@ export async function assessLogin(
   db: Db,
   attempt: LoginAttempt,
 ): Promise<LoginAssessment> {
-  const { loc, source, sourceRange } = whereFrom(engine, attempt.ip);
-  const facts = await loginFacts(db, {
-    customerId: attempt.customerId,
-    credentialId: attempt.credentialId,
-    source,
-    sourceRange,
-    country: loc.country,
-    asn: loc.asn,
-    windowSeconds: engine.config.velocityWindowSeconds,
-  });
-  const signals = deriveLoginSignals(facts, attempt, loc, engine.settings);
-  const d = evaluate(engine.rules, signals);
+  if (!engine.config.enabled) return DETECTION_OFF(engine);
+  const q = loginQuery(engine, attempt);
+  const facts = await loginFacts(db, q.facts);
+  const { signals, decision: d, row } = decideLogin(engine, attempt, q, facts);
+  if (d.decision === 'allow' && !facts.recoveryLoginDue && facts.stored) {
+    // The common sign-in: allowed, and the customer's level and its reasons stay as stored. The
+    // event is then the only write — one statement, no transaction, nothing to audit or announce.
+    const level = levelOf(engine.rules, d);
+    const reasons = d.reasons.map((r) => r.rule);
+    if (level === facts.stored.level && reasons.join() === facts.stored.reasons.join()) {
+      await insertRiskEvent(db, row);
+      return { ...d, signals, level };
+    }
+  }
   const level = await db.transaction(async (tx) => {
-    await insertRiskEvent(tx, {
-      kind: 'login',
-      customerId: attempt.customerId,
-      method: attempt.method,
-      result: d.decision === 'allow' ? 'success' : d.decision === 'step_up' ? 'step_up' : 'blocked',
-      ip: attempt.ip,
-      port: attempt.port,
-      source,
-      sourceRange,
-      country: loc.country,
-      asn: loc.asn,
-      userAgent: attempt.userAgent,
-      deviceHash: attempt.deviceHash,
-      credentialId: attempt.credentialId,
-      backedUp: attempt.backedUp,
-      decision: d.decision,
-      score: d.score,
-      reasons: d.reasons,
-      ruleVersion: d.ruleVersion,
-      signals,
-    });
+    await insertRiskEvent(tx, row);
     await auditDecision(tx, `risk.login.${d.decision}`, attempt.customerId, attempt, d);
     return applyLevel(engine, tx, attempt.customerId, d, { clearRecovery: d.decision === 'allow' });
   });
@@ -194,6 +288,7 @@ export async function recordLoginFailure(
     deviceHash?: string | undefined;
   },
 ): Promise<void> {
+  if (!engine.config.enabled) return;
   const { loc, source, sourceRange } = whereFrom(engine, f.ip);
   await insertRiskEvent(db, {
     kind: 'login',
@@ -230,6 +325,7 @@ export async function assessOperation(
   db: Db,
   op: OperationInput,
 ): Promise<LoginAssessment> {
+  if (!engine.config.enabled) return DETECTION_OFF(engine);
   const { loc, source, sourceRange } = whereFrom(engine, op.ip);
   const res = await db.query<{ ops: number; travel: boolean; session: number | null }>(
     // Sensitive operations are counted per session: a fresh sign-in (a new session) starts over.
@@ -308,6 +404,7 @@ export function observeRequest(
   db: Db,
   r: ObservedRequest,
 ): Promise<RiskDecision> | undefined {
+  if (!engine.config.enabled) return undefined;
   const noted = engine.tracked.note(engine.rules, r);
   return noted && recordObservation(engine, db, r, noted.signals, noted.decision);
 }

@@ -1,18 +1,34 @@
 /**
- * Offline IP → country / autonomous system lookup. No network look-ups: the data comes from CSV
- * files the operator names, in the format of the @ip-location-db packages on npm
- * (`first,last,country` and `first,last,asn,organisation`; IPv4 or IPv6 addresses, or a CIDR in
- * the first column with the second left empty). Tests and private networks use small files of the
- * same shape, e.g. `127.0.0.0,127.0.0.255,JP`.
+ * Offline IP → country / autonomous system / place lookup. No network look-ups: the data comes from
+ * CSV files the operator names, in the format of the @ip-location-db packages on npm
+ * (`first,last,country`, `first,last,asn,organisation` and the city layout
+ * `first,last,country,state1,state2,city,postcode,latitude,longitude,timezone`; IPv4 or IPv6
+ * addresses, or a CIDR in the first column with the second left empty). Tests and private networks
+ * use small files of the same shape, e.g. `127.0.0.0,127.0.0.255,JP`. Without city data a place is
+ * the country's centroid (config/country-centroids.csv), with that country's uncertainty.
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+/** Where on earth, and how far off that may be (city coordinates: little; a country centroid: a lot). */
+export interface Place {
+  lat: number;
+  lon: number;
+  accuracyKm: number;
+}
 
 export interface Location {
   country?: string | undefined;
   asn?: number | undefined;
   org?: string | undefined;
+  place?: Place | undefined;
 }
+
+/** The country centroids shipped with the hub (risk.geo.centroidsFile overrides). */
+export const DEFAULT_CENTROIDS_FILE = fileURLToPath(
+  new URL('../../config/country-centroids.csv', import.meta.url),
+);
 
 interface Table<T> {
   v4: { starts: bigint[]; ends: bigint[]; values: T[] };
@@ -65,21 +81,46 @@ function range(first: string, last: string): { family: 4 | 6; start: bigint; end
   return { family: a.family, start: a.value, end: b.value };
 }
 
+/** One CSV line's fields; double quotes may enclose commas (city names). */
+function csvFields(line: string): string[] {
+  if (!line.includes('"')) return line.split(',').map((c) => c.trim());
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i]!;
+    if (ch === '"') {
+      if (quoted && line[i + 1] === '"') {
+        cur += '"';
+        i++;
+      } else quoted = !quoted;
+    } else if (ch === ',' && !quoted) {
+      out.push(cur.trim());
+      cur = '';
+    } else cur += ch;
+  }
+  out.push(cur.trim());
+  return out;
+}
+
+function readData(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new GeoDataError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
 function loadTable<T>(files: string[], parse: (cols: string[]) => T | undefined): Table<T> {
   const rows: Array<{ family: 4 | 6; start: bigint; end: bigint; value: T }> = [];
   for (const file of files) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new GeoDataError(`cannot read ${file}: ${(err as Error).message}`);
-    }
+    const text = readData(file);
     let lineNo = 0;
     for (const line of text.split('\n')) {
       lineNo++;
       const trimmed = line.trim();
       if (!trimmed || trimmed.startsWith('#')) continue;
-      const cols = trimmed.split(',').map((c) => c.trim().replace(/^"|"$/g, ''));
+      const cols = csvFields(trimmed);
       const r = range(cols[0] ?? '', cols[1] ?? '');
       const value = parse(cols.slice(2));
       if (!r || value === undefined) {
@@ -124,9 +165,47 @@ function find<T>(table: Table<T>, ip: string): T | undefined {
 
 export interface GeoLookup {
   locate(ip: string | undefined): Location;
+  /** A country's centroid with its uncertainty, if the centroids file has it. */
+  centroid(country: string | undefined): Place | undefined;
 }
 
-export function createGeoLookup(o: { countryFiles: string[]; asnFiles: string[] }): GeoLookup {
+export interface GeoFiles {
+  countryFiles: string[];
+  asnFiles: string[];
+  cityFiles?: string[] | undefined;
+  centroidsFile?: string | undefined;
+}
+
+const coordinate = (v: string | undefined, max: number) => {
+  const n = v === undefined || v === '' ? Number.NaN : Number(v);
+  return Number.isFinite(n) && Math.abs(n) <= max ? n : undefined;
+};
+
+/** `country,latitude,longitude[,accuracy_km]` lines; `#` comments and a header are skipped. */
+function loadCentroids(file: string, defaultAccuracyKm: number): Map<string, Place> {
+  const out = new Map<string, Place>();
+  let lineNo = 0;
+  for (const line of readData(file).split('\n')) {
+    lineNo++;
+    const t = line.trim();
+    if (!t || t.startsWith('#')) continue;
+    const [cc = '', la, lo, acc] = csvFields(t);
+    const lat = coordinate(la, 90);
+    const lon = coordinate(lo, 180);
+    const accuracy = acc ? coordinate(acc, 20_000) : defaultAccuracyKm;
+    if (!/^[A-Z]{2}$/.test(cc) || lat === undefined || lon === undefined || accuracy === undefined) {
+      if (cc === 'country') continue;
+      throw new GeoDataError(`${file}:${lineNo}: not "country,latitude,longitude[,accuracy_km]"`);
+    }
+    out.set(cc, { lat, lon, accuracyKm: accuracy });
+  }
+  return out;
+}
+
+export function createGeoLookup(
+  o: GeoFiles,
+  accuracy: { cityKm: number; countryKm: number } = { cityKm: 50, countryKm: 500 },
+): GeoLookup {
   const countries = loadTable(o.countryFiles, ([cc]) =>
     cc && /^[A-Za-z]{2}$/.test(cc) ? cc.toUpperCase() : undefined,
   );
@@ -135,12 +214,25 @@ export function createGeoLookup(o: { countryFiles: string[]; asnFiles: string[] 
       ? { asn: Number(asn.replace(/^AS/i, '')), org: org.join(',') || undefined }
       : undefined,
   );
+  // first,last | country,state1,state2,city,postcode,latitude,longitude[,timezone]
+  const cities = loadTable(o.cityFiles ?? [], (c) => {
+    const lat = coordinate(c[5], 90);
+    const lon = coordinate(c[6], 180);
+    if (lat === undefined || lon === undefined) return undefined;
+    const cc = c[0] && /^[A-Za-z]{2}$/.test(c[0]) ? c[0].toUpperCase() : undefined;
+    return { country: cc, place: { lat, lon, accuracyKm: accuracy.cityKm } };
+  });
+  const centroids = loadCentroids(o.centroidsFile ?? DEFAULT_CENTROIDS_FILE, accuracy.countryKm);
+  const centroid = (country: string | undefined) => (country ? centroids.get(country) : undefined);
   return {
     locate(ip) {
       if (!ip) return {};
       const as = find(asns, ip);
-      return { country: find(countries, ip), asn: as?.asn, org: as?.org };
+      const city = cities.v4.starts.length + cities.v6.starts.length ? find(cities, ip) : undefined;
+      const country = find(countries, ip) ?? city?.country;
+      return { country, asn: as?.asn, org: as?.org, place: city?.place ?? centroid(country) };
     },
+    centroid,
   };
 }
 

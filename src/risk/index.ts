@@ -5,6 +5,7 @@
  */
 export { type RiskConfig, riskConfigSchema } from './config.ts';
 export {
+  announceDetectionOff,
   assessLogin,
   assessOperation,
   createRiskEngine,
@@ -27,6 +28,12 @@ export {
   TravelError,
 } from './forensics.ts';
 export { createGeoLookup, GeoDataError, type GeoLookup, type Location, networkRange } from './geo.ts';
+export {
+  clearPeerLevels,
+  type EffectiveRiskLevel,
+  effectiveRiskLevel,
+  type PeerRiskLevel,
+} from './peerLevels.ts';
 export { ReplayError, type ReplayedDecision, replay } from './replay.ts';
 export {
   type Decision,

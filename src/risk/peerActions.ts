@@ -5,11 +5,13 @@
  * transaction with marking it processed, so none is lost or applied twice — and acts through the
  * engine's own state:
  *
- * - raise_risk: the customer's level (risk_levels, which the withdrawal decision endpoint reads:
- *   HIGH denies, MEDIUM asks for a fresh approval) goes up to what the event says — a
+ * - raise_risk: the peer's level is kept (peer_risk_levels, see peerLevels.ts) — a
  *   risk-level-change's `current_level`, HIGH for a takeover, a compromised credential or a recovery,
- *   MEDIUM for anything else. It never lowers a level; the engine's next decision moves it as usual.
- * - require_step_up: at least MEDIUM, and every live session and grant of the customer gets the
+ *   MEDIUM for anything else — until it expires (risk.peerRiskTtlSeconds), the customer re-proves
+ *   their identity or an operator clears it. The customer's effective level (which the withdrawal
+ *   decision endpoint reads: HIGH denies, MEDIUM asks for a fresh approval) is the higher of it and
+ *   the engine's own, so the engine's next clean sign-in does not lower it; a peer never lowers it.
+ * - require_step_up: a MEDIUM peer level, and every live session and grant of the customer gets the
  *   post-login score at which the rules ask for step-up (the `sessionScore` rule), so a sensitive
  *   operation in them is held back (assessOperation) until the customer signs in afresh.
  * - require_reproofing: the account is locked with no end until the customer re-proofs (proofing
@@ -22,6 +24,7 @@
 import { recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import type { RiskEngine } from './engine.ts';
+import { raisePeerLevel } from './peerLevels.ts';
 import type { RuleSet } from './rules.ts';
 import { type RiskLevel, raiseSessionRisk } from './store.ts';
 
@@ -32,7 +35,6 @@ const HIGH_EVENTS: ReadonlySet<string> = new Set([
   `${RISC}credential-compromise`,
   `${RISC}recovery-activated`,
 ]);
-const RANK: Record<RiskLevel, number> = { LOW: 0, MEDIUM: 1, HIGH: 2 };
 
 export const PEER_RISK_ACTIONS = ['raise_risk', 'require_step_up', 'require_reproofing'] as const;
 
@@ -48,7 +50,10 @@ interface ActionRow {
 }
 
 /** The level a peer's event asks for (undefined: none, e.g. a risk-level-change to LOW). */
-export function peerEventLevel(eventType: string, detail: Record<string, unknown>): RiskLevel | undefined {
+export function peerEventLevel(
+  eventType: string,
+  detail: Record<string, unknown>,
+): Exclude<RiskLevel, 'LOW'> | undefined {
   if (eventType === `${CAEP}risk-level-change`) {
     const l = detail.current_level;
     return l === 'HIGH' || l === 'MEDIUM' ? l : undefined;
@@ -94,7 +99,19 @@ async function apply(engine: RiskEngine, tx: Queryable, row: ActionRow): Promise
   if (row.action === 'raise_risk' || row.action === 'require_step_up') {
     const wanted =
       row.action === 'raise_risk' ? peerEventLevel(row.event_type, row.detail) : ('MEDIUM' as const);
-    const level = wanted ? await raiseLevel(tx, row.customer_id, wanted, reason) : undefined;
+    const raised = wanted
+      ? await raisePeerLevel(tx, {
+          customerId: row.customer_id,
+          peerId: row.peer_id,
+          level: wanted,
+          reason,
+          eventType: row.event_type,
+          jti: row.jti,
+          txn: row.txn,
+          ttlSeconds: engine.config.peerRiskTtlSeconds,
+        })
+      : undefined;
+    const changed = raised && raised.current.level !== raised.previous.level;
     let sessions = 0;
     if (row.action === 'require_step_up') {
       const score = stepUpSessionScore(engine.rules);
@@ -120,7 +137,14 @@ async function apply(engine: RiskEngine, tx: Queryable, row: ActionRow): Promise
       outcome: 'info',
       actor,
       customerId: row.customer_id,
-      data: { ...base, level: level?.level ?? 'unchanged', previous: level?.previous, sessions },
+      data: {
+        ...base,
+        level: changed ? raised.current.level : 'unchanged',
+        previous: changed ? raised.previous.level : undefined,
+        peerLevel: wanted ?? 'none',
+        expiresAt: raised?.expiresAt.toISOString(),
+        sessions,
+      },
     });
     return;
   }
@@ -139,27 +163,6 @@ async function apply(engine: RiskEngine, tx: Queryable, row: ActionRow): Promise
     customerId: row.customer_id,
     data: { ...base, reason: 'reproofing_required' },
   });
-}
-
-/** Raises (never lowers) the customer's level; returns the outcome when it changed. */
-async function raiseLevel(
-  tx: Queryable,
-  customerId: string,
-  level: RiskLevel,
-  reason: string,
-): Promise<{ level: RiskLevel; previous: RiskLevel } | undefined> {
-  const old = await tx.query<{ level: RiskLevel }>(
-    'SELECT level FROM risk_levels WHERE customer_id = $1 FOR UPDATE',
-    [customerId],
-  );
-  const previous = old.rows[0]?.level ?? 'LOW';
-  if (RANK[previous] >= RANK[level]) return undefined;
-  await tx.query(
-    `INSERT INTO risk_levels (customer_id, level, reasons) VALUES ($1, $2, $3::jsonb)
-     ON CONFLICT (customer_id) DO UPDATE SET level = EXCLUDED.level, reasons = EXCLUDED.reasons, updated_at = now()`,
-    [customerId, level, JSON.stringify([reason])],
-  );
-  return { level, previous };
 }
 
 /** `session:<uid>` of the customer's live browser sessions and `grant:<id>` of their grants. */

@@ -149,7 +149,10 @@ export function* replay(
     if (e.kind !== 'login') continue;
     const ip = e.ip ?? undefined;
     const located = o.geo.locate(ip);
-    const where = { country: e.country ?? located.country, asn: e.asn ?? located.asn };
+    const country = e.country ?? located.country;
+    // A recorded country the data does not agree with: that country's centroid.
+    const place = country === located.country ? located.place : o.geo.centroid(country);
+    const where = { country, asn: e.asn ?? located.asn, place };
     const entry = {
       at: e.at,
       customerId: e.customerId ?? undefined,
@@ -158,6 +161,7 @@ export function* replay(
       sourceRange: networkRange(ip),
       country: where.country,
       asn: where.asn,
+      place,
       backedUp: e.backedUp ?? undefined,
       deviceHash: e.deviceHash ?? undefined,
     };

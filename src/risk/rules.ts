@@ -28,7 +28,10 @@ const ruleSchema = z.strictObject({
   when: z.record(z.string().min(1), condition).refine((w) => Object.keys(w).length > 0, 'empty when'),
   score: z.number().int().min(0).max(1000).default(0),
   decision: z.enum(DECISIONS).optional(),
-  /** What the rule means, for operators and investigators. */
+  /**
+   * What the rule means, for operators and investigators. `{signal}` is replaced by that signal's
+   * value in the reason kept with a decision (e.g. `{travelKm}`).
+   */
   explain: z.string().min(1),
 });
 
@@ -111,6 +114,15 @@ export function stricter(a: Decision, b: Decision): Decision {
   return RANK[a] >= RANK[b] ? a : b;
 }
 
+/** The explanation with `{signal}` placeholders filled in (left as written when unmeasured). */
+function explained(text: string, signals: Signals): string {
+  if (!text.includes('{')) return text;
+  return text.replace(/\{([A-Za-z][A-Za-z0-9]*)\}/g, (all, name: string) => {
+    const v = signals[name];
+    return v === undefined ? all : String(v);
+  });
+}
+
 /** Applies the rule set to one set of signals. Pure: the same inputs give the same decision. */
 export function evaluate(rules: RuleSet, signals: Signals): RiskDecision {
   let score = 0;
@@ -120,7 +132,7 @@ export function evaluate(rules: RuleSet, signals: Signals): RiskDecision {
     if (!Object.entries(rule.when).every(([name, c]) => holds(signals[name], c))) continue;
     score += rule.score;
     if (rule.decision) forced = stricter(forced, rule.decision);
-    reasons.push({ rule: rule.id, score: rule.score, explain: rule.explain });
+    reasons.push({ rule: rule.id, score: rule.score, explain: explained(rule.explain, signals) });
   }
   const byScore: Decision =
     score >= rules.thresholds.block ? 'block' : score >= rules.thresholds.stepUp ? 'step_up' : 'allow';

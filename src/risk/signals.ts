@@ -3,8 +3,9 @@
  * rules look at. Pure, so the hub (facts from SQL) and the replay (facts from a recorded stream,
  * see MemoryHistory) derive signals the same way.
  */
-import type { Location } from './geo.ts';
+import type { Location, Place } from './geo.ts';
 import type { Signals } from './rules.ts';
+import { assessTravel, type TravelSettings } from './travel.ts';
 
 /** What the history says about one sign-in attempt's customer, source and network. */
 export interface LoginFacts {
@@ -23,7 +24,10 @@ export interface LoginFacts {
   seenCountry: boolean;
   seenNetwork: boolean;
   seenCredential: boolean;
-  lastSuccess: { country: string | null; at: Date } | undefined;
+  /** The previous successful sign-in: when, from which country and place (for impossible travel). */
+  lastSuccess:
+    | { country: string | null; at: Date; ip?: string | undefined; place?: Place | undefined }
+    | undefined;
   /** The passkey's backup state at its previous successful use. */
   lastBackedUp: boolean | undefined;
   travelDeclared: boolean;
@@ -47,7 +51,7 @@ export interface LoginAttempt {
 export interface SignalSettings {
   homeCountry: string;
   hostingAsns: ReadonlySet<number>;
-  impossibleTravelSeconds: number;
+  travel: TravelSettings;
 }
 
 export function deriveLoginSignals(
@@ -60,6 +64,7 @@ export function deriveLoginSignals(
   const country = where.country;
   const abroad = country !== undefined && country !== s.homeCountry;
   const last = facts.lastSuccess;
+  const travel = last && assessTravel(last, { place: where.place, at }, s.travel);
   return {
     country,
     asn: where.asn,
@@ -71,11 +76,11 @@ export function deriveLoginSignals(
     newNetwork: facts.signedInBefore && where.asn !== undefined && !facts.seenNetwork,
     abroad,
     travelDeclared: facts.travelDeclared,
-    impossibleTravel:
-      !!last?.country &&
-      country !== undefined &&
-      last.country !== country &&
-      at.getTime() - last.at.getTime() < s.impossibleTravelSeconds * 1000,
+    // Unmeasured (absent) without both places or beyond the window: such a rule never matches.
+    impossibleTravel: travel?.impossible,
+    travelKm: travel?.km,
+    travelHours: travel?.hours,
+    travelSpeedKmh: travel?.speedKmh,
     hostingSource: where.asn !== undefined && s.hostingAsns.has(where.asn),
     failuresPerAccount: facts.failuresPerAccount,
     failuresPerSource: facts.failuresPerSource,
@@ -100,6 +105,7 @@ export interface HistoryEntry {
   sourceRange: string | undefined;
   country: string | undefined;
   asn: number | undefined;
+  place?: Place | undefined;
   backedUp: boolean | undefined;
   deviceHash: string | undefined;
 }
@@ -141,7 +147,9 @@ export class MemoryHistory {
       seenCountry: mine.some((x) => x.country === e.country),
       seenNetwork: mine.some((x) => x.asn === e.asn),
       seenCredential: mine.some((x) => x.credentialId === e.credentialId),
-      lastSuccess: lastSuccess ? { country: lastSuccess.country ?? null, at: lastSuccess.at } : undefined,
+      lastSuccess: lastSuccess
+        ? { country: lastSuccess.country ?? null, at: lastSuccess.at, place: lastSuccess.place }
+        : undefined,
       lastBackedUp: lastWithCred?.backedUp,
       travelDeclared: this.travel.some(
         (t) =>

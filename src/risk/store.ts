@@ -1,6 +1,7 @@
 /** The risk module's tables: events (forensics), travel declarations, levels, session risk. */
 import type { Queryable } from '../db/index.ts';
 import { countRiskDecision } from '../metrics/index.ts';
+import { expirePeerLevels, higherLevel, livePeerLevels, type PeerRiskLevel } from './peerLevels.ts';
 import type { RiskReason } from './rules.ts';
 import type { LoginFacts } from './signals.ts';
 
@@ -28,41 +29,46 @@ export interface RiskEventRow {
   signals?: Record<string, unknown> | undefined;
 }
 
+const INSERT_RISK_EVENT = `INSERT INTO risk_events (kind, customer_id, method, result, ip, port, source, source_range,
+     country, asn, user_agent, device_hash, credential_id, backed_up, session_key, client_id, decision, score, reasons,
+     rule_version, signals)
+   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $21::jsonb)`;
+
 export async function insertRiskEvent(db: Queryable, e: RiskEventRow): Promise<void> {
-  await db.query(
-    `INSERT INTO risk_events (kind, customer_id, method, result, ip, port, source, source_range, country, asn,
-       user_agent, device_hash, credential_id, backed_up, session_key, client_id, decision, score, reasons,
-       rule_version, signals)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19::jsonb, $20, $21::jsonb)`,
-    [
-      e.kind,
-      e.customerId ?? null,
-      e.method,
-      e.result,
-      e.ip ?? null,
-      e.port ?? null,
-      e.source ?? null,
-      e.sourceRange ?? null,
-      e.country ?? null,
-      e.asn ?? null,
-      e.userAgent?.slice(0, 512) ?? null,
-      e.deviceHash ?? null,
-      e.credentialId ?? null,
-      e.backedUp ?? null,
-      e.sessionKey ?? null,
-      e.clientId ?? null,
-      e.decision ?? null,
-      e.score ?? null,
-      JSON.stringify(e.reasons ?? []),
-      e.ruleVersion ?? null,
-      JSON.stringify(e.signals ?? {}),
-    ],
-  );
+  await db.query(INSERT_RISK_EVENT, riskEventParams(e));
   countRiskDecision(e.kind, e.decision);
 }
 
+/** The INSERT's parameters (the JSON encoding included: the detection benchmark times it). */
+export function riskEventParams(e: RiskEventRow): unknown[] {
+  return [
+    e.kind,
+    e.customerId ?? null,
+    e.method,
+    e.result,
+    e.ip ?? null,
+    e.port ?? null,
+    e.source ?? null,
+    e.sourceRange ?? null,
+    e.country ?? null,
+    e.asn ?? null,
+    e.userAgent?.slice(0, 512) ?? null,
+    e.deviceHash ?? null,
+    e.credentialId ?? null,
+    e.backedUp ?? null,
+    e.sessionKey ?? null,
+    e.clientId ?? null,
+    e.decision ?? null,
+    e.score ?? null,
+    JSON.stringify(e.reasons ?? []),
+    e.ruleVersion ?? null,
+    JSON.stringify(e.signals ?? {}),
+  ];
+}
+
 /**
- * Everything LoginFacts needs in one round trip. Only failures are counted per source and range, so
+ * Everything LoginFacts needs in one round trip, and the customer's stored level (so that a sign-in
+ * that changes nothing need not write it). Only failures are counted per source and range, so
  * those scans read failures alone (partial indexes, migration 0022) however busy a source is; the
  * customer's own successful sign-ins are read through EXISTS and newest-first lookups (`mine` is
  * inlined, not materialised) that stop at the first row they need.
@@ -78,7 +84,7 @@ export async function loginFacts(
     asn: number | undefined;
     windowSeconds: number;
   },
-): Promise<LoginFacts> {
+): Promise<LoginFacts & { stored: { level: RiskLevel; reasons: string[] } | undefined }> {
   const res = await db.query<{
     fa: number;
     fs: number;
@@ -90,13 +96,16 @@ export async function loginFacts(
     seen_asn: boolean;
     seen_cred: boolean;
     last_country: string | null;
+    last_ip: string | null;
     last_at: Date | null;
     last_backed_up: boolean | null;
     travel: boolean;
     recovery_due: boolean | null;
+    stored_level: RiskLevel | null;
+    stored_reasons: string[] | null;
   }>(
     `WITH since AS (SELECT now() - make_interval(secs => $7) AS t),
-     mine AS NOT MATERIALIZED (SELECT country, asn, credential_id, backed_up, at FROM risk_events
+     mine AS NOT MATERIALIZED (SELECT country, asn, ip, credential_id, backed_up, at FROM risk_events
               WHERE customer_id = $1 AND kind = 'login' AND result = 'success'),
      src AS (SELECT customer_id, credential_id, result FROM risk_events, since
              WHERE kind = 'login' AND result = 'failure' AND source = $3 AND at > since.t),
@@ -113,11 +122,13 @@ export async function loginFacts(
        EXISTS (SELECT 1 FROM mine WHERE asn = $6::int) AS seen_asn,
        EXISTS (SELECT 1 FROM mine WHERE credential_id = $2) AS seen_cred,
        (SELECT country FROM mine ORDER BY at DESC LIMIT 1) AS last_country,
+       (SELECT ip FROM mine ORDER BY at DESC LIMIT 1) AS last_ip,
        (SELECT at FROM mine ORDER BY at DESC LIMIT 1) AS last_at,
        (SELECT backed_up FROM mine WHERE credential_id = $2 ORDER BY at DESC LIMIT 1) AS last_backed_up,
        EXISTS (SELECT 1 FROM travel_declarations WHERE customer_id = $1 AND country = $5
                AND starts_at <= now() AND ends_at > now()) AS travel,
-       (SELECT recovery_login_due FROM risk_levels WHERE customer_id = $1) AS recovery_due`,
+       lv.recovery_login_due AS recovery_due, lv.level AS stored_level, lv.reasons AS stored_reasons
+     FROM (SELECT 1) AS one LEFT JOIN risk_levels lv ON lv.customer_id = $1`,
     [
       q.customerId,
       q.credentialId ?? null,
@@ -139,16 +150,24 @@ export async function loginFacts(
     seenCountry: r.seen_country,
     seenNetwork: r.seen_asn,
     seenCredential: r.seen_cred,
-    lastSuccess: r.last_at ? { country: r.last_country, at: new Date(r.last_at) } : undefined,
+    lastSuccess: r.last_at
+      ? { country: r.last_country, ip: r.last_ip ?? undefined, at: new Date(r.last_at) }
+      : undefined,
     lastBackedUp: r.last_backed_up ?? undefined,
     travelDeclared: r.travel,
     recoveryLoginDue: r.recovery_due ?? false,
+    stored: r.stored_level ? { level: r.stored_level, reasons: r.stored_reasons ?? [] } : undefined,
   };
 }
 
 export type RiskLevel = 'LOW' | 'MEDIUM' | 'HIGH';
 
-/** Sets the customer's level; returns the previous one when it changed. */
+/**
+ * Sets the customer's level (and the reasons of the decision behind it); returns the previous one
+ * when it changed. One statement: the row is locked (ordering concurrent changes inside the
+ * caller's transaction) and only written when something differs — the common sign-in, same level
+ * and reasons as last time, writes nothing.
+ */
 export async function setRiskLevel(
   db: Queryable,
   customerId: string,
@@ -156,18 +175,21 @@ export async function setRiskLevel(
   reasons: string[],
   opts: { clearRecovery?: boolean } = {},
 ): Promise<{ changed: boolean; previous: RiskLevel | undefined }> {
-  // Called inside the caller's transaction: the row lock orders concurrent changes.
-  const old = await db.query<{ level: RiskLevel }>(
-    'SELECT level FROM risk_levels WHERE customer_id = $1 FOR UPDATE',
-    [customerId],
-  );
-  await db.query(
-    `INSERT INTO risk_levels AS r (customer_id, level, reasons) VALUES ($1, $2, $3::jsonb)
+  const res = await db.query<{ previous: RiskLevel | null }>(
+    // The WHERE makes `old` run (and lock) before the upsert; read only in RETURNING it would run
+    // after it and no longer see the row this statement updated.
+    `WITH old AS (SELECT level FROM risk_levels WHERE customer_id = $1 FOR UPDATE)
+     INSERT INTO risk_levels AS r (customer_id, level, reasons)
+     SELECT $1, $2, $3::jsonb WHERE (SELECT count(*) FROM old) >= 0
      ON CONFLICT (customer_id) DO UPDATE SET level = EXCLUDED.level, reasons = EXCLUDED.reasons, updated_at = now(),
-       recovery_login_due = CASE WHEN $4 THEN false ELSE r.recovery_login_due END`,
+       recovery_login_due = CASE WHEN $4 THEN false ELSE r.recovery_login_due END
+     WHERE r.level <> EXCLUDED.level OR r.reasons <> EXCLUDED.reasons OR ($4 AND r.recovery_login_due)
+     RETURNING (SELECT level FROM old) AS previous`,
     [customerId, level, JSON.stringify(reasons), opts.clearRecovery ?? false],
   );
-  const previous = old.rows[0]?.level;
+  // No row back: the stored level and reasons were already these.
+  if (res.rows.length === 0) return { changed: false, previous: level };
+  const previous = res.rows[0]!.previous ?? undefined;
   return { changed: (previous ?? 'LOW') !== level, previous };
 }
 
@@ -199,7 +221,10 @@ export async function sessionRisk(db: Queryable, sessionKey: string): Promise<nu
   return res.rows[0]?.score ?? 0;
 }
 
-/** Deletes forensics rows older than the retention, a batch at a time (the hub's sweeper). */
+/**
+ * The hub's sweeper for risk data: deletes forensics rows older than the retention (a batch at a
+ * time) and ends peer-raised levels that expired.
+ */
 export async function deleteExpiredRiskEvents(
   db: Queryable,
   retentionDays: number,
@@ -218,13 +243,24 @@ export async function deleteExpiredRiskEvents(
     'DELETE FROM travel_declarations WHERE ends_at < now() - make_interval(days => $1)',
     [retentionDays],
   );
-  return events.rowCount + sessions.rowCount + travel.rowCount;
+  // Peer levels whose time is up end now (audited); ended ones go with the retention.
+  const expired = await expirePeerLevels(db);
+  const peer = await db.query(
+    'DELETE FROM peer_risk_levels WHERE ended_at < now() - make_interval(days => $1)',
+    [retentionDays],
+  );
+  return events.rowCount + sessions.rowCount + travel.rowCount + expired + peer.rowCount;
 }
 
 export interface CustomerRiskView {
+  /** Effective: the higher of the engine's level and the live peer levels. */
   level: RiskLevel;
+  /** The engine's own level (its latest decision) and that decision's reasons. */
+  engineLevel: RiskLevel;
   reasons: string[];
   updatedAt: Date | null;
+  /** Levels peer institutions raised that still stand. */
+  peerLevels: PeerRiskLevel[];
   events: Array<{
     at: Date;
     kind: string;
@@ -241,7 +277,7 @@ export interface CustomerRiskView {
 
 /** The customer's current level and latest risk events with their reasons (operator console). */
 export async function customerRisk(db: Queryable, customerId: string, limit = 20): Promise<CustomerRiskView> {
-  const [level, events] = await Promise.all([
+  const [level, events, peerLevels] = await Promise.all([
     db.query<{ level: RiskLevel; reasons: string[]; updated_at: Date }>(
       'SELECT level, reasons, updated_at FROM risk_levels WHERE customer_id = $1',
       [customerId],
@@ -251,10 +287,14 @@ export async function customerRisk(db: Queryable, customerId: string, limit = 20
        WHERE customer_id = $1 ORDER BY at DESC, id DESC LIMIT $2`,
       [customerId, limit],
     ),
+    livePeerLevels(db, customerId),
   ]);
   const l = level.rows[0];
+  const engineLevel = l?.level ?? 'LOW';
   return {
-    level: l?.level ?? 'LOW',
+    level: peerLevels.reduce<RiskLevel>((max, p) => higherLevel(max, p.level), engineLevel),
+    engineLevel,
+    peerLevels,
     reasons: l?.reasons ?? [],
     updatedAt: l ? new Date(l.updated_at) : null,
     events: events.rows.map(({ user_agent, ...e }) => ({

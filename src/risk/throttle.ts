@@ -14,6 +14,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { recordAudit } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
+import { clearPeerLevels } from './peerLevels.ts';
 
 export interface ThrottlePolicy {
   source: {
@@ -187,8 +188,13 @@ export async function recordAuthSuccess(db: Queryable, customerId: string): Prom
   );
 }
 
-/** Lifts a lock: after re-proofing (`by` = 'reproofing') or by an operator. Audited. */
+/**
+ * Lifts a lock: after re-proofing (`by` = 'reproofing') or by an operator. Audited. Re-proofing also
+ * ends the risk levels peer institutions raised (the identity is established again); returns whether
+ * a lock was lifted.
+ */
 export async function unlockAccount(db: Queryable, customerId: string, by: string): Promise<boolean> {
+  if (by === 'reproofing') await clearPeerLevels(db, customerId, by);
   const res = await db.query(
     `UPDATE account_lockouts SET consecutive_failures = 0, locked_until = NULL, reproofing_required = false
      WHERE customer_id = $1 AND (locked_until IS NOT NULL OR consecutive_failures > 0 OR reproofing_required)`,

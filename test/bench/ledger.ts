@@ -28,7 +28,7 @@ import type { Client } from 'undici';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { openDb } from '../../src/db/index.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
-import { cleanup, log, onCleanup } from './lib/cleanup.ts';
+import { log, onCleanup, runBench } from './lib/cleanup.ts';
 import {
   freePort,
   machineCpuSeconds,
@@ -440,13 +440,4 @@ async function main(): Promise<void> {
   console.log(lines.join('\n'));
 }
 
-main()
-  .then(
-    () => cleanup(),
-    async (err) => {
-      log(`bench failed: ${(err as Error).stack ?? err}`);
-      await cleanup();
-      process.exitCode = 1;
-    },
-  )
-  .then(() => process.exit());
+runBench(main);

@@ -21,7 +21,7 @@ import type { Client } from 'undici';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { openDb } from '../../src/db/index.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
-import { cleanup, log, onCleanup } from './lib/cleanup.ts';
+import { log, onCleanup, runBench } from './lib/cleanup.ts';
 import {
   type Database,
   freePort,
@@ -77,6 +77,11 @@ const SETTINGS = {
   profile: flag('BENCH_PROFILE', false),
   perf: flag('BENCH_PERF', false),
   stepCpuFlows: num('BENCH_STEP_CPU_FLOWS', 200),
+  /** `off`: the hub runs with risk.enabled false, to measure what detection costs (risk-overhead.ts). */
+  risk: ((v = 'on') => {
+    if (v !== 'on' && v !== 'off') throw new Error(`BENCH_RISK: on or off, not "${v}"`);
+    return v;
+  })(env.BENCH_RISK),
 };
 const TARGETS = { flowsPerSecondAt10: 300, flowP99MsAt10: 100, apiReadsPerSecondAt50: 2500 };
 const SCOPE = 'openid offline_access accounts';
@@ -463,6 +468,7 @@ function markdown(report: Report): string {
     `Machine: ${m.nproc} × ${m.cpuModel}, ${m.platform}, Node ${m.node}; PostgreSQL ${report.postgres.version} ` +
       `(${report.postgres.source}, fsync=${report.postgres.fsync}${report.postgres.fsync === 'off' ? ' — NOT durable, commits skip the disk flush' : ''}), hub pg pool ${report.config.dbPool}.`,
     `Load generator, hub and PostgreSQL share these ${m.nproc} cores. ${report.config.warmupS} s warm-up, ${report.config.durationS} s measured per phase.`,
+    `Risk detection: ${report.config.risk === 'off' ? '**OFF** (BENCH_RISK=off, risk.enabled false)' : 'on'}.`,
     `Flow = PAR (private_key_jwt, PKCE S256, ${report.config.parDpop === 'proof' ? 'DPoP proof header' : 'dpop_jkt'}) → /auth → ` +
       `${report.config.loginPage ? 'login page → ' : ''}passkey options → assertion (client side) → verify → /auth resume → ` +
       `${report.config.consentPage ? 'consent page (HTML GET) → ' : ''}consent POST → /auth resume → token (DPoP), fresh cookie jar per flow; ` +
@@ -551,9 +557,10 @@ async function main(): Promise<void> {
   onCleanup(() => db.stop());
   const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-bench-'));
   onCleanup(() => rmSync(dataDir, { recursive: true, force: true }));
-  // An empty config file, so that a developer's config/kakehashi.json does not change what we measure.
+  // Our own config file, so that a developer's config/kakehashi.json does not change what we measure.
   const configFile = path.join(dataDir, 'bench-config.json');
-  writeFileSync(configFile, '{}\n');
+  writeFileSync(configFile, SETTINGS.risk === 'off' ? '{"risk":{"enabled":false}}\n' : '{}\n');
+  if (SETTINGS.risk === 'off') log('BENCH_RISK=off: the hub runs with risk detection OFF');
   const profileDir = path.join(dataDir, 'profile');
   if (SETTINGS.profile) mkdirSync(profileDir);
   const perfDir = SETTINGS.perf && perfAvailable() ? path.join(dataDir, 'perf') : undefined;
@@ -768,13 +775,4 @@ async function main(): Promise<void> {
   console.log(`\nJSON: ${path.relative(process.cwd(), out)}`);
 }
 
-main()
-  .then(
-    () => cleanup(),
-    async (err) => {
-      log(`bench failed: ${(err as Error).stack ?? err}`);
-      await cleanup();
-      process.exitCode = 1;
-    },
-  )
-  .then(() => process.exit());
+runBench(main);

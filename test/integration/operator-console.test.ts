@@ -16,6 +16,7 @@ import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent
 import { addOperator } from '../../src/console/index.ts';
 import { evaluatePolicy, loadPolicy } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
+import { effectiveRiskLevel } from '../../src/risk/index.ts';
 import { runCli } from '../support/cli.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { type EkycProvider, jpAmlClaims, startEkycProvider } from '../support/ekycProvider.ts';
@@ -265,6 +266,57 @@ describe('search and customer view', () => {
     expect(csv.text.split('\n')[0]).toBe('section,name,value,count,target,met');
     const json = await admin.ua.get(`${t.issuer}/console/report?format=json`);
     expect(json.json<{ customers: number }>().customers).toBeGreaterThan(0);
+  });
+
+  it('shows a level a peer raised beside the engine’s, and only an operator clears it', async () => {
+    // As the signals consumer records a peer's risk-level-change HIGH (test/integration/signals-actions.test.ts).
+    await t.hub.db.query(
+      `INSERT INTO peer_risk_levels (customer_id, peer_id, level, reason, event_type, expires_at)
+       VALUES ($1, 'bank-x', 'HIGH', 'peer:bank-x:risk-level-change',
+               'https://schemas.openid.net/secevent/caep/event-type/risk-level-change', now() + interval '7 days')`,
+      [customerId],
+    );
+    const page = await viewer.ua.get(`${t.issuer}/console/customers/${customerId}`);
+    expect(page.text).toContain('id="risk-level" data-level="HIGH"');
+    expect(page.text).toContain('id="risk-engine" data-level="LOW"');
+    expect(page.text).toMatch(/<ul id="peer-risk"><li data-peer="bank-x" data-level="HIGH">/);
+    expect(page.text).not.toContain('id="peer-risk-clear"');
+    const refused = await viewer.ua.postForm(`${t.issuer}/console/customers/${customerId}/peer-risk/clear`, {
+      csrf: viewer.csrf,
+    });
+    expect(refused.status).toBe(403);
+    expect((await effectiveRiskLevel(t.hub.db, customerId)).level).toBe('HIGH');
+
+    expect((await staff.ua.get(`${t.issuer}/console/customers/${customerId}`)).text).toContain(
+      'id="peer-risk-clear"',
+    );
+    const cleared = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/peer-risk/clear`, {
+      csrf: staff.csrf,
+    });
+    expect(cleared.status).toBe(303);
+    const after = await staff.ua.get(`${t.issuer}/console/customers/${customerId}`);
+    expect(after.text).toContain('id="risk-level" data-level="LOW"');
+    expect(after.text).not.toContain('id="peer-risk"');
+    expect(await effectiveRiskLevel(t.hub.db, customerId)).toEqual({
+      level: 'LOW',
+      engine: 'LOW',
+      peer: undefined,
+    });
+    expect(await auditOf('risk.peer.cleared')).toEqual([
+      {
+        actor: 'operator:olga',
+        outcome: 'info',
+        data: { by: 'operator:olga', cleared: [{ peer: 'bank-x', level: 'HIGH' }] },
+      },
+    ]);
+    expect((await auditOf('console.customer.peer_risk_cleared')).map((a) => a.data)).toEqual([
+      { cleared: 1 },
+    ]);
+    const row = await t.hub.db.query<{ ended_by: string }>(
+      'SELECT ended_by FROM peer_risk_levels WHERE customer_id = $1',
+      [customerId],
+    );
+    expect(row.rows).toEqual([{ ended_by: 'operator:olga' }]);
   });
 
   it('issues a customer enrollment ticket once, audited as the operator', async () => {

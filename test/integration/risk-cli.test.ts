@@ -98,10 +98,10 @@ describe('kakehashi risk', () => {
         [6, 'US', 'block', 90],
       ]);
       expect(lines(out.stdout)[1]).toMatchObject({
-        ruleVersion: '2026-11-26.2',
+        ruleVersion: '2026-11-26.3',
         reasons: expect.arrayContaining(['impossible-travel']),
       });
-      expect(out.stderr).toContain('rules 2026-11-26.2: 2 allowed, 1 step-up, 2 blocked, 0 failed attempts');
+      expect(out.stderr).toContain('rules 2026-11-26.3: 2 allowed, 1 step-up, 2 blocked, 0 failed attempts');
     },
     CLI_TEST_TIMEOUT,
   );
@@ -169,7 +169,7 @@ describe('kakehashi risk', () => {
         version: string;
         rules: Array<{ id: string; explain: string }>;
       };
-      expect(rules.version).toBe('2026-11-26.2');
+      expect(rules.version).toBe('2026-11-26.3');
       expect(rules.rules.map((r) => r.id)).toContain('abroad-undeclared');
     },
     CLI_TEST_TIMEOUT,
@@ -239,7 +239,7 @@ describe('kakehashi risk', () => {
         asn: 64500,
         deviceHash: 'dev-hash',
         credentialId: 'k1',
-        ruleVersion: '2026-11-26.2',
+        ruleVersion: '2026-11-26.3',
         reasons: [
           expect.objectContaining({ rule: 'new-device', score: 10, explain: expect.any(String) }),
           expect.objectContaining({ rule: 'new-credential', score: 5 }),

@@ -148,7 +148,7 @@ describe('sign-in decisions', () => {
     });
     expect(blocked.rules).toContain('credential-stuffing');
     expect(blocked.port).toBeGreaterThan(0);
-    expect(blocked.rule_version).toBe('2026-11-26.2');
+    expect(blocked.rule_version).toBe('2026-11-26.3');
 
     const alerts = await t.hub.db.query<{ data: unknown }>(
       "SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = 'security_alert'",

@@ -16,7 +16,15 @@ import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent } from '../../conformance/lib/userAgent.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { takeSignalNotices } from '../../src/notify/signalNotices.ts';
-import { accountLock, assessOperation, riskEngineFor, unlockAccount } from '../../src/risk/index.ts';
+import {
+  accountLock,
+  assessLogin,
+  assessOperation,
+  deleteExpiredRiskEvents,
+  effectiveRiskLevel,
+  riskEngineFor,
+  unlockAccount,
+} from '../../src/risk/index.ts';
 import { EVENT, linkCustomer } from '../../src/signals/index.ts';
 import { signJws } from '../../src/signals/jws.ts';
 import { sha256 } from '../../src/signals/receiver.ts';
@@ -41,6 +49,7 @@ beforeAll(async () => {
     issuer,
     dataDir: dir,
     signals: { workerIntervalMs: 50, peers: [{ id: 'peer', issuer, caFile: caPath }] },
+    risk: { peerRiskTtlSeconds: 3 * 24 * 3600 },
   });
   customerId = t.hub.demo!.customerId;
   // Our stream at the peer, as subscribing would have left it: the header the peer must send.
@@ -103,12 +112,8 @@ const pending = async () =>
       [customerId],
     )
   ).rows[0]!.n;
-const level = async () =>
-  (
-    await t.hub.db.query<{ level: string }>('SELECT level FROM risk_levels WHERE customer_id = $1', [
-      customerId,
-    ])
-  ).rows[0]?.level;
+/** The customer's effective level: the engine's, or higher when a peer raised it. */
+const level = async () => (await effectiveRiskLevel(t.hub.db, customerId)).level;
 const audits = async (type: string) =>
   (
     await t.hub.db.query<{ n: number }>(
@@ -173,6 +178,94 @@ describe('actions of received SETs', () => {
       [customerId],
     );
     expect(raised.rows.map((r) => r.data.level)).toEqual(['HIGH', 'unchanged']);
+  });
+
+  it('a peer’s level outlives the engine’s clean sign-ins, until it expires, re-proofing, or a new raise', async () => {
+    // Still HIGH from the peer (the test before). The engine now sees a clean sign-in: its own level is LOW…
+    await waitFor('our own risk-level-change to come back', async () => {
+      const live = await t.hub.db.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM peer_risk_levels WHERE customer_id = $1 AND ended_at IS NULL',
+        [customerId],
+      );
+      return live.rows[0]!.n === 4;
+    });
+    const engine = riskEngineFor(t.hub.config);
+    const clean = await assessLogin(engine, t.hub.db, {
+      customerId,
+      method: 'passkey',
+      knownDevice: true,
+      ip: '127.0.0.1',
+    });
+    expect(clean).toMatchObject({ decision: 'allow', level: 'LOW' });
+    // …and the customer stays HIGH: the peer's level stands (it used to be overwritten here).
+    expect(await effectiveRiskLevel(t.hub.db, customerId)).toEqual({
+      level: 'HIGH',
+      engine: 'LOW',
+      peer: 'HIGH',
+    });
+    const raised = await t.hub.db.query<{ ttl: number; peer_id: string; reason: string }>(
+      `SELECT extract(epoch FROM expires_at - raised_at)::int AS ttl, peer_id, reason FROM peer_risk_levels
+       WHERE customer_id = $1 AND ended_at IS NULL ORDER BY id`,
+      [customerId],
+    );
+    // Every peer signal so far is kept, each for the configured time (risk.peerRiskTtlSeconds): the
+    // step-up's MEDIUM, HIGH, MEDIUM, and the MEDIUM this hub announced when its engine stepped up
+    // the operation in the first test (the peer here is the hub itself, so it comes back).
+    const reasons = (rows: Array<{ reason: string }>) => rows.map((r) => r.reason.split(':')[2]).sort();
+    expect(raised.rows.every((r) => r.ttl === 3 * 24 * 3600 && r.peer_id === 'peer')).toBe(true);
+    expect(reasons(raised.rows)).toEqual([
+      'account-credential-change-required',
+      'risk-level-change',
+      'risk-level-change',
+      'risk-level-change',
+    ]);
+
+    // Three days on, the peer's levels have expired: the engine's level is the customer's again,
+    // and the sweeper records the expiry.
+    await t.hub.db.query(
+      `UPDATE peer_risk_levels SET raised_at = raised_at - interval '3 days', expires_at = expires_at - interval '3 days'
+       WHERE customer_id = $1`,
+      [customerId],
+    );
+    expect(await level()).toBe('LOW');
+    await deleteExpiredRiskEvents(t.hub.db, t.hub.config.risk.retentionDays);
+    const expired = await t.hub.db.query<{ data: { expired: unknown[] } }>(
+      `SELECT data FROM audit_events WHERE customer_id = $1 AND type = 'risk.peer.expired'`,
+      [customerId],
+    );
+    expect(expired.rows).toHaveLength(1);
+    expect(expired.rows[0]!.data.expired.map((x) => (x as { level: string }).level).sort()).toEqual([
+      'HIGH',
+      'MEDIUM',
+      'MEDIUM',
+      'MEDIUM',
+    ]);
+
+    // A new MEDIUM from the peer stands until the customer re-proves their identity.
+    expect(await push(EVENT.riskLevelChange, { current_level: 'MEDIUM', principal: 'USER' })).toBe(202);
+    await waitFor('MEDIUM', async () => (await level()) === 'MEDIUM');
+    expect(await audits('risk.peer.cleared')).toBe(0);
+    await unlockAccount(t.hub.db, customerId, 'reproofing');
+    expect(await effectiveRiskLevel(t.hub.db, customerId)).toEqual({
+      level: 'LOW',
+      engine: 'LOW',
+      peer: undefined,
+    });
+    const cleared = await t.hub.db.query<{ actor: string; data: unknown }>(
+      `SELECT actor, data FROM audit_events WHERE customer_id = $1 AND type = 'risk.peer.cleared'`,
+      [customerId],
+    );
+    expect(cleared.rows).toEqual([
+      { actor: 'reproofing', data: { by: 'reproofing', cleared: [{ peer: 'peer', level: 'MEDIUM' }] } },
+    ]);
+    const ended = await t.hub.db.query<{ ended_by: string; n: number }>(
+      'SELECT ended_by, count(*)::int AS n FROM peer_risk_levels WHERE customer_id = $1 GROUP BY ended_by ORDER BY ended_by',
+      [customerId],
+    );
+    expect(ended.rows).toEqual([
+      { ended_by: 'expired', n: 4 },
+      { ended_by: 'reproofing', n: 1 },
+    ]);
   });
 
   it('a takeover (account-disabled, hijacking) suspends sweeps and locks sign-in, known devices too, until re-proofing', async () => {

@@ -109,7 +109,13 @@ describe('offline IP data', () => {
   const geo = createGeoLookup(geoConfig);
 
   it('finds country and AS by range, CIDR and IPv6, and nothing outside the data', () => {
-    expect(geo.locate('127.0.0.1')).toEqual({ country: 'JP', asn: 64500, org: 'Home Broadband KK' });
+    // Without city data the place is the country's centroid, as uncertain as the country is large.
+    expect(geo.locate('127.0.0.1')).toEqual({
+      country: 'JP',
+      asn: 64500,
+      org: 'Home Broadband KK',
+      place: { lat: 36, lon: 138, accuracyKm: 1500 },
+    });
     expect(geo.locate('127.0.1.200')).toMatchObject({ country: 'US', asn: 64501 });
     expect(geo.locate('127.0.3.77')).toMatchObject({ country: 'DE', asn: 64503 });
     expect(geo.locate('::ffff:203.0.113.200')).toMatchObject({
@@ -180,20 +186,96 @@ describe('login signals', () => {
     expect(evaluate(engine.rules, sig)).toMatchObject({ decision: 'allow', score: 15 });
   });
 
-  it('flags impossible travel only within the configured time', () => {
-    const at = new Date('2026-11-20T01:00:00Z');
-    const facts = {
+  it('flags impossible travel by distance and time, with the places and speed in the reason', () => {
+    const tokyo = { lat: 35.68, lon: 139.69, accuracyKm: 50 };
+    const facts = (place: typeof tokyo | undefined, at = '2026-11-20T00:00:00Z') => ({
       ...none,
       signedInBefore: true,
       seenCredential: true,
-      lastSuccess: { country: 'JP', at: new Date('2026-11-20T00:00:00Z') },
-    };
-    expect(deriveLoginSignals(facts, { ...attempt, at }, { country: 'US' }, s).impossibleTravel).toBe(true);
-    const later = new Date('2026-11-20T05:00:00Z');
-    expect(deriveLoginSignals(facts, { ...attempt, at: later }, { country: 'US' }, s).impossibleTravel).toBe(
+      lastSuccess: { country: 'JP', at: new Date(at), place },
+    });
+    const when = (iso: string) => ({ ...attempt, at: new Date(iso) });
+    const us = { country: 'US', place: engine.geo.centroid('US') };
+    // Tokyo → the US centroid (about 10,100 km, less 50 + 2,400 + 200 km): one hour is far too fast.
+    const fast = deriveLoginSignals(facts(tokyo), when('2026-11-20T01:00:00Z'), us, s);
+    expect(fast).toMatchObject({ impossibleTravel: true, travelHours: 1 });
+    expect(fast.travelKm).toBeGreaterThan(9_500);
+    expect(fast.travelSpeedKmh).toBeGreaterThan(7_000);
+    const d = evaluate(engine.rules, fast);
+    // 60 (impossible travel) + 40 (abroad, undeclared) + 20 (new country) + 10 (new device).
+    expect(d).toMatchObject({ decision: 'block', score: 130 });
+    const reason = d.reasons.find((r) => r.rule === 'impossible-travel')!;
+    expect(reason.explain).toContain(`${fast.travelKm} km away 1 h earlier`);
+    expect(reason.explain).toContain(`${fast.travelSpeedKmh} km/h`);
+    // Twelve hours later the same trip is a flight.
+    expect(deriveLoginSignals(facts(tokyo), when('2026-11-20T12:00:00Z'), us, s).impossibleTravel).toBe(
       false,
     );
-    expect(deriveLoginSignals(facts, { ...attempt, at }, { country: 'JP' }, s).impossibleTravel).toBe(false);
+    // Beyond the window (a day) nothing is compared: the signal is absent, so no rule matches.
+    expect(
+      deriveLoginSignals(facts(tokyo), when('2026-11-21T01:00:00Z'), us, s).impossibleTravel,
+    ).toBeUndefined();
+    // Neighbouring places: Tokyo → Yokohama (30 km) at once is within the uncertainty and tolerance…
+    const yokohama = { country: 'JP', place: { lat: 35.44, lon: 139.64, accuracyKm: 50 } };
+    const near = deriveLoginSignals(facts(tokyo), when('2026-11-20T00:00:00Z'), yokohama, s);
+    expect(near).toMatchObject({ impossibleTravel: false, travelSpeedKmh: 0, travelKm: 27 });
+    // …and Tokyo → Osaka (400 km, 100 km beyond them) in ten minutes needs about 580 km/h: possible.
+    const osaka = { country: 'JP', place: { lat: 34.69, lon: 135.5, accuracyKm: 50 } };
+    const quick = deriveLoginSignals(facts(tokyo), when('2026-11-20T00:10:00Z'), osaka, s);
+    expect(quick.impossibleTravel).toBe(false);
+    expect(quick.travelSpeedKmh).toBeGreaterThan(500);
+    expect(quick.travelSpeedKmh).toBeLessThan(900);
+    // Tokyo → Seoul (1,150 km) by city: 30 minutes is impossible, 3 hours is a flight.
+    const seoul = { country: 'KR', place: { lat: 37.57, lon: 126.98, accuracyKm: 50 } };
+    expect(deriveLoginSignals(facts(tokyo), when('2026-11-20T00:30:00Z'), seoul, s).impossibleTravel).toBe(
+      true,
+    );
+    expect(deriveLoginSignals(facts(tokyo), when('2026-11-20T03:00:00Z'), seoul, s).impossibleTravel).toBe(
+      false,
+    );
+    // By country centroids only (Japan ±1,500 km, Korea ±400 km) the two are neighbours: never impossible.
+    const korea = { country: 'KR', place: engine.geo.centroid('KR') };
+    expect(
+      deriveLoginSignals(facts(engine.geo.centroid('JP')), when('2026-11-20T00:05:00Z'), korea, s)
+        .impossibleTravel,
+    ).toBe(false);
+    // An unknown place on either side measures nothing.
+    expect(
+      deriveLoginSignals(facts(undefined), when('2026-11-20T00:05:00Z'), us, s).impossibleTravel,
+    ).toBeUndefined();
+    expect(
+      deriveLoginSignals(facts(tokyo), when('2026-11-20T00:05:00Z'), { country: 'XX' }, s).impossibleTravel,
+    ).toBeUndefined();
+  });
+
+  it('places sign-ins by city data when the operator has it, and refuses a broken centroids file', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'kkh-city-'));
+    const city = path.join(dir, 'city.csv');
+    // The @ip-location-db city layout; a quoted city name with a comma; no timezone on the last line.
+    writeFileSync(
+      city,
+      [
+        '198.51.100.0,198.51.100.127,US,California,,"Los Angeles, CA",90001,34.05,-118.24,America/Los_Angeles',
+        '198.51.100.128,198.51.100.255,US,New York,,New York,10001,40.71,-74.01',
+      ].join('\n'),
+    );
+    const geo = createGeoLookup({
+      countryFiles: [`${FIXTURES}/country.csv`],
+      asnFiles: [],
+      cityFiles: [city],
+    });
+    expect(geo.locate('198.51.100.10')).toMatchObject({
+      country: 'US',
+      place: { lat: 34.05, lon: -118.24, accuracyKm: 50 },
+    });
+    expect(geo.locate('198.51.100.200').place).toEqual({ lat: 40.71, lon: -74.01, accuracyKm: 50 });
+    // Outside the city data: the country centroid.
+    expect(geo.locate('127.0.1.5').place).toEqual({ lat: 38, lon: -97, accuracyKm: 2400 });
+    const broken = path.join(dir, 'centroids.csv');
+    writeFileSync(broken, 'country,latitude,longitude\nJP,36,138\nUS,north,-97\n');
+    expect(() => createGeoLookup({ countryFiles: [], asnFiles: [], centroidsFile: broken })).toThrow(
+      /centroids\.csv:3/,
+    );
   });
 
   it('abroad without declared travel steps up; with it, it does not', () => {
@@ -338,6 +420,34 @@ describe('replay of recorded streams', () => {
       'block',
       90,
       ['hosting-source', 'new-network', 'new-device', 'backup-state-changed'],
+    ]);
+  });
+
+  it('judges travel by distance: near places at once pass, a fast flight abroad does not', () => {
+    const cities = createRiskEngine(
+      riskConfigSchema.parse({ geo: { ...geoConfig, cityFiles: [`${FIXTURES}/city.csv`] } }),
+    );
+    const out = [
+      ...replay(readFileSync(`${FIXTURES}/impossible-travel.jsonl`, 'utf8'), {
+        rules: cities.rules,
+        geo: cities.geo,
+        settings: cities.settings,
+        windowSeconds: 900,
+      }),
+    ].map((d) => [d.line, d.country, d.decision, d.score, d.reasons]);
+    expect(out).toEqual([
+      [1, 'JP', 'allow', 15, ['new-device', 'new-credential']],
+      // Tokyo → Osaka in ten minutes: within reach.
+      [2, 'JP', 'allow', 0, []],
+      // Osaka → Seoul (830 km) in thirty minutes: over 1,000 km/h.
+      [3, 'KR', 'block', 120, ['impossible-travel', 'abroad-undeclared', 'new-country']],
+      // Three and a half hours after Osaka (the step-up was no successful sign-in): a flight.
+      [4, 'KR', 'step_up', 60, ['abroad-undeclared', 'new-country']],
+      // More than a day after the last successful sign-in: nothing to compare.
+      [5, 'US', 'step_up', 70, ['abroad-undeclared', 'new-country', 'new-network']],
+      [6, 'JP', 'allow', 0, []],
+      // A recorded country the data does not agree with is placed at its centroid: Tokyo → Germany.
+      [7, 'DE', 'block', 120, ['impossible-travel', 'abroad-undeclared', 'new-country']],
     ]);
   });
 

@@ -33,3 +33,17 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     void cleanup().then(() => process.exit(130));
   });
 }
+
+/** Runs a benchmark's main, cleans up whatever happens, and exits (1 on failure). */
+export function runBench(main: () => Promise<void>): void {
+  main()
+    .then(
+      () => cleanup(),
+      async (err) => {
+        log(`bench failed: ${(err as Error).stack ?? err}`);
+        await cleanup();
+        process.exitCode = 1;
+      },
+    )
+    .then(() => process.exit());
+}

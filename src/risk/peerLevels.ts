@@ -1,0 +1,151 @@
+/**
+ * Risk levels raised by peer institutions (shared signals), kept apart from the engine's own level
+ * so that the engine's next clean sign-in does not wipe them out: each stands until it expires, the
+ * customer re-proves their identity (unlockAccount … 'reproofing') or an operator clears it (console).
+ * The customer's effective level — what withdrawal decisions and the console read — is the higher of
+ * the engine's and the live peer levels. Every raise, clear and expiry is audited.
+ */
+import { recordAudit } from '../audit/index.ts';
+import type { Queryable } from '../db/index.ts';
+import type { RiskLevel } from './store.ts';
+
+const RANK: Record<RiskLevel, number> = { LOW: 0, MEDIUM: 1, HIGH: 2 };
+export const higherLevel = (a: RiskLevel, b: RiskLevel): RiskLevel => (RANK[a] >= RANK[b] ? a : b);
+
+export interface PeerRiskLevel {
+  id: string;
+  peerId: string;
+  level: 'MEDIUM' | 'HIGH';
+  reason: string;
+  eventType: string;
+  raisedAt: Date;
+  expiresAt: Date;
+}
+
+export interface EffectiveRiskLevel {
+  /** The higher of the engine's level and the live peer levels. */
+  level: RiskLevel;
+  /** The engine's own (latest decision). */
+  engine: RiskLevel;
+  /** The highest live peer level, if any. */
+  peer: RiskLevel | undefined;
+}
+
+const LIVE = 'ended_at IS NULL AND expires_at > now()';
+
+/** The customer's effective level in one query (reads only; expiry is judged by the clock). */
+export async function effectiveRiskLevel(db: Queryable, customerId: string): Promise<EffectiveRiskLevel> {
+  const r = await db.query<{ engine: RiskLevel | null; peer: RiskLevel | null }>(
+    `SELECT (SELECT level FROM risk_levels WHERE customer_id = $1) AS engine,
+            (SELECT CASE WHEN bool_or(level = 'HIGH') THEN 'HIGH' WHEN count(*) > 0 THEN 'MEDIUM' END
+             FROM peer_risk_levels WHERE customer_id = $1 AND ${LIVE}) AS peer`,
+    [customerId],
+  );
+  const engine = r.rows[0]?.engine ?? 'LOW';
+  const peer = r.rows[0]?.peer ?? undefined;
+  return { level: peer ? higherLevel(engine, peer) : engine, engine, peer };
+}
+
+/** The live peer levels of a customer, newest first (console). */
+export async function livePeerLevels(db: Queryable, customerId: string): Promise<PeerRiskLevel[]> {
+  const r = await db.query<{
+    id: string;
+    peer_id: string;
+    level: 'MEDIUM' | 'HIGH';
+    reason: string;
+    event_type: string;
+    raised_at: Date;
+    expires_at: Date;
+  }>(
+    `SELECT id::text AS id, peer_id, level, reason, event_type, raised_at, expires_at FROM peer_risk_levels
+     WHERE customer_id = $1 AND ${LIVE} ORDER BY raised_at DESC, id DESC`,
+    [customerId],
+  );
+  return r.rows.map((x) => ({
+    id: x.id,
+    peerId: x.peer_id,
+    level: x.level,
+    reason: x.reason,
+    eventType: x.event_type,
+    raisedAt: new Date(x.raised_at),
+    expiresAt: new Date(x.expires_at),
+  }));
+}
+
+/**
+ * Records a peer's level (inside the caller's transaction). Returns the effective level before and
+ * after; a lower or equal level than the one already standing still gets its own row (it may outlive it).
+ */
+export async function raisePeerLevel(
+  tx: Queryable,
+  p: {
+    customerId: string;
+    peerId: string;
+    level: 'MEDIUM' | 'HIGH';
+    reason: string;
+    eventType: string;
+    jti?: string | null | undefined;
+    txn?: string | null | undefined;
+    ttlSeconds: number;
+  },
+): Promise<{ previous: EffectiveRiskLevel; current: EffectiveRiskLevel; expiresAt: Date }> {
+  const previous = await effectiveRiskLevel(tx, p.customerId);
+  const r = await tx.query<{ expires_at: Date }>(
+    `INSERT INTO peer_risk_levels (customer_id, peer_id, level, reason, event_type, jti, txn, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8)) RETURNING expires_at`,
+    [p.customerId, p.peerId, p.level, p.reason, p.eventType, p.jti ?? null, p.txn ?? null, p.ttlSeconds],
+  );
+  const current: EffectiveRiskLevel = {
+    ...previous,
+    peer: previous.peer ? higherLevel(previous.peer, p.level) : p.level,
+    level: higherLevel(previous.level, p.level),
+  };
+  return { previous, current, expiresAt: new Date(r.rows[0]!.expires_at) };
+}
+
+/**
+ * Ends the customer's live peer levels: after re-proofing (`by` = 'reproofing') or by an operator
+ * (`operator:<name>`). Audited as risk.peer.cleared when there was any; returns how many ended.
+ */
+export async function clearPeerLevels(db: Queryable, customerId: string, by: string): Promise<number> {
+  const r = await db.query<{ peer_id: string; level: string }>(
+    `UPDATE peer_risk_levels SET ended_at = now(), ended_by = $2
+     WHERE customer_id = $1 AND ${LIVE} RETURNING peer_id, level`,
+    [customerId, by],
+  );
+  if (r.rowCount > 0)
+    await recordAudit(db, {
+      type: 'risk.peer.cleared',
+      outcome: 'info',
+      actor: by,
+      customerId,
+      data: { by, cleared: r.rows.map((x) => ({ peer: x.peer_id, level: x.level })) },
+    });
+  return r.rowCount;
+}
+
+/** Marks peer levels whose time is up as ended, audited per customer (the hub's sweeper). */
+export async function expirePeerLevels(db: Queryable, limit = 1000): Promise<number> {
+  const r = await db.query<{ customer_id: string; peer_id: string; level: string }>(
+    `UPDATE peer_risk_levels SET ended_at = expires_at, ended_by = 'expired'
+     WHERE id IN (SELECT id FROM peer_risk_levels WHERE ended_at IS NULL AND expires_at <= now()
+                  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+     RETURNING customer_id, peer_id, level`,
+    [limit],
+  );
+  const byCustomer = new Map<string, Array<{ peer: string; level: string }>>();
+  for (const x of r.rows)
+    byCustomer.set(x.customer_id, [
+      ...(byCustomer.get(x.customer_id) ?? []),
+      { peer: x.peer_id, level: x.level },
+    ]);
+  for (const [customerId, expired] of byCustomer)
+    await recordAudit(db, {
+      type: 'risk.peer.expired',
+      outcome: 'info',
+      actor: 'system',
+      customerId,
+      data: { expired },
+    });
+  return r.rowCount;
+}
