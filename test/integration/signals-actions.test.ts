@@ -32,6 +32,7 @@ import { ensureDevTls } from '../../src/tls/index.ts';
 import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
 import { demoRp, startAuthorization } from '../support/rp.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 const PUSH_AUTH = `Bearer ${randomUUID()}`;
 const PEER_SUBJECT = { format: 'opaque', id: 'peer-customer-1' };
@@ -92,16 +93,6 @@ async function push(
     body: jwt,
   });
   return res.status;
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** Rows still waiting for the consumers tested here (`notify` is the notification worker's). */
