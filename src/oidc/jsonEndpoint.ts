@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import { AuthnError, authnErrorMessage } from '../authn/index.ts';
 import { BodyError, HttpError } from '../http/index.ts';
-import { languageOf } from '../web/index.ts';
+import { errorText, languageOf } from '../web/index.ts';
 
 /**
  * Runs a JSON endpoint of the hub's own pages (WebAuthn and TOTP ceremonies): the result is the
@@ -19,7 +19,7 @@ export async function jsonEndpoint(ctx: Context, work: () => Promise<unknown>): 
       ctx.body = {
         error: err.error,
         ...(err.code ? { error_code: err.code } : {}),
-        error_description: err.message,
+        error_description: errorText(err.message, languageOf(ctx)),
       };
     } else if (err instanceof AuthnError) {
       ctx.status = err.code === 'ERR_TICKET_LOCKED' ? 429 : 400;
@@ -31,7 +31,7 @@ export async function jsonEndpoint(ctx: Context, work: () => Promise<unknown>): 
       };
     } else if (err instanceof BodyError) {
       ctx.status = err.status;
-      ctx.body = { error: 'invalid_request', error_description: err.message };
+      ctx.body = { error: 'invalid_request', error_description: errorText(err.message, languageOf(ctx)) };
     } else throw err;
   }
 }

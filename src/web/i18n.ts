@@ -498,3 +498,49 @@ export function pickLanguage(input: {
   }
   return 'ja';
 }
+
+/**
+ * Japanese for the short English texts of the hub's page errors (HttpError and request-body errors of
+ * the customer's pages), keyed by the English text itself: the English stays the one written at the
+ * throw site, and a unit test keeps this table complete for src/oidc, src/account, src/linking and
+ * src/proofing.
+ */
+export const ERROR_TEXT_JA: Readonly<Record<string, string>> = {
+  'already signed in': 'すでにログインしています。',
+  'customer mismatch': 'ログイン中のお客さまと一致しません。',
+  'customer number and code are required': 'お客さま番号と確認コードを入力してください。',
+  'customer number and registration code are required': 'お客さま番号と登録コードを入力してください。',
+  'customer number is required': 'お客さま番号を入力してください。',
+  'flowId, certificate and signature are required': '電子証明書と署名を入力してください。',
+  'interaction mismatch': 'この画面は別の手続きのものです。アプリから最初からやり直してください。',
+  'no approval is pending': '承認を待っているお手続きはありません。',
+  'no consent is pending': '同意を待っているお手続きはありません。',
+  'no notice is pending': '確認が必要なお知らせはありません。',
+  'no operation to approve': '承認するお手続きがありません。',
+  'no signed-in customer': 'ログインしていません。ログインからやり直してください。',
+  'no such consent': 'その連携は見つかりません。',
+  'no such passkey': 'そのパスキーは見つかりません。',
+  'no such session': 'そのセッションは見つかりません。',
+  'please confirm that you have read the notices': 'お知らせを読んだことを確認してください。',
+  'response is required': '認証器の応答がありません。もう一度お試しください。',
+  'sign in first': '先にログインしてください。',
+  'sign in first, then start the link again': '先にログインしてから、口座連携をやり直してください。',
+  'start the sign-in again': 'ログインを最初からやり直してください。',
+  'state is missing': '手続きの情報が見つかりません。最初からやり直してください。',
+  'the account of this request is not yours': 'このお手続きの口座はお客さまのものではありません。',
+  'the approval has expired; start again from the application':
+    '承認の有効期限が切れました。アプリから最初からやり直してください。',
+  'the form has expired; reload the page': '画面の有効期限が切れました。ページを再読み込みしてください。',
+  'the sign-in has expired or was opened in another browser; start again from the application':
+    'ログインの有効期限が切れたか、別のブラウザで開かれました。アプリから最初からやり直してください。',
+  'unknown channel or action': '指定されたチャネルまたは操作が正しくありません。',
+  'unknown product or action': '指定された商品または操作が正しくありません。',
+  'use sign out to end this session': 'このセッションを終えるにはログアウトしてください。',
+  'request body too large': '送信された内容が大きすぎます。',
+  'request body is not a JSON object': '送信された内容を読み取れません。',
+};
+
+/** An error text in the page's language: Japanese where the table has it, else as written. */
+export function errorText(text: string, lang: Lang): string {
+  return lang === 'ja' ? (ERROR_TEXT_JA[text] ?? text) : text;
+}

@@ -7,7 +7,7 @@ export { type AccountSession, accountLoginPage, type HistoryEntry, securityPage 
 export { type ApprovalView, approvalPage } from './approvalPage.ts';
 export { assetsMiddleware } from './assets.ts';
 export { escapeHtml, html, SafeHtml } from './html.ts';
-export { type Lang, type Messages, messages, pickLanguage } from './i18n.ts';
+export { ERROR_TEXT_JA, errorText, type Lang, type Messages, messages, pickLanguage } from './i18n.ts';
 export {
   alternativeLoginPage,
   type ConsentAccount,

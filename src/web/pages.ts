@@ -1,5 +1,5 @@
 import { html, type SafeHtml } from './html.ts';
-import { type Lang, messages } from './i18n.ts';
+import { errorText, type Lang, messages } from './i18n.ts';
 
 export function layout(
   lang: Lang,
@@ -173,7 +173,7 @@ export function errorPage(p: { lang: Lang; error: string; description?: string |
   return layout(
     p.lang,
     t.errorTitle,
-    html`<p>${t.errorLead}</p><p class="error" id="error-code">${p.error}</p>${p.description ? html`<p id="error-description">${p.description}</p>` : ''}`,
+    html`<p>${t.errorLead}</p><p class="error" id="error-code">${p.error}</p>${p.description ? html`<p id="error-description">${errorText(p.description, p.lang)}</p>` : ''}`,
   );
 }
 
