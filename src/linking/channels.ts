@@ -75,31 +75,38 @@ export async function changeChannel(
   };
   if (!change.enable) {
     if (!current.enabled && !current.enableAt) return { status: 'unchanged' };
-    await decide(db, policy, 'lower_limit', {}, context);
-    await db.query(
-      `INSERT INTO customer_channels (customer_id, channel, disabled) VALUES ($1, $2, true)
-       ON CONFLICT (customer_id, channel) DO UPDATE SET disabled = true, enable_at = NULL, changed_at = now()`,
-      [change.customerId, change.channel],
-    );
-    await notifyCustomer(db, {
-      customerId: change.customerId,
-      kind: 'channel_changed',
-      data: { channel: change.channel, enabled: false },
+    // The decision, the change and its notice stand or fall together.
+    await db.transaction(async (tx) => {
+      await decide(tx, policy, 'lower_limit', {}, context);
+      await tx.query(
+        `INSERT INTO customer_channels (customer_id, channel, disabled) VALUES ($1, $2, true)
+         ON CONFLICT (customer_id, channel) DO UPDATE SET disabled = true, enable_at = NULL, changed_at = now()`,
+        [change.customerId, change.channel],
+      );
+      await notifyCustomer(tx, {
+        customerId: change.customerId,
+        kind: 'channel_changed',
+        data: { channel: change.channel, enabled: false },
+      });
     });
     return { status: 'disabled' };
   }
   if (current.enabled) return { status: 'unchanged' };
+  // Outside the transaction: a refused raise stays in the audit log.
   const decision = await decideRaise(db, policy, change, context);
-  const r = await db.query<{ enable_at: Date }>(
-    `UPDATE customer_channels SET enable_at = now() + make_interval(secs => $3), changed_at = now()
-     WHERE customer_id = $1 AND channel = $2 RETURNING enable_at`,
-    [change.customerId, change.channel, decision.obligations.coolOffSeconds ?? 0],
-  );
-  const enableAt = r.rows[0]!.enable_at;
-  await notifyCustomer(db, {
-    customerId: change.customerId,
-    kind: 'channel_changed',
-    data: { channel: change.channel, enabled: true, effectiveAt: enableAt.toISOString() },
+  const enableAt = await db.transaction(async (tx) => {
+    const r = await tx.query<{ enable_at: Date }>(
+      `UPDATE customer_channels SET enable_at = now() + make_interval(secs => $3), changed_at = now()
+       WHERE customer_id = $1 AND channel = $2 RETURNING enable_at`,
+      [change.customerId, change.channel, decision.obligations.coolOffSeconds ?? 0],
+    );
+    const at = r.rows[0]!.enable_at;
+    await notifyCustomer(tx, {
+      customerId: change.customerId,
+      kind: 'channel_changed',
+      data: { channel: change.channel, enabled: true, effectiveAt: at.toISOString() },
+    });
+    return at;
   });
   return { status: 'pending', enableAt };
 }
