@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/index.ts';
-import { comparableName, createCertificateSource } from '../../src/mtls/certificate.ts';
+import { certificationPath, comparableName, createCertificateSource } from '../../src/mtls/certificate.ts';
 import {
   certificateBindingProblem,
   chainsToAnchor,
@@ -21,6 +21,7 @@ import {
 } from '../../src/mtls/index.ts';
 import { ClientPolicyError, validateClientMetadata } from '../../src/oidc/clients.ts';
 import { loadX509 } from '../../src/tls/index.ts';
+import * as certs from '../support/certificates.ts';
 import { createSelfSigned, createTestCa, type TestCa, type TestCertificate } from '../support/pki.ts';
 
 let ca: TestCa;
@@ -326,5 +327,26 @@ describe('configuration', () => {
       rejectUnauthorized: false,
       ca: [ca.certPem],
     });
+  });
+});
+
+describe('certificationPath (what the CRL check walks)', () => {
+  it('goes from the leaf through intermediates the client sent to a configured CA, and stops at the first CA', async () => {
+    const root = await certs.createTestCa('CN=Path Root, O=Test, C=JP');
+    const intermediate = await certs.issueCertificate(root, {
+      subject: 'CN=Path Issuing CA, O=Test, C=JP',
+      ca: true,
+    });
+    const leaf = await certs.issueCertificate(intermediate, { subject: 'CN=client, O=Test, C=JP' });
+    const node = (c: { certPem: string }) => new X509Certificate(c.certPem);
+    const fingerprints = (p: X509Certificate[] | undefined) => p?.map((c) => c.fingerprint256);
+    const [r, i, l] = [node(root), node(intermediate), node(leaf)];
+    expect(fingerprints(certificationPath(l, [r], [i]))).toEqual(fingerprints([l, i, r]));
+    // The intermediate configured as a CA: the path ends there (it is trusted by configuration).
+    expect(fingerprints(certificationPath(l, [r, i]))).toEqual(fingerprints([l, i]));
+    // Without the intermediate there is no path; a stranger's CA is no issuer.
+    expect(certificationPath(l, [r])).toBeUndefined();
+    const stranger = node(await certs.createTestCa('CN=Path Issuing CA, O=Test, C=JP'));
+    expect(certificationPath(l, [r], [stranger])).toBeUndefined();
   });
 });
