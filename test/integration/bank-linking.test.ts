@@ -5,14 +5,13 @@
  * create_sweep_link. Then the callback's defences, unlinking, and the institution API.
  */
 
-import { generateKeyPairSync } from 'node:crypto';
 import * as client from 'openid-client';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
 import { institutionResource } from '../../src/api/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
-import { encryptAtRest, jwkThumbprint } from '../../src/keys/index.ts';
+import { encryptAtRest } from '../../src/keys/index.ts';
 import {
   applySweepSuspensions,
   decide,
@@ -27,6 +26,7 @@ import {
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
+import { registerClient, tokenFor } from '../support/institution.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
 import { startUpstreamOp, type UpstreamOp } from '../support/upstreamOp.ts';
@@ -486,47 +486,19 @@ describe('unlinking, sweeps and the institution API', () => {
   const callers: Record<string, Caller> = {};
 
   async function institutionCaller(institutionId: string, scope = 'institution:links'): Promise<Caller> {
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const pub = publicKey.export({ format: 'jwk' });
-    const kid = jwkThumbprint(pub as { kty: string });
-    const clientId = `links-${institutionId}-${scope.replace(/\W/g, '')}`;
-    await t.hub.db.query('INSERT INTO clients (client_id, metadata) VALUES ($1, $2)', [
-      clientId,
-      JSON.stringify({
-        client_id: clientId,
-        grant_types: ['client_credentials'],
-        response_types: [],
-        redirect_uris: [],
-        token_endpoint_auth_method: 'private_key_jwt',
-        token_endpoint_auth_signing_alg: 'ES256',
-        dpop_bound_access_tokens: true,
-        scope,
-        institution_id: institutionId,
-        jwks: { keys: [{ ...pub, kid, alg: 'ES256', use: 'sig' }] },
-      }),
-    ]);
-    const key = await crypto.subtle.importKey(
-      'jwk',
-      privateKey.export({ format: 'jwk' }) as JsonWebKey,
-      { name: 'ECDSA', namedCurve: 'P-256' },
-      false,
-      ['sign'],
-    );
-    const config = await client.discovery(
-      new URL(t.issuer),
-      clientId,
-      undefined,
-      client.PrivateKeyJwt({ key, kid }),
-      {
-        [client.customFetch]: t.fetch as client.CustomFetch,
-      },
-    );
-    const DPoP = client.getDPoPHandle(config, await client.randomDPoPKeyPair('ES256'));
-    const tokens = await client.clientCredentialsGrant(
+    const c = await registerClient(t, `links-${institutionId}-${scope.replace(/\W/g, '')}`, {
+      scope,
+      institution_id: institutionId,
+    });
+    const {
       config,
-      { scope, resource: institutionResource(t.issuer) },
-      { DPoP },
-    );
+      dpop: DPoP,
+      value,
+    } = await tokenFor(t, c, {
+      scope,
+      resource: institutionResource(t.issuer),
+    });
+    const tokens = { access_token: value };
     return {
       async call(method, path, body) {
         // openid-client throws on a WWW-Authenticate challenge; the envelope is still in its response.
