@@ -26,6 +26,15 @@ export interface UpstreamOpOptions {
   profileClaims?: string[];
   /** Accept signed request objects (JAR) and require them of every client. Default false. */
   requireSignedRequestObject?: boolean;
+  /**
+   * Host of the issuer URL. Default `localhost`; a browser test uses `127.0.0.1` so that the browser
+   * keeps this OP's cookies apart from the hub's (cookies ignore ports).
+   */
+  hostname?: 'localhost' | '127.0.0.1';
+  /** ID token signing algorithm. Default ES256 (RS256: what a relying party without settings expects). */
+  idTokenAlg?: 'ES256' | 'RS256';
+  /** More claims the OP knows, by name, for the claims parameter (e.g. `verified_claims`). */
+  claimNames?: string[];
 }
 
 export interface UpstreamOp {
@@ -33,6 +42,8 @@ export interface UpstreamOp {
   /** PEM of the CA that issued the OP's certificate, and its file. */
   caPem: string;
   caPath: string;
+  /** The OP's TLS server certificate (a browser test pins it, see test/support/browser.ts). */
+  certPem: string;
   provider: Provider;
   /** The account the OP signs in (claims are read at every request). */
   account: { sub: string; claims: Record<string, unknown> };
@@ -97,8 +108,13 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
   const tls = await ensureDevTls(dir);
   const server = https.createServer({ cert: tls.certPem, key: tls.keyPem });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const issuer = `https://localhost:${(server.address() as AddressInfo).port}`;
-  const signing = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  const issuer = `https://${options.hostname ?? 'localhost'}:${(server.address() as AddressInfo).port}`;
+  const idTokenAlg = options.idTokenAlg ?? 'ES256';
+  const signing = (
+    idTokenAlg === 'RS256'
+      ? generateKeyPairSync('rsa', { modulusLength: 2048 })
+      : generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  ).privateKey.export({ format: 'jwk' });
   const Adapter = memoryAdapter();
   const clientStore = new Adapter('Client');
 
@@ -106,6 +122,7 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
     issuer,
     caPem: tls.caPem,
     caPath: tls.caPath,
+    certPem: tls.certPem,
     provider: undefined as unknown as Provider,
     account: { sub: `upstream-${randomBytes(6).toString('hex')}`, claims: { ...options.claims } },
     login: { ...options.login },
@@ -124,7 +141,9 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
 
   const provider = new Provider(issuer, {
     adapter: Adapter,
-    jwks: { keys: [{ ...signing, kid: 'upstream-es256', alg: 'ES256', use: 'sig' }] },
+    jwks: {
+      keys: [{ ...signing, kid: `upstream-${idTokenAlg.toLowerCase()}`, alg: idTokenAlg, use: 'sig' }],
+    },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     features: {
       devInteractions: { enabled: false },
@@ -142,13 +161,14 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
     clientAuthMethods: ['private_key_jwt', 'client_secret_basic'],
     enabledJWA: {
       clientAuthSigningAlgValues: ['ES256', 'PS256'],
-      idTokenSigningAlgValues: ['ES256'],
+      idTokenSigningAlgValues: [idTokenAlg],
       requestObjectSigningAlgValues: ['ES256'],
     },
     acrValues: op.login.acr ? [op.login.acr] : [],
     claims: {
       openid: ['sub', 'acr', 'amr', 'auth_time'],
       profile: [...NAME_CLAIMS, ...(options.profileClaims ?? [])],
+      ...Object.fromEntries((options.claimNames ?? []).map((name) => [name, null])),
     },
     conformIdTokenClaims: false,
     findAccount: (_ctx, sub) =>
