@@ -32,6 +32,8 @@ export interface SignalsContext {
   nodeId: string;
   /** Bounds the pushes in flight on this node, across all streams. */
   pushSlots: Semaphore;
+  /** Streams this node is delivering right now (they share `pushSlots`). */
+  deliveries: { active: number };
 }
 
 /** A counting semaphore: at most `limit` holders at once, others wait in line. */
@@ -82,5 +84,6 @@ export function createSignalsContext(o: {
     peers: { byId, byClient, byIssuer },
     nodeId: `${process.pid}-${randomBytes(4).toString('hex')}`,
     pushSlots: new Semaphore(signals.push.maxInFlight),
+    deliveries: { active: 0 },
   };
 }

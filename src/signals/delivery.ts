@@ -174,6 +174,24 @@ class Recorder {
   }
 }
 
+/**
+ * How many of a stream's SETs are pushed at once: at most `concurrencyPerStream`, never more than half
+ * the node's push slots, and about the stream's share of them while `active` streams are delivered.
+ */
+export function streamWidth(
+  push: { concurrencyPerStream: number; maxInFlight: number },
+  active: number,
+): number {
+  return Math.max(
+    1,
+    Math.min(
+      push.concurrencyPerStream,
+      Math.floor(push.maxInFlight / 2),
+      Math.ceil(push.maxInFlight / Math.max(1, active)),
+    ),
+  );
+}
+
 export interface StreamDeliveryResult {
   delivered: number;
   rejected: number;
@@ -192,12 +210,11 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
   let stream = claimed;
   // No stream ever holds more than half the node's push slots, and a receiver that failed last time
   // (e.g. timeouts: slow or hung) is first probed with one SET alone: a slow receiver cannot keep the
-  // slots the others need.
-  const width = Math.max(
-    1,
-    Math.min(ctx.signals.push.concurrencyPerStream, Math.floor(ctx.signals.push.maxInFlight / 2)),
-  );
+  // slots the others need. While many streams are delivered at once, each gets about its share of the
+  // slots: no more connections to a receiver than its pushes can use (each is a TLS handshake).
+  const width = () => streamWidth(ctx.signals.push, ctx.deliveries.active);
   let probe = Boolean(claimed.consecutive_failures);
+  ctx.deliveries.active += 1;
   try {
     for (;;) {
       const batch = await ctx.db.query<OutboxRow>(
@@ -225,7 +242,7 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
         if (outcome.kind === 'retry') retry = outcome;
         else recorder.add(first.id, outcome);
       }
-      await pool(todo, width, async (chain) => {
+      await pool(todo, width(), async (chain) => {
         for (const row of chain) {
           if (retry) return;
           const outcome = await pushOne(ctx, stream, authorization, row);
@@ -287,6 +304,7 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       stream = { ...stream, status };
     }
   } finally {
+    ctx.deliveries.active -= 1;
     await ctx.db
       .query(
         'UPDATE ssf_streams SET lease_owner = NULL, lease_until = NULL WHERE stream_id = $1 AND lease_owner = $2',
