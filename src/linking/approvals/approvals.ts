@@ -126,7 +126,7 @@ export async function finishOperationApproval(
   );
 }
 
-/** Failed one-time codes a customer may enter at approvals within this window. */
+/** One-time codes a customer may try at approvals within this window (a correct one starts over). */
 const TOTP_ATTEMPTS = { max: 5, windowSeconds: 15 * 60 };
 
 /**
@@ -145,12 +145,18 @@ export async function finishTotpApproval(
     rejected(authn.db, input, meta, reason, code, { method: 'totp' });
   if (input.details.type !== 'withdrawal')
     throw await refuse('one-time codes do not approve this operation', 'ERR_APPROVAL_NEEDS_PASSKEY');
-  const failures = await authn.db.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM audit_events WHERE customer_id = $1 AND type = 'approval.rejected'
-       AND data ->> 'reason' = 'wrong code' AND at > now() - make_interval(secs => $2)`,
+  // The attempt takes its slot before the code is looked at (one atomic statement): of any number of
+  // parallel guesses, at most TOTP_ATTEMPTS.max are checked in a window.
+  const slot = await authn.db.query<{ attempts: number }>(
+    `INSERT INTO approval_code_attempts AS a (customer_id, attempts, window_started) VALUES ($1, 1, now())
+     ON CONFLICT (customer_id) DO UPDATE SET
+       attempts = CASE WHEN a.window_started < now() - make_interval(secs => $2) THEN 1 ELSE a.attempts + 1 END,
+       window_started = CASE WHEN a.window_started < now() - make_interval(secs => $2) THEN now()
+                             ELSE a.window_started END
+     RETURNING attempts`,
     [input.customerId, TOTP_ATTEMPTS.windowSeconds],
   );
-  if ((failures.rows[0]?.n ?? 0) >= TOTP_ATTEMPTS.max)
+  if ((slot.rows[0]?.attempts ?? 0) > TOTP_ATTEMPTS.max)
     throw await refuse('too many wrong codes', 'ERR_APPROVAL_TOTP_ATTEMPTS');
   let login: AlternativeLogin;
   try {
@@ -159,6 +165,7 @@ export async function finishTotpApproval(
     if (err instanceof AuthnError) throw await refuse('wrong code', 'ERR_APPROVAL_TOTP');
     throw err;
   }
+  await authn.db.query('DELETE FROM approval_code_attempts WHERE customer_id = $1', [input.customerId]);
   return storeApproval(
     authn.db,
     input,
