@@ -48,12 +48,10 @@ export function bearerChallenge(error: string, description: string): string {
 }
 
 /**
- * The answer to an access token the hub does not know (or no longer: expired, revoked). Its binding is
- * unknown, so the challenge follows the scheme the client used: Bearer for a client that holds
+ * `invalid_token` with the challenge of the scheme the client used: Bearer for a client that holds
  * certificate-bound tokens (RFC 6750 §3, RFC 8705 §3), DPoP otherwise.
  */
-export function unknownTokenError(scheme: string, algs: readonly string[]): ApiError {
-  const description = 'the access token is invalid, expired or revoked';
+export function invalidTokenError(scheme: string, description: string, algs: readonly string[]): ApiError {
   return new ApiError(
     401,
     'invalid_token',
@@ -62,6 +60,11 @@ export function unknownTokenError(scheme: string, algs: readonly string[]): ApiE
       ? bearerChallenge('invalid_token', description)
       : dpopChallenge('invalid_token', description, algs),
   );
+}
+
+/** The answer to an access token the hub does not know (or no longer: expired, revoked). */
+export function unknownTokenError(scheme: string, algs: readonly string[]): ApiError {
+  return invalidTokenError(scheme, 'the access token is invalid, expired or revoked', algs);
 }
 
 /**

@@ -20,7 +20,14 @@ import { observeRequest, riskEngineFor } from '../risk/index.ts';
 import { createAccessTokenCache, type FoundAccessToken } from './accessTokenCache.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
 import { dpopSeenKey } from './dpop.ts';
-import { ApiError, dpopChallenge, presentedAccessToken, sendApiError, unknownTokenError } from './errors.ts';
+import {
+  ApiError,
+  dpopChallenge,
+  invalidTokenError,
+  presentedAccessToken,
+  sendApiError,
+  unknownTokenError,
+} from './errors.ts';
 import { ingestHandler } from './ingest.ts';
 import { openApiDocument } from './openapi.ts';
 import { bookingBound, PAGE_SIZE_DEFAULT, pageSize, single } from './params.ts';
@@ -39,7 +46,14 @@ import {
 import { CertificateBindingError, checkSenderConstraint, DpopError } from './senderConstraint.ts';
 
 export { createDbReplayStore, deleteExpiredDpopProofs, verifyRequestProof } from './dpop.ts';
-export { ApiError, dpopChallenge, presentedAccessToken, sendApiError } from './errors.ts';
+export {
+  ApiError,
+  dpopChallenge,
+  invalidTokenError,
+  presentedAccessToken,
+  sendApiError,
+  unknownTokenError,
+} from './errors.ts';
 export {
   createInstitutionAuthenticator,
   DECISIONS_SCOPE,
@@ -350,7 +364,8 @@ export function apiRoutes({
       accessTokens.forget(auth.tokenValue);
       throw unknownTokenError(auth.scheme, FAPI_ALGS);
     }
-    if (head.client_enabled !== 1) throw invalid('the client has been disabled');
+    if (head.client_enabled !== 1)
+      throw invalidTokenError(auth.scheme, 'the client has been disabled', FAPI_ALGS);
     if (head.fresh !== 1) throw await rejectProof(ctx, auth, 'DPoP proof replayed');
     if (head.active !== 1)
       throw new ApiError(403, 'consent_inactive', 'the consent behind this token was revoked or has expired');

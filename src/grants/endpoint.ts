@@ -15,7 +15,9 @@ import {
   createDbReplayStore,
   DpopError,
   dpopChallenge,
+  invalidTokenError,
   presentedAccessToken,
+  unknownTokenError,
 } from '../api/index.ts';
 import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
@@ -47,15 +49,15 @@ export function grantManagementRoutes({ provider, db, config }: GrantManagementR
   const router = new Router({ prefix: '/grants' });
   const replay = createDbReplayStore(db);
   const mtls = mtlsFor(config);
-  const invalid = (description: string) =>
-    new ApiError(401, 'invalid_token', description, dpopChallenge('invalid_token', description, FAPI_ALGS));
   const notFound = () => new ApiError(404, 'invalid_grant_id', 'no such grant');
 
   /** The calling client, once its token and DPoP proof hold and the token has `scope`. */
   async function authenticate(ctx: Context, scope: string): Promise<{ clientId: string }> {
     const { scheme, value } = presentedAccessToken(ctx, FAPI_ALGS);
+    // Challenges follow the scheme the client used (Bearer for certificate-bound tokens).
+    const invalid = (description: string) => invalidTokenError(scheme, description, FAPI_ALGS);
     const token = await provider.AccessToken.find(value);
-    if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
+    if (!token || token.isExpired) throw unknownTokenError(scheme, FAPI_ALGS);
     // DPoP-bound with a proof for this request, or certificate-bound over that certificate (RFC 8705).
     try {
       await checkSenderConstraint({ ctx, config, mtls, scheme, value, token, replay, invalid });

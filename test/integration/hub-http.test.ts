@@ -99,6 +99,13 @@ describe('the API error envelope', () => {
     expect(res.status).toBe(401);
     expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_token');
+    // Grant management answers the same way, in its OAuth error format.
+    const grants = await t.fetch(`${t.issuer}/grants/some-grant`, {
+      headers: { authorization: 'Bearer not-a-token' },
+    });
+    expect(grants.status).toBe(401);
+    expect(grants.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
+    expect(((await grants.json()) as { error: string }).error).toBe('invalid_token');
   });
 });
 
