@@ -5,10 +5,8 @@
  * costs 5–7× more) and imported public keys are cached by their RFC 7638 thumbprint.
  */
 import { constants, createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
-import type { Context } from 'koa';
 import type { Queryable } from '../db/index.ts';
 import { tryJwkThumbprint } from '../keys/index.ts';
-import { dpopHeaders } from './errors.ts';
 
 export interface DpopReplayStore {
   /** true if first sighting (records it until expiresAt), false if seen before. */
@@ -287,20 +285,4 @@ export async function deleteExpiredDpopProofs(db: Queryable, limit = SWEEP_BATCH
     [limit],
   );
   return res.rowCount;
-}
-
-/** The request's DPoP proof for `accessToken`, checked against this request's method and URL. */
-export function verifyRequestProof(
-  ctx: Context,
-  o: { origin: string; accessToken: string; jkt: string; replay: DpopReplayStore; iatWindowSeconds: number },
-): Promise<VerifiedDpop> {
-  return verifyDpopProof({
-    headers: dpopHeaders(ctx),
-    method: ctx.method,
-    url: `${o.origin}${ctx.originalUrl}`,
-    accessToken: o.accessToken,
-    expectedJkt: o.jkt,
-    replay: o.replay,
-    iatWindowSeconds: o.iatWindowSeconds,
-  });
 }

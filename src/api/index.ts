@@ -45,7 +45,7 @@ import {
 } from './reads.ts';
 import { CertificateBindingError, checkSenderConstraint, DpopError } from './senderConstraint.ts';
 
-export { createDbReplayStore, deleteExpiredDpopProofs, verifyRequestProof } from './dpop.ts';
+export { createDbReplayStore, deleteExpiredDpopProofs } from './dpop.ts';
 export {
   ApiError,
   dpopChallenge,

@@ -6,10 +6,10 @@
  *   - the DPoP key the bank's tokens are bound to (RFC 9449), when the bank offers DPoP. It is a
  *     key of its own so that a bank-side token binding never doubles as client authentication.
  */
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { recordAudit } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
-import { decryptAtRest, encryptAtRest } from '../keys/index.ts';
+import { decryptAtRest, encryptAtRest, jwkThumbprint } from '../keys/index.ts';
 
 const SECRET_NAME = 'federation.rp_signing_key';
 export const DPOP_SECRET_NAME = 'federation.rp_dpop_key';
@@ -29,9 +29,7 @@ function newJwk(): JsonWebKey {
 
 async function toRpKey(jwk: JsonWebKey): Promise<RpKey> {
   const { d: _d, ...pub } = jwk;
-  const kid = createHash('sha256')
-    .update(JSON.stringify({ crv: pub.crv, kty: pub.kty, x: pub.x, y: pub.y }))
-    .digest('base64url');
+  const kid = jwkThumbprint(pub as Record<string, unknown>);
   const privateKey = await crypto.subtle.importKey(
     'jwk',
     jwk,

@@ -733,9 +733,13 @@ async function changeSuspension(
  * The receiver side of Shared Signals asks for sweeps to stop (action `suspend_sweeps` in
  * ssf_action_outbox, e.g. a peer reported the account hijacked): every active link of the customer
  * is suspended by `peer:<id>`. Claims at most `limit` pending rows (SKIP LOCKED, any node); returns
- * how many links were suspended.
+ * how many rows it claimed (a full batch: more may wait) and how many links it suspended.
  */
-export async function applySweepSuspensions(db: Db, config: Config, limit = 100): Promise<number> {
+export async function applySweepSuspensions(
+  db: Db,
+  config: Config,
+  limit = 100,
+): Promise<{ claimed: number; suspended: number }> {
   return db.transaction(async (tx) => {
     const claimed = await tx.query<{ customer_id: string; peer_id: string; event_type: string }>(
       `UPDATE ssf_action_outbox SET processed_at = now()
@@ -760,7 +764,7 @@ export async function applySweepSuspensions(db: Db, config: Config, limit = 100)
         suspended++;
       }
     }
-    return suspended;
+    return { claimed: claimed.rowCount, suspended };
   });
 }
 

@@ -31,6 +31,7 @@ import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { loadKeyEncryptionKey } from '../keys/index.ts';
 import { requestMeta } from '../oidc/passkeySignIn.ts';
 import { errorPage, languageOf } from '../web/index.ts';
+import { maskAccountNumber } from './approvals/operationDetails.ts';
 import {
   finishBankLink,
   type LinkingDeps,
@@ -71,7 +72,6 @@ const LINK_STATUS: Record<LinkError['code'], number> = {
 
 const LINK_ID = /^lnk_[0-9a-f]{32}$/;
 const CUSTOMER_NUMBER = /^[\x21-\x7e]{1,64}$/;
-const mask = (n: string) => `${'*'.repeat(Math.max(0, n.length - 3))}${n.slice(-3)}`;
 
 export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRoutesOptions): Router {
   const router = new Router();
@@ -143,7 +143,7 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
       accounts: accounts.rows.map((a) => ({
         id: a.id,
         nickname: a.nickname,
-        masked: mask(a.account_number),
+        masked: maskAccountNumber(a.account_number),
       })),
       links: await listBankLinks(db, session.accountId),
     });

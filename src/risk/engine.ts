@@ -1,8 +1,3 @@
-/**
- * The risk engine: signals at sign-in and at important operations, post-login observation of
- * tokens and sessions, decisions by the configured rules, and the record of each for forensics.
- */
-import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
@@ -20,7 +15,7 @@ import {
   sessionRisk,
   setRiskLevel,
 } from './store.ts';
-import { sourceKey } from './throttle.ts';
+import { deviceHash, sourceKey } from './throttle.ts';
 import { RequestTracker } from './tracker.ts';
 
 /** The shipped rule set, also the default when `risk.rulesFile` is not set. */
@@ -98,8 +93,9 @@ export async function announceDetectionOff(
   return true;
 }
 
+/** known_devices' hash of a device cookie (one definition: throttle.ts), or undefined without one. */
 export const deviceHashOf = (token: string | undefined): string | undefined =>
-  token ? createHash('sha256').update(token).digest('base64url') : undefined;
+  token ? deviceHash(token) : undefined;
 
 export interface RequestOrigin {
   ip?: string | undefined;
@@ -350,36 +346,36 @@ export async function assessOperation(
     sessionScore: r.session ?? 0,
   };
   const d = evaluate(engine.rules, signals);
+  const row: Parameters<typeof insertRiskEvent>[1] = {
+    kind: 'operation',
+    customerId: op.customerId,
+    method: op.operation,
+    // Only sensitive operations are held back; protective ones go ahead whatever the score.
+    result:
+      d.decision === 'allow' || !op.sensitive ? 'success' : d.decision === 'step_up' ? 'step_up' : 'blocked',
+    ip: op.ip,
+    port: op.port,
+    source,
+    sourceRange,
+    country: loc.country,
+    asn: loc.asn,
+    userAgent: op.userAgent,
+    sessionKey: op.sessionKey,
+    decision: d.decision,
+    score: d.score,
+    reasons: d.reasons,
+    ruleVersion: d.ruleVersion,
+    signals,
+  };
+  // An allowed operation changes no level and audits nothing: the event is the only write.
+  if (d.decision === 'allow') {
+    await insertRiskEvent(db, row);
+    return { ...d, signals, level: levelOf(engine.rules, d) };
+  }
   const level = await db.transaction(async (tx) => {
-    await insertRiskEvent(tx, {
-      kind: 'operation',
-      customerId: op.customerId,
-      method: op.operation,
-      // Only sensitive operations are held back; protective ones go ahead whatever the score.
-      result:
-        d.decision === 'allow' || !op.sensitive
-          ? 'success'
-          : d.decision === 'step_up'
-            ? 'step_up'
-            : 'blocked',
-      ip: op.ip,
-      port: op.port,
-      source,
-      sourceRange,
-      country: loc.country,
-      asn: loc.asn,
-      userAgent: op.userAgent,
-      sessionKey: op.sessionKey,
-      decision: d.decision,
-      score: d.score,
-      reasons: d.reasons,
-      ruleVersion: d.ruleVersion,
-      signals,
-    });
+    await insertRiskEvent(tx, row);
     await auditDecision(tx, `risk.operation.${d.decision}`, op.customerId, op, d);
-    return d.decision === 'allow' || !op.sensitive
-      ? levelOf(engine.rules, d)
-      : applyLevel(engine, tx, op.customerId, d);
+    return op.sensitive ? applyLevel(engine, tx, op.customerId, d) : levelOf(engine.rules, d);
   });
   return { ...d, signals, level };
 }

@@ -31,8 +31,7 @@ export function startActionConsumers(o: { config: Config; db: Db; logger: Logger
 
   async function round(): Promise<void> {
     while (!stopped && (await applyPeerRiskActions(engine, o.db, BATCH)) === BATCH);
-    // Sweeps: applySweepSuspensions counts links, not rows; a second call finds nothing when done.
-    while (!stopped && (await applySweepSuspensions(o.db, o.config, BATCH)) > 0);
+    while (!stopped && (await applySweepSuspensions(o.db, o.config, BATCH)).claimed === BATCH);
   }
 
   function run(): Promise<void> {

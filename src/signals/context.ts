@@ -32,8 +32,8 @@ export interface SignalsContext {
   nodeId: string;
   /** Bounds the pushes in flight on this node, across all streams. */
   pushSlots: Semaphore;
-  /** Streams this node is delivering right now (they share `pushSlots`). */
-  deliveries: { active: number };
+  /** Deliveries under way on this node (they share `pushSlots`); the worker keeps the set. */
+  deliveries: ReadonlySet<unknown>;
 }
 
 /** A counting semaphore: at most `limit` holders at once, others wait in line. */
@@ -84,6 +84,6 @@ export function createSignalsContext(o: {
     peers: { byId, byClient, byIssuer },
     nodeId: `${process.pid}-${randomBytes(4).toString('hex')}`,
     pushSlots: new Semaphore(signals.push.maxInFlight),
-    deliveries: { active: 0 },
+    deliveries: new Set(),
   };
 }

@@ -212,9 +212,8 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
   // (e.g. timeouts: slow or hung) is first probed with one SET alone: a slow receiver cannot keep the
   // slots the others need. While many streams are delivered at once, each gets about its share of the
   // slots: no more connections to a receiver than its pushes can use (each is a TLS handshake).
-  const width = () => streamWidth(ctx.signals.push, ctx.deliveries.active);
+  const width = () => streamWidth(ctx.signals.push, ctx.deliveries.size);
   let probe = Boolean(claimed.consecutive_failures);
-  ctx.deliveries.active += 1;
   try {
     for (;;) {
       const batch = await ctx.db.query<OutboxRow>(
@@ -304,7 +303,6 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       stream = { ...stream, status };
     }
   } finally {
-    ctx.deliveries.active -= 1;
     await ctx.db
       .query(
         'UPDATE ssf_streams SET lease_owner = NULL, lease_until = NULL WHERE stream_id = $1 AND lease_owner = $2',

@@ -75,8 +75,6 @@ export interface Signals {
   start(): void;
   /** Runs a worker round now. */
   kick(): void;
-  /** This node's worker is woken by PostgreSQL NOTIFY (false on PGlite: it polls). */
-  listening(): boolean;
   /** Retries subscriptions at peers now instead of at the next retry interval. */
   resubscribe(): void;
   stop(): Promise<void>;
@@ -109,9 +107,6 @@ export async function createSignals(o: { config: Config; db: Db; logger: Logger 
     },
     resubscribe() {
       worker?.resubscribe();
-    },
-    listening() {
-      return worker?.listening() ?? false;
     },
     async stop() {
       await worker?.stop();

@@ -32,6 +32,8 @@ export const SIGNALS_CHANNEL = 'kakehashi_ssf';
 
 export function startSignalsWorker(ctx: SignalsContext, subscriber: Subscriber): SignalsWorker {
   const active = new Set<Promise<unknown>>();
+  // Deliveries read its size to take their share of the push slots (delivery.ts streamWidth).
+  ctx.deliveries = active;
   let stopped = false;
   let running: Promise<void> | undefined;
   let again = false;

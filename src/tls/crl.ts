@@ -137,6 +137,23 @@ export function createCrlChecker(settings: CrlSettings, key = 'proofing.jpki.rev
     return pending;
   }
 
+  // A parsed CRL never changes: its signature is checked once per issuer, not at every check.
+  const verified = new WeakMap<X509.X509Crl, Map<string, boolean>>();
+  async function signedBy(crl: X509.X509Crl, issuer: X509.X509Certificate): Promise<boolean> {
+    const key = Buffer.from(issuer.rawData).toString('base64');
+    let known = verified.get(crl);
+    if (!known) {
+      known = new Map();
+      verified.set(crl, known);
+    }
+    let ok = known.get(key);
+    if (ok === undefined) {
+      ok = await crl.verify({ publicKey: issuer }).catch(() => false);
+      known.set(key, ok);
+    }
+    return ok;
+  }
+
   const current = (crl: X509.X509Crl, now: Date) =>
     crl.thisUpdate.getTime() <= now.getTime() + 60_000 &&
     crl.nextUpdate !== undefined &&
@@ -149,7 +166,7 @@ export function createCrlChecker(settings: CrlSettings, key = 'proofing.jpki.rev
     now: Date,
   ): Promise<string | undefined> {
     if (crl.issuerName.toString() !== issuer.subjectName.toString()) return 'other_issuer';
-    if (!(await crl.verify({ publicKey: issuer }).catch(() => false))) return 'signature_invalid';
+    if (!(await signedBy(crl, issuer))) return 'signature_invalid';
     if (!crl.nextUpdate) return 'no_next_update';
     if (crl.nextUpdate.getTime() <= now.getTime()) return 'expired';
     if (crl.thisUpdate.getTime() > now.getTime() + 60_000) return 'not_yet_valid';

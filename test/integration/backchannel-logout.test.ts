@@ -16,6 +16,7 @@ import { revokeCustomerSessions } from '../../src/oidc/adapter.ts';
 import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { registeredRp } from '../support/rp.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 let t: TestHub;
 let customer: PasskeyUser;
@@ -102,9 +103,7 @@ async function signIn(
 
 const settle = () => new Promise((r) => setTimeout(r, 2500));
 
-async function waitFor(n: number): Promise<void> {
-  for (let i = 0; i < 100 && received.length < n; i++) await new Promise((r) => setTimeout(r, 100));
-}
+const logoutTokens = (n: number) => waitFor(`${n} logout tokens`, () => received.length >= n, 10_000);
 
 describe('back-channel logout to every brokerage', () => {
   it('tells each brokerage of the session once, with its own subject and sid, when the session ends', async () => {
@@ -121,7 +120,7 @@ describe('back-channel logout to every brokerage', () => {
 
     // The session ends from outside the browser (as recovery and Shared Signals do).
     await revokeCustomerSessions(t.hub.db, t.hub.demo!.customerId);
-    await waitFor(2);
+    await logoutTokens(2);
     await settle();
     expect(received.map((r) => r.path).sort()).toEqual(['/broker-a', '/broker-b']);
 
@@ -162,7 +161,7 @@ describe('back-channel logout to every brokerage', () => {
     expect(xsrf).toBeTruthy();
     const confirm = await browser.postForm(`${t.issuer}/session/end/confirm`, { xsrf: xsrf!, logout: 'yes' });
     expect(confirm.status).toBeLessThan(400);
-    await waitFor(2);
+    await logoutTokens(2);
     await settle();
     expect(received.map((r) => r.path).sort()).toEqual(['/broker-e', '/broker-f']);
   });

@@ -691,8 +691,8 @@ describe('unlinking, sweeps and the institution API', () => {
     );
     const facts = () => sweepPullFacts(t.hub.db, { customerId, linkId, amount: 1, bankApprovalBound: false });
     expect((await facts()).linkSuspended).toBe(true);
-    expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toBe(1);
-    expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toBe(0);
+    expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toEqual({ claimed: 1, suspended: 1 });
+    expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toEqual({ claimed: 0, suspended: 0 });
     expect((await liveLinks())[0]).toMatchObject({ status: 'suspended', suspendedBy: 'peer:peer-x' });
     expect((await facts()).linkSuspended).toBe(true);
     // A peer's stop is lifted by an institution of the link (here the brokerage), not by a stranger.

@@ -8,11 +8,10 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPasskeyUser } from '../../conformance/lib/login.ts';
 import { institutionResource } from '../../src/api/index.ts';
-import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_CLIENT_ID, DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { registerPeerClient, ssfResource } from '../../src/signals/index.ts';
+import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import {
   type ClientKey,
@@ -297,13 +296,8 @@ describe('pushing batches', () => {
     expect(JSON.stringify(audit.at(-1))).not.toMatch(/API取込|987654/);
 
     // The customer consents to the demo aggregator; it reads what was just pushed.
-    const customerId = t.hub.demo!.customerId;
-    const user = createPasskeyUser({
-      fetch: t.fetch,
-      customerNumber: t.hub.demo!.customerNumber,
-      ticket: async () =>
-        (await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' })).ticket,
-    });
+    const _customerId = t.hub.demo!.customerId;
+    const user = demoCustomer(t);
     const rp = await demoRp(t);
     const auth = await startAuthorization(rp, 'openid accounts');
     const callback = await user.login(auth.url, { accounts: (offered) => offered });

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
-import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { DEMO_CLIENT_ID, DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { demoBatch, ingestBatch, ingestDemoLedger } from '../../src/ledger/index.ts';
+import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { dpopProofMaker } from '../support/institution.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
@@ -208,12 +208,7 @@ beforeAll(async () => {
   await ingestDemoLedger(t.hub.db, DEMO_INSTITUTION_ID, [...demoAccounts, OTHER]);
   ingestedAt = Date.now();
   await ingestBatch(t.hub.db, DEMO_INSTITUTION_ID, acc3Batch(ingestedAt), 'test-acc3');
-  user = createPasskeyUser({
-    fetch: t.fetch,
-    customerNumber: t.hub.demo!.customerNumber,
-    ticket: async () =>
-      (await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' })).ticket,
-  });
+  user = demoCustomer(t);
   const doc = await (await t.fetch(`${t.issuer}/api/openapi.json`)).json();
   oas = openApiValidator(doc as Record<string, unknown>);
 });

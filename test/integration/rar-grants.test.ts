@@ -6,11 +6,11 @@
  */
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPasskeyUser, type PasskeyUser } from '../../conformance/lib/login.ts';
+import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
-import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
+import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
 import { demoRp, type Rp, redeem, registeredRp, startAuthorization } from '../support/rp.ts';
@@ -120,12 +120,7 @@ beforeAll(async () => {
       [customerId],
     )
   ).rows.map((r) => r.id);
-  user = createPasskeyUser({
-    fetch: t.fetch,
-    customerNumber: t.hub.demo!.customerNumber,
-    ticket: async () =>
-      (await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' })).ticket,
-  });
+  user = demoCustomer(t);
   oas = openApiValidator(
     (await (await t.fetch(`${t.issuer}/api/openapi.json`)).json()) as Record<string, unknown>,
   );
