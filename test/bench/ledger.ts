@@ -24,7 +24,6 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { Client } from 'undici';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { openDb } from '../../src/db/index.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
@@ -39,7 +38,7 @@ import {
   startHubProcess,
 } from './lib/env.ts';
 import { discoverFlow, enroll, runFlow, type VirtualUser } from './lib/flow.ts';
-import { connection, request, type Target } from './lib/http.ts';
+import { type Connection, connection, request, type Target } from './lib/http.ts';
 import { athOf, createDpopSigner } from './lib/jws.ts';
 import { round, type Summary, summarize } from './lib/stats.ts';
 
@@ -67,7 +66,7 @@ interface Reader {
   get(url: string): Promise<{ page: Page; ms: number }>;
 }
 
-function reader(o: { target: Target; conn: Client; user: VirtualUser }): Reader {
+function reader(o: { target: Target; conn: Connection; user: VirtualUser }): Reader {
   const authorization = `DPoP ${o.user.accessToken!}`;
   const ath = athOf(o.user.accessToken!);
   return {

@@ -17,7 +17,6 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { Client } from 'undici';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { openDb } from '../../src/db/index.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
@@ -48,7 +47,7 @@ import {
   type StepTimes,
   type VirtualUser,
 } from './lib/flow.ts';
-import { connection, connectionStats, request, type Target } from './lib/http.ts';
+import { type Connection, connection, connectionStats, request, type Target } from './lib/http.ts';
 import { athOf, createDpopSigner } from './lib/jws.ts';
 import { formatPerf, type PerfSummary, perfAvailable, startPerfRecord, summarizePerf } from './lib/perf.ts';
 import { createPgMonitor, type DbCounters, type PgMonitor } from './lib/pgstats.ts';
@@ -71,6 +70,8 @@ const SETTINGS = {
   apiConnections: num('BENCH_API_CONNECTIONS', 50),
   phases: new Set((env.BENCH_PHASES ?? 'flow,api').split(',')),
   dbPool: num('BENCH_DB_POOL', 10),
+  /** Hub nodes (processes) sharing the database and the issuer, as behind a load balancer. */
+  hubNodes: Math.max(1, num('BENCH_HUB_NODES', 1)),
   parDpop: (env.BENCH_PAR_DPOP ?? 'proof') === 'jkt' ? ('jkt' as const) : ('proof' as const),
   consentPage: flag('BENCH_CONSENT_PAGE', true),
   loginPage: flag('BENCH_LOGIN_PAGE', false),
@@ -147,11 +148,22 @@ interface PhaseResult {
   perf?: PerfSummary;
 }
 
-function snapshot(hub: HubProcess, db: Database): Snapshot {
+/** Sum over the hub nodes; undefined when any reading is missing. */
+function sumOver(hubs: HubProcess[], read: (h: HubProcess) => number | undefined): number | undefined {
+  let total = 0;
+  for (const h of hubs) {
+    const v = read(h);
+    if (v === undefined) return undefined;
+    total += v;
+  }
+  return total;
+}
+
+function snapshot(hubs: HubProcess[], db: Database): Snapshot {
   return {
     wall: performance.now(),
-    hub: processCpuSeconds(hub.pid),
-    hubMain: threadCpuSeconds(hub.pid, hub.pid),
+    hub: sumOver(hubs, (h) => processCpuSeconds(h.pid)),
+    hubMain: sumOver(hubs, (h) => threadCpuSeconds(h.pid, h.pid)),
     pg: db.postmasterPid === undefined ? undefined : postgresCpuSeconds(db.postmasterPid),
     gen: process.cpuUsage(),
     elu: performance.eventLoopUtilization(),
@@ -165,7 +177,8 @@ async function runPhase(o: {
   kind: 'flow' | 'api';
   workers: number;
   requestsPerOp: number;
-  hub: HubProcess;
+  /** Every hub node: CPU and memory are summed over them; perf records the first. */
+  hubs: HubProcess[];
   db: Database;
   monitor: PgMonitor;
   /** Directory for a perf recording of the window (BENCH_PERF=1). */
@@ -191,16 +204,16 @@ async function runPhase(o: {
   const perfFile = o.perfDir ? path.join(o.perfDir, `${o.name.replace(/\W/g, '_')}.perf.data`) : undefined;
 
   const startTimer = setTimeout(() => {
-    peakRssReset = resetPeakRss(o.hub.pid);
-    before = snapshot(o.hub, o.db);
+    peakRssReset = o.hubs.every((h) => resetPeakRss(h.pid));
+    before = snapshot(o.hubs, o.db);
     measuring = true;
     dbBefore = o.monitor.counters();
     statementsReset = o.monitor.resetStatements();
-    if (perfFile) recording = startPerfRecord(o.hub.pid, perfFile);
+    if (perfFile) recording = startPerfRecord(o.hubs[0]!.pid, perfFile);
   }, SETTINGS.warmupS * 1000);
   const stopTimer = setTimeout(
     () => {
-      after = snapshot(o.hub, o.db);
+      after = snapshot(o.hubs, o.db);
       measuring = false;
       stop = true;
       dbAfter = o.monitor.counters();
@@ -255,7 +268,10 @@ async function runPhase(o: {
   const genS = (after.gen.user + after.gen.system - before.gen.user - before.gen.system) / 1e6;
   const machineS = after.machine.busy - before.machine.busy;
   const elu = performance.eventLoopUtilization(after.elu, before.elu).utilization;
-  const mem = memoryMiB(o.hub.pid);
+  const memories = o.hubs.map((h) => memoryMiB(h.pid));
+  const mem = memories.every((m) => m !== undefined)
+    ? { peak: memories.reduce((a, m) => a + m!.peak, 0), rss: memories.reduce((a, m) => a + m!.rss, 0) }
+    : undefined;
   const stepsMs: Record<string, Summary> = {};
   for (const s of STEPS) {
     const arr = stepSamples.get(s);
@@ -384,7 +400,8 @@ async function setUpUsers(o: {
   count: number;
   issuer: string;
   flow: FlowSettings;
-  target: Target;
+  /** One per hub node: user i talks to node i mod n. */
+  targets: Target[];
 }): Promise<VirtualUser[]> {
   const db = await openDb({ databaseUrl: o.databaseUrl, dataDir: o.dataDir, poolSize: 2 });
   try {
@@ -434,7 +451,7 @@ async function setUpUsers(o: {
       );
       const { ticket } = await issueEnrollmentTicket(authn, { customerId: c.id, issuedBy: 'bench' });
       const user: VirtualUser = {
-        conn: connection(o.target),
+        conn: connection(o.targets[users.length % o.targets.length]!),
         dpop: createDpopSigner(),
         device: createEmulator(),
         customerNumber: c.number,
@@ -466,7 +483,7 @@ function markdown(report: Report): string {
     '## Kakehashi benchmark',
     '',
     `Machine: ${m.nproc} × ${m.cpuModel}, ${m.platform}, Node ${m.node}; PostgreSQL ${report.postgres.version} ` +
-      `(${report.postgres.source}, fsync=${report.postgres.fsync}${report.postgres.fsync === 'off' ? ' — NOT durable, commits skip the disk flush' : ''}), hub pg pool ${report.config.dbPool}.`,
+      `(${report.postgres.source}, fsync=${report.postgres.fsync}${report.postgres.fsync === 'off' ? ' — NOT durable, commits skip the disk flush' : ''}), hub pg pool ${report.config.dbPool}${report.config.hubNodes > 1 ? ` per node, ${report.config.hubNodes} hub nodes (processes) sharing the database and the issuer, connections spread over them; CPU and RSS are their sums, perf profiles node 1` : ''}.`,
     `Load generator, hub and PostgreSQL share these ${m.nproc} cores. ${report.config.warmupS} s warm-up, ${report.config.durationS} s measured per phase.`,
     `Risk detection: ${report.config.risk === 'off' ? '**OFF** (BENCH_RISK=off, risk.enabled false)' : 'on'}.`,
     `Flow = PAR (private_key_jwt, PKCE S256, ${report.config.parDpop === 'proof' ? 'DPoP proof header' : 'dpop_jkt'}) → /auth → ` +
@@ -568,39 +585,51 @@ async function main(): Promise<void> {
   if (perfDir) mkdirSync(perfDir);
 
   const port = await freePort();
-  log(
-    `starting the hub on port ${port} (pool ${SETTINGS.dbPool})${SETTINGS.profile ? ' under --cpu-prof' : ''}`,
-  );
-  const hub = await startHubProcess({
-    // BENCH_HUB_ROOT runs the hub from another checkout (e.g. a branch to compare) with this driver.
-    cwd: env.BENCH_HUB_ROOT ? path.resolve(env.BENCH_HUB_ROOT) : ROOT,
-    env: {
-      DATABASE_URL: db.url,
-      KAKEHASHI_DATA: dataDir,
-      KAKEHASHI_CONFIG: configFile,
-      KAKEHASHI_DB_POOL: String(SETTINGS.dbPool),
-      PORT: String(port),
-      LOG_LEVEL: 'warn',
-    },
-    nodeArgs: [
-      ...(SETTINGS.profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
-      ...(perfDir ? ['--perf-basic-prof'] : []),
-      ...(env.BENCH_HUB_NODE_ARGS ?? '').split(' ').filter(Boolean),
-    ],
-    log,
-  });
-  onCleanup(() => hub.stop());
-  // --perf-basic-prof leaves its symbol map in /tmp.
-  if (perfDir) onCleanup(() => rmSync(`/tmp/perf-${hub.pid}.map`, { force: true }));
-  log(`hub pid ${hub.pid}${db.postmasterPid ? `, postmaster pid ${db.postmasterPid}` : ''}`);
-
   const issuer = `https://localhost:${port}`;
-  const target: Target = {
-    connectOrigin: `https://127.0.0.1:${port}`,
+  // Node 1 migrates, generates keys, seeds the demo and the dev TLS files; the others, started after
+  // it, find all of that in the shared database and data directory — as extra nodes of one deployment
+  // do. Every node answers for the same issuer; the generator spreads its connections over them.
+  const hubs: HubProcess[] = [];
+  for (let n = 0; n < SETTINGS.hubNodes; n++) {
+    const nodePort = n === 0 ? port : await freePort();
+    log(
+      `starting hub node ${n + 1} of ${SETTINGS.hubNodes} on port ${nodePort} (pool ${SETTINGS.dbPool})${SETTINGS.profile ? ' under --cpu-prof' : ''}`,
+    );
+    const hub = await startHubProcess({
+      // BENCH_HUB_ROOT runs the hub from another checkout (e.g. a branch to compare) with this driver.
+      cwd: env.BENCH_HUB_ROOT ? path.resolve(env.BENCH_HUB_ROOT) : ROOT,
+      env: {
+        DATABASE_URL: db.url,
+        KAKEHASHI_DATA: dataDir,
+        KAKEHASHI_CONFIG: configFile,
+        KAKEHASHI_DB_POOL: String(SETTINGS.dbPool),
+        KAKEHASHI_ISSUER: issuer,
+        PORT: String(nodePort),
+        LOG_LEVEL: 'warn',
+      },
+      nodeArgs: [
+        ...(SETTINGS.profile && n === 0 ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+        ...(perfDir ? ['--perf-basic-prof'] : []),
+        ...(env.BENCH_HUB_NODE_ARGS ?? '').split(' ').filter(Boolean),
+      ],
+      log,
+    });
+    onCleanup(() => hub.stop());
+    // --perf-basic-prof leaves its symbol map in /tmp.
+    if (perfDir) onCleanup(() => rmSync(`/tmp/perf-${hub.pid}.map`, { force: true }));
+    log(`hub node ${n + 1} pid ${hub.pid}${db.postmasterPid ? `, postmaster pid ${db.postmasterPid}` : ''}`);
+    hubs.push(hub);
+  }
+  const hub = hubs[0]!;
+
+  const caPem = readFileSync(path.join(dataDir, 'tls', 'ca.pem'), 'utf8');
+  const targets: Target[] = hubs.map((h) => ({
+    connectOrigin: `https://127.0.0.1:${new URL(h.listenUrl).port}`,
     issuer,
     host: `localhost:${port}`,
-    caPem: readFileSync(path.join(dataDir, 'tls', 'ca.pem'), 'utf8'),
-  };
+    caPem,
+  }));
+  const target = targets[0]!;
   const setupConn = connection(target);
   onCleanup(() => setupConn.destroy());
   const flow = await discoverFlow(setupConn, target, dataDir, {
@@ -613,7 +642,7 @@ async function main(): Promise<void> {
 
   const userCount = Math.max(...SETTINGS.flowConcurrency, 1);
   log(`enrolling ${userCount} customers' passkeys`);
-  const users = await setUpUsers({ databaseUrl: db.url, dataDir, count: userCount, issuer, flow, target });
+  const users = await setUpUsers({ databaseUrl: db.url, dataDir, count: userCount, issuer, flow, targets });
 
   // Sanity: every user completes one flow, and the API returns exactly the consented accounts.
   await Promise.all(users.map((u) => runFlow(flow, u, {})));
@@ -655,7 +684,7 @@ async function main(): Promise<void> {
           kind: 'flow',
           workers: c,
           requestsPerOp: requestsPerFlow,
-          hub,
+          hubs,
           db,
           monitor,
           perfDir,
@@ -666,7 +695,9 @@ async function main(): Promise<void> {
   }
   if (SETTINGS.phases.has('api')) {
     // One connection per worker; the workers share the users' tokens (each bound to its user's DPoP key).
-    const conns: Client[] = Array.from({ length: SETTINGS.apiConnections }, () => connection(target));
+    const conns: Connection[] = Array.from({ length: SETTINGS.apiConnections }, (_, w) =>
+      connection(targets[w % targets.length]!),
+    );
     onCleanup(() => Promise.all(conns.map((c) => c.destroy())));
     const tokens = users.map((u) => ({
       u,
@@ -679,7 +710,7 @@ async function main(): Promise<void> {
         kind: 'api',
         workers: SETTINGS.apiConnections,
         requestsPerOp: 1,
-        hub,
+        hubs,
         db,
         monitor,
         perfDir,
@@ -722,9 +753,11 @@ async function main(): Promise<void> {
     }
   }
 
-  // Stop the hub now (its profile is written at exit).
-  const code = await hub.stop();
-  if (code !== 0 && code !== null) log(`hub exited with code ${code}`);
+  // Stop the hubs now (node 1's profile is written at exit).
+  for (const [n, h] of hubs.entries()) {
+    const code = await h.stop();
+    if (code !== 0 && code !== null) log(`hub node ${n + 1} exited with code ${code}`);
+  }
   const report: Report = {
     when: new Date().toISOString(),
     machine: machineInfo(),

@@ -4,9 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Client } from 'undici';
 import type { PasskeyEmulator } from '../../support/passkeyEmulator.ts';
-import { CookieJar, request, type Target } from './http.ts';
+import { type Connection, CookieJar, request, type Target } from './http.ts';
 import { type ClientAssertionSigner, createClientAssertionSigner, type DpopSigner, pkcePair } from './jws.ts';
 
 export interface FlowSettings {
@@ -29,7 +28,7 @@ export interface FlowSettings {
 }
 
 export interface VirtualUser {
-  conn: Client;
+  conn: Connection;
   dpop: DpopSigner;
   device: PasskeyEmulator;
   customerNumber: string;
@@ -326,7 +325,7 @@ export interface DemoClientFile {
  * discovery document, fetched over `conn`.
  */
 export async function discoverFlow(
-  conn: Client,
+  conn: Connection,
   target: Target,
   dataDir: string,
   options: Pick<FlowSettings, 'scope' | 'consentPage' | 'loginPage' | 'parDpopProof'>,

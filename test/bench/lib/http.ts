@@ -1,9 +1,14 @@
 /**
- * The generator's HTTP layer: one keep-alive undici Client (one TLS connection) per virtual user,
- * trusting the hub's dev CA, addressing 127.0.0.1 with the issuer's Host header; plus a minimal
- * per-flow cookie jar (name + path, as a browser scopes oidc-provider's interaction cookies).
+ * The generator's HTTP layer: one keep-alive HTTP/1.1 connection over TLS per virtual user, trusting
+ * the hub's dev CA, addressing 127.0.0.1 with the issuer's Host header; plus a minimal per-flow cookie
+ * jar (name + path, as a browser scopes oidc-provider's interaction cookies).
+ *
+ * The connection is a small hand-written HTTP/1.1 client (one request at a time, Content-Length or
+ * chunked bodies) rather than undici: the generator shares the two cores with the hub and Postgres,
+ * and undici's per-request machinery cost about as much CPU as a whole read costs Postgres — CPU the
+ * hub then could not use. What it sends is ordinary HTTP/1.1; the hub parses it with node:http.
  */
-import { Client } from 'undici';
+import { connect, type TLSSocket } from 'node:tls';
 
 export interface Target {
   /** https://127.0.0.1:<port>: where the bytes go. */
@@ -17,17 +22,143 @@ export interface Target {
 /** TLS connections the generator opened so far (a phase should open none: keep-alive throughout). */
 export const connectionStats = { opened: 0 };
 
-export function connection(target: Target): Client {
-  const client = new Client(target.connectOrigin, {
-    connect: { ca: target.caPem, servername: 'localhost' },
-    keepAliveTimeout: 60_000,
-    keepAliveMaxTimeout: 120_000,
-    pipelining: 1,
-  });
-  client.on('connect', () => {
-    connectionStats.opened += 1;
-  });
-  return client;
+interface Pending {
+  resolve: (r: RawResponse) => void;
+  reject: (e: Error) => void;
+}
+
+interface RawResponse {
+  statusCode: number;
+  /** Lower-case names; set-cookie as a list, others joined by ', '. */
+  headers: Record<string, string | string[]>;
+  body: Buffer;
+}
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+
+/** One keep-alive HTTPS connection, opened on first use and reopened if the hub closes it. */
+export class Connection {
+  readonly #target: Target;
+  readonly #port: number;
+  #socket: TLSSocket | undefined;
+  #buffer: Buffer = Buffer.alloc(0);
+  #pending: Pending | undefined;
+
+  constructor(target: Target) {
+    this.#target = target;
+    this.#port = Number(new URL(target.connectOrigin).port || 443);
+  }
+
+  request(o: {
+    method: string;
+    path: string;
+    headers: Record<string, string>;
+    body: string | null;
+  }): Promise<RawResponse> {
+    if (this.#pending) return Promise.reject(new Error('one request at a time per connection'));
+    const socket = this.#open();
+    const body = o.body === null ? undefined : Buffer.from(o.body);
+    let head = `${o.method} ${o.path} HTTP/1.1\r\n`;
+    let hasHost = false;
+    for (const [k, v] of Object.entries(o.headers)) {
+      if (k.toLowerCase() === 'host') hasHost = true;
+      head += `${k}: ${v}\r\n`;
+    }
+    if (!hasHost) head += `host: ${this.#target.host}\r\n`;
+    if (body !== undefined) head += `content-length: ${body.length}\r\n`;
+    head += '\r\n';
+    return new Promise<RawResponse>((resolve, reject) => {
+      this.#pending = { resolve, reject };
+      socket.write(body === undefined ? head : Buffer.concat([Buffer.from(head, 'latin1'), body]));
+    });
+  }
+
+  destroy(): Promise<void> {
+    this.#socket?.destroy();
+    this.#socket = undefined;
+    return Promise.resolve();
+  }
+
+  #open(): TLSSocket {
+    if (this.#socket && !this.#socket.destroyed) return this.#socket;
+    this.#buffer = Buffer.alloc(0);
+    const socket = connect({
+      host: '127.0.0.1',
+      port: this.#port,
+      ca: this.#target.caPem,
+      servername: 'localhost',
+    });
+    socket.setNoDelay(true);
+    socket.on('secureConnect', () => {
+      connectionStats.opened += 1;
+    });
+    socket.on('data', (chunk: Buffer) => {
+      this.#buffer = this.#buffer.length === 0 ? chunk : Buffer.concat([this.#buffer, chunk]);
+      this.#parse();
+    });
+    const fail = (err: Error) => {
+      if (this.#socket === socket) this.#socket = undefined;
+      const p = this.#pending;
+      this.#pending = undefined;
+      p?.reject(err);
+    };
+    socket.on('error', fail);
+    socket.on('close', () => fail(new Error('connection closed by the hub')));
+    this.#socket = socket;
+    return socket;
+  }
+
+  /** Completes the pending request once its whole response is buffered. */
+  #parse(): void {
+    const p = this.#pending;
+    if (!p) return;
+    const end = this.#buffer.indexOf(CRLF2);
+    if (end < 0) return;
+    const lines = this.#buffer.toString('latin1', 0, end).split('\r\n');
+    const statusCode = Number(lines[0]!.split(' ')[1]);
+    const headers: Record<string, string | string[]> = {};
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      const c = line.indexOf(':');
+      const name = line.slice(0, c).trim().toLowerCase();
+      const value = line.slice(c + 1).trim();
+      const seen = headers[name];
+      if (name === 'set-cookie') headers[name] = [...((seen as string[] | undefined) ?? []), value];
+      else headers[name] = headers[name] === undefined ? value : `${headers[name] as string}, ${value}`;
+    }
+    let start = end + 4;
+    let body: Buffer;
+    if (headers['transfer-encoding'] === 'chunked') {
+      const parts: Buffer[] = [];
+      for (;;) {
+        const eol = this.#buffer.indexOf('\r\n', start);
+        if (eol < 0) return;
+        const size = Number.parseInt(this.#buffer.toString('latin1', start, eol), 16);
+        if (this.#buffer.length < eol + 2 + size + 2) return;
+        if (size === 0) {
+          // Trailers are not used by the hub: the chunked body ends with 0\r\n\r\n.
+          start = eol + 4;
+          break;
+        }
+        parts.push(this.#buffer.subarray(eol + 2, eol + 2 + size));
+        start = eol + 2 + size + 2;
+      }
+      body = Buffer.concat(parts);
+    } else {
+      const length = statusCode === 304 || statusCode === 204 ? 0 : Number(headers['content-length'] ?? 0);
+      if (this.#buffer.length < start + length) return;
+      body = this.#buffer.subarray(start, start + length);
+      start += length;
+    }
+    this.#buffer = this.#buffer.subarray(start);
+    this.#pending = undefined;
+    if (headers.connection === 'close') this.destroy();
+    p.resolve({ statusCode, headers, body });
+  }
+}
+
+export function connection(target: Target): Connection {
+  return new Connection(target);
 }
 
 export class UnexpectedResponse extends Error {
@@ -51,10 +182,10 @@ export interface Response {
 
 /**
  * One request. The body is read as text only when `read` is true (JSON we need); otherwise it is
- * drained without decoding. Throws UnexpectedResponse when the status is not `expect`.
+ * left undecoded. Throws UnexpectedResponse when the status is not `expect`.
  */
 export async function request(
-  client: Client,
+  client: Connection,
   step: string,
   expect: number,
   method: 'GET' | 'POST',
@@ -64,13 +195,9 @@ export async function request(
   read: boolean,
 ): Promise<Response> {
   const res = await client.request({ method, path, headers, body: body ?? null });
-  if (res.statusCode !== expect) {
-    const text = await res.body.text();
-    throw new UnexpectedResponse(step, res.statusCode, text);
-  }
-  let text: string | undefined;
-  if (read) text = await res.body.text();
-  else await res.body.dump();
+  if (res.statusCode !== expect)
+    throw new UnexpectedResponse(step, res.statusCode, res.body.toString('utf8'));
+  const text = read ? res.body.toString('utf8') : undefined;
   const loc = res.headers.location;
   return {
     status: res.statusCode,
