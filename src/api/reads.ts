@@ -14,11 +14,9 @@
  * The consent's "last used" time (the customer's dashboard) is set by the same statement, at most
  * once a minute per consent: other reads in that minute only test the timestamp, and take no lock.
  *
- * The consent's own data types and transaction lookback are read from the consent row when it
- * has them (columns `data_types text[]` and `lookback_days integer`, through to_jsonb so that
- * this works before and after the consent model grows them); without them, the consent covers
- * balances, holdings and transactions (identifiers masked) and the configured default lookback
- * applies.
+ * The consent's own data types and transaction lookback come from its columns `data_types text[]`
+ * and `lookback_days integer` (migration 0010); NULL means the consent covers balances, holdings
+ * and transactions (identifiers masked) and the configured default lookback applies.
  */
 
 /** ISO 8601 UTC with microseconds: exact for keyset keys (a JS Date would round to ms). */
@@ -29,7 +27,7 @@ const PRELUDE = `WITH live AS (
   WHERE p.model = 'AccessToken' AND p.id = $9 AND (p.expires_at IS NULL OR p.expires_at > now())
     AND EXISTS (SELECT 1 FROM oidc_payloads g WHERE g.model = 'Grant' AND g.id = $1)),
 c AS (
-  SELECT c.customer_id, c.account_ids, to_jsonb(c) AS doc FROM consents c
+  SELECT c.customer_id, c.account_ids, c.data_types, c.lookback_days FROM consents c
   WHERE c.grant_id = $1 AND c.client_id = $2 AND c.customer_id = $3 AND c.revoked_at IS NULL AND c.expires_at > now()
     AND EXISTS (SELECT 1 FROM live)),
 seen AS (
@@ -61,7 +59,7 @@ h AS (
          (SELECT count(*) FROM usage)::int AS counted, (SELECT count(*) FROM accts)::int AS accounts,
          (SELECT count(*) FROM customer_channels WHERE customer_id = $3 AND channel = 'aggregator_access'
             AND disabled AND (enable_at IS NULL OR enable_at > now()))::int AS channel_disabled,
-         (SELECT CASE WHEN jsonb_typeof(doc -> 'data_types') = 'array' THEN doc -> 'data_types' END FROM c) AS data_types)`;
+         (SELECT data_types FROM c) AS data_types)`;
 
 export interface Head {
   /**
@@ -202,8 +200,7 @@ const transactionsSql = (dir: 'next' | 'prev') => {
       : `(t.booked_at, t.id) > ($13::timestamptz, $14::text) AND t.booked_at <= $12::timestamptz`;
   return `${PRELUDE},
 lb AS (
-  SELECT now() - make_interval(days => coalesce((SELECT CASE WHEN jsonb_typeof(doc -> 'lookback_days') = 'number'
-      THEN least(greatest(floor((doc ->> 'lookback_days')::numeric), 0), 36500)::int END FROM c), $10::int)) AS lookback_from)
+  SELECT now() - make_interval(days => coalesce((SELECT least(greatest(lookback_days, 0), 36500) FROM c), $10::int)) AS lookback_from)
 SELECT h.*, ${iso('lb.lookback_from')} AS lookback_from, x.* FROM h CROSS JOIN lb LEFT JOIN (
   SELECT r.id, r.account_id, r.booked, r.value_date, r.type, r.credit_debit, r.amount, r.currency, r.description,
          r.isin, r.local_code, r.security_name, r.quantity, r.price, r.tax_category
