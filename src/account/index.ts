@@ -4,7 +4,7 @@
  * the same rules as everywhere else (src/oidc/passkeySignIn.ts); the sign-in is an oidc-provider
  * session, so it is the same session the authorization endpoint sees.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
@@ -22,7 +22,7 @@ import {
 import type { Config } from '../config/index.ts';
 import { listActiveConsents, markConsentRevoked } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
-import { BodyError, HttpError, readBody } from '../http/index.ts';
+import { HttpError, readBody } from '../http/index.ts';
 import {
   activeWithdrawalAccount,
   changeChannel,
@@ -64,7 +64,16 @@ import {
   type ThrottlePolicy,
   TravelError,
 } from '../risk/index.ts';
-import { accountLoginPage, errorPage, languageOf, messages, securityPage } from '../web/index.ts';
+import { accountLoginPage, languageOf, messages, securityPage } from '../web/index.ts';
+import { accountCsrfToken, checkAccountCsrf, createAccountForms, type SignedInSession } from './forms.ts';
+
+export {
+  type AccountForms,
+  accountCsrfToken,
+  checkAccountCsrf,
+  createAccountForms,
+  type SignedInSession,
+} from './forms.ts';
 
 export interface AccountRoutesOptions {
   provider: Provider;
@@ -78,32 +87,11 @@ export interface AccountRoutesOptions {
 
 /** Adding a passkey needs a sign-in at most this old (FSA comments 45–46). */
 export const RECENT_SIGN_IN_SECONDS = 300;
-/** Operations that add exposure: held back when the risk rules ask for a step-up or a block. */
-const SENSITIVE_OPERATIONS = new Set([
-  'account.passkeys.add',
-  'account.passkeys.remove',
-  'account.contacts.add',
-  'account.contacts.remove',
-  'account.notifications',
-  'account.travel',
-]);
 const CEREMONY_COOKIE = 'kkh_account_ceremony';
 /** History shows these event families only (notify: contact changes must be visible, JSDA IV.1.(2)④). */
 const HISTORY_FAMILIES = ['authn', 'risk', 'consent', 'account', 'enrollment', 'proofing', 'notify'];
 
 type Session = Awaited<ReturnType<Provider['Session']['get']>>;
-
-/** Double-submit token tied to the session id, which only the httpOnly cookie carries. */
-export const accountCsrfToken = (session: { jti: string }) =>
-  createHash('sha256').update(`csrf:${session.jti}`).digest('base64url');
-
-/** Refuses (403 ERR_CSRF) a form post whose token is not the session's. */
-export function checkAccountCsrf(session: { jti: string }, given: unknown): void {
-  const expected = Buffer.from(accountCsrfToken(session));
-  const got = Buffer.from(typeof given === 'string' ? given : '');
-  if (got.length !== expected.length || !timingSafeEqual(got, expected))
-    throw new HttpError(403, 'access_denied', 'the form has expired; reload the page', 'ERR_CSRF');
-}
 
 export function accountRoutes({
   provider,
@@ -125,11 +113,17 @@ export function accountRoutes({
     return parts.length ? parts.join(' · ') : undefined;
   }
 
-  async function signedIn(ctx: Context): Promise<(Session & { accountId: string }) | undefined> {
-    const session = await provider.Session.get(ctx);
-    return session.accountId ? (session as Session & { accountId: string }) : undefined;
-  }
-
+  const forms = createAccountForms({
+    provider,
+    risk: signIn,
+    errorOf: (err) =>
+      err instanceof AuthnError || err instanceof NotifyError
+        ? { status: 400, code: err.code }
+        : err instanceof LinkingError
+          ? { status: err.code === 'ERR_LIMIT_NEEDS_FRESH_PASSKEY' ? 403 : 400, code: err.code }
+          : undefined,
+  });
+  const { signedIn } = forms;
   const csrfFor = accountCsrfToken;
   const checkCsrf = checkAccountCsrf;
 
@@ -152,53 +146,15 @@ export function accountRoutes({
     return `account_${nonce}`;
   }
 
-  /** Form posts: check session and CSRF, do the work, go back to the page. */
-  async function form(
+  /** Form posts (src/account/forms.ts): back to the page, with the notice `work` returns if any. */
+  const form = (
     ctx: Context,
-    work: (session: Session & { accountId: string }, body: URLSearchParams) => Promise<string | undefined>,
-  ) {
-    ctx.set('cache-control', 'no-store');
-    try {
-      const session = await signedIn(ctx);
-      if (!session) return ctx.redirect('/account');
-      const body = await readBody(ctx, 'form');
-      checkCsrf(session, body.get('csrf'));
-      const operation = `account.${ctx.path.replace(/^\/account\//, '').replace(/\//g, '.')}`;
-      await guardOperation(signIn, ctx, {
-        customerId: session.accountId,
-        sessionUid: session.uid,
-        operation,
-        sensitive: SENSITIVE_OPERATIONS.has(operation),
-      });
+    work: (session: SignedInSession, body: URLSearchParams) => Promise<string | undefined>,
+  ) =>
+    forms.handle(ctx, async (session, body) => {
       const notice = await work(session, body);
-      ctx.status = 303;
-      ctx.redirect(notice ? `/account?notice=${encodeURIComponent(notice)}` : '/account');
-    } catch (err) {
-      const status =
-        err instanceof HttpError || err instanceof BodyError
-          ? err.status
-          : err instanceof AuthnError || err instanceof NotifyError
-            ? 400
-            : err instanceof LinkingError
-              ? err.code === 'ERR_LIMIT_NEEDS_FRESH_PASSKEY'
-                ? 403
-                : 400
-              : 0;
-      if (!status) throw err;
-      ctx.status = status;
-      ctx.type = 'html';
-      ctx.body = errorPage({
-        lang: languageOf(ctx),
-        error:
-          err instanceof AuthnError || err instanceof NotifyError || err instanceof LinkingError
-            ? err.code
-            : err instanceof HttpError
-              ? (err.code ?? err.error)
-              : 'invalid_request',
-        description: (err as Error).message,
-      });
-    }
-  }
+      return notice ? `/account?notice=${encodeURIComponent(notice)}` : '/account';
+    });
 
   router.get('/', async (ctx) => {
     ctx.set('cache-control', 'no-store');
@@ -520,7 +476,7 @@ export function accountRoutes({
   );
 
   /** Who asks for a limit, channel or product change: how they signed in, frozen or not (for the policy). */
-  async function changer(ctx: Context, session: Session & { accountId: string }) {
+  async function changer(ctx: Context, session: SignedInSession) {
     const customer = await db.query<{ status: string }>('SELECT status FROM customers WHERE id = $1', [
       session.accountId,
     ]);

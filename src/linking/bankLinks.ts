@@ -19,11 +19,11 @@ import {
 } from '../federation/index.ts';
 import { decryptAtRest, encryptAtRest } from '../keys/index.ts';
 import { enqueueNotification, type NotificationData } from '../notify/index.ts';
+import { matchesRegisteredName } from '../proofing/index.ts';
 import { bankStrength } from './bankStrength.ts';
 import { channelDisabled } from './channels.ts';
 import { decide } from './decide.ts';
 import { LinkError } from './errors.ts';
-import { namesMatch } from './nameMatch.ts';
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';
 import { ACR_FACT_VALUES, type FactsOf } from './policy/operations.ts';
 import type { Policy } from './policy/parsePolicy.ts';
@@ -438,7 +438,7 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
   );
   const c = customer.rows[0]!;
   const strength = bankStrength({ acr: assertion.acr, amr: assertion.amr }, bank.acrStrength);
-  const nameMatches = namesMatch({ kanji: c.name_kanji, kana: c.name_kana }, assertion.names);
+  const nameMatches = matchesRegisteredName({ kanji: c.name_kanji, kana: c.name_kana }, assertion.names);
   const facts: FactsOf<'create_sweep_link'> = {
     brokerageAcr: attempt.brokerage_acr as FactsOf<'create_sweep_link'>['brokerageAcr'],
     bankStrength: strength,
@@ -473,7 +473,7 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
   const cap = decision.obligations.capAmount ?? deps.config.linking.defaultSweepCap;
   const reducedCap = decision.obligations.capAmount !== undefined;
   const holderName =
-    assertion.names.find((n) => namesMatch({ kanji: c.name_kanji, kana: c.name_kana }, [n])) ??
+    assertion.names.find((n) => matchesRegisteredName({ kanji: c.name_kanji, kana: c.name_kana }, [n])) ??
     assertion.names[0] ??
     '';
   const linkId = `lnk_${randomUUID().replaceAll('-', '')}`;

@@ -27,8 +27,8 @@ import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, readBody } from '../http/index.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
+import { namesMatch } from '../proofing/index.ts';
 import { effectiveRiskLevel } from '../risk/index.ts';
-import { sameHolderName } from './accountHolder.ts';
 import { consumeApproval, type OperationApproval, recordApprovalDecision } from './approvals/approvals.ts';
 import {
   detailsHash,
@@ -192,8 +192,8 @@ export function decisionRoutes({
         authAgeSeconds: ageOf(approval),
         detailsBound: bound(approval, d) && (await sourceAccountOk(caller, customerId, d.sourceAccountId)),
         destinationNameMatches:
-          sameHolderName(d.destination.holderName, customer.name_kana) &&
-          (!account || sameHolderName(d.destination.holderName, account.holderName)),
+          namesMatch(d.destination.holderName, customer.name_kana) &&
+          (!account || namesMatch(d.destination.holderName, account.holderName)),
         destinationRegistered: registered,
         destinationInCoolOff: registered && account!.holdUntil.getTime() > Date.now(),
         amount,
@@ -246,7 +246,7 @@ export function decisionRoutes({
         acr: acrOf(approval),
         authAgeSeconds: ageOf(approval),
         detailsBound: bound(approval, d) && (await sourceAccountOk(caller, customerId, d.sourceAccountId)),
-        nameMatches: sameHolderName(d.newAccount.holderName, customer.name_kana),
+        nameMatches: namesMatch(d.newAccount.holderName, customer.name_kana),
         accountLocked: customer.locked,
         frozen: customer.status === 'frozen',
       },

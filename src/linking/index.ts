@@ -3,7 +3,6 @@
  * (config/withdrawal-policy.json) evaluated by one engine for withdrawals, withdrawal-account
  * changes, sweep links, sweep pulls and limit changes; every decision explained and audited.
  */
-export { sameHolderName } from './accountHolder.ts';
 export { approvalRoutes } from './approvals/approvalInteraction.ts';
 export {
   APPROVAL_TTL_SECONDS,
@@ -70,7 +69,6 @@ export {
   type Limits,
   MAX_LIMIT,
 } from './limits.ts';
-export { namesMatch, normalizeName, type RegisteredName } from './nameMatch.ts';
 export { describeCondition, describePolicy } from './policy/describePolicy.ts';
 export { evaluatePolicy, type MatchedRule, type PolicyDecision } from './policy/evaluatePolicy.ts';
 export { DEFAULT_POLICY_FILE, loadPolicy } from './policy/loadPolicy.ts';

@@ -13,7 +13,7 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
-import { accountCsrfToken, checkAccountCsrf } from '../account/index.ts';
+import { accountCsrfToken, createAccountForms } from '../account/index.ts';
 import {
   ApiError,
   createDbReplayStore,
@@ -30,7 +30,8 @@ import { createBankFederation } from '../federation/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { loadKeyEncryptionKey } from '../keys/index.ts';
 import { requestMeta } from '../oidc/passkeySignIn.ts';
-import { errorPage, languageOf } from '../web/index.ts';
+import { riskEngineFor } from '../risk/index.ts';
+import { languageOf } from '../web/index.ts';
 import { maskAccountNumber } from './approvals/operationDetails.ts';
 import {
   finishBankLink,
@@ -54,8 +55,6 @@ export interface LinkingRoutesOptions {
   /** The withdrawal-strength policy, loaded once at start (src/app.ts). */
   policy: Policy;
 }
-
-type Session = Awaited<ReturnType<Provider['Session']['get']>>;
 
 const LINK_STATUS: Record<LinkError['code'], number> = {
   ERR_LINK_ACCOUNT: 400,
@@ -86,46 +85,14 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
     replay: createDbReplayStore(db),
   });
 
-  async function signedIn(ctx: Context): Promise<(Session & { accountId: string }) | undefined> {
-    const session = await provider.Session.get(ctx);
-    return session.accountId ? (session as Session & { accountId: string }) : undefined;
-  }
-
-  function fail(ctx: Context, err: unknown): void {
-    const status =
-      err instanceof LinkError
-        ? LINK_STATUS[err.code]
-        : err instanceof HttpError || err instanceof BodyError
-          ? err.status
-          : 0;
-    if (!status) throw err;
-    ctx.status = status;
-    ctx.type = 'html';
-    ctx.body = errorPage({
-      lang: languageOf(ctx),
-      error:
-        err instanceof LinkError
-          ? err.code
-          : err instanceof HttpError
-            ? (err.code ?? err.error)
-            : 'invalid_request',
-      description: (err as Error).message,
-    });
-  }
-
-  /** A signed-in form post with a valid CSRF token, or an answer that says why not. */
-  async function formSession(
-    ctx: Context,
-  ): Promise<{ session: Session & { accountId: string }; body: URLSearchParams } | undefined> {
-    const session = await signedIn(ctx);
-    if (!session) {
-      ctx.redirect('/account');
-      return undefined;
-    }
-    const body = await readBody(ctx, 'form');
-    checkAccountCsrf(session, body.get('csrf'));
-    return { session, body };
-  }
+  // Link forms are handled like every other form of the customer's pages, risk check included.
+  const forms = createAccountForms({
+    provider,
+    risk: { db, risk: riskEngineFor(config) },
+    errorOf: (err) =>
+      err instanceof LinkError ? { status: LINK_STATUS[err.code], code: err.code } : undefined,
+  });
+  const { signedIn, fail } = forms;
 
   router.get('/account/links', async (ctx) => {
     ctx.set('cache-control', 'no-store');
@@ -149,26 +116,21 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
     });
   });
 
-  router.post('/account/links/start', async (ctx) => {
-    ctx.set('cache-control', 'no-store');
-    try {
-      const form = await formSession(ctx);
-      if (!form) return;
+  // A new path for money: a sensitive operation, held back when the session's risk asks for it.
+  router.post('/account/links/start', (ctx) =>
+    forms.handle(ctx, async (session, body) => {
       const url = await startBankLink(deps, {
-        customerId: form.session.accountId,
-        sessionUid: form.session.uid,
-        sessionAcr: form.session.acr,
-        sessionLoginTs: form.session.loginTs,
-        bankId: form.body.get('bankId') ?? '',
-        accountId: form.body.get('accountId') ?? '',
+        customerId: session.accountId,
+        sessionUid: session.uid,
+        sessionAcr: session.acr,
+        sessionLoginTs: session.loginTs,
+        bankId: body.get('bankId') ?? '',
+        accountId: body.get('accountId') ?? '',
         meta: requestMeta(ctx),
       });
-      ctx.status = 303;
-      ctx.redirect(url.href);
-    } catch (err) {
-      fail(ctx, err);
-    }
-  });
+      return url.href;
+    }),
+  );
 
   router.get('/account/links/callback', async (ctx) => {
     ctx.set('cache-control', 'no-store');
@@ -193,22 +155,17 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
     }
   });
 
-  router.post('/account/links/remove', async (ctx) => {
-    ctx.set('cache-control', 'no-store');
-    try {
-      const form = await formSession(ctx);
-      if (!form) return;
+  // Unlinking stops money moving: protective, so assessed and recorded but never held back.
+  router.post('/account/links/remove', (ctx) =>
+    forms.handle(ctx, async (session, body) => {
       await unlinkBankLink(deps, {
-        customerId: form.session.accountId,
-        linkId: form.body.get('linkId') ?? '',
+        customerId: session.accountId,
+        linkId: body.get('linkId') ?? '',
         meta: requestMeta(ctx),
       });
-      ctx.status = 303;
-      ctx.redirect('/account/links');
-    } catch (err) {
-      fail(ctx, err);
-    }
-  });
+      return '/account/links';
+    }),
+  );
 
   router.get('/federation/jwks.json', async (ctx) => {
     ctx.set('cache-control', 'max-age=300');

@@ -237,13 +237,14 @@ async function applyRiskRules(
 }
 
 /**
- * An important operation by a signed-in customer (security page): observed for post-login
+ * An important operation by a signed-in customer (security page, bank links): observed for post-login
  * changes of network or browser, recorded with its risk decision, and — when `sensitive` (it adds
  * exposure, e.g. a new passkey, a contact change, declared travel) — refused on step-up or block.
- * Protective operations (revoking a consent, ending sessions) are recorded but never refused.
+ * Protective operations (revoking a consent, ending sessions, unlinking a bank) are recorded but never
+ * refused.
  */
 export async function guardOperation(
-  deps: SignInDeps,
+  deps: Pick<SignInDeps, 'db' | 'risk'>,
   ctx: Context,
   o: { customerId: string; sessionUid: string; operation: string; sensitive: boolean },
 ): Promise<void> {
@@ -276,7 +277,7 @@ export async function guardOperation(
 
 /** Tells the customer (no link in the text) and refuses with ERR_RISK_BLOCKED. */
 async function refuseBlocked(
-  deps: SignInDeps,
+  deps: Pick<SignInDeps, 'db'>,
   customerId: string,
   reason: 'risk_block' | 'suspicious_activity',
   message: string,

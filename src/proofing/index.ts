@@ -29,7 +29,13 @@ export type {
 export { type EkycSettings, ekycMethod } from './methods/ekyc.ts';
 export { type JpkiSettings, jpkiMethod } from './methods/jpki.ts';
 export { ticketMethod } from './methods/ticket.ts';
-export { namesMatch, normalizeBirthdate, normalizeName } from './names.ts';
+export {
+  matchesRegisteredName,
+  namesMatch,
+  normalizeBirthdate,
+  normalizeName,
+  type RegisteredName,
+} from './names.ts';
 export {
   type CompletedRecovery,
   completeRecoveryAfterEnrollment,

@@ -153,6 +153,8 @@ async function auditDecision(
     port: o.port,
     userAgent: o.userAgent,
     data: {
+      // Which operation was held back or flagged (e.g. account.links.start), for investigators.
+      ...('operation' in o ? { operation: o.operation } : {}),
       decision: d.decision,
       score: d.score,
       reasons: d.reasons.map((r) => r.rule),

@@ -162,8 +162,8 @@ afterAll(async () => {
   await Promise.all([passkeyBank, otpBank, passwordBank].map((b) => b?.close()));
 });
 
-async function signedIn(): Promise<{ ua: UserAgent; csrf: string }> {
-  const ua = createUserAgent({ fetch: browserFetch });
+async function signedIn(fetch = browserFetch): Promise<{ ua: UserAgent; csrf: string }> {
+  const ua = createUserAgent({ fetch });
   await ua.get(`${t.issuer}/account`);
   const options = await ua.postJson(`${t.issuer}/account/login/options`, {});
   const verify = await ua.postJson(
@@ -750,3 +750,99 @@ describe('unlinking, sweeps and the institution API', () => {
     expect((await callers.bank!.call('POST', `/api/institution/v1/links/${linkId}/resume`)).status).toBe(409);
   });
 });
+
+describe('the risk check at the link forms (JSDA IV.5: signals at every important operation)', () => {
+  it('holds back a link start from a stolen session cookie, lets it unlink (protective), and records both', async () => {
+    // One cookie jar whose requests leave from the customer's network and browser, later from a thief's.
+    let via = browserFetch;
+    const session = await signedIn(((url: string | URL, init?: RequestInit) =>
+      via(url, init)) as typeof fetch);
+    // From home: the session's first network and browser; the start is assessed and allowed.
+    expect((await linkAt('a-bank', session)).result).toBe('linked');
+    const [link] = await liveLinks();
+    const home = await lastOperation();
+    expect(home).toMatchObject({ method: 'account.links.start', decision: 'allow', result: 'success' });
+
+    // The same session cookie used from another network by another browser.
+    const thief = new Agent({
+      localAddress: '127.0.3.20',
+      connect: { ca: [t.caPem, passkeyBank.caPem, otpBank.caPem, passwordBank.caPem] },
+    });
+    via = ((url: string | URL, init?: RequestInit) => {
+      // The user agent sends its headers as a plain record.
+      const headers = {
+        ...(init?.headers as Record<string, string>),
+        'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) Thief/1.0',
+      };
+      return undiciFetch(url, { ...(init as object), headers, dispatcher: thief });
+    }) as unknown as typeof globalThis.fetch;
+    const attempts = async () =>
+      Number(
+        (
+          await t.hub.db.query<{ n: string }>(
+            'SELECT count(*) AS n FROM bank_link_attempts WHERE customer_id = $1',
+            [customerId],
+          )
+        ).rows[0]!.n,
+      );
+    const before = await attempts();
+    const start = await session.ua.postForm(`${t.issuer}/account/links/start`, {
+      csrf: session.csrf,
+      bankId: 'a-bank',
+      accountId,
+    });
+    expect(start.status).toBe(403);
+    expect(start.location).toBeUndefined();
+    expect(start.text).toContain('ERR_RISK_STEP_UP');
+    expect(await attempts()).toBe(before);
+    const held = await lastOperation();
+    expect(held).toMatchObject({
+      method: 'account.links.start',
+      decision: 'step_up',
+      result: 'step_up',
+      ip: '127.0.3.20',
+    });
+    expect(held.reasons.map((r) => r.rule)).toContain('elevated-session');
+    const audited = await t.hub.db.query<{ data: { operation: string; reasons: string[] } }>(
+      "SELECT data FROM audit_events WHERE type = 'risk.operation.step_up' AND customer_id = $1 ORDER BY id",
+      [customerId],
+    );
+    expect(audited.rows.map((r) => r.data.operation)).toEqual(['account.links.start']);
+    expect(audited.rows[0]!.data.reasons).toContain('elevated-session');
+
+    // Unlinking stops money moving, so it goes ahead — assessed, audited and told like any unlink.
+    const remove = await session.ua.postForm(`${t.issuer}/account/links/remove`, {
+      csrf: session.csrf,
+      linkId: link!.id,
+    });
+    expect(remove.status).toBe(303);
+    expect(await liveLinks()).toHaveLength(0);
+    expect(await lastOperation()).toMatchObject({
+      method: 'account.links.remove',
+      decision: 'step_up',
+      result: 'success',
+      ip: '127.0.3.20',
+    });
+    const removeAudit = await t.hub.db.query<{ data: { operation: string } }>(
+      "SELECT data FROM audit_events WHERE type = 'risk.operation.step_up' AND customer_id = $1 ORDER BY id DESC LIMIT 1",
+      [customerId],
+    );
+    expect(removeAudit.rows[0]!.data.operation).toBe('account.links.remove');
+    await thief.close();
+  });
+});
+
+async function lastOperation() {
+  return (
+    await t.hub.db.query<{
+      method: string;
+      decision: string;
+      result: string;
+      ip: string;
+      reasons: Array<{ rule: string }>;
+    }>(
+      "SELECT method, decision, result, ip, reasons FROM risk_events WHERE customer_id = $1 AND kind = 'operation' ORDER BY id DESC LIMIT 1",
+      [customerId],
+    )
+  ).rows[0]!;
+}

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { normalizeName as normalizeHolderName, sameHolderName } from '../../src/linking/index.ts';
+// Holder names (withdrawal destinations, registered withdrawal accounts) are compared by proofing's namesMatch.
+import { namesMatch, normalizeName as normalizeHolderName } from '../../src/proofing/index.ts';
 
 describe('名義一致 (holder-name matching)', () => {
   it.each([
@@ -9,7 +10,7 @@ describe('名義一致 (holder-name matching)', () => {
     ['ヤマダ・タロウ', 'ヤマダタロウ'],
     ['ｽｽﾞｷ ｲﾁﾛｰ', 'スズキ イチロー'],
   ])('%s matches %s', (a, b) => {
-    expect(sameHolderName(a, b)).toBe(true);
+    expect(namesMatch(a, b)).toBe(true);
   });
 
   it.each([
@@ -18,7 +19,7 @@ describe('名義一致 (holder-name matching)', () => {
     ['スズキ イチロー', 'スズキ イチロ'],
     ['', ''],
   ])('%s does not match %s', (a, b) => {
-    expect(sameHolderName(a, b)).toBe(false);
+    expect(namesMatch(a, b)).toBe(false);
   });
 
   it('keeps the long-vowel mark and voicing, which change the name', () => {

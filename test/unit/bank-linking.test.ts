@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { assertedNames, maskBankAccount } from '../../src/federation/index.ts';
-import { bankStrength, namesMatch, normalizeName } from '../../src/linking/index.ts';
+import { bankStrength } from '../../src/linking/index.ts';
+import { matchesRegisteredName, normalizeName } from '../../src/proofing/index.ts';
 
 const YAMADA = { kanji: '山田 太郎', kana: 'ヤマダ タロウ' };
 
-describe('名義一致: normalizeName / namesMatch', () => {
+describe('名義一致: normalizeName / matchesRegisteredName', () => {
   it('matches across half/full width, hiragana/katakana, spaces and small kana', () => {
     for (const asserted of [
       'ﾔﾏﾀﾞ ﾀﾛｳ',
@@ -15,30 +16,32 @@ describe('名義一致: normalizeName / namesMatch', () => {
       '山田太郎',
       '山田　太郎',
     ])
-      expect(namesMatch(YAMADA, [asserted]), asserted).toBe(true);
+      expect(matchesRegisteredName(YAMADA, [asserted]), asserted).toBe(true);
     // 全銀 has no small kana: キャ is held as キヤ, ッ as ツ.
-    expect(namesMatch({ kanji: '北村 拓也', kana: 'キタムラ タクヤ' }, ['ｷﾀﾑﾗ ﾀｸﾔ'])).toBe(true);
-    expect(namesMatch({ kanji: '佐藤 雪', kana: 'サトウ ユキ' }, ['ｻﾄｳ ﾕｷ'])).toBe(true);
+    expect(matchesRegisteredName({ kanji: '北村 拓也', kana: 'キタムラ タクヤ' }, ['ｷﾀﾑﾗ ﾀｸﾔ'])).toBe(true);
+    expect(matchesRegisteredName({ kanji: '佐藤 雪', kana: 'サトウ ユキ' }, ['ｻﾄｳ ﾕｷ'])).toBe(true);
     expect(normalizeName('キャッシュ')).toBe(normalizeName('ｷﾔﾂｼﾕ'));
     expect(normalizeName('ジョー')).toBe(normalizeName('ｼﾞﾖ-'));
     // Variant kanji in registers and bank records.
-    expect(namesMatch({ kanji: '髙橋 一郎', kana: 'タカハシ イチロウ' }, ['高橋 一郎'])).toBe(true);
-    expect(namesMatch({ kanji: '渡邊 花子', kana: 'ワタナベ ハナコ' }, ['渡辺花子'])).toBe(true);
+    expect(matchesRegisteredName({ kanji: '髙橋 一郎', kana: 'タカハシ イチロウ' }, ['高橋 一郎'])).toBe(
+      true,
+    );
+    expect(matchesRegisteredName({ kanji: '渡邊 花子', kana: 'ワタナベ ハナコ' }, ['渡辺花子'])).toBe(true);
     expect(normalizeName('ｔａｒｏ　ｙａｍａｄａ')).toBe('TAROYAMADA');
   });
 
   it('does not match another person, a partial name, or kanji against kana', () => {
-    expect(namesMatch(YAMADA, ['ヤマダ ハナコ'])).toBe(false);
-    expect(namesMatch(YAMADA, ['ﾔﾏﾀﾞ'])).toBe(false);
-    expect(namesMatch(YAMADA, ['山田'])).toBe(false);
-    expect(namesMatch(YAMADA, ['ヤマダ タロウ 様'])).toBe(false);
-    expect(namesMatch(YAMADA, [''])).toBe(false);
-    expect(namesMatch(YAMADA, ['  '])).toBe(false);
-    expect(namesMatch(YAMADA, [])).toBe(false);
+    expect(matchesRegisteredName(YAMADA, ['ヤマダ ハナコ'])).toBe(false);
+    expect(matchesRegisteredName(YAMADA, ['ﾔﾏﾀﾞ'])).toBe(false);
+    expect(matchesRegisteredName(YAMADA, ['山田'])).toBe(false);
+    expect(matchesRegisteredName(YAMADA, ['ヤマダ タロウ 様'])).toBe(false);
+    expect(matchesRegisteredName(YAMADA, [''])).toBe(false);
+    expect(matchesRegisteredName(YAMADA, ['  '])).toBe(false);
+    expect(matchesRegisteredName(YAMADA, [])).toBe(false);
     // A kana name is never compared with the kanji name.
-    expect(namesMatch({ kanji: 'ヤマダ タロウ', kana: 'ヤマダ ジロウ' }, ['ﾔﾏﾀﾞ ﾀﾛｳ'])).toBe(false);
+    expect(matchesRegisteredName({ kanji: 'ヤマダ タロウ', kana: 'ヤマダ ジロウ' }, ['ﾔﾏﾀﾞ ﾀﾛｳ'])).toBe(false);
     // Voiced and unvoiced kana differ.
-    expect(namesMatch(YAMADA, ['ﾔﾏﾀ ﾀﾛｳ'])).toBe(false);
+    expect(matchesRegisteredName(YAMADA, ['ﾔﾏﾀ ﾀﾛｳ'])).toBe(false);
   });
 
   it('reads names from plain claims, language-tagged claims and verified_claims', () => {
