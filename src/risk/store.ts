@@ -70,8 +70,10 @@ export function riskEventParams(e: RiskEventRow): unknown[] {
  * Everything LoginFacts needs in one round trip, and the customer's stored level (so that a sign-in
  * that changes nothing need not write it). Only failures are counted per source and range, so
  * those scans read failures alone (partial indexes, migration 0022) however busy a source is; the
- * customer's own successful sign-ins are read through EXISTS and newest-first lookups (`mine` is
- * inlined, not materialised) that stop at the first row they need.
+ * customer's own successful sign-ins are read through EXISTS and two newest-first lookups (`mine`
+ * is inlined, not materialised) that stop at the first row they need: the latest sign-in (whether
+ * there was one, and where and when it was) and the latest with this credential (whether it was
+ * seen, and its backup state then) — one index descent each instead of one per column.
  */
 export async function loginFacts(
   db: Queryable,
@@ -117,18 +119,19 @@ export async function loginFacts(
        (SELECT count(*) FROM rng WHERE result = 'failure')::int AS fr,
        (SELECT count(DISTINCT COALESCE(customer_id, 'cred:' || credential_id)) FROM src WHERE result = 'failure')::int AS as_,
        (SELECT count(DISTINCT COALESCE(customer_id, 'cred:' || credential_id)) FROM rng WHERE result = 'failure')::int AS ar,
-       EXISTS (SELECT 1 FROM mine) AS before,
+       last.at IS NOT NULL AS before,
        EXISTS (SELECT 1 FROM mine WHERE country = $5) AS seen_country,
        EXISTS (SELECT 1 FROM mine WHERE asn = $6::int) AS seen_asn,
-       EXISTS (SELECT 1 FROM mine WHERE credential_id = $2) AS seen_cred,
-       (SELECT country FROM mine ORDER BY at DESC LIMIT 1) AS last_country,
-       (SELECT ip FROM mine ORDER BY at DESC LIMIT 1) AS last_ip,
-       (SELECT at FROM mine ORDER BY at DESC LIMIT 1) AS last_at,
-       (SELECT backed_up FROM mine WHERE credential_id = $2 ORDER BY at DESC LIMIT 1) AS last_backed_up,
+       cred.at IS NOT NULL AS seen_cred,
+       last.country AS last_country, last.ip AS last_ip, last.at AS last_at,
+       cred.backed_up AS last_backed_up,
        EXISTS (SELECT 1 FROM travel_declarations WHERE customer_id = $1 AND country = $5
                AND starts_at <= now() AND ends_at > now()) AS travel,
        lv.recovery_login_due AS recovery_due, lv.level AS stored_level, lv.reasons AS stored_reasons
-     FROM (SELECT 1) AS one LEFT JOIN risk_levels lv ON lv.customer_id = $1`,
+     FROM (SELECT 1) AS one
+     LEFT JOIN LATERAL (SELECT country, ip, at FROM mine ORDER BY at DESC LIMIT 1) AS last ON true
+     LEFT JOIN LATERAL (SELECT backed_up, at FROM mine WHERE credential_id = $2 ORDER BY at DESC LIMIT 1) AS cred ON true
+     LEFT JOIN risk_levels lv ON lv.customer_id = $1`,
     [
       q.customerId,
       q.credentialId ?? null,
