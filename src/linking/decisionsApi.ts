@@ -38,7 +38,7 @@ import {
   type WithdrawalAccountChangeDetails,
   type WithdrawalDetails,
 } from './approvals/operationDetails.ts';
-import { reportSweepDecision, sweepPullFacts } from './bankLinks.ts';
+import { decideSweepPull } from './bankLinks.ts';
 import { channelDisabled } from './channels.ts';
 import { decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
@@ -282,9 +282,8 @@ export function decisionRoutes({
   }
 
   /**
-   * A sweep pull, asked by the brokerage the link pays into: facts from the link (src/linking
-   * bankLinks.ts), one decision per reference, an allowed pull counted against the link's cap and
-   * reported to the customer and both institutions.
+   * A sweep pull, asked by the brokerage the link pays into: decided, counted and reported in one
+   * transaction (decideSweepPull, src/linking/bankLinks.ts), one counted decision per reference.
    */
   async function sweep(ctx: Context, caller: InstitutionCaller, body: unknown) {
     const parsed = sweepRequest.safeParse(body);
@@ -293,27 +292,20 @@ export function decisionRoutes({
       throw new ApiError(400, 'invalid_request', `${i.path.join('.') || 'body'}: ${i.message}`);
     }
     const { linkId, amount, reference, bankApprovalBound } = parsed.data;
-    const link = await db.query<{ customer_id: string }>(
-      'SELECT customer_id FROM bank_links WHERE id = $1 AND brokerage_institution_id = $2',
-      [linkId, caller.institutionId],
-    );
-    const customerId = link.rows[0]?.customer_id;
-    if (!customerId) throw new ApiError(404, 'not_found', 'no such link for this institution');
-    const seen = await db.query('SELECT 1 FROM bank_link_sweeps WHERE link_id = $1 AND reference = $2', [
+    const outcome = await decideSweepPull(db, policy, config, {
       linkId,
+      amount,
       reference,
-    ]);
-    if (seen.rowCount)
-      throw new ApiError(409, 'sweep_reference_used', 'this reference was already decided and counted');
-    const facts = await sweepPullFacts(db, { customerId, linkId, amount, bankApprovalBound });
-    const decision = await decide(db, policy, 'sweep_pull', facts, {
-      customerId,
+      bankApprovalBound,
+      brokerageInstitutionId: caller.institutionId,
       actor: `client:${caller.clientId}`,
       clientId: caller.clientId,
-      subject: { linkId, amount, reference },
     });
-    await reportSweepDecision(db, config, { customerId, linkId, amount, reference, decision });
-    answer(ctx, decision, {});
+    if (outcome.status === 'not_found')
+      throw new ApiError(404, 'not_found', 'no such link for this institution');
+    if (outcome.status === 'reference_used')
+      throw new ApiError(409, 'sweep_reference_used', 'this reference was already decided and counted');
+    answer(ctx, outcome.decision, {});
   }
 
   /**

@@ -27,6 +27,7 @@ export {
 export {
   applySweepSuspensions,
   type BankLink,
+  decideSweepPull,
   deleteExpiredLinkAttempts,
   finishBankLink,
   type InstitutionEvent,
@@ -43,6 +44,8 @@ export {
   reportSweepDecision,
   type SweepDecisionInput,
   type SweepPullInput,
+  type SweepPullOutcome,
+  type SweepPullRequest,
   setBankLinkSuspended,
   startBankLink,
   sweepPullFacts,
