@@ -173,15 +173,18 @@ export function decisionRoutes({
 
   async function withdrawal(caller: InstitutionCaller, approval: OperationApproval, d: WithdrawalDetails) {
     const customerId = approval.customerId;
-    const [customer, account, limits, used, risk] = [
-      await customerFacts(customerId),
-      await activeWithdrawalAccount(db, customerId),
-      await customerLimits(db, customerId, defaultLimits),
-      await withdrawnToday(db, customerId),
-      await riskLevel(customerId),
-    ];
+    // Independent reads over the pool (customerLimits applies due raises in a transaction of its own).
+    const [customer, account, limits, used, risk, exemption, sourceOk, withdrawalsOff] = await Promise.all([
+      customerFacts(customerId),
+      activeWithdrawalAccount(db, customerId),
+      customerLimits(db, customerId, defaultLimits),
+      withdrawnToday(db, customerId),
+      riskLevel(customerId),
+      activeExemption(db, customerId),
+      sourceAccountOk(caller, customerId, d.sourceAccountId),
+      channelDisabled(db, customerId, 'withdrawals'),
+    ]);
     const amount = Number(d.instructedAmount.amount);
-    const exempted = (await activeExemption(db, customerId)) !== undefined;
     const registered = account !== undefined && sameBankAccount(account, d.destination);
     const decision = await decide(
       db,
@@ -190,7 +193,7 @@ export function decisionRoutes({
       {
         acr: acrOf(approval),
         authAgeSeconds: ageOf(approval),
-        detailsBound: bound(approval, d) && (await sourceAccountOk(caller, customerId, d.sourceAccountId)),
+        detailsBound: bound(approval, d) && sourceOk,
         destinationNameMatches:
           sameHolderName(d.destination.holderName, customer.name_kana) &&
           (!account || sameHolderName(d.destination.holderName, account.holderName)),
@@ -202,8 +205,8 @@ export function decisionRoutes({
         newDevice: approval.newDevice,
         riskLevel: risk,
         frozen: customer.status === 'frozen',
-        channelDisabled: await channelDisabled(db, customerId, 'withdrawals'),
-        exempted,
+        channelDisabled: withdrawalsOff,
+        exempted: exemption !== undefined,
       },
       {
         customerId,
@@ -237,7 +240,10 @@ export function decisionRoutes({
     d: WithdrawalAccountChangeDetails,
   ) {
     const customerId = approval.customerId;
-    const customer = await customerFacts(customerId);
+    const [customer, sourceOk] = await Promise.all([
+      customerFacts(customerId),
+      sourceAccountOk(caller, customerId, d.sourceAccountId),
+    ]);
     const decision = await decide(
       db,
       policy,
@@ -245,7 +251,7 @@ export function decisionRoutes({
       {
         acr: acrOf(approval),
         authAgeSeconds: ageOf(approval),
-        detailsBound: bound(approval, d) && (await sourceAccountOk(caller, customerId, d.sourceAccountId)),
+        detailsBound: bound(approval, d) && sourceOk,
         nameMatches: sameHolderName(d.newAccount.holderName, customer.name_kana),
         accountLocked: customer.locked,
         frozen: customer.status === 'frozen',
@@ -326,8 +332,12 @@ export function decisionRoutes({
     );
     const customerId = account.rows[0]?.customer_id;
     if (!customerId) throw new ApiError(404, 'not_found', 'no such open account at this institution');
-    const state = (await productStates(db, customerId, defaultProducts)).find((p) => p.product === product)!;
-    const customer = await customerFacts(customerId);
+    const [states, customer, risk] = await Promise.all([
+      productStates(db, customerId, defaultProducts),
+      customerFacts(customerId),
+      riskLevel(customerId),
+    ]);
+    const state = states.find((p) => p.product === product)!;
     const decision = await decide(
       db,
       policy,
@@ -336,7 +346,7 @@ export function decisionRoutes({
         product,
         productAllowed: state.allowed,
         productPending: state.allowAt !== null,
-        riskLevel: await riskLevel(customerId),
+        riskLevel: risk,
         frozen: customer.status === 'frozen',
       },
       {
