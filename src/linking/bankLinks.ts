@@ -877,8 +877,9 @@ interface SweepLinkRow extends LinkRow {
 }
 
 /**
- * The link a sweep is decided on, read once. `lock`: FOR UPDATE of the link row, so that parallel
- * pulls on one link are decided one after another, each seeing the pulls counted before it.
+ * The link a sweep is decided on, read once. `lock`: a row lock on the link (FOR NO KEY UPDATE, which
+ * leaves rows referring to the link free to be written), so that parallel pulls on one link are
+ * decided one after another, each seeing the pulls counted before it.
  */
 async function sweepLink(
   db: Queryable,
@@ -892,7 +893,7 @@ async function sweepLink(
                     AND a.action = 'suspend_sweeps' AND a.processed_at IS NULL) AS signalled
      FROM bank_links l JOIN customers c ON c.id = l.customer_id
      WHERE l.id = $1 AND ($2::text IS NULL OR l.customer_id = $2)
-       AND ($3::text IS NULL OR l.brokerage_institution_id = $3)${lock ? ' FOR UPDATE OF l' : ''}`,
+       AND ($3::text IS NULL OR l.brokerage_institution_id = $3)${lock ? ' FOR NO KEY UPDATE OF l' : ''}`,
     [where.linkId, where.customerId ?? null, where.brokerageInstitutionId ?? null],
   );
   return r.rows[0];

@@ -174,11 +174,10 @@ export function decisionRoutes({
   async function withdrawal(caller: InstitutionCaller, approval: OperationApproval, d: WithdrawalDetails) {
     const customerId = approval.customerId;
     // Independent reads over the pool (customerLimits applies due raises in a transaction of its own).
-    const [customer, account, limits, used, risk, exemption, sourceOk, withdrawalsOff] = await Promise.all([
+    const [customer, account, limits, risk, exemption, sourceOk, withdrawalsOff] = await Promise.all([
       customerFacts(customerId),
       activeWithdrawalAccount(db, customerId),
       customerLimits(db, customerId, defaultLimits),
-      withdrawnToday(db, customerId),
       riskLevel(customerId),
       activeExemption(db, customerId),
       sourceAccountOk(caller, customerId, d.sourceAccountId),
@@ -186,51 +185,59 @@ export function decisionRoutes({
     ]);
     const amount = Number(d.instructedAmount.amount);
     const registered = account !== undefined && sameBankAccount(account, d.destination);
-    const decision = await decide(
-      db,
-      policy,
-      'withdrawal',
-      {
-        acr: acrOf(approval),
-        authAgeSeconds: ageOf(approval),
-        detailsBound: bound(approval, d) && sourceOk,
-        destinationNameMatches:
-          sameHolderName(d.destination.holderName, customer.name_kana) &&
-          (!account || sameHolderName(d.destination.holderName, account.holderName)),
-        destinationRegistered: registered,
-        destinationInCoolOff: registered && account!.holdUntil.getTime() > Date.now(),
-        amount,
-        overDailyCap: used + amount > limits.current.withdrawal_daily,
-        dailyTotal: used + amount,
-        newDevice: approval.newDevice,
-        riskLevel: risk,
-        frozen: customer.status === 'frozen',
-        channelDisabled: withdrawalsOff,
-        exempted: exemption !== undefined,
-      },
-      {
-        customerId,
-        actor: `client:${caller.clientId}`,
-        clientId: caller.clientId,
-        subject: {
-          approvalId: approval.id,
+    // Decided, counted and told in one transaction. The customer's row lock makes withdrawals of one
+    // customer decided at the same time wait for each other, so today's total read under it holds
+    // every withdrawal allowed before: together they never pass the limit.
+    const decision = await db.transaction(async (tx) => {
+      await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+      const used = await withdrawnToday(tx, customerId);
+      const decision = await decide(
+        tx,
+        policy,
+        'withdrawal',
+        {
+          acr: acrOf(approval),
+          authAgeSeconds: ageOf(approval),
+          detailsBound: bound(approval, d) && sourceOk,
+          destinationNameMatches:
+            sameHolderName(d.destination.holderName, customer.name_kana) &&
+            (!account || sameHolderName(d.destination.holderName, account.holderName)),
+          destinationRegistered: registered,
+          destinationInCoolOff: registered && account!.holdUntil.getTime() > Date.now(),
           amount,
-          destination: `${d.destination.bankCode}-${d.destination.branchCode} ${maskAccountNumber(d.destination.accountNumber)}`,
+          overDailyCap: used + amount > limits.current.withdrawal_daily,
+          dailyTotal: used + amount,
+          newDevice: approval.newDevice,
+          riskLevel: risk,
+          frozen: customer.status === 'frozen',
+          channelDisabled: withdrawalsOff,
+          exempted: exemption !== undefined,
         },
-      },
-    );
-    if (decision.decision === 'allow') {
-      await recordWithdrawal(db, customerId, amount);
-      await notifyCustomer(db, {
-        customerId,
-        kind: 'withdrawal_requested',
-        data: {
-          amount,
-          destination: `${d.destination.bankName} ${maskAccountNumber(d.destination.accountNumber)}`,
+        {
+          customerId,
+          actor: `client:${caller.clientId}`,
+          clientId: caller.clientId,
+          subject: {
+            approvalId: approval.id,
+            amount,
+            destination: `${d.destination.bankCode}-${d.destination.branchCode} ${maskAccountNumber(d.destination.accountNumber)}`,
+          },
         },
-        dedupeKey: `withdrawal:${approval.id}`,
-      });
-    }
+      );
+      if (decision.decision === 'allow') {
+        await recordWithdrawal(tx, customerId, amount);
+        await notifyCustomer(tx, {
+          customerId,
+          kind: 'withdrawal_requested',
+          data: {
+            amount,
+            destination: `${d.destination.bankName} ${maskAccountNumber(d.destination.accountNumber)}`,
+          },
+          dedupeKey: `withdrawal:${approval.id}`,
+        });
+      }
+      return decision;
+    });
     return { decision };
   }
 
