@@ -167,15 +167,23 @@ export function accountRoutes({
       ctx.body = accountLoginPage({ lang, notice });
       return;
     }
-    const customer = await db.query<{ name_kanji: string }>(
-      'SELECT name_kanji FROM customers WHERE id = $1',
-      [session.accountId],
-    );
-    const limits = await customerLimits(db, session.accountId, config.linking.defaultLimits);
-    const withdrawalAccount = await activeWithdrawalAccount(db, session.accountId);
-    const channels = await channelStates(db, session.accountId);
-    const products = await productStates(db, session.accountId, config.linking.defaultProducts);
-    const [consents, notifications, passkeys, sessions, history] = await Promise.all([
+    const [
+      customer,
+      limits,
+      withdrawalAccount,
+      channels,
+      products,
+      consents,
+      notifications,
+      passkeys,
+      sessions,
+      history,
+    ] = await Promise.all([
+      db.query<{ name_kanji: string }>('SELECT name_kanji FROM customers WHERE id = $1', [session.accountId]),
+      customerLimits(db, session.accountId, config.linking.defaultLimits),
+      activeWithdrawalAccount(db, session.accountId),
+      channelStates(db, session.accountId),
+      productStates(db, session.accountId, config.linking.defaultProducts),
       listActiveConsents(db, session.accountId),
       getNotificationSettings(db, session.accountId),
       listPasskeys(db, session.accountId),

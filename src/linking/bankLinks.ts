@@ -552,6 +552,10 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
 const LINK_COLUMNS = `id, customer_id, account_id, brokerage_institution_id, bank_id, bank_institution_id, bank_name,
   bank_account_masked, holder_name, bank_subject, bank_strength, cap_amount, status, policy_version, decided_by,
   created_at, updated_at, suspended_at, suspended_by, removed_at`;
+/** The same columns of bank_links aliased `l`, for joins. */
+const LINK_COLUMNS_L = LINK_COLUMNS.split(',')
+  .map((c) => `l.${c.trim()}`)
+  .join(', ');
 
 /** The customer's links, newest first (removed ones too, for the record). */
 export async function listBankLinks(db: Queryable, customerId: string): Promise<BankLink[]> {
@@ -785,9 +789,7 @@ export async function listInstitutionLinks(
   customerNumber?: string,
 ): Promise<BankLink[]> {
   const r = await db.query<LinkRow>(
-    `SELECT ${LINK_COLUMNS.split(',')
-      .map((c) => `l.${c.trim()}`)
-      .join(', ')}
+    `SELECT ${LINK_COLUMNS_L}
      FROM bank_links l JOIN customers c ON c.id = l.customer_id
      WHERE (l.brokerage_institution_id = $1 OR l.bank_institution_id = $1)
        AND ($2::text IS NULL OR (c.institution_id = $1 AND c.customer_number = $2))
@@ -868,36 +870,47 @@ export interface SweepPullInput {
   bankApprovalBound: boolean;
 }
 
+/** A link as a sweep decision reads it: the link, its customer's status and a peer's pending stop. */
+interface SweepLinkRow extends LinkRow {
+  customer_status: string;
+  signalled: boolean;
+}
+
 /**
- * The facts `sweep_pull` is decided on, for the decision endpoint: today's use (Japanese day) plus
- * this amount against the link's cap, whether the link is active (a suspended or removed link, or a
- * peer's pending suspend_sweeps signal for the customer, is `linkSuspended`), days since the last credential or contact change (passkeys, contacts and their
- * audit events), and whether the customer is frozen. ERR_LINK_NOT_FOUND when the link is not the
- * customer's.
+ * The link a sweep is decided on, read once. `lock`: a row lock on the link (FOR NO KEY UPDATE, which
+ * leaves rows referring to the link free to be written), so that parallel pulls on one link are
+ * decided one after another, each seeing the pulls counted before it.
  */
-export async function sweepPullFacts(db: Queryable, input: SweepPullInput): Promise<FactsOf<'sweep_pull'>> {
+async function sweepLink(
+  db: Queryable,
+  where: { linkId: string; customerId?: string; brokerageInstitutionId?: string },
+  lock = false,
+): Promise<SweepLinkRow | undefined> {
   // A peer's suspend_sweeps signal not yet applied (applySweepSuspensions) already counts.
-  const link = await db.query<{
-    cap_amount: string;
-    status: LinkStatus;
-    customer_status: string;
-    signalled: boolean;
-  }>(
-    `SELECT l.cap_amount::text AS cap_amount, l.status, c.status AS customer_status,
+  const r = await db.query<SweepLinkRow>(
+    `SELECT ${LINK_COLUMNS_L}, c.status AS customer_status,
             EXISTS (SELECT 1 FROM ssf_action_outbox a WHERE a.customer_id = l.customer_id
                     AND a.action = 'suspend_sweeps' AND a.processed_at IS NULL) AS signalled
-     FROM bank_links l JOIN customers c ON c.id = l.customer_id WHERE l.id = $1 AND l.customer_id = $2`,
-    [input.linkId, input.customerId],
+     FROM bank_links l JOIN customers c ON c.id = l.customer_id
+     WHERE l.id = $1 AND ($2::text IS NULL OR l.customer_id = $2)
+       AND ($3::text IS NULL OR l.brokerage_institution_id = $3)${lock ? ' FOR NO KEY UPDATE OF l' : ''}`,
+    [where.linkId, where.customerId ?? null, where.brokerageInstitutionId ?? null],
   );
-  const row = link.rows[0];
-  if (!row) throw new LinkError('ERR_LINK_NOT_FOUND', 'no such link');
+  return r.rows[0];
+}
+
+async function sweepFactsOf(
+  db: Queryable,
+  row: SweepLinkRow,
+  input: Pick<SweepPullInput, 'amount' | 'bankApprovalBound'>,
+): Promise<FactsOf<'sweep_pull'>> {
   const changed = await db.query<{ at: string | Date | null }>(
     `SELECT GREATEST(
        (SELECT max(created_at) FROM passkeys WHERE customer_id = $1),
        (SELECT max(GREATEST(created_at, COALESCE(removed_at, created_at))) FROM notify_channels WHERE customer_id = $1),
        (SELECT max(at) FROM audit_events WHERE customer_id = $1 AND type = ANY($2::text[]) AND outcome = 'success')
      ) AS at`,
-    [input.customerId, CREDENTIAL_CHANGE_AUDIT],
+    [row.customer_id, CREDENTIAL_CHANGE_AUDIT],
   );
   const at = changed.rows[0]?.at;
   const days =
@@ -906,13 +919,27 @@ export async function sweepPullFacts(db: Queryable, input: SweepPullInput): Prom
       : Math.max(0, Math.floor((Date.now() - new Date(at).getTime()) / DAY_MS));
   return {
     amount: input.amount,
-    overDailyCap: (await usedTodayOf(db, input.linkId)) + input.amount > Number(row.cap_amount),
+    overDailyCap: (await usedTodayOf(db, row.id)) + input.amount > Number(row.cap_amount),
     bankApprovalBound: input.bankApprovalBound,
     daysSinceCredentialChange: days,
     linkSuspended: row.status !== 'active' || row.signalled,
     frozen: row.customer_status === 'frozen',
-    channelDisabled: await channelDisabled(db, input.customerId, 'sweeps'),
+    channelDisabled: await channelDisabled(db, row.customer_id, 'sweeps'),
   };
+}
+
+/**
+ * The facts `sweep_pull` is decided on: today's use (Japanese day) plus this amount against the
+ * link's cap, whether the link is active (a suspended or removed link, or a peer's pending
+ * suspend_sweeps signal for the customer, is `linkSuspended`), days since the last credential or
+ * contact change (passkeys, contacts and their audit events), whether the customer is frozen or has
+ * switched sweeps off. ERR_LINK_NOT_FOUND when the link is not the customer's. The decision endpoint
+ * uses `decideSweepPull`, which derives the same facts inside its transaction.
+ */
+export async function sweepPullFacts(db: Queryable, input: SweepPullInput): Promise<FactsOf<'sweep_pull'>> {
+  const row = await sweepLink(db, { linkId: input.linkId, customerId: input.customerId });
+  if (!row) throw new LinkError('ERR_LINK_NOT_FOUND', 'no such link');
+  return sweepFactsOf(db, row, input);
 }
 
 export interface RecordSweepInput {
@@ -954,25 +981,15 @@ export interface SweepDecisionInput {
 
 const SWEEP_OUTCOME = { allow: 'allowed', deny: 'refused', step_up: 'needs_bank_approval' } as const;
 
-/**
- * After a sweep_pull decision: an allowed pull is counted against the link's cap (`recordSweep`),
- * and the customer (kind `sweep`) and both institutions (`sweep.allowed|refused|needs_bank_approval`)
- * are told — once per reference for an allowed pull (a retry changes nothing). Call it in the transaction that records the decision. ERR_LINK_NOT_FOUND when the link
- * is not the customer's.
- */
-export async function reportSweepDecision(
+async function reportSweepOn(
   db: Queryable,
   config: Config,
-  input: SweepDecisionInput,
+  row: LinkRow,
+  input: Omit<SweepDecisionInput, 'customerId'>,
 ): Promise<{ usedToday: number }> {
-  const found = await db.query<LinkRow>(
-    `SELECT ${LINK_COLUMNS} FROM bank_links WHERE id = $1 AND customer_id = $2`,
-    [input.linkId, input.customerId],
-  );
-  const row = found.rows[0];
-  if (!row) throw new LinkError('ERR_LINK_NOT_FOUND', 'no such link');
   const outcome = SWEEP_OUTCOME[input.decision.decision];
-  const counted = input.decision.decision === 'allow' ? await recordSweep(db, input) : undefined;
+  const counted =
+    input.decision.decision === 'allow' ? await recordSweep(db, { ...input, linkId: row.id }) : undefined;
   // A retried report of a counted pull tells no one again.
   if (counted && !counted.recorded) return { usedToday: counted.usedToday };
   const usedToday = counted?.usedToday ?? (await usedTodayOf(db, row.id));
@@ -1003,4 +1020,78 @@ export async function reportSweepDecision(
     },
   });
   return { usedToday };
+}
+
+/**
+ * After a sweep_pull decision: an allowed pull is counted against the link's cap (`recordSweep`),
+ * and the customer (kind `sweep`) and both institutions (`sweep.allowed|refused|needs_bank_approval`)
+ * are told — once per reference for an allowed pull (a retry changes nothing). Call it in the
+ * transaction that records the decision. ERR_LINK_NOT_FOUND when the link is not the customer's.
+ */
+export async function reportSweepDecision(
+  db: Queryable,
+  config: Config,
+  input: SweepDecisionInput,
+): Promise<{ usedToday: number }> {
+  const found = await db.query<LinkRow>(
+    `SELECT ${LINK_COLUMNS} FROM bank_links WHERE id = $1 AND customer_id = $2`,
+    [input.linkId, input.customerId],
+  );
+  const row = found.rows[0];
+  if (!row) throw new LinkError('ERR_LINK_NOT_FOUND', 'no such link');
+  return reportSweepOn(db, config, row, input);
+}
+
+export interface SweepPullRequest {
+  /** The institution asking: only the brokerage the link pays into may. */
+  brokerageInstitutionId: string;
+  linkId: string;
+  /** Whole yen. */
+  amount: number;
+  /** The brokerage's reference: one decision counted per reference. */
+  reference: string;
+  bankApprovalBound: boolean;
+  /** Who asked, for the audit record: `client:<id>`. */
+  actor: string;
+  clientId?: string | undefined;
+}
+
+export type SweepPullOutcome =
+  | { status: 'decided'; decision: PolicyDecision }
+  /** No such link for this brokerage. */
+  | { status: 'not_found' }
+  /** An allowed pull was already counted under this reference. */
+  | { status: 'reference_used' };
+
+/**
+ * A sweep pull decided for the decision endpoint, in one transaction: the link read once and locked
+ * (parallel pulls on one link are decided one after another, so together they never pass the cap),
+ * the reference checked, the facts derived, the decision made and audited, an allow counted, the
+ * customer and both institutions told. A failure anywhere leaves none of it written.
+ */
+export async function decideSweepPull(
+  db: Db,
+  policy: Policy,
+  config: Config,
+  request: SweepPullRequest,
+): Promise<SweepPullOutcome> {
+  return db.transaction(async (tx): Promise<SweepPullOutcome> => {
+    const { linkId, amount, reference } = request;
+    const row = await sweepLink(tx, { linkId, brokerageInstitutionId: request.brokerageInstitutionId }, true);
+    if (!row) return { status: 'not_found' };
+    const seen = await tx.query('SELECT 1 FROM bank_link_sweeps WHERE link_id = $1 AND reference = $2', [
+      linkId,
+      reference,
+    ]);
+    if (seen.rowCount) return { status: 'reference_used' };
+    const facts = await sweepFactsOf(tx, row, request);
+    const decision = await decide(tx, policy, 'sweep_pull', facts, {
+      customerId: row.customer_id,
+      actor: request.actor,
+      clientId: request.clientId,
+      subject: { linkId, amount, reference },
+    });
+    await reportSweepOn(tx, config, row, { linkId, amount, reference, decision });
+    return { status: 'decided', decision };
+  });
 }

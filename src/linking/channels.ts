@@ -23,19 +23,18 @@ export interface ChannelState {
 export const isChannel = (v: unknown): v is Channel =>
   typeof v === 'string' && (CHANNELS as readonly string[]).includes(v);
 
-/** Applies switch-ons whose cool-off ended (one statement), so a channel reopens without a sweeper. */
-async function applyDue(db: Queryable, customerId: string): Promise<void> {
-  await db.query(
-    `UPDATE customer_channels SET disabled = false, enable_at = NULL, changed_at = now()
-     WHERE customer_id = $1 AND disabled AND enable_at IS NOT NULL AND enable_at <= now()`,
-    [customerId],
-  );
-}
-
+/**
+ * The state as it is now, derived in the SELECT: a switch-on whose cool-off has ended counts as on
+ * (the read API checks aggregator access with the same condition, src/api/reads.ts). A read writes
+ * nothing — the decisions that read this run on every withdrawal, sweep and page view. The row keeps
+ * `disabled` with its past `enable_at` until the next switch overwrites both; nothing is recorded when
+ * a cool-off ends, because the customer was told the moment (`effectiveAt`) when they asked.
+ */
 export async function channelStates(db: Queryable, customerId: string): Promise<ChannelState[]> {
-  await applyDue(db, customerId);
   const rows = await db.query<{ channel: Channel; disabled: boolean; enable_at: Date | null }>(
-    'SELECT channel, disabled, enable_at FROM customer_channels WHERE customer_id = $1',
+    `SELECT channel, disabled AND (enable_at IS NULL OR enable_at > now()) AS disabled,
+            CASE WHEN disabled AND enable_at > now() THEN enable_at END AS enable_at
+     FROM customer_channels WHERE customer_id = $1`,
     [customerId],
   );
   return CHANNELS.map((channel) => {

@@ -38,7 +38,7 @@ import {
   type WithdrawalAccountChangeDetails,
   type WithdrawalDetails,
 } from './approvals/operationDetails.ts';
-import { reportSweepDecision, sweepPullFacts } from './bankLinks.ts';
+import { decideSweepPull } from './bankLinks.ts';
 import { channelDisabled } from './channels.ts';
 import { decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
@@ -173,61 +173,71 @@ export function decisionRoutes({
 
   async function withdrawal(caller: InstitutionCaller, approval: OperationApproval, d: WithdrawalDetails) {
     const customerId = approval.customerId;
-    const [customer, account, limits, used, risk] = [
-      await customerFacts(customerId),
-      await activeWithdrawalAccount(db, customerId),
-      await customerLimits(db, customerId, defaultLimits),
-      await withdrawnToday(db, customerId),
-      await riskLevel(customerId),
-    ];
+    // Independent reads over the pool (customerLimits applies due raises in a transaction of its own).
+    const [customer, account, limits, risk, exemption, sourceOk, withdrawalsOff] = await Promise.all([
+      customerFacts(customerId),
+      activeWithdrawalAccount(db, customerId),
+      customerLimits(db, customerId, defaultLimits),
+      riskLevel(customerId),
+      activeExemption(db, customerId),
+      sourceAccountOk(caller, customerId, d.sourceAccountId),
+      channelDisabled(db, customerId, 'withdrawals'),
+    ]);
     const amount = Number(d.instructedAmount.amount);
-    const exempted = (await activeExemption(db, customerId)) !== undefined;
     const registered = account !== undefined && sameBankAccount(account, d.destination);
-    const decision = await decide(
-      db,
-      policy,
-      'withdrawal',
-      {
-        acr: acrOf(approval),
-        authAgeSeconds: ageOf(approval),
-        detailsBound: bound(approval, d) && (await sourceAccountOk(caller, customerId, d.sourceAccountId)),
-        destinationNameMatches:
-          namesMatch(d.destination.holderName, customer.name_kana) &&
-          (!account || namesMatch(d.destination.holderName, account.holderName)),
-        destinationRegistered: registered,
-        destinationInCoolOff: registered && account!.holdUntil.getTime() > Date.now(),
-        amount,
-        overDailyCap: used + amount > limits.current.withdrawal_daily,
-        dailyTotal: used + amount,
-        newDevice: approval.newDevice,
-        riskLevel: risk,
-        frozen: customer.status === 'frozen',
-        channelDisabled: await channelDisabled(db, customerId, 'withdrawals'),
-        exempted,
-      },
-      {
-        customerId,
-        actor: `client:${caller.clientId}`,
-        clientId: caller.clientId,
-        subject: {
-          approvalId: approval.id,
+    // Decided, counted and told in one transaction. The customer's row lock makes withdrawals of one
+    // customer decided at the same time wait for each other, so today's total read under it holds
+    // every withdrawal allowed before: together they never pass the limit.
+    const decision = await db.transaction(async (tx) => {
+      await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+      const used = await withdrawnToday(tx, customerId);
+      const decision = await decide(
+        tx,
+        policy,
+        'withdrawal',
+        {
+          acr: acrOf(approval),
+          authAgeSeconds: ageOf(approval),
+          detailsBound: bound(approval, d) && sourceOk,
+          destinationNameMatches:
+            namesMatch(d.destination.holderName, customer.name_kana) &&
+            (!account || namesMatch(d.destination.holderName, account.holderName)),
+          destinationRegistered: registered,
+          destinationInCoolOff: registered && account!.holdUntil.getTime() > Date.now(),
           amount,
-          destination: `${d.destination.bankCode}-${d.destination.branchCode} ${maskAccountNumber(d.destination.accountNumber)}`,
+          overDailyCap: used + amount > limits.current.withdrawal_daily,
+          dailyTotal: used + amount,
+          newDevice: approval.newDevice,
+          riskLevel: risk,
+          frozen: customer.status === 'frozen',
+          channelDisabled: withdrawalsOff,
+          exempted: exemption !== undefined,
         },
-      },
-    );
-    if (decision.decision === 'allow') {
-      await recordWithdrawal(db, customerId, amount);
-      await notifyCustomer(db, {
-        customerId,
-        kind: 'withdrawal_requested',
-        data: {
-          amount,
-          destination: `${d.destination.bankName} ${maskAccountNumber(d.destination.accountNumber)}`,
+        {
+          customerId,
+          actor: `client:${caller.clientId}`,
+          clientId: caller.clientId,
+          subject: {
+            approvalId: approval.id,
+            amount,
+            destination: `${d.destination.bankCode}-${d.destination.branchCode} ${maskAccountNumber(d.destination.accountNumber)}`,
+          },
         },
-        dedupeKey: `withdrawal:${approval.id}`,
-      });
-    }
+      );
+      if (decision.decision === 'allow') {
+        await recordWithdrawal(tx, customerId, amount);
+        await notifyCustomer(tx, {
+          customerId,
+          kind: 'withdrawal_requested',
+          data: {
+            amount,
+            destination: `${d.destination.bankName} ${maskAccountNumber(d.destination.accountNumber)}`,
+          },
+          dedupeKey: `withdrawal:${approval.id}`,
+        });
+      }
+      return decision;
+    });
     return { decision };
   }
 
@@ -237,7 +247,10 @@ export function decisionRoutes({
     d: WithdrawalAccountChangeDetails,
   ) {
     const customerId = approval.customerId;
-    const customer = await customerFacts(customerId);
+    const [customer, sourceOk] = await Promise.all([
+      customerFacts(customerId),
+      sourceAccountOk(caller, customerId, d.sourceAccountId),
+    ]);
     const decision = await decide(
       db,
       policy,
@@ -245,7 +258,7 @@ export function decisionRoutes({
       {
         acr: acrOf(approval),
         authAgeSeconds: ageOf(approval),
-        detailsBound: bound(approval, d) && (await sourceAccountOk(caller, customerId, d.sourceAccountId)),
+        detailsBound: bound(approval, d) && sourceOk,
         nameMatches: namesMatch(d.newAccount.holderName, customer.name_kana),
         accountLocked: customer.locked,
         frozen: customer.status === 'frozen',
@@ -282,9 +295,8 @@ export function decisionRoutes({
   }
 
   /**
-   * A sweep pull, asked by the brokerage the link pays into: facts from the link (src/linking
-   * bankLinks.ts), one decision per reference, an allowed pull counted against the link's cap and
-   * reported to the customer and both institutions.
+   * A sweep pull, asked by the brokerage the link pays into: decided, counted and reported in one
+   * transaction (decideSweepPull, src/linking/bankLinks.ts), one counted decision per reference.
    */
   async function sweep(ctx: Context, caller: InstitutionCaller, body: unknown) {
     const parsed = sweepRequest.safeParse(body);
@@ -293,27 +305,20 @@ export function decisionRoutes({
       throw new ApiError(400, 'invalid_request', `${i.path.join('.') || 'body'}: ${i.message}`);
     }
     const { linkId, amount, reference, bankApprovalBound } = parsed.data;
-    const link = await db.query<{ customer_id: string }>(
-      'SELECT customer_id FROM bank_links WHERE id = $1 AND brokerage_institution_id = $2',
-      [linkId, caller.institutionId],
-    );
-    const customerId = link.rows[0]?.customer_id;
-    if (!customerId) throw new ApiError(404, 'not_found', 'no such link for this institution');
-    const seen = await db.query('SELECT 1 FROM bank_link_sweeps WHERE link_id = $1 AND reference = $2', [
+    const outcome = await decideSweepPull(db, policy, config, {
       linkId,
+      amount,
       reference,
-    ]);
-    if (seen.rowCount)
-      throw new ApiError(409, 'sweep_reference_used', 'this reference was already decided and counted');
-    const facts = await sweepPullFacts(db, { customerId, linkId, amount, bankApprovalBound });
-    const decision = await decide(db, policy, 'sweep_pull', facts, {
-      customerId,
+      bankApprovalBound,
+      brokerageInstitutionId: caller.institutionId,
       actor: `client:${caller.clientId}`,
       clientId: caller.clientId,
-      subject: { linkId, amount, reference },
     });
-    await reportSweepDecision(db, config, { customerId, linkId, amount, reference, decision });
-    answer(ctx, decision, {});
+    if (outcome.status === 'not_found')
+      throw new ApiError(404, 'not_found', 'no such link for this institution');
+    if (outcome.status === 'reference_used')
+      throw new ApiError(409, 'sweep_reference_used', 'this reference was already decided and counted');
+    answer(ctx, outcome.decision, {});
   }
 
   /**
@@ -334,8 +339,12 @@ export function decisionRoutes({
     );
     const customerId = account.rows[0]?.customer_id;
     if (!customerId) throw new ApiError(404, 'not_found', 'no such open account at this institution');
-    const state = (await productStates(db, customerId, defaultProducts)).find((p) => p.product === product)!;
-    const customer = await customerFacts(customerId);
+    const [states, customer, risk] = await Promise.all([
+      productStates(db, customerId, defaultProducts),
+      customerFacts(customerId),
+      riskLevel(customerId),
+    ]);
+    const state = states.find((p) => p.product === product)!;
     const decision = await decide(
       db,
       policy,
@@ -344,7 +353,7 @@ export function decisionRoutes({
         product,
         productAllowed: state.allowed,
         productPending: state.allowAt !== null,
-        riskLevel: await riskLevel(customerId),
+        riskLevel: risk,
         frozen: customer.status === 'frozen',
       },
       {

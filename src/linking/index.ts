@@ -26,6 +26,7 @@ export {
 export {
   applySweepSuspensions,
   type BankLink,
+  decideSweepPull,
   deleteExpiredLinkAttempts,
   finishBankLink,
   type InstitutionEvent,
@@ -42,6 +43,8 @@ export {
   reportSweepDecision,
   type SweepDecisionInput,
   type SweepPullInput,
+  type SweepPullOutcome,
+  type SweepPullRequest,
   setBankLinkSuspended,
   startBankLink,
   sweepPullFacts,

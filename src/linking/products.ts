@@ -21,24 +21,22 @@ export interface ProductState {
   allowAt: Date | null;
 }
 
-/** Applies allows whose cool-off ended (one statement), so a product opens without a sweeper. */
-async function applyDue(db: Queryable, customerId: string): Promise<void> {
-  await db.query(
-    `UPDATE customer_products SET allowed = true, allow_at = NULL, changed_at = now()
-     WHERE customer_id = $1 AND NOT allowed AND allow_at IS NOT NULL AND allow_at <= now()`,
-    [customerId],
-  );
-}
-
-/** Every product of the catalogue with the customer's state; no choice of theirs → `defaults`. */
+/**
+ * Every product of the catalogue with the customer's state; no choice of theirs → `defaults`. The
+ * state is derived in the SELECT: an allow whose cool-off has ended counts as allowed, so a read (one
+ * per `trade` decision and page view) writes nothing. The row keeps `allowed = false` with its past
+ * `allow_at` until the next change overwrites both; nothing is recorded when a cool-off ends, because
+ * the customer was told the moment (`effectiveAt`) when they asked.
+ */
 export async function productStates(
   db: Queryable,
   customerId: string,
   defaults: readonly Product[],
 ): Promise<ProductState[]> {
-  await applyDue(db, customerId);
   const rows = await db.query<{ product: Product; allowed: boolean; allow_at: Date | null }>(
-    'SELECT product, allowed, allow_at FROM customer_products WHERE customer_id = $1',
+    `SELECT product, allowed OR (allow_at IS NOT NULL AND allow_at <= now()) AS allowed,
+            CASE WHEN NOT allowed AND allow_at > now() THEN allow_at END AS allow_at
+     FROM customer_products WHERE customer_id = $1`,
     [customerId],
   );
   return PRODUCTS.map((product) => {

@@ -98,10 +98,13 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
     ctx.set('cache-control', 'no-store');
     const session = await signedIn(ctx);
     if (!session) return ctx.redirect('/account');
-    const accounts = await db.query<{ id: string; nickname: string; account_number: string }>(
-      "SELECT id, nickname, account_number FROM accounts WHERE customer_id = $1 AND kind = 'securities' AND status = 'open' ORDER BY opened_on, id",
-      [session.accountId],
-    );
+    const [accounts, links] = await Promise.all([
+      db.query<{ id: string; nickname: string; account_number: string }>(
+        "SELECT id, nickname, account_number FROM accounts WHERE customer_id = $1 AND kind = 'securities' AND status = 'open' ORDER BY opened_on, id",
+        [session.accountId],
+      ),
+      listBankLinks(db, session.accountId),
+    ]);
     ctx.type = 'html';
     ctx.body = linksPage({
       lang: languageOf(ctx),
@@ -112,7 +115,7 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
         nickname: a.nickname,
         masked: maskAccountNumber(a.account_number),
       })),
-      links: await listBankLinks(db, session.accountId),
+      links,
     });
   });
 

@@ -15,6 +15,7 @@ import { encryptAtRest } from '../../src/keys/index.ts';
 import {
   applySweepSuspensions,
   decide,
+  decideSweepPull,
   deleteExpiredLinkAttempts,
   LinkError,
   listBankLinks,
@@ -538,6 +539,7 @@ describe('unlinking, sweeps and the institution API', () => {
     callers.bank = await institutionCaller(BANK_INSTITUTION);
     callers.other = await institutionCaller('other-inst');
     callers.ingestOnly = await institutionCaller(DEMO_INSTITUTION_ID, 'institution:ingest');
+    callers.decisions = await institutionCaller(DEMO_INSTITUTION_ID, 'institution:decisions');
   });
 
   it('gives the decision endpoint its sweep_pull facts and counts allowed pulls against the cap', async () => {
@@ -621,10 +623,9 @@ describe('unlinking, sweeps and the institution API', () => {
   });
 
   it('decides sweep pulls over HTTP for the link’s brokerage, once per reference', async () => {
-    const decisions = await institutionCaller(DEMO_INSTITUTION_ID, 'institution:decisions');
     const path = '/api/institution/v1/decisions';
     const ask = (amount: number, reference: string, extra: Record<string, unknown> = {}) =>
-      decisions.call('POST', path, { operation: 'sweep_pull', linkId, amount, reference, ...extra });
+      callers.decisions!.call('POST', path, { operation: 'sweep_pull', linkId, amount, reference, ...extra });
     // 600,000 of the 1,000,000 cap is used today (the test above).
     const ok = await ask(100_000, 'http-1');
     expect(ok.status).toBe(200);
@@ -641,6 +642,80 @@ describe('unlinking, sweeps and the institution API', () => {
       (await bank.call('POST', path, { operation: 'sweep_pull', linkId, amount: 1, reference: 'x' })).status,
     ).toBe(404);
     expect((await ask(0, 'http-4')).status).toBe(400);
+  });
+
+  it('decides, counts and reports a pull in one transaction: a failure after the decision leaves nothing', async () => {
+    // A failure injected where the allowed pull is counted: after the decision's audit record.
+    await t.hub.db.exec(`
+      CREATE FUNCTION test_fail_sweep() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+      CREATE TRIGGER test_fail_sweep BEFORE INSERT ON bank_link_sweeps
+        FOR EACH ROW WHEN (NEW.reference = 'boom') EXECUTE FUNCTION test_fail_sweep();`);
+    const request = {
+      brokerageInstitutionId: DEMO_INSTITUTION_ID,
+      linkId,
+      amount: 1_000,
+      reference: 'boom',
+      bankApprovalBound: true,
+      actor: 'client:test',
+    };
+    const written = async () => {
+      const n = async (sql: string) =>
+        (await t.hub.db.query<{ n: number }>(sql, [linkId, 'boom'])).rows[0]!.n;
+      return {
+        decisions: await n(
+          "SELECT count(*)::int AS n FROM audit_events WHERE type LIKE 'policy.sweep_pull.%' AND data -> 'subject' ->> 'linkId' = $1 AND data -> 'subject' ->> 'reference' = $2",
+        ),
+        counted: await n(
+          'SELECT count(*)::int AS n FROM bank_link_sweeps WHERE link_id = $1 AND reference = $2',
+        ),
+        institutions: await n(
+          "SELECT count(*)::int AS n FROM institution_events WHERE link_id = $1 AND data ->> 'reference' = $2",
+        ),
+        customer: await n(
+          "SELECT count(*)::int AS n FROM notify_outbox WHERE kind = 'sweep' AND dedupe_key LIKE 'sweep:' || $1::text || ':' || $2::text || ':%'",
+        ),
+      };
+    };
+    try {
+      await expect(decideSweepPull(t.hub.db, loadPolicy(), t.hub.config, request)).rejects.toThrow(
+        'injected failure',
+      );
+      expect(await written()).toEqual({ decisions: 0, counted: 0, institutions: 0, customer: 0 });
+    } finally {
+      await t.hub.db.exec(
+        'DROP TRIGGER test_fail_sweep ON bank_link_sweeps; DROP FUNCTION test_fail_sweep();',
+      );
+    }
+    // The reference was not spent: asked again, the pull is decided, counted and told once each.
+    const again = await decideSweepPull(t.hub.db, loadPolicy(), t.hub.config, request);
+    expect(again.status === 'decided' && again.decision.decision).toBe('allow');
+    expect(await written()).toEqual({ decisions: 1, counted: 1, institutions: 2, customer: 1 });
+  });
+
+  it('parallel pulls on one link never pass its daily cap together', async () => {
+    // Earlier pulls move to two days ago: today starts empty under the 1,000,000 cap.
+    await t.hub.db.query("UPDATE bank_link_sweeps SET at = at - interval '2 days' WHERE link_id = $1", [
+      linkId,
+    ]);
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        callers.decisions!.call('POST', '/api/institution/v1/decisions', {
+          operation: 'sweep_pull',
+          linkId,
+          amount: 300_000,
+          reference: `parallel-${i}`,
+        }),
+      ),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array(6).fill(200));
+    const verdicts = answers.map((a) => a.body.decision).sort();
+    expect(verdicts).toEqual(['allow', 'allow', 'allow', 'step_up', 'step_up', 'step_up']);
+    const today = await t.hub.db.query<{ n: number; total: number }>(
+      "SELECT count(*)::int AS n, COALESCE(sum(amount), 0)::int AS total FROM bank_link_sweeps WHERE link_id = $1 AND reference LIKE 'parallel-%'",
+      [linkId],
+    );
+    expect(today.rows[0]).toEqual({ n: 3, total: 900_000 });
   });
 
   it('lets the bank suspend and only the suspender resume; others see nothing', async () => {

@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import type { Queryable } from '../../src/db/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { channelStates, customerLimits, productStates } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
@@ -51,6 +52,13 @@ async function signedIn(): Promise<{ ua: UserAgent; csrf: string }> {
 }
 
 const limitsNow = () => customerLimits(t.hub.db, customerId, defaults);
+
+/** Runs a read in a READ ONLY transaction: it fails if the read writes anything. */
+const readOnly = <T>(read: (tx: Queryable) => Promise<T>) =>
+  t.hub.db.transaction(async (tx) => {
+    await tx.query('SET TRANSACTION READ ONLY');
+    return read(tx);
+  });
 
 describe('limits on the security page', () => {
   it('shows the limits; lowering applies at once, is audited and notified', async () => {
@@ -160,39 +168,35 @@ describe('channels the customer switches off', () => {
     expect(await accountsStatus(t, rp, tokens.access_token)).toBe(200);
 
     const { ua, csrf } = await signedIn();
-    const off = await ua.postForm(`${t.issuer}/account/channels`, {
-      csrf,
-      channel: 'aggregator_access',
-      action: 'disable',
-    });
-    expect(off.status).toBe(303);
+    const aggregatorAccess = (action: 'disable' | 'enable') =>
+      ua.postForm(`${t.issuer}/account/channels`, { csrf, channel: 'aggregator_access', action });
+    expect((await aggregatorAccess('disable')).status).toBe(303);
     expect(await accountsStatus(t, rp, tokens.access_token)).toBe(403);
-    const told = await t.hub.db.query<{ data: { channel: string; enabled: boolean } }>(
-      "SELECT data FROM notify_outbox WHERE customer_id = $1 AND kind = 'channel_changed'",
-      [customerId],
-    );
-    expect(told.rows.map((r) => r.data)).toEqual([{ channel: 'aggregator_access', enabled: false }]);
+    expect(await outbox('channel_changed')).toEqual([{ channel: 'aggregator_access', enabled: false }]);
     expect((await ua.get(`${t.issuer}/account`)).text).toContain('data-channel-name="aggregator_access"');
 
-    const on = await ua.postForm(`${t.issuer}/account/channels`, {
-      csrf,
-      channel: 'aggregator_access',
-      action: 'enable',
-    });
-    expect(on.status).toBe(303);
+    expect((await aggregatorAccess('enable')).status).toBe(303);
     const pending = (await channelStates(t.hub.db, customerId)).find(
       (c) => c.channel === 'aggregator_access',
     )!;
     expect(pending.enabled).toBe(false);
     expect(pending.enableAt!.getTime() - Date.now()).toBeGreaterThan(86_400_000 - 60_000);
     expect(await accountsStatus(t, rp, tokens.access_token)).toBe(403);
-    // The cool-off ends: access is back without anything else happening.
+    // The cool-off ends: access is back without anything else happening, and reading it writes nothing.
     await t.hub.db.query(
       "UPDATE customer_channels SET enable_at = now() - interval '1 second' WHERE customer_id = $1",
       [customerId],
     );
-    expect((await channelStates(t.hub.db, customerId)).every((c) => c.enabled)).toBe(true);
+    expect((await readOnly((tx) => channelStates(tx, customerId))).every((c) => c.enabled)).toBe(true);
+    expect((await channelStates(t.hub.db, customerId)).every((c) => c.enabled && !c.enableAt)).toBe(true);
     expect(await accountsStatus(t, rp, tokens.access_token)).toBe(200);
+    // Switching off again (the row still holds the ended cool-off) applies at once and is told.
+    expect((await aggregatorAccess('disable')).status).toBe(303);
+    expect(await accountsStatus(t, rp, tokens.access_token)).toBe(403);
+    expect((await outbox('channel_changed')).at(-1)).toEqual({
+      channel: 'aggregator_access',
+      enabled: false,
+    });
   });
 
   it('switching a channel on after a stale sign-in is refused; unknown channels are refused', async () => {
@@ -346,6 +350,8 @@ describe('the products a customer allows (operation trade at the decision endpoi
       [customerId],
     );
     expect(await stateOf('foreign_equity')).toMatchObject({ allowed: true, allowAt: null });
+    const read = await readOnly((tx) => productStates(tx, customerId, defaultProducts));
+    expect(read.find((p) => p.product === 'foreign_equity')).toMatchObject({ allowed: true, allowAt: null });
     expect((await trade({ accountId, product: 'foreign_equity' })).body.decidedBy).toEqual(['trade.allow']);
   });
 

@@ -334,6 +334,50 @@ describe('approving a withdrawal with a passkey bound to its details', () => {
   });
 });
 
+describe('withdrawals decided at the same time', () => {
+  /** Yen withdrawn today (Japanese day). */
+  const usedToday = async () =>
+    Number(
+      (
+        await t.hub.db.query<{ amount: string }>(
+          `SELECT COALESCE(sum(amount), 0)::text AS amount FROM withdrawal_usage
+           WHERE customer_id = $1 AND day = (now() AT TIME ZONE 'UTC' + interval '9 hours')::date`,
+          [customerId],
+        )
+      ).rows[0]!.amount,
+    );
+
+  it('never pass the daily limit together', async () => {
+    const approvals = [];
+    for (let i = 0; i < 3; i++) approvals.push(await approve(withdrawal('50000')));
+    const before = await usedToday();
+    // 100,000 yen left today: two of the three fit.
+    await t.hub.db.query(
+      `INSERT INTO customer_limits (customer_id, withdrawal_daily, sweep_daily) VALUES ($1, $2, 1000000)
+       ON CONFLICT (customer_id) DO UPDATE SET withdrawal_daily = EXCLUDED.withdrawal_daily`,
+      [customerId, before + 100_000],
+    );
+    try {
+      const answers = await Promise.all(
+        approvals.map((a) =>
+          decide({ operation: 'withdrawal', approvalToken: a.accessToken, details: withdrawal('50000') }),
+        ),
+      );
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+      expect(answers.map((a) => a.body.decidedBy[0]).sort()).toEqual([
+        'withdrawal.allow',
+        'withdrawal.allow',
+        'withdrawal.over-cap',
+      ]);
+      expect(await usedToday()).toBe(before + 100_000);
+    } finally {
+      await t.hub.db.query('UPDATE customer_limits SET withdrawal_daily = 3000000 WHERE customer_id = $1', [
+        customerId,
+      ]);
+    }
+  });
+});
+
 describe('the risk engine’s level', () => {
   it('risk that rises after the approval (e.g. a peer’s signal) stops the withdrawal', async () => {
     await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
