@@ -23,9 +23,9 @@ import { createCertificateSource, type PresentedCertificate, parsePemBundle } fr
 import { subjectMatches } from './subject.ts';
 
 export {
-  chainsToAnchor,
   type PresentedCertificate,
   parseCertificateHeader,
+  proxiedCertificationPath,
   thumbprintOf,
 } from './certificate.ts';
 export { subjectMatches } from './subject.ts';
@@ -114,13 +114,14 @@ function createMtls(config: Config): Mtls {
         ? undefined
         : originOnPort(config.mtls.port);
   let originHost = origin ? new URL(origin).host : undefined;
-  const { enabled: checkRevocation, ...crlSettings } = config.mtls.revocation;
+  const { enabled: checkRevocation, recheckIntervalMs, ...crlSettings } = config.mtls.revocation;
   const source = createCertificateSource({
     mode: proxyMode ? 'proxy' : 'tls',
     anchors,
     ...(config.mtls.enabled && checkRevocation && anchors.length
       ? { revocation: createCrlChecker(crlSettings, 'mtls.revocation') }
       : {}),
+    recheckIntervalMs,
     header: config.mtls.certificateHeader,
     trustedProxies: config.mtls.trustedProxies,
   });
@@ -147,7 +148,7 @@ function createMtls(config: Config): Mtls {
             x509 ??= await loadX509();
             certificates.set(ctx.req, r.presented);
             const problem = r.presented.revocation;
-            if (problem)
+            if (problem && r.auditRevocation)
               await recordAudit(db, {
                 type:
                   problem.code === 'ERR_CERT_REVOKED'
