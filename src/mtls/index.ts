@@ -47,7 +47,10 @@ export interface Mtls {
   origin(): string | undefined;
   /** The mTLS listener's actual port (mtls.port 0 lets the system choose it). */
   listening(port: number): void;
-  /** Resolves each request's client certificate (audits a certificate header it does not believe). */
+  /**
+   * Resolves each request's client certificate; audits a certificate header it does not believe, and a
+   * revoked (or uncheckable) certificate once per certificate and `mtls.revocation.recheckIntervalMs`.
+   */
   middleware(db: Queryable): Middleware;
   /** oidc-provider `features.mTLS`. */
   providerFeature(): NonNullable<NonNullable<Configuration['features']>['mTLS']>;
