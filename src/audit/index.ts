@@ -38,7 +38,8 @@ export async function recordAudit(db: Queryable, event: AuditEvent): Promise<voi
       JSON.stringify(event.data ?? {}),
     ],
   );
-  countSecurityEvent(event.type, event.outcome);
+  // Inside a transaction the event exists only once it commits; a rolled-back one is not counted.
+  db.afterCommit(() => countSecurityEvent(event.type, event.outcome));
 }
 
 export interface AuditRow {

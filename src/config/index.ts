@@ -245,7 +245,11 @@ const schema = z
          * where the TLS-terminating proxy checks revocation itself; see docs/mtls.md.
          */
         revocation: crlRevocationSchema
-          .extend({ enabled: z.boolean().default(true) })
+          .extend({
+            enabled: z.boolean().default(true),
+            /** How long a certificate's verdict (chain, CRLs) is reused before the CRLs are consulted again. */
+            recheckIntervalMs: z.number().int().min(100).max(86_400_000).default(300_000),
+          })
           .strict()
           .prefault({}),
         /** proxy mode: the header carrying the URL- or PEM-encoded client certificate. */

@@ -12,6 +12,33 @@ export interface OpenDbOptions {
   inMemory?: boolean;
 }
 
+/** A callback after a statement outside a transaction: that statement has committed already. */
+function runNow(fn: () => void): void {
+  report(fn);
+}
+
+/** The callbacks of one transaction, run only after its COMMIT (a rollback simply drops them). */
+function afterCommitQueue() {
+  const queued: Array<() => void> = [];
+  return {
+    add: (fn: () => void) => {
+      queued.push(fn);
+    },
+    run: () => {
+      for (const fn of queued.splice(0)) report(fn);
+    },
+  };
+}
+
+/** The transaction is settled: a failing callback must not turn its outcome into an error. */
+function report(fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    process.emitWarning(err as Error);
+  }
+}
+
 export async function openDb(options: OpenDbOptions): Promise<Db> {
   return options.databaseUrl ? openPg(options.databaseUrl, options.poolSize ?? 10) : openPglite(options);
 }
@@ -45,8 +72,10 @@ async function openPg(url: string, max: number): Promise<Db> {
     exec: async (sql) => {
       await pool.query(sql);
     },
+    afterCommit: runNow,
     async transaction(fn) {
       const client = await pool.connect();
+      const committed = afterCommitQueue();
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
@@ -54,9 +83,11 @@ async function openPg(url: string, max: number): Promise<Db> {
           exec: async (sql) => {
             await client.query(sql);
           },
+          afterCommit: committed.add,
         };
         const result = await fn(tx);
         await client.query('COMMIT');
+        committed.run();
         return result;
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {});
@@ -145,16 +176,22 @@ async function openPglite(options: OpenDbOptions): Promise<Db> {
     exec: async (sql) => {
       await lite.exec(sql);
     },
+    afterCommit: runNow,
     // PGlite runs one statement at a time and holds other callers out while a transaction runs.
-    transaction: (fn) =>
-      lite.transaction((tx) =>
+    async transaction(fn) {
+      const committed = afterCommitQueue();
+      const result = await lite.transaction((tx) =>
         fn({
           query: (sql, params) => run(tx, sql, params),
           exec: async (sql) => {
             await tx.exec(sql);
           },
+          afterCommit: committed.add,
         }),
-      ),
+      );
+      committed.run();
+      return result;
+    },
     close: () => lite.close(),
   };
 }

@@ -8,6 +8,13 @@ export interface Queryable {
   query<R = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<QueryResult<R>>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
+  /**
+   * Runs `fn` once what was written through this handle is committed: at once outside a transaction
+   * (each statement commits by itself), after COMMIT inside one, and never when it rolls back. For
+   * effects outside the database that must not precede the commit or survive a rollback: metrics,
+   * waking in-process workers that read the rows. `fn` must not throw (it would only be reported).
+   */
+  afterCommit(fn: () => void): void;
 }
 
 export interface Db extends Queryable {

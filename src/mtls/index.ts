@@ -23,9 +23,9 @@ import { createCertificateSource, type PresentedCertificate, parsePemBundle } fr
 import { subjectMatches } from './subject.ts';
 
 export {
-  chainsToAnchor,
   type PresentedCertificate,
   parseCertificateHeader,
+  proxiedCertificationPath,
   thumbprintOf,
 } from './certificate.ts';
 export { subjectMatches } from './subject.ts';
@@ -47,7 +47,10 @@ export interface Mtls {
   origin(): string | undefined;
   /** The mTLS listener's actual port (mtls.port 0 lets the system choose it). */
   listening(port: number): void;
-  /** Resolves each request's client certificate (audits a certificate header it does not believe). */
+  /**
+   * Resolves each request's client certificate; audits a certificate header it does not believe, and a
+   * revoked (or uncheckable) certificate once per certificate and `mtls.revocation.recheckIntervalMs`.
+   */
   middleware(db: Queryable): Middleware;
   /** oidc-provider `features.mTLS`. */
   providerFeature(): NonNullable<NonNullable<Configuration['features']>['mTLS']>;
@@ -114,13 +117,14 @@ function createMtls(config: Config): Mtls {
         ? undefined
         : originOnPort(config.mtls.port);
   let originHost = origin ? new URL(origin).host : undefined;
-  const { enabled: checkRevocation, ...crlSettings } = config.mtls.revocation;
+  const { enabled: checkRevocation, recheckIntervalMs, ...crlSettings } = config.mtls.revocation;
   const source = createCertificateSource({
     mode: proxyMode ? 'proxy' : 'tls',
     anchors,
     ...(config.mtls.enabled && checkRevocation && anchors.length
       ? { revocation: createCrlChecker(crlSettings, 'mtls.revocation') }
       : {}),
+    recheckIntervalMs,
     header: config.mtls.certificateHeader,
     trustedProxies: config.mtls.trustedProxies,
   });
@@ -147,7 +151,7 @@ function createMtls(config: Config): Mtls {
             x509 ??= await loadX509();
             certificates.set(ctx.req, r.presented);
             const problem = r.presented.revocation;
-            if (problem)
+            if (problem && r.auditRevocation)
               await recordAudit(db, {
                 type:
                   problem.code === 'ERR_CERT_REVOKED'

@@ -26,8 +26,9 @@ type Listener = () => void;
 const listeners = new Set<Listener>();
 
 /**
- * Called (in-process, after the receiving transaction had its chance to commit) whenever deferred
- * actions were queued: the consumers of ssf_action_outbox (src/signals/consumers.ts) subscribe.
+ * Called (in-process, once the receiving transaction has committed, so the consumer sees the rows)
+ * whenever deferred actions were queued: the consumers of ssf_action_outbox (src/signals/consumers.ts)
+ * subscribe.
  */
 export function onActionsQueued(listener: Listener): () => void {
   listeners.add(listener);
@@ -115,7 +116,7 @@ export async function runActions(
       );
       await audit(action);
       done.push(action);
-      wakeActionConsumers();
+      tx.afterCommit(wakeActionConsumers);
     } else if (action === 'forward') {
       if (!set.txn) continue;
       // A txn we emitted or forwarded before stops here: that is what keeps peer rings loop-free.
@@ -130,7 +131,7 @@ export async function runActions(
         `INSERT INTO ssf_events (txn, event_type, customer_id, payload, origin_peer) VALUES ($1, $2, $3, $4::jsonb, $5)`,
         [set.txn, set.eventType, customerId, JSON.stringify({ claims: set.event }), peer.id],
       );
-      wakeSignals();
+      tx.afterCommit(wakeSignals);
       await audit(action);
       done.push(action);
     }

@@ -18,8 +18,8 @@ export function onSignalsQueued(listener: Listener): () => void {
   return () => listeners.delete(listener);
 }
 
+/** Wakes this node's workers; call it once the events are committed (Queryable.afterCommit). */
 export function wakeSignals(): void {
-  // Deferred: the caller's transaction usually commits right after this returns.
   if (listeners.size)
     setImmediate(() => {
       for (const l of listeners) l();
@@ -134,7 +134,7 @@ export async function emitSecurityEvent(db: Queryable, input: SecurityEventInput
      VALUES ($1, $2, $3, $4::jsonb, COALESCE($5::timestamptz, now())) RETURNING id::text AS id`,
     [txn, type, input.customerId, JSON.stringify(payload), input.occurredAt?.toISOString() ?? null],
   );
-  wakeSignals();
+  db.afterCommit(wakeSignals);
   return { eventId: res.rows[0]!.id, txn };
 }
 
@@ -149,5 +149,5 @@ export async function emitStreamEvent(
     `INSERT INTO ssf_events (txn, event_type, stream_id, payload) VALUES ($1, $2, $3, $4::jsonb)`,
     [randomUUID(), type, streamId, JSON.stringify({ claims })],
   );
-  wakeSignals();
+  db.afterCommit(wakeSignals);
 }

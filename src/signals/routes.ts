@@ -178,10 +178,10 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
     const caller = await auth.authenticate(c, 'ssf.read');
     const id = c.query.stream_id;
     if (id === undefined) {
-      c.body = (await listStreams(ctx.db, caller.clientId)).map((r) => streamJson(ctx, r));
+      c.body = (await listStreams(ctx, caller.clientId)).map((r) => streamJson(ctx, r));
       return;
     }
-    const row = await findStream(ctx.db, caller.clientId, streamIdOf(id));
+    const row = await findStream(ctx, caller.clientId, streamIdOf(id));
     if (!row) throw notFound();
     c.body = streamJson(ctx, row);
   });
@@ -189,7 +189,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   const update = (replace: boolean) => async (c: Context) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const body = await readJson(c);
-    const row = await findStream(ctx.db, caller.clientId, streamIdOf(body.stream_id));
+    const row = await findStream(ctx, caller.clientId, streamIdOf(body.stream_id));
     if (!row) throw notFound();
     checkTransmitterSupplied(ctx, row, body);
     const input = parseReceiverSupplied(body);
@@ -215,7 +215,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   // ---- status ---------------------------------------------------------------------------------
   router.get('/ssf/status', async (c) => {
     const caller = await auth.authenticate(c, 'ssf.read');
-    const row = await findStream(ctx.db, caller.clientId, streamIdOf(c.query.stream_id));
+    const row = await findStream(ctx, caller.clientId, streamIdOf(c.query.stream_id));
     if (!row) throw notFound();
     c.body = {
       stream_id: row.stream_id,
@@ -227,7 +227,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   router.post('/ssf/status', async (c) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const body = await readJson(c);
-    const row = await findStream(ctx.db, caller.clientId, streamIdOf(body.stream_id));
+    const row = await findStream(ctx, caller.clientId, streamIdOf(body.stream_id));
     if (!row) throw notFound();
     const status = body.status;
     if (status !== 'enabled' && status !== 'paused' && status !== 'disabled')
@@ -251,7 +251,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   const subjects = (included: boolean) => async (c: Context) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const body = await readJson(c);
-    const row = await findStream(ctx.db, caller.clientId, streamIdOf(body.stream_id));
+    const row = await findStream(ctx, caller.clientId, streamIdOf(body.stream_id));
     if (!row) throw notFound();
     if (!isSubjectId(body.subject))
       throw new ManagementError(400, 'invalid_request', 'subject is not a subject identifier');
@@ -292,7 +292,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   router.post('/ssf/verify', async (c) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const body = await readJson(c);
-    const row = await findStream(ctx.db, caller.clientId, streamIdOf(body.stream_id));
+    const row = await findStream(ctx, caller.clientId, streamIdOf(body.stream_id));
     if (!row) throw notFound();
     if (body.state !== undefined && (typeof body.state !== 'string' || body.state.length > 1024))
       throw new ManagementError(400, 'invalid_request', 'state must be a string of at most 1024 characters');
@@ -323,7 +323,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   // ---- poll delivery --------------------------------------------------------------------------
   router.post('/ssf/poll/:streamId', async (c) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
-    const row = await findStream(ctx.db, caller.clientId, c.params.streamId!);
+    const row = await findStream(ctx, caller.clientId, c.params.streamId!);
     if (!row || row.delivery_method !== POLL) throw notFound();
     const body = await readJson(c);
     let gone = false;

@@ -183,29 +183,47 @@ export async function createStream(
 }
 
 /**
+ * How stale a stream's `last_activity_at` may get before a receiver's call writes it again: a tenth of
+ * the inactivity timeout, at most a minute. Polls and management calls then mostly only read the row;
+ * the inactivity check (worker.ts) allows for this lag, so a receiver active within the timeout is
+ * never paused (an idle stream is paused at most this much later).
+ */
+export function activityResolutionSeconds(signals: { inactivityTimeoutSeconds: number }): number {
+  return Math.min(60, signals.inactivityTimeoutSeconds / 10);
+}
+
+/** The statement's part that records receiver activity, when the recorded one is stale ($n: resolution). */
+const touchStale = (n: number) =>
+  `UPDATE ssf_streams SET last_activity_at = now()
+   WHERE last_activity_at < now() - make_interval(secs => $${n}::double precision)`;
+
+type ActivityContext = Pick<SignalsContext, 'db' | 'signals'>;
+
+/**
  * The receiver's stream, for a call of the receiver that names it: that call is receiver activity
- * (SSF 1.0 §8.1.1 inactivity_timeout), so it restarts the stream's inactivity counter.
+ * (SSF 1.0 §8.1.1 inactivity_timeout), so it restarts the stream's inactivity counter — written only
+ * when the recorded activity is older than activityResolutionSeconds (one statement either way).
  */
 export async function findStream(
-  q: Queryable,
+  ctx: ActivityContext,
   clientId: string,
   streamId: string,
 ): Promise<StreamRow | undefined> {
-  const res = await q.query<StreamRow>(
-    `UPDATE ssf_streams SET last_activity_at = now() WHERE stream_id = $1 AND client_id = $2
-     RETURNING ${STREAM_COLUMNS}`,
-    [streamId, clientId],
+  // The SELECT sees the row as it was before the touch; the touch changes no column it returns.
+  const res = await ctx.db.query<StreamRow>(
+    `WITH touched AS (${touchStale(3)} AND stream_id = $1 AND client_id = $2)
+     SELECT ${STREAM_COLUMNS} FROM ssf_streams WHERE stream_id = $1 AND client_id = $2`,
+    [streamId, clientId, activityResolutionSeconds(ctx.signals)],
   );
   return res.rows[0];
 }
 
 /** The receiver's streams (a call naming them all: activity on each, as for findStream). */
-export async function listStreams(q: Queryable, clientId: string): Promise<StreamRow[]> {
-  const res = await q.query<StreamRow>(
-    `WITH touched AS (UPDATE ssf_streams SET last_activity_at = now() WHERE client_id = $1
-       RETURNING ${STREAM_COLUMNS}, created_at)
-     SELECT ${STREAM_COLUMNS} FROM touched ORDER BY created_at, stream_id`,
-    [clientId],
+export async function listStreams(ctx: ActivityContext, clientId: string): Promise<StreamRow[]> {
+  const res = await ctx.db.query<StreamRow>(
+    `WITH touched AS (${touchStale(2)} AND client_id = $1)
+     SELECT ${STREAM_COLUMNS} FROM ssf_streams WHERE client_id = $1 ORDER BY created_at, stream_id`,
+    [clientId, activityResolutionSeconds(ctx.signals)],
   );
   return res.rows;
 }

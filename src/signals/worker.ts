@@ -11,6 +11,7 @@ import { claimStreams, deliverStream } from './delivery.ts';
 import { onSignalsQueued, wakeSignals } from './emit.ts';
 import { fanOutBatch } from './fanout.ts';
 import { changeStreamStatus } from './ops.ts';
+import { activityResolutionSeconds } from './streams.ts';
 import type { Subscriber } from './subscriber.ts';
 
 const FANOUT_BATCH = 500;
@@ -192,17 +193,20 @@ function sleep(ms: number, stopped: () => boolean): Promise<void> {
  * SETs are held as for any pause). Rechecked under the row lock, so a call that just came in wins.
  */
 export async function pauseInactiveStreams(ctx: SignalsContext): Promise<string[]> {
-  const idle = `status = 'enabled' AND last_activity_at < now() - make_interval(secs => $1)`;
+  // Receiver calls record their activity only once it is activityResolutionSeconds stale: a stream
+  // counts as idle only when even its unrecorded activity would be older than the timeout.
+  const idleFor = ctx.signals.inactivityTimeoutSeconds + activityResolutionSeconds(ctx.signals);
+  const idle = `status = 'enabled' AND last_activity_at < now() - make_interval(secs => $1::double precision)`;
   const due = await ctx.db.query<{ stream_id: string }>(
     `SELECT stream_id FROM ssf_streams WHERE ${idle} ORDER BY last_activity_at LIMIT 100`,
-    [ctx.signals.inactivityTimeoutSeconds],
+    [idleFor],
   );
   const paused: string[] = [];
   for (const { stream_id } of due.rows) {
     const done = await ctx.db.transaction(async (tx) => {
       const still = await tx.query(
         `SELECT 1 FROM ssf_streams WHERE stream_id = $2 AND ${idle} FOR UPDATE SKIP LOCKED`,
-        [ctx.signals.inactivityTimeoutSeconds, stream_id],
+        [idleFor, stream_id],
       );
       if (still.rowCount === 0) return false;
       await changeStreamStatus(tx, stream_id, 'paused', 'inactivity_timeout', 'system');

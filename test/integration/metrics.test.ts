@@ -1,10 +1,12 @@
 /**
  * Prometheus metrics at GET /metrics (loopback only): a real sign-in, token and API call show up in
- * the counters for authentications, risk decisions, token issuance and HTTP calls.
+ * the counters for authentications, risk decisions, token issuance and HTTP calls; an audit event
+ * is counted only once its transaction commits.
  */
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
+import { recordAudit } from '../../src/audit/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
@@ -61,5 +63,34 @@ describe('/metrics', () => {
     expect(grew('kakehashi_tokens_issued_total{type="authorization_code"}')).toBe(1);
     expect(grew('kakehashi_http_request_duration_seconds_count{area="api",status="2xx"}')).toBe(1);
     expect(after).toContain('kakehashi_process_cpu_seconds_total');
+  });
+
+  it('counts an audit event written in a transaction only once it commits, never after a rollback', async () => {
+    const series = (outcome: string) =>
+      `kakehashi_security_events_total{type="test.audit.transactional",outcome="${outcome}"}`;
+    const event = (outcome: 'success' | 'failure') => ({ type: 'test.audit.transactional', outcome });
+    const before = await scrape();
+    let countedBeforeCommit = -1;
+    await t.hub.db.transaction(async (tx) => {
+      await recordAudit(tx, event('success'));
+      // Written but not committed: not counted yet.
+      countedBeforeCommit = sample(await scrape(), series('success')) - sample(before, series('success'));
+    });
+    await expect(
+      t.hub.db.transaction(async (tx) => {
+        await recordAudit(tx, event('failure'));
+        throw new Error('rolled back');
+      }),
+    ).rejects.toThrow('rolled back');
+    // Outside a transaction the statement commits by itself.
+    await recordAudit(t.hub.db, event('success'));
+    const after = await scrape();
+    expect(countedBeforeCommit).toBe(0);
+    expect(sample(after, series('success')) - sample(before, series('success'))).toBe(2);
+    expect(sample(after, series('failure')) - sample(before, series('failure'))).toBe(0);
+    const rows = await t.hub.db.query<{ outcome: string }>(
+      "SELECT outcome FROM audit_events WHERE type = 'test.audit.transactional'",
+    );
+    expect(rows.rows.map((r) => r.outcome)).toEqual(['success', 'success']);
   });
 });

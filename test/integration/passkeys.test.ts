@@ -101,6 +101,7 @@ function counting(db: Db): { db: Db; count: () => number } {
       return db.query(sql, params);
     },
     exec: (sql) => db.exec(sql),
+    afterCommit: (fn) => db.afterCommit(fn),
     transaction: (fn) => {
       n++;
       return db.transaction(fn);

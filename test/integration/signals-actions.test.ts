@@ -25,9 +25,10 @@ import {
   riskEngineFor,
   unlockAccount,
 } from '../../src/risk/index.ts';
+import { onActionsQueued, runActions } from '../../src/signals/actions.ts';
 import { EVENT, linkCustomer } from '../../src/signals/index.ts';
 import { signJws } from '../../src/signals/jws.ts';
-import { sha256 } from '../../src/signals/receiver.ts';
+import { processSet, sha256, type VerifiedSet } from '../../src/signals/receiver.ts';
 import { ensureDevTls } from '../../src/tls/index.ts';
 import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
@@ -360,5 +361,56 @@ describe('actions of received SETs', () => {
       userAgent: browser,
     });
     expect(again.searchParams.get('code')).toBeTruthy();
+  });
+});
+
+describe('waking the action consumers', () => {
+  it('happens once the receiving transaction commits: the woken consumer sees the rows; a rollback wakes nobody', async () => {
+    const ctx = t.hub.signals.context;
+    const peer = ctx.peers.byId.get('peer')!;
+    const set = (): VerifiedSet => ({
+      jti: randomUUID(),
+      iss: t.issuer,
+      txn: randomUUID(),
+      subId: PEER_SUBJECT as never,
+      eventType: EVENT.riskLevelChange,
+      event: { current_level: 'MEDIUM', principal: 'USER' },
+      claims: {},
+    });
+    const rowsOf = async (jti: string) =>
+      (
+        await t.hub.db.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM ssf_action_outbox WHERE jti = $1',
+          [jti],
+        )
+      ).rows[0]!.n;
+    // A consumer that looks at the outbox the moment it is woken (as the real ones do).
+    let current = '';
+    const seen: number[] = [];
+    const stop = onActionsQueued(() => {
+      const jti = current;
+      void rowsOf(jti).then((n) => seen.push(n));
+    });
+    try {
+      const committed = set();
+      current = committed.jti;
+      expect((await processSet(ctx, peer, committed, 'push')).actions).toEqual(['raise_risk']);
+      await waitFor('the consumer to be woken', () => seen.length > 0);
+      expect(seen).toEqual([1]);
+
+      const rolledBack = set();
+      current = rolledBack.jti;
+      await expect(
+        t.hub.db.transaction(async (tx) => {
+          expect(await runActions(ctx, tx, peer, rolledBack, customerId)).toEqual(['raise_risk']);
+          throw new Error('rolled back');
+        }),
+      ).rejects.toThrow('rolled back');
+      await new Promise((r) => setTimeout(r, 100));
+      expect(seen).toEqual([1]);
+      expect(await rowsOf(rolledBack.jti)).toBe(0);
+    } finally {
+      stop();
+    }
   });
 });

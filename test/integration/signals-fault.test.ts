@@ -49,6 +49,7 @@ function killable(db: Db): Killable {
       alive();
       await q.exec(sql);
     },
+    afterCommit: (fn) => q.afterCommit(fn),
   });
   return {
     kind: db.kind,

@@ -25,7 +25,13 @@ import {
   withdrawSharedSubject,
 } from '../../src/signals/index.ts';
 import { loadSsfKeys } from '../../src/signals/keys.ts';
-import { createStream, findStream, streamJson } from '../../src/signals/streams.ts';
+import {
+  activityResolutionSeconds,
+  createStream,
+  findStream,
+  listStreams,
+  streamJson,
+} from '../../src/signals/streams.ts';
 import { EVENT } from '../../src/signals/vocabulary.ts';
 import { maintain } from '../../src/signals/worker.ts';
 import { insertCustomer, type TestDb, testDb } from '../support/db.ts';
@@ -294,21 +300,25 @@ describe('holding and dead letters', () => {
 });
 
 describe('inactivity_timeout (SSF 1.0 §8.1.1)', () => {
-  it('is advertised; a stream idle that long is paused and told so, while receiver activity restarts the counter', async () => {
-    const short = createSignalsContext({
+  /** This node with another `signals.inactivityTimeoutSeconds`. */
+  const withInactivityTimeout = (seconds: number) =>
+    createSignalsContext({
       db: t.db,
-      config: config({ ...SIGNALS, inactivityTimeoutSeconds: 1 }),
+      config: config({ ...SIGNALS, inactivityTimeoutSeconds: seconds }),
       keys: ctx.keys,
       kek: ctx.kek,
       logger,
     });
+
+  it('is advertised; a stream idle that long is paused and told so, while receiver activity restarts the counter', async () => {
+    const short = withInactivityTimeout(1);
     const idle = await stream('bank');
     const active = await stream('pfm');
     expect(streamJson(short, idle).inactivity_timeout).toBe(1);
     expect(streamJson(ctx, idle).inactivity_timeout).toBe(30 * 24 * 3600);
     await new Promise((r) => setTimeout(r, 1200));
     // The pfm receiver reads its stream (a management call naming it): its counter starts over.
-    expect(await findStream(t.db, 'ssf-pfm', active.stream_id)).toBeDefined();
+    expect(await findStream(short, 'ssf-pfm', active.stream_id)).toBeDefined();
     await maintain(short);
     const status = await t.db.query<{ stream_id: string; status: string; status_reason: string | null }>(
       'SELECT stream_id, status, status_reason FROM ssf_streams ORDER BY stream_id',
@@ -340,6 +350,59 @@ describe('inactivity_timeout (SSF 1.0 §8.1.1)', () => {
     await maintain(short);
     await drain(short);
     expect((await outbox(idle.stream_id)).filter((r) => r.control)).toHaveLength(1);
+  });
+
+  it('records receiver activity only once the recorded one is stale, and never pauses a receiver active within the timeout', async () => {
+    const s = await stream('pfm');
+    const idleFor = (seconds: number) =>
+      t.db.query(
+        'UPDATE ssf_streams SET last_activity_at = now() - make_interval(secs => $2::double precision) WHERE stream_id = $1',
+        [s.stream_id, seconds],
+      );
+    const recordedAgo = async () =>
+      (
+        await t.db.query<{ ago: number }>(
+          'SELECT extract(epoch FROM now() - last_activity_at)::float8 AS ago FROM ssf_streams WHERE stream_id = $1',
+          [s.stream_id],
+        )
+      ).rows[0]!.ago;
+    // The default timeout (30 days): activity is written at most once a minute.
+    expect(activityResolutionSeconds(ctx.signals)).toBe(60);
+    await idleFor(30);
+    expect(await findStream(ctx, 'ssf-pfm', s.stream_id)).toMatchObject({
+      stream_id: s.stream_id,
+      status: 'enabled',
+    });
+    expect((await listStreams(ctx, 'ssf-pfm')).map((r) => r.stream_id)).toEqual([s.stream_id]);
+    expect(await recordedAgo()).toBeGreaterThanOrEqual(30);
+    // Older than that: the next call, a read of the stream or of the list, records it.
+    for (const call of [() => findStream(ctx, 'ssf-pfm', s.stream_id), () => listStreams(ctx, 'ssf-pfm')]) {
+      await idleFor(61);
+      await call();
+      expect(await recordedAgo()).toBeLessThan(5);
+    }
+    // Another receiver's calls are no activity on this stream.
+    await idleFor(61);
+    expect(await findStream(ctx, 'ssf-bank', s.stream_id)).toBeUndefined();
+    await listStreams(ctx, 'ssf-bank');
+    expect(await recordedAgo()).toBeGreaterThanOrEqual(61);
+
+    // A 10 s timeout: activity written at a 1 s resolution, so a stream recorded 10.5 s ago may have
+    // been used 9.5 s ago and stays enabled; recorded 11.5 s ago it is idle beyond doubt and paused.
+    const tenSeconds = withInactivityTimeout(10);
+    expect(activityResolutionSeconds(tenSeconds.signals)).toBe(1);
+    const status = async () =>
+      (
+        await t.db.query<{ status: string }>('SELECT status FROM ssf_streams WHERE stream_id = $1', [
+          s.stream_id,
+        ])
+      ).rows[0]!.status;
+    await idleFor(10.5);
+    await maintain(tenSeconds);
+    expect(await status()).toBe('enabled');
+    await idleFor(11.5);
+    await maintain(tenSeconds);
+    expect(await status()).toBe('paused');
   });
 });
 

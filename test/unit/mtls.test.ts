@@ -4,23 +4,23 @@
  * policy for the mTLS methods, and the configuration keys.
  */
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/index.ts';
 import { certificationPath, comparableName, createCertificateSource } from '../../src/mtls/certificate.ts';
 import {
   certificateBindingProblem,
-  chainsToAnchor,
   mtlsFor,
   type PresentedCertificate,
   parseCertificateHeader,
+  proxiedCertificationPath,
   subjectMatches,
   thumbprintOf,
 } from '../../src/mtls/index.ts';
 import { ClientPolicyError, validateClientMetadata } from '../../src/oidc/clients.ts';
-import { loadX509 } from '../../src/tls/index.ts';
+import { type CrlChecker, createCrlChecker, loadX509 } from '../../src/tls/index.ts';
 import * as certs from '../support/certificates.ts';
 import { createSelfSigned, createTestCa, type TestCa, type TestCertificate } from '../support/pki.ts';
 
@@ -105,16 +105,24 @@ describe('certificate headers', () => {
 });
 
 describe('chain check (proxy mode)', () => {
-  it('accepts a client certificate of a configured CA only', async () => {
+  const chains = (c: X509Certificate, anchors: X509Certificate[]) =>
+    proxiedCertificationPath(c, anchors)?.map((x) => x.fingerprint256);
+
+  it('accepts a client certificate of a configured CA only, with the path the CRL check walks', async () => {
     const cert = new X509Certificate(leaf.certPem);
-    expect(chainsToAnchor(cert, [new X509Certificate(ca.certPem)])).toBe(true);
-    expect(chainsToAnchor(cert, [new X509Certificate(otherCa.certPem)])).toBe(false);
-    expect(chainsToAnchor(cert, [])).toBe(false);
-    const self = await createSelfSigned({ subject: 'CN=pfm.example, O=PFM Example\\, Inc., C=JP' });
-    expect(chainsToAnchor(new X509Certificate(self.certPem), [new X509Certificate(ca.certPem)])).toBe(false);
+    const anchor = new X509Certificate(ca.certPem);
+    expect(chains(cert, [anchor])).toEqual([cert.fingerprint256, anchor.fingerprint256]);
+    expect(chains(cert, [new X509Certificate(otherCa.certPem)])).toBeUndefined();
+    expect(chains(cert, [])).toBeUndefined();
+    const self = new X509Certificate(
+      (await createSelfSigned({ subject: 'CN=pfm.example, O=PFM Example\\, Inc., C=JP' })).certPem,
+    );
+    expect(chains(self, [anchor])).toBeUndefined();
+    // Listing the leaf itself among the CAs does not make it CA-issued.
+    expect(chains(self, [anchor, self])).toBeUndefined();
   });
 
-  it('refuses expired, not yet valid and server-only certificates', async () => {
+  it('refuses expired, not yet valid and server-only certificates, and an expired CA', async () => {
     const anchors = [new X509Certificate(ca.certPem)];
     const expired = await ca.issue({
       subject: 'CN=old',
@@ -124,9 +132,138 @@ describe('chain check (proxy mode)', () => {
     const future = await ca.issue({ subject: 'CN=new', notBefore: new Date(Date.now() + 3_600_000) });
     const server = await ca.issue({ subject: 'CN=server', eku: ['serverAuth'] });
     for (const c of [expired, future, server])
-      expect(chainsToAnchor(new X509Certificate(c.certPem), anchors)).toBe(false);
+      expect(chains(new X509Certificate(c.certPem), anchors)).toBeUndefined();
     // The CA's own certificate is no client certificate.
-    expect(chainsToAnchor(new X509Certificate(ca.certPem), anchors)).toBe(false);
+    expect(chains(new X509Certificate(ca.certPem), anchors)).toBeUndefined();
+    // A certificate that outlives its CA (valid for a day): good before the CA expires, not after.
+    const outliving = new X509Certificate(
+      (await ca.issue({ subject: 'CN=outliving', notAfter: new Date(Date.now() + 48 * 3_600_000) })).certPem,
+    );
+    const caExpiry = Date.parse(anchors[0]!.validTo);
+    expect(proxiedCertificationPath(outliving, anchors, caExpiry - 1000)).toBeDefined();
+    expect(proxiedCertificationPath(outliving, anchors, caExpiry + 1000)).toBeUndefined();
+  });
+});
+
+describe('verdict cache behind a proxy (one check per certificate and interval)', () => {
+  const INTERVAL = 60_000;
+  let dir: string;
+  let crlFile: string;
+  let writes = 0;
+  let clock: number;
+  let checks: number;
+
+  /** Publishes a CRL of `ca` listing `revoked`, with a distinct mtime (the checker re-reads on change). */
+  async function publish(revoked: TestCertificate[]) {
+    writeFileSync(crlFile, await ca.crl({ revoked }));
+    const at = new Date(Date.now() + ++writes * 1000);
+    utimesSync(crlFile, at, at);
+  }
+
+  function proxySource(o: { cacheSize?: number; recheckIntervalMs?: number } = {}) {
+    const crl = createCrlChecker(
+      {
+        crlFiles: [crlFile],
+        fetchDistributionPoints: false,
+        fetchTimeoutMs: 1000,
+        maxCrlBytes: 1 << 20,
+        onUnavailable: 'refuse',
+      },
+      'mtls.revocation',
+    );
+    const counting: CrlChecker = {
+      check(path, now) {
+        checks++;
+        return crl.check(path, now);
+      },
+    };
+    const source = createCertificateSource({
+      mode: 'proxy',
+      anchors: [new X509Certificate(ca.certPem)],
+      revocation: counting,
+      recheckIntervalMs: o.recheckIntervalMs ?? INTERVAL,
+      ...(o.cacheSize ? { cacheSize: o.cacheSize } : {}),
+      now: () => clock,
+      header: 'X-SSL-Client-Cert',
+      trustedProxies: ['10.0.0.1'],
+    });
+    return (cert: TestCertificate) =>
+      source.resolve({
+        socket: { remoteAddress: '10.0.0.1' },
+        headers: { 'x-ssl-client-cert': encodeURIComponent(cert.certPem) },
+      } as never);
+  }
+
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'kkh-mtls-cache-'));
+    crlFile = path.join(dir, 'ca.crl.pem');
+  });
+  beforeEach(async () => {
+    clock = Date.now();
+    checks = 0;
+    await publish([]);
+  });
+
+  it('checks a revoked certificate once per interval, refuses every request and marks one audit per interval', async () => {
+    const revoked = await ca.issue({ subject: 'CN=revoked' });
+    await publish([revoked]);
+    const resolve = proxySource();
+    const first = await Promise.all([1, 2, 3].map(() => resolve(revoked)));
+    const later = [];
+    for (let i = 0; i < 5; i++) {
+      clock += INTERVAL / 10;
+      later.push(await resolve(revoked));
+    }
+    for (const r of [...first, ...later]) {
+      expect(r.presented?.chainTrusted).toBe(false);
+      expect(r.presented?.revocation?.code).toBe('ERR_CERT_REVOKED');
+    }
+    expect([...first, ...later].filter((r) => r.auditRevocation)).toHaveLength(1);
+    expect(checks).toBe(1);
+    // The next interval: checked again, and audited again once.
+    clock += INTERVAL;
+    const next = [await resolve(revoked), await resolve(revoked)];
+    expect(next.map((r) => [r.presented?.chainTrusted, r.auditRevocation === true])).toEqual([
+      [false, true],
+      [false, false],
+    ]);
+    expect(checks).toBe(2);
+  });
+
+  it('a good certificate keeps working; a CRL revoking it takes effect after the interval, not before', async () => {
+    const good = await ca.issue({ subject: 'CN=good' });
+    const resolve = proxySource();
+    expect((await resolve(good)).presented?.chainTrusted).toBe(true);
+    await publish([good]);
+    clock += INTERVAL - 1;
+    const cached = await resolve(good);
+    expect(cached.presented?.chainTrusted).toBe(true);
+    expect(checks).toBe(1);
+    clock += 1;
+    const rechecked = await resolve(good);
+    expect(rechecked.presented?.chainTrusted).toBe(false);
+    expect(rechecked.presented?.revocation?.code).toBe('ERR_CERT_REVOKED');
+    expect(rechecked.auditRevocation).toBe(true);
+    expect(checks).toBe(2);
+  });
+
+  it('keeps a bounded number of verdicts, least recently used out first', async () => {
+    const [a, b, c] = await Promise.all(['a', 'b', 'c'].map((n) => ca.issue({ subject: `CN=${n}` })));
+    const resolve = proxySource({ cacheSize: 2 });
+    for (const cert of [a!, b!, a!, c!]) await resolve(cert);
+    expect(checks).toBe(3); // a, b, c; the second a was a hit
+    await resolve(a!); // still cached (used more recently than b)
+    expect(checks).toBe(3);
+    await resolve(b!); // evicted by c
+    expect(checks).toBe(4);
+  });
+
+  it("never uses a verdict past the certificate's expiry", async () => {
+    const shortLived = await ca.issue({ subject: 'CN=short', notAfter: new Date(clock + 60_000) });
+    const resolve = proxySource({ recheckIntervalMs: 86_400_000 });
+    expect((await resolve(shortLived)).presented?.chainTrusted).toBe(true);
+    clock += 60_001;
+    expect((await resolve(shortLived)).presented?.chainTrusted).toBe(false);
   });
 });
 
@@ -269,6 +406,7 @@ describe('configuration', () => {
         fetchTimeoutMs: 5000,
         maxCrlBytes: 50 * 1024 * 1024,
         onUnavailable: 'refuse',
+        recheckIntervalMs: 300_000,
       },
       certificateHeader: 'x-ssl-client-cert',
       trustedProxies: [],
@@ -299,6 +437,9 @@ describe('configuration', () => {
     expect(() => load({ KAKEHASHI_MTLS_TRUSTED_PROXIES: '10.0.0.0/33' })).toThrow(/mtls\.trustedProxies/);
     expect(() => load({ KAKEHASHI_MTLS_URL: 'http://mtls.example' })).toThrow(/mtls\.baseUrl/);
     expect(() => load({ KAKEHASHI_MTLS_CERT_HEADER: 'bad header' })).toThrow(/mtls\.certificateHeader/);
+    expect(() => load({}, { mtls: { revocation: { recheckIntervalMs: 0 } } })).toThrow(
+      /mtls\.revocation\.recheckIntervalMs/,
+    );
     expect(() => load({ PORT: '9000', KAKEHASHI_MTLS_PORT: '9000' })).toThrow(ConfigError);
     expect(() => load({ PORT: '9000', KAKEHASHI_MTLS_PORT: '9000' })).toThrow(/mtls\.port/);
   });
