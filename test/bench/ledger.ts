@@ -19,8 +19,7 @@
  * BENCH_LEDGER_JUMPS (1000), BENCH_LEDGER_CONCURRENCY (1), BENCH_DB_POOL (10), BENCH_DATABASE_URL,
  * BENCH_HUB_NODE_ARGS (extra node flags for the hub, e.g. --cpu-prof), BENCH_OUT (results/ledger-latest.json).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -40,6 +39,7 @@ import {
 import { discoverFlow, enroll, runFlow, type VirtualUser } from './lib/flow.ts';
 import { type Connection, connection, request, type Target } from './lib/http.ts';
 import { athOf, createDpopSigner } from './lib/jws.ts';
+import { writeResults } from './lib/results.ts';
 import { round, type Summary, summarize } from './lib/stats.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -382,15 +382,7 @@ async function main(): Promise<void> {
     plan: planText,
   };
   const out = env.BENCH_OUT ?? path.join(ROOT, 'test', 'bench', 'results', 'ledger-latest.json');
-  mkdirSync(path.dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
-  try {
-    execFileSync(path.join(ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', out], {
-      stdio: 'ignore',
-    });
-  } catch {
-    // the JSON is valid either way
-  }
+  writeResults(out, report);
 
   const ms = (x: number) => round(x, 2);
   const on = `${SETTINGS.concurrency} connection${SETTINGS.concurrency === 1 ? '' : 's'}`;

@@ -11,10 +11,12 @@
  * both runs share. The step-CPU table is skipped unless BENCH_STEP_CPU_FLOWS is set. Results:
  * results/risk-overhead-latest.json (BENCH_RISK_OUT overrides).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { writeResults } from './lib/results.ts';
+import { round } from './lib/stats.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const MAX_DROP = 0.15;
@@ -62,7 +64,6 @@ try {
 }
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 const names = [...new Set(runs.flatMap((r) => r.phases.map((p) => p.name)))];
 const rows = names.map((name) => {
   const of = (risk: 'on' | 'off') =>
@@ -111,14 +112,6 @@ console.log(
 );
 const out =
   process.env.BENCH_RISK_OUT ?? path.join(ROOT, 'test', 'bench', 'results', 'risk-overhead-latest.json');
-mkdirSync(path.dirname(out), { recursive: true });
-writeFileSync(out, `${JSON.stringify({ when: new Date().toISOString(), rounds, rows }, null, 2)}\n`);
-try {
-  execFileSync(path.join(ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', out], {
-    stdio: 'ignore',
-  });
-} catch {
-  // biome missing or the file outside the project: the JSON is valid either way
-}
+writeResults(out, { when: new Date().toISOString(), rounds, rows });
 console.log(`\nJSON: ${path.relative(process.cwd(), out)}`);
 if (rows.some((r) => r.errors > 0)) process.exitCode = 1;

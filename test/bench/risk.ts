@@ -26,8 +26,7 @@
  * The database connection is a pool of one, so that one backend's CPU is all of Postgres's work.
  * Results: a markdown table, and results/risk-detection-latest.json (BENCH_OUT overrides).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -38,7 +37,8 @@ import type { LoginAttempt, LoginFacts } from '../../src/risk/signals.ts';
 import { loginFacts, riskEventParams } from '../../src/risk/store.ts';
 import { log, onCleanup, runBench } from './lib/cleanup.ts';
 import { machineInfo, startDatabase, threadRuntimeNs } from './lib/env.ts';
-import { round } from './lib/stats.ts';
+import { writeResults } from './lib/results.ts';
+import { round, summarize } from './lib/stats.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const env = process.env;
@@ -359,12 +359,11 @@ async function main(): Promise<void> {
     latencies.push(performance.now() - t);
   }
   const n = attempts.length;
-  latencies.sort((a, b) => a - b);
   const factsStatement = {
     postgresCpuUsPerLogin: pgVisible ? round((pgNs() - facts0.pg) / 1000 / n, 1)! : null,
     hubCpuUsPerLogin: round((1000 * cpuMs(process.cpuUsage(facts0.cpu))) / n, 1)!,
     latencyUsMean: round((1000 * (performance.now() - facts0.wall)) / n, 1)!,
-    latencyUsP99: round(1000 * latencies[Math.floor(0.99 * (n - 1))]!, 1)!,
+    latencyUsP99: round(1000 * summarize(latencies).p99, 1)!,
   };
 
   // 3. The whole assessment as the hub runs it.
@@ -394,15 +393,7 @@ async function main(): Promise<void> {
     target: `evaluation ${evaluation.cpuUsPerLogin / 1000 < TARGET_CPU_MS ? 'PASS' : 'MISS'} (< ${TARGET_CPU_MS} ms CPU per login)`,
   };
   const out = env.BENCH_OUT ?? path.join(ROOT, 'test', 'bench', 'results', 'risk-detection-latest.json');
-  mkdirSync(path.dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
-  try {
-    execFileSync(path.join(ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', out], {
-      stdio: 'ignore',
-    });
-  } catch {
-    // biome missing or the file outside the project: the JSON is valid either way
-  }
+  writeResults(out, report);
   const m = report.machine;
   const dash = (v: number | null) => (v === null ? '– (server not local)' : String(v));
   console.log(

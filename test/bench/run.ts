@@ -52,6 +52,7 @@ import { athOf, createDpopSigner } from './lib/jws.ts';
 import { formatPerf, type PerfSummary, perfAvailable, startPerfRecord, summarizePerf } from './lib/perf.ts';
 import { createPgMonitor, type DbCounters, type PgMonitor } from './lib/pgstats.ts';
 import { formatProfile, summarizeProfile } from './lib/profile.ts';
+import { writeResults } from './lib/results.ts';
 import { round, type Summary, summarize } from './lib/stats.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -793,16 +794,7 @@ async function main(): Promise<void> {
       'results',
       SETTINGS.profile || SETTINGS.perf ? 'latest-profiled.json' : 'latest.json',
     );
-  mkdirSync(path.dirname(out), { recursive: true });
-  writeFileSync(out, `${JSON.stringify(report, (_k, v) => (v instanceof Set ? [...v] : v), 2)}\n`);
-  // The results file is committed: give it the repository's formatting so `npm run check` stays clean.
-  try {
-    execFileSync(path.join(ROOT, 'node_modules', '.bin', 'biome'), ['format', '--write', out], {
-      stdio: 'ignore',
-    });
-  } catch {
-    // biome missing or the file outside the project: the JSON is valid either way
-  }
+  writeResults(out, report);
   console.log(markdown(report));
   if (report.profile) console.log(`\n### Hub CPU profile (whole run, set-up included)\n\n${report.profile}`);
   console.log(`\nJSON: ${path.relative(process.cwd(), out)}`);
