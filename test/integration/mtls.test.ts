@@ -461,6 +461,28 @@ describe('what must fail', () => {
     expect(info.body.error).toBe('invalid_token');
   });
 
+  it('grant management checks a certificate-bound token as the read API does: Bearer challenges, refusals audited', async () => {
+    const grantId = String(flow.tokens.grant_id);
+    const url = `${mtlsOrigin}/grants/${grantId}`;
+    const bearer = { authorization: `Bearer ${flow.tokens.access_token}` };
+    // Over its certificate, without the grant management scope: 403 with an RFC 6750 challenge, not DPoP.
+    const scope = await call(fetchWith(bound.cert), url, bearer);
+    expect(scope.status).toBe(403);
+    expect(scope.body.error).toBe('insufficient_scope');
+    expect(scope.challenge).toMatch(/^Bearer error="insufficient_scope"/);
+    // Over another certificate: refused before the scope, and audited.
+    const r = await call(fetchWith(stranger), url, bearer);
+    expect(r.status).toBe(401);
+    expect(r.body.error).toBe('invalid_token');
+    expect(r.challenge).toMatch(/^Bearer error="invalid_token"/);
+    const audited = (await auditOf('grants.mtls.rejected')).filter((a) => a.client_id === bound.clientId);
+    expect(audited).toHaveLength(1);
+    expect(audited[0]!.data).toMatchObject({
+      path: `/grants/${grantId}`,
+      reason: expect.stringMatching(/does not match/),
+    });
+  });
+
   it('a refresh over another certificate → invalid_grant; the token stays usable with its own', async () => {
     const other = await configFor(bound, { cert: stranger });
     await expect(client.refreshTokenGrant(other, flow.tokens.refresh_token!)).rejects.toMatchObject({

@@ -309,6 +309,22 @@ describe('consent with account_information', () => {
     });
     expect(bearer.status).toBe(401);
     expect(((await bearer.json()) as Body).error).toBe('invalid_token');
+    // The DPoP scheme: the token is DPoP-bound, so that is the challenge (as at the read API).
+    expect(bearer.headers.get('www-authenticate')).toMatch(/^DPoP error="invalid_token"/);
+    // A bad proof is refused and audited as the read API audits its own.
+    const proof = await t.fetch(`${t.issuer}/grants/${grantId}`, {
+      headers: { authorization: `DPoP ${g.tokens.access_token}`, dpop: 'eyJhbGciOiJFUzI1NiJ9.e30.AAAA' },
+    });
+    expect(proof.status).toBe(401);
+    expect(((await proof.json()) as Body).error).toBe('invalid_token');
+    const audited = await t.hub.db.query<{ client_id: string; customer_id: string; data: Body }>(
+      "SELECT client_id, customer_id, data FROM audit_events WHERE type = 'grants.dpop.rejected' ORDER BY id DESC LIMIT 1",
+    );
+    expect(audited.rows[0]).toMatchObject({
+      client_id: 'demo-aggregator',
+      customer_id: t.hub.demo!.customerId,
+      data: { path: `/grants/${grantId}` },
+    });
   });
 });
 
