@@ -20,6 +20,7 @@ export {
   SCOPE_ONLY_DATA_TYPES,
 } from './authorizationDetails.ts';
 export { applyConsentDecision } from './decision.ts';
+export { type ConsentRevocation, revokeConsent } from './revoke.ts';
 export { type ConsentTerms, grantedAccountInformation, termsOf } from './terms.ts';
 
 export interface Consent {

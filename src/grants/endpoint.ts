@@ -12,14 +12,11 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { ApiError, createAccessTokenCheck, createDbReplayStore, invalidTokenError } from '../api/index.ts';
-import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
-import { findActiveConsent, markConsentRevoked } from '../consent/index.ts';
+import { findActiveConsent, revokeConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { mtlsFor } from '../mtls/index.ts';
-import { revokeGrant } from '../oidc/adapter.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
-import { notifyCustomer } from '../oidc/securityNotices.ts';
 
 export interface GrantManagementRoutesOptions {
   provider: Provider;
@@ -112,40 +109,13 @@ export function grantManagementRoutes({ provider, db, config }: GrantManagementR
   router.delete('/:grantId', async (ctx) => {
     const { clientId } = await authenticate(ctx, 'grant_management_revoke');
     const grant = await grantOf(ctx, clientId);
-    const reason = 'revoked by the client through the grant management endpoint';
-    const revoked = await db.transaction(async (tx) => {
-      const consent = await markConsentRevoked(tx, {
-        grantId: grant.jti,
-        customerId: grant.accountId,
-        by: `client:${clientId}`,
-        reason,
-      });
-      // The grant, and every code, access and refresh token under it, at once on every node.
-      const rows = await revokeGrant(tx, grant.jti);
-      await recordAudit(tx, {
-        type: 'consent.revoked',
-        outcome: 'success',
-        actor: `client:${clientId}`,
-        customerId: grant.accountId,
-        clientId,
-        ip: ctx.ip,
-        userAgent: ctx.get('user-agent'),
-        data: { grantId: grant.jti, by: 'client', reason, revokedRows: rows },
-      });
-      return consent !== undefined;
+    await revokeConsent(db, {
+      grantId: grant.jti,
+      customerId: grant.accountId,
+      by: { client: clientId },
+      reason: 'revoked by the client through the grant management endpoint',
+      request: { ip: ctx.ip, userAgent: ctx.get('user-agent') },
     });
-    if (revoked) {
-      const client = await db.query<{ name: string | null }>(
-        "SELECT metadata ->> 'client_name' AS name FROM clients WHERE client_id = $1",
-        [clientId],
-      );
-      await notifyCustomer(db, {
-        customerId: grant.accountId,
-        kind: 'consent_revoked',
-        data: { clientName: client.rows[0]?.name ?? clientId, by: 'client' },
-        dedupeKey: `consent-revoked:${grant.jti}`,
-      });
-    }
     ctx.status = 204;
   });
 

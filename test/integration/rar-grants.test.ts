@@ -445,11 +445,19 @@ describe('grant management actions', () => {
       revoked_by: 'client:demo-aggregator',
       revoke_reason: 'revoked by the client through the grant management endpoint',
     });
-    const audit = await t.hub.db.query<{ actor: string }>(
-      "SELECT actor FROM audit_events WHERE type = 'consent.revoked' AND data ->> 'grantId' = $1",
+    const audit = await t.hub.db.query<{ actor: string; data: Body }>(
+      "SELECT actor, data FROM audit_events WHERE type = 'consent.revoked' AND data ->> 'grantId' = $1",
       [grantId],
     );
-    expect(audit.rows).toEqual([{ actor: 'client:demo-aggregator' }]);
+    expect(audit.rows).toEqual([
+      {
+        actor: 'client:demo-aggregator',
+        data: expect.objectContaining({
+          by: 'client',
+          reason: 'revoked by the client through the grant management endpoint',
+        }),
+      },
+    ]);
     // Merging into an ended grant is refused with Grant Management's own error.
     const again = await parError({
       grant_management_action: 'merge',
