@@ -21,7 +21,7 @@ export {
 } from './authorizationDetails.ts';
 export { applyConsentDecision } from './decision.ts';
 export { type ConsentRevocation, revokeConsent } from './revoke.ts';
-export { type ConsentTerms, grantedAccountInformation, termsOf } from './terms.ts';
+export { type ConsentTerms, grantedAccountInformation, termsOf, termsOfConsent } from './terms.ts';
 
 export interface Consent {
   grantId: string;
