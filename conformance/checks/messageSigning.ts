@@ -16,7 +16,7 @@ import {
   SignJWT,
 } from 'jose';
 import * as oidc from 'openid-client';
-import { createSelfSigned } from '../../test/support/pki.ts';
+import { createSelfSigned } from '../../test/support/certificates.ts';
 import {
   type ClientIdentity,
   clientAuthFields,

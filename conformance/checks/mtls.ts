@@ -7,7 +7,7 @@
  * certificate-bound tokens (another certificate of the same client, none, the DPoP scheme or header,
  * userinfo). The mTLS equivalents of the token endpoint rules are in group "Token endpoint".
  */
-import type { TestCertificate } from '../../test/support/pki.ts';
+import type { TestCert } from '../../test/support/certificates.ts';
 import type { ClientIdentity, HttpResult } from '../lib/client.ts';
 import type { CheckContext } from '../lib/context.ts';
 import { CheckFailure, check, describe, equal, oauthError, status } from '../lib/expect.ts';
@@ -21,7 +21,7 @@ const INVALID_CLIENT = { status: [400, 401], error: 'invalid_client' };
 async function parRejected(
   ctx: CheckContext,
   client: ClientIdentity,
-  cert: TestCertificate | null,
+  cert: TestCert | null,
   what: string,
 ): Promise<void> {
   const { res } = await ctx.pushRaw({ client, certificate: cert });
@@ -48,7 +48,7 @@ function boundTokenRefused(
   id: string,
   title: string,
   present: (ctx: CheckContext) => {
-    certificate?: TestCertificate | null;
+    certificate?: TestCert | null;
     scheme?: string;
     rawProof?: string;
   },
@@ -67,7 +67,7 @@ function boundTokenRefused(
   };
 }
 
-function impostorOf(ctx: CheckContext): TestCertificate {
+function impostorOf(ctx: CheckContext): TestCert {
   const impostor = ctx.mtls().clientsFor(ctx.variant)?.impostor;
   check(impostor, 'no certificate from an untrusted CA for this variant');
   return impostor;

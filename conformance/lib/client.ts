@@ -9,7 +9,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from 'jose';
 import type { Dispatcher } from 'undici';
 import { request as undiciRequest } from 'undici';
-import type { TestCertificate } from '../../test/support/pki.ts';
+import type { TestCert } from '../../test/support/certificates.ts';
 import type { ClientAuthVariant, SenderConstraintVariant } from './types.ts';
 
 export const now = () => Math.floor(Date.now() / 1000);
@@ -60,12 +60,12 @@ export interface ClientIdentity {
    * The TLS client certificate it presents (clients that use mTLS for authentication or binding);
    * such a client talks to the hub's mtls_endpoint_aliases.
    */
-  certificate?: TestCertificate;
+  certificate?: TestCert;
   /**
    * A second certificate of the same client: it authenticates the client where the method allows
    * (tls_client_auth: the same subject; self-signed: also in its jwks) but binds none of its tokens.
    */
-  otherCertificate?: TestCertificate;
+  otherCertificate?: TestCert;
 }
 
 /** `redirect: false` for a client without redirect URIs (a resource server): its redirectUri is then ''. */

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as oidc from 'openid-client';
-import type { TestCertificate } from '../../test/support/pki.ts';
+import type { TestCert } from '../../test/support/certificates.ts';
 import {
   type AssertionOptions,
   authorizationUrl,
@@ -38,7 +38,7 @@ export const PLAIN_OAUTH_SCOPE = 'offline_access accounts';
  * A certificate to present instead of the client's own (mTLS clients); null presents none. The request
  * still goes to the mtls_endpoint_aliases.
  */
-type CertificateOption = TestCertificate | null;
+type CertificateOption = TestCert | null;
 
 export interface ParOptions {
   client?: ClientIdentity;

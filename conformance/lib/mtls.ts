@@ -17,8 +17,13 @@ import path from 'node:path';
 import { Agent, buildConnector, fetch as undiciFetch } from 'undici';
 import { jwkThumbprint } from '../../src/keys/index.ts';
 import { addClient } from '../../src/oidc/clients.ts';
+import {
+  createSelfSigned,
+  createTestCa,
+  type TestCa,
+  type TestCert,
+} from '../../test/support/certificates.ts';
 import type { TestHub } from '../../test/support/hub.ts';
-import { createSelfSigned, createTestCa, type TestCa, type TestCertificate } from '../../test/support/pki.ts';
 import type { ClientIdentity } from './client.ts';
 import {
   CLIENT_AUTH_VARIANTS,
@@ -36,7 +41,7 @@ export interface VariantClients {
   /** Registered with require_signed_request_object and JARM response modes only. */
   signed: ClientIdentity;
   /** tls_client_auth only: a certificate with a's subject and SAN from a CA the hub does not trust. */
-  impostor?: TestCertificate;
+  impostor?: TestCert;
 }
 
 /** Connections presenting one certificate (or none). */
@@ -55,12 +60,12 @@ export interface MtlsFixture {
   /** Certificates that must not authenticate anybody or match any binding. */
   strangers: {
     /** Issued by the trusted CA, with a subject no client registered. */
-    trustedCa: TestCertificate;
+    trustedCa: TestCert;
     /** Self-signed, in no client's jwks. */
-    selfSigned: TestCertificate;
+    selfSigned: TestCert;
   };
   /** Connections presenting `cert` (none when undefined), trusting the hub's CA; one per certificate. */
-  connection(cert: TestCertificate | undefined): CertificateConnection;
+  connection(cert: TestCert | undefined): CertificateConnection;
   close(): Promise<void>;
 }
 
@@ -96,7 +101,7 @@ export async function prepareMtlsPki(): Promise<MtlsPki> {
       const mtlsPort = (t.hub.mtlsServer!.address() as AddressInfo).port;
       const origin = new URL(t.hub.mtlsUrl!);
       const connections = new Map<string, CertificateConnection>();
-      const connection = (cert: TestCertificate | undefined) => {
+      const connection = (cert: TestCert | undefined) => {
         const key = cert?.thumbprint ?? '';
         let c = connections.get(key);
         if (c) return c;
@@ -218,8 +223,8 @@ async function registerClient(
       ? { require_signed_request_object: true, response_modes: ['jwt', 'query.jwt', 'form_post.jwt'] }
       : {}),
   };
-  let certificate: TestCertificate;
-  let otherCertificate: TestCertificate;
+  let certificate: TestCert;
+  let otherCertificate: TestCert;
   if (o.auth === 'tls_client_auth') {
     const names = namesOf(clientId);
     [certificate, otherCertificate] = [await ca.issue(names), await ca.issue(names)];

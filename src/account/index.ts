@@ -20,7 +20,7 @@ import {
   startPasskeyAuthentication,
 } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
-import { listActiveConsents, markConsentRevoked } from '../consent/index.ts';
+import { listActiveConsents, revokeConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { HttpError, readBody } from '../http/index.ts';
 import {
@@ -48,12 +48,7 @@ import {
   removeChannel,
   updateNotificationSettings,
 } from '../notify/index.ts';
-import {
-  endCustomerSession,
-  listCustomerSessions,
-  revokeCustomerSessions,
-  revokeGrant,
-} from '../oidc/adapter.ts';
+import { endCustomerSession, listCustomerSessions, revokeCustomerSessions } from '../oidc/adapter.ts';
 import { jsonEndpoint } from '../oidc/jsonEndpoint.ts';
 import { guardOperation, requestMeta, type SignInDeps, signInWithPasskey } from '../oidc/passkeySignIn.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
@@ -347,37 +342,14 @@ export function accountRoutes({
   router.post('/consents/revoke', (ctx) =>
     form(ctx, async (session, body) => {
       const grantId = body.get('grantId') ?? '';
-      const revoked = await db.transaction(async (tx) => {
-        const consent = await markConsentRevoked(tx, {
-          grantId,
-          customerId: session.accountId,
-          by: `customer:${session.accountId}`,
-          reason: 'revoked by the customer on the security page',
-        });
-        if (!consent) return undefined;
-        const tokens = await revokeGrant(tx, grantId);
-        await recordAudit(tx, {
-          type: 'consent.revoked',
-          outcome: 'success',
-          actor: `customer:${session.accountId}`,
-          customerId: session.accountId,
-          clientId: consent.clientId,
-          ...requestMeta(ctx),
-          data: { grantId, by: 'customer', revokedRows: tokens },
-        });
-        return consent;
+      const revoked = await revokeConsent(db, {
+        grantId,
+        customerId: session.accountId,
+        by: { customer: true },
+        reason: 'revoked by the customer on the security page',
+        request: requestMeta(ctx),
       });
       if (!revoked) throw new HttpError(404, 'invalid_request', 'no such consent');
-      const client = await db.query<{ name: string | null }>(
-        "SELECT metadata ->> 'client_name' AS name FROM clients WHERE client_id = $1",
-        [revoked.clientId],
-      );
-      await notifyCustomer(db, {
-        customerId: session.accountId,
-        kind: 'consent_revoked',
-        data: { clientName: client.rows[0]?.name ?? revoked.clientId, by: 'customer' },
-        dedupeKey: `consent-revoked:${grantId}`,
-      });
       return messages(languageOf(ctx)).account.revoked;
     }),
   );

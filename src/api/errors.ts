@@ -62,6 +62,22 @@ export function invalidTokenError(scheme: string, description: string, algs: rea
   );
 }
 
+/**
+ * `insufficient_scope` (403) with the challenge of the scheme the client used: Bearer for a
+ * certificate-bound token (RFC 6750 §3.1, RFC 8705 §3), DPoP otherwise (RFC 9449 §7.1).
+ */
+export function insufficientScopeError(scheme: string, scope: string, algs: readonly string[]): ApiError {
+  const description = `the token lacks the ${scope} scope`;
+  return new ApiError(
+    403,
+    'insufficient_scope',
+    description,
+    scheme === 'bearer'
+      ? bearerChallenge('insufficient_scope', description)
+      : dpopChallenge('insufficient_scope', undefined, algs),
+  );
+}
+
 /** The answer to an access token the hub does not know (or no longer: expired, revoked). */
 export function unknownTokenError(scheme: string, algs: readonly string[]): ApiError {
   return invalidTokenError(scheme, 'the access token is invalid, expired or revoked', algs);

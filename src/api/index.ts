@@ -18,16 +18,10 @@ import { mtlsFor } from '../mtls/index.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
 import { observeRequest, riskEngineFor } from '../risk/index.ts';
 import { createAccessTokenCache, type FoundAccessToken } from './accessTokenCache.ts';
+import { createAccessTokenCheck } from './accessTokenCheck.ts';
 import { type Cursor, createCursorCodec, type MacSigner } from './cursor.ts';
 import { dpopSeenKey } from './dpop.ts';
-import {
-  ApiError,
-  dpopChallenge,
-  invalidTokenError,
-  presentedAccessToken,
-  sendApiError,
-  unknownTokenError,
-} from './errors.ts';
+import { ApiError, dpopChallenge, invalidTokenError, sendApiError, unknownTokenError } from './errors.ts';
 import { ingestHandler } from './ingest.ts';
 import { openApiDocument } from './openapi.ts';
 import { bookingBound, PAGE_SIZE_DEFAULT, pageSize, single } from './params.ts';
@@ -43,12 +37,17 @@ import {
   TRANSACTIONS_SQL,
   type TransactionRow,
 } from './reads.ts';
-import { CertificateBindingError, checkSenderConstraint, DpopError } from './senderConstraint.ts';
 
+export {
+  type AccessTokenCheck,
+  type CheckedAccessToken,
+  createAccessTokenCheck,
+} from './accessTokenCheck.ts';
 export { createDbReplayStore, deleteExpiredDpopProofs } from './dpop.ts';
 export {
   ApiError,
   dpopChallenge,
+  insufficientScopeError,
   invalidTokenError,
   presentedAccessToken,
   sendApiError,
@@ -240,36 +239,28 @@ export function apiRoutes({
     (value) => provider.AccessToken.find(value) as Promise<FoundAccessToken | undefined>,
   );
   const base = `${config.issuer}/api/v1`;
-  const invalid = (description: string) =>
-    new ApiError(401, 'invalid_token', description, dpopChallenge('invalid_token', description, FAPI_ALGS));
+  const tokenCheck = createAccessTokenCheck({
+    db,
+    config,
+    mtls,
+    algs: FAPI_ALGS,
+    find: (value) => accessTokens.get(value),
+    audit: 'api',
+    // An RFC 9396 account_information detail grants what the accounts scope grants (src/consent).
+    alsoGrants: (token, scope) =>
+      scope === 'accounts' &&
+      Array.isArray(token.rar) &&
+      (token.rar as Array<{ type?: unknown }>).some((d) => d.type === ACCOUNT_INFORMATION),
+  });
+  const { invalid, rejectProof } = tokenCheck;
   const badRequest = (message: string) => new ApiError(400, 'invalid_request', message);
   const notFound = () => new ApiError(404, 'not_found', 'no such account');
-
-  /** Audits a refused DPoP proof and returns the error to answer with. */
-  async function rejectProof(
-    ctx: Context,
-    who: { clientId?: string | undefined; customerId?: string | undefined },
-    reason: string,
-  ): Promise<ApiError> {
-    await recordAudit(db, {
-      type: 'api.dpop.rejected',
-      outcome: 'failure',
-      clientId: who.clientId,
-      customerId: who.customerId,
-      ip: ctx.ip,
-      data: { reason, path: ctx.path },
-    });
-    return invalid(reason);
-  }
 
   /**
    * Authenticates the call: a DPoP-bound access token with a valid proof for this exact request, or a
    * certificate-bound one (RFC 8705) over a connection presenting that certificate.
    */
   async function authorize(ctx: Context, scope: string): Promise<Authorized> {
-    const { scheme, value } = presentedAccessToken(ctx, FAPI_ALGS);
-    const token = await accessTokens.get(value);
-    if (!token) throw unknownTokenError(scheme, FAPI_ALGS);
     // Every other check first; a DPoP jti is recorded atomically by the read's statement.
     let proofSeen: Authorized['proofSeen'];
     const replay = {
@@ -278,34 +269,7 @@ export function apiRoutes({
         return true;
       },
     };
-    const who = { clientId: token.clientId, customerId: token.accountId };
-    try {
-      await checkSenderConstraint({ ctx, config, mtls, scheme, value, token, replay, invalid });
-    } catch (err) {
-      if (err instanceof DpopError) throw await rejectProof(ctx, who, err.message);
-      if (err instanceof CertificateBindingError)
-        await recordAudit(db, {
-          type: 'api.mtls.rejected',
-          outcome: 'failure',
-          ...who,
-          ip: ctx.ip,
-          data: { reason: err.message, path: ctx.path },
-        });
-      throw err;
-    }
-    const scopes = new Set(String(token.scope ?? '').split(' '));
-    // An RFC 9396 account_information detail grants what the accounts scope grants (src/consent).
-    const detailed =
-      scope === 'accounts' &&
-      Array.isArray(token.rar) &&
-      (token.rar as Array<{ type?: unknown }>).some((d) => d.type === ACCOUNT_INFORMATION);
-    if (!scopes.has(scope) && !detailed)
-      throw new ApiError(
-        403,
-        'insufficient_scope',
-        `the token lacks the ${scope} scope`,
-        dpopChallenge('insufficient_scope', undefined, FAPI_ALGS),
-      );
+    const { token, scheme, value } = await tokenCheck.check(ctx, scope, replay);
     if (!token.grantId || !token.accountId) throw invalid('the access token has no consent');
     // FSA comments 51/69: aggregated data is reached through a phishing-resistant sign-in. A token
     // from the alternative MFA (or of unknown provenance) gets an RFC 9470 step-up challenge.

@@ -10,6 +10,7 @@ import type Provider from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
+import { BodyError, readBodyText } from '../http/index.ts';
 import { IngestError, type IngestIssue, ingestBatch } from '../ledger/index.ts';
 import { createDbReplayStore } from './dpop.ts';
 import { ApiError } from './errors.ts';
@@ -119,35 +120,16 @@ export function ingestHandler({
   async function readJson(ctx: Context): Promise<unknown> {
     if (ctx.request.type !== 'application/json')
       throw new ApiError(415, 'unsupported_media_type', 'the batch must be sent as application/json');
-    const tooLarge = () => {
-      // The rest of the body is not read: the connection closes after this answer.
-      ctx.set('connection', 'close');
-      return new ApiError(413, 'payload_too_large', `a batch must be at most ${maxBodyBytes} bytes`);
-    };
-    const declared = Number(ctx.get('content-length') || Number.NaN);
-    if (declared > maxBodyBytes) throw tooLarge();
-    const req = ctx.req;
-    const text = await new Promise<string>((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      const done = (err?: unknown) => {
-        req.off('data', onData).off('end', onEnd).off('error', onError).off('aborted', onAborted);
-        if (err) reject(err);
-        else resolve(Buffer.concat(chunks).toString('utf8'));
-      };
-      const onData = (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > maxBodyBytes) {
-          req.pause();
-          done(tooLarge());
-        } else chunks.push(chunk);
-      };
-      const onEnd = () => done();
-      const onError = (err: Error) =>
-        done(new ApiError(400, 'invalid_request', `the request body could not be read: ${err.message}`));
-      const onAborted = () => done(new ApiError(400, 'invalid_request', 'the request was aborted'));
-      req.on('data', onData).on('end', onEnd).on('error', onError).on('aborted', onAborted);
-    });
+    let text: string;
+    try {
+      text = await readBodyText(ctx, maxBodyBytes);
+    } catch (err) {
+      if (!(err instanceof BodyError)) throw err;
+      // Over the limit the rest is not read: the connection closes after this answer.
+      throw err.code === 'ERR_BODY_TOO_LARGE'
+        ? new ApiError(413, 'payload_too_large', `a batch must be at most ${maxBodyBytes} bytes`)
+        : new ApiError(400, 'invalid_request', err.message);
+    }
     try {
       return JSON.parse(text);
     } catch {

@@ -20,7 +20,8 @@ export {
   SCOPE_ONLY_DATA_TYPES,
 } from './authorizationDetails.ts';
 export { applyConsentDecision } from './decision.ts';
-export { type ConsentTerms, grantedAccountInformation, termsOf } from './terms.ts';
+export { type ConsentRevocation, revokeConsent } from './revoke.ts';
+export { type ConsentTerms, grantedAccountInformation, termsOf, termsOfConsent } from './terms.ts';
 
 export interface Consent {
   grantId: string;

@@ -63,32 +63,50 @@ export function termsOf(
   };
 }
 
-/** `merge`: everything either held; the longer lookback, the later expiry. */
-export function mergeTerms(
-  held: {
-    scopes: string[];
-    accountIds: string[];
-    dataTypes: string[] | null;
-    lookbackDays: number | null;
-    expiresAt: Date;
-  },
-  next: ConsentTerms,
-  defaults: TermsDefaults,
+/** What a recorded consent holds (src/consent `Consent`); rows from before data types existed have none. */
+export interface HeldConsent {
+  scopes: string[];
+  accountIds: string[];
+  dataTypes: string[] | null;
+  lookbackDays: number | null;
+  expiresAt: Date;
+}
+
+/**
+ * The terms of a recorded consent: a row without data types has the `accounts` scope's, one without a
+ * lookback the configured one.
+ */
+export function termsOfConsent(
+  held: HeldConsent,
+  defaults: Pick<TermsDefaults, 'lookbackDays'>,
 ): ConsentTerms {
-  const heldTypes = held.dataTypes ?? (held.scopes.includes('accounts') ? SCOPE_ONLY_DATA_TYPES : []);
-  const dataTypes = ordered([...heldTypes, ...next.dataTypes]);
-  const heldLookback = heldTypes.includes('transactions') ? (held.lookbackDays ?? defaults.lookbackDays) : 0;
-  const lookback = Math.max(heldLookback, next.lookbackDays ?? 0);
+  const dataTypes = ordered(
+    held.dataTypes ?? (held.scopes.includes('accounts') ? SCOPE_ONLY_DATA_TYPES : []),
+  );
   return {
-    scopes: [...new Set([...held.scopes, ...next.scopes])],
-    accountIds: [...new Set([...held.accountIds, ...next.accountIds])],
+    scopes: held.scopes,
+    accountIds: held.accountIds,
     dataTypes,
-    lookbackDays: dataTypes.includes('transactions') ? lookback || defaults.lookbackDays : null,
-    expiresAt: new Date(Math.max(held.expiresAt.getTime(), next.expiresAt.getTime())),
+    lookbackDays: dataTypes.includes('transactions') ? (held.lookbackDays ?? defaults.lookbackDays) : null,
+    expiresAt: held.expiresAt,
   };
 }
 
-/** The granted account_information detail (grant, tokens, token response, grant query). */
+/** `merge`: everything either held; the longer lookback, the later expiry. */
+export function mergeTerms(held: HeldConsent, next: ConsentTerms, defaults: TermsDefaults): ConsentTerms {
+  const before = termsOfConsent(held, defaults);
+  const dataTypes = ordered([...before.dataTypes, ...next.dataTypes]);
+  const lookback = Math.max(before.lookbackDays ?? 0, next.lookbackDays ?? 0);
+  return {
+    scopes: [...new Set([...before.scopes, ...next.scopes])],
+    accountIds: [...new Set([...before.accountIds, ...next.accountIds])],
+    dataTypes,
+    lookbackDays: dataTypes.includes('transactions') ? lookback || defaults.lookbackDays : null,
+    expiresAt: new Date(Math.max(before.expiresAt.getTime(), next.expiresAt.getTime())),
+  };
+}
+
+/** The granted account_information detail (grant, tokens, token response, grant query, introspection). */
 export function grantedAccountInformation(issuer: string, terms: ConsentTerms): AccountInformationGrant {
   return {
     type: ACCOUNT_INFORMATION,

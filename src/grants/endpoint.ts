@@ -1,32 +1,22 @@
 /**
  * The Grant Management endpoint (FAPI Grant Management for OAuth 2.0, ID1), which oidc-provider
  * does not have: `GET /grants/{grant_id}` (query) and `DELETE /grants/{grant_id}` (revoke, 204).
- * The caller is the client that owns the grant, with a DPoP-bound access token the hub issued
- * carrying `grant_management_query` / `grant_management_revoke`, and a DPoP proof for this exact
- * request. Errors are OAuth JSON errors ({error, error_description}) with a DPoP challenge where a
- * token is at fault; a grant that is unknown, ended or another client's is one and the same 404.
+ * The caller is the client that owns the grant, with an access token the hub issued carrying
+ * `grant_management_query` / `grant_management_revoke`, checked as the read API checks its tokens
+ * (src/api/accessTokenCheck.ts): DPoP-bound with a proof for this exact request, or certificate-bound
+ * over that certificate. Errors are OAuth JSON errors ({error, error_description}) with a challenge
+ * in the client's scheme where a token is at fault; a grant that is unknown, ended or another
+ * client's is one and the same 404.
  */
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
-import {
-  ApiError,
-  checkSenderConstraint,
-  createDbReplayStore,
-  DpopError,
-  dpopChallenge,
-  invalidTokenError,
-  presentedAccessToken,
-  unknownTokenError,
-} from '../api/index.ts';
-import { recordAudit } from '../audit/index.ts';
+import { ApiError, createAccessTokenCheck, createDbReplayStore, invalidTokenError } from '../api/index.ts';
 import type { Config } from '../config/index.ts';
-import { findActiveConsent, markConsentRevoked } from '../consent/index.ts';
+import { findActiveConsent, revokeConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { mtlsFor } from '../mtls/index.ts';
-import { revokeGrant } from '../oidc/adapter.ts';
 import { FAPI_ALGS } from '../oidc/provider.ts';
-import { notifyCustomer } from '../oidc/securityNotices.ts';
 
 export interface GrantManagementRoutesOptions {
   provider: Provider;
@@ -48,43 +38,27 @@ type GrantPayload = {
 export function grantManagementRoutes({ provider, db, config }: GrantManagementRoutesOptions): Router {
   const router = new Router({ prefix: '/grants' });
   const replay = createDbReplayStore(db);
-  const mtls = mtlsFor(config);
   const notFound = () => new ApiError(404, 'invalid_grant_id', 'no such grant');
 
-  /** The calling client, once its token and DPoP proof hold and the token has `scope`. */
+  // The read API's check (src/api/accessTokenCheck.ts): failures audited as `grants.dpop.rejected`
+  // and `grants.mtls.rejected`, challenges in the scheme the client used.
+  const tokenCheck = createAccessTokenCheck({
+    db,
+    config,
+    mtls: mtlsFor(config),
+    algs: FAPI_ALGS,
+    find: async (value) => {
+      const token = await provider.AccessToken.find(value);
+      return token && !token.isExpired ? token : undefined;
+    },
+    audit: 'grants',
+  });
+
+  /** The calling client, once its token and its sender constraint hold and the token has `scope`. */
   async function authenticate(ctx: Context, scope: string): Promise<{ clientId: string }> {
-    const { scheme, value } = presentedAccessToken(ctx, FAPI_ALGS);
-    // Challenges follow the scheme the client used (Bearer for certificate-bound tokens).
-    const invalid = (description: string) => invalidTokenError(scheme, description, FAPI_ALGS);
-    const token = await provider.AccessToken.find(value);
-    if (!token || token.isExpired) throw unknownTokenError(scheme, FAPI_ALGS);
-    // DPoP-bound with a proof for this request, or certificate-bound over that certificate (RFC 8705).
-    try {
-      await checkSenderConstraint({ ctx, config, mtls, scheme, value, token, replay, invalid });
-    } catch (err) {
-      if (!(err instanceof DpopError)) throw err;
-      await recordAudit(db, {
-        type: 'grants.dpop.rejected',
-        outcome: 'failure',
-        clientId: token.clientId,
-        ip: ctx.ip,
-        data: { reason: err.message, path: ctx.path },
-      });
-      throw invalid(err.message);
-    }
+    const { token, scheme } = await tokenCheck.check(ctx, scope, replay);
     const client = await db.query('SELECT 1 FROM clients WHERE client_id = $1 AND enabled', [token.clientId]);
-    if (client.rowCount !== 1) throw invalid('the client has been disabled');
-    if (
-      !String(token.scope ?? '')
-        .split(' ')
-        .includes(scope)
-    )
-      throw new ApiError(
-        403,
-        'insufficient_scope',
-        `the token lacks the ${scope} scope`,
-        dpopChallenge('insufficient_scope', undefined, FAPI_ALGS),
-      );
+    if (client.rowCount !== 1) throw invalidTokenError(scheme, 'the client has been disabled', FAPI_ALGS);
     return { clientId: token.clientId! };
   }
 
@@ -135,40 +109,13 @@ export function grantManagementRoutes({ provider, db, config }: GrantManagementR
   router.delete('/:grantId', async (ctx) => {
     const { clientId } = await authenticate(ctx, 'grant_management_revoke');
     const grant = await grantOf(ctx, clientId);
-    const reason = 'revoked by the client through the grant management endpoint';
-    const revoked = await db.transaction(async (tx) => {
-      const consent = await markConsentRevoked(tx, {
-        grantId: grant.jti,
-        customerId: grant.accountId,
-        by: `client:${clientId}`,
-        reason,
-      });
-      // The grant, and every code, access and refresh token under it, at once on every node.
-      const rows = await revokeGrant(tx, grant.jti);
-      await recordAudit(tx, {
-        type: 'consent.revoked',
-        outcome: 'success',
-        actor: `client:${clientId}`,
-        customerId: grant.accountId,
-        clientId,
-        ip: ctx.ip,
-        userAgent: ctx.get('user-agent'),
-        data: { grantId: grant.jti, by: 'client', reason, revokedRows: rows },
-      });
-      return consent !== undefined;
+    await revokeConsent(db, {
+      grantId: grant.jti,
+      customerId: grant.accountId,
+      by: { client: clientId },
+      reason: 'revoked by the client through the grant management endpoint',
+      request: { ip: ctx.ip, userAgent: ctx.get('user-agent') },
     });
-    if (revoked) {
-      const client = await db.query<{ name: string | null }>(
-        "SELECT metadata ->> 'client_name' AS name FROM clients WHERE client_id = $1",
-        [clientId],
-      );
-      await notifyCustomer(db, {
-        customerId: grant.accountId,
-        kind: 'consent_revoked',
-        data: { clientName: client.rows[0]?.name ?? clientId, by: 'client' },
-        dedupeKey: `consent-revoked:${grant.jti}`,
-      });
-    }
     ctx.status = 204;
   });
 

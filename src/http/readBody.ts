@@ -29,14 +29,7 @@ export async function readBody(
   const type = ctx.request.type;
   const expected = accept === 'json' ? 'application/json' : 'application/x-www-form-urlencoded';
   if (type !== expected) throw new BodyError('ERR_BODY_TYPE', 415, `expected ${expected}`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new BodyError('ERR_BODY_TOO_LARGE', 413, 'request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = await readBodyText(ctx, limit);
   if (accept === 'form') return new URLSearchParams(text);
   try {
     const parsed: unknown = JSON.parse(text);
@@ -46,4 +39,39 @@ export async function readBody(
   } catch {
     throw new BodyError('ERR_BODY_PARSE', 400, 'request body is not a JSON object');
   }
+}
+
+/**
+ * The body as text, never more than `limit` bytes. Over the limit the rest is left unread and the
+ * connection closes after the answer: leaving a `for await` loop early would destroy the request, and
+ * with it the socket the answer (and the audit record's address) still needs.
+ */
+export function readBodyText(ctx: Context, limit: number): Promise<string> {
+  const tooLarge = () => {
+    ctx.set('connection', 'close');
+    return new BodyError('ERR_BODY_TOO_LARGE', 413, 'request body too large');
+  };
+  if (Number(ctx.get('content-length') || 0) > limit) return Promise.reject(tooLarge());
+  const req = ctx.req;
+  return new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (err?: BodyError) => {
+      req.off('data', onData).off('end', onEnd).off('error', onError).off('aborted', onAborted);
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks).toString('utf8'));
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) chunks.push(chunk);
+      else {
+        req.pause();
+        done(tooLarge());
+      }
+    };
+    const onEnd = () => done();
+    const onError = () => done(new BodyError('ERR_BODY_PARSE', 400, 'the request body could not be read'));
+    const onAborted = () => done(new BodyError('ERR_BODY_PARSE', 400, 'the request was aborted'));
+    req.on('data', onData).on('end', onEnd).on('error', onError).on('aborted', onAborted);
+  });
 }

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { recordAudit } from '../audit/index.ts';
+import { revokeConsentsOfClient } from '../consent/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { OPERATION_DETAIL_TYPES } from '../linking/approvals/operationDetails.ts';
 import { MTLS_AUTH_METHODS } from '../mtls/index.ts';
@@ -194,21 +195,32 @@ export async function setClientEnabled(
   return true;
 }
 
+/**
+ * Ends everything issued to a client (grants, codes, access, refresh and registration access tokens)
+ * and every consent given to it, with who and why. Returns how many stored payloads went.
+ */
+export async function endClientAccess(
+  db: Queryable,
+  clientId: string,
+  actor: string,
+  reason: string,
+): Promise<number> {
+  const tokens = await db.query("DELETE FROM oidc_payloads WHERE payload ->> 'clientId' = $1", [clientId]);
+  await revokeConsentsOfClient(db, clientId, actor, reason);
+  return tokens.rowCount;
+}
+
 /** Removes a client and every grant, token and code issued to it. */
 export async function removeClient(db: Queryable, clientId: string, actor: string): Promise<boolean> {
   const res = await db.query('DELETE FROM clients WHERE client_id = $1', [clientId]);
   if (res.rowCount === 0) return false;
-  const tokens = await db.query("DELETE FROM oidc_payloads WHERE payload ->> 'clientId' = $1", [clientId]);
-  await db.query(
-    "UPDATE consents SET revoked_at = now(), revoked_by = $2, revoke_reason = 'client removed' WHERE client_id = $1 AND revoked_at IS NULL",
-    [clientId, actor],
-  );
+  const revokedRows = await endClientAccess(db, clientId, actor, 'client removed');
   await recordAudit(db, {
     type: 'client.removed',
     outcome: 'success',
     actor,
     clientId,
-    data: { revokedRows: tokens.rowCount },
+    data: { revokedRows },
   });
   return true;
 }

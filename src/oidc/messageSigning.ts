@@ -7,7 +7,7 @@
 import type { Client, Configuration, KoaContextWithOIDC } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
-import { findActiveConsent } from '../consent/index.ts';
+import { findActiveConsent, grantedAccountInformation, termsOfConsent } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
 import { isOperationDetailType } from '../linking/approvals/operationDetails.ts';
 
@@ -41,6 +41,8 @@ export interface MessageSigningOptions {
   /** Only these JWS algorithms (FAPI_ALGS). */
   algs: readonly string[];
   clockToleranceSeconds: number;
+  /** api.transactionLookbackDays: the lookback of a consent that names none. */
+  transactionLookbackDays: number;
 }
 
 export function messageSigningFeatures(o: MessageSigningOptions) {
@@ -82,16 +84,13 @@ export function messageSigningFeatures(o: MessageSigningOptions) {
         if (grantId && !(rar.length && rar.every((d) => isOperationDetailType(d.type)))) {
           const consent = await findActiveConsent(o.db, grantId);
           if (!consent) return false;
-          // A scope-only consent, told as RFC 9396 details (RAR grants carry their own granted form).
+          // A scope-only consent, told in the shape a RAR grant carries (src/consent/terms.ts).
           if (!rar.length)
             token.rar = [
-              {
-                type: 'account_information',
-                actions: ['read'],
-                locations: [`${o.issuer}/api/v1`],
-                identifiers: consent.accountIds,
-                scopes: consent.scopes,
-              },
+              grantedAccountInformation(
+                o.issuer,
+                termsOfConsent(consent, { lookbackDays: o.transactionLookbackDays }),
+              ),
             ];
         }
         return true;

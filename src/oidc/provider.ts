@@ -143,6 +143,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
         issuer: config.issuer,
         algs,
         clockToleranceSeconds: config.oidc.clockToleranceSeconds,
+        transactionLookbackDays: config.api.transactionLookbackDays,
       }),
       // RFC 7591/7592 behind src/registration's guard.
       ...registration.features,

@@ -15,9 +15,9 @@ import { randomBytes } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
-import { revokeConsentsOfClient } from '../consent/index.ts';
 import type { Db } from '../db/index.ts';
-import { ClientPolicyError, validateClientMetadata } from '../oidc/clients.ts';
+import { BodyError, readBody } from '../http/index.ts';
+import { ClientPolicyError, endClientAccess, validateClientMetadata } from '../oidc/clients.ts';
 import {
   claimInitialAccessToken,
   completeInitialAccessToken,
@@ -157,9 +157,9 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
     if (method === 'PUT' || method === 'DELETE') {
       const ok = ctx.status === (method === 'PUT' ? 200 : 204);
       if (ok && method === 'DELETE') {
-        // As the operator's `clients remove`: nothing issued to a deleted client stays usable.
-        await o.db.query("DELETE FROM oidc_payloads WHERE payload ->> 'clientId' = $1", [clientId]);
-        await revokeConsentsOfClient(o.db, clientId, `client:${clientId}`, 'client deleted its registration');
+        // As the operator's `clients remove` (removeClient; oidc-provider has deleted the client's
+        // row already): nothing issued to a deleted client stays usable.
+        await endClientAccess(o.db, clientId, `client:${clientId}`, 'client deleted its registration');
       }
       const [done, refused] =
         method === 'PUT'
@@ -288,24 +288,15 @@ function replayBody(ctx: Context, body: Record<string, unknown>): void {
   };
 }
 
-/** The JSON object body (read here; replayBody hands the checked version on). */
+/**
+ * The JSON object body, read by the hub's one body reader (replayBody hands the checked version on),
+ * its refusals in RFC 7591's words: 400 invalid_request (413 for a body too large).
+ */
 async function readJsonObject(ctx: Context): Promise<Record<string, unknown>> {
-  if (!ctx.is('application/json'))
-    throw new Refused(400, 'invalid_request', 'the request body must be application/json');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).length;
-    if (size > BODY_LIMIT) throw new Refused(413, 'invalid_request', 'request body too large');
-    chunks.push(chunk as Buffer);
-  }
-  let parsed: unknown;
   try {
-    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new Refused(400, 'invalid_request', 'the request body is not JSON');
+    return await readBody(ctx, 'json', BODY_LIMIT);
+  } catch (err) {
+    if (!(err instanceof BodyError)) throw err;
+    throw new Refused(err.code === 'ERR_BODY_TOO_LARGE' ? 413 : 400, 'invalid_request', err.message);
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-    throw new Refused(400, 'invalid_request', 'the request body must be a JSON object');
-  return parsed as Record<string, unknown>;
 }

@@ -7,7 +7,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLocalJWKSet, jwtVerify } from 'jose';
-import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
@@ -15,7 +14,7 @@ import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { revokeCustomerSessions } from '../../src/oidc/adapter.ts';
 import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
-import { registeredRp } from '../support/rp.ts';
+import { type Rp, redeem, registeredRp, startAuthorization } from '../support/rp.ts';
 import { waitFor } from '../support/waitFor.ts';
 
 let t: TestHub;
@@ -24,10 +23,8 @@ let receiver: http.Server;
 let receiverUrl: string;
 const received: Array<{ path: string; token: string }> = [];
 
-interface Brokerage {
+interface Brokerage extends Rp {
   name: string;
-  config: client.Configuration;
-  redirectUri: string;
 }
 
 beforeAll(async () => {
@@ -65,7 +62,7 @@ async function brokerage(name: string, extra: Record<string, unknown> = {}): Pro
     [name],
   );
   expect(stored.rows[0]!.metadata.subject_type).toBe(extra.subject_type ?? 'pairwise');
-  return { name, config: rp.config, redirectUri: rp.redirectUri };
+  return { ...rp, name };
 }
 
 /** Signs in at the brokerage in `browser`; returns the ID token's sub and sid. */
@@ -73,30 +70,9 @@ async function signIn(
   b: Brokerage,
   browser: UserAgent,
 ): Promise<{ sub: string; sid: string; idToken: string }> {
-  const dpop = client.getDPoPHandle(b.config, await client.randomDPoPKeyPair('ES256'));
-  const verifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
-  const url = await client.buildAuthorizationUrlWithPAR(
-    b.config,
-    {
-      redirect_uri: b.redirectUri,
-      scope: 'openid',
-      code_challenge: await client.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state,
-    },
-    { DPoP: dpop },
-  );
-  const callback = await customer.login(url, { redirectUri: b.redirectUri, userAgent: browser });
-  const tokens = await client.authorizationCodeGrant(
-    b.config,
-    callback,
-    { pkceCodeVerifier: verifier, expectedState: state },
-    undefined,
-    {
-      DPoP: dpop,
-    },
-  );
+  const auth = await startAuthorization(b, 'openid');
+  const callback = await customer.login(auth.url, { redirectUri: b.redirectUri, userAgent: browser });
+  const tokens = await redeem(b, auth, callback);
   const claims = tokens.claims()!;
   return { sub: claims.sub, sid: String(claims.sid), idToken: tokens.id_token! };
 }

@@ -14,7 +14,7 @@ import {
 } from '../../src/oidc/clients.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
-import { accountsStatus, demoRp, startAuthorization } from '../support/rp.ts';
+import { accountsStatus, demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 beforeAll(async () => {
@@ -80,15 +80,7 @@ describe('disabling and removing clients', () => {
       device: createEmulator(),
       enroll: { customerNumber: t.hub.demo!.customerNumber, ticket: ticket.ticket },
     });
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      {
-        DPoP: rp.dpop,
-      },
-    );
+    const tokens = await redeem(rp, auth, callback);
     const read = () => accountsStatus(t, rp, tokens.access_token);
     expect(await read()).toBe(200);
 

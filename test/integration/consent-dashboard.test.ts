@@ -105,10 +105,20 @@ describe('consent dashboard', () => {
       revoked_by: `customer:${t.hub.demo!.customerId}`,
       revoke_reason: 'revoked by the customer on the security page',
     });
-    const audit = await t.hub.db.query(
-      "SELECT 1 FROM audit_events WHERE type = 'consent.revoked' AND customer_id = $1",
+    const audit = await t.hub.db.query<{ actor: string; data: Record<string, unknown> }>(
+      "SELECT actor, data FROM audit_events WHERE type = 'consent.revoked' AND customer_id = $1",
       [t.hub.demo!.customerId],
     );
-    expect(audit.rowCount).toBe(1);
+    // Recorded as the client's revocation is (src/consent/revoke.ts): who, and why.
+    expect(audit.rows).toEqual([
+      {
+        actor: `customer:${t.hub.demo!.customerId}`,
+        data: expect.objectContaining({
+          grantId,
+          by: 'customer',
+          reason: 'revoked by the customer on the security page',
+        }),
+      },
+    ]);
   });
 });

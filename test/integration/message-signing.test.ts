@@ -412,9 +412,24 @@ describe('introspection (signed) and revocation', () => {
     });
     expect(typeof ti.exp).toBe('number');
     expect(typeof ti.auth_time).toBe('number');
-    const details = ti.authorization_details as { type: string; identifiers: string[] }[];
-    expect(details[0]?.type).toBe('account_information');
-    expect(details[0]?.identifiers.length).toBeGreaterThan(0);
+    // A scope-only consent in the shape every granted account_information detail has (src/consent/terms.ts).
+    const consent = (
+      await t.hub.db.query<{ account_ids: string[]; expires_at: Date }>(
+        'SELECT account_ids, expires_at FROM consents WHERE grant_id = $1',
+        [tokens.grant_id],
+      )
+    ).rows[0]!;
+    expect(consent.account_ids.length).toBeGreaterThan(0);
+    expect(ti.authorization_details).toEqual([
+      {
+        type: 'account_information',
+        locations: [`${t.issuer}/api/v1`],
+        data_types: ['balances', 'holdings', 'transactions'],
+        transaction_lookback_days: 730,
+        expires_at: consent.expires_at.toISOString(),
+        accounts: consent.account_ids,
+      },
+    ]);
   });
 
   it('answers plain JSON when asked for JSON', async () => {

@@ -10,7 +10,7 @@ import { recordAudit } from '../../src/audit/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let device: PasskeyEmulator;
@@ -38,12 +38,10 @@ describe('/metrics', () => {
     const before = await scrape();
     const rp = await demoRp(t);
     const auth = await startAuthorization(rp, 'openid accounts');
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
+    const tokens = await redeem(
+      rp,
+      auth,
       await completeLogin({ fetch: t.fetch, authorizationUrl: auth.url, device }),
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
     );
     const api = await client.fetchProtectedResource(
       rp.config,

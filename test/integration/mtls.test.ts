@@ -19,10 +19,10 @@ import { completeLogin } from '../../conformance/lib/login.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { jwkThumbprint } from '../../src/keys/index.ts';
 import { addClient } from '../../src/oidc/clients.ts';
+import { createSelfSigned, createTestCa, type TestCa, type TestCert } from '../support/certificates.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
-import { createSelfSigned, createTestCa, type TestCa, type TestCertificate } from '../support/pki.ts';
 
 type AuthMethod = 'private_key_jwt' | 'tls_client_auth' | 'self_signed_tls_client_auth';
 type Sender = 'dpop' | 'mtls';
@@ -33,7 +33,7 @@ interface TestClient {
   clientId: string;
   auth: AuthMethod;
   sender: Sender;
-  cert: TestCertificate | undefined;
+  cert: TestCert | undefined;
   signingKey: CryptoKey | undefined;
   kid: string | undefined;
 }
@@ -49,7 +49,7 @@ const agents: Agent[] = [];
 const crlFile = () => path.join(pkiDir, 'clients-ca.crl.pem');
 
 /** Publishes a new CRL of `ca` (the hubs re-read the file when it changes). */
-async function revoke(certs: TestCertificate[]): Promise<void> {
+async function revoke(certs: TestCert[]): Promise<void> {
   writeFileSync(crlFile(), await ca.crl({ revoked: certs }));
   // A distinct mtime even when two writes fall in the same clock tick.
   const at = new Date(Date.now() + revocations++ * 1000);
@@ -58,7 +58,7 @@ async function revoke(certs: TestCertificate[]): Promise<void> {
 let revocations = 1;
 
 /** fetch over a connection presenting `cert` (or none), trusting the hub's dev CA. */
-function fetchWith(cert: TestCertificate | undefined, target: TestHub = t): typeof globalThis.fetch {
+function fetchWith(cert: TestCert | undefined, target: TestHub = t): typeof globalThis.fetch {
   const agent = new Agent({
     connect: { ca: target.caPem, ...(cert ? { cert: cert.certPem, key: cert.keyPem } : {}) },
   });
@@ -82,7 +82,7 @@ async function register(
 ): Promise<TestClient> {
   const target = o.target ?? t;
   const clientId = o.id ?? `${auth}-${sender}`.replaceAll('_', '-');
-  let cert: TestCertificate | undefined;
+  let cert: TestCert | undefined;
   const metadata: Record<string, unknown> = {
     client_id: clientId,
     client_name: `mTLS test ${clientId}`,
@@ -134,7 +134,7 @@ async function register(
 /** openid-client for a test client: its certificate on every connection, the mTLS aliases when it has one. */
 async function configFor(
   c: TestClient,
-  o: { cert?: TestCertificate | null; target?: TestHub; fetch?: typeof globalThis.fetch } = {},
+  o: { cert?: TestCert | null; target?: TestHub; fetch?: typeof globalThis.fetch } = {},
 ) {
   const cert = o.cert === undefined ? c.cert : (o.cert ?? undefined);
   const target = o.target ?? t;
@@ -265,7 +265,7 @@ async function auditOf(type: string): Promise<Array<{ client_id: string | null; 
 
 beforeAll(async () => {
   ca = await createTestCa();
-  untrustedCa = await createTestCa('CN=Kakehashi Test Client CA, O=Test, C=JP'); // same name, other key
+  untrustedCa = await createTestCa(ca.subject); // same name, other key
   pkiDir = mkdtempSync(path.join(tmpdir(), 'kkh-mtls-pki-'));
   writeFileSync(path.join(pkiDir, 'clients-ca.pem'), ca.certPem);
   await revoke([]);
@@ -375,7 +375,7 @@ describe('every client authentication × sender constraint (openid-client)', () 
 describe('what must fail', () => {
   let bound: TestClient;
   let flow: Flow;
-  let stranger: TestCertificate;
+  let stranger: TestCert;
 
   beforeAll(async () => {
     bound = await register('private_key_jwt', 'mtls', {}, { id: 'pkjwt-bound-negative' });
@@ -383,7 +383,7 @@ describe('what must fail', () => {
     stranger = await ca.issue({ subject: 'CN=stranger, O=Test Aggregator, C=JP' });
   });
 
-  async function parWith(c: TestClient, cert: TestCertificate | null) {
+  async function parWith(c: TestClient, cert: TestCert | null) {
     const config = await configFor(c, { cert });
     return client
       .buildAuthorizationUrlWithPAR(config, {
@@ -459,6 +459,28 @@ describe('what must fail', () => {
     const info = await call(fetchWith(stranger), `${mtlsOrigin}/me`, bearer);
     expect(info.status).toBe(401);
     expect(info.body.error).toBe('invalid_token');
+  });
+
+  it('grant management checks a certificate-bound token as the read API does: Bearer challenges, refusals audited', async () => {
+    const grantId = String(flow.tokens.grant_id);
+    const url = `${mtlsOrigin}/grants/${grantId}`;
+    const bearer = { authorization: `Bearer ${flow.tokens.access_token}` };
+    // Over its certificate, without the grant management scope: 403 with an RFC 6750 challenge, not DPoP.
+    const scope = await call(fetchWith(bound.cert), url, bearer);
+    expect(scope.status).toBe(403);
+    expect(scope.body.error).toBe('insufficient_scope');
+    expect(scope.challenge).toMatch(/^Bearer error="insufficient_scope"/);
+    // Over another certificate: refused before the scope, and audited.
+    const r = await call(fetchWith(stranger), url, bearer);
+    expect(r.status).toBe(401);
+    expect(r.body.error).toBe('invalid_token');
+    expect(r.challenge).toMatch(/^Bearer error="invalid_token"/);
+    const audited = (await auditOf('grants.mtls.rejected')).filter((a) => a.client_id === bound.clientId);
+    expect(audited).toHaveLength(1);
+    expect(audited[0]!.data).toMatchObject({
+      path: `/grants/${grantId}`,
+      reason: expect.stringMatching(/does not match/),
+    });
   });
 
   it('a refresh over another certificate → invalid_grant; the token stays usable with its own', async () => {
@@ -565,11 +587,11 @@ describe('behind a TLS-terminating proxy', () => {
    * What a proxy does: receive https://host/path, connect to the hub's plain-HTTP listener from
    * `from`, and forward the scheme, host and (from a trusted address) the client certificate.
    */
-  function viaProxy(cert: TestCertificate | undefined, from: string): typeof globalThis.fetch {
+  function viaProxy(cert: TestCert | undefined, from: string): typeof globalThis.fetch {
     return viaProxyTo(p, cert, from);
   }
 
-  function viaProxyTo(p: TestHub, cert: TestCertificate | undefined, from: string): typeof globalThis.fetch {
+  function viaProxyTo(p: TestHub, cert: TestCert | undefined, from: string): typeof globalThis.fetch {
     const agent = new Agent({ localAddress: from });
     proxyAgents.push(agent);
     return ((url: string | URL, init?: RequestInit) => {

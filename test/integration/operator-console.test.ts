@@ -22,7 +22,7 @@ import { enrollDemoCustomer } from '../support/customer.ts';
 import { type EkycProvider, jpAmlClaims, startEkycProvider } from '../support/ekycProvider.ts';
 import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
-import { demoRp, startAuthorization } from '../support/rp.ts';
+import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let ekyc: EkycProvider;
@@ -410,13 +410,7 @@ describe('freeze and unfreeze', () => {
       authorizationUrl: auth.url,
       device: customerDevice,
     });
-    const tokens = await client.authorizationCodeGrant(
-      rp.config,
-      callback,
-      { pkceCodeVerifier: auth.codeVerifier, expectedState: auth.state },
-      undefined,
-      { DPoP: rp.dpop },
-    );
+    const tokens = await redeem(rp, auth, callback);
     token = { access: tokens.access_token, rp };
   });
 

@@ -1,10 +1,9 @@
 /** Brokerages registered with subject_type pairwise each learn their own, stable customer identifier. */
-import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { demoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
-import { registeredRp } from '../support/rp.ts';
+import { type Rp, redeem, registeredRp, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 let customer: PasskeyUser;
@@ -18,30 +17,10 @@ afterAll(() => t?.close());
 const brokerage = (name: string) =>
   registeredRp(t, name, { subject_type: 'pairwise', scope: 'openid accounts' });
 
-async function subjectAt(b: { config: client.Configuration; redirectUri: string }): Promise<string> {
-  const dpop = client.getDPoPHandle(b.config, await client.randomDPoPKeyPair('ES256'));
-  const verifier = client.randomPKCECodeVerifier();
-  const state = client.randomState();
-  const url = await client.buildAuthorizationUrlWithPAR(
-    b.config,
-    {
-      redirect_uri: b.redirectUri,
-      scope: 'openid accounts',
-      code_challenge: await client.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state,
-    },
-    { DPoP: dpop },
-  );
-  const callback = await customer.login(url, { redirectUri: b.redirectUri });
-  const tokens = await client.authorizationCodeGrant(
-    b.config,
-    callback,
-    { pkceCodeVerifier: verifier, expectedState: state },
-    undefined,
-    { DPoP: dpop },
-  );
-  return tokens.claims()!.sub;
+async function subjectAt(b: Rp): Promise<string> {
+  const auth = await startAuthorization(b, 'openid accounts');
+  const callback = await customer.login(auth.url, { redirectUri: b.redirectUri });
+  return (await redeem(b, auth, callback)).claims()!.sub;
 }
 
 describe('pairwise subjects', () => {

@@ -309,6 +309,22 @@ describe('consent with account_information', () => {
     });
     expect(bearer.status).toBe(401);
     expect(((await bearer.json()) as Body).error).toBe('invalid_token');
+    // The DPoP scheme: the token is DPoP-bound, so that is the challenge (as at the read API).
+    expect(bearer.headers.get('www-authenticate')).toMatch(/^DPoP error="invalid_token"/);
+    // A bad proof is refused and audited as the read API audits its own.
+    const proof = await t.fetch(`${t.issuer}/grants/${grantId}`, {
+      headers: { authorization: `DPoP ${g.tokens.access_token}`, dpop: 'eyJhbGciOiJFUzI1NiJ9.e30.AAAA' },
+    });
+    expect(proof.status).toBe(401);
+    expect(((await proof.json()) as Body).error).toBe('invalid_token');
+    const audited = await t.hub.db.query<{ client_id: string; customer_id: string; data: Body }>(
+      "SELECT client_id, customer_id, data FROM audit_events WHERE type = 'grants.dpop.rejected' ORDER BY id DESC LIMIT 1",
+    );
+    expect(audited.rows[0]).toMatchObject({
+      client_id: 'demo-aggregator',
+      customer_id: t.hub.demo!.customerId,
+      data: { path: `/grants/${grantId}` },
+    });
   });
 });
 
@@ -429,11 +445,19 @@ describe('grant management actions', () => {
       revoked_by: 'client:demo-aggregator',
       revoke_reason: 'revoked by the client through the grant management endpoint',
     });
-    const audit = await t.hub.db.query<{ actor: string }>(
-      "SELECT actor FROM audit_events WHERE type = 'consent.revoked' AND data ->> 'grantId' = $1",
+    const audit = await t.hub.db.query<{ actor: string; data: Body }>(
+      "SELECT actor, data FROM audit_events WHERE type = 'consent.revoked' AND data ->> 'grantId' = $1",
       [grantId],
     );
-    expect(audit.rows).toEqual([{ actor: 'client:demo-aggregator' }]);
+    expect(audit.rows).toEqual([
+      {
+        actor: 'client:demo-aggregator',
+        data: expect.objectContaining({
+          by: 'client',
+          reason: 'revoked by the client through the grant management endpoint',
+        }),
+      },
+    ]);
     // Merging into an ended grant is refused with Grant Management's own error.
     const again = await parError({
       grant_management_action: 'merge',

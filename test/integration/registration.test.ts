@@ -377,6 +377,14 @@ describe('management (RFC 7592) and the operator', () => {
       clientId,
     ]);
     expect(left.rowCount).toBe(0);
+    // Its consents end as with the operator's removal (endClientAccess), with who and why.
+    const consents = await t.hub.db.query<{ revoked_by: string | null; revoke_reason: string | null }>(
+      'SELECT revoked_by, revoke_reason FROM consents WHERE client_id = $1',
+      [clientId],
+    );
+    expect(consents.rows).toEqual([
+      { revoked_by: `client:${clientId}`, revoke_reason: 'client deleted its registration' },
+    ]);
     expect(accessToken).toBeTruthy();
     expect(await auditTypes(clientId)).toEqual(
       expect.arrayContaining([
@@ -413,5 +421,19 @@ describe('management (RFC 7592) and the operator', () => {
     });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: string }).error).toBe('invalid_request');
+    // Another media type, and a body over the limit, in RFC 7591's error format too.
+    const cases: Array<[string, string, number]> = [
+      ['text/plain', '{}', 400],
+      ['application/json', JSON.stringify({ client_name: 'x'.repeat(60 * 1024) }), 413],
+    ];
+    for (const [type, body, status] of cases) {
+      const refused = await t.fetch(registrationEndpoint, {
+        method: 'POST',
+        headers: { 'content-type': type, authorization: `Bearer ${await iat()}` },
+        body,
+      });
+      expect(refused.status).toBe(status);
+      expect(((await refused.json()) as { error: string }).error).toBe('invalid_request');
+    }
   });
 });

@@ -1,7 +1,8 @@
 /**
- * Test PKI: a CA and end-entity certificates it signs (ECDSA P-256 or RSA 2048), for passkey
- * attestation and JPKI-style signatures, the CRLs a CA issues and a loopback HTTP server that
- * serves them as a CRL distribution point. Built with @peculiar/x509 like the dev TLS CA (src/tls).
+ * Test PKI: CAs and the certificates they sign (ECDSA P-256 or RSA 2048) — mTLS client certificates
+ * (EKU clientAuth, subject and SANs as a test asks) and self-signed ones, passkey attestation and
+ * JPKI-style signing certificates — the CRLs a CA issues, and a loopback HTTP server that serves them
+ * as a CRL distribution point. Built with @peculiar/x509 like the dev TLS CA (src/tls).
  */
 import { createHash, createPrivateKey, sign } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -28,6 +29,21 @@ export interface TestCert {
   keyPem: string;
   cert: x509.X509Certificate;
   keys: CryptoKeyPair;
+  /** base64 DER, as in a JWK's x5c. */
+  x5c: string;
+  /** x5t#S256 (RFC 8705 §3.1). */
+  thumbprint: string;
+  /** Hex, as the issuer's CRL lists it. */
+  serialNumber: string;
+}
+
+/** A CA with shortcuts for mTLS tests. */
+export interface TestCa extends TestCert {
+  subject: string;
+  /** Issues a client certificate (EKU clientAuth unless `eku` says otherwise). */
+  issue(o: ClientCertOptions): Promise<TestCert>;
+  /** A PEM CRL of this CA listing `revoked`; valid from an hour ago until `nextUpdate` (default in a day). */
+  crl(o?: { revoked?: TestCert[]; nextUpdate?: Date }): Promise<string>;
 }
 
 async function pem(key: CryptoKey): Promise<string> {
@@ -43,16 +59,20 @@ function serial(): string {
 }
 
 async function wrap(cert: x509.X509Certificate, keys: CryptoKeyPair): Promise<TestCert> {
+  const certDer = Buffer.from(cert.rawData);
   return {
     cert,
     keys,
     certPem: cert.toString('pem'),
-    certDer: Buffer.from(cert.rawData),
+    certDer,
     keyPem: await pem(keys.privateKey),
+    x5c: certDer.toString('base64'),
+    thumbprint: createHash('sha256').update(certDer).digest('base64url'),
+    serialNumber: cert.serialNumber,
   };
 }
 
-export async function createTestCa(name = 'CN=Test Root CA, O=Kakehashi tests, C=JP'): Promise<TestCert> {
+export async function createTestCa(name = 'CN=Test Root CA, O=Kakehashi tests, C=JP'): Promise<TestCa> {
   const keys = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']);
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
@@ -64,21 +84,58 @@ export async function createTestCa(name = 'CN=Test Root CA, O=Kakehashi tests, C
     extensions: [
       new x509.BasicConstraintsExtension(true, 1, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return wrap(cert, keys);
+  const ca = await wrap(cert, keys);
+  return {
+    ...ca,
+    subject: name,
+    issue: (o) => issueCertificate(ca, { ...o, eku: o.eku ?? ['clientAuth'] }),
+    async crl(o = {}) {
+      const der = await issueCrl(ca, { revoked: o.revoked ?? [], nextUpdate: o.nextUpdate });
+      return new x509.X509Crl(new Uint8Array(der)).toString('pem');
+    },
+  };
 }
 
 export interface IssueOptions {
   subject: string;
   /** Default digitalSignature (JPKI signing certificates carry nonRepudiation too). */
   keyUsage?: number;
+  /** Extended key usages (none by default; client certificates: clientAuth). */
+  eku?: Array<'clientAuth' | 'serverAuth'>;
+  san?: x509.JsonGeneralName[];
   ca?: boolean;
   rsa?: boolean;
   notBefore?: Date;
   notAfter?: Date;
   /** CRL distribution point URL(s) written into the certificate. */
   crlUrls?: string[];
+}
+
+/** What an mTLS client certificate is made of. */
+export type ClientCertOptions = Pick<IssueOptions, 'subject' | 'san' | 'notBefore' | 'notAfter' | 'eku'>;
+
+/** The extensions of a certificate `o` describes, with the key identifiers of its key (and issuer's). */
+async function extensionsOf(o: IssueOptions, publicKey: CryptoKey, issuer?: TestCert) {
+  return [
+    new x509.BasicConstraintsExtension(o.ca ?? false, undefined, true),
+    new x509.KeyUsagesExtension(
+      o.keyUsage ??
+        (o.ca
+          ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign
+          : x509.KeyUsageFlags.digitalSignature),
+      true,
+    ),
+    ...(o.eku?.length
+      ? [new x509.ExtendedKeyUsageExtension(o.eku.map((u) => x509.ExtendedKeyUsage[u]))]
+      : []),
+    ...(o.san?.length ? [new x509.SubjectAlternativeNameExtension(o.san)] : []),
+    ...(o.crlUrls?.length ? [new x509.CRLDistributionPointsExtension(o.crlUrls)] : []),
+    await x509.SubjectKeyIdentifierExtension.create(publicKey),
+    ...(issuer ? [await x509.AuthorityKeyIdentifierExtension.create(issuer.cert.publicKey)] : []),
+  ];
 }
 
 export async function issueCertificate(issuer: TestCert, o: IssueOptions): Promise<TestCert> {
@@ -92,17 +149,22 @@ export async function issueCertificate(issuer: TestCert, o: IssueOptions): Promi
     signingAlgorithm: EC,
     publicKey: keys.publicKey,
     signingKey: issuer.keys.privateKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(o.ca ?? false, undefined, true),
-      new x509.KeyUsagesExtension(
-        o.keyUsage ??
-          (o.ca
-            ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign
-            : x509.KeyUsageFlags.digitalSignature),
-        true,
-      ),
-      ...(o.crlUrls?.length ? [new x509.CRLDistributionPointsExtension(o.crlUrls)] : []),
-    ],
+    extensions: await extensionsOf(o, keys.publicKey, issuer),
+  });
+  return wrap(cert, keys);
+}
+
+/** A self-signed client certificate (self_signed_tls_client_auth, or a key to bind tokens to). */
+export async function createSelfSigned(o: ClientCertOptions): Promise<TestCert> {
+  const keys = await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify']);
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serial(),
+    name: o.subject,
+    notBefore: o.notBefore ?? new Date(Date.now() - DAY),
+    notAfter: o.notAfter ?? new Date(Date.now() + 30 * DAY),
+    signingAlgorithm: EC,
+    keys,
+    extensions: await extensionsOf({ ...o, eku: o.eku ?? ['clientAuth'] }, keys.publicKey),
   });
   return wrap(cert, keys);
 }
@@ -113,7 +175,7 @@ export interface CrlOptions {
   /** Default an hour ago. */
   thisUpdate?: Date;
   /** Default in a day; `null` leaves it out. */
-  nextUpdate?: Date | null;
+  nextUpdate?: Date | null | undefined;
   /** Sign with another key than the issuer's (an illegitimate CRL). */
   signedBy?: TestCert;
 }

@@ -21,12 +21,17 @@ import {
 } from '../../src/mtls/index.ts';
 import { ClientPolicyError, validateClientMetadata } from '../../src/oidc/clients.ts';
 import { type CrlChecker, createCrlChecker, loadX509 } from '../../src/tls/index.ts';
-import * as certs from '../support/certificates.ts';
-import { createSelfSigned, createTestCa, type TestCa, type TestCertificate } from '../support/pki.ts';
+import {
+  createSelfSigned,
+  createTestCa,
+  issueCertificate,
+  type TestCa,
+  type TestCert,
+} from '../support/certificates.ts';
 
 let ca: TestCa;
 let otherCa: TestCa;
-let leaf: TestCertificate;
+let leaf: TestCert;
 let x509: Awaited<ReturnType<typeof loadX509>>;
 
 beforeAll(async () => {
@@ -44,7 +49,7 @@ beforeAll(async () => {
   });
 });
 
-async function presentedOf(cert: TestCertificate): Promise<PresentedCertificate> {
+async function presentedOf(cert: TestCert): Promise<PresentedCertificate> {
   const node = new X509Certificate(cert.certPem);
   const parsed = new x509.X509Certificate(cert.certPem);
   const san = { dns: [] as string[], ip: [] as string[], email: [] as string[], uri: [] as string[] };
@@ -135,11 +140,11 @@ describe('chain check (proxy mode)', () => {
       expect(chains(new X509Certificate(c.certPem), anchors)).toBeUndefined();
     // The CA's own certificate is no client certificate.
     expect(chains(new X509Certificate(ca.certPem), anchors)).toBeUndefined();
-    // A certificate that outlives its CA (valid for a day): good before the CA expires, not after.
-    const outliving = new X509Certificate(
-      (await ca.issue({ subject: 'CN=outliving', notAfter: new Date(Date.now() + 48 * 3_600_000) })).certPem,
-    );
+    // A certificate that outlives its CA by two days: good before the CA expires, not after.
     const caExpiry = Date.parse(anchors[0]!.validTo);
+    const outliving = new X509Certificate(
+      (await ca.issue({ subject: 'CN=outliving', notAfter: new Date(caExpiry + 48 * 3_600_000) })).certPem,
+    );
     expect(proxiedCertificationPath(outliving, anchors, caExpiry - 1000)).toBeDefined();
     expect(proxiedCertificationPath(outliving, anchors, caExpiry + 1000)).toBeUndefined();
   });
@@ -154,7 +159,7 @@ describe('verdict cache behind a proxy (one check per certificate and interval)'
   let checks: number;
 
   /** Publishes a CRL of `ca` listing `revoked`, with a distinct mtime (the checker re-reads on change). */
-  async function publish(revoked: TestCertificate[]) {
+  async function publish(revoked: TestCert[]) {
     writeFileSync(crlFile, await ca.crl({ revoked }));
     const at = new Date(Date.now() + ++writes * 1000);
     utimesSync(crlFile, at, at);
@@ -187,7 +192,7 @@ describe('verdict cache behind a proxy (one check per certificate and interval)'
       header: 'X-SSL-Client-Cert',
       trustedProxies: ['10.0.0.1'],
     });
-    return (cert: TestCertificate) =>
+    return (cert: TestCert) =>
       source.resolve({
         socket: { remoteAddress: '10.0.0.1' },
         headers: { 'x-ssl-client-cert': encodeURIComponent(cert.certPem) },
@@ -473,12 +478,12 @@ describe('configuration', () => {
 
 describe('certificationPath (what the CRL check walks)', () => {
   it('goes from the leaf through intermediates the client sent to a configured CA, and stops at the first CA', async () => {
-    const root = await certs.createTestCa('CN=Path Root, O=Test, C=JP');
-    const intermediate = await certs.issueCertificate(root, {
+    const root = await createTestCa('CN=Path Root, O=Test, C=JP');
+    const intermediate = await issueCertificate(root, {
       subject: 'CN=Path Issuing CA, O=Test, C=JP',
       ca: true,
     });
-    const leaf = await certs.issueCertificate(intermediate, { subject: 'CN=client, O=Test, C=JP' });
+    const leaf = await issueCertificate(intermediate, { subject: 'CN=client, O=Test, C=JP' });
     const node = (c: { certPem: string }) => new X509Certificate(c.certPem);
     const fingerprints = (p: X509Certificate[] | undefined) => p?.map((c) => c.fingerprint256);
     const [r, i, l] = [node(root), node(intermediate), node(leaf)];
@@ -487,7 +492,7 @@ describe('certificationPath (what the CRL check walks)', () => {
     expect(fingerprints(certificationPath(l, [r, i]))).toEqual(fingerprints([l, i]));
     // Without the intermediate there is no path; a stranger's CA is no issuer.
     expect(certificationPath(l, [r])).toBeUndefined();
-    const stranger = node(await certs.createTestCa('CN=Path Issuing CA, O=Test, C=JP'));
+    const stranger = node(await createTestCa('CN=Path Issuing CA, O=Test, C=JP'));
     expect(certificationPath(l, [r], [stranger])).toBeUndefined();
   });
 });
