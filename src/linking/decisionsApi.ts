@@ -173,7 +173,7 @@ export function decisionRoutes({
 
   async function withdrawal(caller: InstitutionCaller, approval: OperationApproval, d: WithdrawalDetails) {
     const customerId = approval.customerId;
-    // Independent reads over the pool (customerLimits applies due raises in a transaction of its own).
+    // Independent reads over the pool; none of them writes.
     const [customer, account, limits, risk, exemption, sourceOk, withdrawalsOff] = await Promise.all([
       customerFacts(customerId),
       activeWithdrawalAccount(db, customerId),
