@@ -6,7 +6,7 @@
  */
 import { recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
-import { notifyCustomer } from '../oidc/securityNotices.ts';
+import { enqueueNotification } from '../notify/index.ts';
 import { type DecisionContext, decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';
@@ -265,7 +265,7 @@ export async function changeLimit(
       // A raise still waiting would undo the lowering when its cool-off ends.
       await cancelWaitingRaise(tx, change.customerId, change.limit);
       if (change.amount !== from)
-        await notifyCustomer(tx, {
+        await enqueueNotification(tx, {
           customerId: change.customerId,
           kind: 'limit_changed',
           data: { limit: change.limit, from, to: change.amount },
@@ -287,7 +287,7 @@ export async function changeLimit(
       [change.customerId, change.limit, from, change.amount, coolOff],
     );
     const at = r.rows[0]!.effective_at;
-    await notifyCustomer(tx, {
+    await enqueueNotification(tx, {
       customerId: change.customerId,
       kind: 'limit_changed',
       data: { limit: change.limit, from, to: change.amount, effectiveAt: at.toISOString() },
