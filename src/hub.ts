@@ -14,7 +14,7 @@ import type { Config } from './config/index.ts';
 import { type Db, migrate, openDb } from './db/index.ts';
 import { type DemoInfo, seedDemo } from './demo/seed.ts';
 import { loadKeyEncryptionKey, loadKeyMaterial, type SigningKeyWatcher } from './keys/index.ts';
-import { applySweepSuspensions, deleteExpiredLinkAttempts } from './linking/index.ts';
+import { applyDueLimitRaises, applySweepSuspensions, deleteExpiredLinkAttempts } from './linking/index.ts';
 import { createLogger, type Logger } from './log.ts';
 import { instrumentProvider } from './metrics/index.ts';
 import { mtlsFor } from './mtls/index.ts';
@@ -201,6 +201,7 @@ function startSweeper(db: Db, logger: Logger, config: Config): NodeJS.Timeout {
       // Bank-link housekeeping, and sweeps stopped by peers' signals (sweepPullFacts sees them at once).
       await deleteExpiredLinkAttempts(db);
       await applySweepSuspensions(db, config);
+      await applyDueLimitRaises(db, config.linking.defaultLimits); // records raises that came into force
       const oidc = await deleteExpiredOidcPayloads(db);
       const challenges = (await deleteExpiredChallenges(db)) + (await deleteExpiredProofingFlows(db));
       const proofs = await deleteExpiredDpopProofs(db);

@@ -86,7 +86,12 @@ async function openPg(url: string, max: number): Promise<Db> {
           afterCommit: committed.add,
         };
         const result = await fn(tx);
-        await client.query('COMMIT');
+        // A statement that failed inside (its error caught) aborts the transaction, and PostgreSQL then
+        // answers COMMIT with ROLLBACK, not an error: fail, as PGlite does, instead of reporting writes
+        // that never happened.
+        const end = await client.query('COMMIT');
+        if (end.command === 'ROLLBACK')
+          throw new Error('transaction rolled back: a statement in it failed and its error was caught');
         committed.run();
         return result;
       } catch (err) {

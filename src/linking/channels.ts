@@ -5,7 +5,7 @@
  * then the policy's cool-off). The read API, the decision endpoint and sweep decisions read the state.
  */
 import type { Db, Queryable } from '../db/index.ts';
-import { notifyCustomer } from '../oidc/securityNotices.ts';
+import { enqueueNotification } from '../notify/index.ts';
 import { decide } from './decide.ts';
 import { decideRaise } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';
@@ -82,7 +82,7 @@ export async function changeChannel(
          ON CONFLICT (customer_id, channel) DO UPDATE SET disabled = true, enable_at = NULL, changed_at = now()`,
         [change.customerId, change.channel],
       );
-      await notifyCustomer(tx, {
+      await enqueueNotification(tx, {
         customerId: change.customerId,
         kind: 'channel_changed',
         data: { channel: change.channel, enabled: false },
@@ -100,7 +100,7 @@ export async function changeChannel(
       [change.customerId, change.channel, decision.obligations.coolOffSeconds ?? 0],
     );
     const at = r.rows[0]!.enable_at;
-    await notifyCustomer(tx, {
+    await enqueueNotification(tx, {
       customerId: change.customerId,
       kind: 'channel_changed',
       data: { channel: change.channel, enabled: true, effectiveAt: at.toISOString() },

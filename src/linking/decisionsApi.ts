@@ -24,12 +24,18 @@ import {
 } from '../api/index.ts';
 import { activeExemption } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
-import type { Db } from '../db/index.ts';
+import type { Db, Queryable } from '../db/index.ts';
 import { BodyError, readBody } from '../http/index.ts';
+import { enqueueNotification } from '../notify/index.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
 import { namesMatch } from '../proofing/index.ts';
 import { effectiveRiskLevel } from '../risk/index.ts';
-import { consumeApproval, type OperationApproval, recordApprovalDecision } from './approvals/approvals.ts';
+import {
+  consumeApproval,
+  findApproval,
+  type OperationApproval,
+  recordApprovalDecision,
+} from './approvals/approvals.ts';
 import {
   detailsHash,
   maskAccountNumber,
@@ -46,7 +52,7 @@ import { customerLimits, type Limits, recordWithdrawal, withdrawnToday } from '.
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';
 import type { Policy } from './policy/parsePolicy.ts';
 import { PRODUCTS, type Product, productStates } from './products.ts';
-import { activeWithdrawalAccount, registerWithdrawalAccount, sameBankAccount } from './withdrawalAccounts.ts';
+import { activeWithdrawalAccount, replaceWithdrawalAccount, sameBankAccount } from './withdrawalAccounts.ts';
 
 export interface DecisionRoutesOptions {
   provider: Provider;
@@ -101,6 +107,12 @@ const APPROVAL_ERRORS: Record<string, [number, string]> = {
   ERR_APPROVAL_EXPIRED: [410, 'approval_expired'],
 };
 
+/** An approval presented with a decision request, read and not yet spent (`spend`, in the decision). */
+interface Presented {
+  grantId: string;
+  approval: OperationApproval;
+}
+
 interface CustomerRow {
   name_kana: string;
   status: string;
@@ -126,8 +138,11 @@ export function decisionRoutes({
     replay: createDbReplayStore(db),
   });
 
-  /** The approval behind the token, spent; only the institution whose brokerage asked for it may spend it. */
-  async function spendApproval(caller: InstitutionCaller, token: string, kind: OperationDetails['type']) {
+  /**
+   * The approval behind the token, still spendable (read, not spent: `spend` spends it in the
+   * decision's transaction); only the institution whose brokerage asked for it may spend it.
+   */
+  async function approvalBehind(caller: InstitutionCaller, token: string, kind: OperationDetails['type']) {
     const at = await provider.AccessToken.find(token).catch(() => undefined);
     if (!at || at.isExpired || !at.grantId)
       throw new ApiError(400, 'invalid_approval', 'the approval token is invalid, expired or revoked');
@@ -137,8 +152,18 @@ export function decisionRoutes({
     });
     if (!client || institutionIdOf(client) !== caller.institutionId)
       throw new ApiError(403, 'approval_foreign', 'the approval was given to another institution');
+    const grantId = at.grantId;
+    return { grantId, approval: await approvalError(() => findApproval(db, grantId, kind)) };
+  }
+
+  /** Spends the approval in the decision's transaction: a decision that fails leaves it unspent. */
+  const spend = (tx: Queryable, grantId: string, kind: OperationDetails['type']) =>
+    approvalError(() => consumeApproval(tx, grantId, kind));
+
+  /** An approval that cannot be spent, in the API's words. */
+  async function approvalError<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      return await consumeApproval(db, at.grantId, kind);
+      return await fn();
     } catch (err) {
       if (!(err instanceof LinkingError) || !APPROVAL_ERRORS[err.code]) throw err;
       const [status, code] = APPROVAL_ERRORS[err.code]!;
@@ -171,9 +196,9 @@ export function decisionRoutes({
   const bound = (a: OperationApproval, d: OperationDetails) =>
     a.details.type === d.type && detailsHash(d).toString('base64url') === a.detailsHash;
 
-  async function withdrawal(caller: InstitutionCaller, approval: OperationApproval, d: WithdrawalDetails) {
-    const customerId = approval.customerId;
-    // Independent reads over the pool (customerLimits applies due raises in a transaction of its own).
+  async function withdrawal(caller: InstitutionCaller, presented: Presented, d: WithdrawalDetails) {
+    const customerId = presented.approval.customerId;
+    // Independent reads over the pool; none of them writes.
     const [customer, account, limits, risk, exemption, sourceOk, withdrawalsOff] = await Promise.all([
       customerFacts(customerId),
       activeWithdrawalAccount(db, customerId),
@@ -185,10 +210,12 @@ export function decisionRoutes({
     ]);
     const amount = Number(d.instructedAmount.amount);
     const registered = account !== undefined && sameBankAccount(account, d.destination);
-    // Decided, counted and told in one transaction. The customer's row lock makes withdrawals of one
-    // customer decided at the same time wait for each other, so today's total read under it holds
+    // Spent, decided, counted and told in one transaction: a failure leaves the approval unspent and
+    // nothing recorded, so the brokerage can ask again. The customer's row lock makes withdrawals of
+    // one customer decided at the same time wait for each other, so today's total read under it holds
     // every withdrawal allowed before: together they never pass the limit.
-    const decision = await db.transaction(async (tx) => {
+    return db.transaction(async (tx) => {
+      const approval = await spend(tx, presented.grantId, 'withdrawal');
       await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
       const used = await withdrawnToday(tx, customerId);
       const decision = await decide(
@@ -226,7 +253,7 @@ export function decisionRoutes({
       );
       if (decision.decision === 'allow') {
         await recordWithdrawal(tx, customerId, amount);
-        await notifyCustomer(tx, {
+        await enqueueNotification(tx, {
           customerId,
           kind: 'withdrawal_requested',
           data: {
@@ -236,62 +263,70 @@ export function decisionRoutes({
           dedupeKey: `withdrawal:${approval.id}`,
         });
       }
-      return decision;
+      await recordApprovalDecision(tx, approval.id, decision.decision);
+      return { approval, decision };
     });
-    return { decision };
   }
 
   async function accountChange(
     caller: InstitutionCaller,
-    approval: OperationApproval,
+    presented: Presented,
     d: WithdrawalAccountChangeDetails,
   ) {
-    const customerId = approval.customerId;
+    const customerId = presented.approval.customerId;
     const [customer, sourceOk] = await Promise.all([
       customerFacts(customerId),
       sourceAccountOk(caller, customerId, d.sourceAccountId),
     ]);
-    const decision = await decide(
-      db,
-      policy,
-      'change_withdrawal_account',
-      {
-        acr: acrOf(approval),
-        authAgeSeconds: ageOf(approval),
-        detailsBound: bound(approval, d) && sourceOk,
-        nameMatches: namesMatch(d.newAccount.holderName, customer.name_kana),
-        accountLocked: customer.locked,
-        frozen: customer.status === 'frozen',
-      },
-      {
-        customerId,
-        actor: `client:${caller.clientId}`,
-        clientId: caller.clientId,
-        subject: {
-          approvalId: approval.id,
-          account: `${d.newAccount.bankCode}-${d.newAccount.branchCode} ${maskAccountNumber(d.newAccount.accountNumber)}`,
+    // Spent, decided, registered and told in one transaction: a failure leaves the approval unspent,
+    // the old account active and nothing recorded or told. Changes of one customer's account (and
+    // their withdrawals) wait for each other on the customer's row.
+    return db.transaction(async (tx) => {
+      const approval = await spend(tx, presented.grantId, 'withdrawal_account_change');
+      await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+      const decision = await decide(
+        tx,
+        policy,
+        'change_withdrawal_account',
+        {
+          acr: acrOf(approval),
+          authAgeSeconds: ageOf(approval),
+          detailsBound: bound(approval, d) && sourceOk,
+          nameMatches: namesMatch(d.newAccount.holderName, customer.name_kana),
+          accountLocked: customer.locked,
+          frozen: customer.status === 'frozen',
         },
-      },
-    );
-    if (decision.decision !== 'allow') return { decision };
-    const registered = await registerWithdrawalAccount(
-      db,
-      customerId,
-      d.newAccount,
-      decision.obligations.coolOffSeconds ?? 0,
-    );
-    // A security-critical kind: every active channel hears of it, whatever the customer chose.
-    await notifyCustomer(db, {
-      customerId,
-      kind: 'withdrawal_account_changed',
-      data: {
-        bankName: d.newAccount.bankName,
-        accountMasked: maskAccountNumber(d.newAccount.accountNumber),
-        holdUntil: registered.holdUntil.toISOString(),
-      },
-      dedupeKey: `withdrawal-account:${registered.id}`,
+        {
+          customerId,
+          actor: `client:${caller.clientId}`,
+          clientId: caller.clientId,
+          subject: {
+            approvalId: approval.id,
+            account: `${d.newAccount.bankCode}-${d.newAccount.branchCode} ${maskAccountNumber(d.newAccount.accountNumber)}`,
+          },
+        },
+      );
+      await recordApprovalDecision(tx, approval.id, decision.decision);
+      if (decision.decision !== 'allow') return { approval, decision };
+      const registered = await replaceWithdrawalAccount(
+        tx,
+        customerId,
+        d.newAccount,
+        decision.obligations.coolOffSeconds ?? 0,
+      );
+      // A security-critical kind: every active channel hears of it, whatever the customer chose.
+      await enqueueNotification(tx, {
+        customerId,
+        kind: 'withdrawal_account_changed',
+        data: {
+          bankName: d.newAccount.bankName,
+          accountMasked: maskAccountNumber(d.newAccount.accountNumber),
+          holdUntil: registered.holdUntil.toISOString(),
+        },
+        dedupeKey: `withdrawal-account:${registered.id}`,
+      });
+      return { approval, decision, holdUntil: registered.holdUntil };
     });
-    return { decision, holdUntil: registered.holdUntil };
   }
 
   /**
@@ -421,14 +456,13 @@ export function decisionRoutes({
       if (!details.ok) throw new ApiError(400, 'invalid_details', details.problem);
       if (details.details.type !== DETAIL_TYPE[operation])
         throw new ApiError(400, 'invalid_details', `details of type ${DETAIL_TYPE[operation]} are expected`);
-      const approval = await spendApproval(caller, approvalToken, DETAIL_TYPE[operation]);
+      const presented = await approvalBehind(caller, approvalToken, DETAIL_TYPE[operation]);
       const outcome =
         details.details.type === 'withdrawal'
-          ? await withdrawal(caller, approval, details.details)
-          : await accountChange(caller, approval, details.details);
-      await recordApprovalDecision(db, approval.id, outcome.decision.decision);
+          ? await withdrawal(caller, presented, details.details)
+          : await accountChange(caller, presented, details.details);
       answer(ctx, outcome.decision, {
-        approvalId: approval.id,
+        approvalId: outcome.approval.id,
         ...('holdUntil' in outcome ? { holdUntil: outcome.holdUntil } : {}),
       });
     } catch (err) {

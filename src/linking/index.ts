@@ -64,6 +64,7 @@ export { type DecisionContext, decide } from './decide.ts';
 export { decisionRoutes } from './decisionsApi.ts';
 export { LinkError, type LinkErrorCode, LinkingError, type LinkingErrorCode } from './errors.ts';
 export {
+  applyDueLimitRaises,
   type CustomerLimits,
   changeLimit,
   customerLimits,

@@ -6,7 +6,7 @@
  */
 import { recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
-import { notifyCustomer } from '../oidc/securityNotices.ts';
+import { enqueueNotification } from '../notify/index.ts';
 import { type DecisionContext, decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';
@@ -36,66 +36,141 @@ const JST_MS = 9 * 3_600_000;
 export const jstDay = (now = Date.now()) => new Date(now + JST_MS).toISOString().slice(0, 10);
 
 /**
- * The customer's limits now: due raises are applied first (in one transaction), so a raise takes
- * effect when its cool-off ends even if no sweeper ran.
+ * The customer's limits now, derived in the SELECT: a raise whose cool-off has ended counts as in
+ * force, so a raise takes effect on time whether or not anything wrote it into customer_limits. A
+ * read writes nothing — it runs on every withdrawal decision and every view of /account and the
+ * console. Due raises are written into customer_limits, with the audit record `limits.raise.applied`,
+ * by `applyDueLimitRaises`: in the periodic sweeper, and before any change of this customer's limits.
  */
-export async function customerLimits(db: Db, customerId: string, defaults: Limits): Promise<CustomerLimits> {
-  return db.transaction(async (tx) => {
-    const due = await tx.query<{ limit_name: LimitName; to_amount: string }>(
-      `UPDATE limit_raises SET applied_at = now()
-       WHERE customer_id = $1 AND applied_at IS NULL AND cancelled_at IS NULL AND effective_at <= now()
-       RETURNING limit_name, to_amount`,
-      [customerId],
-    );
-    const row = await tx.query<{ withdrawal_daily: string; sweep_daily: string }>(
-      'SELECT withdrawal_daily, sweep_daily FROM customer_limits WHERE customer_id = $1 FOR UPDATE',
-      [customerId],
-    );
-    const current: Limits = row.rows[0]
-      ? {
-          withdrawal_daily: Number(row.rows[0].withdrawal_daily),
-          sweep_daily: Number(row.rows[0].sweep_daily),
-        }
-      : { ...defaults };
-    if (due.rowCount) {
-      for (const d of due.rows) current[d.limit_name] = Number(d.to_amount);
-      await saveLimits(tx, customerId, current);
-      await recordAudit(tx, {
-        type: 'limits.raise.applied',
-        outcome: 'success',
-        actor: 'system',
-        customerId,
-        data: { applied: due.rows.map((d) => ({ limit: d.limit_name, to: Number(d.to_amount) })) },
+export async function customerLimits(
+  db: Queryable,
+  customerId: string,
+  defaults: Limits,
+): Promise<CustomerLimits> {
+  // One row at least (the left joins hang off a constant): the stored limits, then every raise not
+  // yet written into them, whether still waiting (due = false) or already in force (due = true).
+  const r = await db.query<{
+    withdrawal_daily: string | null;
+    sweep_daily: string | null;
+    limit_name: LimitName | null;
+    from_amount: string;
+    to_amount: string;
+    effective_at: Date;
+    due: boolean;
+  }>(
+    `SELECT l.withdrawal_daily, l.sweep_daily, r.limit_name, r.from_amount, r.to_amount, r.effective_at,
+            r.effective_at <= now() AS due
+     FROM (VALUES (1)) AS one (x)
+     LEFT JOIN customer_limits l ON l.customer_id = $1
+     LEFT JOIN limit_raises r ON r.customer_id = $1 AND r.applied_at IS NULL AND r.cancelled_at IS NULL
+     ORDER BY r.limit_name`,
+    [customerId],
+  );
+  const stored = r.rows[0]!;
+  const current: Limits =
+    stored.withdrawal_daily === null || stored.sweep_daily === null
+      ? { ...defaults }
+      : { withdrawal_daily: Number(stored.withdrawal_daily), sweep_daily: Number(stored.sweep_daily) };
+  const pending: PendingRaise[] = [];
+  for (const row of r.rows) {
+    if (row.limit_name === null) continue;
+    if (row.due) current[row.limit_name] = Number(row.to_amount);
+    else
+      pending.push({
+        limit: row.limit_name,
+        from: Number(row.from_amount),
+        to: Number(row.to_amount),
+        effectiveAt: row.effective_at,
       });
-    }
-    const pending = await tx.query<{
-      limit_name: LimitName;
-      from_amount: string;
-      to_amount: string;
-      effective_at: Date;
-    }>(
-      `SELECT limit_name, from_amount, to_amount, effective_at FROM limit_raises
-       WHERE customer_id = $1 AND applied_at IS NULL AND cancelled_at IS NULL ORDER BY limit_name`,
-      [customerId],
-    );
-    return {
-      current,
-      pending: pending.rows.map((p) => ({
-        limit: p.limit_name,
-        from: Number(p.from_amount),
-        to: Number(p.to_amount),
-        effectiveAt: p.effective_at,
-      })),
-    };
-  });
+  }
+  return { current, pending };
 }
 
-async function saveLimits(db: Queryable, customerId: string, limits: Limits): Promise<void> {
+/**
+ * Writes raises whose cool-off has ended into customer_limits and records each in the audit log
+ * (`limits.raise.applied`, with the moment it took effect) — of one customer, or of everyone (the
+ * periodic sweeper, src/hub.ts). Reads do not need this (customerLimits derives the same limits); it
+ * keeps the stored limits current, so that a change of a limit never starts from a stale one, and
+ * gives forensics a record near the moment of effect (the request itself was audited as the policy's
+ * raise_limit decision and told to the customer with its `effectiveAt`). Safe on many nodes at once:
+ * the claiming UPDATE … RETURNING hands each raise to exactly one transaction (SKIP LOCKED: others
+ * take the next rows instead of waiting), and the audit records and limits are written in that same
+ * transaction, so a raise is recorded once and never half-applied. Returns how many were applied.
+ */
+export async function applyDueLimitRaises(
+  db: Db,
+  defaults: Limits,
+  customerId?: string,
+  batch = 500,
+): Promise<number> {
+  let applied = 0;
+  for (;;) {
+    const n = await db.transaction((tx) => applyDueIn(tx, defaults, customerId, batch));
+    applied += n;
+    if (n < batch) return applied;
+  }
+}
+
+/** One batch of applyDueLimitRaises, inside the caller's transaction. */
+async function applyDueIn(
+  tx: Queryable,
+  defaults: Limits,
+  customerId: string | undefined,
+  batch: number,
+): Promise<number> {
+  const due = await tx.query<{
+    id: string;
+    customer_id: string;
+    limit_name: LimitName;
+    from_amount: string;
+    to_amount: string;
+    effective_at: Date;
+  }>(
+    `UPDATE limit_raises SET applied_at = now()
+     WHERE id IN (SELECT id FROM limit_raises
+                  WHERE applied_at IS NULL AND cancelled_at IS NULL AND effective_at <= now()
+                    AND ($1::text IS NULL OR customer_id = $1)
+                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+       AND applied_at IS NULL AND cancelled_at IS NULL
+     RETURNING id, customer_id, limit_name, from_amount, to_amount, effective_at`,
+    [customerId ?? null, batch],
+  );
+  for (const d of due.rows) {
+    await saveLimit(tx, d.customer_id, d.limit_name, Number(d.to_amount), defaults);
+    await recordAudit(tx, {
+      type: 'limits.raise.applied',
+      outcome: 'success',
+      actor: 'system',
+      customerId: d.customer_id,
+      data: {
+        raiseId: d.id,
+        limit: d.limit_name,
+        from: Number(d.from_amount),
+        to: Number(d.to_amount),
+        effectiveAt: d.effective_at.toISOString(),
+      },
+    });
+  }
+  return due.rowCount;
+}
+
+/** Sets one limit; a customer without stored limits gets the defaults for the other. */
+async function saveLimit(
+  db: Queryable,
+  customerId: string,
+  limit: LimitName,
+  amount: number,
+  defaults: Limits,
+): Promise<void> {
+  const limits = { ...defaults, [limit]: amount };
   await db.query(
     `INSERT INTO customer_limits (customer_id, withdrawal_daily, sweep_daily) VALUES ($1, $2, $3)
-     ON CONFLICT (customer_id) DO UPDATE SET withdrawal_daily = EXCLUDED.withdrawal_daily,
-       sweep_daily = EXCLUDED.sweep_daily, updated_at = now()`,
-    [customerId, limits.withdrawal_daily, limits.sweep_daily],
+     ON CONFLICT (customer_id) DO UPDATE SET
+       withdrawal_daily = CASE WHEN $4 = 'withdrawal_daily' THEN EXCLUDED.withdrawal_daily
+                               ELSE customer_limits.withdrawal_daily END,
+       sweep_daily = CASE WHEN $4 = 'sweep_daily' THEN EXCLUDED.sweep_daily ELSE customer_limits.sweep_daily END,
+       updated_at = now()`,
+    [customerId, limits.withdrawal_daily, limits.sweep_daily, limit],
   );
 }
 
@@ -143,6 +218,26 @@ export async function decideRaise(
   return decision;
 }
 
+/**
+ * Starts a change of one customer's limits: their changes wait for each other (the customer's row
+ * lock), and raises that came due are written first — a lowering must not cancel a raise already in
+ * force, nor a new raise replace one. `now()` is the transaction's start, so "due" and "waiting"
+ * split the raises the same way in every statement of the change.
+ */
+async function beginLimitChange(tx: Queryable, customerId: string, defaults: Limits): Promise<void> {
+  await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+  await applyDueIn(tx, defaults, customerId, LIMIT_NAMES.length);
+}
+
+/** Cancels the raise of this limit still waiting, if any. */
+async function cancelWaitingRaise(tx: Queryable, customerId: string, limit: LimitName): Promise<void> {
+  await tx.query(
+    `UPDATE limit_raises SET cancelled_at = now()
+     WHERE customer_id = $1 AND limit_name = $2 AND applied_at IS NULL AND cancelled_at IS NULL`,
+    [customerId, limit],
+  );
+}
+
 /** Lowers at once or schedules a raise, as the policy decides. Throws LinkingError otherwise. */
 export async function changeLimit(
   db: Db,
@@ -161,44 +256,43 @@ export async function changeLimit(
     subject: { limit: change.limit, from, to: change.amount },
   };
   if (change.amount <= from) {
-    const decision = await decide(db, policy, 'lower_limit', {}, context);
-    if (decision.decision !== 'allow') throw new LinkingError('ERR_LIMIT_INVALID');
-    await db.transaction(async (tx) => {
-      await saveLimits(tx, change.customerId, { ...before.current, [change.limit]: change.amount });
+    // The decision, the change and its notice stand or fall together (a refusal is committed too).
+    const decision = await db.transaction(async (tx) => {
+      await beginLimitChange(tx, change.customerId, defaults);
+      const decision = await decide(tx, policy, 'lower_limit', {}, context);
+      if (decision.decision !== 'allow') return decision;
+      await saveLimit(tx, change.customerId, change.limit, change.amount, defaults);
       // A raise still waiting would undo the lowering when its cool-off ends.
-      await tx.query(
-        `UPDATE limit_raises SET cancelled_at = now()
-         WHERE customer_id = $1 AND limit_name = $2 AND applied_at IS NULL AND cancelled_at IS NULL`,
-        [change.customerId, change.limit],
-      );
+      await cancelWaitingRaise(tx, change.customerId, change.limit);
+      if (change.amount !== from)
+        await enqueueNotification(tx, {
+          customerId: change.customerId,
+          kind: 'limit_changed',
+          data: { limit: change.limit, from, to: change.amount },
+        });
+      return decision;
     });
-    if (change.amount !== from)
-      await notifyCustomer(db, {
-        customerId: change.customerId,
-        kind: 'limit_changed',
-        data: { limit: change.limit, from, to: change.amount },
-      });
+    if (decision.decision !== 'allow') throw new LinkingError('ERR_LIMIT_INVALID');
     return { status: 'applied', limits: await customerLimits(db, change.customerId, defaults), decision };
   }
+  // Outside the transaction: a refused raise stays in the audit log.
   const decision = await decideRaise(db, policy, change, context);
   const coolOff = decision.obligations.coolOffSeconds ?? 0;
   const effectiveAt = await db.transaction(async (tx) => {
-    await tx.query(
-      `UPDATE limit_raises SET cancelled_at = now()
-       WHERE customer_id = $1 AND limit_name = $2 AND applied_at IS NULL AND cancelled_at IS NULL`,
-      [change.customerId, change.limit],
-    );
+    await beginLimitChange(tx, change.customerId, defaults);
+    await cancelWaitingRaise(tx, change.customerId, change.limit);
     const r = await tx.query<{ effective_at: Date }>(
       `INSERT INTO limit_raises (customer_id, limit_name, from_amount, to_amount, effective_at)
        VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING effective_at`,
       [change.customerId, change.limit, from, change.amount, coolOff],
     );
-    return r.rows[0]!.effective_at;
-  });
-  await notifyCustomer(db, {
-    customerId: change.customerId,
-    kind: 'limit_changed',
-    data: { limit: change.limit, from, to: change.amount, effectiveAt: effectiveAt.toISOString() },
+    const at = r.rows[0]!.effective_at;
+    await enqueueNotification(tx, {
+      customerId: change.customerId,
+      kind: 'limit_changed',
+      data: { limit: change.limit, from, to: change.amount, effectiveAt: at.toISOString() },
+    });
+    return at;
   });
   return {
     status: 'pending',

@@ -6,7 +6,7 @@
  * sign-in within 5 minutes, then the policy's cool-off — the same raise_limit decision as limits.
  */
 import type { Db, Queryable } from '../db/index.ts';
-import { notifyCustomer } from '../oidc/securityNotices.ts';
+import { enqueueNotification } from '../notify/index.ts';
 import { decide } from './decide.ts';
 import { decideRaise } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';
@@ -88,7 +88,7 @@ export async function changeProduct(
          ON CONFLICT (customer_id, product) DO UPDATE SET allowed = false, allow_at = NULL, changed_at = now()`,
         [change.customerId, change.product],
       );
-      await notifyCustomer(tx, {
+      await enqueueNotification(tx, {
         customerId: change.customerId,
         kind: 'products_changed',
         data: { product: change.product, allowed: false },
@@ -108,7 +108,7 @@ export async function changeProduct(
       [change.customerId, change.product, decision.obligations.coolOffSeconds ?? 0],
     );
     const at = r.rows[0]!.allow_at;
-    await notifyCustomer(tx, {
+    await enqueueNotification(tx, {
       customerId: change.customerId,
       kind: 'products_changed',
       data: { product: change.product, allowed: true, effectiveAt: at.toISOString() },

@@ -64,29 +64,40 @@ export async function registerWithdrawalAccount(
   account: BankAccountDetails,
   holdSeconds: number,
 ): Promise<WithdrawalAccount> {
-  return db.transaction(async (tx) => {
-    await tx.query(
-      `UPDATE withdrawal_accounts SET status = 'replaced', replaced_at = now() WHERE customer_id = $1 AND status = 'active'`,
-      [customerId],
-    );
-    const id = `wa_${randomUUID()}`;
-    const r = await tx.query<{ registered_at: Date; hold_until: Date }>(
-      `INSERT INTO withdrawal_accounts (id, customer_id, bank_code, bank_name, branch_code, account_type, account_number,
-         holder_name, status, hold_until)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', now() + make_interval(secs => $9))
-       RETURNING registered_at, hold_until`,
-      [
-        id,
-        customerId,
-        account.bankCode,
-        account.bankName,
-        account.branchCode,
-        account.accountType,
-        account.accountNumber,
-        account.holderName,
-        holdSeconds,
-      ],
-    );
-    return { ...account, id, registeredAt: r.rows[0]!.registered_at, holdUntil: r.rows[0]!.hold_until };
-  });
+  return db.transaction((tx) => replaceWithdrawalAccount(tx, customerId, account, holdSeconds));
+}
+
+/**
+ * registerWithdrawalAccount inside the caller's transaction (the decision that allows the change
+ * records it, the new account and its notice together).
+ */
+export async function replaceWithdrawalAccount(
+  tx: Queryable,
+  customerId: string,
+  account: BankAccountDetails,
+  holdSeconds: number,
+): Promise<WithdrawalAccount> {
+  await tx.query(
+    `UPDATE withdrawal_accounts SET status = 'replaced', replaced_at = now() WHERE customer_id = $1 AND status = 'active'`,
+    [customerId],
+  );
+  const id = `wa_${randomUUID()}`;
+  const r = await tx.query<{ registered_at: Date; hold_until: Date }>(
+    `INSERT INTO withdrawal_accounts (id, customer_id, bank_code, bank_name, branch_code, account_type, account_number,
+       holder_name, status, hold_until)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', now() + make_interval(secs => $9))
+     RETURNING registered_at, hold_until`,
+    [
+      id,
+      customerId,
+      account.bankCode,
+      account.bankName,
+      account.branchCode,
+      account.accountType,
+      account.accountNumber,
+      account.holderName,
+      holdSeconds,
+    ],
+  );
+  return { ...account, id, registeredAt: r.rows[0]!.registered_at, holdUntil: r.rows[0]!.hold_until };
 }

@@ -28,6 +28,20 @@ describe('db', () => {
     expect(res.rowCount).toBe(0);
   });
 
+  it('fails a transaction in which a statement failed even if its error was caught', async () => {
+    // PostgreSQL answers COMMIT of such a transaction with ROLLBACK, not an error: the caller must not
+    // take it for committed (e.g. a decision answered "allow" whose writes were all rolled back).
+    await expect(
+      t.db.transaction(async (tx) => {
+        await tx.query("INSERT INTO secrets (name, value_enc) VALUES ('swallowed-probe', 'x')");
+        await tx.query('SELECT no_such_function()').catch(() => {});
+        return 'done';
+      }),
+    ).rejects.toThrow();
+    const res = await t.db.query("SELECT 1 FROM secrets WHERE name = 'swallowed-probe'");
+    expect(res.rowCount).toBe(0);
+  });
+
   it('reports affected rows for updates', async () => {
     await t.db.query("INSERT INTO secrets (name, value_enc) VALUES ('a', '1'), ('b', '2')");
     const res = await t.db.query("UPDATE secrets SET value_enc = 'z' WHERE name IN ('a', 'b')");

@@ -11,7 +11,12 @@ import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
 import type { Queryable } from '../../src/db/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
-import { channelStates, customerLimits, productStates } from '../../src/linking/index.ts';
+import {
+  applyDueLimitRaises,
+  channelStates,
+  customerLimits,
+  productStates,
+} from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
@@ -52,6 +57,28 @@ async function signedIn(): Promise<{ ua: UserAgent; csrf: string }> {
 }
 
 const limitsNow = () => customerLimits(t.hub.db, customerId, defaults);
+
+/** The limits as stored (customer_limits), without raises in force not yet written into them. */
+const storedLimits = async () => {
+  const r = await t.hub.db.query<{ withdrawal_daily: string; sweep_daily: string }>(
+    'SELECT withdrawal_daily, sweep_daily FROM customer_limits WHERE customer_id = $1',
+    [customerId],
+  );
+  return {
+    withdrawal_daily: Number(r.rows[0]!.withdrawal_daily),
+    sweep_daily: Number(r.rows[0]!.sweep_daily),
+  };
+};
+
+/** The `limits.raise.applied` records of the customer, oldest first. */
+const raisesApplied = async () =>
+  (
+    await t.hub.db.query<{
+      data: { raiseId: string; limit: string; from: number; to: number; effectiveAt: string };
+    }>("SELECT data FROM audit_events WHERE type = 'limits.raise.applied' AND customer_id = $1 ORDER BY id", [
+      customerId,
+    ])
+  ).rows.map((r) => r.data);
 
 /** Runs a read in a READ ONLY transaction: it fails if the read writes anything. */
 const readOnly = <T>(read: (tx: Queryable) => Promise<T>) =>
@@ -126,14 +153,61 @@ describe('limits on the security page', () => {
     const applied = await limitsNow();
     expect(applied.current.withdrawal_daily).toBe(2_000_000);
     expect(applied.pending).toEqual([]);
+    // Reading it writes nothing: it works in a READ ONLY transaction, and nothing is recorded yet.
+    expect(await readOnly((tx) => customerLimits(tx, customerId, defaults))).toEqual(applied);
+    expect(await raisesApplied()).toEqual([]);
+    expect(await storedLimits()).toEqual({ withdrawal_daily: 500_000, sweep_daily: 1_000_000 });
 
     const { ua, csrf } = await signedIn();
     await ua.postForm(`${t.issuer}/account/limits`, { csrf, limit: 'sweep_daily', amount: '3000000' });
+    // A change of the customer's limits writes the raise in force first, with its record.
+    expect(await storedLimits()).toEqual({ withdrawal_daily: 2_000_000, sweep_daily: 1_000_000 });
+    expect(await raisesApplied()).toEqual([
+      expect.objectContaining({ limit: 'withdrawal_daily', from: 500_000, to: 2_000_000 }),
+    ]);
     expect((await limitsNow()).pending).toHaveLength(1);
     await ua.postForm(`${t.issuer}/account/limits`, { csrf, limit: 'sweep_daily', amount: '100000' });
     const lowered = await limitsNow();
     expect(lowered.current.sweep_daily).toBe(100_000);
     expect(lowered.pending).toEqual([]);
+  });
+
+  it('the sweeper writes a raise in force into the stored limits and records it once, however many nodes run it', async () => {
+    const { ua, csrf } = await signedIn();
+    const raise = await ua.postForm(`${t.issuer}/account/limits`, {
+      csrf,
+      limit: 'sweep_daily',
+      amount: '400000',
+    });
+    expect(raise.status).toBe(303);
+    const { rows } = await t.hub.db.query<{ id: string }>(
+      `UPDATE limit_raises SET effective_at = now() - interval '1 second'
+       WHERE customer_id = $1 AND applied_at IS NULL AND cancelled_at IS NULL RETURNING id`,
+      [customerId],
+    );
+    expect(rows).toHaveLength(1);
+    const before = await readOnly((tx) => customerLimits(tx, customerId, defaults));
+    expect(before).toEqual({ current: { withdrawal_daily: 2_000_000, sweep_daily: 400_000 }, pending: [] });
+    expect((await storedLimits()).sweep_daily).toBe(100_000);
+
+    // Two nodes' sweepers at once, then another round: the raise is applied and recorded once.
+    const runs = await Promise.all([
+      applyDueLimitRaises(t.hub.db, defaults),
+      applyDueLimitRaises(t.hub.db, defaults),
+    ]);
+    expect(runs[0] + runs[1]).toBe(1);
+    expect(await applyDueLimitRaises(t.hub.db, defaults)).toBe(0);
+    const records = (await raisesApplied()).filter((r) => r.raiseId === rows[0]!.id);
+    expect(records).toEqual([
+      expect.objectContaining({
+        limit: 'sweep_daily',
+        from: 100_000,
+        to: 400_000,
+        effectiveAt: expect.any(String),
+      }),
+    ]);
+    expect(await storedLimits()).toEqual({ withdrawal_daily: 2_000_000, sweep_daily: 400_000 });
+    expect(await limitsNow()).toEqual(before);
   });
 
   it('refuses malformed input and changes nothing', async () => {

@@ -139,7 +139,7 @@ async function approve(
 }
 
 async function decide(body: unknown, token: Token | null = decisions) {
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
   if (token) {
     headers.authorization = `DPoP ${token.value}`;
     headers.dpop = token.proof('POST', endpoint);
@@ -334,19 +334,19 @@ describe('approving a withdrawal with a passkey bound to its details', () => {
   });
 });
 
-describe('withdrawals decided at the same time', () => {
-  /** Yen withdrawn today (Japanese day). */
-  const usedToday = async () =>
-    Number(
-      (
-        await t.hub.db.query<{ amount: string }>(
-          `SELECT COALESCE(sum(amount), 0)::text AS amount FROM withdrawal_usage
-           WHERE customer_id = $1 AND day = (now() AT TIME ZONE 'UTC' + interval '9 hours')::date`,
-          [customerId],
-        )
-      ).rows[0]!.amount,
-    );
+/** Yen withdrawn today (Japanese day). */
+const usedToday = async () =>
+  Number(
+    (
+      await t.hub.db.query<{ amount: string }>(
+        `SELECT COALESCE(sum(amount), 0)::text AS amount FROM withdrawal_usage
+         WHERE customer_id = $1 AND day = (now() AT TIME ZONE 'UTC' + interval '9 hours')::date`,
+        [customerId],
+      )
+    ).rows[0]!.amount,
+  );
 
+describe('withdrawals decided at the same time', () => {
   it('never pass the daily limit together', async () => {
     const approvals = [];
     for (let i = 0; i < 3; i++) approvals.push(await approve(withdrawal('50000')));
@@ -499,6 +499,142 @@ describe('changing the withdrawal account', () => {
       [customerId],
     );
     expect(active.rows[0]!.account_number).toBe('5556667');
+  });
+});
+
+describe('a decision that fails half-way', () => {
+  /** Runs `run` while every notice of `kind` to the customer fails to be written (the last write). */
+  async function whileNoticesFail<T>(kind: string, run: () => Promise<T>): Promise<T> {
+    await t.hub.db.exec(`
+      CREATE FUNCTION test_fail_notice() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+      CREATE TRIGGER test_fail_notice BEFORE INSERT ON notify_outbox FOR EACH ROW
+        WHEN (NEW.kind = '${kind}' AND NEW.customer_id = '${customerId}') EXECUTE FUNCTION test_fail_notice();`);
+    try {
+      return await run();
+    } finally {
+      await t.hub.db.exec(
+        'DROP TRIGGER test_fail_notice ON notify_outbox; DROP FUNCTION test_fail_notice();',
+      );
+    }
+  }
+
+  /** The customer's approval of exactly these details (approved_at has whole seconds: no ordering). */
+  const approvalOf = async (details: unknown) => {
+    const found = await t.hub.db.query<{ id: string }>(
+      'SELECT id FROM operation_approvals WHERE customer_id = $1 AND details = $2::jsonb',
+      [customerId, JSON.stringify(details)],
+    );
+    expect(found.rows).toHaveLength(1);
+    return found.rows[0]!.id;
+  };
+
+  /** What a decision on this approval wrote: its audit records, the approval's state, notices. */
+  async function writtenFor(approvalId: string, operation: string, dedupeKey: string) {
+    const count = async (sql: string, params: unknown[]) =>
+      (await t.hub.db.query<{ n: number }>(sql, params)).rows[0]!.n;
+    const approval = (
+      await t.hub.db.query<{ spent: boolean; decision: string | null }>(
+        'SELECT consumed_at IS NOT NULL AS spent, decision FROM operation_approvals WHERE id = $1',
+        [approvalId],
+      )
+    ).rows[0]!;
+    const notices = await t.hub.db.query<{ n: number; channels: number }>(
+      'SELECT count(*)::int AS n, count(DISTINCT channel_id)::int AS channels FROM notify_outbox WHERE dedupe_key = $1',
+      [dedupeKey],
+    );
+    return {
+      decisions: await count(
+        "SELECT count(*)::int AS n FROM audit_events WHERE type LIKE $1 AND data -> 'subject' ->> 'approvalId' = $2",
+        [`policy.${operation}.%`, approvalId],
+      ),
+      ...approval,
+      notices: notices.rows[0]!.n,
+      noticeChannels: notices.rows[0]!.channels,
+    };
+  }
+
+  it('a withdrawal whose notice cannot be written leaves nothing: unspent, uncounted, undecided; asked again, allowed once', async () => {
+    await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+    const a = await approve(withdrawal('4321'));
+    const approvalId = await approvalOf(withdrawal('4321'));
+    const ask = () =>
+      decide({ operation: 'withdrawal', approvalToken: a.accessToken, details: withdrawal('4321') });
+    const written = () => writtenFor(approvalId, 'withdrawal', `withdrawal:${approvalId}`);
+    const before = await usedToday();
+
+    const failed = await whileNoticesFail('withdrawal_requested', ask);
+    expect(failed).toEqual({ status: 500, body: expect.objectContaining({ error: 'server_error' }) });
+    expect(await written()).toEqual({
+      decisions: 0,
+      spent: false,
+      decision: null,
+      notices: 0,
+      noticeChannels: 0,
+    });
+    expect(await usedToday()).toBe(before);
+
+    const again = await ask();
+    expect(again.body).toMatchObject({ decision: 'allow', decidedBy: ['withdrawal.allow'], approvalId });
+    const once = await written();
+    expect(once).toMatchObject({ decisions: 1, spent: true, decision: 'allow' });
+    expect(once.notices).toBeGreaterThan(0);
+    expect(once.notices).toBe(once.noticeChannels);
+    expect(await usedToday()).toBe(before + 4321);
+    // The approval is spent now: a third request changes nothing.
+    const third = await ask();
+    expect(third.status).toBe(409);
+    expect(third.body.error.code).toBe('approval_used');
+    expect(await written()).toEqual(once);
+    expect(await usedToday()).toBe(before + 4321);
+  });
+
+  it('an account change whose notice cannot be written keeps the old account and spends nothing; asked again, registered once', async () => {
+    await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+    const next = { ...bank, bankCode: '0010', bankName: 'あおば銀行', accountNumber: '8889990' };
+    const change = { type: 'withdrawal_account_change', sourceAccountId: sourceAccount, newAccount: next };
+    const a = await approve(change);
+    const approvalId = await approvalOf(change);
+    const ask = () =>
+      decide({ operation: 'change_withdrawal_account', approvalToken: a.accessToken, details: change });
+    const accounts = async () =>
+      (
+        await t.hub.db.query<{ account_number: string; status: string }>(
+          `SELECT account_number, status FROM withdrawal_accounts
+           WHERE customer_id = $1 AND (status = 'active' OR account_number = $2) ORDER BY registered_at`,
+          [customerId, next.accountNumber],
+        )
+      ).rows;
+    const changeNotices = () =>
+      t.hub.db
+        .query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM notify_outbox WHERE customer_id = $1 AND kind = 'withdrawal_account_changed'",
+          [customerId],
+        )
+        .then((r) => r.rows[0]!.n);
+    const noticesBefore = await changeNotices();
+
+    const failed = await whileNoticesFail('withdrawal_account_changed', ask);
+    expect(failed).toEqual({ status: 500, body: expect.objectContaining({ error: 'server_error' }) });
+    const after = await writtenFor(approvalId, 'change_withdrawal_account', 'none');
+    expect(after).toMatchObject({ decisions: 0, spent: false, decision: null });
+    expect(await accounts()).toEqual([{ account_number: bank.accountNumber, status: 'active' }]);
+    expect(await changeNotices()).toBe(noticesBefore);
+
+    const again = await ask();
+    expect(again.body).toMatchObject({ decision: 'allow', decidedBy: ['account-change.allow'], approvalId });
+    const registered = await accounts();
+    expect(registered).toEqual([{ account_number: next.accountNumber, status: 'active' }]);
+    const once = await writtenFor(approvalId, 'change_withdrawal_account', 'none');
+    expect(once).toMatchObject({ decisions: 1, spent: true, decision: 'allow' });
+    const told = await changeNotices();
+    expect(told).toBeGreaterThan(noticesBefore);
+    const third = await ask();
+    expect(third.status).toBe(409);
+    expect(third.body.error.code).toBe('approval_used');
+    expect(await accounts()).toEqual(registered);
+    expect(await writtenFor(approvalId, 'change_withdrawal_account', 'none')).toEqual(once);
+    expect(await changeNotices()).toBe(told);
   });
 });
 

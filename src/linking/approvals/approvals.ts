@@ -270,8 +270,43 @@ interface ApprovalRow {
   expired: boolean;
 }
 
+const toApproval = (row: ApprovalRow): OperationApproval => ({
+  id: row.id,
+  customerId: row.customer_id,
+  clientId: row.client_id,
+  details: row.details,
+  detailsHash: row.details_hash,
+  acr: row.acr,
+  amr: row.amr,
+  approvedAt: row.approved_at,
+  newDevice: row.new_device,
+  credentialId: row.credential_id,
+});
+
 /**
- * Spends the approval behind a grant, atomically: of two decisions presenting it, one gets it.
+ * The approval behind a grant if it can still be spent, without spending it (a decision reads the
+ * customer's facts with it before the transaction that spends it). Throws ERR_APPROVAL_NOT_FOUND /
+ * _USED / _EXPIRED.
+ */
+export async function findApproval(
+  db: Queryable,
+  grantId: string,
+  kind: OperationDetails['type'],
+): Promise<OperationApproval> {
+  const found = await db.query<ApprovalRow>(
+    'SELECT *, expires_at <= now() AS expired FROM operation_approvals WHERE grant_id = $1 AND kind = $2',
+    [grantId, kind],
+  );
+  const f = found.rows[0];
+  if (!f) throw new LinkingError('ERR_APPROVAL_NOT_FOUND');
+  if (f.consumed_at) throw new LinkingError('ERR_APPROVAL_USED');
+  if (f.expired) throw new LinkingError('ERR_APPROVAL_EXPIRED');
+  return toApproval(f);
+}
+
+/**
+ * Spends the approval behind a grant, atomically: of two decisions presenting it, one gets it. Run it
+ * in the transaction that records the decision, so a decision that fails leaves it unspent.
  * Throws ERR_APPROVAL_NOT_FOUND / _USED / _EXPIRED.
  */
 export async function consumeApproval(
@@ -286,27 +321,10 @@ export async function consumeApproval(
     [grantId, kind],
   );
   const row = spent.rows[0];
-  if (!row) {
-    const found = await db.query<ApprovalRow>(
-      'SELECT *, expires_at <= now() AS expired FROM operation_approvals WHERE grant_id = $1 AND kind = $2',
-      [grantId, kind],
-    );
-    const f = found.rows[0];
-    if (!f) throw new LinkingError('ERR_APPROVAL_NOT_FOUND');
-    throw new LinkingError(f.consumed_at ? 'ERR_APPROVAL_USED' : 'ERR_APPROVAL_EXPIRED');
-  }
-  return {
-    id: row.id,
-    customerId: row.customer_id,
-    clientId: row.client_id,
-    details: row.details,
-    detailsHash: row.details_hash,
-    acr: row.acr,
-    amr: row.amr,
-    approvedAt: row.approved_at,
-    newDevice: row.new_device,
-    credentialId: row.credential_id,
-  };
+  if (row) return toApproval(row);
+  await findApproval(db, grantId, kind);
+  // Found and spendable now, yet not spent above: it changed in between; say it was used.
+  throw new LinkingError('ERR_APPROVAL_USED');
 }
 
 /** Records what the spending decision was. */
