@@ -11,7 +11,10 @@ const MESSAGES = {
   ERR_NOT_FROZEN: 'the customer is not frozen',
   ERR_REPROOFING_REQUIRED:
     'the customer has not re-proofed their identity since the freeze (a verified proofing record for unlock or recovery)',
-  ERR_REASON_REQUIRED: 'give a reason (at most 500 characters; at least 5 for an exemption)',
+  ERR_REQUEST_UNKNOWN: 'no open request with this id (decided, expired or unknown)',
+  ERR_REQUEST_OWN: 'a request must be approved or rejected by another operator than the one who filed it',
+  ERR_REASON_REQUIRED:
+    'give a reason (at most 500 characters; at least 5 for a request another operator approves)',
 } as const;
 
 export type ConsoleErrorCode = keyof typeof MESSAGES;

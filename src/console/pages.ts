@@ -9,6 +9,7 @@ import type { ProtectiveSettingsReport } from '../report/index.ts';
 import type { CustomerRiskView } from '../risk/index.ts';
 import { html, type Lang, layout, type SafeHtml } from '../web/index.ts';
 import type { Operator, Role } from './operators.ts';
+import type { ConsoleRequest } from './requests.ts';
 
 const CONSOLE_SCRIPTS = ['/assets/simplewebauthn-browser.js', '/assets/passkey.js'];
 
@@ -63,6 +64,14 @@ const M = {
     exemption: '多要素認証の例外',
     exemptionGrant: '例外を認める',
     exemptionEnd: '例外を終了',
+    ticketReason: '理由（パスキー等を既に持つ顧客の再登録は、別の管理者の承認が必要です）',
+    requests: '承認待ちの依頼',
+    requestKind: (k: string) => (k === 'exemption_grant' ? '多要素認証の例外' : '登録票（再登録）'),
+    requestedBy: (who: string, when: string) => `${who} が ${when} に依頼`,
+    approve: '承認して実行',
+    reject: '却下',
+    noRequests: '承認待ちの依頼はありません。',
+    customerLink: '顧客',
     admin: '管理',
     operators: 'オペレーター',
     policies: '有効なポリシー',
@@ -127,6 +136,15 @@ const M = {
     exemption: 'MFA exemption',
     exemptionGrant: 'Grant an exemption',
     exemptionEnd: 'End the exemption',
+    ticketReason:
+      'Reason (a new ticket for a customer who already holds a credential needs another admin’s approval)',
+    requests: 'Requests awaiting approval',
+    requestKind: (k: string) => (k === 'exemption_grant' ? 'MFA exemption' : 'Enrollment ticket (recovery)'),
+    requestedBy: (who: string, when: string) => `requested by ${who} at ${when}`,
+    approve: 'Approve and carry out',
+    reject: 'Reject',
+    noRequests: 'No requests await approval.',
+    customerLink: 'Customer',
     admin: 'Administration',
     operators: 'Operators',
     policies: 'Effective policies',
@@ -165,7 +183,7 @@ function page(lang: Lang, title: string, viewer: Viewer | undefined, body: SafeH
   const nav = viewer
     ? html`<nav class="console-nav" id="console-nav"><span id="signed-in-as">${t.signedInAs(viewer.name, viewer.role)}</span>
 <a href="/console">${t.search}</a>
-${viewer.role === 'admin' ? html`<a href="/console/operators">${t.operators}</a> <a href="/console/policies">${t.policies}</a> <a href="/console/report">${t.report}</a>` : ''}
+${viewer.role === 'admin' ? html`<a href="/console/requests" id="nav-requests">${t.requests}</a> <a href="/console/operators">${t.operators}</a> <a href="/console/policies">${t.policies}</a> <a href="/console/report">${t.report}</a>` : ''}
 <form method="post" action="/console/logout" class="inline"><input type="hidden" name="csrf" value="${viewer.csrf}"><button type="submit" class="secondary" id="console-logout">${t.logout}</button></form></nav>`
     : '';
   return layout(lang, title, html`${nav}${body}`, { wide: true, ...(scripts ? { scripts } : {}) });
@@ -250,6 +268,8 @@ export interface CustomerView {
     | { limits: Record<string, number> };
   notifications: SentNotification[];
   exempted: boolean;
+  /** Requests for this customer awaiting a second operator (src/console/requests.ts). */
+  requests?: ConsoleRequest[];
   /** A ticket just issued: shown once. */
   ticket?: { ticket: string; expiresAt: Date } | undefined;
   notice?: string | undefined;
@@ -288,7 +308,8 @@ ${
     : html`<h2>${t.freeze}</h2><form method="post" action="${base}/freeze" id="freeze-form">${csrf}<label>${t.freezeReason}<input name="reason" id="freeze-reason" required maxlength="500"></label><label class="check"><input type="checkbox" name="takeover" value="yes"> ${t.takeover}</label><button type="submit" id="freeze">${t.freezeButton}</button></form>`
 }
 ${v.risk.peerLevels.length ? html`<h2>${t.peerRisk}</h2><form method="post" action="${base}/peer-risk/clear" id="peer-risk-clear">${csrf}<button type="submit" class="secondary">${t.peerRiskClear}</button></form>` : ''}
-<h2>${t.ticketIssue}</h2><form method="post" action="${base}/enrollment-ticket" id="ticket-form">${csrf}<button type="submit" class="secondary">${t.ticketButton}</button></form>
+${v.requests?.length ? html`<h2>${t.requests}</h2><ul id="customer-requests">${v.requests.map((r) => html`<li data-request="${r.id}" data-kind="${r.kind}">${t.requestKind(r.kind)} — ${t.requestedBy(r.requestedBy, at(r.requestedAt, lang))}: ${r.reason}</li>`)}</ul>` : ''}
+<h2>${t.ticketIssue}</h2><form method="post" action="${base}/enrollment-ticket" id="ticket-form">${csrf}<label>${t.ticketReason}<input name="reason" maxlength="500"></label><button type="submit" class="secondary">${t.ticketButton}</button></form>
 <h2>${t.exemption}</h2>${
         v.exempted
           ? html`<form method="post" action="${base}/exemption/end" id="exemption-end">${csrf}<button type="submit" class="secondary">${t.exemptionEnd}</button></form>`
@@ -334,6 +355,34 @@ export function ticketShownPage(lang: Lang, viewer: Viewer, who: string, ticket:
     t.ticketIssue,
     viewer,
     html`<p>${t.ticketOnce}</p><p>${who}: <code id="ticket-value">${ticket}</code> (${at(expiresAt, lang)})</p><p><a href="/console">${t.back}</a></p>`,
+  );
+}
+
+export function requestsPage(lang: Lang, viewer: Viewer, requests: ConsoleRequest[]): string {
+  const t = M[lang];
+  const csrf = csrfField(viewer);
+  return page(
+    lang,
+    t.requests,
+    viewer,
+    html`${
+      requests.length === 0
+        ? html`<p id="no-requests">${t.noRequests}</p>`
+        : html`<table id="requests"><tbody>
+${requests.map(
+  (
+    r,
+  ) => html`<tr data-request="${r.id}" data-kind="${r.kind}"><td>${t.requestKind(r.kind)}</td><td><a href="/console/customers/${encodeURIComponent(r.customerId)}">${t.customerLink} ${r.customerNumber}</a></td><td>${t.requestedBy(r.requestedBy, at(r.requestedAt, lang))}</td><td>${r.reason}</td>
+<td>${
+    r.requestedBy === `operator:${viewer.name}`
+      ? ''
+      : html`<form method="post" action="/console/requests/${encodeURIComponent(r.id)}/approve" class="inline">${csrf}<button type="submit">${t.approve}</button></form>
+<form method="post" action="/console/requests/${encodeURIComponent(r.id)}/reject" class="inline">${csrf}<button type="submit" class="secondary">${t.reject}</button></form>`
+  }</td></tr>`,
+)}
+</tbody></table>`
+    }
+<p><a href="/console">${t.back}</a></p>`,
   );
 }
 

@@ -73,10 +73,19 @@ import {
   policiesPage,
   reportCsv,
   reportPage,
+  requestsPage,
   searchPage,
   ticketShownPage,
   type Viewer,
 } from './pages.ts';
+import {
+  decideRequest,
+  fileRequest,
+  holdsCredential,
+  pendingRequests,
+  type RequestKind,
+  reopenRequest,
+} from './requests.ts';
 
 export const CONSOLE_COOKIE = 'kkh_console';
 const CEREMONY_COOKIE = 'kkh_console_ceremony';
@@ -142,13 +151,15 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
       err instanceof HttpError || err instanceof BodyError
         ? err.status
         : err instanceof ConsoleError
-          ? err.code === 'ERR_CUSTOMER_UNKNOWN'
+          ? err.code === 'ERR_CUSTOMER_UNKNOWN' || err.code === 'ERR_REQUEST_UNKNOWN'
             ? 404
-            : err.code === 'ERR_REPROOFING_REQUIRED' ||
-                err.code === 'ERR_ALREADY_FROZEN' ||
-                err.code === 'ERR_NOT_FROZEN'
-              ? 409
-              : 400
+            : err.code === 'ERR_REQUEST_OWN'
+              ? 403
+              : err.code === 'ERR_REPROOFING_REQUIRED' ||
+                  err.code === 'ERR_ALREADY_FROZEN' ||
+                  err.code === 'ERR_NOT_FROZEN'
+                ? 409
+                : 400
           : err instanceof AuthnError
             ? 400
             : 0;
@@ -387,6 +398,7 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
       limits,
       notifications,
       exemption,
+      requests,
     ] = await Promise.all([
       openFreeze(db, id),
       customerRisk(db, id),
@@ -403,6 +415,7 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
       customerLimits(db, id, config.linking.defaultLimits),
       listCustomerNotifications(db, id),
       activeExemption(db, id),
+      pendingRequests(db, id),
     ]);
     await audit(ctx, s, 'console.customer.viewed', {}, id);
     ctx.type = 'html';
@@ -425,6 +438,7 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
         : { limits: { ...limits.current } },
       notifications,
       exempted: exemption !== undefined,
+      requests,
       ...extra,
     });
   }
@@ -501,11 +515,30 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
     }),
   );
 
+  /** Files a four-eyes request (src/console/requests.ts) and says so on the customer's page. */
+  async function request(s: OperatorSession, id: string, kind: RequestKind, body: URLSearchParams) {
+    const what = kind === 'exemption_grant' ? 'exemption' : 'ticket';
+    const r = await fileRequest(db, {
+      kind,
+      customerId: id,
+      reason: body.get('reason') ?? '',
+      requestedBy: actorOf(s),
+    });
+    return back(
+      id,
+      r.created
+        ? `${what} requested: another operator with the admin role must approve it`
+        : `a ${what} request for this customer is already open`,
+    );
+  }
+
   router.post(
     '/customers/:id/enrollment-ticket',
-    action('operator', async (ctx, s, _body, lang) => {
+    action('operator', async (ctx, s, body, lang) => {
       const id = String(ctx.params.id);
       const customer = await customerById(id);
+      // A customer who holds a credential is recovering: a second operator (admin) must approve.
+      if (await holdsCredential(db, id)) return request(s, id, 'enrollment_ticket', body);
       // issueEnrollmentTicket audits it as operator:<name>.
       const t = await issueEnrollmentTicket(authn, { customerId: id, issuedBy: s.name }, requestMeta(ctx));
       ctx.status = 200;
@@ -520,10 +553,7 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
     action('operator', async (ctx, s, body) => {
       const id = String(ctx.params.id);
       await customerById(id);
-      const reason = (body.get('reason') ?? '').trim();
-      if (reason.length < 5 || reason.length > 500) throw new ConsoleError('ERR_REASON_REQUIRED');
-      await grantExemption(db, { customerId: id, reason, grantedBy: actorOf(s) });
-      return back(id, 'exemption granted');
+      return request(s, id, 'exemption_grant', body);
     }),
   );
 
@@ -533,6 +563,67 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
       const id = String(ctx.params.id);
       const ended = await endExemption(db, id, actorOf(s));
       return back(id, ended ? 'exemption ended' : 'no open exemption');
+    }),
+  );
+
+  // --- four eyes (src/console/requests.ts) -------------------------------------------------------
+
+  router.get(
+    '/requests',
+    view('admin', async (ctx, s, lang) => {
+      ctx.body = requestsPage(lang, viewerOf(s), await pendingRequests(db));
+    }),
+  );
+
+  router.post(
+    '/requests/:rid/approve',
+    action('admin', async (ctx, s, _body, lang) => {
+      const id = String(ctx.params.rid);
+      const by = actorOf(s);
+      let request: Awaited<ReturnType<typeof decideRequest>>;
+      if (
+        await db.transaction(async (tx) => {
+          request = await decideRequest(tx, { id, approve: true, decidedBy: by });
+          if (request.kind !== 'exemption_grant') return false;
+          // Decided and granted together: an approval never stands without its exemption.
+          await grantExemption(tx, {
+            customerId: request.customerId,
+            reason: request.reason,
+            grantedBy: `${request.requestedBy}+${by}`,
+          });
+          return true;
+        })
+      )
+        return back(request!.customerId, `exemption granted (${request!.requestedBy}, approved by ${by})`);
+      const approved = request!;
+      let t: Awaited<ReturnType<typeof issueEnrollmentTicket>>;
+      try {
+        t = await issueEnrollmentTicket(
+          authn,
+          { customerId: approved.customerId, issuedBy: s.name },
+          requestMeta(ctx),
+        );
+      } catch (err) {
+        // Nothing was issued (e.g. the customer is frozen): the request stays open.
+        await reopenRequest(db, approved.id);
+        throw err;
+      }
+      ctx.status = 200;
+      ctx.type = 'html';
+      ctx.body = ticketShownPage(lang, viewerOf(s), approved.customerNumber, t.ticket, t.expiresAt);
+      return undefined;
+    }),
+  );
+
+  router.post(
+    '/requests/:rid/reject',
+    action('admin', async (_ctx, s) => {
+      const r = await decideRequest(db, {
+        id: String(_ctx.params.rid),
+        approve: false,
+        decidedBy: actorOf(s),
+      });
+      return back(r.customerId, `request rejected (${r.requestedBy})`);
     }),
   );
 

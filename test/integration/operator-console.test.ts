@@ -19,6 +19,7 @@ import { addEmailChannel } from '../../src/notify/index.ts';
 import { effectiveRiskLevel } from '../../src/risk/index.ts';
 import { runCli } from '../support/cli.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
+import { insertCustomer } from '../support/db.ts';
 import { type EkycProvider, jpAmlClaims, startEkycProvider } from '../support/ekycProvider.ts';
 import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
@@ -120,6 +121,7 @@ const auditOf = async (type: string) =>
 let admin: Operator;
 let staff: Operator;
 let viewer: Operator;
+let secondAdmin: Operator;
 
 describe('operators', () => {
   it('enroll with a one-time ticket and sign in with their own passkey', async () => {
@@ -319,17 +321,124 @@ describe('search and customer view', () => {
     expect(row.rows).toEqual([{ ended_by: 'operator:olga' }]);
   });
 
-  it('issues a customer enrollment ticket once, audited as the operator', async () => {
-    const res = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/enrollment-ticket`, {
+  it('issues a first enrollment ticket at once (onboarding), audited as the operator', async () => {
+    const newcomer = await insertCustomer(t.hub.db);
+    const res = await staff.ua.postForm(`${t.issuer}/console/customers/${newcomer}/enrollment-ticket`, {
       csrf: staff.csrf,
     });
     expect(res.status).toBe(200);
     expect(res.text).toMatch(/id="ticket-value">KKH-/);
-    const issued = await auditOf('enrollment.ticket.issued');
-    expect(issued.at(-1)!.actor).toBe('operator:olga');
+    const issued = await t.hub.db.query<{ actor: string }>(
+      "SELECT actor FROM audit_events WHERE type = 'enrollment.ticket.issued' AND customer_id = $1",
+      [newcomer],
+    );
+    expect(issued.rows).toEqual([{ actor: 'operator:olga' }]);
   });
 
-  it('grants and ends an MFA exemption, recorded with the operator', async () => {
+  it('needs a second operator, an admin, for a ticket when the customer already holds a passkey', async () => {
+    const tickets = async () =>
+      (
+        await t.hub.db.query<{ issued_by: string }>(
+          "SELECT actor AS issued_by FROM audit_events WHERE type = 'enrollment.ticket.issued' AND customer_id = $1 ORDER BY id",
+          [customerId],
+        )
+      ).rows;
+    const url = `${t.issuer}/console/customers/${customerId}/enrollment-ticket`;
+    const earlier = (await tickets()).length;
+    // A recovery ticket needs a reason.
+    const bare = await staff.ua.postForm(url, { csrf: staff.csrf });
+    expect(bare.status).toBe(400);
+    expect(bare.text).toContain('ERR_REASON_REQUIRED');
+    const filed = await staff.ua.postForm(url, { csrf: staff.csrf, reason: 'lost phone, proofed at branch' });
+    expect(filed.status).toBe(303);
+    expect(filed.text).not.toContain('KKH-');
+    expect(await tickets()).toHaveLength(earlier);
+    const [request] = (
+      await t.hub.db.query<{ id: string; requested_by: string }>(
+        "SELECT id, requested_by FROM console_requests WHERE customer_id = $1 AND kind = 'enrollment_ticket' AND status = 'pending'",
+        [customerId],
+      )
+    ).rows;
+    expect(request).toMatchObject({ requested_by: 'operator:olga' });
+    expect((await staff.ua.get(`${t.issuer}/console/customers/${customerId}`)).text).toContain(
+      `data-request="${request!.id}"`,
+    );
+    // The operator who filed it cannot carry it out (their role cannot approve at all).
+    const own = await staff.ua.postForm(`${t.issuer}/console/requests/${request!.id}/approve`, {
+      csrf: staff.csrf,
+    });
+    expect(own.status).toBe(403);
+    expect(own.text).toContain('ERR_ROLE');
+    // Two admins approve at once: exactly one carries it out and sees the ticket.
+    secondAdmin = await operator('adam', 'admin');
+    const second = secondAdmin;
+    const list = await admin.ua.get(`${t.issuer}/console/requests`);
+    expect(list.text).toContain(`/console/requests/${request!.id}/approve`);
+    const answers = await Promise.all(
+      [admin, second].map((a) =>
+        a.ua.postForm(`${t.issuer}/console/requests/${request!.id}/approve`, { csrf: a.csrf }),
+      ),
+    );
+    expect(answers.map((a) => a.status).sort()).toEqual([200, 404]);
+    const shown = answers.find((a) => a.status === 200)!;
+    expect(shown.text).toMatch(/id="ticket-value">KKH-/);
+    const issuedBy = (await tickets()).slice(earlier).map((r) => r.issued_by);
+    expect(issuedBy).toHaveLength(1);
+    expect(['operator:alice', 'operator:adam']).toContain(issuedBy[0]);
+    const approved = await auditOf('console.request.approved');
+    expect(approved.at(-1)).toMatchObject({
+      actor: issuedBy[0],
+      data: { requestId: request!.id, kind: 'enrollment_ticket', requestedBy: 'operator:olga' },
+    });
+    // Decided once: approving or rejecting again finds no open request.
+    const again = await admin.ua.postForm(`${t.issuer}/console/requests/${request!.id}/reject`, {
+      csrf: admin.csrf,
+    });
+    expect(again.status).toBe(404);
+    expect(again.text).toContain('ERR_REQUEST_UNKNOWN');
+  });
+
+  it('lets an open request expire, and an admin reject one', async () => {
+    const url = `${t.issuer}/console/customers/${customerId}/enrollment-ticket`;
+    expect((await staff.ua.postForm(url, { csrf: staff.csrf, reason: 'customer called in' })).status).toBe(
+      303,
+    );
+    await t.hub.db.query(
+      "UPDATE console_requests SET expires_at = now() - interval '1 second' WHERE customer_id = $1 AND status = 'pending'",
+      [customerId],
+    );
+    const [stale] = (
+      await t.hub.db.query<{ id: string }>(
+        "SELECT id FROM console_requests WHERE customer_id = $1 AND status = 'pending'",
+        [customerId],
+      )
+    ).rows;
+    const late = await admin.ua.postForm(`${t.issuer}/console/requests/${stale!.id}/approve`, {
+      csrf: admin.csrf,
+    });
+    expect(late.status).toBe(404);
+    // A new request replaces the expired one; an admin rejects it; nothing is issued.
+    expect((await staff.ua.postForm(url, { csrf: staff.csrf, reason: 'customer called again' })).status).toBe(
+      303,
+    );
+    const rows = (
+      await t.hub.db.query<{ id: string; status: string }>(
+        'SELECT id, status FROM console_requests WHERE customer_id = $1 ORDER BY requested_at, id',
+        [customerId],
+      )
+    ).rows;
+    expect(rows.find((r) => r.id === stale!.id)?.status).toBe('expired');
+    const open = rows.find((r) => r.status === 'pending')!;
+    const before = (await auditOf('enrollment.ticket.issued')).length;
+    expect(
+      (await admin.ua.postForm(`${t.issuer}/console/requests/${open.id}/reject`, { csrf: admin.csrf }))
+        .status,
+    ).toBe(303);
+    expect((await auditOf('enrollment.ticket.issued')).length).toBe(before);
+    expect((await auditOf('console.request.rejected')).at(-1)).toMatchObject({ actor: 'operator:alice' });
+  });
+
+  it('grants an MFA exemption only when an admin other than the requester approves; ends it at once', async () => {
     const exemptions = async () =>
       (
         await t.hub.db.query<{ granted_by: string; ended_by: string | null }>(
@@ -337,19 +446,63 @@ describe('search and customer view', () => {
           [customerId],
         )
       ).rows;
+    const pending = async () =>
+      (
+        await t.hub.db.query<{ id: string; requested_by: string }>(
+          "SELECT id, requested_by FROM console_requests WHERE customer_id = $1 AND kind = 'exemption_grant' AND status = 'pending'",
+          [customerId],
+        )
+      ).rows;
     const base = `${t.issuer}/console/customers/${customerId}/exemption`;
     const short = await staff.ua.postForm(`${base}/grant`, { csrf: staff.csrf, reason: 'no' });
     expect(short.status).toBe(400);
     expect(short.text).toContain('ERR_REASON_REQUIRED');
+    expect(await pending()).toEqual([]);
+    // An admin's own request: filed, but another admin must decide it.
+    expect(
+      (await admin.ua.postForm(`${base}/grant`, { csrf: admin.csrf, reason: 'no smartphone' })).status,
+    ).toBe(303);
+    const [mine] = await pending();
+    const own = await admin.ua.postForm(`${t.issuer}/console/requests/${mine!.id}/approve`, {
+      csrf: admin.csrf,
+    });
+    expect(own.status).toBe(403);
+    expect(own.text).toContain('ERR_REQUEST_OWN');
     expect(await exemptions()).toEqual([]);
+    // Rejecting one's own request is deciding it too: refused; another admin rejects it.
+    const ownReject = await admin.ua.postForm(`${t.issuer}/console/requests/${mine!.id}/reject`, {
+      csrf: admin.csrf,
+    });
+    expect(ownReject.status).toBe(403);
+    expect(await pending()).toHaveLength(1);
+    expect(
+      (
+        await secondAdmin.ua.postForm(`${t.issuer}/console/requests/${mine!.id}/reject`, {
+          csrf: secondAdmin.csrf,
+        })
+      ).status,
+    ).toBe(303);
+    expect(await pending()).toEqual([]);
+    // The operator asks; nothing is granted until an admin approves.
     expect(
       (await staff.ua.postForm(`${base}/grant`, { csrf: staff.csrf, reason: 'no smartphone' })).status,
     ).toBe(303);
+    expect(await exemptions()).toEqual([]);
+    const [asked] = await pending();
+    expect(asked).toMatchObject({ requested_by: 'operator:olga' });
+    const approved = await admin.ua.postForm(`${t.issuer}/console/requests/${asked!.id}/approve`, {
+      csrf: admin.csrf,
+    });
+    expect(approved.status).toBe(303);
+    expect(await exemptions()).toEqual([{ granted_by: 'operator:olga+operator:alice', ended_by: null }]);
     expect((await staff.ua.get(`${t.issuer}/console/customers/${customerId}`)).text).toContain(
       'id="exemption-end"',
     );
+    // Ending protects the customer: one operator does it.
     expect((await staff.ua.postForm(`${base}/end`, { csrf: staff.csrf })).status).toBe(303);
-    expect(await exemptions()).toEqual([{ granted_by: 'operator:olga', ended_by: 'operator:olga' }]);
+    expect(await exemptions()).toEqual([
+      { granted_by: 'operator:olga+operator:alice', ended_by: 'operator:olga' },
+    ]);
   });
 });
 
