@@ -1,6 +1,29 @@
 -- Sweep safeguards (security review, issue 6).
 --
--- 1. One live link per brokerage account, bank and bank account — also when the bank asserted no
+-- 1. A peer's "suspend sweeps" signal (shared signals) stops every sweep of the customer, whatever
+--    state each link is in and for links made afterwards, until the customer re-proves their identity
+--    or an operator clears it (src/risk clearPeerLevels) — an institution resuming a link does not.
+CREATE TABLE sweep_peer_stops (
+  id          bigserial   PRIMARY KEY,
+  customer_id text        NOT NULL REFERENCES customers (id),
+  peer_id     text        NOT NULL,
+  event_type  text        NOT NULL,
+  stopped_at  timestamptz NOT NULL DEFAULT now(),
+  -- reproofing or operator:<name>.
+  cleared_at  timestamptz,
+  cleared_by  text,
+  CHECK ((cleared_at IS NULL) = (cleared_by IS NULL))
+);
+CREATE INDEX sweep_peer_stops_live ON sweep_peer_stops (customer_id) WHERE cleared_at IS NULL;
+
+-- Links a peer suspended before this migration keep their stop under the new rule (recorded before
+-- duplicates are removed below, so that a removed duplicate's stop still counts).
+INSERT INTO sweep_peer_stops (customer_id, peer_id, event_type, stopped_at)
+SELECT customer_id, substr(suspended_by, 6), 'migrated', COALESCE(min(suspended_at), now())
+FROM bank_links WHERE status = 'suspended' AND suspended_by LIKE 'peer:%'
+GROUP BY customer_id, substr(suspended_by, 6);
+
+-- 2. One live link per brokerage account, bank and bank account — also when the bank asserted no
 --    account (bank_account_masked NULL): NULLs were distinct under bank_links_live, so the same bank
 --    could be linked again and again, each link with its own daily cap. Live duplicates that already
 --    exist are resolved first: per (account, bank, mask) the oldest live link stays, the newer ones
@@ -24,25 +47,3 @@ WHERE i IS NOT NULL;
 DROP INDEX bank_links_live;
 CREATE UNIQUE INDEX bank_links_live ON bank_links (account_id, bank_id, bank_account_masked)
   NULLS NOT DISTINCT WHERE status <> 'removed';
-
--- 2. A peer's "suspend sweeps" signal (shared signals) stops every sweep of the customer, whatever
---    state each link is in and for links made afterwards, until the customer re-proves their identity
---    or an operator clears it (src/risk clearPeerLevels) — an institution resuming a link does not.
-CREATE TABLE sweep_peer_stops (
-  id          bigserial   PRIMARY KEY,
-  customer_id text        NOT NULL REFERENCES customers (id),
-  peer_id     text        NOT NULL,
-  event_type  text        NOT NULL,
-  stopped_at  timestamptz NOT NULL DEFAULT now(),
-  -- reproofing or operator:<name>.
-  cleared_at  timestamptz,
-  cleared_by  text,
-  CHECK ((cleared_at IS NULL) = (cleared_by IS NULL))
-);
-CREATE INDEX sweep_peer_stops_live ON sweep_peer_stops (customer_id) WHERE cleared_at IS NULL;
-
--- Links a peer suspended before this migration keep their stop under the new rule.
-INSERT INTO sweep_peer_stops (customer_id, peer_id, event_type, stopped_at)
-SELECT customer_id, substr(suspended_by, 6), 'migrated', COALESCE(min(suspended_at), now())
-FROM bank_links WHERE status = 'suspended' AND suspended_by LIKE 'peer:%'
-GROUP BY customer_id, substr(suspended_by, 6);
