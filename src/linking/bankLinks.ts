@@ -667,7 +667,7 @@ export async function setBankLinkSuspended(
       throw new LinkError('ERR_LINK_STATUS', 'the link is already suspended');
     if (!input.suspend && row.status === 'active')
       throw new LinkError('ERR_LINK_STATUS', 'the link is not suspended');
-    if (!input.suspend && (await peerStopped(tx, row.customer_id)))
+    if (!input.suspend && (await sweepsPeerStopped(tx, row.customer_id)))
       throw new LinkError(
         'ERR_LINK_SUSPENDED_BY_OTHER',
         'a peer stopped this customer’s sweeps: only re-proofing or an operator lifts that stop',
@@ -743,7 +743,7 @@ async function changeSuspension(
 }
 
 /** Whether a peer's stop on the customer's sweeps stands (not cleared by re-proofing or an operator). */
-async function peerStopped(db: Queryable, customerId: string): Promise<boolean> {
+export async function sweepsPeerStopped(db: Queryable, customerId: string): Promise<boolean> {
   const r = await db.query(
     'SELECT 1 FROM sweep_peer_stops WHERE customer_id = $1 AND cleared_at IS NULL LIMIT 1',
     [customerId],
