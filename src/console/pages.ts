@@ -262,6 +262,8 @@ export interface CustomerView {
   sessions: CustomerSession[];
   passkeys: PasskeySummary[];
   links: BankLink[];
+  /** A peer's stop on the customer's sweeps stands (cleared with the peer levels). */
+  sweepsPeerStopped: boolean;
   consents: ConsentView[];
   withdrawal:
     | { bankName: string; accountMasked: string; holdUntil: Date; limits: Record<string, number> }
@@ -307,7 +309,7 @@ ${
     ? html`<h2>${t.unfreeze}</h2><form method="post" action="${base}/unfreeze" id="unfreeze-form">${csrf}<button type="submit" id="unfreeze">${t.unfreezeButton}</button></form>`
     : html`<h2>${t.freeze}</h2><form method="post" action="${base}/freeze" id="freeze-form">${csrf}<label>${t.freezeReason}<input name="reason" id="freeze-reason" required maxlength="500"></label><label class="check"><input type="checkbox" name="takeover" value="yes"> ${t.takeover}</label><button type="submit" id="freeze">${t.freezeButton}</button></form>`
 }
-${v.risk.peerLevels.length ? html`<h2>${t.peerRisk}</h2><form method="post" action="${base}/peer-risk/clear" id="peer-risk-clear">${csrf}<button type="submit" class="secondary">${t.peerRiskClear}</button></form>` : ''}
+${v.risk.peerLevels.length || v.sweepsPeerStopped ? html`<h2>${t.peerRisk}</h2><form method="post" action="${base}/peer-risk/clear" id="peer-risk-clear">${csrf}<button type="submit" class="secondary">${t.peerRiskClear}</button></form>` : ''}
 ${v.requests?.length ? html`<h2>${t.requests}</h2><ul id="customer-requests">${v.requests.map((r) => html`<li data-request="${r.id}" data-kind="${r.kind}">${t.requestKind(r.kind)} — ${t.requestedBy(r.requestedBy, at(r.requestedAt, lang))}: ${r.reason}</li>`)}</ul>` : ''}
 <h2>${t.ticketIssue}</h2><form method="post" action="${base}/enrollment-ticket" id="ticket-form">${csrf}<label>${t.ticketReason}<input name="reason" maxlength="500"></label><button type="submit" class="secondary">${t.ticketButton}</button></form>
 <h2>${t.exemption}</h2>${
@@ -330,7 +332,7 @@ ${canAct && v.sessions.length ? html`<form method="post" action="${base}/session
 <h2>${t.passkeys}</h2>
 <ul id="passkeys">${v.passkeys.map((p) => html`<li data-credential="${p.credentialId}">${p.name} — ${p.synced ? 'synced' : 'device-bound'} ${p.model ?? ''}, ${at(p.createdAt, lang)} / ${at(p.lastUsedAt, lang)}${p.disabledAt ? html` <strong>disabled: ${p.disabledReason ?? ''}</strong>` : ''}</li>`)}</ul>
 <h2>${t.links}</h2>
-<ul id="bank-links">${v.links.map((l) => html`<li data-link="${l.id}">${l.bankName} ${l.bankAccountMasked ?? ''} — ${l.status}, ${l.bankStrength}, cap ${String(l.capAmount)}</li>`)}</ul>
+<ul id="bank-links" data-peer-stop="${v.sweepsPeerStopped ? 'yes' : 'no'}">${v.links.map((l) => html`<li data-link="${l.id}">${l.bankName} ${l.bankAccountMasked ?? ''} — ${l.status}, ${l.bankStrength}, cap ${String(l.capAmount)}</li>`)}</ul>
 <h2>${t.consents}</h2>
 <ul id="consents">${v.consents.map((x) => html`<li data-grant="${x.grantId}">${x.clientName ?? x.clientId} — ${x.scopes.join(' ')} (${at(x.createdAt, lang)})</li>`)}</ul>
 <h2>${t.withdrawal}</h2>

@@ -32,6 +32,7 @@ import {
   listBankLinks,
   maskAccountNumber,
   type Policy,
+  sweepsPeerStopped,
 } from '../linking/index.ts';
 import { listCustomerNotifications } from '../notify/index.ts';
 import { endCustomerSession, listCustomerSessions, revokeCustomerSessions } from '../oidc/adapter.ts';
@@ -393,6 +394,7 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
       sessions,
       passkeys,
       links,
+      sweepsStopped,
       consents,
       account,
       limits,
@@ -410,6 +412,7 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
       listCustomerSessions(db, id),
       listPasskeys(db, id),
       listBankLinks(db, id),
+      sweepsPeerStopped(db, id),
       listActiveConsents(db, id),
       activeWithdrawalAccount(db, id),
       customerLimits(db, id, config.linking.defaultLimits),
@@ -427,6 +430,7 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
       sessions,
       passkeys,
       links,
+      sweepsPeerStopped: sweepsStopped,
       consents,
       withdrawal: account
         ? {

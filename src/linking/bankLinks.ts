@@ -24,6 +24,7 @@ import { bankStrength } from './bankStrength.ts';
 import { channelDisabled } from './channels.ts';
 import { decide } from './decide.ts';
 import { LinkError } from './errors.ts';
+import { customerLimits } from './limits.ts';
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';
 import { ACR_FACT_VALUES, type FactsOf } from './policy/operations.ts';
 import type { Policy } from './policy/parsePolicy.ts';
@@ -643,7 +644,9 @@ export interface SuspensionInput {
  * An institution suspends or resumes a link. Only the brokerage of the linked account and the
  * linked bank's institution see a link (anyone else: not found); only the institution that
  * suspended a link resumes it, so a bank's fraud stop cannot be lifted by the brokerage or the
- * other way round.
+ * other way round. While a peer's stop on the customer's sweeps stands (sweep_peer_stops), no
+ * institution resumes any of the customer's links: only re-proofing or an operator ends that stop
+ * (clearPeerLevels, src/risk); a link the peer suspended is then resumed by either institution.
  */
 export async function setBankLinkSuspended(
   db: Db,
@@ -664,7 +667,13 @@ export async function setBankLinkSuspended(
       throw new LinkError('ERR_LINK_STATUS', 'the link is already suspended');
     if (!input.suspend && row.status === 'active')
       throw new LinkError('ERR_LINK_STATUS', 'the link is not suspended');
-    // A peer's risk signal is lifted by either institution of the link; an institution's stop only by itself.
+    if (!input.suspend && (await sweepsPeerStopped(tx, row.customer_id)))
+      throw new LinkError(
+        'ERR_LINK_SUSPENDED_BY_OTHER',
+        'a peer stopped this customer’s sweeps: only re-proofing or an operator lifts that stop',
+      );
+    // A link a peer suspended, once its stop is lifted, is resumed by either institution of the link;
+    // an institution's stop only by itself.
     if (!input.suspend && row.suspended_by !== by && !row.suspended_by?.startsWith('peer:'))
       throw new LinkError(
         'ERR_LINK_SUSPENDED_BY_OTHER',
@@ -733,11 +742,22 @@ async function changeSuspension(
   return toLink(updated.rows[0]!);
 }
 
+/** Whether a peer's stop on the customer's sweeps stands (not cleared by re-proofing or an operator). */
+export async function sweepsPeerStopped(db: Queryable, customerId: string): Promise<boolean> {
+  const r = await db.query(
+    'SELECT 1 FROM sweep_peer_stops WHERE customer_id = $1 AND cleared_at IS NULL LIMIT 1',
+    [customerId],
+  );
+  return r.rowCount > 0;
+}
+
 /**
  * The receiver side of Shared Signals asks for sweeps to stop (action `suspend_sweeps` in
- * ssf_action_outbox, e.g. a peer reported the account hijacked): every active link of the customer
- * is suspended by `peer:<id>`. Claims at most `limit` pending rows (SKIP LOCKED, any node); returns
- * how many rows it claimed (a full batch: more may wait) and how many links it suspended.
+ * ssf_action_outbox, e.g. a peer reported the account hijacked): the stop is recorded for the
+ * customer (sweep_peer_stops: every sweep of the customer is refused, whatever state each link is
+ * in, until re-proofing or an operator clears it) and every active link is suspended by `peer:<id>`.
+ * Claims at most `limit` pending rows (SKIP LOCKED, any node); returns how many rows it claimed (a
+ * full batch: more may wait) and how many links it suspended.
  */
 export async function applySweepSuspensions(
   db: Db,
@@ -754,6 +774,18 @@ export async function applySweepSuspensions(
     );
     let suspended = 0;
     for (const action of claimed.rows) {
+      await tx.query('INSERT INTO sweep_peer_stops (customer_id, peer_id, event_type) VALUES ($1, $2, $3)', [
+        action.customer_id,
+        action.peer_id,
+        action.event_type,
+      ]);
+      await recordAudit(tx, {
+        type: 'linking.sweeps.peer_stopped',
+        outcome: 'success',
+        actor: `peer:${action.peer_id}`,
+        customerId: action.customer_id,
+        data: { peer: action.peer_id, eventType: action.event_type },
+      });
       const links = await tx.query<LinkRow>(
         `SELECT ${LINK_COLUMNS} FROM bank_links WHERE customer_id = $1 AND status = 'active' ORDER BY id FOR UPDATE`,
         [action.customer_id],
@@ -861,19 +893,35 @@ async function usedTodayOf(db: Queryable, linkId: string): Promise<number> {
   return Number(r.rows[0]!.used);
 }
 
+/** Today's allowed pulls over all the customer's links (removed ones too: they were swept today). */
+async function customerUsedTodayOf(db: Queryable, customerId: string): Promise<number> {
+  const r = await db.query<{ used: string }>(
+    `SELECT COALESCE(sum(s.amount), 0)::text AS used
+     FROM bank_links l JOIN bank_link_sweeps s ON s.link_id = l.id
+     WHERE l.customer_id = $1 AND s.at >= $2`,
+    [customerId, jstDayStart()],
+  );
+  return Number(r.rows[0]!.used);
+}
+
 export interface SweepPullInput {
   customerId: string;
   linkId: string;
   /** Whole yen. */
   amount: number;
-  /** The bank approved exactly this pull with a phishing-resistant method. */
+  /**
+   * The brokerage says the bank approved exactly this pull with a phishing-resistant method. It is
+   * believed only for a link whose bank authenticates phishing-resistantly (bank_strength): an OTP
+   * bank cannot give such an approval, so the claim counts as false there.
+   */
   bankApprovalBound: boolean;
 }
 
-/** A link as a sweep decision reads it: the link, its customer's status and a peer's pending stop. */
+/** A link as a sweep decision reads it: the link, its customer's status and a peer's stop. */
 interface SweepLinkRow extends LinkRow {
   customer_status: string;
-  signalled: boolean;
+  /** A peer's suspend_sweeps signal, pending or recorded and not cleared (sweep_peer_stops). */
+  peer_stopped: boolean;
 }
 
 /**
@@ -886,11 +934,14 @@ async function sweepLink(
   where: { linkId: string; customerId?: string; brokerageInstitutionId?: string },
   lock = false,
 ): Promise<SweepLinkRow | undefined> {
-  // A peer's suspend_sweeps signal not yet applied (applySweepSuspensions) already counts.
+  // A peer's suspend_sweeps signal not yet applied (applySweepSuspensions) already counts; an applied
+  // one stands until re-proofing or an operator clears it, whatever the link's own state.
   const r = await db.query<SweepLinkRow>(
     `SELECT ${LINK_COLUMNS_L}, c.status AS customer_status,
             EXISTS (SELECT 1 FROM ssf_action_outbox a WHERE a.customer_id = l.customer_id
-                    AND a.action = 'suspend_sweeps' AND a.processed_at IS NULL) AS signalled
+                    AND a.action = 'suspend_sweeps' AND a.processed_at IS NULL)
+            OR EXISTS (SELECT 1 FROM sweep_peer_stops p WHERE p.customer_id = l.customer_id
+                       AND p.cleared_at IS NULL) AS peer_stopped
      FROM bank_links l JOIN customers c ON c.id = l.customer_id
      WHERE l.id = $1 AND ($2::text IS NULL OR l.customer_id = $2)
        AND ($3::text IS NULL OR l.brokerage_institution_id = $3)${lock ? ' FOR NO KEY UPDATE OF l' : ''}`,
@@ -903,6 +954,8 @@ async function sweepFactsOf(
   db: Queryable,
   row: SweepLinkRow,
   input: Pick<SweepPullInput, 'amount' | 'bankApprovalBound'>,
+  /** The customer's daily sweep limit now (customerLimits(…).current.sweep_daily). */
+  customerSweepLimit: number,
 ): Promise<FactsOf<'sweep_pull'>> {
   const changed = await db.query<{ at: string | Date | null }>(
     `SELECT GREATEST(
@@ -920,9 +973,10 @@ async function sweepFactsOf(
   return {
     amount: input.amount,
     overDailyCap: (await usedTodayOf(db, row.id)) + input.amount > Number(row.cap_amount),
-    bankApprovalBound: input.bankApprovalBound,
+    overCustomerLimit: (await customerUsedTodayOf(db, row.customer_id)) + input.amount > customerSweepLimit,
+    bankApprovalBound: input.bankApprovalBound && row.bank_strength === 'phishing_resistant',
     daysSinceCredentialChange: days,
-    linkSuspended: row.status !== 'active' || row.signalled,
+    linkSuspended: row.status !== 'active' || row.peer_stopped,
     frozen: row.customer_status === 'frozen',
     channelDisabled: await channelDisabled(db, row.customer_id, 'sweeps'),
   };
@@ -930,16 +984,23 @@ async function sweepFactsOf(
 
 /**
  * The facts `sweep_pull` is decided on: today's use (Japanese day) plus this amount against the
- * link's cap, whether the link is active (a suspended or removed link, or a peer's pending
- * suspend_sweeps signal for the customer, is `linkSuspended`), days since the last credential or
+ * link's cap and, over all the customer's links, against the customer's daily sweep limit; whether
+ * the bank's approval claim can be believed (only at a phishing-resistant bank); whether the link is
+ * active (a suspended or removed link, or a peer's suspend_sweeps signal for the customer not cleared
+ * by re-proofing or an operator, is `linkSuspended`), days since the last credential or
  * contact change (passkeys, contacts and their audit events), whether the customer is frozen or has
  * switched sweeps off. ERR_LINK_NOT_FOUND when the link is not the customer's. The decision endpoint
  * uses `decideSweepPull`, which derives the same facts inside its transaction.
  */
-export async function sweepPullFacts(db: Queryable, input: SweepPullInput): Promise<FactsOf<'sweep_pull'>> {
+export async function sweepPullFacts(
+  db: Db,
+  config: Config,
+  input: SweepPullInput,
+): Promise<FactsOf<'sweep_pull'>> {
   const row = await sweepLink(db, { linkId: input.linkId, customerId: input.customerId });
   if (!row) throw new LinkError('ERR_LINK_NOT_FOUND', 'no such link');
-  return sweepFactsOf(db, row, input);
+  const limits = await customerLimits(db, row.customer_id, config.linking.defaultLimits);
+  return sweepFactsOf(db, row, input, limits.current.sweep_daily);
 }
 
 export interface RecordSweepInput {
@@ -1064,10 +1125,13 @@ export type SweepPullOutcome =
   | { status: 'reference_used' };
 
 /**
- * A sweep pull decided for the decision endpoint, in one transaction: the link read once and locked
- * (parallel pulls on one link are decided one after another, so together they never pass the cap),
- * the reference checked, the facts derived, the decision made and audited, an allow counted, the
- * customer and both institutions told. A failure anywhere leaves none of it written.
+ * A sweep pull decided for the decision endpoint, in one transaction: the customer's row locked
+ * (parallel pulls on any of the customer's links are decided one after another, so together they
+ * never pass the customer's daily sweep limit) and the link read once and locked (nor its cap), the
+ * reference checked, the facts derived, the decision made and audited, an allow counted, the
+ * customer and both institutions told. A failure anywhere leaves none of it written. The customer's
+ * limit is read under the lock too: a limit lowered a moment before counts for this pull (a limit
+ * change takes the same row lock).
  */
 export async function decideSweepPull(
   db: Db,
@@ -1075,8 +1139,17 @@ export async function decideSweepPull(
   config: Config,
   request: SweepPullRequest,
 ): Promise<SweepPullOutcome> {
+  const { linkId, amount, reference } = request;
+  const owner = await db.query<{ customer_id: string }>(
+    'SELECT customer_id FROM bank_links WHERE id = $1 AND brokerage_institution_id = $2',
+    [linkId, request.brokerageInstitutionId],
+  );
+  const customerId = owner.rows[0]?.customer_id;
+  if (customerId === undefined) return { status: 'not_found' };
   return db.transaction(async (tx): Promise<SweepPullOutcome> => {
-    const { linkId, amount, reference } = request;
+    // The same lock as the withdrawal decision's and limit changes', taken before the link's.
+    await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+    const limits = await customerLimits(tx, customerId, config.linking.defaultLimits);
     const row = await sweepLink(tx, { linkId, brokerageInstitutionId: request.brokerageInstitutionId }, true);
     if (!row) return { status: 'not_found' };
     const seen = await tx.query('SELECT 1 FROM bank_link_sweeps WHERE link_id = $1 AND reference = $2', [
@@ -1084,7 +1157,7 @@ export async function decideSweepPull(
       reference,
     ]);
     if (seen.rowCount) return { status: 'reference_used' };
-    const facts = await sweepFactsOf(tx, row, request);
+    const facts = await sweepFactsOf(tx, row, request, limits.current.sweep_daily);
     const decision = await decide(tx, policy, 'sweep_pull', facts, {
       customerId: row.customer_id,
       actor: request.actor,

@@ -48,6 +48,7 @@ export {
   setBankLinkSuspended,
   startBankLink,
   sweepPullFacts,
+  sweepsPeerStopped,
   unlinkBankLink,
 } from './bankLinks.ts';
 export { type BankStrength, bankStrength } from './bankStrength.ts';

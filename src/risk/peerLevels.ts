@@ -106,8 +106,24 @@ export async function raisePeerLevel(
 /**
  * Ends the customer's live peer levels: after re-proofing (`by` = 'reproofing') or by an operator
  * (`operator:<name>`). Audited as risk.peer.cleared when there was any; returns how many ended.
+ * A peer's stop on the customer's sweeps (sweep_peer_stops, src/linking) ends the same way and at the
+ * same time — it is the same kind of peer verdict and must not outlive it (audited
+ * linking.sweeps.peer_stop_cleared).
  */
 export async function clearPeerLevels(db: Queryable, customerId: string, by: string): Promise<number> {
+  const stops = await db.query<{ peer_id: string }>(
+    `UPDATE sweep_peer_stops SET cleared_at = now(), cleared_by = $2
+     WHERE customer_id = $1 AND cleared_at IS NULL RETURNING peer_id`,
+    [customerId, by],
+  );
+  if (stops.rowCount > 0)
+    await recordAudit(db, {
+      type: 'linking.sweeps.peer_stop_cleared',
+      outcome: 'info',
+      actor: by,
+      customerId,
+      data: { by, peers: [...new Set(stops.rows.map((x) => x.peer_id))] },
+    });
   const r = await db.query<{ peer_id: string; level: string }>(
     `UPDATE peer_risk_levels SET ended_at = now(), ended_by = $2
      WHERE customer_id = $1 AND ${LIVE} RETURNING peer_id, level`,

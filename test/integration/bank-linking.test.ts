@@ -7,13 +7,14 @@
 
 import * as client from 'openid-client';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
 import { institutionResource } from '../../src/api/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { encryptAtRest } from '../../src/keys/index.ts';
 import {
   applySweepSuspensions,
+  changeLimit,
   decide,
   decideSweepPull,
   deleteExpiredLinkAttempts,
@@ -22,9 +23,11 @@ import {
   loadPolicy,
   recordSweep,
   reportSweepDecision,
+  setBankLinkSuspended,
   sweepPullFacts,
 } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
+import { clearPeerLevels } from '../../src/risk/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { registerClient, tokenFor } from '../support/institution.ts';
@@ -77,6 +80,9 @@ beforeAll(async () => {
   ]);
   t = await startTestHub({
     linking: {
+      // The customer's own daily sweep limit above the links' caps, so that the caps' rows decide; the
+      // limit's own rows are tested at the end with lowered limits.
+      defaultLimits: { withdrawal_daily: 3_000_000, sweep_daily: 5_000_000 },
       banks: [
         {
           id: 'a-bank',
@@ -220,6 +226,21 @@ const decisions = async () =>
       "SELECT type, data FROM audit_events WHERE type LIKE 'policy.create_sweep_link.%' ORDER BY id",
     )
   ).rows;
+
+/** The customer's credential and contact changes move ten days back: sweeps are no longer paused. */
+async function credentialChangesTenDaysAgo() {
+  await t.hub.db.query("UPDATE passkeys SET created_at = now() - interval '10 days' WHERE customer_id = $1", [
+    customerId,
+  ]);
+  await t.hub.db.query(
+    "UPDATE notify_channels SET created_at = now() - interval '10 days' WHERE customer_id = $1",
+    [customerId],
+  );
+  await t.hub.db.query(
+    "UPDATE audit_events SET at = now() - interval '10 days' WHERE customer_id = $1 AND at > now() - interval '10 days'",
+    [customerId],
+  );
+}
 
 async function removeAll() {
   await t.hub.db.query(
@@ -545,7 +566,12 @@ describe('unlinking, sweeps and the institution API', () => {
   it('gives the decision endpoint its sweep_pull facts and counts allowed pulls against the cap', async () => {
     const policy = loadPolicy();
     const pull = async (amount: number, reference: string) => {
-      const facts = await sweepPullFacts(t.hub.db, { customerId, linkId, amount, bankApprovalBound: false });
+      const facts = await sweepPullFacts(t.hub.db, t.hub.config, {
+        customerId,
+        linkId,
+        amount,
+        bankApprovalBound: false,
+      });
       const decision = await decide(t.hub.db, policy, 'sweep_pull', facts, {
         customerId,
         actor: 'client:test',
@@ -573,18 +599,7 @@ describe('unlinking, sweeps and the institution API', () => {
       0,
     ]);
     // Ten days later (the changes moved back), within the cap: allowed and counted once per reference.
-    await t.hub.db.query(
-      "UPDATE passkeys SET created_at = now() - interval '10 days' WHERE customer_id = $1",
-      [customerId],
-    );
-    await t.hub.db.query(
-      "UPDATE notify_channels SET created_at = now() - interval '10 days' WHERE customer_id = $1",
-      [customerId],
-    );
-    await t.hub.db.query(
-      "UPDATE audit_events SET at = now() - interval '10 days' WHERE customer_id = $1 AND at > now() - interval '10 days'",
-      [customerId],
-    );
+    await credentialChangesTenDaysAgo();
     const allowed = await pull(600_000, 'buy-1');
     expect(allowed.facts.daysSinceCredentialChange).toBe(10);
     expect([allowed.decision, allowed.usedToday]).toEqual(['allow', 600_000]);
@@ -618,7 +633,12 @@ describe('unlinking, sweeps and the institution API', () => {
       (await events(DEMO_INSTITUTION_ID, 'sweep.needs_bank_approval')).map((e) => e.data.amount),
     ).toEqual([400_001]);
     await expect(
-      sweepPullFacts(t.hub.db, { customerId: 'cus_other', linkId, amount: 1, bankApprovalBound: false }),
+      sweepPullFacts(t.hub.db, t.hub.config, {
+        customerId: 'cus_other',
+        linkId,
+        amount: 1,
+        bankApprovalBound: false,
+      }),
     ).rejects.toBeInstanceOf(LinkError);
   });
 
@@ -728,8 +748,14 @@ describe('unlinking, sweeps and the institution API', () => {
       suspendedBy: `institution:${BANK_INSTITUTION}`,
     });
     expect(
-      (await sweepPullFacts(t.hub.db, { customerId, linkId, amount: 1, bankApprovalBound: false }))
-        .linkSuspended,
+      (
+        await sweepPullFacts(t.hub.db, t.hub.config, {
+          customerId,
+          linkId,
+          amount: 1,
+          bankApprovalBound: false,
+        })
+      ).linkSuspended,
     ).toBe(true);
     const again = await callers.bank!.call('POST', `${path}/suspend`);
     expect([again.status, again.body.error.code]).toEqual([409, 'conflict']);
@@ -764,16 +790,22 @@ describe('unlinking, sweeps and the institution API', () => {
        VALUES ('suspend_sweeps', $1, 'peer-x', 'jti-1', 'https://schemas.openid.net/secevent/risc/event-type/account-disabled')`,
       [customerId],
     );
-    const facts = () => sweepPullFacts(t.hub.db, { customerId, linkId, amount: 1, bankApprovalBound: false });
+    const facts = () =>
+      sweepPullFacts(t.hub.db, t.hub.config, { customerId, linkId, amount: 1, bankApprovalBound: false });
     expect((await facts()).linkSuspended).toBe(true);
     expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toEqual({ claimed: 1, suspended: 1 });
     expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toEqual({ claimed: 0, suspended: 0 });
     expect((await liveLinks())[0]).toMatchObject({ status: 'suspended', suspendedBy: 'peer:peer-x' });
     expect((await facts()).linkSuspended).toBe(true);
-    // A peer's stop is lifted by an institution of the link (here the brokerage), not by a stranger.
+    // No institution lifts a peer's stop (a stranger does not even see the link); an operator's clear
+    // (or the customer's re-proofing) does, and then an institution of the link resumes it.
     expect((await callers.other!.call('POST', `/api/institution/v1/links/${linkId}/resume`)).status).toBe(
       404,
     );
+    const refused = await callers.brokerage!.call('POST', `/api/institution/v1/links/${linkId}/resume`);
+    expect([refused.status, refused.body.error.code]).toEqual([409, 'conflict']);
+    expect((await facts()).linkSuspended).toBe(true);
+    await clearPeerLevels(t.hub.db, customerId, 'operator:test');
     const resumed = await callers.brokerage!.call('POST', `/api/institution/v1/links/${linkId}/resume`);
     expect([resumed.status, resumed.body.data.status]).toEqual([200, 'active']);
     expect((await facts()).linkSuspended).toBe(false);
@@ -816,8 +848,14 @@ describe('unlinking, sweeps and the institution API', () => {
     );
     expect(lower.rowCount).toBe(1);
     expect(
-      (await sweepPullFacts(t.hub.db, { customerId, linkId, amount: 1, bankApprovalBound: false }))
-        .linkSuspended,
+      (
+        await sweepPullFacts(t.hub.db, t.hub.config, {
+          customerId,
+          linkId,
+          amount: 1,
+          bankApprovalBound: false,
+        })
+      ).linkSuspended,
     ).toBe(true);
     const twice = await ua.postForm(`${t.issuer}/account/links/remove`, { csrf, linkId });
     expect(twice.status).toBe(404);
@@ -921,3 +959,178 @@ async function lastOperation() {
     )
   ).rows[0]!;
 }
+
+describe('sweep safeguards (security review): customer limit, bank approval claims, peer stops', () => {
+  const policy = loadPolicy();
+  let n = 0;
+  /** A live link made directly (the linking flow is tested above): only its decision facts matter here. */
+  async function insertLink(o: { bankId: string; strength: string; cap: number }): Promise<string> {
+    const id = `lnk_${(++n).toString(16).padStart(32, 'f')}`;
+    await t.hub.db.query(
+      `INSERT INTO bank_links (id, customer_id, account_id, brokerage_institution_id, bank_id, bank_institution_id,
+         bank_name, bank_account_masked, holder_name, bank_subject, bank_strength, cap_amount, policy_version, decided_by)
+       VALUES ($1, $2, $3, $4, $5, $6, 'test bank', $7, '山田 太郎', 'sub', $8, $9, 'test', '{link.allow}')`,
+      [
+        id,
+        customerId,
+        accountId,
+        DEMO_INSTITUTION_ID,
+        o.bankId,
+        o.bankId === 'a-bank' ? BANK_INSTITUTION : null,
+        `safeguard-${n}`,
+        o.strength,
+        o.cap,
+      ],
+    );
+    return id;
+  }
+  let ref = 0;
+  const pull = async (linkId: string, amount: number, bankApprovalBound = false) => {
+    const out = await decideSweepPull(t.hub.db, policy, t.hub.config, {
+      brokerageInstitutionId: DEMO_INSTITUTION_ID,
+      linkId,
+      amount,
+      reference: `safeguard-${++ref}`,
+      bankApprovalBound,
+      actor: 'client:test',
+    });
+    if (out.status !== 'decided') throw new Error(out.status);
+    return out.decision;
+  };
+  const lowerSweepLimit = (amount: number) =>
+    changeLimit(t.hub.db, policy, t.hub.config.linking.defaultLimits, {
+      customerId,
+      limit: 'sweep_daily',
+      amount,
+      acr: 'phr',
+      authTime: Math.floor(Date.now() / 1000),
+      frozen: false,
+      actor: `customer:${customerId}`,
+    });
+
+  beforeEach(async () => {
+    await removeAll();
+    // Earlier pulls move to two days ago, and credential changes ten days back: today starts clean.
+    await t.hub.db.query("UPDATE bank_link_sweeps SET at = at - interval '2 days'");
+    await credentialChangesTenDaysAgo();
+  });
+
+  it('believes the brokerage’s bank-approval claim above the cap only for a phishing-resistant bank', async () => {
+    const otp = await insertLink({ bankId: 'otp-bank', strength: 'otp', cap: 100_000 });
+    const strong = await insertLink({ bankId: 'a-bank', strength: 'phishing_resistant', cap: 100_000 });
+    const atOtp = await pull(otp, 150_000, true);
+    expect([atOtp.decision, atOtp.decidedBy]).toEqual(['step_up', ['sweep.over-cap']]);
+    expect(
+      (
+        await sweepPullFacts(t.hub.db, t.hub.config, {
+          customerId,
+          linkId: otp,
+          amount: 1,
+          bankApprovalBound: true,
+        })
+      ).bankApprovalBound,
+    ).toBe(false);
+    const atStrong = await pull(strong, 150_000, true);
+    expect(atStrong.decision).toBe('allow');
+  });
+
+  it('parallel pulls over two links never pass the customer’s daily sweep limit together', async () => {
+    expect((await lowerSweepLimit(500_000)).status).toBe('applied');
+    const links = [
+      await insertLink({ bankId: 'a-bank', strength: 'phishing_resistant', cap: 1_000_000 }),
+      await insertLink({ bankId: 'otp-bank', strength: 'otp', cap: 1_000_000 }),
+    ];
+    const verdicts = await Promise.all(Array.from({ length: 8 }, (_, i) => pull(links[i % 2]!, 100_000)));
+    expect(verdicts.filter((d) => d.decision === 'allow')).toHaveLength(5);
+    for (const d of verdicts.filter((v) => v.decision !== 'allow'))
+      expect([d.decision, d.decidedBy]).toEqual(['deny', ['sweep.over-customer-limit']]);
+    const today = await t.hub.db.query<{ total: number }>(
+      "SELECT COALESCE(sum(amount), 0)::int AS total FROM bank_link_sweeps WHERE link_id = ANY($1) AND at > now() - interval '1 hour'",
+      [links],
+    );
+    expect(today.rows[0]!.total).toBe(500_000);
+  });
+
+  it('refuses a second link’s pull beyond the customer’s limit (500,000 over two links of 1,000,000), then at limit 0 everything', async () => {
+    expect((await lowerSweepLimit(500_000)).status).toBe('applied');
+    const first = await insertLink({ bankId: 'a-bank', strength: 'phishing_resistant', cap: 1_000_000 });
+    const second = await insertLink({ bankId: 'otp-bank', strength: 'otp', cap: 1_000_000 });
+    expect((await pull(first, 300_000)).decision).toBe('allow');
+    const beyond = await pull(second, 300_000);
+    expect([beyond.decision, beyond.decidedBy]).toEqual(['deny', ['sweep.over-customer-limit']]);
+    expect(beyond.reasons[0]!.en).toContain('daily sweep limit');
+    // A bank approval does not lift the customer's own limit.
+    expect((await pull(first, 300_000, true)).decision).toBe('deny');
+    expect((await pull(second, 200_000)).decision).toBe('allow');
+    // The customer lowers the limit to 0: at once, no pull at all.
+    expect((await lowerSweepLimit(0)).status).toBe('applied');
+    await t.hub.db.query("UPDATE bank_link_sweeps SET at = at - interval '2 days'");
+    const none = await pull(first, 1);
+    expect([none.decision, none.decidedBy]).toEqual(['deny', ['sweep.over-customer-limit']]);
+    expect(
+      (
+        await sweepPullFacts(t.hub.db, t.hub.config, {
+          customerId,
+          linkId: second,
+          amount: 1,
+          bankApprovalBound: false,
+        })
+      ).overCustomerLimit,
+    ).toBe(true);
+  });
+
+  it('links a bank that asserts no account only once per brokerage account (no second cap)', async () => {
+    const claims = otpBank.account.claims;
+    otpBank.account.claims = { ...claims };
+    delete otpBank.account.claims.bank_account;
+    try {
+      const first = await linkAt('otp-bank');
+      expect(first.result).toBe('linked');
+      expect((await liveLinks()).map((l) => l.bankAccountMasked)).toEqual([null]);
+      const second = await linkAt('otp-bank');
+      expect([second.res.status, second.result]).toEqual([200, 'exists']);
+      expect(await liveLinks()).toHaveLength(1);
+    } finally {
+      otpBank.account.claims = claims;
+    }
+  });
+
+  it('keeps a peer’s stop on a link an institution had suspended: its resume does not lift it; re-proofing does', async () => {
+    await t.hub.db.query('DELETE FROM customer_limits WHERE customer_id = $1', [customerId]);
+    const linkId = await insertLink({ bankId: 'a-bank', strength: 'phishing_resistant', cap: 1_000_000 });
+    const bank = { linkId, institutionId: BANK_INSTITUTION, clientId: 'bank-client' };
+    await setBankLinkSuspended(t.hub.db, t.hub.config, { ...bank, suspend: true, reason: 'fraud check' });
+    await t.hub.db.query(
+      `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type)
+       VALUES ('suspend_sweeps', $1, 'peer-y', 'jti-safeguard', 'https://schemas.openid.net/secevent/risc/event-type/account-disabled')`,
+      [customerId],
+    );
+    await applySweepSuspensions(t.hub.db, t.hub.config);
+    // The bank lifts its own stop: refused while the peer's stands, and no sweep flows.
+    await expect(
+      setBankLinkSuspended(t.hub.db, t.hub.config, { ...bank, suspend: false }),
+    ).rejects.toMatchObject({ code: 'ERR_LINK_SUSPENDED_BY_OTHER' });
+    expect((await pull(linkId, 1_000)).decidedBy).toContain('sweep.link-suspended');
+    const stops = await t.hub.db.query(
+      "SELECT 1 FROM sweep_peer_stops WHERE customer_id = $1 AND peer_id = 'peer-y' AND cleared_at IS NULL",
+      [customerId],
+    );
+    expect(stops.rowCount).toBe(1);
+    // A link made after the signal is stopped too.
+    const later = await insertLink({ bankId: 'otp-bank', strength: 'otp', cap: 100_000 });
+    expect((await pull(later, 1_000)).decidedBy).toContain('sweep.link-suspended');
+    // Re-proofing ends the peer's stop; then the bank resumes its own and sweeps flow.
+    await clearPeerLevels(t.hub.db, customerId, 'reproofing');
+    await setBankLinkSuspended(t.hub.db, t.hub.config, { ...bank, suspend: false });
+    expect((await pull(linkId, 1_000)).decision).toBe('allow');
+    expect((await pull(later, 1_000)).decision).toBe('allow');
+    const audit = await t.hub.db.query<{ type: string }>(
+      "SELECT type FROM audit_events WHERE customer_id = $1 AND type LIKE 'linking.sweeps.peer_stop%' ORDER BY id",
+      [customerId],
+    );
+    expect(audit.rows.map((r) => r.type).slice(-2)).toEqual([
+      'linking.sweeps.peer_stopped',
+      'linking.sweeps.peer_stop_cleared',
+    ]);
+  });
+});

@@ -356,7 +356,7 @@ describe('the products a customer allows (operation trade at the decision endpoi
     const ok = await trade({ accountId, product: 'foreign_equity', reference: 'ord-1' });
     expect(ok.status).toBe(200);
     expect(ok.body).toMatchObject({ operation: 'trade', decision: 'allow', decidedBy: ['trade.allow'] });
-    expect(ok.body.policyVersion).toBe('2026-11-26.3');
+    expect(ok.body.policyVersion).toBe('2026-11-26.4');
     const audit = await t.hub.db.query<{ data: { facts: Record<string, unknown>; subject: unknown } }>(
       "SELECT data FROM audit_events WHERE type = 'policy.trade.allow' AND customer_id = $1",
       [customerId],

@@ -321,6 +321,32 @@ describe('search and customer view', () => {
     expect(row.rows).toEqual([{ ended_by: 'operator:olga' }]);
   });
 
+  it('lets an operator end a peer’s stop on sweeps that outlived the peer’s risk level', async () => {
+    // As applySweepSuspensions records a peer's suspend_sweeps; the peer level has ended meanwhile.
+    await t.hub.db.query(
+      "INSERT INTO sweep_peer_stops (customer_id, peer_id, event_type) VALUES ($1, 'bank-x', 'account-disabled')",
+      [customerId],
+    );
+    const page = await staff.ua.get(`${t.issuer}/console/customers/${customerId}`);
+    expect(page.text).not.toContain('id="peer-risk"');
+    expect(page.text).toContain('data-peer-stop="yes"');
+    expect(page.text).toContain('id="peer-risk-clear"');
+    const cleared = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/peer-risk/clear`, {
+      csrf: staff.csrf,
+    });
+    expect(cleared.status).toBe(303);
+    expect((await staff.ua.get(`${t.issuer}/console/customers/${customerId}`)).text).toContain(
+      'data-peer-stop="no"',
+    );
+    const stop = await t.hub.db.query('SELECT cleared_by FROM sweep_peer_stops WHERE customer_id = $1', [
+      customerId,
+    ]);
+    expect(stop.rows).toEqual([{ cleared_by: 'operator:olga' }]);
+    expect((await auditOf('linking.sweeps.peer_stop_cleared')).map((a) => a.data)).toEqual([
+      { by: 'operator:olga', peers: ['bank-x'] },
+    ]);
+  });
+
   it('issues a first enrollment ticket at once (onboarding), audited as the operator', async () => {
     const newcomer = await insertCustomer(t.hub.db);
     const res = await staff.ua.postForm(`${t.issuer}/console/customers/${newcomer}/enrollment-ticket`, {

@@ -207,6 +207,7 @@ describe('the shipped withdrawal-strength policy', () => {
     const base: FactsOf<'sweep_pull'> = {
       amount: 10_000,
       overDailyCap: false,
+      overCustomerLimit: false,
       bankApprovalBound: false,
       daysSinceCredentialChange: 365,
       linkSuspended: false,
@@ -225,6 +226,24 @@ describe('the shipped withdrawal-strength policy', () => {
       'deny',
     );
     expect(evaluatePolicy(policy, 'sweep_pull', { ...base, linkSuspended: true }).decision).toBe('deny');
+  });
+
+  it('sweep pulls over the customer’s own daily sweep limit are refused, whatever the bank approved', () => {
+    const base: FactsOf<'sweep_pull'> = {
+      amount: 10_000,
+      overDailyCap: false,
+      overCustomerLimit: true,
+      bankApprovalBound: false,
+      daysSinceCredentialChange: 365,
+      linkSuspended: false,
+      frozen: false,
+      channelDisabled: false,
+    };
+    for (const change of [{}, { bankApprovalBound: true }, { overDailyCap: true, bankApprovalBound: true }]) {
+      const d = evaluatePolicy(policy, 'sweep_pull', { ...base, ...change });
+      expect(d.decision).toBe('deny');
+      expect(d.decidedBy).toContain('sweep.over-customer-limit');
+    }
   });
 
   it('limits: raising needs a fresh passkey and gets a cool-off; lowering is immediate', () => {
@@ -447,6 +466,7 @@ describe('policy validation', () => {
     const facts = {
       amount: 5,
       overDailyCap: false,
+      overCustomerLimit: false,
       bankApprovalBound: false,
       daysSinceCredentialChange: 9,
       linkSuspended: false,

@@ -69,8 +69,17 @@ export const OPERATIONS = {
   /** Money is pulled from a linked bank account at a purchase. */
   sweep_pull: {
     amount: num,
+    /** Today's pulls on this link plus this amount exceed the link's own daily cap. */
     overDailyCap: bool,
-    /** The bank authenticated this pull with a phishing-resistant method bound to the amount. */
+    /**
+     * Today's pulls over all the customer's links plus this amount exceed the customer's own daily
+     * sweep limit (sweep_daily, src/linking/limits.ts).
+     */
+    overCustomerLimit: bool,
+    /**
+     * The bank authenticated this pull with a phishing-resistant method bound to the amount: the
+     * brokerage's claim counts only for a link whose bank authenticates phishing-resistantly.
+     */
     bankApprovalBound: bool,
     /** Days since the customer's last credential or contact change (large when never). */
     daysSinceCredentialChange: num,
