@@ -6,6 +6,7 @@
  */
 import type { Db, Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
+import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
 import { decideRaise } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';
@@ -75,7 +76,9 @@ export async function changeChannel(
   if (!change.enable) {
     if (!current.enabled && !current.enableAt) return { status: 'unchanged' };
     // The decision, the change and its notice stand or fall together.
+    // Under the customer's lock: a decision reading this state either sees it or is decided before.
     await db.transaction(async (tx) => {
+      await lockCustomer(tx, change.customerId);
       await decide(tx, policy, 'lower_limit', {}, context);
       await tx.query(
         `INSERT INTO customer_channels (customer_id, channel, disabled) VALUES ($1, $2, true)

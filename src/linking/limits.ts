@@ -7,6 +7,7 @@
 import { recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
+import { lockCustomer } from './customerLock.ts';
 import { type DecisionContext, decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';
@@ -225,7 +226,7 @@ export async function decideRaise(
  * split the raises the same way in every statement of the change.
  */
 async function beginLimitChange(tx: Queryable, customerId: string, defaults: Limits): Promise<void> {
-  await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+  await lockCustomer(tx, customerId);
   await applyDueIn(tx, defaults, customerId, LIMIT_NAMES.length);
 }
 

@@ -7,6 +7,7 @@
  */
 import type { Db, Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
+import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
 import { decideRaise } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';
@@ -81,7 +82,9 @@ export async function changeProduct(
   if (!change.allow) {
     if (!current.allowed && !current.allowAt) return { status: 'unchanged' };
     // The decision, the change and its notice stand or fall together.
+    // Under the customer's lock: a decision reading this state either sees it or is decided before.
     await db.transaction(async (tx) => {
+      await lockCustomer(tx, change.customerId);
       await decide(tx, policy, 'lower_limit', {}, context);
       await tx.query(
         `INSERT INTO customer_products (customer_id, product, allowed) VALUES ($1, $2, false)

@@ -452,6 +452,77 @@ describe('a freeze by an operator', () => {
   });
 });
 
+describe('a freeze while a withdrawal is being decided', () => {
+  it('is seen by the decision or waits for it: no withdrawal is allowed after a committed freeze', async () => {
+    await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+    // Every decision is held 150 ms where it spends the approval: before the customer's lock, right
+    // after facts read outside it, when those were read first; inside the lock when they are read
+    // under it. The freeze starts at a different moment of each round.
+    await t.hub.db.exec(`
+      CREATE FUNCTION test_slow_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.15); RETURN NEW; END $$;
+      CREATE TRIGGER test_slow_spend BEFORE UPDATE ON operation_approvals FOR EACH ROW
+        WHEN (OLD.consumed_at IS NULL AND NEW.consumed_at IS NOT NULL AND NEW.customer_id = '${customerId}')
+        EXECUTE FUNCTION test_slow_spend();`);
+    const unfreeze = async () => {
+      await t.hub.db.query("UPDATE customers SET status = 'active' WHERE id = $1", [customerId]);
+      await t.hub.db.query(
+        'UPDATE customer_freezes SET unfrozen_at = now() WHERE customer_id = $1 AND unfrozen_at IS NULL',
+        [customerId],
+      );
+    };
+    const rounds: { answer: string; frozen: boolean; order: string[] }[] = [];
+    try {
+      for (let i = 0; i < 20; i++) {
+        const amount = String(900 + i);
+        const a = await approve(withdrawal(amount));
+        const mark = (await t.hub.db.query<{ id: string }>('SELECT max(id)::text AS id FROM audit_events'))
+          .rows[0]!.id;
+        const [answer, frozen] = await Promise.all([
+          decide({ operation: 'withdrawal', approvalToken: a.accessToken, details: withdrawal(amount) }),
+          new Promise((r) => setTimeout(r, (i % 10) * 25)).then(() =>
+            freezeCustomer(
+              t.hub.db,
+              { customerId, operator: 'olga', reason: 'race', suspectedTakeover: true },
+              {},
+            ).then(() => true),
+          ),
+        ]);
+        // The order in which the two took the customer's lock: audit ids are drawn under it.
+        const order = await t.hub.db.query<{ type: string }>(
+          `SELECT type FROM audit_events WHERE customer_id = $1 AND id > $2::bigint
+             AND (type LIKE 'policy.withdrawal.%' OR type = 'console.customer.frozen') ORDER BY id`,
+          [customerId, mark],
+        );
+        rounds.push({
+          answer: answer.status === 200 ? answer.body.decidedBy[0] : answer.body.error.code,
+          frozen,
+          order: order.rows.map((r) => r.type),
+        });
+        await unfreeze();
+      }
+    } finally {
+      await t.hub.db.exec(
+        'DROP TRIGGER test_slow_spend ON operation_approvals; DROP FUNCTION test_slow_spend();',
+      );
+      await unfreeze();
+    }
+    for (const round of rounds) {
+      expect(round.frozen).toBe(true);
+      // Freeze first: the approval is revoked with the grant, or the decision reads `frozen`.
+      // Decision first: it is allowed and the freeze waited for it.
+      expect(
+        [
+          { answer: 'invalid_approval', order: ['console.customer.frozen'] },
+          { answer: 'withdrawal.frozen', order: ['console.customer.frozen', 'policy.withdrawal.deny'] },
+          { answer: 'withdrawal.allow', order: ['policy.withdrawal.allow', 'console.customer.frozen'] },
+        ],
+        JSON.stringify(round),
+      ).toContainEqual({ answer: round.answer, order: round.order });
+    }
+  });
+});
+
 describe('changing the withdrawal account', () => {
   it('registers the approved account, holds withdrawals to it for the cool-off, and notifies', async () => {
     const next = { ...bank, bankCode: '0009', bankName: 'みらい銀行', accountNumber: '5556667' };
