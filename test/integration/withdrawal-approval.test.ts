@@ -20,7 +20,13 @@ import {
 } from '../../src/authn/index.ts';
 import { freezeCustomer } from '../../src/console/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
-import { canonicalJson, registerWithdrawalAccount } from '../../src/linking/index.ts';
+import {
+  canonicalJson,
+  changeChannel,
+  changeLimit,
+  loadPolicy,
+  registerWithdrawalAccount,
+} from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
@@ -520,6 +526,89 @@ describe('a freeze while a withdrawal is being decided', () => {
         JSON.stringify(round),
       ).toContainEqual({ answer: round.answer, order: round.order });
     }
+  });
+});
+
+describe('switching withdrawals off or lowering the limit while a withdrawal is being decided', () => {
+  it('the change waits for the decision or the decision sees it: never allowed after the change committed', async () => {
+    await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+    const policy = loadPolicy(t.hub.config.linking.policyFile);
+    // Each allowed decision is held 150 ms where it counts the withdrawal (after it read the switch
+    // and the limit); commit-time triggers log the order in which the two transactions commit.
+    await t.hub.db.exec(`
+      CREATE TABLE test_commits (seq bigserial PRIMARY KEY, what text NOT NULL);
+      CREATE FUNCTION test_slow_count() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.15); RETURN NEW; END $$;
+      CREATE TRIGGER test_slow_count BEFORE INSERT ON withdrawal_usage FOR EACH ROW EXECUTE FUNCTION test_slow_count();
+      CREATE FUNCTION test_log_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN INSERT INTO test_commits (what) VALUES (TG_ARGV[0]); RETURN NULL; END $$;
+      CREATE CONSTRAINT TRIGGER test_commit_withdrawal AFTER INSERT OR UPDATE ON withdrawal_usage
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_log_commit('withdrawal');
+      CREATE CONSTRAINT TRIGGER test_commit_channel AFTER INSERT OR UPDATE ON customer_channels
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_log_commit('change');
+      CREATE CONSTRAINT TRIGGER test_commit_limit AFTER INSERT OR UPDATE ON customer_limits
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_log_commit('change');`);
+    const restore = async () => {
+      await t.hub.db.query('DELETE FROM customer_channels WHERE customer_id = $1', [customerId]);
+      await t.hub.db.query('UPDATE customer_limits SET withdrawal_daily = 3000000 WHERE customer_id = $1', [
+        customerId,
+      ]);
+      await t.hub.db.query('DELETE FROM test_commits');
+    };
+    const who = { customerId, acr: 'phr', authTime: Math.floor(Date.now() / 1000), frozen: false };
+    const rounds: { change: string; answer: string; commits: string[] }[] = [];
+    try {
+      await restore();
+      for (let i = 0; i < 16; i++) {
+        const amount = String(1200 + i);
+        const a = await approve(withdrawal(amount));
+        const change = i % 2 === 0 ? 'withdrawals off' : 'limit lowered';
+        const [answer] = await Promise.all([
+          decide({ operation: 'withdrawal', approvalToken: a.accessToken, details: withdrawal(amount) }),
+          new Promise((r) => setTimeout(r, (i % 8) * 25)).then(
+            (): Promise<unknown> =>
+              change === 'withdrawals off'
+                ? changeChannel(t.hub.db, policy, {
+                    ...who,
+                    channel: 'withdrawals',
+                    enable: false,
+                    actor: 'test',
+                  })
+                : changeLimit(t.hub.db, policy, t.hub.config.linking.defaultLimits, {
+                    ...who,
+                    limit: 'withdrawal_daily',
+                    amount: 0,
+                    actor: 'test',
+                  }),
+          ),
+        ]);
+        const commits = await t.hub.db.query<{ what: string }>('SELECT what FROM test_commits ORDER BY seq');
+        rounds.push({
+          change,
+          answer: answer.status === 200 ? answer.body.decidedBy[0] : answer.body.error.code,
+          commits: commits.rows.map((r) => r.what),
+        });
+        await restore();
+      }
+    } finally {
+      await t.hub.db.exec(`
+        DROP TRIGGER test_slow_count ON withdrawal_usage; DROP FUNCTION test_slow_count();
+        DROP TRIGGER test_commit_withdrawal ON withdrawal_usage; DROP TRIGGER test_commit_channel ON customer_channels;
+        DROP TRIGGER test_commit_limit ON customer_limits; DROP FUNCTION test_log_commit(); DROP TABLE test_commits;`);
+      await restore().catch(() => {});
+    }
+    for (const round of rounds)
+      expect(
+        [
+          { answer: 'withdrawal.allow', commits: ['withdrawal', 'change'] },
+          {
+            answer:
+              round.change === 'withdrawals off' ? 'withdrawal.channel-disabled' : 'withdrawal.over-cap',
+            commits: ['change'],
+          },
+        ],
+        JSON.stringify(round),
+      ).toContainEqual({ answer: round.answer, commits: round.commits });
   });
 });
 
