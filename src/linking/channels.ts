@@ -8,7 +8,7 @@ import type { Db, Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
 import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
-import { decideRaise } from './limits.ts';
+import { raiseUnderLock } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';
 
 export const CHANNELS = ['aggregator_access', 'withdrawals', 'sweeps'] as const;
@@ -94,9 +94,7 @@ export async function changeChannel(
     return { status: 'disabled' };
   }
   if (current.enabled) return { status: 'unchanged' };
-  // Outside the transaction: a refused raise stays in the audit log.
-  const decision = await decideRaise(db, policy, change, context);
-  const enableAt = await db.transaction(async (tx) => {
+  const { result: enableAt } = await raiseUnderLock(db, policy, change, context, async (tx, decision) => {
     const r = await tx.query<{ enable_at: Date }>(
       `UPDATE customer_channels SET enable_at = now() + make_interval(secs => $3), changed_at = now()
        WHERE customer_id = $1 AND channel = $2 RETURNING enable_at`,

@@ -9,7 +9,7 @@ import type { Db, Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
 import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
-import { decideRaise } from './limits.ts';
+import { raiseUnderLock } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';
 import { PRODUCTS, type Product } from './productCatalogue.ts';
 
@@ -100,9 +100,7 @@ export async function changeProduct(
     return { status: 'blocked' };
   }
   if (current.allowed) return { status: 'unchanged' };
-  // Outside the transaction: a refused raise stays in the audit log.
-  const decision = await decideRaise(db, policy, change, context);
-  const allowAt = await db.transaction(async (tx) => {
+  const { result: allowAt } = await raiseUnderLock(db, policy, change, context, async (tx, decision) => {
     const r = await tx.query<{ allow_at: Date }>(
       `INSERT INTO customer_products (customer_id, product, allowed, allow_at)
        VALUES ($1, $2, false, now() + make_interval(secs => $3))
