@@ -1,6 +1,6 @@
 /**
- * The one check of a customer's access token at the hub's resource endpoints: the read API (/api/v1)
- * and grant management (/grants). The token is one the hub knows; its sender constraint holds (a DPoP
+ * The one check of an access token at the hub's resource endpoints: the read API (/api/v1), grant
+ * management (/grants) and the institution APIs (/api/institution, client-credentials tokens). The token is one the hub knows; its sender constraint holds (a DPoP
  * proof for this exact request, or the certificate it is bound to: RFC 9449, RFC 8705); it carries
  * the scope. Refused proofs and certificates are audited (`<audit>.dpop.rejected`,
  * `<audit>.mtls.rejected`); challenges follow the scheme the client used (Bearer for certificate-bound
@@ -38,8 +38,13 @@ export interface AccessTokenCheckOptions<T extends CheckableToken> {
   algs: readonly string[];
   /** The token a presented value stands for, or undefined when unknown, expired or revoked. */
   find: (value: string) => Promise<T | undefined>;
-  /** The audit types' prefix: `api` for the read API, `grants` for grant management. */
+  /** The audit types' prefix: `api` for the read API, `grants` for grant management, `institution`. */
   audit: string;
+  /**
+   * The error a refused DPoP proof is answered with (after its audit); default `invalid_token`. The
+   * institution APIs answer `invalid_dpop_proof` (RFC 9449 §7.1), as documented for their clients.
+   */
+  proofError?: (description: string) => ApiError;
   /** What else in a token grants a scope besides the scope itself (the read API: a RAR detail). */
   alsoGrants?: (token: T, scope: string) => boolean;
 }
@@ -58,8 +63,17 @@ export interface TokenHolder {
 }
 
 export interface AccessTokenCheck<T> {
-  /** The caller's token for `scope` (every failure an ApiError); DPoP proof ids go to `replay`. */
-  check(ctx: Context, scope: string, replay: DpopReplayStore): Promise<CheckedAccessToken<T>>;
+  /**
+   * The caller's token for `scope` (every failure an ApiError); DPoP proof ids go to `replay`. `admit`
+   * sees the token as soon as it is found, before its sender constraint: it may refuse it (throw an
+   * ApiError, e.g. a token for another audience) or note who the caller is for a refusal's audit.
+   */
+  check(
+    ctx: Context,
+    scope: string,
+    replay: DpopReplayStore,
+    admit?: (token: T) => void,
+  ): Promise<CheckedAccessToken<T>>;
   /** `invalid_token` with a DPoP challenge: what a DPoP-bound token (or one of the wrong kind) is refused with. */
   invalid(description: string): ApiError;
   /** Audits a refused DPoP proof (also a replay found afterwards) and returns the error to answer with. */
@@ -85,16 +99,17 @@ export function createAccessTokenCheck<T extends CheckableToken>(
 
   async function rejectProof(ctx: Context, who: TokenHolder, reason: string): Promise<ApiError> {
     await refused(ctx, 'dpop', who, reason);
-    return invalid(reason);
+    return (o.proofError ?? invalid)(reason);
   }
 
   return {
     invalid,
     rejectProof,
-    async check(ctx, scope, replay) {
+    async check(ctx, scope, replay, admit) {
       const { scheme, value } = presentedAccessToken(ctx, o.algs);
       const token = await o.find(value);
       if (!token) throw unknownTokenError(scheme, o.algs);
+      admit?.(token);
       const who = { clientId: token.clientId, customerId: token.accountId };
       const { config, mtls } = o;
       try {

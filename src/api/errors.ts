@@ -72,9 +72,12 @@ export function insufficientScopeError(scheme: string, scope: string, algs: read
     403,
     'insufficient_scope',
     description,
-    scheme === 'bearer'
-      ? bearerChallenge('insufficient_scope', description)
-      : dpopChallenge('insufficient_scope', undefined, algs),
+    // The scope wanted, as RFC 6750 §3 lets the challenge say (the institution APIs always named it).
+    `${
+      scheme === 'bearer'
+        ? bearerChallenge('insufficient_scope', description)
+        : dpopChallenge('insufficient_scope', undefined, algs)
+    }, scope="${quote(scope)}"`,
   );
 }
 

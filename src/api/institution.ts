@@ -6,19 +6,20 @@
  *   institution:decisions  ask for a policy decision before a withdrawal or a sweep (src/linking)
  *   institution:links      suspend and resume a customer's bank links (src/linking)
  * `createInstitutionAuthenticator` checks all of it for one request (a certificate-bound token over
- * its certificate works as well: RFC 8705), the client's metadata as it is now.
+ * its certificate works as well: RFC 8705) with the hub's one token check, then the client's
+ * metadata as it is now.
  */
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
-import type { Client, KoaContextWithOIDC, ResourceServer } from 'oidc-provider';
+import type { Client, ClientCredentials, KoaContextWithOIDC, ResourceServer } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { SIGNING_ALGS } from '../keys/index.ts';
 import { mtlsFor } from '../mtls/index.ts';
+import { createAccessTokenCheck } from './accessTokenCheck.ts';
 import type { DpopReplayStore } from './dpop.ts';
-import { ApiError, dpopChallenge, presentedAccessToken, unknownTokenError } from './errors.ts';
-import { checkSenderConstraint, DpopError } from './senderConstraint.ts';
+import { ApiError, dpopChallenge } from './errors.ts';
 
 export const INGEST_SCOPE = 'institution:ingest';
 export const DECISIONS_SCOPE = 'institution:decisions';
@@ -130,50 +131,42 @@ export function createInstitutionAuthenticator({
   replay,
 }: InstitutionAuthOptions): InstitutionAuthenticator {
   const resource = institutionResource(config.issuer);
-  const mtls = mtlsFor(config);
-  const invalidToken = (description: string) =>
-    new ApiError(
-      401,
-      'invalid_token',
-      description,
-      dpopChallenge('invalid_token', description, SIGNING_ALGS),
-    );
-
-  return async (ctx, scope, trace = {}) => {
-    const { scheme, value } = presentedAccessToken(ctx, SIGNING_ALGS);
-    const token = await provider.ClientCredentials.find(value);
-    if (!token || token.isExpired) throw unknownTokenError(scheme, SIGNING_ALGS);
-    trace.clientId = token.clientId;
-    const aud = token.aud;
-    if (!(Array.isArray(aud) ? aud.includes(resource) : aud === resource))
-      throw invalidToken('the access token is not for the institution API');
-    // DPoP-bound (with its proof for this request) or certificate-bound (over that certificate).
-    try {
-      await checkSenderConstraint({ ctx, config, mtls, scheme, value, token, replay, invalid: invalidToken });
-    } catch (err) {
-      if (!(err instanceof DpopError)) throw err;
-      throw new ApiError(
+  // The hub's one token check (src/api/accessTokenCheck.ts): refused proofs and certificates are
+  // audited as `institution.dpop.rejected` / `institution.mtls.rejected`; challenges follow the scheme.
+  // A refused DPoP proof keeps this API's documented answer, `invalid_dpop_proof`.
+  const tokenCheck = createAccessTokenCheck<ClientCredentials>({
+    db,
+    config,
+    mtls: mtlsFor(config),
+    algs: SIGNING_ALGS,
+    audit: 'institution',
+    find: async (value) => {
+      const token = await provider.ClientCredentials.find(value);
+      return token && !token.isExpired ? token : undefined;
+    },
+    proofError: (description) =>
+      new ApiError(
         401,
         'invalid_dpop_proof',
-        err.message,
-        dpopChallenge('invalid_dpop_proof', err.message, SIGNING_ALGS),
-      );
-    }
-    const scopes = new Set(String(token.scope ?? '').split(' '));
-    if (!scopes.has(scope))
-      throw new ApiError(
-        403,
-        'insufficient_scope',
-        `the token lacks the ${scope} scope`,
-        `${dpopChallenge('insufficient_scope', undefined, SIGNING_ALGS)}, scope="${scope}"`,
-      );
+        description,
+        dpopChallenge('invalid_dpop_proof', description, SIGNING_ALGS),
+      ),
+  });
+
+  return async (ctx, scope, trace = {}) => {
+    const { token } = await tokenCheck.check(ctx, scope, replay, (found) => {
+      trace.clientId = found.clientId;
+      const aud = found.aud;
+      if (!(Array.isArray(aud) ? aud.includes(resource) : aud === resource))
+        throw tokenCheck.invalid('the access token is not for the institution API');
+    });
     // The client's metadata now, not at issuance: a disabled client or a removed institution stops at
     // once, and a registration the provider no longer accepts (a malformed institution_id) is no client.
     const client = await provider.Client.find(token.clientId!).catch((err: unknown) => {
       if (err instanceof errors.OIDCProviderError) return undefined;
       throw err;
     });
-    if (!client) throw invalidToken('the client of this token is no longer registered');
+    if (!client) throw tokenCheck.invalid('the client of this token is no longer registered');
     const institutionId = institutionIdOf(client);
     if (!institutionId)
       throw new ApiError(403, 'access_denied', 'this client is not registered for a member institution');

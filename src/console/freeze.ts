@@ -8,8 +8,8 @@ import { randomUUID } from 'node:crypto';
 import { recordAudit } from '../audit/index.ts';
 import type { RequestMeta } from '../authn/index.ts';
 import type { Db } from '../db/index.ts';
+import { enqueueNotification } from '../notify/index.ts';
 import { revokeCustomerSessions } from '../oidc/adapter.ts';
-import { notifyCustomer } from '../oidc/securityNotices.ts';
 import { verifiedProofingSince } from '../proofing/index.ts';
 import { emitSecurityEvent } from '../signals/index.ts';
 import { ConsoleError } from './errors.ts';
@@ -33,9 +33,13 @@ export async function freezeCustomer(
   const reason = cleanReason(input.reason);
   const actor = `operator:${input.operator}`;
   return db.transaction(async (tx) => {
-    const c = await tx.query<{ status: string }>('SELECT status FROM customers WHERE id = $1 FOR UPDATE', [
-      input.customerId,
-    ]);
+    // The customer's row lock that withdrawal, account-change and trade decisions take before they read
+    // the status (src/linking/customerLock.ts): a decision in flight finishes first, a later one sees
+    // `frozen`.
+    const c = await tx.query<{ status: string }>(
+      'SELECT status FROM customers WHERE id = $1 FOR NO KEY UPDATE',
+      [input.customerId],
+    );
     const status = c.rows[0]?.status;
     if (!status) throw new ConsoleError('ERR_CUSTOMER_UNKNOWN');
     if (status === 'frozen') throw new ConsoleError('ERR_ALREADY_FROZEN');
@@ -54,7 +58,10 @@ export async function freezeCustomer(
       ...meta(m),
       data: { reason, previousStatus: status, suspectedTakeover: input.suspectedTakeover, ...revoked },
     });
-    await notifyCustomer(tx, {
+    // Enqueued in the freeze's transaction: a notice that cannot be written fails the freeze with its
+    // own error and leaves nothing frozen, revoked or queued (notifyCustomer would swallow it and
+    // leave the transaction aborted).
+    await enqueueNotification(tx, {
       customerId: input.customerId,
       kind: 'security_alert',
       data: { reason: 'suspicious_activity', action: 'account_frozen' },
@@ -120,7 +127,7 @@ export async function unfreezeCustomer(
         ...meta(m),
         data: { proofingId: proof.id, method: proof.method, purpose: proof.purpose },
       });
-      await notifyCustomer(tx, { customerId: input.customerId, kind: 'account_unlocked', data: {} });
+      await enqueueNotification(tx, { customerId: input.customerId, kind: 'account_unlocked', data: {} });
       await emitSecurityEvent(tx, {
         type: 'account-enabled',
         customerId: input.customerId,

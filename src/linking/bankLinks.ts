@@ -22,6 +22,7 @@ import { enqueueNotification, type NotificationData } from '../notify/index.ts';
 import { matchesRegisteredName } from '../proofing/index.ts';
 import { bankStrength } from './bankStrength.ts';
 import { channelDisabled } from './channels.ts';
+import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
 import { LinkError } from './errors.ts';
 import { customerLimits } from './limits.ts';
@@ -1147,8 +1148,9 @@ export async function decideSweepPull(
   const customerId = owner.rows[0]?.customer_id;
   if (customerId === undefined) return { status: 'not_found' };
   return db.transaction(async (tx): Promise<SweepPullOutcome> => {
-    // The same lock as the withdrawal decision's and limit changes', taken before the link's.
-    await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+    // The customer's lock (customerLock.ts: freezes and channel or limit changes take it too),
+    // taken before the link's.
+    await lockCustomer(tx, customerId);
     const limits = await customerLimits(tx, customerId, config.linking.defaultLimits);
     const row = await sweepLink(tx, { linkId, brokerageInstitutionId: request.brokerageInstitutionId }, true);
     if (!row) return { status: 'not_found' };

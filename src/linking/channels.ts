@@ -6,8 +6,9 @@
  */
 import type { Db, Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
+import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
-import { decideRaise } from './limits.ts';
+import { raiseUnderLock } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';
 
 export const CHANNELS = ['aggregator_access', 'withdrawals', 'sweeps'] as const;
@@ -75,7 +76,9 @@ export async function changeChannel(
   if (!change.enable) {
     if (!current.enabled && !current.enableAt) return { status: 'unchanged' };
     // The decision, the change and its notice stand or fall together.
+    // Under the customer's lock: a decision reading this state either sees it or is decided before.
     await db.transaction(async (tx) => {
+      await lockCustomer(tx, change.customerId);
       await decide(tx, policy, 'lower_limit', {}, context);
       await tx.query(
         `INSERT INTO customer_channels (customer_id, channel, disabled) VALUES ($1, $2, true)
@@ -91,9 +94,7 @@ export async function changeChannel(
     return { status: 'disabled' };
   }
   if (current.enabled) return { status: 'unchanged' };
-  // Outside the transaction: a refused raise stays in the audit log.
-  const decision = await decideRaise(db, policy, change, context);
-  const enableAt = await db.transaction(async (tx) => {
+  const { result: enableAt } = await raiseUnderLock(db, policy, change, context, async (tx, decision) => {
     const r = await tx.query<{ enable_at: Date }>(
       `UPDATE customer_channels SET enable_at = now() + make_interval(secs => $3), changed_at = now()
        WHERE customer_id = $1 AND channel = $2 RETURNING enable_at`,

@@ -46,6 +46,7 @@ import {
 } from './approvals/operationDetails.ts';
 import { decideSweepPull } from './bankLinks.ts';
 import { channelDisabled } from './channels.ts';
+import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import { customerLimits, type Limits, recordWithdrawal, withdrawnToday } from './limits.ts';
@@ -171,8 +172,9 @@ export function decisionRoutes({
     }
   }
 
-  async function customerFacts(customerId: string) {
-    const r = await db.query<CustomerRow>(
+  /** Status, lock and name of the customer: read under the customer's lock (`lockCustomer`). */
+  async function customerFacts(tx: Queryable, customerId: string) {
+    const r = await tx.query<CustomerRow>(
       `SELECT c.name_kana, c.status,
               c.status = 'locked' OR EXISTS (SELECT 1 FROM account_lockouts l WHERE l.customer_id = c.id
                 AND l.locked_until > now()) AS locked
@@ -182,8 +184,13 @@ export function decisionRoutes({
     return r.rows[0]!;
   }
 
-  async function sourceAccountOk(caller: InstitutionCaller, customerId: string, accountId: string) {
-    const r = await db.query(
+  async function sourceAccountOk(
+    tx: Queryable,
+    caller: InstitutionCaller,
+    customerId: string,
+    accountId: string,
+  ) {
+    const r = await tx.query(
       `SELECT 1 FROM accounts WHERE id = $1 AND customer_id = $2 AND institution_id = $3 AND status = 'open'`,
       [accountId, customerId, caller.institutionId],
     );
@@ -198,26 +205,27 @@ export function decisionRoutes({
 
   async function withdrawal(caller: InstitutionCaller, presented: Presented, d: WithdrawalDetails) {
     const customerId = presented.approval.customerId;
-    // Independent reads over the pool; none of them writes.
-    const [customer, account, limits, risk, exemption, sourceOk, withdrawalsOff] = await Promise.all([
-      customerFacts(customerId),
-      activeWithdrawalAccount(db, customerId),
-      customerLimits(db, customerId, defaultLimits),
-      riskLevel(customerId),
-      activeExemption(db, customerId),
-      sourceAccountOk(caller, customerId, d.sourceAccountId),
-      channelDisabled(db, customerId, 'withdrawals'),
-    ]);
-    const amount = Number(d.instructedAmount.amount);
-    const registered = account !== undefined && sameBankAccount(account, d.destination);
+    // The risk engine's level does not wait for the customer's lock (src/risk); read it first.
+    const risk = await riskLevel(customerId);
     // Spent, decided, counted and told in one transaction: a failure leaves the approval unspent and
-    // nothing recorded, so the brokerage can ask again. The customer's row lock makes withdrawals of
-    // one customer decided at the same time wait for each other, so today's total read under it holds
-    // every withdrawal allowed before: together they never pass the limit.
+    // nothing recorded, so the brokerage can ask again. Everything the decision reads that a change
+    // can replace — status, the withdrawals switch, limits, today's total, the withdrawal account,
+    // the exemption, the source account — is read after the customer's lock: a freeze, a switch-off
+    // or a lowered limit (which take the lock too) either commits before and is seen, or waits for
+    // this decision. Withdrawals of one customer wait for each other, so today's total holds every
+    // withdrawal allowed before: together they never pass the limit. One connection: reads in turn.
     return db.transaction(async (tx) => {
+      await lockCustomer(tx, customerId);
       const approval = await spend(tx, presented.grantId, 'withdrawal');
-      await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+      const customer = await customerFacts(tx, customerId);
+      const account = await activeWithdrawalAccount(tx, customerId);
+      const limits = await customerLimits(tx, customerId, defaultLimits);
+      const withdrawalsOff = await channelDisabled(tx, customerId, 'withdrawals');
+      const exemption = await activeExemption(tx, customerId);
+      const sourceOk = await sourceAccountOk(tx, caller, customerId, d.sourceAccountId);
       const used = await withdrawnToday(tx, customerId);
+      const amount = Number(d.instructedAmount.amount);
+      const registered = account !== undefined && sameBankAccount(account, d.destination);
       const decision = await decide(
         tx,
         policy,
@@ -274,16 +282,15 @@ export function decisionRoutes({
     d: WithdrawalAccountChangeDetails,
   ) {
     const customerId = presented.approval.customerId;
-    const [customer, sourceOk] = await Promise.all([
-      customerFacts(customerId),
-      sourceAccountOk(caller, customerId, d.sourceAccountId),
-    ]);
     // Spent, decided, registered and told in one transaction: a failure leaves the approval unspent,
-    // the old account active and nothing recorded or told. Changes of one customer's account (and
-    // their withdrawals) wait for each other on the customer's row.
+    // the old account active and nothing recorded or told. Status and lock are read under the
+    // customer's lock (a freeze waits or is seen); changes of one customer's account (and their
+    // withdrawals) wait for each other on it.
     return db.transaction(async (tx) => {
+      await lockCustomer(tx, customerId);
       const approval = await spend(tx, presented.grantId, 'withdrawal_account_change');
-      await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+      const customer = await customerFacts(tx, customerId);
+      const sourceOk = await sourceAccountOk(tx, caller, customerId, d.sourceAccountId);
       const decision = await decide(
         tx,
         policy,
@@ -374,30 +381,36 @@ export function decisionRoutes({
     );
     const customerId = account.rows[0]?.customer_id;
     if (!customerId) throw new ApiError(404, 'not_found', 'no such open account at this institution');
-    const [states, customer, risk] = await Promise.all([
-      productStates(db, customerId, defaultProducts),
-      customerFacts(customerId),
-      riskLevel(customerId),
-    ]);
-    const state = states.find((p) => p.product === product)!;
-    const decision = await decide(
-      db,
-      policy,
-      'trade',
-      {
-        product,
-        productAllowed: state.allowed,
-        productPending: state.allowAt !== null,
-        riskLevel: risk,
-        frozen: customer.status === 'frozen',
-      },
-      {
-        customerId,
-        actor: `client:${caller.clientId}`,
-        clientId: caller.clientId,
-        subject: { accountId, product, ...(reference ? { reference } : {}) },
-      },
-    );
+    const risk = await riskLevel(customerId);
+    // Decided under the customer's lock (shared: trades do not wait for each other), so a freeze or
+    // a blocked product either is seen or waits for the decision.
+    const { state, decision } = await db.transaction(async (tx) => {
+      await lockCustomer(tx, customerId, 'shared');
+      const state = (await productStates(tx, customerId, defaultProducts)).find(
+        (p) => p.product === product,
+      )!;
+      const customer = await customerFacts(tx, customerId);
+      const decision = await decide(
+        tx,
+        policy,
+        'trade',
+        {
+          product,
+          productAllowed: state.allowed,
+          productPending: state.allowAt !== null,
+          riskLevel: risk,
+          frozen: customer.status === 'frozen',
+        },
+        {
+          customerId,
+          actor: `client:${caller.clientId}`,
+          clientId: caller.clientId,
+          subject: { accountId, product, ...(reference ? { reference } : {}) },
+        },
+      );
+      return { state, decision };
+    });
+    // After the decision's commit: a notice that cannot be queued is audited, not fatal (the order is refused).
     if (decision.decision === 'deny' && decision.obligations.notify?.includes('customer'))
       await notifyCustomer(db, {
         customerId,

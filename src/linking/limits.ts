@@ -7,6 +7,7 @@
 import { recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
+import { lockCustomer } from './customerLock.ts';
 import { type DecisionContext, decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';
@@ -193,29 +194,35 @@ export type LimitChangeResult =
 const ACRS = new Set(['phrh', 'phr', 'otp']);
 
 /**
- * The policy's raise_limit decision for a customer signed in with `acr` at `authTime` (seconds since
- * the epoch): allowed (with its cool-off), or LinkingError ERR_LIMIT_NEEDS_FRESH_PASSKEY / ERR_LIMIT_DENIED.
- * Raising a limit and switching a channel on are the same decision.
+ * Decides a raise (raise_limit: `acr` at `authTime`, seconds since the epoch) and, when allowed, makes
+ * it with `apply` — in one transaction under the customer's lock, with the status read under it: a
+ * freeze committed after the caller read `frozen` is seen, one in flight waits. A refusal is committed
+ * (it stays in the audit log) and then thrown: LinkingError ERR_LIMIT_NEEDS_FRESH_PASSKEY /
+ * ERR_LIMIT_DENIED. Raising a limit, switching a channel on and allowing a product are this decision.
  */
-export async function decideRaise(
-  db: Queryable,
+export async function raiseUnderLock<T>(
+  db: Db,
   policy: Policy,
   who: { acr: string | undefined; authTime: number | undefined; frozen: boolean },
   context: DecisionContext,
-): Promise<PolicyDecision> {
+  apply: (tx: Queryable, decision: PolicyDecision) => Promise<T>,
+): Promise<{ decision: PolicyDecision; result: T }> {
   const authAgeSeconds =
     who.authTime === undefined ? Number.MAX_SAFE_INTEGER : Math.floor(Date.now() / 1000) - who.authTime;
   const acr = who.acr && ACRS.has(who.acr) ? (who.acr as 'phr' | 'phrh' | 'otp') : 'none';
-  const decision = await decide(
-    db,
-    policy,
-    'raise_limit',
-    { acr, authAgeSeconds, frozen: who.frozen },
-    context,
-  );
-  if (decision.decision === 'step_up') throw new LinkingError('ERR_LIMIT_NEEDS_FRESH_PASSKEY');
-  if (decision.decision === 'deny') throw new LinkingError('ERR_LIMIT_DENIED');
-  return decision;
+  const outcome = await db.transaction(async (tx) => {
+    await lockCustomer(tx, context.customerId);
+    const status = await tx.query<{ status: string }>('SELECT status FROM customers WHERE id = $1', [
+      context.customerId,
+    ]);
+    const frozen = who.frozen || status.rows[0]?.status === 'frozen';
+    const decision = await decide(tx, policy, 'raise_limit', { acr, authAgeSeconds, frozen }, context);
+    if (decision.decision !== 'allow') return { decision };
+    return { decision, result: await apply(tx, decision) };
+  });
+  if (outcome.decision.decision === 'step_up') throw new LinkingError('ERR_LIMIT_NEEDS_FRESH_PASSKEY');
+  if (!('result' in outcome)) throw new LinkingError('ERR_LIMIT_DENIED');
+  return { decision: outcome.decision, result: outcome.result as T };
 }
 
 /**
@@ -225,7 +232,7 @@ export async function decideRaise(
  * split the raises the same way in every statement of the change.
  */
 async function beginLimitChange(tx: Queryable, customerId: string, defaults: Limits): Promise<void> {
-  await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+  await lockCustomer(tx, customerId);
   await applyDueIn(tx, defaults, customerId, LIMIT_NAMES.length);
 }
 
@@ -275,25 +282,28 @@ export async function changeLimit(
     if (decision.decision !== 'allow') throw new LinkingError('ERR_LIMIT_INVALID');
     return { status: 'applied', limits: await customerLimits(db, change.customerId, defaults), decision };
   }
-  // Outside the transaction: a refused raise stays in the audit log.
-  const decision = await decideRaise(db, policy, change, context);
-  const coolOff = decision.obligations.coolOffSeconds ?? 0;
-  const effectiveAt = await db.transaction(async (tx) => {
-    await beginLimitChange(tx, change.customerId, defaults);
-    await cancelWaitingRaise(tx, change.customerId, change.limit);
-    const r = await tx.query<{ effective_at: Date }>(
-      `INSERT INTO limit_raises (customer_id, limit_name, from_amount, to_amount, effective_at)
+  const { decision, result: effectiveAt } = await raiseUnderLock(
+    db,
+    policy,
+    change,
+    context,
+    async (tx, d) => {
+      await beginLimitChange(tx, change.customerId, defaults);
+      await cancelWaitingRaise(tx, change.customerId, change.limit);
+      const r = await tx.query<{ effective_at: Date }>(
+        `INSERT INTO limit_raises (customer_id, limit_name, from_amount, to_amount, effective_at)
        VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING effective_at`,
-      [change.customerId, change.limit, from, change.amount, coolOff],
-    );
-    const at = r.rows[0]!.effective_at;
-    await enqueueNotification(tx, {
-      customerId: change.customerId,
-      kind: 'limit_changed',
-      data: { limit: change.limit, from, to: change.amount, effectiveAt: at.toISOString() },
-    });
-    return at;
-  });
+        [change.customerId, change.limit, from, change.amount, d.obligations.coolOffSeconds ?? 0],
+      );
+      const at = r.rows[0]!.effective_at;
+      await enqueueNotification(tx, {
+        customerId: change.customerId,
+        kind: 'limit_changed',
+        data: { limit: change.limit, from, to: change.amount, effectiveAt: at.toISOString() },
+      });
+      return at;
+    },
+  );
   return {
     status: 'pending',
     effectiveAt,

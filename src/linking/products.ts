@@ -7,8 +7,9 @@
  */
 import type { Db, Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
+import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
-import { decideRaise } from './limits.ts';
+import { raiseUnderLock } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';
 import { PRODUCTS, type Product } from './productCatalogue.ts';
 
@@ -81,7 +82,9 @@ export async function changeProduct(
   if (!change.allow) {
     if (!current.allowed && !current.allowAt) return { status: 'unchanged' };
     // The decision, the change and its notice stand or fall together.
+    // Under the customer's lock: a decision reading this state either sees it or is decided before.
     await db.transaction(async (tx) => {
+      await lockCustomer(tx, change.customerId);
       await decide(tx, policy, 'lower_limit', {}, context);
       await tx.query(
         `INSERT INTO customer_products (customer_id, product, allowed) VALUES ($1, $2, false)
@@ -97,9 +100,7 @@ export async function changeProduct(
     return { status: 'blocked' };
   }
   if (current.allowed) return { status: 'unchanged' };
-  // Outside the transaction: a refused raise stays in the audit log.
-  const decision = await decideRaise(db, policy, change, context);
-  const allowAt = await db.transaction(async (tx) => {
+  const { result: allowAt } = await raiseUnderLock(db, policy, change, context, async (tx, decision) => {
     const r = await tx.query<{ allow_at: Date }>(
       `INSERT INTO customer_products (customer_id, product, allowed, allow_at)
        VALUES ($1, $2, false, now() + make_interval(secs => $3))

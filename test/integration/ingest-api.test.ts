@@ -503,6 +503,16 @@ describe('refused requests', () => {
     const replayed = await push({ proof: institution.proof('POST', endpoint, { jti }), body: batch });
     expect(replayed.res.status).toBe(401);
     expect(replayed.body.error.message).toMatch(/replayed/);
+    // Each refused proof is audited, as at the read API and grant management (one token check).
+    const refused = (await auditRows('institution.dpop.rejected')).filter(
+      (a) => a.client_id === demoInstitution.clientId,
+    );
+    expect(refused.map((a) => a.data.path)).toEqual(Array(3).fill('/api/institution/v1/batches'));
+    expect(refused.map((a) => a.data.reason)).toEqual([
+      expect.any(String),
+      expect.stringMatching(/htu/),
+      expect.stringMatching(/replayed/),
+    ]);
 
     const unknown = await push({ authorization: 'DPoP not-a-token', body: batch });
     expect(unknown.res.status).toBe(401);

@@ -13,8 +13,12 @@ import type { Queryable } from '../../src/db/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import {
   applyDueLimitRaises,
+  changeChannel,
+  changeLimit,
+  changeProduct,
   channelStates,
   customerLimits,
+  loadPolicy,
   productStates,
 } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
@@ -230,6 +234,57 @@ describe('limits on the security page', () => {
     });
     expect(forged.status).toBe(403);
     expect(await limitsNow()).toEqual(before);
+  });
+});
+
+describe('a raise asked by a customer frozen since the page read their status', () => {
+  it('is decided on the status under the customer’s lock: denied, audited, nothing raised', async () => {
+    const policy = loadPolicy(t.hub.config.linking.policyFile);
+    // What the account page read before an operator's freeze committed: active, freshly signed in.
+    const who = {
+      customerId,
+      acr: 'phr',
+      authTime: Math.floor(Date.now() / 1000),
+      frozen: false,
+      actor: `customer:${customerId}`,
+    };
+    await t.hub.db.query(
+      "INSERT INTO customer_channels (customer_id, channel, disabled) VALUES ($1, 'sweeps', true)",
+      [customerId],
+    );
+    const limitsBefore = await limitsNow();
+    const channelsBefore = await channelStates(t.hub.db, customerId);
+    const productsBefore = await productStates(t.hub.db, customerId, defaultProducts);
+    const denials = async () =>
+      (
+        await t.hub.db.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM audit_events WHERE type = 'policy.raise_limit.deny' AND customer_id = $1",
+          [customerId],
+        )
+      ).rows[0]!.n;
+    const denied = await denials();
+    await t.hub.db.query("UPDATE customers SET status = 'frozen' WHERE id = $1", [customerId]);
+    try {
+      const limit = limitsBefore.current.withdrawal_daily + 1000;
+      await expect(
+        changeLimit(t.hub.db, policy, defaults, { ...who, limit: 'withdrawal_daily', amount: limit }),
+      ).rejects.toMatchObject({ code: 'ERR_LIMIT_DENIED' });
+      await expect(
+        changeChannel(t.hub.db, policy, { ...who, channel: 'sweeps', enable: true }),
+      ).rejects.toMatchObject({ code: 'ERR_LIMIT_DENIED' });
+      await expect(
+        changeProduct(t.hub.db, policy, defaultProducts, { ...who, product: 'margin', allow: true }),
+      ).rejects.toMatchObject({ code: 'ERR_LIMIT_DENIED' });
+    } finally {
+      await t.hub.db.query("UPDATE customers SET status = 'active' WHERE id = $1", [customerId]);
+    }
+    expect(await denials()).toBe(denied + 3);
+    expect(await limitsNow()).toEqual(limitsBefore);
+    expect(await channelStates(t.hub.db, customerId)).toEqual(channelsBefore);
+    expect(await productStates(t.hub.db, customerId, defaultProducts)).toEqual(productsBefore);
+    await t.hub.db.query("DELETE FROM customer_channels WHERE customer_id = $1 AND channel = 'sweeps'", [
+      customerId,
+    ]);
   });
 });
 

@@ -552,11 +552,28 @@ describe('ingestion API with a certificate-bound client-credentials token', () =
     const other = await push(fetchWith(await ca.issue({ subject: 'CN=other-institution' })));
     expect(other.status).toBe(401);
     expect(other.body.error.code).toBe('invalid_token');
+    expect(other.challenge).toMatch(/^Bearer error="invalid_token"/);
     const none = await push(fetchWith(undefined));
     expect(none.status).toBe(401);
+    // Refused as the read API and grant management refuse them (one token check), and audited.
+    const audited = (await auditOf('institution.mtls.rejected')).filter((a) => a.client_id === c.clientId);
+    expect(audited.map((a) => a.data)).toEqual([
+      { path: '/api/institution/v1/batches', reason: expect.stringMatching(/does not match/) },
+      { path: '/api/institution/v1/batches', reason: expect.stringMatching(/over mutual TLS/) },
+    ]);
     const ok = await push(fetchWith(c.cert));
     expect(ok.status).toBe(201);
     expect(ok.body.transactions).toMatchObject({ inserted: 1 });
+    // Over its certificate but for an API it has no scope for: an RFC 6750 challenge naming the scope.
+    const decision = await call(
+      fetchWith(c.cert),
+      `${mtlsOrigin}/api/institution/v1/decisions`,
+      { authorization: `Bearer ${token.access_token}`, 'content-type': 'application/json' },
+      { method: 'POST', body: '{}' },
+    );
+    expect(decision.status).toBe(403);
+    expect(decision.body.error.code).toBe('insufficient_scope');
+    expect(decision.challenge).toMatch(/^Bearer error="insufficient_scope".*scope="institution:decisions"/);
   });
 });
 

@@ -13,7 +13,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
-import { addOperator } from '../../src/console/index.ts';
+import { addOperator, freezeCustomer } from '../../src/console/index.ts';
 import { evaluatePolicy, loadPolicy } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { effectiveRiskLevel } from '../../src/risk/index.ts';
@@ -591,6 +591,44 @@ describe('freeze and unfreeze', () => {
     });
     const tokens = await redeem(rp, auth, callback);
     token = { access: tokens.access_token, rp };
+  });
+
+  it('a freeze whose notice cannot be written fails with that error and freezes nothing', async () => {
+    await t.hub.db.exec(`
+      CREATE FUNCTION test_fail_notice() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'injected notice failure'; END $$;
+      CREATE TRIGGER test_fail_notice BEFORE INSERT ON notify_outbox FOR EACH ROW
+        WHEN (NEW.kind = 'security_alert' AND NEW.customer_id = '${customerId}') EXECUTE FUNCTION test_fail_notice();`);
+    try {
+      const res = await staff.ua.postForm(`${t.issuer}/console/customers/${customerId}/freeze`, {
+        csrf: staff.csrf,
+        reason: 'phishing report',
+        takeover: 'yes',
+      });
+      expect(res.status).toBe(500);
+      // The notice's own error, not a later statement's "transaction is aborted".
+      await expect(
+        freezeCustomer(
+          t.hub.db,
+          { customerId, operator: 'olga', reason: 'phishing report', suspectedTakeover: true },
+          {},
+        ),
+      ).rejects.toThrow('injected notice failure');
+    } finally {
+      await t.hub.db.exec(
+        'DROP TRIGGER test_fail_notice ON notify_outbox; DROP FUNCTION test_fail_notice();',
+      );
+    }
+    expect(await status()).toBe('active');
+    expect((await readApi()).status).toBe(200);
+    expect(await auditOf('console.customer.frozen')).toEqual([]);
+    const left = await t.hub.db.query(
+      `SELECT 1 FROM customer_freezes WHERE customer_id = $1
+       UNION ALL SELECT 1 FROM ssf_events WHERE customer_id = $1 AND event_type LIKE '%/account-disabled'`,
+      [customerId],
+    );
+    expect(left.rowCount).toBe(0);
+    // The retry is the next test's freeze.
   });
 
   it('freezing stops sign-in, tokens and withdrawals at once, tells the customer and the peers', async () => {

@@ -20,7 +20,13 @@ import {
 } from '../../src/authn/index.ts';
 import { freezeCustomer } from '../../src/console/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
-import { canonicalJson, registerWithdrawalAccount } from '../../src/linking/index.ts';
+import {
+  canonicalJson,
+  changeChannel,
+  changeLimit,
+  loadPolicy,
+  registerWithdrawalAccount,
+} from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
@@ -449,6 +455,160 @@ describe('a freeze by an operator', () => {
         customerId,
       ]);
     }
+  });
+});
+
+describe('a freeze while a withdrawal is being decided', () => {
+  it('is seen by the decision or waits for it: no withdrawal is allowed after a committed freeze', async () => {
+    await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+    // Every decision is held 150 ms where it spends the approval: before the customer's lock, right
+    // after facts read outside it, when those were read first; inside the lock when they are read
+    // under it. The freeze starts at a different moment of each round.
+    await t.hub.db.exec(`
+      CREATE FUNCTION test_slow_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.15); RETURN NEW; END $$;
+      CREATE TRIGGER test_slow_spend BEFORE UPDATE ON operation_approvals FOR EACH ROW
+        WHEN (OLD.consumed_at IS NULL AND NEW.consumed_at IS NOT NULL AND NEW.customer_id = '${customerId}')
+        EXECUTE FUNCTION test_slow_spend();`);
+    const unfreeze = async () => {
+      await t.hub.db.query("UPDATE customers SET status = 'active' WHERE id = $1", [customerId]);
+      await t.hub.db.query(
+        'UPDATE customer_freezes SET unfrozen_at = now() WHERE customer_id = $1 AND unfrozen_at IS NULL',
+        [customerId],
+      );
+    };
+    const rounds: { answer: string; frozen: boolean; order: string[] }[] = [];
+    try {
+      for (let i = 0; i < 20; i++) {
+        const amount = String(900 + i);
+        const a = await approve(withdrawal(amount));
+        const mark = (await t.hub.db.query<{ id: string }>('SELECT max(id)::text AS id FROM audit_events'))
+          .rows[0]!.id;
+        const [answer, frozen] = await Promise.all([
+          decide({ operation: 'withdrawal', approvalToken: a.accessToken, details: withdrawal(amount) }),
+          new Promise((r) => setTimeout(r, (i % 10) * 25)).then(() =>
+            freezeCustomer(
+              t.hub.db,
+              { customerId, operator: 'olga', reason: 'race', suspectedTakeover: true },
+              {},
+            ).then(() => true),
+          ),
+        ]);
+        // The order in which the two took the customer's lock: audit ids are drawn under it.
+        const order = await t.hub.db.query<{ type: string }>(
+          `SELECT type FROM audit_events WHERE customer_id = $1 AND id > $2::bigint
+             AND (type LIKE 'policy.withdrawal.%' OR type = 'console.customer.frozen') ORDER BY id`,
+          [customerId, mark],
+        );
+        rounds.push({
+          answer: answer.status === 200 ? answer.body.decidedBy[0] : answer.body.error.code,
+          frozen,
+          order: order.rows.map((r) => r.type),
+        });
+        await unfreeze();
+      }
+    } finally {
+      await t.hub.db.exec(
+        'DROP TRIGGER test_slow_spend ON operation_approvals; DROP FUNCTION test_slow_spend();',
+      );
+      await unfreeze();
+    }
+    for (const round of rounds) {
+      expect(round.frozen).toBe(true);
+      // Freeze first: the approval is revoked with the grant, or the decision reads `frozen`.
+      // Decision first: it is allowed and the freeze waited for it.
+      expect(
+        [
+          { answer: 'invalid_approval', order: ['console.customer.frozen'] },
+          { answer: 'withdrawal.frozen', order: ['console.customer.frozen', 'policy.withdrawal.deny'] },
+          { answer: 'withdrawal.allow', order: ['policy.withdrawal.allow', 'console.customer.frozen'] },
+        ],
+        JSON.stringify(round),
+      ).toContainEqual({ answer: round.answer, order: round.order });
+    }
+  });
+});
+
+describe('switching withdrawals off or lowering the limit while a withdrawal is being decided', () => {
+  it('the change waits for the decision or the decision sees it: never allowed after the change committed', async () => {
+    await registerWithdrawalAccount(t.hub.db, customerId, bank, 0);
+    const policy = loadPolicy(t.hub.config.linking.policyFile);
+    // Each allowed decision is held 150 ms where it counts the withdrawal (after it read the switch
+    // and the limit); commit-time triggers log the order in which the two transactions commit.
+    await t.hub.db.exec(`
+      CREATE TABLE test_commits (seq bigserial PRIMARY KEY, what text NOT NULL);
+      CREATE FUNCTION test_slow_count() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN PERFORM pg_sleep(0.15); RETURN NEW; END $$;
+      CREATE TRIGGER test_slow_count BEFORE INSERT ON withdrawal_usage FOR EACH ROW EXECUTE FUNCTION test_slow_count();
+      CREATE FUNCTION test_log_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN INSERT INTO test_commits (what) VALUES (TG_ARGV[0]); RETURN NULL; END $$;
+      CREATE CONSTRAINT TRIGGER test_commit_withdrawal AFTER INSERT OR UPDATE ON withdrawal_usage
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_log_commit('withdrawal');
+      CREATE CONSTRAINT TRIGGER test_commit_channel AFTER INSERT OR UPDATE ON customer_channels
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_log_commit('change');
+      CREATE CONSTRAINT TRIGGER test_commit_limit AFTER INSERT OR UPDATE ON customer_limits
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_log_commit('change');`);
+    const restore = async () => {
+      await t.hub.db.query('DELETE FROM customer_channels WHERE customer_id = $1', [customerId]);
+      await t.hub.db.query('UPDATE customer_limits SET withdrawal_daily = 3000000 WHERE customer_id = $1', [
+        customerId,
+      ]);
+      await t.hub.db.query('DELETE FROM test_commits');
+    };
+    const who = { customerId, acr: 'phr', authTime: Math.floor(Date.now() / 1000), frozen: false };
+    const rounds: { change: string; answer: string; commits: string[] }[] = [];
+    try {
+      await restore();
+      for (let i = 0; i < 16; i++) {
+        const amount = String(1200 + i);
+        const a = await approve(withdrawal(amount));
+        const change = i % 2 === 0 ? 'withdrawals off' : 'limit lowered';
+        const [answer] = await Promise.all([
+          decide({ operation: 'withdrawal', approvalToken: a.accessToken, details: withdrawal(amount) }),
+          new Promise((r) => setTimeout(r, (i % 8) * 25)).then(
+            (): Promise<unknown> =>
+              change === 'withdrawals off'
+                ? changeChannel(t.hub.db, policy, {
+                    ...who,
+                    channel: 'withdrawals',
+                    enable: false,
+                    actor: 'test',
+                  })
+                : changeLimit(t.hub.db, policy, t.hub.config.linking.defaultLimits, {
+                    ...who,
+                    limit: 'withdrawal_daily',
+                    amount: 0,
+                    actor: 'test',
+                  }),
+          ),
+        ]);
+        const commits = await t.hub.db.query<{ what: string }>('SELECT what FROM test_commits ORDER BY seq');
+        rounds.push({
+          change,
+          answer: answer.status === 200 ? answer.body.decidedBy[0] : answer.body.error.code,
+          commits: commits.rows.map((r) => r.what),
+        });
+        await restore();
+      }
+    } finally {
+      await t.hub.db.exec(`
+        DROP TRIGGER test_slow_count ON withdrawal_usage; DROP FUNCTION test_slow_count();
+        DROP TRIGGER test_commit_withdrawal ON withdrawal_usage; DROP TRIGGER test_commit_channel ON customer_channels;
+        DROP TRIGGER test_commit_limit ON customer_limits; DROP FUNCTION test_log_commit(); DROP TABLE test_commits;`);
+      await restore().catch(() => {});
+    }
+    for (const round of rounds)
+      expect(
+        [
+          { answer: 'withdrawal.allow', commits: ['withdrawal', 'change'] },
+          {
+            answer:
+              round.change === 'withdrawals off' ? 'withdrawal.channel-disabled' : 'withdrawal.over-cap',
+            commits: ['change'],
+          },
+        ],
+        JSON.stringify(round),
+      ).toContainEqual({ answer: round.answer, commits: round.commits });
   });
 });
 
