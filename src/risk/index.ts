@@ -61,5 +61,6 @@ export {
   sourceKey,
   sourceRetryAfter,
   type ThrottlePolicy,
+  takeAccountAttempt,
   unlockAccount,
 } from './throttle.ts';
