@@ -317,6 +317,7 @@ export function accountRoutes({
 
   router.post('/passkeys/remove', (ctx) =>
     form(ctx, async (session, body) => {
+      await requireRecentSignIn(ctx, session, 'other');
       const credentialId = body.get('credentialId') ?? '';
       const removed = (await listPasskeys(db, session.accountId)).find(
         (k) => k.credentialId === credentialId,
@@ -357,17 +358,22 @@ export function accountRoutes({
     requireFreshSignIn(db, session, 'passkey', messages(languageOf(ctx)).account.addNeedsRecent);
 
   /**
-   * Changing where we notify (JSDA IV.1.(2)④; the old contact is told) or declaring travel needs a
-   * fresh passkey sign-in; an exempted customer without a usable passkey, a fresh code sign-in.
+   * Changes an intruder would make to stay unnoticed — where we notify (JSDA IV.1.(2)④; the old
+   * contact is told), which notices are sent, declared travel, removing a passkey — need a fresh
+   * passkey sign-in; an exempted customer without a usable passkey, a fresh code sign-in.
    */
-  const requireRecentSignIn = (ctx: Context, session: SignedInSession, message: 'contact' | 'travel') => {
+  const requireRecentSignIn = (
+    ctx: Context,
+    session: SignedInSession,
+    change: 'contact' | 'travel' | 'other',
+  ) => {
     const t = messages(languageOf(ctx)).account;
-    return requireFreshSignIn(
-      db,
-      session,
-      'passkeyIfAny',
-      message === 'contact' ? t.contactNeedsRecent : t.travelNeedsRecent,
-    );
+    const message = {
+      contact: t.contactNeedsRecent,
+      travel: t.travelNeedsRecent,
+      other: t.changeNeedsRecent,
+    };
+    return requireFreshSignIn(db, session, 'passkeyIfAny', message[change]);
   };
 
   router.post('/contacts/add', (ctx) =>
@@ -406,6 +412,7 @@ export function accountRoutes({
 
   router.post('/notifications', (ctx) =>
     form(ctx, async (session, body) => {
+      await requireRecentSignIn(ctx, session, 'other');
       const on = new Set(body.getAll('kind'));
       const language = body.get('language');
       await db.transaction((tx) =>

@@ -145,6 +145,8 @@ const MESSAGES = {
         '通知先の変更には、直前（5分以内）のパスキーでのログインが必要です。もう一度ログインしてください。',
       travelNeedsRecent:
         '渡航予定の登録には、直前（5分以内）のパスキーでのログインが必要です。もう一度ログインしてください。',
+      changeNeedsRecent:
+        'この変更には、直前（5分以内）のパスキーでのログインが必要です。もう一度ログインしてください。',
       limitLowered: '限度額を変更しました。',
       limitPending: '限度額の引き上げを受け付けました。一定時間後に有効になります。',
       productBlocked: 'この商品のお取引を停止しました。',
@@ -379,6 +381,8 @@ const MESSAGES = {
         'Changing where we notify you needs a passkey sign-in within the last 5 minutes. Please sign in again.',
       travelNeedsRecent:
         'Declaring travel needs a passkey sign-in within the last 5 minutes. Please sign in again.',
+      changeNeedsRecent:
+        'This change needs a passkey sign-in within the last 5 minutes. Please sign in again.',
       limitLowered: 'Your limit was changed.',
       limitPending: 'Your limit will be raised after the waiting period.',
       productBlocked: 'Trading in this product is switched off.',

@@ -199,6 +199,41 @@ describe('changing contacts', () => {
   });
 });
 
+describe('notification choices and removing a passkey', () => {
+  it('need a fresh passkey sign-in from a customer who has one: a code or an old sign-in will not do', async () => {
+    const passkeys = await t.hub.db.query<{ credential_id: string }>(
+      'SELECT credential_id FROM passkeys WHERE customer_id = $1 AND disabled_at IS NULL',
+      [both.customerId],
+    );
+    expect(passkeys.rowCount).toBe(2);
+    const offers = await t.hub.db.query('SELECT 1 FROM notify_preferences WHERE customer_id = $1', [
+      both.customerId,
+    ]);
+    const code = await codeSession(both);
+    const silenced = await code.ua.postForm(`${t.issuer}/account/notifications`, { csrf: code.csrf });
+    expect(silenced.status).toBe(403);
+    expect(silenced.text).toContain('ERR_REAUTH');
+    const removed = await code.ua.postForm(`${t.issuer}/account/passkeys/remove`, {
+      csrf: code.csrf,
+      credentialId: passkeys.rows[0]!.credential_id,
+    });
+    expect(removed.status).toBe(403);
+    expect(removed.text).toContain('ERR_REAUTH');
+    expect(await passkeyCount(both.customerId)).toBe(2);
+    expect(
+      (await t.hub.db.query('SELECT 1 FROM notify_preferences WHERE customer_id = $1', [both.customerId]))
+        .rowCount,
+    ).toBe(offers.rowCount);
+
+    const fresh = await passkeySession(bothDevice);
+    const saved = await fresh.ua.postForm(`${t.issuer}/account/notifications`, { csrf: fresh.csrf });
+    expect(saved.status).toBe(303);
+    await alterSessions(both.customerId, { ageBy: 3600 });
+    const old = await fresh.ua.postForm(`${t.issuer}/account/notifications`, { csrf: fresh.csrf });
+    expect(old.status).toBe(403);
+  });
+});
+
 describe('declaring travel', () => {
   const trip = { country: 'US', from: '2026-12-01', to: '2026-12-10' };
   const declarations = async (customerId: string) =>
