@@ -29,6 +29,7 @@ import {
   recordAuthFailure,
   recordAuthSuccess,
   recordLoginFailure,
+  releaseAccountAttempt,
   rememberDevice,
   sourceKey,
   sourceRetryAfter,
@@ -126,9 +127,13 @@ export async function signInWithAlternativeMfa(
   // checked (takeAccountAttempt, atomic): parallel guesses cannot outrun the lock, and a locked
   // account answers the same whether the code was right or not. A known device passes (FSA 83).
   let attemptCounted = false;
+  let slotOf: string | undefined;
   const beforeCheck = async (customerId: string) => {
     attemptCounted = await takeAccountAttempt(deps.db, customerId, deps.throttle);
-    if (attemptCounted) return;
+    if (attemptCounted) {
+      slotOf = customerId;
+      return;
+    }
     const lock = await accountLock(deps.db, customerId);
     const known = await isKnownDevice(deps.db, customerId, ctx.cookies.get(DEVICE_COOKIE, { signed: false }));
     if (known && !lock.reproofingRequired) return;
@@ -151,10 +156,16 @@ export async function signInWithAlternativeMfa(
         { ...meta, reason: err.code },
       );
       await riskFailure(deps, ctx, meta, { method: 'totp', reason: err.code, customerId: err.customerId });
-    }
+    } else if (slotOf) await releaseAccountAttempt(deps.db, slotOf);
     throw err;
   }
-  await admit(deps, ctx, result.customerId, meta, 'totp');
+  try {
+    await admit(deps, ctx, result.customerId, meta, 'totp');
+  } catch (err) {
+    // A right code refused for another reason (lock, risk rules) was no guess: its slot is given back.
+    if (slotOf) await releaseAccountAttempt(deps.db, slotOf);
+    throw err;
+  }
   return result;
 }
 

@@ -57,6 +57,7 @@ export {
   isKnownDevice,
   recordAuthFailure,
   recordAuthSuccess,
+  releaseAccountAttempt,
   rememberDevice,
   sourceKey,
   sourceRetryAfter,

@@ -106,6 +106,19 @@ export async function takeAccountAttempt(
 }
 
 /**
+ * Gives back a slot whose attempt turned out not to be a wrong secret (a right code refused for
+ * another reason: the customer is frozen, the risk rules or the lock refused it), so such attempts
+ * cannot fill the slots without ever locking. An applied lock stays.
+ */
+export async function releaseAccountAttempt(db: Queryable, customerId: string): Promise<void> {
+  await db.query(
+    `UPDATE account_lockouts SET consecutive_failures = greatest(consecutive_failures - 1, 0)
+     WHERE customer_id = $1 AND consecutive_failures > 0`,
+    [customerId],
+  );
+}
+
+/**
  * Records one failed authentication from `source`, against `customerId` when the failure could be
  * attributed to an account (a registered passkey that failed verification, a wrong code). Atomic per
  * row, so concurrent failures are all counted. With `attemptCounted` the account's count was taken

@@ -96,6 +96,22 @@ describe('code sign-in guesses', () => {
   });
 });
 
+describe('right codes refused for another reason', () => {
+  it('give their slot back: a frozen customer’s attempts do not lock them out after the freeze ends', async () => {
+    const customer = await enrollExemptCustomer(t, 'cus_frozen_codes');
+    await t.hub.db.query("UPDATE customers SET status = 'frozen' WHERE id = $1", [customer.customerId]);
+    for (let i = 0; i < DEFAULT_THROTTLE_POLICY.account.lockAfter + 2; i++) {
+      const ua = createUserAgent({ fetch: t.fetch });
+      expect(answer(await customer.verify(ua, await customer.interaction(ua)))).toBe(
+        '400 ERR_CUSTOMER_INACTIVE',
+      );
+    }
+    await t.hub.db.query("UPDATE customers SET status = 'active' WHERE id = $1", [customer.customerId]);
+    const ua = createUserAgent({ fetch: t.fetch });
+    expect(answer(await customer.verify(ua, await customer.interaction(ua)))).toBe('200 ');
+  });
+});
+
 describe('attempt slots', () => {
   it('after a lock runs out, one of many parallel attempts gets a slot; a success frees them', async () => {
     const customerId = await insertCustomer(t.hub.db);
