@@ -144,8 +144,9 @@ export async function startPasskeyRegistration(
 
 /**
  * Registration options for ANOTHER passkey of a customer who has just authenticated with a current
- * one (the caller checks how recently: FSA comments 45–46). Without a ticket; the customer must
- * already have a passkey, so this can never be a first enrollment.
+ * one (the caller checks that it was a passkey sign-in, and how recently: FSA comments 45–46).
+ * Without a ticket; the customer must already have a usable (not disabled) passkey, so this can
+ * never be a first enrollment nor a recovery without proofing.
  */
 export async function startAdditionalPasskeyRegistration(
   ctx: AuthnContext,
