@@ -41,6 +41,7 @@ import {
 } from '../linking/index.ts';
 import {
   addEmailChannel,
+  enqueueNotification,
   getNotificationSettings,
   isCriticalKind,
   NOTIFICATION_KINDS,
@@ -61,6 +62,7 @@ import {
 } from '../risk/index.ts';
 import { accountLoginPage, languageOf, messages, securityPage } from '../web/index.ts';
 import { accountCsrfToken, checkAccountCsrf, createAccountForms, type SignedInSession } from './forms.ts';
+import { requireFreshSignIn } from './freshSignIn.ts';
 
 export {
   type AccountForms,
@@ -80,13 +82,11 @@ export interface AccountRoutesOptions {
   policy: Policy;
 }
 
-/** Adding a passkey needs a sign-in at most this old (FSA comments 45–46). */
-export const RECENT_SIGN_IN_SECONDS = 300;
+export { RECENT_SIGN_IN_SECONDS } from './freshSignIn.ts';
+
 const CEREMONY_COOKIE = 'kkh_account_ceremony';
 /** History shows these event families only (notify: contact changes must be visible, JSDA IV.1.(2)④). */
 const HISTORY_FAMILIES = ['authn', 'risk', 'consent', 'account', 'enrollment', 'proofing', 'notify'];
-
-type Session = Awaited<ReturnType<Provider['Session']['get']>>;
 
 export function accountRoutes({
   provider,
@@ -270,13 +270,7 @@ export function accountRoutes({
         operation: 'account.passkeys.add',
         sensitive: true,
       });
-      if (!session.loginTs || Math.floor(Date.now() / 1000) - session.loginTs > RECENT_SIGN_IN_SECONDS)
-        throw new HttpError(
-          403,
-          'login_required',
-          messages(languageOf(ctx)).account.addNeedsRecent,
-          'ERR_REAUTH',
-        );
+      await requirePasskeySignIn(ctx, session);
       return startAdditionalPasskeyRegistration(authn, {
         customerId: session.accountId,
         interactionId: `account_${session.uid}`,
@@ -290,6 +284,7 @@ export function accountRoutes({
       if (!session) throw new HttpError(401, 'login_required', 'sign in first');
       const body = await readBody(ctx, 'json');
       checkCsrf(session, body.csrf);
+      await requirePasskeySignIn(ctx, session);
       if (typeof body.response !== 'object' || body.response === null)
         throw new HttpError(400, 'invalid_request', 'response is required');
       const name = typeof body.passkeyName === 'string' ? body.passkeyName : undefined;
@@ -322,6 +317,7 @@ export function accountRoutes({
 
   router.post('/passkeys/remove', (ctx) =>
     form(ctx, async (session, body) => {
+      await requireRecentSignIn(ctx, session, 'other');
       const credentialId = body.get('credentialId') ?? '';
       const removed = (await listPasskeys(db, session.accountId)).find(
         (k) => k.credentialId === credentialId,
@@ -354,20 +350,35 @@ export function accountRoutes({
     }),
   );
 
-  /** Changing where we notify needs a fresh passkey (JSDA IV.1.(2)④); the old contact is told. */
-  function requireRecentSignIn(ctx: Context, session: Session): void {
-    if (!session.loginTs || Math.floor(Date.now() / 1000) - session.loginTs > RECENT_SIGN_IN_SECONDS)
-      throw new HttpError(
-        403,
-        'login_required',
-        messages(languageOf(ctx)).account.contactNeedsRecent,
-        'ERR_REAUTH',
-      );
-  }
+  /**
+   * Another passkey only after a sign-in with a current one in the last 5 minutes (issue 4, item 1):
+   * a one-time-code session (acr otp, relayable by a phishing proxy) must not become a passkey (phr).
+   */
+  const requirePasskeySignIn = (ctx: Context, session: SignedInSession) =>
+    requireFreshSignIn(db, session, 'passkey', messages(languageOf(ctx)).account.addNeedsRecent);
+
+  /**
+   * Changes an intruder would make to stay unnoticed — where we notify (JSDA IV.1.(2)④; the old
+   * contact is told), which notices are sent, declared travel, removing a passkey — need a fresh
+   * passkey sign-in; an exempted customer without a usable passkey, a fresh code sign-in.
+   */
+  const requireRecentSignIn = (
+    ctx: Context,
+    session: SignedInSession,
+    change: 'contact' | 'travel' | 'other',
+  ) => {
+    const t = messages(languageOf(ctx)).account;
+    const message = {
+      contact: t.contactNeedsRecent,
+      travel: t.travelNeedsRecent,
+      other: t.changeNeedsRecent,
+    };
+    return requireFreshSignIn(db, session, 'passkeyIfAny', message[change]);
+  };
 
   router.post('/contacts/add', (ctx) =>
     form(ctx, async (session, body) => {
-      requireRecentSignIn(ctx, session);
+      await requireRecentSignIn(ctx, session, 'contact');
       const replaces = body.get('replaces') || undefined;
       const kek = authn.kek;
       if (!kek) throw new Error('no key-encryption key for contact data');
@@ -386,7 +397,7 @@ export function accountRoutes({
 
   router.post('/contacts/remove', (ctx) =>
     form(ctx, async (session, body) => {
-      requireRecentSignIn(ctx, session);
+      await requireRecentSignIn(ctx, session, 'contact');
       await db.transaction((tx) =>
         removeChannel(tx, {
           customerId: session.accountId,
@@ -401,6 +412,7 @@ export function accountRoutes({
 
   router.post('/notifications', (ctx) =>
     form(ctx, async (session, body) => {
+      await requireRecentSignIn(ctx, session, 'other');
       const on = new Set(body.getAll('kind'));
       const language = body.get('language');
       await db.transaction((tx) =>
@@ -535,20 +547,36 @@ export function accountRoutes({
     }),
   );
 
-  // Declared travel (FSA comment 88): sign-ins from that country in that period are expected.
+  /**
+   * Declared travel (FSA comment 88): sign-ins from that country in that period are expected, so the
+   * abroad-undeclared and new-country rules stay quiet. That is worth something to an intruder: a
+   * fresh passkey sign-in (a code for an exempted customer without one), and every channel is told.
+   */
   router.post('/travel', (ctx) =>
     form(ctx, async (session, body) => {
-      const day = (v: string | null) =>
-        new Date(/^\d{4}-\d{2}-\d{2}$/.test(v ?? '') ? `${v}T00:00:00+09:00` : 'x');
-      const to = day(body.get('to'));
+      await requireRecentSignIn(ctx, session, 'travel');
+      const isDay = (v: string | null): v is string => /^\d{4}-\d{2}-\d{2}$/.test(v ?? '');
+      const day = (v: string | null) => new Date(isDay(v) ? `${v}T00:00:00+09:00` : 'x');
+      const [fromDay, toDay] = [body.get('from'), body.get('to')];
+      const to = day(toDay);
+      const country = (body.get('country') ?? '').trim().toUpperCase();
       try {
-        await declareTravel(db, {
-          customerId: session.accountId,
-          country: (body.get('country') ?? '').trim().toUpperCase(),
-          from: day(body.get('from')),
-          // The last day of the trip counts in full (Japan time).
-          to: new Date(to.getTime() + 24 * 3600 * 1000),
-          declaredBy: `customer:${session.accountId}`,
+        await db.transaction(async (tx) => {
+          await declareTravel(tx, {
+            customerId: session.accountId,
+            country,
+            from: day(fromDay),
+            // The last day of the trip counts in full (Japan time).
+            to: new Date(to.getTime() + 24 * 3600 * 1000),
+            declaredBy: `customer:${session.accountId}`,
+          });
+          // Validated above (declareTravel refuses bad dates and countries).
+          if (isDay(fromDay) && isDay(toDay))
+            await enqueueNotification(tx, {
+              customerId: session.accountId,
+              kind: 'travel_declared',
+              data: { country, from: fromDay, to: toDay },
+            });
         });
       } catch (err) {
         if (err instanceof TravelError) throw new HttpError(400, 'invalid_request', err.message, err.code);

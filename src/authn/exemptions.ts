@@ -253,11 +253,14 @@ export interface AlternativeLogin {
  * Signs an exempted customer in with customer number + TOTP code. Unknown numbers, customers
  * without an open exemption or a confirmed TOTP, and wrong codes all fail alike (ERR_TOTP_INVALID)
  * so a guesser learns nothing; `customerId` is set on the error when the number was known.
+ * `beforeCheck` runs for an exempted customer before the code is looked at (the caller's lock check
+ * and attempt slot, src/oidc/passkeySignIn.ts); what it throws ends the attempt unchecked.
  */
 export async function signInWithTotp(
   ctx: AuthnContext,
   input: { customerNumber: string; code: string },
   meta?: RequestMeta,
+  beforeCheck?: (customerId: string) => Promise<void>,
 ): Promise<AlternativeLogin> {
   const found = await ctx.db.query<{ id: string; status: string; exempt: boolean }>(
     `SELECT c.id, c.status, EXISTS (SELECT 1 FROM mfa_exemptions e WHERE e.customer_id = c.id AND e.ended_at IS NULL) AS exempt
@@ -267,6 +270,7 @@ export async function signInWithTotp(
   const c = found.rows.length === 1 ? found.rows[0] : undefined;
   try {
     if (!c?.exempt) throw new AuthnError('ERR_TOTP_INVALID');
+    await beforeCheck?.(c.id);
     await acceptCode(ctx, c.id, input.code, true);
     if (c.status !== 'active') throw new AuthnError('ERR_CUSTOMER_INACTIVE');
   } catch (err) {

@@ -32,6 +32,7 @@ export {
   deleteExpiredChallenges,
   finishPasskeyAuthentication,
   finishPasskeyRegistration,
+  hasUsablePasskey,
   listPasskeys,
   type PasskeyLogin,
   type PasskeySummary,

@@ -126,7 +126,9 @@ interface RegistrationStartRow {
   ticket_voided: boolean | null;
   ticket_expired: boolean | null;
   failed_attempts: number;
+  /** Every passkey, disabled ones too: the authenticator must not register them again. */
   passkeys: Array<{ id: string; transports: string[] }>;
+  usable_passkey: boolean;
 }
 
 /**
@@ -142,8 +144,9 @@ export async function startPasskeyRegistration(
 
 /**
  * Registration options for ANOTHER passkey of a customer who has just authenticated with a current
- * one (the caller checks how recently: FSA comments 45–46). Without a ticket; the customer must
- * already have a passkey, so this can never be a first enrollment.
+ * one (the caller checks that it was a passkey sign-in, and how recently: FSA comments 45–46).
+ * Without a ticket; the customer must already have a usable (not disabled) passkey, so this can
+ * never be a first enrollment nor a recovery without proofing.
  */
 export async function startAdditionalPasskeyRegistration(
   ctx: AuthnContext,
@@ -172,7 +175,8 @@ async function startRegistration(
             t.id AS ticket_id, t.used_at IS NOT NULL AS ticket_used, t.voided_at IS NOT NULL AS ticket_voided,
             t.expires_at <= now() AS ticket_expired, COALESCE(f.failed_attempts, 0) AS failed_attempts,
             (SELECT COALESCE(json_agg(json_build_object('id', p.credential_id, 'transports', p.transports)), '[]'::json)
-             FROM passkeys p WHERE p.customer_id = c.id) AS passkeys
+             FROM passkeys p WHERE p.customer_id = c.id) AS passkeys,
+            EXISTS (SELECT 1 FROM passkeys p WHERE p.customer_id = c.id AND p.disabled_at IS NULL) AS usable_passkey
      FROM customers c
      LEFT JOIN enrollment_tickets t ON t.id = $2 AND t.customer_id = c.id
      LEFT JOIN enrollment_failures f ON f.customer_id = c.id
@@ -183,7 +187,8 @@ async function startRegistration(
   if (!row) throw new AuthnError('ERR_CUSTOMER_UNKNOWN');
   if (row.status !== 'active') throw new AuthnError('ERR_CUSTOMER_INACTIVE');
   if (input.ticketId === null) {
-    if (row.passkeys.length === 0) throw new AuthnError('ERR_PASSKEY_UNKNOWN');
+    // A disabled passkey (e.g. a cloned authenticator) does not count: it cannot sign in either.
+    if (!row.usable_passkey) throw new AuthnError('ERR_PASSKEY_UNKNOWN');
   } else if (!row.ticket_id || row.ticket_used || row.ticket_voided || row.ticket_expired)
     throw ticketProblem({
       used: !!row.ticket_used,
@@ -390,6 +395,15 @@ export async function finishPasskeyRegistration(
     }
     throw err;
   }
+}
+
+/** Whether the customer has a passkey that can sign in (not disabled). */
+export async function hasUsablePasskey(db: Queryable, customerId: string): Promise<boolean> {
+  const res = await db.query(
+    'SELECT 1 FROM passkeys WHERE customer_id = $1 AND disabled_at IS NULL LIMIT 1',
+    [customerId],
+  );
+  return res.rowCount === 1;
 }
 
 /**

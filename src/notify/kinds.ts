@@ -27,6 +27,7 @@ export const NOTIFICATION_KINDS = [
   'sweep',
   'channel_changed',
   'products_changed',
+  'travel_declared',
 ] as const;
 
 export type NotificationKind = (typeof NOTIFICATION_KINDS)[number];
@@ -46,6 +47,8 @@ export const CRITICAL_KINDS: ReadonlySet<NotificationKind> = new Set<Notificatio
   'bank_link',
   'channel_changed',
   'products_changed',
+  // A declaration quiets the abroad/new-country risk rules for its period: an intruder would use it.
+  'travel_declared',
 ]);
 
 export function isCriticalKind(kind: NotificationKind): boolean {
@@ -154,6 +157,14 @@ export const DATA_SCHEMAS = {
     product: z.enum(PRODUCTS),
     allowed: z.boolean(),
     effectiveAt: instant.optional(),
+  }),
+  /** Travel was declared on the security page: sign-ins from that country in that period are expected. */
+  travel_declared: z.strictObject({
+    /** ISO 3166-1 alpha-2. */
+    country: z.string().regex(/^[A-Z]{2}$/),
+    /** First and last day of the trip (Japan time). */
+    from: z.iso.date(),
+    to: z.iso.date(),
   }),
 } satisfies Record<NotificationKind, z.ZodType>;
 

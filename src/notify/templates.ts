@@ -106,6 +106,17 @@ interface LanguagePack {
   yen(n: number): string;
 }
 
+/** "アメリカ合衆国 (US)": the name in the message's language, and the code the customer entered. */
+function regionName(language: Language, code: string): string {
+  let name: string | undefined;
+  try {
+    name = new Intl.DisplayNames([language], { type: 'region' }).of(code);
+  } catch {
+    name = undefined;
+  }
+  return name && name !== code ? `${name} (${code})` : code;
+}
+
 const JA_CONTACT_US = 'お心当たりがない場合は、直ちに以下の方法で当社にご連絡ください。';
 const JA_METHOD = {
   passkey: 'パスキー',
@@ -337,6 +348,15 @@ const ja: LanguagePack = {
       title: d.allowed ? 'お取引商品の許可のお知らせ' : 'お取引商品の停止のお知らせ',
       lead: `${PRODUCT_NAMES.ja[d.product]}のお取引を${d.allowed ? '許可します' : '停止しました'}。`,
       details: [['お取引できる日時', f.time(d.effectiveAt)]],
+      advice: JA_CONTACT_US,
+    }),
+    travel_declared: (d) => ({
+      title: '海外渡航予定の登録のお知らせ',
+      lead: '海外渡航の予定が登録されました。この期間、その国・地域からのログインは通常のご利用として扱われます。',
+      details: [
+        ['国・地域', regionName('ja', d.country)],
+        ['期間', `${d.from} ～ ${d.to}`],
+      ],
       advice: JA_CONTACT_US,
     }),
     sweep: (d, f) => ({
@@ -598,6 +618,15 @@ const en: LanguagePack = {
       title: d.allowed ? 'A product will be allowed for trading' : 'A product was blocked for trading',
       lead: `Trading in ${PRODUCT_NAMES.en[d.product].toLowerCase()} ${d.allowed ? 'will be possible' : 'was switched off'}.`,
       details: [['Possible from', f.time(d.effectiveAt)]],
+      advice: EN_CONTACT_US,
+    }),
+    travel_declared: (d) => ({
+      title: 'Travel abroad was declared',
+      lead: 'A trip abroad was declared for your account. Sign-ins from that country or region in that period are treated as expected.',
+      details: [
+        ['Country or region', regionName('en', d.country)],
+        ['Period', `${d.from} to ${d.to}`],
+      ],
       advice: EN_CONTACT_US,
     }),
     sweep: (d, f) => ({

@@ -18,6 +18,7 @@ import {
 import type { Db } from '../db/index.ts';
 import { HttpError } from '../http/index.ts';
 import {
+  type AccountLock,
   accountLock,
   assessLogin,
   assessOperation,
@@ -28,10 +29,12 @@ import {
   recordAuthFailure,
   recordAuthSuccess,
   recordLoginFailure,
+  releaseAccountAttempt,
   rememberDevice,
   sourceKey,
   sourceRetryAfter,
   type ThrottlePolicy,
+  takeAccountAttempt,
 } from '../risk/index.ts';
 import { languageOf, type Messages, messages } from '../web/index.ts';
 import { deviceSummary, notifyCustomer } from './securityNotices.ts';
@@ -120,25 +123,49 @@ export async function signInWithAlternativeMfa(
   const meta = requestMeta(ctx, input.ceremonyId);
   const source = await refuseThrottledSource(deps, ctx);
   let result: AlternativeLogin;
+  // A code can be guessed, so each attempt takes its slot against the account before the code is
+  // checked (takeAccountAttempt, atomic): parallel guesses cannot outrun the lock, and a locked
+  // account answers the same whether the code was right or not. A known device passes (FSA 83).
+  let attemptCounted = false;
+  let slotOf: string | undefined;
+  const beforeCheck = async (customerId: string) => {
+    attemptCounted = await takeAccountAttempt(deps.db, customerId, deps.throttle);
+    if (attemptCounted) {
+      slotOf = customerId;
+      return;
+    }
+    const lock = await accountLock(deps.db, customerId);
+    const known = await isKnownDevice(deps.db, customerId, ctx.cookies.get(DEVICE_COOKIE, { signed: false }));
+    if (known && !lock.reproofingRequired) return;
+    // Unchecked, but still a guess from this source: it slows the source down.
+    await recordAuthFailure(deps.db, { source }, { ...meta, reason: 'ERR_ACCOUNT_LOCKED' }, deps.throttle);
+    await refuseLocked(deps, ctx, customerId, meta, 'totp', lock);
+  };
   try {
     result = await signInWithTotp(
       deps.authn,
       { customerNumber: input.customerNumber, code: input.code },
       meta,
+      beforeCheck,
     );
   } catch (err) {
     if (err instanceof AuthnError && err.code === 'ERR_TOTP_INVALID') {
-      await recordAuthFailure(
-        deps.db,
-        { source, customerId: err.customerId },
+      await failed(
+        deps,
+        { source, customerId: err.customerId, attemptCounted },
         { ...meta, reason: err.code },
-        deps.throttle,
       );
       await riskFailure(deps, ctx, meta, { method: 'totp', reason: err.code, customerId: err.customerId });
-    }
+    } else if (slotOf) await releaseAccountAttempt(deps.db, slotOf);
     throw err;
   }
-  await admit(deps, ctx, result.customerId, meta, 'totp');
+  try {
+    await admit(deps, ctx, result.customerId, meta, 'totp');
+  } catch (err) {
+    // A right code refused for another reason (lock, risk rules) was no guess: its slot is given back.
+    if (slotOf) await releaseAccountAttempt(deps.db, slotOf);
+    throw err;
+  }
   return result;
 }
 
@@ -164,28 +191,7 @@ async function admit(
   const t = messages(languageOf(ctx));
   if (!refused && deps.risk)
     await applyRiskRules(deps, deps.risk, t, customerId, meta, method, known, device, credential);
-  if (refused) {
-    await recordAudit(deps.db, {
-      type: 'risk.account.locked.refused',
-      outcome: 'failure',
-      customerId,
-      ...meta,
-      data: { lockedUntil: lock.lockedUntil?.toISOString() },
-    });
-    // In the forensic record too: a verified credential used against a locked account.
-    await riskFailure(deps, ctx, meta, {
-      method,
-      reason: 'ERR_ACCOUNT_LOCKED',
-      customerId,
-      credentialId: credential.credentialId,
-    });
-    throw new HttpError(
-      403,
-      'access_denied',
-      lock.reproofingRequired ? t.refused.lockedForProofing : t.refused.locked,
-      'ERR_ACCOUNT_LOCKED',
-    );
-  }
+  if (refused) await refuseLocked(deps, ctx, customerId, meta, method, lock, credential.credentialId);
   await recordAuthSuccess(deps.db, customerId);
   const token = await rememberDevice(deps.db, customerId, device, ctx.get('user-agent'));
   await notifyCustomer(deps.db, {
@@ -202,6 +208,33 @@ async function admit(
     overwrite: true,
     maxAge: DEVICE_COOKIE_DAYS * 24 * 3600 * 1000,
   });
+}
+
+/** Refuses a sign-in against a locked account (403 ERR_ACCOUNT_LOCKED), audited and in the forensic record. */
+async function refuseLocked(
+  deps: SignInDeps,
+  ctx: Context,
+  customerId: string,
+  meta: RequestMeta,
+  method: 'passkey' | 'totp',
+  lock: AccountLock,
+  credentialId?: string,
+): Promise<never> {
+  await recordAudit(deps.db, {
+    type: 'risk.account.locked.refused',
+    outcome: 'failure',
+    customerId,
+    ...meta,
+    data: { lockedUntil: lock.lockedUntil?.toISOString() },
+  });
+  await riskFailure(deps, ctx, meta, { method, reason: 'ERR_ACCOUNT_LOCKED', customerId, credentialId });
+  const t = messages(languageOf(ctx));
+  throw new HttpError(
+    403,
+    'access_denied',
+    lock.reproofingRequired ? t.refused.lockedForProofing : t.refused.locked,
+    'ERR_ACCOUNT_LOCKED',
+  );
 }
 
 /**
@@ -316,7 +349,7 @@ function credentialIdOf(response: unknown): string | undefined {
 /** Counts a failure; tells the customer when it locked their account. */
 async function failed(
   deps: SignInDeps,
-  who: { source: string; customerId: string | undefined },
+  who: { source: string; customerId: string | undefined; attemptCounted?: boolean },
   meta: RequestMeta & { reason: string },
 ): Promise<void> {
   const outcome = await recordAuthFailure(deps.db, who, meta, deps.throttle);

@@ -57,9 +57,11 @@ export {
   isKnownDevice,
   recordAuthFailure,
   recordAuthSuccess,
+  releaseAccountAttempt,
   rememberDevice,
   sourceKey,
   sourceRetryAfter,
   type ThrottlePolicy,
+  takeAccountAttempt,
   unlockAccount,
 } from './throttle.ts';

@@ -79,13 +79,54 @@ export interface FailureMeta {
 }
 
 /**
+ * Takes an attempt slot against an account BEFORE its secret is checked (one-time codes, which can
+ * be guessed): counted as a failure in advance, in one atomic statement, so of any number of
+ * parallel guesses at most `lockAfter` are ever checked before the lock; a success resets the count
+ * (recordAuthSuccess), a failure then only locks (recordAuthFailure with `attemptCounted`). Refused
+ * (false) while the account is locked or its slots are taken. A lock that has run out gives one
+ * slot: the count stays at the limit, so the next failure locks again at once.
+ */
+export async function takeAccountAttempt(
+  db: Queryable,
+  customerId: string,
+  policy: ThrottlePolicy = DEFAULT_THROTTLE_POLICY,
+): Promise<boolean> {
+  const res = await db.query(
+    `INSERT INTO account_lockouts AS l (customer_id, consecutive_failures) VALUES ($1, 1)
+     ON CONFLICT (customer_id) DO UPDATE SET
+       consecutive_failures = CASE WHEN l.locked_until <= now() THEN greatest(l.consecutive_failures, $2)
+                                   ELSE l.consecutive_failures + 1 END,
+       locked_until = CASE WHEN l.locked_until <= now() THEN NULL ELSE l.locked_until END
+     WHERE NOT l.reproofing_required AND (l.locked_until IS NULL OR l.locked_until <= now())
+       AND (l.consecutive_failures < $2 OR l.locked_until <= now())
+     RETURNING 1`,
+    [customerId, policy.account.lockAfter],
+  );
+  return res.rowCount === 1;
+}
+
+/**
+ * Gives back a slot whose attempt turned out not to be a wrong secret (a right code refused for
+ * another reason: the customer is frozen, the risk rules or the lock refused it), so such attempts
+ * cannot fill the slots without ever locking. An applied lock stays.
+ */
+export async function releaseAccountAttempt(db: Queryable, customerId: string): Promise<void> {
+  await db.query(
+    `UPDATE account_lockouts SET consecutive_failures = greatest(consecutive_failures - 1, 0)
+     WHERE customer_id = $1 AND consecutive_failures > 0`,
+    [customerId],
+  );
+}
+
+/**
  * Records one failed authentication from `source`, against `customerId` when the failure could be
- * attributed to an account (a registered passkey that failed verification). Atomic per row, so
- * concurrent failures are all counted.
+ * attributed to an account (a registered passkey that failed verification, a wrong code). Atomic per
+ * row, so concurrent failures are all counted. With `attemptCounted` the account's count was taken
+ * before the check (takeAccountAttempt): only the lock is applied here, once.
  */
 export async function recordAuthFailure(
   db: Queryable,
-  input: { source: string; customerId?: string | undefined },
+  input: { source: string; customerId?: string | undefined; attemptCounted?: boolean },
   meta: FailureMeta,
   policy: ThrottlePolicy = DEFAULT_THROTTLE_POLICY,
 ): Promise<FailureOutcome> {
@@ -110,7 +151,24 @@ export async function recordAuthFailure(
     );
   }
   let lockedNow = false;
-  if (input.customerId) {
+  if (input.customerId && input.attemptCounted) {
+    // The slot already counted this failure. The row lock makes exactly one of concurrent failures
+    // at the limit the one that locks (the others re-read locked_until and match nothing).
+    const acc = await db.query<{ locked_now: boolean; failures: number }>(
+      `WITH prev AS (
+         SELECT customer_id, consecutive_failures >= $2 AND (locked_until IS NULL OR locked_until <= now()) AS lock
+         FROM account_lockouts WHERE customer_id = $1 FOR UPDATE
+       )
+       UPDATE account_lockouts l SET last_failure_at = now(),
+         locked_at = CASE WHEN prev.lock THEN now() ELSE l.locked_at END,
+         locked_until = CASE WHEN prev.lock THEN now() + make_interval(secs => $3) ELSE l.locked_until END
+       FROM prev WHERE l.customer_id = prev.customer_id
+       RETURNING l.consecutive_failures AS failures, prev.lock AS locked_now`,
+      [input.customerId, policy.account.lockAfter, policy.account.lockSeconds],
+    );
+    lockedNow = acc.rows[0]?.locked_now ?? false;
+    if (lockedNow) await auditLock(db, input.customerId, acc.rows[0]?.failures, meta, policy);
+  } else if (input.customerId) {
     const acc = await db.query<{ locked_now: boolean; failures: number }>(
       `INSERT INTO account_lockouts AS l (customer_id, consecutive_failures, last_failure_at)
        VALUES ($1, 1, now())
@@ -126,20 +184,7 @@ export async function recordAuthFailure(
          WHERE customer_id = $1`,
         [input.customerId, policy.account.lockSeconds],
       );
-      await recordAudit(db, {
-        type: 'risk.account.locked',
-        outcome: 'info',
-        actor: 'system',
-        customerId: input.customerId,
-        ip: meta.ip,
-        userAgent: meta.userAgent,
-        interactionId: meta.interactionId,
-        data: {
-          consecutiveFailures: acc.rows[0]?.failures,
-          lockSeconds: policy.account.lockSeconds,
-          reason: meta.reason,
-        },
-      });
+      await auditLock(db, input.customerId, acc.rows[0]?.failures, meta, policy);
     }
   }
   await recordAudit(db, {
@@ -153,6 +198,25 @@ export async function recordAuthFailure(
     data: { source: input.source, reason: meta.reason, sourceRetryAfter: wait },
   });
   return { sourceRetryAfter: wait, accountLockedNow: lockedNow };
+}
+
+function auditLock(
+  db: Queryable,
+  customerId: string,
+  failures: number | undefined,
+  meta: FailureMeta,
+  policy: ThrottlePolicy,
+) {
+  return recordAudit(db, {
+    type: 'risk.account.locked',
+    outcome: 'info',
+    actor: 'system',
+    customerId,
+    ip: meta.ip,
+    userAgent: meta.userAgent,
+    interactionId: meta.interactionId,
+    data: { consecutiveFailures: failures, lockSeconds: policy.account.lockSeconds, reason: meta.reason },
+  });
 }
 
 export interface AccountLock {

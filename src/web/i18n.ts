@@ -108,7 +108,7 @@ const MESSAGES = {
       remove: '削除',
       addPasskey: 'パスキーを追加',
       addNeedsRecent:
-        'パスキーの追加には、直前（5分以内）のログインが必要です。もう一度ログインしてください。',
+        'パスキーの追加には、直前（5分以内）の登録済みパスキーでのログインが必要です。もう一度ログインしてください。',
       sessions: 'ログイン中のセッション',
       signedInAt: 'ログイン日時',
       method: '認証方法',
@@ -143,6 +143,10 @@ const MESSAGES = {
       addContact: '通知先を追加',
       contactNeedsRecent:
         '通知先の変更には、直前（5分以内）のパスキーでのログインが必要です。もう一度ログインしてください。',
+      travelNeedsRecent:
+        '渡航予定の登録には、直前（5分以内）のパスキーでのログインが必要です。もう一度ログインしてください。',
+      changeNeedsRecent:
+        'この変更には、直前（5分以内）のパスキーでのログインが必要です。もう一度ログインしてください。',
       limitLowered: '限度額を変更しました。',
       limitPending: '限度額の引き上げを受け付けました。一定時間後に有効になります。',
       productBlocked: 'この商品のお取引を停止しました。',
@@ -168,6 +172,7 @@ const MESSAGES = {
         bank_link: '銀行口座の連携',
         sweep: '銀行口座からの入金（スイープ）',
         products_changed: 'お取引商品の許可・停止',
+        travel_declared: '海外渡航予定の登録',
         channel_changed: 'ご利用チャネルの停止・再開',
       } as Record<string, string>,
       history: 'ログイン履歴・セキュリティイベント',
@@ -338,7 +343,8 @@ const MESSAGES = {
       rename: 'Rename',
       remove: 'Remove',
       addPasskey: 'Add a passkey',
-      addNeedsRecent: 'Adding a passkey needs a sign-in within the last 5 minutes. Please sign in again.',
+      addNeedsRecent:
+        'Adding a passkey needs a sign-in with one of your passkeys within the last 5 minutes. Please sign in again.',
       sessions: 'Active sessions',
       signedInAt: 'Signed in',
       method: 'Method',
@@ -373,6 +379,10 @@ const MESSAGES = {
       addContact: 'Add an address',
       contactNeedsRecent:
         'Changing where we notify you needs a passkey sign-in within the last 5 minutes. Please sign in again.',
+      travelNeedsRecent:
+        'Declaring travel needs a passkey sign-in within the last 5 minutes. Please sign in again.',
+      changeNeedsRecent:
+        'This change needs a passkey sign-in within the last 5 minutes. Please sign in again.',
       limitLowered: 'Your limit was changed.',
       limitPending: 'Your limit will be raised after the waiting period.',
       productBlocked: 'Trading in this product is switched off.',
@@ -398,6 +408,7 @@ const MESSAGES = {
         bank_link: 'Bank account links',
         sweep: 'Automatic transfers (sweeps)',
         products_changed: 'Products allowed or blocked',
+        travel_declared: 'Travel declared',
         channel_changed: 'Channels switched off or on',
       } as Record<string, string>,
       history: 'Sign-in history and security events',

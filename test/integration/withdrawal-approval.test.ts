@@ -1063,6 +1063,34 @@ describe('a customer exempted from passkeys (TOTP instead)', () => {
     expect(stored.rowCount).toBe(0);
   });
 
+  it('a customer who is frozen cannot approve with a code, even on an interaction still open', async () => {
+    const { uid } = await toApprovalPage(known, (await push(exemptWithdrawal('300'))).url, withCode);
+    // An operator's freeze also ends the customer's sessions and interactions, but one that lands
+    // while this request is in flight (its interaction already read) leaves only the status to see:
+    // that state, made directly.
+    await t.hub.db.query("UPDATE customers SET status = 'frozen' WHERE id = $1", [exemptId]);
+    try {
+      const res = await known.postJson(`${t.issuer}/interaction/${uid}/approval/totp`, {
+        code: await code(),
+      });
+      // The passkey path's answer (finishPasskeyAuthentication): the customer is not active.
+      expect(res.status, res.text).toBe(400);
+      expect(res.json<{ error_code: string }>().error_code).toBe('ERR_CUSTOMER_INACTIVE');
+      const granted = await t.hub.db.query(
+        "SELECT 1 FROM operation_approvals WHERE customer_id = $1 AND details -> 'instructedAmount' ->> 'amount' = '300'",
+        [exemptId],
+      );
+      expect(granted.rowCount).toBe(0);
+      const audited = await t.hub.db.query(
+        "SELECT 1 FROM audit_events WHERE type = 'approval.rejected' AND customer_id = $1 AND data ->> 'reason' = 'customer not active'",
+        [exemptId],
+      );
+      expect(audited.rowCount).toBe(1);
+    } finally {
+      await t.hub.db.query("UPDATE customers SET status = 'active' WHERE id = $1", [exemptId]);
+    }
+  });
+
   it('the sign-in code does not approve; wrong codes are limited; an ended exemption voids a code approval', async () => {
     const held = await approve(exemptWithdrawal('500'), known, withCode);
 
@@ -1091,7 +1119,7 @@ describe('a customer exempted from passkeys (TOTP instead)', () => {
     expect(limited.status).toBe(429);
     expect(limited.json<{ error_code: string }>().error_code).toBe('ERR_APPROVAL_TOTP_ATTEMPTS');
     const rejected = await t.hub.db.query(
-      "SELECT 1 FROM audit_events WHERE type = 'approval.rejected' AND customer_id = $1 AND data ->> 'method' = 'totp'",
+      "SELECT 1 FROM audit_events WHERE type = 'approval.rejected' AND customer_id = $1 AND data ->> 'method' = 'totp' AND data ->> 'reason' <> 'customer not active'",
       [exemptId],
     );
     expect(rejected.rowCount).toBe(13);

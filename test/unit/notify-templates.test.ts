@@ -111,6 +111,8 @@ function dataFor(kind: NotificationKind, s: string): Record<string, unknown> {
       return { channel: 'withdrawals', enabled: true, effectiveAt: at };
     case 'products_changed':
       return { product: 'foreign_equity', allowed: true, effectiveAt: at };
+    case 'travel_declared':
+      return { country: 'US', from: '2026-12-01', to: '2026-12-10' };
   }
 }
 

@@ -66,6 +66,17 @@ async function rejected(
   code: LinkingErrorCode,
   extra: Record<string, unknown> = {},
 ): Promise<LinkingError> {
+  await auditRejection(db, input, meta, reason, extra);
+  return new LinkingError(code);
+}
+
+async function auditRejection(
+  db: Queryable,
+  input: ApprovalInput,
+  meta: RequestMeta | undefined,
+  reason: string,
+  extra: Record<string, unknown>,
+): Promise<void> {
   await recordAudit(db, {
     type: 'approval.rejected',
     outcome: 'failure',
@@ -75,7 +86,6 @@ async function rejected(
     interactionId: input.interactionId,
     data: { reason, kind: input.details.type, ...extra },
   });
-  return new LinkingError(code);
 }
 
 export function startOperationApproval(
@@ -145,6 +155,15 @@ export async function finishTotpApproval(
     rejected(authn.db, input, meta, reason, code, { method: 'totp' });
   if (input.details.type !== 'withdrawal')
     throw await refuse('one-time codes do not approve this operation', 'ERR_APPROVAL_NEEDS_PASSKEY');
+  // A frozen (or closed) customer approves nothing, whatever was signed in before the freeze: the
+  // same refusal as the passkey path's (finishPasskeyAuthentication), before any code is checked.
+  const customer = await authn.db.query<{ status: string }>('SELECT status FROM customers WHERE id = $1', [
+    input.customerId,
+  ]);
+  if (customer.rows[0]?.status !== 'active') {
+    await auditRejection(authn.db, input, meta, 'customer not active', { method: 'totp' });
+    throw new AuthnError('ERR_CUSTOMER_INACTIVE');
+  }
   // The attempt takes its slot before the code is looked at (one atomic statement): of any number of
   // parallel guesses, at most TOTP_ATTEMPTS.max are checked in a window.
   const slot = await authn.db.query<{ attempts: number }>(
