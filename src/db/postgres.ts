@@ -1,0 +1,168 @@
+import postgres from 'postgres';
+import { afterCommitQueue, runNow } from './afterCommit.ts';
+import { pgCompatibleTypes, toParam } from './pgValues.ts';
+import type { Db, Queryable, QueryResult } from './types.ts';
+
+/** The pool or a reserved connection: what statements run on. */
+interface Runner {
+  unsafe(
+    text: string,
+    params?: unknown[],
+    options?: postgres.UnsafeQueryOptions,
+  ): Promise<postgres.RowList<postgres.Row[]>>;
+}
+
+/** Prepared (named) statements over the extended protocol, even without parameters. */
+const PREPARED = { prepare: true, simple: false } as postgres.UnsafeQueryOptions;
+const UNNAMED = { prepare: false, simple: false } as postgres.UnsafeQueryOptions;
+
+/** Statements are static strings in this code base; the cap guards against one that is not. */
+const MAX_PREPARED = 2000;
+const prepared = new Set<string>();
+const modeOf = (text: string) => {
+  if (prepared.has(text)) return PREPARED;
+  if (prepared.size >= MAX_PREPARED) return UNNAMED;
+  prepared.add(text);
+  return PREPARED;
+};
+
+/**
+ * The PostgreSQL `Db` on postgres.js: every statement is prepared once per connection (named
+ * statements; parsing and planning unnamed ones was half of Postgres' CPU per flow), and
+ * concurrent statements on one connection are pipelined. Values convert as they did with `pg`
+ * (src/db/pgValues.ts).
+ */
+export async function openPostgres(url: string, max: number): Promise<Db> {
+  const sql = postgres(url, {
+    max,
+    idle_timeout: 30,
+    // Array types are parsed from pgCompatibleTypes' fixed list, as pg did; no lookup per connection.
+    fetch_types: false,
+    types: pgCompatibleTypes,
+    // pg ignored notices ("relation already exists, skipping" from migrations); postgres.js logs them.
+    onnotice: () => {},
+  });
+  await sql.unsafe('SELECT 1');
+  return {
+    kind: 'pg',
+    query: (text, params) => run(sql, text, params),
+    exec: (script) => exec(sql, script),
+    afterCommit: runNow,
+    async transaction(fn) {
+      const conn = await sql.reserve();
+      const committed = afterCommitQueue();
+      try {
+        await conn.unsafe('BEGIN');
+        const tx: Queryable = {
+          query: (text, params) => run(conn, text, params),
+          exec: (script) => exec(conn, script),
+          afterCommit: committed.add,
+        };
+        const result = await fn(tx);
+        await conn.unsafe('COMMIT');
+        committed.run();
+        return result;
+      } catch (err) {
+        await conn.unsafe('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        conn.release();
+      }
+    },
+    listen: (channel, onNotify) => listenPostgres(url, channel, onNotify),
+    close: () => sql.end(),
+  };
+}
+
+async function run<R>(sql: Runner, text: string, params: unknown[] | undefined): Promise<QueryResult<R>> {
+  try {
+    const result = await sql.unsafe(text, (params ?? []).map(toParam), modeOf(text));
+    // A plain array (postgres.js returns a subclass) and pg's rowCount: the command tag's count.
+    return { rows: result.slice() as R[], rowCount: result.count ?? 0 };
+  } catch (err) {
+    throw withPgFieldNames(err);
+  }
+}
+
+/** A script of several statements without parameters: the simple query protocol, as pg. */
+async function exec(sql: Runner, script: string): Promise<void> {
+  try {
+    await sql.unsafe(script);
+  } catch (err) {
+    throw withPgFieldNames(err);
+  }
+}
+
+/**
+ * A server error (code, detail … as pg) also under pg's names for the fields postgres.js names
+ * differently (constraint_name → constraint …), for code and logs written against pg's errors.
+ */
+function withPgFieldNames(err: unknown): unknown {
+  if (err instanceof postgres.PostgresError) {
+    const e = err as postgres.PostgresError & Record<string, unknown>;
+    e.schema ??= e.schema_name;
+    e.table ??= e.table_name;
+    e.column ??= e.column_name;
+    e.dataType ??= e.data_type_name;
+    e.constraint ??= e.constraint_name;
+  }
+  return err;
+}
+
+const RECONNECT_MS = 1000;
+
+/**
+ * LISTEN over a connection of its own. A lost connection (server restart, network) is retried
+ * every RECONNECT_MS; each time it listens again onNotify runs once for what it may have missed
+ * (pollers cover the gap). postgres.js' own `listen` gives up after one failed re-listen.
+ */
+async function listenPostgres(
+  url: string,
+  channel: string,
+  onNotify: () => void,
+): Promise<() => Promise<void>> {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel)) throw new TypeError(`bad channel name ${channel}`);
+  let stopped = false;
+  let listening = false;
+  let timer: NodeJS.Timeout | undefined;
+  const retry = () => {
+    if (stopped || timer) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      connect().catch(retry);
+    }, RECONNECT_MS);
+    timer.unref();
+  };
+  const sql = postgres(url, {
+    // onnotify: the connection-level hook postgres.js' own `listen` is built on (not in its types).
+    ...({ onnotify: (c: string) => c === channel && onNotify() } as object),
+    max: 1,
+    idle_timeout: 0,
+    max_lifetime: 0,
+    fetch_types: false,
+    onnotice: () => {},
+    onclose: () => {
+      // A failed connect closes too; only a connection that was listening starts a retry here.
+      if (!listening) return;
+      listening = false;
+      retry();
+    },
+  });
+  const connect = async () => {
+    await sql.unsafe(`LISTEN ${channel}`);
+    if (stopped) return;
+    listening = true;
+    onNotify();
+  };
+  try {
+    await connect();
+  } catch (err) {
+    await sql.end({ timeout: 0 });
+    throw err;
+  }
+  return async () => {
+    stopped = true;
+    clearTimeout(timer);
+    await sql.end({ timeout: 0 }).catch(() => {});
+  };
+}
