@@ -1,9 +1,9 @@
 import postgres from 'postgres';
 import { afterCommitQueue, runNow } from './afterCommit.ts';
 import { pgCompatibleTypes, toParam } from './pgValues.ts';
-import type { Db, Queryable, QueryResult } from './types.ts';
+import type { Db, QueryResult } from './types.ts';
 
-/** The pool or a reserved connection: what statements run on. */
+/** The pool or a transaction's connection: what statements run on. */
 interface Runner {
   unsafe(
     text: string,
@@ -33,6 +33,12 @@ const modeOf = (text: string) => {
  * (src/db/pgValues.ts).
  */
 export async function openPostgres(url: string, max: number): Promise<Db> {
+  /**
+   * Per connection id, what to do when it closes while a transaction holds it: mark it terminated,
+   * or sql.begin's ROLLBACK would be written to its missing socket from a timer and crash the
+   * process (postgres.js 3.4.9; a terminated connection refuses statements and reconnects on use).
+   */
+  const onLost = new Map<number, () => void>();
   const sql = postgres(url, {
     max,
     idle_timeout: 30,
@@ -41,36 +47,49 @@ export async function openPostgres(url: string, max: number): Promise<Db> {
     types: pgCompatibleTypes,
     // pg ignored notices ("relation already exists, skipping" from migrations); postgres.js logs them.
     onnotice: () => {},
+    onclose: (id) => onLost.get(id)?.(),
   });
   await sql.unsafe('SELECT 1');
   return {
     kind: 'pg',
-    query: (text, params) => run(sql, text, params),
-    exec: (script) => exec(sql, script),
+    query: (text, params) => againIfStale(() => run(sql, text, params)),
+    exec: (script) => againIfStale(() => exec(sql, script)),
     afterCommit: runNow,
     async transaction(fn) {
-      const conn = await sql.reserve();
       const committed = afterCommitQueue();
+      let held: Connection | undefined;
+      const hold = (c: Connection) => {
+        if (!held) {
+          held = c;
+          onLost.set(c.id, () => c.terminate());
+        }
+        return true; // as without the hook: the connection may take more statements (pipelining)
+      };
       try {
-        await conn.unsafe('BEGIN');
-        const tx: Queryable = {
-          query: (text, params) => run(conn, text, params),
-          exec: (script) => exec(conn, script),
-          afterCommit: committed.add,
-        };
-        const result = await fn(tx);
-        await conn.unsafe('COMMIT');
+        // The BEGIN of a connection whose predecessor was terminated can fail with its stale error.
+        const result = await againIfStale(() =>
+          sql.begin((conn) => {
+            const tx: Runner = {
+              unsafe: (text, params, options) =>
+                conn.unsafe(text, params, { ...options, onexecute: hold } as postgres.UnsafeQueryOptions),
+            };
+            return fn({
+              query: (text, params) => run(tx, text, params),
+              exec: (script) => exec(tx, script),
+              afterCommit: committed.add,
+            });
+          }),
+        );
         committed.run();
-        return result;
-      } catch (err) {
-        await conn.unsafe('ROLLBACK').catch(() => {});
-        throw err;
+        return result as Awaited<ReturnType<typeof fn>>;
       } finally {
-        conn.release();
+        if (held) onLost.delete(held.id);
       }
     },
     listen: (channel, onNotify) => listenPostgres(url, channel, onNotify),
-    close: () => sql.end(),
+    // Statements still running get 5 s. The bound also ends a connection whose backend was
+    // terminated mid-statement and not reopened since: postgres.js 3.4.9 would wait for it forever.
+    close: () => sql.end({ timeout: 5 }),
   };
 }
 
@@ -107,6 +126,30 @@ function withPgFieldNames(err: unknown): unknown {
     e.constraint ??= e.constraint_name;
   }
   return err;
+}
+
+/** What postgres.js hands the `onexecute` hook: the connection a statement was written to. */
+interface Connection {
+  id: number;
+  terminate(): void;
+}
+
+/** Backend terminated by an administrator or by another backend's crash: the statement did not run. */
+const TERMINATED = new Set(['57P01', '57P02']);
+
+/**
+ * Runs `attempt` once more when it failed with a terminated backend's error. postgres.js 3.4.9 keeps
+ * the FATAL error of a connection terminated mid-statement (that statement fails with
+ * CONNECTION_CLOSED) and hands it to the first statement — or reservation — on the reopened
+ * connection, which never reached the server. pg had no such stale error.
+ */
+async function againIfStale<T>(attempt: () => Promise<T>): Promise<T> {
+  try {
+    return await attempt();
+  } catch (err) {
+    if (!(err instanceof postgres.PostgresError && TERMINATED.has(err.code))) throw err;
+    return attempt();
+  }
 }
 
 const RECONNECT_MS = 1000;

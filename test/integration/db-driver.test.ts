@@ -269,4 +269,46 @@ describe('connections', () => {
     expect(rows).toEqual([{ one: 1 }]);
     expect(await t.db.transaction((tx) => tx.query('SELECT 2 AS two'))).toMatchObject({ rows: [{ two: 2 }] });
   });
+
+  it('fails only the statement or transaction whose backend is terminated, and recovers', async () => {
+    if (t.db.kind === 'pglite') {
+      expect(t.url).toBeUndefined(); // one in-process database: no backend to lose
+      return;
+    }
+    const sleeping = "query LIKE 'SELECT pg_sleep(30)%'";
+    const running = async () =>
+      ((await viaPg(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE ${sleeping}`, []))[0]
+        ?.n as number) === 1;
+    const statement = () => t.db.query('SELECT pg_sleep(30)');
+    const transaction = () =>
+      t.db.transaction(async (tx) => {
+        await tx.query('SELECT 1');
+        tx.afterCommit(() => {
+          throw new Error('must not run');
+        });
+        return tx.query('SELECT pg_sleep(30)');
+      });
+    for (const start of [statement, transaction]) {
+      const settled = start().then(
+        () => 'resolved',
+        (err: { code?: string }) => err.code,
+      );
+      const end = Date.now() + 5000;
+      while (!(await running()) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(await terminateOtherBackends(sleeping)).toBe(1);
+      expect(await settled).toBe('CONNECTION_CLOSED');
+    }
+    // Every pooled connection (5 in tests), the reopened ones included, serves statements and
+    // transactions again; none inherits the terminated backend's error.
+    const n = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        i % 4
+          ? t.db.query<{ n: number }>('SELECT $1::int AS n, pg_sleep(0.01)', [i]).then((r) => r.rows[0]?.n)
+          : t.db
+              .transaction((tx) => tx.query<{ n: number }>('SELECT $1::int AS n', [i]))
+              .then((r) => r.rows[0]?.n),
+      ),
+    );
+    expect(n).toEqual(Array.from({ length: 20 }, (_, i) => i));
+  });
 });
