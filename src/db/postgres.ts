@@ -3,13 +3,17 @@ import { afterCommitQueue, runNow } from './afterCommit.ts';
 import { pgCompatibleTypes, toParam } from './pgValues.ts';
 import type { Db, QueryResult } from './types.ts';
 
-/** The pool or a transaction's connection: what statements run on. */
+type Rows = postgres.RowList<postgres.Row[]>;
+
+/** postgres.js' pool or a transaction's connection. */
+interface RawRunner {
+  unsafe(text: string, params?: unknown[], options?: postgres.UnsafeQueryOptions): Promise<Rows>;
+}
+
+/** What statements run on: prepared statements, and scripts over the simple query protocol. */
 interface Runner {
-  unsafe(
-    text: string,
-    params?: unknown[],
-    options?: postgres.UnsafeQueryOptions,
-  ): Promise<postgres.RowList<postgres.Row[]>>;
+  query(text: string, params: unknown[]): Promise<Rows>;
+  script(text: string): Promise<Rows>;
 }
 
 /** Prepared (named) statements over the extended protocol, even without parameters. */
@@ -18,11 +22,11 @@ const UNNAMED = { prepare: false, simple: false } as postgres.UnsafeQueryOptions
 
 /** Statements are static strings in this code base; the cap guards against one that is not. */
 const MAX_PREPARED = 2000;
-const prepared = new Set<string>();
+const preparedTexts = new Set<string>();
 const modeOf = (text: string) => {
-  if (prepared.has(text)) return PREPARED;
-  if (prepared.size >= MAX_PREPARED) return UNNAMED;
-  prepared.add(text);
+  if (preparedTexts.has(text)) return PREPARED;
+  if (preparedTexts.size >= MAX_PREPARED) return UNNAMED;
+  preparedTexts.add(text);
   return PREPARED;
 };
 
@@ -34,11 +38,23 @@ const modeOf = (text: string) => {
  */
 export async function openPostgres(url: string, max: number): Promise<Db> {
   /**
-   * Per connection id, what to do when it closes while a transaction holds it: mark it terminated,
-   * or sql.begin's ROLLBACK would be written to its missing socket from a timer and crash the
-   * process (postgres.js 3.4.9; a terminated connection refuses statements and reconnects on use).
+   * Every connection a statement ran on, by id, to mark it terminated when it closes: postgres.js
+   * 3.4.9 would otherwise write sql.begin's ROLLBACK (or a statement issued in a transaction after
+   * the loss) to its missing socket from a timer and crash the process. A terminated connection
+   * refuses statements; the pool reopens it on demand.
    */
-  const onLost = new Map<number, () => void>();
+  const connections = new Map<number, Connection>();
+  const remember = (c: Connection) => {
+    connections.set(c.id, c);
+    return true; // as without the hook: the connection may take more statements (pipelining)
+  };
+  const prepared = { ...PREPARED, onexecute: remember } as postgres.UnsafeQueryOptions;
+  const unnamed = { ...UNNAMED, onexecute: remember } as postgres.UnsafeQueryOptions;
+  const simple = { onexecute: remember } as postgres.UnsafeQueryOptions;
+  const on = (runner: RawRunner): Runner => ({
+    query: (text, params) => runner.unsafe(text, params, modeOf(text) === PREPARED ? prepared : unnamed),
+    script: (text) => runner.unsafe(text, [], simple),
+  });
   const sql = postgres(url, {
     max,
     idle_timeout: 30,
@@ -47,44 +63,30 @@ export async function openPostgres(url: string, max: number): Promise<Db> {
     types: pgCompatibleTypes,
     // pg ignored notices ("relation already exists, skipping" from migrations); postgres.js logs them.
     onnotice: () => {},
-    onclose: (id) => onLost.get(id)?.(),
+    onclose: (id) => connections.get(id)?.terminate(),
   });
-  await sql.unsafe('SELECT 1');
+  const pool = on(sql);
+  await pool.query('SELECT 1', []);
   return {
     kind: 'pg',
-    query: (text, params) => againIfStale(() => run(sql, text, params)),
-    exec: (script) => againIfStale(() => exec(sql, script)),
+    query: (text, params) => againIfStale(() => run(pool, text, params)),
+    exec: (script) => againIfStale(() => exec(pool, script)),
     afterCommit: runNow,
     async transaction(fn) {
       const committed = afterCommitQueue();
-      let held: Connection | undefined;
-      const hold = (c: Connection) => {
-        if (!held) {
-          held = c;
-          onLost.set(c.id, () => c.terminate());
-        }
-        return true; // as without the hook: the connection may take more statements (pipelining)
-      };
-      try {
-        // The BEGIN of a connection whose predecessor was terminated can fail with its stale error.
-        const result = await againIfStale(() =>
-          sql.begin((conn) => {
-            const tx: Runner = {
-              unsafe: (text, params, options) =>
-                conn.unsafe(text, params, { ...options, onexecute: hold } as postgres.UnsafeQueryOptions),
-            };
-            return fn({
-              query: (text, params) => run(tx, text, params),
-              exec: (script) => exec(tx, script),
-              afterCommit: committed.add,
-            });
-          }),
-        );
-        committed.run();
-        return result as Awaited<ReturnType<typeof fn>>;
-      } finally {
-        if (held) onLost.delete(held.id);
-      }
+      // The BEGIN of a connection whose predecessor was terminated can fail with its stale error.
+      const result = await againIfStale(() =>
+        sql.begin((conn) => {
+          const tx = on(conn);
+          return fn({
+            query: (text, params) => run(tx, text, params),
+            exec: (script) => exec(tx, script),
+            afterCommit: committed.add,
+          });
+        }),
+      );
+      committed.run();
+      return result as Awaited<ReturnType<typeof fn>>;
     },
     listen: (channel, onNotify) => listenPostgres(url, channel, onNotify),
     // Statements still running get 5 s. The bound also ends a connection whose backend was
@@ -95,7 +97,7 @@ export async function openPostgres(url: string, max: number): Promise<Db> {
 
 async function run<R>(sql: Runner, text: string, params: unknown[] | undefined): Promise<QueryResult<R>> {
   try {
-    const result = await sql.unsafe(text, (params ?? []).map(toParam), modeOf(text));
+    const result = await sql.query(text, (params ?? []).map(toParam));
     // A plain array (postgres.js returns a subclass) and pg's rowCount: the command tag's count.
     return { rows: result.slice() as R[], rowCount: result.count ?? 0 };
   } catch (err) {
@@ -106,7 +108,7 @@ async function run<R>(sql: Runner, text: string, params: unknown[] | undefined):
 /** A script of several statements without parameters: the simple query protocol, as pg. */
 async function exec(sql: Runner, script: string): Promise<void> {
   try {
-    await sql.unsafe(script);
+    await sql.script(script);
   } catch (err) {
     throw withPgFieldNames(err);
   }
