@@ -214,6 +214,22 @@ describe('transactions', () => {
   });
 });
 
+describe('a failed statement inside a transaction', () => {
+  it('fails the transaction even when fn catches it, and runs no afterCommit callback', async () => {
+    let ran = false;
+    await expect(
+      t.db.transaction(async (tx) => {
+        await tx.query('SELECT $1::int', ['not a number']).catch(() => {});
+        tx.afterCommit(() => {
+          ran = true;
+        });
+        return 'returned';
+      }),
+    ).rejects.toMatchObject({ code: expect.stringMatching(/^(22P02|25P02)$/) });
+    expect(ran).toBe(false);
+  });
+});
+
 /** Terminates this database's other backends (idle pool connections, a listener), as a server loss. */
 async function terminateOtherBackends(filter = 'true'): Promise<number> {
   const rows = await viaPg(
