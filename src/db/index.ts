@@ -1,5 +1,5 @@
 /**
- * The one storage surface: SQL over PostgreSQL, either a real server through a `pg` pool
+ * The one storage surface: SQL over PostgreSQL, either a real server through a postgres.js pool
  * (DATABASE_URL set) or embedded PGlite in the data directory. Both speak the same SQL; keep
  * queries to what Postgres 15 and PGlite's Postgres accept alike.
  */
