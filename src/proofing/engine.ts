@@ -124,26 +124,26 @@ export interface ProofingResult {
 
 /**
  * Answers a flow: spends it (one answer per flow, valid or not), lets the method verify, and
- * records the outcome. `interactionId` undefined only for a callback that cannot carry it (the
- * eKYC redirect back), where the flow id is the unguessable `state` and the caller checks the
- * interaction afterwards.
+ * records the outcome. Only the interaction that started the flow may answer it: `interactionId`
+ * is the one the browser's interaction cookie names, so a proof made in another browser (an
+ * eKYC provider URL sent to someone else) never completes a flow here.
  */
 export async function completeProofing<Answer>(
   db: Db,
   method: ProofingMethod<unknown, Answer>,
-  input: { flowId: string; interactionId: string | undefined; answer: Answer },
+  input: { flowId: string; interactionId: string; answer: Answer },
   meta?: RequestMeta,
 ): Promise<ProofingResult> {
   const { rows } = await db.query<FlowRow>(
     `WITH f AS (
        UPDATE proofing_flows SET answered_at = now(), secret = '{}'::jsonb
-       WHERE id = $1 AND method = $2 AND ($3::text IS NULL OR interaction_id = $3)
+       WHERE id = $1 AND method = $2 AND interaction_id = $3
          AND answered_at IS NULL AND expires_at > now()
        RETURNING id, method, purpose, interaction_id, customer_id, expires_at,
                  (SELECT secret FROM proofing_flows WHERE id = $1) AS secret)
      SELECT f.*, c.name_kanji, c.name_kana, c.birth_date::text AS birth_date
      FROM f LEFT JOIN customers c ON c.id = f.customer_id`,
-    [input.flowId, method.name, input.interactionId ?? null],
+    [input.flowId, method.name, input.interactionId],
   );
   const row = rows[0];
   if (!row) throw new ProofingError('ERR_PROOFING_FLOW');

@@ -152,7 +152,8 @@ describe('identity proofing pages', () => {
     expect(await page.textContent('h1')).toBe('本人確認');
     await page.fill('#ekyc-customerNumber', t.hub.demo!.customerNumber);
     await page.click('#ekyc-button');
-    await page.waitForURL((u) => u.pathname === '/proofing/ekyc/callback');
+    // The provider's callback sends the browser on to its interaction, where the answer is checked.
+    await page.waitForURL((u) => u.pathname.endsWith('/proofing/ekyc/finish'));
     expect(await page.textContent('h1')).toBe('エラー');
     expect(await page.textContent('#error-description')).toContain('登録内容と一致しません');
 
