@@ -53,6 +53,7 @@ const COUNTED = new Set([
   'ERR_PROOFING_SIGNATURE',
   'ERR_PROOFING_CERTIFICATE',
   'ERR_PROOFING_CERTIFICATE_REVOKED',
+  'ERR_PROOFING_CERTIFICATE_NO_IDENTITY',
 ]);
 
 function purposeOf(value: unknown): ProofingPurpose {
