@@ -29,6 +29,7 @@ import {
   customerByNumber,
   type ProofingResult,
   proofedEnrollment,
+  refuseProofing,
 } from './engine.ts';
 import { ProofingError, proofingErrorMessage } from './errors.ts';
 import { PROOFING_PURPOSES, type ProofingMethod, type ProofingPurpose } from './method.ts';
@@ -235,13 +236,24 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
     }),
   );
 
-  // The provider's answer, completed in the browser of the interaction that started the flow.
+  /**
+   * The provider's answer, completed in the browser of the interaction that started the flow. In
+   * another browser (no cookie of that interaction) the flow is spent and recorded as refused
+   * (`other_browser`), so the answer in that URL cannot be carried over to the starting browser.
+   */
   router.get(`/interaction/:uid${EKYC_FINISH_PATH}`, (ctx) =>
     redirectStep(ctx, async () => {
       const method = enabled(proofing.ekyc);
-      const uid = await interactionUid(ctx);
       const state = text(ctx.query.state, 200);
       if (!state) throw new HttpError(400, 'invalid_request', 'state is missing');
+      const uid = await interactionUid(ctx).catch(async (err: unknown) => {
+        if (err instanceof HttpError) {
+          const flow = { flowId: state, method: method.name, interactionId: String(ctx.params.uid) };
+          const refusal = new ProofingError('ERR_PROOFING_FLOW', { reason: 'other_browser' });
+          await refuseProofing(db, flow, refusal, requestMeta(ctx, flow.interactionId));
+        }
+        throw err;
+      });
       // What the provider redirected to: openid-client checks the parameters and redirect_uri from it.
       const callbackUrl = new URL(`${o.config.issuer}${EKYC_CALLBACK_PATH}`);
       callbackUrl.search = ctx.querystring;

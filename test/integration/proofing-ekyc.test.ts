@@ -234,13 +234,21 @@ describe('eKYC proofing (OpenID Connect for Identity Assurance)', () => {
     const landed = await victimCompletes(victim, providerUrl);
     // The victim's browser cannot finish interaction A: an error page, nothing verified.
     expect(landed.status).toBe(400);
+    expect(landed.url.pathname).toBe(`/interaction/${uid}/proofing/ekyc/finish`);
     expect(landed.text).toContain('another browser');
-    expect((await flowRow(flowId)).proofing_id).toBeNull();
-    const verified = await t.hub.db.query(
-      "SELECT 1 FROM proofing_records WHERE method = 'ekyc' AND result = 'verified' AND interaction_id = $1",
+    // The flow is spent, unproven, and recorded as refused: the answer in that URL is dead.
+    const flow = await flowRow(flowId);
+    expect(flow.proofing_id).toBeNull();
+    expect(flow.answered_at).not.toBeNull();
+    const records = await t.hub.db.query<{ result: string; reason: string }>(
+      "SELECT result, reason FROM proofing_records WHERE method = 'ekyc' AND interaction_id = $1",
       [uid],
     );
-    expect(verified.rowCount).toBe(0);
+    expect(records.rows).toEqual([{ result: 'refused', reason: 'other_browser' }]);
+    // Even with the URL the victim landed on (say, pasted to the attacker), A gets nothing.
+    const carried = await attacker.get(landed.url);
+    expect(carried.status).toBe(400);
+    expect(carried.text).toContain('no longer valid');
     // Interaction A cannot register a passkey (nor a recovery) with the flow.
     const options = await attacker.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, {
       proofing: flowId,
