@@ -122,32 +122,25 @@ export interface ProofingResult {
   method: ProofingMethodName;
 }
 
-/**
- * Answers a flow: spends it (one answer per flow, valid or not), lets the method verify, and
- * records the outcome. `interactionId` undefined only for a callback that cannot carry it (the
- * eKYC redirect back), where the flow id is the unguessable `state` and the caller checks the
- * interaction afterwards.
- */
-export async function completeProofing<Answer>(
+/** Spends an open flow of this method and interaction (one answer per flow): the flow, or undefined. */
+async function spendFlow(
   db: Db,
-  method: ProofingMethod<unknown, Answer>,
-  input: { flowId: string; interactionId: string | undefined; answer: Answer },
-  meta?: RequestMeta,
-): Promise<ProofingResult> {
+  input: { flowId: string; method: ProofingMethodName; interactionId: string },
+): Promise<ProofingFlow | undefined> {
   const { rows } = await db.query<FlowRow>(
     `WITH f AS (
        UPDATE proofing_flows SET answered_at = now(), secret = '{}'::jsonb
-       WHERE id = $1 AND method = $2 AND ($3::text IS NULL OR interaction_id = $3)
+       WHERE id = $1 AND method = $2 AND interaction_id = $3
          AND answered_at IS NULL AND expires_at > now()
        RETURNING id, method, purpose, interaction_id, customer_id, expires_at,
                  (SELECT secret FROM proofing_flows WHERE id = $1) AS secret)
      SELECT f.*, c.name_kanji, c.name_kana, c.birth_date::text AS birth_date
      FROM f LEFT JOIN customers c ON c.id = f.customer_id`,
-    [input.flowId, method.name, input.interactionId ?? null],
+    [input.flowId, input.method, input.interactionId],
   );
   const row = rows[0];
-  if (!row) throw new ProofingError('ERR_PROOFING_FLOW');
-  const flow: ProofingFlow = {
+  if (!row) return undefined;
+  return {
     id: row.id,
     method: row.method,
     purpose: row.purpose,
@@ -163,6 +156,47 @@ export async function completeProofing<Answer>(
     secret: row.secret ?? {},
     expiresAt: new Date(row.expires_at),
   };
+}
+
+/** The refused record and audit event of a spent flow. */
+async function recordRefusal(db: Db, flow: ProofingFlow, err: ProofingError, meta: RequestMeta | undefined) {
+  const proofingId = `prr_${randomBytes(16).toString('base64url')}`;
+  const flowMeta = { ...meta, interactionId: flow.interactionId };
+  await db.transaction(async (tx) => {
+    await insertRecord(tx, {
+      id: proofingId,
+      customerId: flow.customer?.id ?? null,
+      method: flow.method,
+      purpose: flow.purpose,
+      interactionId: flow.interactionId,
+      result: 'refused',
+      reason: err.reason.slice(0, 200),
+      evidence: err.evidence,
+    });
+    await recordAudit(tx, {
+      type: PROOFING_AUDIT.refused,
+      outcome: 'failure',
+      customerId: flow.customer?.id,
+      ...auditMeta(flowMeta),
+      data: { proofingId, flowId: flow.id, method: flow.method, purpose: flow.purpose, reason: err.code },
+    });
+  });
+}
+
+/**
+ * Answers a flow: spends it (one answer per flow, valid or not), lets the method verify, and
+ * records the outcome. Only the interaction that started the flow may answer it: `interactionId`
+ * is the one the browser's interaction cookie names, so a proof made in another browser (an
+ * eKYC provider URL sent to someone else) never completes a flow here.
+ */
+export async function completeProofing<Answer>(
+  db: Db,
+  method: ProofingMethod<unknown, Answer>,
+  input: { flowId: string; interactionId: string; answer: Answer },
+  meta?: RequestMeta,
+): Promise<ProofingResult> {
+  const flow = await spendFlow(db, { ...input, method: method.name });
+  if (!flow) throw new ProofingError('ERR_PROOFING_FLOW');
   const common = { method: method.name, purpose: flow.purpose, interactionId: flow.interactionId };
   const flowMeta = { ...meta, interactionId: flow.interactionId };
   try {
@@ -204,26 +238,26 @@ export async function completeProofing<Answer>(
     };
   } catch (err) {
     if (!(err instanceof ProofingError)) throw err;
-    const proofingId = `prr_${randomBytes(16).toString('base64url')}`;
-    await db.transaction(async (tx) => {
-      await insertRecord(tx, {
-        id: proofingId,
-        customerId: flow.customer?.id ?? null,
-        ...common,
-        result: 'refused',
-        reason: err.reason.slice(0, 200),
-        evidence: err.evidence,
-      });
-      await recordAudit(tx, {
-        type: PROOFING_AUDIT.refused,
-        outcome: 'failure',
-        customerId: flow.customer?.id,
-        ...auditMeta(flowMeta),
-        data: { proofingId, flowId: flow.id, method: method.name, purpose: flow.purpose, reason: err.code },
-      });
-    });
+    await recordRefusal(db, flow, err, meta);
     throw err;
   }
+}
+
+/**
+ * Spends an open flow without letting anyone answer it, recorded as refused with `err` — e.g. an
+ * eKYC provider's answer that arrived in a browser without the flow's interaction: whoever holds
+ * that answer (the URL) can no longer use it. False when there was no such open flow.
+ */
+export async function refuseProofing(
+  db: Db,
+  input: { flowId: string; method: ProofingMethodName; interactionId: string },
+  err: ProofingError,
+  meta?: RequestMeta,
+): Promise<boolean> {
+  const flow = await spendFlow(db, input);
+  if (!flow) return false;
+  await recordRefusal(db, flow, err, meta);
+  return true;
 }
 
 async function insertRecord(

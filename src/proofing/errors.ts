@@ -8,6 +8,7 @@ export type ProofingErrorCode =
   | 'ERR_PROOFING_CERTIFICATE'
   | 'ERR_PROOFING_SIGNATURE'
   | 'ERR_PROOFING_CERTIFICATE_REVOKED'
+  | 'ERR_PROOFING_CERTIFICATE_NO_IDENTITY'
   | 'ERR_PROOFING_REVOCATION_UNAVAILABLE'
   | 'ERR_PROOFING_INPUT';
 
@@ -27,6 +28,8 @@ const MESSAGES: Record<ProofingErrorCode, string> = {
   ERR_PROOFING_SIGNATURE: 'The signature could not be verified.',
   ERR_PROOFING_CERTIFICATE_REVOKED:
     'This certificate has been revoked (for example after the card was renewed or reported lost). Please use a card with a valid signature certificate.',
+  ERR_PROOFING_CERTIFICATE_NO_IDENTITY:
+    'This certificate does not state a name and date of birth. Please use the signature certificate of your My Number card.',
   ERR_PROOFING_REVOCATION_UNAVAILABLE:
     'The validity of the certificate cannot be checked right now. Please try again later.',
   ERR_PROOFING_INPUT: 'The request is incomplete.',
@@ -44,6 +47,8 @@ const MESSAGES_JA: Record<ProofingErrorCode, string> = {
   ERR_PROOFING_SIGNATURE: '署名を検証できませんでした。',
   ERR_PROOFING_CERTIFICATE_REVOKED:
     'この電子証明書は失効しています（カードの更新や紛失の届出などによる）。有効な署名用電子証明書のカードをお使いください。',
+  ERR_PROOFING_CERTIFICATE_NO_IDENTITY:
+    'この電子証明書には氏名と生年月日が記録されていません。マイナンバーカードの署名用電子証明書をお使いください。',
   ERR_PROOFING_REVOCATION_UNAVAILABLE:
     '現在、電子証明書の有効性を確認できません。しばらくしてからもう一度お試しください。',
   ERR_PROOFING_INPUT: '入力が不足しています。',
@@ -52,6 +57,17 @@ const MESSAGES_JA: Record<ProofingErrorCode, string> = {
 /** The customer-facing message of a code, in the page's language. */
 export function proofingErrorMessage(code: ProofingErrorCode, lang: 'ja' | 'en'): string {
   return (lang === 'ja' ? MESSAGES_JA : MESSAGES)[code];
+}
+
+/**
+ * The refusal when some of a method's checks of the proven identity against the registered one
+ * failed: the record's reason names them (`mismatch:birthdate`), the evidence keeps the checks.
+ */
+export function mismatchError(checks: Record<string, boolean>, evidence: Record<string, unknown>) {
+  const failed = Object.entries(checks)
+    .filter(([, ok]) => !ok)
+    .map(([k]) => k);
+  return new ProofingError('ERR_PROOFING_MISMATCH', { reason: `mismatch:${failed.join(',')}`, evidence });
 }
 
 export class ProofingError extends Error {

@@ -29,6 +29,7 @@ import {
   customerByNumber,
   type ProofingResult,
   proofedEnrollment,
+  refuseProofing,
 } from './engine.ts';
 import { ProofingError, proofingErrorMessage } from './errors.ts';
 import { PROOFING_PURPOSES, type ProofingMethod, type ProofingPurpose } from './method.ts';
@@ -44,12 +45,16 @@ export interface ProofingRoutesOptions {
   proofing?: ProofingContext;
 }
 
+/** Where the eKYC callback sends the browser on, under the interaction (cookie-bound) that started the flow. */
+const EKYC_FINISH_PATH = '/proofing/ekyc/finish';
+
 /** Refusals that are evidence of someone trying identities: they slow the source down. */
 const COUNTED = new Set([
   'ERR_PROOFING_MISMATCH',
   'ERR_PROOFING_SIGNATURE',
   'ERR_PROOFING_CERTIFICATE',
   'ERR_PROOFING_CERTIFICATE_REVOKED',
+  'ERR_PROOFING_CERTIFICATE_NO_IDENTITY',
 ]);
 
 function purposeOf(value: unknown): ProofingPurpose {
@@ -108,7 +113,7 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
   async function answer<A>(
     ctx: Context,
     method: ProofingMethod<unknown, A>,
-    input: { flowId: string; interactionId: string | undefined; answer: A },
+    input: { flowId: string; interactionId: string; answer: A },
   ): Promise<ProofingResult> {
     const meta = requestMeta(ctx, input.interactionId);
     const source = await refuseThrottledSource(signIn, ctx);
@@ -175,19 +180,8 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
     );
   }
 
-  // The page's form (redirects the browser) or a JSON client ({ redirectTo }).
-  router.post('/interaction/:uid/proofing/ekyc', async (ctx) => {
-    const json = ctx.request.type === 'application/json';
-    const run = async () => {
-      const method = enabled(proofing.ekyc);
-      const uid = await interactionUid(ctx);
-      const body = json ? await readBody(ctx, 'json') : Object.fromEntries(await readBody(ctx, 'form'));
-      const started = await begin(ctx, method, body, uid).catch((err: unknown) => {
-        throw err instanceof ProofingError ? toHttp(err, ctx) : err;
-      });
-      return started.reply.redirectTo;
-    };
-    if (json) return jsonEndpoint(ctx, async () => ({ redirectTo: await run() }));
+  /** A step of the eKYC flow that redirects the browser; errors as the error page, in the page's language. */
+  async function redirectStep(ctx: Context, run: () => Promise<string>) {
     ctx.set('cache-control', 'no-store');
     try {
       ctx.redirect(await run());
@@ -202,35 +196,75 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
         description: err.message,
       });
     }
+  }
+
+  // The page's form (redirects the browser) or a JSON client ({ redirectTo }).
+  router.post('/interaction/:uid/proofing/ekyc', async (ctx) => {
+    const json = ctx.request.type === 'application/json';
+    const run = async () => {
+      const method = enabled(proofing.ekyc);
+      const uid = await interactionUid(ctx);
+      const body = json ? await readBody(ctx, 'json') : Object.fromEntries(await readBody(ctx, 'form'));
+      const started = await begin(ctx, method, body, uid).catch((err: unknown) => {
+        throw err instanceof ProofingError ? toHttp(err, ctx) : err;
+      });
+      return started.reply.redirectTo;
+    };
+    if (json) return jsonEndpoint(ctx, async () => ({ redirectTo: await run() }));
+    return redirectStep(ctx, run);
   });
 
-  router.get(EKYC_CALLBACK_PATH, async (ctx) => {
-    ctx.set('cache-control', 'no-store');
-    const lang = languageOf(ctx);
-    try {
+  /**
+   * The provider's redirect back carries no interaction (its URL is registered once), only the
+   * flow id as `state`. It completes nothing: it sends the browser on to the interaction that
+   * started the flow, where only the browser holding that interaction's cookie can finish it. So
+   * a provider URL passed to someone else proves nothing for the one who started the flow.
+   */
+  router.get(EKYC_CALLBACK_PATH, (ctx) =>
+    redirectStep(ctx, async () => {
+      enabled(proofing.ekyc);
+      const state = text(ctx.query.state, 200);
+      if (!state) throw new HttpError(400, 'invalid_request', 'state is missing');
+      const flow = await db.query<{ interaction_id: string }>(
+        `SELECT interaction_id FROM proofing_flows
+         WHERE id = $1 AND method = 'ekyc' AND answered_at IS NULL AND expires_at > now()`,
+        [state],
+      );
+      const uid = flow.rows[0]?.interaction_id;
+      if (!uid) throw toHttp(new ProofingError('ERR_PROOFING_FLOW'), ctx);
+      return `/interaction/${encodeURIComponent(uid)}${EKYC_FINISH_PATH}?${ctx.querystring}`;
+    }),
+  );
+
+  /**
+   * The provider's answer, completed in the browser of the interaction that started the flow. In
+   * another browser (no cookie of that interaction) the flow is spent and recorded as refused
+   * (`other_browser`), so the answer in that URL cannot be carried over to the starting browser.
+   */
+  router.get(`/interaction/:uid${EKYC_FINISH_PATH}`, (ctx) =>
+    redirectStep(ctx, async () => {
       const method = enabled(proofing.ekyc);
       const state = text(ctx.query.state, 200);
       if (!state) throw new HttpError(400, 'invalid_request', 'state is missing');
+      const uid = await interactionUid(ctx).catch(async (err: unknown) => {
+        if (err instanceof HttpError) {
+          const flow = { flowId: state, method: method.name, interactionId: String(ctx.params.uid) };
+          const refusal = new ProofingError('ERR_PROOFING_FLOW', { reason: 'other_browser' });
+          await refuseProofing(db, flow, refusal, requestMeta(ctx, flow.interactionId));
+        }
+        throw err;
+      });
+      // What the provider redirected to: openid-client checks the parameters and redirect_uri from it.
       const callbackUrl = new URL(`${o.config.issuer}${EKYC_CALLBACK_PATH}`);
       callbackUrl.search = ctx.querystring;
       const result = await answer(ctx, method, {
         flowId: state,
-        interactionId: undefined,
+        interactionId: uid,
         answer: { callbackUrl },
       });
-      const flow = await db.query<{ interaction_id: string }>(
-        'SELECT interaction_id FROM proofing_flows WHERE id = $1',
-        [result.flowId],
-      );
-      ctx.redirect(nextStep(flow.rows[0]!.interaction_id, result).redirectTo);
-      ctx.status = 303;
-    } catch (err) {
-      if (!(err instanceof HttpError)) throw err;
-      ctx.status = err.status;
-      ctx.type = 'html';
-      ctx.body = errorPage({ lang, error: err.error, description: err.message });
-    }
-  });
+      return nextStep(uid, result).redirectTo;
+    }),
+  );
 
   router.post('/interaction/:uid/proofing/jpki/challenge', (ctx) =>
     jsonEndpoint(ctx, async () => {

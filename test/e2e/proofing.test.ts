@@ -51,10 +51,12 @@ beforeAll(async () => {
   });
   const cardOf = () =>
     issueCertificate(signingCa, {
-      subject: 'CN=山田　太郎, C=JP',
+      subject: 'CN=20261126101500123456789A, L=千代田区, L=東京都, C=JP',
       // ECDSA keeps start-up short; RSA cards: test/integration/proofing-jpki.test.ts.
       keyUsage: KeyUsage.digitalSignature | KeyUsage.nonRepudiation,
       crlUrls: [crls.url('signing-ca.crl')],
+      // Name and birth date (昭和, 1980-04-01) where J-LIS puts them, as the hub reads them.
+      jpki: { name: '山田　太郎', birthDate: '319800401' },
     });
   card = await cardOf();
   revokedCard = await cardOf();
@@ -152,7 +154,8 @@ describe('identity proofing pages', () => {
     expect(await page.textContent('h1')).toBe('本人確認');
     await page.fill('#ekyc-customerNumber', t.hub.demo!.customerNumber);
     await page.click('#ekyc-button');
-    await page.waitForURL((u) => u.pathname === '/proofing/ekyc/callback');
+    // The provider's callback sends the browser on to its interaction, where the answer is checked.
+    await page.waitForURL((u) => u.pathname.endsWith('/proofing/ekyc/finish'));
     expect(await page.textContent('h1')).toBe('エラー');
     expect(await page.textContent('#error-description')).toContain('登録内容と一致しません');
 

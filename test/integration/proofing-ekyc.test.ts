@@ -9,6 +9,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { accountLock } from '../../src/risk/index.ts';
 import { type EkycProvider, jpAmlClaims, startEkycProvider } from '../support/ekycProvider.ts';
 import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
@@ -148,7 +149,9 @@ describe('eKYC proofing (OpenID Connect for Identity Assurance)', () => {
     const ja = await ua.get(`${t.issuer}/interaction/${uid}/proofing?purpose=recovery&lang=ja`);
     expect(ja.text).toContain('本人確認によるアカウントの復旧');
     expect(ja.text).toContain('本人確認サービスへ進む');
-    const res = await ua.get(callback);
+    // The callback sends the browser on to its interaction, where the answer is checked.
+    const res = (await ua.follow(callback)).response;
+    expect(res.url.pathname).toBe(`/interaction/${uid}/proofing/ekyc/finish`);
     expect(res.status).toBe(403);
     // In the language the customer switched to above.
     expect(res.text).toContain('登録内容と一致しません');
@@ -166,7 +169,7 @@ describe('eKYC proofing (OpenID Connect for Identity Assurance)', () => {
       verified_claims: jpAmlClaims({ family_name: '山田', given_name: '次郎', birthdate: '1980-04-01' }),
     };
     const ua = browser();
-    expect((await ua.get((await throughProvider(ua)).callback)).status).toBe(403);
+    expect((await ua.follow((await throughProvider(ua)).callback)).response.status).toBe(403);
     expect(await lastRecord()).toMatchObject({ result: 'refused', reason: 'mismatch:name' });
 
     op.person = {
@@ -177,12 +180,108 @@ describe('eKYC proofing (OpenID Connect for Identity Assurance)', () => {
       ),
     };
     const other = browser();
-    const res = await other.get((await throughProvider(other)).callback);
+    const res = (await other.follow((await throughProvider(other)).callback)).response;
     expect(res.status).toBe(403);
     expect(await lastRecord()).toMatchObject({
       result: 'refused',
       reason: 'no_verified_claims',
       evidence: { offeredTrustFrameworks: ['eidas'] },
     });
+  });
+
+  /**
+   * The attack of the security review: someone opens an authorization request (interaction A) in
+   * their browser, starts eKYC there with the victim's customer number, and sends the victim the
+   * provider's URL. The victim proves themselves at the real provider in their own browser. The
+   * provider's answer reaches the hub in the victim's browser, which holds no cookie of A: the
+   * flow must not be verified for A, and A must not register a passkey with it.
+   */
+  async function attackerStarts(attacker: UserAgent, purpose: string) {
+    const { response } = await attacker.follow((await startAuthorization(await demoRp(t))).url);
+    const uid = response.url.pathname.split('/').pop()!;
+    const started = await attacker.postForm(`${t.issuer}/interaction/${uid}/proofing/ekyc`, {
+      customerNumber: t.hub.demo!.customerNumber,
+      purpose,
+    });
+    expect(started.status).toBe(303);
+    const providerUrl = started.location!;
+    return { uid, providerUrl, flowId: providerUrl.searchParams.get('state')! };
+  }
+
+  /** The victim, in their own browser, completes eKYC at the provider; the answer comes back to the hub. */
+  async function victimCompletes(victim: UserAgent, providerUrl: URL) {
+    const { stoppedAt } = await victim.follow(providerUrl, { stopAt: (u) => u.pathname === CALLBACK });
+    expect(stoppedAt).toBeDefined();
+    return (await victim.follow(stoppedAt!)).response;
+  }
+
+  const flowRow = async (flowId: string) =>
+    (
+      await t.hub.db.query<{ proofing_id: string | null; answered_at: Date | null }>(
+        'SELECT proofing_id, answered_at FROM proofing_flows WHERE id = $1',
+        [flowId],
+      )
+    ).rows[0]!;
+
+  it('does not verify a recovery flow in a browser other than the one that started it', async () => {
+    op.person = {
+      sub: 'ekyc-victim',
+      verified_claims: jpAmlClaims({ family_name: '山田', given_name: '太郎', birthdate: '1980-04-01' }),
+    };
+    const attacker = browser();
+    const victim = browser();
+    const { uid, providerUrl, flowId } = await attackerStarts(attacker, 'recovery');
+    const landed = await victimCompletes(victim, providerUrl);
+    // The victim's browser cannot finish interaction A: an error page, nothing verified.
+    expect(landed.status).toBe(400);
+    expect(landed.url.pathname).toBe(`/interaction/${uid}/proofing/ekyc/finish`);
+    expect(landed.text).toContain('another browser');
+    // The flow is spent, unproven, and recorded as refused: the answer in that URL is dead.
+    const flow = await flowRow(flowId);
+    expect(flow.proofing_id).toBeNull();
+    expect(flow.answered_at).not.toBeNull();
+    const records = await t.hub.db.query<{ result: string; reason: string }>(
+      "SELECT result, reason FROM proofing_records WHERE method = 'ekyc' AND interaction_id = $1",
+      [uid],
+    );
+    expect(records.rows).toEqual([{ result: 'refused', reason: 'other_browser' }]);
+    // Even with the URL the victim landed on (say, pasted to the attacker), A gets nothing.
+    const carried = await attacker.get(landed.url);
+    expect(carried.status).toBe(400);
+    expect(carried.text).toContain('no longer valid');
+    // Interaction A cannot register a passkey (nor a recovery) with the flow.
+    const options = await attacker.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, {
+      proofing: flowId,
+    });
+    expect(options.status).toBe(400);
+    expect(options.json()).toMatchObject({ error_code: 'ERR_PROOFING_FLOW' });
+  });
+
+  it('does not unlock an account from a browser other than the one that started the unlock', async () => {
+    const customerId = t.hub.demo!.customerId;
+    await t.hub.db.query(
+      `INSERT INTO account_lockouts (customer_id, consecutive_failures, locked_at, locked_until)
+       VALUES ($1, 10, now(), now() + interval '1 day')
+       ON CONFLICT (customer_id) DO UPDATE SET locked_until = EXCLUDED.locked_until, consecutive_failures = 10`,
+      [customerId],
+    );
+    op.person = {
+      sub: 'ekyc-victim',
+      verified_claims: jpAmlClaims({ family_name: '山田', given_name: '太郎', birthdate: '1980-04-01' }),
+    };
+    const { flowId, providerUrl } = await attackerStarts(browser(), 'unlock');
+    const landed = await victimCompletes(browser(), providerUrl);
+    expect(landed.status).toBe(400);
+    expect((await flowRow(flowId)).proofing_id).toBeNull();
+    expect((await accountLock(t.hub.db, customerId)).locked).toBe(true);
+
+    // The customer unlocking in one browser still works, bound to their own interaction.
+    const ua = browser();
+    const { uid, callback } = await throughProvider(ua, 'unlock');
+    const done = await ua.follow(callback);
+    expect(done.response.status).toBe(200);
+    expect(done.response.url.pathname).toBe(`/interaction/${uid}`);
+    expect(done.response.url.searchParams.get('unlocked')).toBe('1');
+    expect((await accountLock(t.hub.db, customerId)).locked).toBe(false);
   });
 });

@@ -42,6 +42,14 @@ let dpCa: TestCert;
 let crls: CrlServer;
 let customerId: string;
 let customerNumber: string;
+/** The basic four facts of the demo customer's card: 昭和 (era 3) 1980-04-01. */
+const TARO = {
+  name: '山田　太郎',
+  birthDate: '319800401',
+  gender: '1',
+  address: '東京都千代田区千代田１－１',
+};
+const CARD_SUBJECT = 'CN=20261126101500123456789A, L=千代田区, L=東京都, C=JP';
 
 beforeAll(async () => {
   root = await createTestCa('CN=Test JPKI Root, O=Test J-LIS, C=JP');
@@ -49,11 +57,13 @@ beforeAll(async () => {
     subject: 'CN=Test JPKI Signing CA, O=Test J-LIS, C=JP',
     ca: true,
   });
-  // Full-width space between family and given name, as on a card; registered as '山田 太郎'.
+  // As J-LIS issues them: the CN is an identifier, name and birth date are in subjectAltName.
+  // Full-width space between family and given name, as on a card; registered as '山田 太郎', 1980-04-01.
   card = await issueCertificate(intermediate, {
-    subject: 'CN=山田　太郎, C=JP',
+    subject: CARD_SUBJECT,
     rsa: true,
     keyUsage: KeyUsage.digitalSignature | KeyUsage.nonRepudiation,
+    jpki: TARO,
   });
   crls = await startCrlServer();
   dpCa = await issueCertificate(root, { subject: 'CN=Test JPKI Signing CA 2, O=Test J-LIS, C=JP', ca: true });
@@ -170,7 +180,8 @@ describe('JPKI-style proofing', () => {
     });
 
     const stranger = await issueCertificate(await createTestCa('CN=Other CA, C=JP'), {
-      subject: 'CN=山田 太郎, C=JP',
+      subject: CARD_SUBJECT,
+      jpki: TARO,
     });
     expect(await verify(ua, uid, await challenge(ua, uid), stranger, { chain: [] })).toMatchObject({
       status: 403,
@@ -180,7 +191,10 @@ describe('JPKI-style proofing', () => {
 
     const other = browserFrom('127.0.0.3');
     const uid2 = await openInteraction(other);
-    const someoneElse = await issueCertificate(intermediate, { subject: 'CN=佐藤 花子, C=JP' });
+    const someoneElse = await issueCertificate(intermediate, {
+      subject: CARD_SUBJECT,
+      jpki: { ...TARO, name: '佐藤 花子', birthDate: '419900102' },
+    });
     expect(await verify(other, uid2, await challenge(other, uid2), someoneElse)).toMatchObject({
       status: 403,
       body: { error_code: 'ERR_PROOFING_MISMATCH' },
@@ -190,13 +204,14 @@ describe('JPKI-style proofing', () => {
       method: 'jpki',
       purpose: 'recovery',
       result: 'refused',
-      reason: 'mismatch:name',
+      reason: 'mismatch:name,birthdate',
     });
     // The record says what was checked, never the names themselves.
     expect(JSON.stringify(mismatch.evidence)).not.toMatch(/山田|佐藤|花子|太郎/);
 
     const expired = await issueCertificate(intermediate, {
-      subject: 'CN=山田 太郎, C=JP',
+      subject: CARD_SUBJECT,
+      jpki: TARO,
       notBefore: new Date(Date.now() - 10 * 86_400_000),
       notAfter: new Date(Date.now() - 86_400_000),
     });
@@ -208,7 +223,8 @@ describe('JPKI-style proofing', () => {
     const third = browserFrom('127.0.0.4');
     const uid3 = await openInteraction(third);
     const encipherOnly = await issueCertificate(intermediate, {
-      subject: 'CN=山田 太郎, C=JP',
+      subject: CARD_SUBJECT,
+      jpki: TARO,
       keyUsage: KeyUsage.keyEncipherment,
     });
     expect(await verify(third, uid3, await challenge(third, uid3), encipherOnly)).toMatchObject({
@@ -222,6 +238,58 @@ describe('JPKI-style proofing', () => {
       status: 400,
       body: { error_code: 'ERR_PROOFING_FLOW' },
     });
+  });
+
+  it('checks the birth date the card states: a namesake born on another day and a card stating none are refused', async () => {
+    const ua = browserFrom('127.0.0.7');
+    const uid = await openInteraction(ua);
+    // A genuine card of another 山田 太郎, born 1981-04-01 (the name in the CN as well): the name
+    // alone must not prove the customer.
+    const namesake = await issueCertificate(intermediate, {
+      subject: 'CN=山田　太郎, C=JP',
+      rsa: true,
+      keyUsage: KeyUsage.digitalSignature | KeyUsage.nonRepudiation,
+      jpki: { ...TARO, birthDate: '319810401' },
+    });
+    expect(await verify(ua, uid, await challenge(ua, uid), namesake)).toMatchObject({
+      status: 403,
+      body: { error: 'access_denied', error_code: 'ERR_PROOFING_MISMATCH' },
+    });
+    const mismatch = await lastRecord();
+    expect(mismatch).toMatchObject({
+      result: 'refused',
+      reason: 'mismatch:birthdate',
+      evidence: { checks: { name: true, birthdate: false } },
+    });
+    expect(JSON.stringify(mismatch.evidence)).not.toMatch(/1980|1981|山田/);
+
+    // A certificate naming the customer without a birth date (or with an incomplete one), or with
+    // the name only in the CN, proves nobody.
+    for (const [jpki, reason] of [
+      [{ name: TARO.name, address: TARO.address }, 'no_birthdate'],
+      [{ ...TARO, birthDate: '319800400' }, 'no_birthdate'],
+      [{ birthDate: TARO.birthDate }, 'no_name'],
+    ] as const) {
+      const holder = await issueCertificate(intermediate, {
+        subject: 'CN=山田 太郎, C=JP',
+        keyUsage: KeyUsage.digitalSignature | KeyUsage.nonRepudiation,
+        jpki,
+      });
+      const other = browserFrom('127.0.0.8');
+      const uid2 = await openInteraction(other);
+      expect(await verify(other, uid2, await challenge(other, uid2), holder), reason).toMatchObject({
+        status: 403,
+        body: {
+          error_code: 'ERR_PROOFING_CERTIFICATE_NO_IDENTITY',
+          error_description: expect.stringContaining('does not state a name and date of birth'),
+        },
+      });
+      expect(await lastRecord()).toMatchObject({ method: 'jpki', result: 'refused', reason });
+    }
+    const audited = await t.hub.db.query<{ data: { reason: string } }>(
+      "SELECT data FROM audit_events WHERE type = 'proofing.refused' ORDER BY id DESC LIMIT 1",
+    );
+    expect(audited.rows[0]!.data.reason).toBe('ERR_PROOFING_CERTIFICATE_NO_IDENTITY');
   });
 
   it('recovers an account after every passkey is lost: old passkeys, sessions and tokens stop working', async () => {
@@ -396,10 +464,11 @@ describe('JPKI certificate revocation (CRL)', () => {
   /** A card of the second CA naming `name` on the loopback distribution point as its CRL. */
   const dpCard = (name: string) =>
     issueCertificate(dpCa, {
-      subject: 'CN=山田 太郎, C=JP',
+      subject: CARD_SUBJECT,
       rsa: true,
       keyUsage: KeyUsage.digitalSignature | KeyUsage.nonRepudiation,
       crlUrls: [crls.url(name)],
+      jpki: TARO,
     });
 
   it('accepts a card its CA has not revoked, refuses one it has, with a clear message', async () => {

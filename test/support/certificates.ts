@@ -112,10 +112,50 @@ export interface IssueOptions {
   notAfter?: Date;
   /** CRL distribution point URL(s) written into the certificate. */
   crlUrls?: string[];
+  /**
+   * The basic four facts of a JPKI signing certificate, as J-LIS writes them: subjectAltName
+   * otherName entries under 1.2.392.200149.8.5.5 (UTF8String). `birthDate` as on the card:
+   * `EYYYYMMDD` (era digit, Gregorian date). Replaces `san`.
+   */
+  jpki?: { name?: string; birthDate?: string; gender?: string; address?: string };
 }
 
 /** What an mTLS client certificate is made of. */
 export type ClientCertOptions = Pick<IssueOptions, 'subject' | 'san' | 'notBefore' | 'notAfter' | 'eku'>;
+
+/** DER: one element (short or long length form). */
+function der(tag: number, ...content: Buffer[]): Buffer {
+  const body = Buffer.concat(content);
+  const n = body.length;
+  const length = n < 0x80 ? [n] : n < 0x100 ? [0x81, n] : [0x82, n >> 8, n & 0xff];
+  return Buffer.concat([Buffer.from([tag, ...length]), body]);
+}
+
+function derOid(oid: string): Buffer {
+  const [a = 0, b = 0, ...rest] = oid.split('.').map(Number);
+  const bytes = [40 * a + b];
+  for (const arc of rest) {
+    const base128 = [arc & 0x7f];
+    for (let v = Math.floor(arc / 128); v > 0; v = Math.floor(v / 128)) base128.unshift((v & 0x7f) | 0x80);
+    bytes.push(...base128);
+  }
+  return der(0x06, Buffer.from(bytes));
+}
+
+/** GeneralNames of otherName [0] { OID, [0] EXPLICIT UTF8String } for each fact given. */
+function jpkiSubjectAltName(facts: NonNullable<IssueOptions['jpki']>): Buffer {
+  const arcs = { name: 1, gender: 3, birthDate: 4, address: 5 } as const;
+  const names = Object.entries(facts)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) =>
+      der(
+        0xa0,
+        derOid(`1.2.392.200149.8.5.5.${arcs[k as keyof typeof arcs]}`),
+        der(0xa0, der(0x0c, Buffer.from(String(v), 'utf8'))),
+      ),
+    );
+  return der(0x30, ...names);
+}
 
 /** The extensions of a certificate `o` describes, with the key identifiers of its key (and issuer's). */
 async function extensionsOf(o: IssueOptions, publicKey: CryptoKey, issuer?: TestCert) {
@@ -131,7 +171,11 @@ async function extensionsOf(o: IssueOptions, publicKey: CryptoKey, issuer?: Test
     ...(o.eku?.length
       ? [new x509.ExtendedKeyUsageExtension(o.eku.map((u) => x509.ExtendedKeyUsage[u]))]
       : []),
-    ...(o.san?.length ? [new x509.SubjectAlternativeNameExtension(o.san)] : []),
+    ...(o.jpki
+      ? [new x509.Extension('2.5.29.17', false, new Uint8Array(jpkiSubjectAltName(o.jpki)))]
+      : o.san?.length
+        ? [new x509.SubjectAlternativeNameExtension(o.san)]
+        : []),
     ...(o.crlUrls?.length ? [new x509.CRLDistributionPointsExtension(o.crlUrls)] : []),
     await x509.SubjectKeyIdentifierExtension.create(publicKey),
     ...(issuer ? [await x509.AuthorityKeyIdentifierExtension.create(issuer.cert.publicKey)] : []),

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import * as client from 'openid-client';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { RequestMeta } from '../../authn/index.ts';
-import { ProofingError } from '../errors.ts';
+import { mismatchError, ProofingError } from '../errors.ts';
 import type { ProofingFlow, ProofingMethod, VerifiedIdentity } from '../method.ts';
 import { namesMatch, normalizeBirthdate } from '../names.ts';
 
@@ -154,14 +154,7 @@ export function ekycMethod(
       evidence.checks = checks;
       if (!customer)
         throw new ProofingError('ERR_PROOFING_MISMATCH', { reason: 'customer_unknown', evidence });
-      if (!Object.values(checks).every(Boolean))
-        throw new ProofingError('ERR_PROOFING_MISMATCH', {
-          reason: `mismatch:${Object.entries(checks)
-            .filter(([, ok]) => !ok)
-            .map(([k]) => k)
-            .join(',')}`,
-          evidence,
-        });
+      if (!Object.values(checks).every(Boolean)) throw mismatchError(checks, evidence);
       return { customerId: customer.id, evidence };
     },
   };

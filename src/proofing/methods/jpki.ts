@@ -3,9 +3,10 @@
  * random challenge; the customer's card signs exactly those bytes; the hub checks that the
  * certificate chains to a configured trust anchor, is within its validity, allows signing (key
  * usage digitalSignature or nonRepudiation), that no certificate of the path is revoked (CRL, see
- * ../../tls/crl.ts), that the signature is over the challenge, and that the certificate's subject name is
- * the customer's registered name. The challenge is single-use and short-lived (the engine spends
- * the flow on the first answer).
+ * ../../tls/crl.ts), that the signature is over the challenge, and that the name and the date of
+ * birth the certificate states (J-LIS subjectAltName entries, ./jpkiIdentity.ts) are the
+ * customer's registered ones — the name alone would let a namesake's genuine card prove someone
+ * else. The challenge is single-use and short-lived (the engine spends the flow on the first answer).
  */
 import { type X509Certificate as NodeX509, randomBytes, verify as verifySignature } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -17,9 +18,10 @@ import {
   verifyCertificateChain,
 } from '../../authn/index.ts';
 import { type CrlChecker, CrlError, type CrlSettings, createCrlChecker, loadX509 } from '../../tls/index.ts';
-import { ProofingError } from '../errors.ts';
+import { mismatchError, ProofingError } from '../errors.ts';
 import type { ProofingFlow, ProofingMethod, VerifiedIdentity } from '../method.ts';
-import { namesMatch } from '../names.ts';
+import { namesMatch, normalizeBirthdate } from '../names.ts';
+import { type JpkiIdentity, JpkiSanError, jpkiIdentity, SUBJECT_ALT_NAME_OID } from './jpkiIdentity.ts';
 
 export interface JpkiSettings {
   trustAnchorsFile: string;
@@ -88,6 +90,18 @@ export function jpkiMethod(settings: JpkiSettings): ProofingMethod<JpkiStart, Jp
       const signing = x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.nonRepudiation;
       if (!usage || (usage.usages & signing) === 0)
         throw new ProofingError('ERR_PROOFING_CERTIFICATE', { reason: 'key_usage', evidence });
+      let identity: JpkiIdentity;
+      try {
+        const san = parsed.getExtension(SUBJECT_ALT_NAME_OID);
+        identity = jpkiIdentity(san ? new Uint8Array(san.value) : undefined);
+      } catch (err) {
+        if (!(err instanceof JpkiSanError)) throw err;
+        throw new ProofingError('ERR_PROOFING_CERTIFICATE', {
+          reason: 'san_malformed',
+          evidence,
+          cause: err,
+        });
+      }
 
       const signature = Buffer.from(String(answer.signature ?? ''), 'base64url');
       let valid = false;
@@ -113,13 +127,25 @@ export function jpkiMethod(settings: JpkiSettings): ProofingMethod<JpkiStart, Jp
             });
       }
 
+      // A certificate that does not state both (e.g. the card's user-authentication certificate,
+      // 利用者証明用, which names nobody) cannot prove who someone is.
+      const missing = [identity.name ? '' : 'no_name', identity.birthDate ? '' : 'no_birthdate'].filter(
+        Boolean,
+      );
+      if (missing.length)
+        throw new ProofingError('ERR_PROOFING_CERTIFICATE_NO_IDENTITY', {
+          reason: missing.join(','),
+          evidence,
+        });
       const customer = flow.customer;
-      const subjectName = parsed.subjectName.getField('CN')[0];
-      evidence.checks = { name: !!customer && namesMatch(subjectName, customer.nameKanji) };
+      const checks = {
+        name: !!customer && namesMatch(identity.name, customer.nameKanji),
+        birthdate: !!customer?.birthDate && identity.birthDate === normalizeBirthdate(customer.birthDate),
+      };
+      evidence.checks = checks;
       if (!customer)
         throw new ProofingError('ERR_PROOFING_MISMATCH', { reason: 'customer_unknown', evidence });
-      if (!namesMatch(subjectName, customer.nameKanji))
-        throw new ProofingError('ERR_PROOFING_MISMATCH', { reason: 'mismatch:name', evidence });
+      if (!checks.name || !checks.birthdate) throw mismatchError(checks, evidence);
       return { customerId: customer.id, evidence };
     },
   };
