@@ -55,8 +55,9 @@ export interface PerfSummary {
 
 const BUCKETS: Array<[string, string[]]> = [
   [
-    'DB: pg driver/pool/protocol and its socket I/O',
+    'DB: the Postgres driver (postgres.js; pg for older runs) and its socket I/O',
     [
+      'node_modules/postgres/',
       'node_modules/pg/',
       'node_modules/pg-pool/',
       'node_modules/pg-protocol/',
