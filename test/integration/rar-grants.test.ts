@@ -8,6 +8,7 @@ import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { revokeConsent } from '../../src/consent/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { demoCustomer } from '../support/customer.ts';
@@ -465,6 +466,78 @@ describe('grant management actions', () => {
       authorization_details: details({ data_types: ['balances'] }),
     });
     expect(again.error).toBe('invalid_grant_id');
+  });
+
+  it('a revocation landing while a merge is decided stays revoked: no consent or grant comes back (security review)', async () => {
+    const g = await authorize({ authorization_details: details({ data_types: ['balances'] }) }, () => [
+      accounts[0]!,
+    ]);
+    const grantId = String(g.tokens.grant_id);
+    const customerId = t.hub.demo!.customerId;
+    // The customer revokes on the dashboard after the consent POST loaded the grant, just before the
+    // merged grant is saved (the window between Grant.find and grant.save()).
+    const Grant = t.hub.provider.Grant as unknown as { prototype: { save(): Promise<string>; jti?: string } };
+    const save = Grant.prototype.save;
+    let revokedInWindow = false;
+    Grant.prototype.save = async function (this: { jti?: string }) {
+      if (this.jti === grantId && !revokedInWindow) {
+        revokedInWindow = true;
+        await revokeConsent(t.hub.db, {
+          grantId,
+          customerId,
+          by: { customer: true },
+          reason: 'revoked on the dashboard',
+          request: {},
+        });
+      }
+      return save.call(this);
+    };
+    let refused: unknown;
+    try {
+      await authorize(
+        {
+          grant_management_action: 'merge',
+          grant_id: grantId,
+          authorization_details: details({ data_types: ['holdings'] }),
+        },
+        () => [ACC3],
+        undefined,
+        g.rp,
+      );
+    } catch (err) {
+      refused = err;
+    } finally {
+      Grant.prototype.save = save;
+    }
+    expect(revokedInWindow).toBe(true);
+    expect(refused).toMatchObject({ step: 'consent', status: 400 });
+    expect((refused as { body: string }).body).toContain('invalid_grant_id');
+    expect(await consentRow(grantId)).toMatchObject({
+      account_ids: [accounts[0]],
+      revoked_by: `customer:${customerId}`,
+      revoke_reason: 'revoked on the dashboard',
+    });
+    expect(
+      (
+        await t.hub.db.query(
+          'SELECT revoked_at FROM consents WHERE grant_id = $1 AND revoked_at IS NOT NULL',
+          [grantId],
+        )
+      ).rowCount,
+    ).toBe(1);
+    const stored = await t.hub.db.query('SELECT 1 FROM oidc_payloads WHERE grant_id = $1 OR id = $1', [
+      grantId,
+    ]);
+    expect(stored.rowCount).toBe(0);
+    expect((await call(g, '/api/v1/balances')).status).toBe(401);
+    await expect(
+      client.refreshTokenGrant(g.rp.config, g.tokens.refresh_token!, undefined, { DPoP: g.rp.dpop }),
+    ).rejects.toMatchObject({ error: 'invalid_grant' });
+    const refusedAudit = await t.hub.db.query(
+      "SELECT 1 FROM audit_events WHERE type = 'consent.extension_refused' AND data ->> 'grantId' = $1",
+      [grantId],
+    );
+    expect(refusedAudit.rowCount).toBe(1);
   });
 
   it("another client's grant is not found, cannot be revoked and cannot be merged into", async () => {
