@@ -184,6 +184,39 @@ describe('authorization_details at PAR', () => {
     expect(notArray.error).toBe('invalid_authorization_details');
   });
 
+  it('lets only clients registered for it ask for account_information: the accounts scope or the type listed (security review)', async () => {
+    const balances = { authorization_details: details({ data_types: ['balances'] }) };
+    const refusal = async (rp: Rp) => {
+      try {
+        await startAuthorization(rp, 'openid', balances);
+      } catch (err) {
+        return err as { error?: string; error_description?: string };
+      }
+      return undefined;
+    };
+    // Registered without the accounts scope: the detail would reach what the scope does not.
+    const narrow = await registeredRp(t, 'scope-narrow-pfm', { scope: 'openid offline_access' });
+    expect(await refusal(narrow)).toMatchObject({
+      error: 'invalid_authorization_details',
+      error_description: expect.stringMatching(/account_information.*not allowed for this client/),
+    });
+    const stored = await t.hub.provider.Client.find('scope-narrow-pfm');
+    expect(stored?.metadata().authorization_details_types).toEqual([]);
+    // The accounts scope registered: the detail works, end to end.
+    const wide = await registeredRp(t, 'scope-accounts-pfm', { scope: 'openid offline_access accounts' });
+    const g = await authorize(balances, () => [accounts[0]!], 'openid', wide);
+    expect(g.tokens.authorization_details).toEqual([
+      expect.objectContaining({ type: 'account_information', accounts: [accounts[0]] }),
+    ]);
+    expect((await call(g, '/api/v1/balances')).status).toBe(200);
+    // RFC 9396 §10: a registration that lists the type explicitly may use it whatever its scope.
+    const typed = await registeredRp(t, 'typed-pfm', {
+      scope: 'openid',
+      authorization_details_types: ['account_information'],
+    });
+    expect(await refusal(typed)).toBeUndefined();
+  });
+
   it('checks grant_management_action and grant_id', async () => {
     expect((await parError({ grant_management_action: 'update' })).error).toBe('invalid_request');
     expect((await parError({ grant_management_action: 'merge' })).error).toBe('invalid_request');
