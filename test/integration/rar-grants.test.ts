@@ -8,7 +8,7 @@ import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
-import { revokeConsent } from '../../src/consent/index.ts';
+import { markConsentRevoked, recordConsent, revokeConsent } from '../../src/consent/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { demoCustomer } from '../support/customer.ts';
@@ -571,6 +571,47 @@ describe('grant management actions', () => {
       [grantId],
     );
     expect(refusedAudit.rowCount).toBe(1);
+  });
+
+  it('a consent write waiting on a revocation in progress (pg_sleep before its commit) does not undo it', async () => {
+    const g = await authorize({ authorization_details: details({ data_types: ['balances'] }) }, () => [
+      accounts[0]!,
+    ]);
+    const grantId = String(g.tokens.grant_id);
+    const customerId = t.hub.demo!.customerId;
+    let revoking!: () => void;
+    const started = new Promise<void>((resolve) => {
+      revoking = resolve;
+    });
+    // The revocation holds the consent row (and, on PGlite, the database) and sleeps before it commits.
+    const revocation = t.hub.db.transaction(async (tx) => {
+      await markConsentRevoked(tx, {
+        grantId,
+        customerId,
+        by: `customer:${customerId}`,
+        reason: 'slow revoke',
+      });
+      revoking();
+      await tx.query('SELECT pg_sleep(0.3)');
+    });
+    await started;
+    const write = recordConsent(t.hub.db, {
+      grantId,
+      customerId,
+      clientId: 'demo-aggregator',
+      scopes: ['openid'],
+      accountIds: [accounts[0]!, ACC3],
+      dataTypes: ['balances', 'holdings'],
+      lookbackDays: null,
+      expiresAt: new Date(Date.now() + DAY),
+    });
+    await revocation;
+    await expect(write).rejects.toMatchObject({ code: 'ERR_CONSENT_REVOKED' });
+    expect(await consentRow(grantId)).toMatchObject({
+      account_ids: [accounts[0]],
+      revoked_by: `customer:${customerId}`,
+      revoke_reason: 'slow revoke',
+    });
   });
 
   it("another client's grant is not found, cannot be revoked and cannot be merged into", async () => {
