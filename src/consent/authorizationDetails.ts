@@ -102,10 +102,12 @@ export interface AuthorizationDetailType {
   /** At most this many details of the type in one request. */
   maxPerRequest: number;
   /**
-   * Every client may request it unless its registration lists `authorization_details_types`
-   * (a type that moves money should be false and registered per client).
+   * A client whose registration lists no `authorization_details_types` may request it: `true`,
+   * `false` (a type that moves money: registered per client), or `'accounts'`: only when the
+   * client may ask for the `accounts` scope (its registered scope lists it, or it registered no
+   * scope, which allows every scope) — a detail must not reach data its scope does not.
    */
-  allowedByDefault: boolean;
+  allowedByDefault: boolean | 'accounts';
   /** Why a member the schema does not know was refused, when there is a better word for it. */
   unknownMemberHint?: Record<string, string>;
   /** A further check of the request (who may ask, what may be combined); throws InvalidAuthorizationDetails. */
@@ -116,7 +118,9 @@ export const AUTHORIZATION_DETAIL_TYPES: Record<string, AuthorizationDetailType>
   [ACCOUNT_INFORMATION]: {
     schema: accountInformationSchema,
     maxPerRequest: 1,
-    allowedByDefault: true,
+    // It grants what the accounts scope grants (src/api): a client registered without that scope
+    // reaches account data through it only when its registration lists the type (security review).
+    allowedByDefault: 'accounts',
     unknownMemberHint: {
       accounts: 'accounts are chosen by the customer on the consent page; send account_hints instead',
     },
@@ -136,11 +140,35 @@ export const AUTHORIZATION_DETAIL_TYPES: Record<string, AuthorizationDetailType>
   },
 };
 
-/** The client default of `authorization_details_types`. */
-export const defaultClientDetailTypes = (): string[] =>
-  Object.entries(AUTHORIZATION_DETAIL_TYPES)
-    .filter(([, e]) => e.allowedByDefault)
+/** `authorization_details_types` (RFC 9396 §10) of a client whose registration lists none, by its scope. */
+export function defaultClientDetailTypes(scope: unknown): string[] {
+  const mayAskAccounts =
+    scope === undefined || (typeof scope === 'string' && scope.split(' ').includes('accounts'));
+  return Object.entries(AUTHORIZATION_DETAIL_TYPES)
+    .filter(([, e]) => e.allowedByDefault === true || (e.allowedByDefault === 'accounts' && mayAskAccounts))
     .map(([type]) => type);
+}
+
+/**
+ * The provider's clientDefaults value of `authorization_details_types`: a placeholder that
+ * settleClientDetailTypes replaces. Not a type, so a client left with it fails oidc-provider's own
+ * metadata check (fail closed) instead of being allowed every type.
+ */
+export const DETAIL_TYPES_FROM_SCOPE = '(from the scope)';
+
+/**
+ * For oidc-provider's extraClientMetadata validator (which sees the metadata with the defaults and
+ * may change it): a client that registered no `authorization_details_types` (it holds the
+ * placeholder default) gets them from its scope.
+ */
+export function settleClientDetailTypes(metadata: Record<string, unknown>): void {
+  const types = metadata.authorization_details_types;
+  if (
+    types === undefined ||
+    (Array.isArray(types) && types.length === 1 && types[0] === DETAIL_TYPES_FROM_SCOPE)
+  )
+    metadata.authorization_details_types = defaultClientDetailTypes(metadata.scope);
+}
 
 /** The first problem zod found, as one line for error_description. */
 function describeIssue(err: z.ZodError, hint: Record<string, string> | undefined): string {
@@ -200,6 +228,11 @@ export function richAuthorizationRequestsFeature(policy: DetailPolicy): RarFeatu
       type,
       {
         validate(ctx: KoaContextWithOIDC, detail: unknown, client: unknown) {
+          // oidc-provider lets a client without the member use every type: never so here.
+          if (!Array.isArray((client as { authorizationDetailsTypes?: unknown }).authorizationDetailsTypes))
+            throw new errors.InvalidAuthorizationDetails(
+              `authorization details type '${type}' is not allowed for this client`,
+            );
           const all = requestedDetails(ctx.oidc.params as Record<string, unknown>);
           // oidc-provider passes the detail alone: find its position for the error message.
           const same = JSON.stringify(detail);

@@ -4,13 +4,14 @@
  * the customer ticked, combined with the grant's earlier terms as Grant Management's action says.
  */
 import type { Queryable } from '../db/index.ts';
+import { revokeGrant } from '../oidc/adapter.ts';
 import {
   ACCOUNT_INFORMATION,
   accountInformationOf,
   apiLocation,
   requestedDetails,
 } from './authorizationDetails.ts';
-import { ConsentError, checkAccounts, findConsent, recordConsent } from './index.ts';
+import { ConsentError, checkAccounts, consentRevokedMeanwhile, findConsent, recordConsent } from './index.ts';
 import {
   type ConsentTerms,
   grantedAccountInformation,
@@ -70,6 +71,8 @@ export async function applyConsentDecision(
 
   const action = o.params.grant_management_action;
   const held = o.grant.jti ? await findConsent(db, o.grant.jti) : undefined;
+  // The grant was loaded before a revocation landed: extending it would write it back.
+  if (held?.revokedAt) throw consentRevokedMeanwhile();
   if (action === 'merge' && held) terms = mergeTerms(held, terms, o.defaults);
   if (action === 'replace') {
     // The grant holds exactly this decision: earlier scopes and details go.
@@ -91,15 +94,23 @@ export async function applyConsentDecision(
   // The grant (and so its refresh tokens) ends with the consent.
   o.grant.exp = Math.floor(terms.expiresAt.getTime() / 1000);
   const grantId = await o.grant.save();
-  await recordConsent(db, {
-    grantId,
-    customerId: o.customerId,
-    clientId: o.clientId,
-    scopes: terms.scopes,
-    accountIds: terms.accountIds,
-    dataTypes: terms.dataTypes,
-    lookbackDays: terms.lookbackDays,
-    expiresAt: terms.expiresAt,
-  });
+  try {
+    await recordConsent(db, {
+      grantId,
+      customerId: o.customerId,
+      clientId: o.clientId,
+      scopes: terms.scopes,
+      accountIds: terms.accountIds,
+      dataTypes: terms.dataTypes,
+      lookbackDays: terms.lookbackDays,
+      expiresAt: terms.expiresAt,
+    });
+  } catch (err) {
+    // A revocation landed after the grant was loaded (its deletion may even have come before the
+    // save above): the consent stays revoked (recordConsent wrote nothing) and the grant written
+    // back goes again. Any revocation committing after recordConsent deletes the saved grant itself.
+    if (err instanceof ConsentError && err.code === 'ERR_CONSENT_REVOKED') await revokeGrant(db, grantId);
+    throw err;
+  }
   return { grantId, terms };
 }

@@ -41,7 +41,8 @@ export interface Consent {
 
 export class ConsentError extends Error {
   override name = 'ConsentError';
-  readonly code: 'ERR_CONSENT_ACCOUNTS';
+  /** ERR_CONSENT_REVOKED: the consent being extended was revoked meanwhile (it stays revoked). */
+  readonly code: 'ERR_CONSENT_ACCOUNTS' | 'ERR_CONSENT_REVOKED';
   constructor(code: ConsentError['code'], message: string) {
     super(message);
     this.code = code;
@@ -79,6 +80,10 @@ const toConsent = (r: ConsentRow): Consent => ({
 /**
  * Records (or, for a grant the customer extends, replaces) a consent. Account ids must all
  * belong to the customer and be open; anything else is refused and nothing is written.
+ * A revoked consent is never brought back: revocation deletes the grant, so a grant id is recorded
+ * again only by a decision that loaded the grant before a revocation landed (security review). Then
+ * nothing is written and ConsentError ERR_CONSENT_REVOKED is thrown; the statement waits for a
+ * revocation in progress on the row and sees its outcome.
  */
 export async function recordConsent(
   db: Queryable,
@@ -94,15 +99,23 @@ export async function recordConsent(
   },
 ): Promise<void> {
   const accountIds = await checkAccounts(db, c.customerId, c.accountIds);
-  await db.query(
+  const res = await db.query(
     `INSERT INTO consents (grant_id, customer_id, client_id, scopes, account_ids, data_types, lookback_days, expires_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
      ON CONFLICT (grant_id) DO UPDATE SET scopes = EXCLUDED.scopes, account_ids = EXCLUDED.account_ids,
        data_types = EXCLUDED.data_types, lookback_days = EXCLUDED.lookback_days,
-       expires_at = EXCLUDED.expires_at, revoked_at = NULL, revoked_by = NULL, revoke_reason = NULL`,
+       expires_at = EXCLUDED.expires_at
+     WHERE consents.revoked_at IS NULL`,
     [c.grantId, c.customerId, c.clientId, c.scopes, accountIds, c.dataTypes, c.lookbackDays, c.expiresAt],
   );
+  if (res.rowCount !== 1) throw consentRevokedMeanwhile();
 }
+
+export const consentRevokedMeanwhile = () =>
+  new ConsentError(
+    'ERR_CONSENT_REVOKED',
+    'the permission to extend has ended; start again from the application',
+  );
 
 /** The distinct account ids, once all are the customer's open accounts; ConsentError otherwise. */
 export async function checkAccounts(db: Queryable, customerId: string, ids: string[]): Promise<string[]> {

@@ -50,8 +50,11 @@ export interface BankProtections {
 export interface BankFederation {
   readonly banks: readonly BankConfig[];
   bank(id: string): BankConfig | undefined;
-  /** Where banks send the customer back: `<issuer>/account/links/callback`. */
-  readonly redirectUri: string;
+  /**
+   * Where a bank sends the customer back: `<issuer>/account/links/callback/<bankId>`, one per bank,
+   * so that an answer cannot be taken for another bank's (OAuth mix-up, RFC 9700 §4.4.2).
+   */
+  redirectUriFor(bankId: string): string;
   authorizationUrl(bankId: string, checks: BankChecks): Promise<URL>;
   /** Validates the callback and exchanges the code; FederationError on any failure. */
   complete(bankId: string, callbackUrl: URL, checks: BankChecks): Promise<BankAssertion>;
@@ -59,6 +62,7 @@ export interface BankFederation {
   jwks(): Promise<{ keys: JsonWebKey[] }>;
 }
 
+/** The callback paths: `<BANK_CALLBACK_PATH>/<bankId>`; the bare path served attempts before 0038. */
 export const BANK_CALLBACK_PATH = '/account/links/callback';
 
 const ACCOUNT_TYPES: Record<string, string> = {
@@ -140,7 +144,7 @@ function asFederationError(err: unknown, what: string): FederationError {
 
 export function createBankFederation(o: { config: Config; db: Queryable; kek: Buffer }): BankFederation {
   const banks = o.config.linking.banks;
-  const redirectUri = `${o.config.issuer}${BANK_CALLBACK_PATH}`;
+  const redirectUriFor = (bankId: string) => `${o.config.issuer}${BANK_CALLBACK_PATH}/${bankId}`;
   const discovered = new Map<string, Promise<client.Configuration>>();
   /** A sealed key, loaded once per process (a failed load is tried again next time). */
   const cachedKey = (name?: string) => {
@@ -187,9 +191,15 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
             ? client.ClientSecretBasic(bank.auth.secret)
             : await key().then((k) => client.PrivateKeyJwt({ key: k.privateKey, kid: k.kid }));
         const customFetch = fetchFor(bank);
-        return client.discovery(new URL(bank.issuer), bank.clientId, { redirect_uris: [redirectUri] }, auth, {
-          ...(customFetch ? { [client.customFetch]: customFetch } : {}),
-        });
+        return client.discovery(
+          new URL(bank.issuer),
+          bank.clientId,
+          { redirect_uris: [redirectUriFor(bank.id)] },
+          auth,
+          {
+            ...(customFetch ? { [client.customFetch]: customFetch } : {}),
+          },
+        );
       })().catch((err: unknown) => {
         // Not cached: the next attempt discovers again.
         discovered.delete(bank.id);
@@ -209,13 +219,13 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
   return {
     banks,
     bank: bankById,
-    redirectUri,
+    redirectUriFor,
 
     async authorizationUrl(bankId, checks) {
       const bank = known(bankId);
       const config = await configuration(bank);
       const params: Record<string, string> = {
-        redirect_uri: redirectUri,
+        redirect_uri: redirectUriFor(bank.id),
         scope: bank.scope,
         state: checks.state,
         nonce: checks.nonce,

@@ -12,6 +12,7 @@ import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import {
+  BANK_CALLBACK_PATH,
   type BankChecks,
   type BankConfig,
   type BankFederation,
@@ -272,8 +273,8 @@ export async function startBankLink(deps: LinkingDeps, input: StartLinkInput): P
     throw new LinkError('ERR_LINK_BANK_UNAVAILABLE', 'the bank cannot be reached just now');
   }
   await db.query(
-    `INSERT INTO bank_link_attempts (id, state_hash, customer_id, session_uid, bank_id, account_id, secrets_enc, brokerage_acr, expires_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9))`,
+    `INSERT INTO bank_link_attempts (id, state_hash, customer_id, session_uid, bank_id, account_id, secrets_enc, brokerage_acr, expires_at, redirect_uri)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9), $10)`,
     [
       id,
       hashState(checks.state),
@@ -284,6 +285,7 @@ export async function startBankLink(deps: LinkingDeps, input: StartLinkInput): P
       encryptAtRest(deps.kek, JSON.stringify({ nonce: checks.nonce, codeVerifier: checks.codeVerifier }), id),
       acr,
       deps.config.linking.attemptTtl,
+      deps.federation.redirectUriFor(bank.id),
     ],
   );
   await auditCustomer(db, input, 'linking.link.started', 'info', {
@@ -303,6 +305,8 @@ interface AttemptRow {
   account_id: string;
   secrets_enc: string;
   brokerage_acr: string;
+  /** NULL for attempts started before migration 0038 (the shared callback path). */
+  redirect_uri: string | null;
   expired: boolean;
   consumed: boolean;
 }
@@ -337,7 +341,7 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
   if (!state || state.length > 512)
     return refuseCallback('ERR_LINK_STATE', 'the bank’s answer carries no state');
   const found = await db.query<AttemptRow>(
-    `SELECT id, customer_id, session_uid, bank_id, account_id, secrets_enc, brokerage_acr,
+    `SELECT id, customer_id, session_uid, bank_id, account_id, secrets_enc, brokerage_acr, redirect_uri,
             expires_at <= now() AS expired, consumed_at IS NOT NULL AS consumed
      FROM bank_link_attempts WHERE state_hash = $1`,
     [hashState(state)],
@@ -346,6 +350,14 @@ export async function finishBankLink(deps: LinkingDeps, input: FinishLinkInput):
   if (!attempt) return refuseCallback('ERR_LINK_STATE', 'the state is unknown or was altered');
   if (attempt.customer_id !== input.customerId || attempt.session_uid !== input.sessionUid)
     return refuseCallback('ERR_LINK_SESSION', 'this answer belongs to another sign-in');
+  // OAuth mix-up: an answer must come back where its attempt's bank was told to send it; on another
+  // bank's path it may be another bank's code, which must never reach this bank's token endpoint.
+  const expectedPath = attempt.redirect_uri ? new URL(attempt.redirect_uri).pathname : BANK_CALLBACK_PATH;
+  if (input.callbackUrl.pathname !== expectedPath)
+    return refuseCallback(
+      'ERR_LINK_WRONG_BANK',
+      'this answer came back from another bank than the one started',
+    );
   if (attempt.consumed) return refuseCallback('ERR_LINK_REPLAY', 'this answer was already used');
   if (attempt.expired) return refuseCallback('ERR_LINK_EXPIRED', 'the link took too long; start again');
   const consumed = await db.query(

@@ -48,6 +48,8 @@ export type LinkErrorCode =
   | 'ERR_LINK_EXPIRED'
   /** The callback arrived in another session than the one that started the link. */
   | 'ERR_LINK_SESSION'
+  /** The callback arrived on another bank's redirect URI than its attempt's (OAuth mix-up). */
+  | 'ERR_LINK_WRONG_BANK'
   /** No such link (or not visible to the caller). */
   | 'ERR_LINK_NOT_FOUND'
   /** The link is not in a state that allows this change. */

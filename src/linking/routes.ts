@@ -2,7 +2,8 @@
  * HTTP surface of bank linking:
  *   /account/links               the customer's links and the form to start one (signed in)
  *   POST /account/links/start    → the bank's authorization endpoint
- *   GET  /account/links/callback ← the bank; decides, shows the result
+ *   GET  /account/links/callback/{bankId} ← the bank; decides, shows the result (each bank its own
+ *                                path against mix-up; the bare path only for attempts started before)
  *   POST /account/links/remove   unlink at once
  *   POST /api/institution/v1/links/{linkId}/suspend | /resume   (scope institution:links)
  *   GET  /api/institution/v1/links?customer=<customer number>   (scope institution:links)
@@ -26,7 +27,7 @@ import { recordAudit } from '../audit/index.ts';
 import type { AuthnContext } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
-import { createBankFederation } from '../federation/index.ts';
+import { BANK_CALLBACK_PATH, createBankFederation } from '../federation/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { loadKeyEncryptionKey } from '../keys/index.ts';
 import { requestMeta } from '../oidc/passkeySignIn.ts';
@@ -63,6 +64,7 @@ const LINK_STATUS: Record<LinkError['code'], number> = {
   ERR_LINK_REPLAY: 400,
   ERR_LINK_EXPIRED: 400,
   ERR_LINK_SESSION: 400,
+  ERR_LINK_WRONG_BANK: 400,
   ERR_LINK_NOT_FOUND: 404,
   ERR_LINK_STATUS: 409,
   ERR_LINK_SUSPENDED_BY_OTHER: 409,
@@ -135,7 +137,7 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
     }),
   );
 
-  router.get('/account/links/callback', async (ctx) => {
+  const callback = async (ctx: Context) => {
     ctx.set('cache-control', 'no-store');
     try {
       const session = await signedIn(ctx);
@@ -156,7 +158,10 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
     } catch (err) {
       fail(ctx, err);
     }
-  });
+  };
+  // finishBankLink checks the path against the attempt's redirect URI (its bank's).
+  router.get(`${BANK_CALLBACK_PATH}/:bankId`, callback);
+  router.get(BANK_CALLBACK_PATH, callback);
 
   // Unlinking stops money moving: protective, so assessed and recorded but never held back.
   router.post('/account/links/remove', (ctx) =>

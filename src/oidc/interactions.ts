@@ -442,9 +442,25 @@ export function interactionRoutes({
     } catch (err) {
       if (!(err instanceof ConsentError)) throw err;
       if (isNew && grant.jti) await grant.destroy();
+      const revoked = err.code === 'ERR_CONSENT_REVOKED';
+      if (revoked)
+        await recordAudit(db, {
+          type: 'consent.extension_refused',
+          outcome: 'failure',
+          actor: `customer:${customerId}`,
+          customerId,
+          clientId,
+          ip: ctx.ip,
+          interactionId: d.uid,
+          data: { grantId: grant.jti ?? null, reason: 'revoked meanwhile' },
+        });
       ctx.status = 400;
       ctx.type = 'html';
-      ctx.body = errorPage({ lang: languageOf(ctx), error: 'invalid_request', description: err.message });
+      ctx.body = errorPage({
+        lang: languageOf(ctx),
+        error: revoked ? 'invalid_grant_id' : 'invalid_request',
+        description: err.message,
+      });
       return;
     }
     const { grantId, terms } = decided;

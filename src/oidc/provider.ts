@@ -23,8 +23,9 @@ import {
 import type { Config } from '../config/index.ts';
 import {
   apiLocation,
-  defaultClientDetailTypes,
+  DETAIL_TYPES_FROM_SCOPE,
   richAuthorizationRequestsFeature,
+  settleClientDetailTypes,
 } from '../consent/authorizationDetails.ts';
 import type { Db } from '../db/index.ts';
 import {
@@ -88,7 +89,8 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       id_token_signed_response_alg: 'ES256',
       dpop_bound_access_tokens: true,
       require_pushed_authorization_requests: true,
-      authorization_details_types: defaultClientDetailTypes(),
+      // Settled per client from its scope (settleClientDetailTypes in the validator below).
+      authorization_details_types: [DETAIL_TYPES_FROM_SCOPE],
       authorization_signed_response_alg: 'ES256',
       introspection_signed_response_alg: 'ES256',
     },
@@ -175,6 +177,7 @@ export function createProvider({ config, db, keys }: CreateProviderOptions): Pro
       validator: (_ctx, key, value, metadata) => {
         validateInstitutionMetadata(key, value, metadata as unknown as Record<string, unknown>);
         validateResourceServerMetadata(key, value);
+        settleClientDetailTypes(metadata as unknown as Record<string, unknown>);
       },
     },
     // How the customer signed in rides on every access token (from the code or refresh token it

@@ -122,11 +122,12 @@ beforeAll(async () => {
   passkeyBank.provider.on('access_token.saved', (token) => {
     issued.push({ tokenType: token.tokenType, jkt: token.jkt });
   });
-  const redirect = `${t.issuer}/account/links/callback`;
+  // Each bank registers the hub's redirect URI for that bank (mix-up defence).
+  const redirect = (bankId: string) => `${t.issuer}/account/links/callback/${bankId}`;
   const jwks = await (await t.fetch(`${t.issuer}/federation/jwks.json`)).json();
   await passkeyBank.addClient({
     client_id: 'kakehashi',
-    redirect_uris: [redirect],
+    redirect_uris: [redirect('a-bank')],
     token_endpoint_auth_method: 'private_key_jwt',
     token_endpoint_auth_signing_alg: 'ES256',
     id_token_signed_response_alg: 'ES256',
@@ -134,11 +135,14 @@ beforeAll(async () => {
     dpop_bound_access_tokens: true,
     jwks,
   });
-  for (const bank of [otpBank, passwordBank])
+  for (const [bankId, bank] of [
+    ['otp-bank', otpBank],
+    ['pw-bank', passwordBank],
+  ] as const)
     await bank.addClient({
       client_id: 'kakehashi',
       client_secret: SECRET,
-      redirect_uris: [redirect],
+      redirect_uris: [redirect(bankId)],
       token_endpoint_auth_method: 'client_secret_basic',
       id_token_signed_response_alg: 'ES256',
     });
@@ -190,7 +194,7 @@ async function throughBank(ua: UserAgent, csrf: string, bankId: string): Promise
   const start = await ua.postForm(`${t.issuer}/account/links/start`, { csrf, bankId, accountId });
   expect(start.status).toBe(303);
   const { stoppedAt, response } = await ua.follow(start.location!, {
-    stopAt: (u) => u.origin === new URL(t.issuer).origin && u.pathname === '/account/links/callback',
+    stopAt: (u) => u.origin === new URL(t.issuer).origin && u.pathname.startsWith('/account/links/callback'),
   });
   expect(stoppedAt, response.text.slice(0, 300)).toBeDefined();
   return stoppedAt!;
@@ -428,6 +432,67 @@ describe('the callback', () => {
     expect(replay.text).toContain('ERR_LINK_REPLAY');
     expect(await liveLinks()).toHaveLength(1);
     await removeAll();
+  });
+
+  it('refuses an answer on another bank’s callback path and exchanges nothing (OAuth mix-up; security review)', async () => {
+    const { ua, csrf } = await signedIn();
+    const callback = await throughBank(ua, csrf, 'otp-bank');
+    // Each bank has its own redirect URI, and the bank answered on this one's.
+    expect(callback.pathname).toBe('/account/links/callback/otp-bank');
+    expect(callback.searchParams.get('iss')).toBe(otpBank.issuer);
+    const exchanged: string[] = [];
+    const onToken = () => exchanged.push('otp-bank');
+    otpBank.provider.on('grant.success', onToken);
+    try {
+      // The same answer delivered on another bank's path (what a mix-up makes of it), and on the
+      // shared path of attempts started before per-bank paths: refused, nothing exchanged or spent.
+      for (const path of ['/account/links/callback/a-bank', '/account/links/callback']) {
+        const elsewhere = new URL(callback);
+        elsewhere.pathname = path;
+        const res = await ua.get(elsewhere);
+        expect(res.status, path).toBe(400);
+        expect(res.text).toContain('ERR_LINK_WRONG_BANK');
+      }
+      expect(exchanged).toEqual([]);
+      const attempt = await t.hub.db.query<{ consumed_at: Date | null; redirect_uri: string }>(
+        'SELECT consumed_at, redirect_uri FROM bank_link_attempts WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 1',
+        [customerId],
+      );
+      expect(attempt.rows[0]).toEqual({
+        consumed_at: null,
+        redirect_uri: `${t.issuer}/account/links/callback/otp-bank`,
+      });
+      const audited = await t.hub.db.query(
+        "SELECT 1 FROM audit_events WHERE type = 'linking.callback.rejected' AND data ->> 'code' = 'ERR_LINK_WRONG_BANK'",
+      );
+      expect(audited.rowCount).toBe(2);
+      expect(await liveLinks()).toHaveLength(0);
+      // On its own bank's path the answer still completes the link, with one exchange.
+      const ok = await ua.get(callback);
+      expect(ok.text).toContain('data-result="linked"');
+      expect(exchanged).toEqual(['otp-bank']);
+    } finally {
+      otpBank.provider.off('grant.success', onToken);
+    }
+    await removeAll();
+  });
+
+  it('takes the shared callback path only for an attempt started before per-bank paths', async () => {
+    const { ua, csrf } = await signedIn();
+    const callback = await throughBank(ua, csrf, 'a-bank');
+    await t.hub.db.query(
+      'UPDATE bank_link_attempts SET redirect_uri = NULL WHERE customer_id = $1 AND consumed_at IS NULL',
+      [customerId],
+    );
+    // Its own path is now the wrong one; the shared path passes the hub's check and reaches the bank
+    // (which refuses a redirect_uri its request did not name: this attempt did not start on it).
+    expect((await ua.get(callback)).text).toContain('ERR_LINK_WRONG_BANK');
+    const shared = new URL(callback);
+    shared.pathname = '/account/links/callback';
+    const res = await ua.get(shared);
+    expect(res.status).toBe(200);
+    expect(res.text).toContain('data-reason="bank_error"');
+    expect(await liveLinks()).toHaveLength(0);
   });
 
   it('refuses an answer that comes after the attempt expired; expired attempts are swept later', async () => {

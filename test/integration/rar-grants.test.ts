@@ -8,6 +8,7 @@ import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PasskeyUser } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
+import { markConsentRevoked, recordConsent, revokeConsent } from '../../src/consent/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { ingestDemoLedger } from '../../src/ledger/index.ts';
 import { demoCustomer } from '../support/customer.ts';
@@ -181,6 +182,39 @@ describe('authorization_details at PAR', () => {
     expect(two).toMatchObject({ error: 'invalid_authorization_details', description: /at most 1/ });
     const notArray = await parError({ authorization_details: '{"type":"account_information"}' });
     expect(notArray.error).toBe('invalid_authorization_details');
+  });
+
+  it('lets only clients registered for it ask for account_information: the accounts scope or the type listed (security review)', async () => {
+    const balances = { authorization_details: details({ data_types: ['balances'] }) };
+    const refusal = async (rp: Rp) => {
+      try {
+        await startAuthorization(rp, 'openid', balances);
+      } catch (err) {
+        return err as { error?: string; error_description?: string };
+      }
+      return undefined;
+    };
+    // Registered without the accounts scope: the detail would reach what the scope does not.
+    const narrow = await registeredRp(t, 'scope-narrow-pfm', { scope: 'openid offline_access' });
+    expect(await refusal(narrow)).toMatchObject({
+      error: 'invalid_authorization_details',
+      error_description: expect.stringMatching(/account_information.*not allowed for this client/),
+    });
+    const stored = await t.hub.provider.Client.find('scope-narrow-pfm');
+    expect(stored?.metadata().authorization_details_types).toEqual([]);
+    // The accounts scope registered: the detail works, end to end.
+    const wide = await registeredRp(t, 'scope-accounts-pfm', { scope: 'openid offline_access accounts' });
+    const g = await authorize(balances, () => [accounts[0]!], 'openid', wide);
+    expect(g.tokens.authorization_details).toEqual([
+      expect.objectContaining({ type: 'account_information', accounts: [accounts[0]] }),
+    ]);
+    expect((await call(g, '/api/v1/balances')).status).toBe(200);
+    // RFC 9396 §10: a registration that lists the type explicitly may use it whatever its scope.
+    const typed = await registeredRp(t, 'typed-pfm', {
+      scope: 'openid',
+      authorization_details_types: ['account_information'],
+    });
+    expect(await refusal(typed)).toBeUndefined();
   });
 
   it('checks grant_management_action and grant_id', async () => {
@@ -465,6 +499,119 @@ describe('grant management actions', () => {
       authorization_details: details({ data_types: ['balances'] }),
     });
     expect(again.error).toBe('invalid_grant_id');
+  });
+
+  it('a revocation landing while a merge is decided stays revoked: no consent or grant comes back (security review)', async () => {
+    const g = await authorize({ authorization_details: details({ data_types: ['balances'] }) }, () => [
+      accounts[0]!,
+    ]);
+    const grantId = String(g.tokens.grant_id);
+    const customerId = t.hub.demo!.customerId;
+    // The customer revokes on the dashboard after the consent POST loaded the grant, just before the
+    // merged grant is saved (the window between Grant.find and grant.save()).
+    const Grant = t.hub.provider.Grant as unknown as { prototype: { save(): Promise<string>; jti?: string } };
+    const save = Grant.prototype.save;
+    let revokedInWindow = false;
+    Grant.prototype.save = async function (this: { jti?: string }) {
+      if (this.jti === grantId && !revokedInWindow) {
+        revokedInWindow = true;
+        await revokeConsent(t.hub.db, {
+          grantId,
+          customerId,
+          by: { customer: true },
+          reason: 'revoked on the dashboard',
+          request: {},
+        });
+      }
+      return save.call(this);
+    };
+    let refused: unknown;
+    try {
+      await authorize(
+        {
+          grant_management_action: 'merge',
+          grant_id: grantId,
+          authorization_details: details({ data_types: ['holdings'] }),
+        },
+        () => [ACC3],
+        undefined,
+        g.rp,
+      );
+    } catch (err) {
+      refused = err;
+    } finally {
+      Grant.prototype.save = save;
+    }
+    expect(revokedInWindow).toBe(true);
+    expect(refused).toMatchObject({ step: 'consent', status: 400 });
+    expect((refused as { body: string }).body).toContain('invalid_grant_id');
+    expect(await consentRow(grantId)).toMatchObject({
+      account_ids: [accounts[0]],
+      revoked_by: `customer:${customerId}`,
+      revoke_reason: 'revoked on the dashboard',
+    });
+    expect(
+      (
+        await t.hub.db.query(
+          'SELECT revoked_at FROM consents WHERE grant_id = $1 AND revoked_at IS NOT NULL',
+          [grantId],
+        )
+      ).rowCount,
+    ).toBe(1);
+    const stored = await t.hub.db.query('SELECT 1 FROM oidc_payloads WHERE grant_id = $1 OR id = $1', [
+      grantId,
+    ]);
+    expect(stored.rowCount).toBe(0);
+    expect((await call(g, '/api/v1/balances')).status).toBe(401);
+    await expect(
+      client.refreshTokenGrant(g.rp.config, g.tokens.refresh_token!, undefined, { DPoP: g.rp.dpop }),
+    ).rejects.toMatchObject({ error: 'invalid_grant' });
+    const refusedAudit = await t.hub.db.query(
+      "SELECT 1 FROM audit_events WHERE type = 'consent.extension_refused' AND data ->> 'grantId' = $1",
+      [grantId],
+    );
+    expect(refusedAudit.rowCount).toBe(1);
+  });
+
+  it('a consent write waiting on a revocation in progress (pg_sleep before its commit) does not undo it', async () => {
+    const g = await authorize({ authorization_details: details({ data_types: ['balances'] }) }, () => [
+      accounts[0]!,
+    ]);
+    const grantId = String(g.tokens.grant_id);
+    const customerId = t.hub.demo!.customerId;
+    let revoking!: () => void;
+    const started = new Promise<void>((resolve) => {
+      revoking = resolve;
+    });
+    // The revocation holds the consent row (and, on PGlite, the database) and sleeps before it commits.
+    const revocation = t.hub.db.transaction(async (tx) => {
+      await markConsentRevoked(tx, {
+        grantId,
+        customerId,
+        by: `customer:${customerId}`,
+        reason: 'slow revoke',
+      });
+      revoking();
+      await tx.query('SELECT pg_sleep(0.3)');
+    });
+    await started;
+    const write = recordConsent(t.hub.db, {
+      grantId,
+      customerId,
+      clientId: 'demo-aggregator',
+      scopes: ['openid'],
+      accountIds: [accounts[0]!, ACC3],
+      dataTypes: ['balances', 'holdings'],
+      lookbackDays: null,
+      expiresAt: new Date(Date.now() + DAY),
+    });
+    await revocation;
+    await expect(write).rejects.toMatchObject({ code: 'ERR_CONSENT_REVOKED' });
+    expect(await consentRow(grantId)).toMatchObject({
+      account_ids: [accounts[0]],
+      revoked_by: `customer:${customerId}`,
+      revoke_reason: 'slow revoke',
+    });
   });
 
   it("another client's grant is not found, cannot be revoked and cannot be merged into", async () => {

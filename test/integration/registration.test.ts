@@ -185,6 +185,29 @@ describe('registration with an initial access token', () => {
     expect(await auditTypes(clientId)).toContain('client.registered');
   });
 
+  it('gives account_information only to a client registered for the accounts scope or listing the type (security review)', async () => {
+    const narrow = await register(
+      { ...software('pfm-narrow').metadata, scope: 'openid offline_access' },
+      await iat(),
+    );
+    expect(narrow.status).toBe(201);
+    expect(narrow.body.authorization_details_types).toEqual([]);
+    const wide = await register(software('pfm-wide').metadata, await iat());
+    expect(wide.body.authorization_details_types).toEqual(['account_information']);
+    const typed = await register(
+      {
+        ...software('pfm-typed').metadata,
+        scope: 'openid',
+        authorization_details_types: ['account_information'],
+      },
+      await iat(),
+    );
+    expect(typed.body.authorization_details_types).toEqual(['account_information']);
+    // What the registration answered is what holds at PAR.
+    const stored = await t.hub.provider.Client.find(String(narrow.body.client_id));
+    expect(stored?.authorizationDetailsTypes).toEqual([]);
+  });
+
   const violations: [string, Record<string, unknown>, RegExp][] = [
     ['an http redirect URI', { redirect_uris: ['http://pfm.example/cb'] }, /redirect_uris/],
     [

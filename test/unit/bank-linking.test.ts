@@ -73,15 +73,18 @@ describe('名義一致: normalizeName / matchesRegisteredName', () => {
 });
 
 describe('bankStrength', () => {
-  it('classes by the bank’s own acr map first, then amr (RFC 8176) and passkey-like acr', () => {
+  it('classes by the bank’s own acr map first, then the exact acr phr/phrh, then amr (RFC 8176)', () => {
     expect(bankStrength({ acr: 'urn:x:loa:2', amr: ['pwd'] }, { 'urn:x:loa:2': 'phishing_resistant' })).toBe(
       'phishing_resistant',
     );
     expect(bankStrength({ amr: ['hwk', 'user'] })).toBe('phishing_resistant');
     expect(bankStrength({ amr: ['swk', 'pin'] })).toBe('phishing_resistant');
     expect(bankStrength({ amr: ['hwk', 'fpt', 'mfa'] })).toBe('phishing_resistant');
-    expect(bankStrength({ acr: 'urn:bank:fido2', amr: [] })).toBe('phishing_resistant');
+    expect(bankStrength({ acr: 'urn:bank:fido2' }, { 'urn:bank:fido2': 'phishing_resistant' })).toBe(
+      'phishing_resistant',
+    );
     expect(bankStrength({ acr: 'phr' })).toBe('phishing_resistant');
+    expect(bankStrength({ acr: 'phrh', amr: ['pwd'] })).toBe('phishing_resistant');
     expect(bankStrength({ amr: ['pwd', 'otp'] })).toBe('otp');
     expect(bankStrength({ amr: ['sms'] })).toBe('otp');
     expect(bankStrength({ amr: ['pwd', 'mfa'] })).toBe('otp');
@@ -96,5 +99,23 @@ describe('bankStrength', () => {
     expect(bankStrength({ acr: 'urn:bank:loa:1', amr: 'hwk user' })).toBe('unknown');
     expect(bankStrength({ acr: 'urn:nofido2x' })).toBe('unknown');
     expect(bankStrength({ acr: 'urn:x', amr: ['user'] }, { other: 'phishing_resistant' })).toBe('unknown');
+  });
+
+  it('never reads an unmapped acr for words (security review): its amr decides', () => {
+    // Each of these was phishing_resistant by pattern before.
+    expect(bankStrength({ acr: 'urn:bank:no-passkey', amr: ['pwd'] })).toBe('password');
+    expect(bankStrength({ acr: 'urn:bank:passkey-or-password', amr: ['pwd', 'otp'] })).toBe('otp');
+    expect(bankStrength({ acr: 'urn:bank:fido2' })).toBe('unknown');
+    expect(bankStrength({ acr: 'urn:bank:loa:phr' })).toBe('unknown');
+    expect(bankStrength({ acr: 'webauthn' })).toBe('unknown');
+    expect(bankStrength({ acr: 'PHR' })).toBe('unknown');
+    // An unmapped acr does not hide a strong amr, and the bank's own mapping still rules.
+    expect(bankStrength({ acr: 'urn:bank:no-passkey', amr: ['hwk', 'user'] })).toBe('phishing_resistant');
+    expect(
+      bankStrength(
+        { acr: 'urn:bank:no-passkey', amr: ['hwk', 'user'] },
+        { 'urn:bank:no-passkey': 'password' },
+      ),
+    ).toBe('password');
   });
 });
