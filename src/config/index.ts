@@ -145,6 +145,11 @@ const signalsSchema = z
      * (held SETs kept as for any pause; the receiver re-enables it). Checked every 30 s.
      */
     inactivityTimeoutSeconds: seconds.default(30 * 24 * 3600),
+    /**
+     * A SET naming a key we do not have makes us fetch the peer's JWKS again, at most once per this
+     * interval per peer (a peer rotating keys is picked up; a stream of junk kids is not a fetch each).
+     */
+    jwksRefetchMinIntervalSeconds: seconds.default(60),
     /** Verification requests closer together than this get 429. */
     minVerificationIntervalSeconds: z.number().int().min(0).default(5),
     push: z

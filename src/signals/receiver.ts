@@ -36,10 +36,12 @@ export interface VerifiedSet {
 
 export const sha256 = (s: string) => createHash('sha256').update(s).digest();
 
-/** Constant-time check of a push's Authorization header against the hash we stored. */
+/**
+ * Constant-time check of a push's Authorization header against the hash we stored. No stored hash
+ * (a poll subscription, or none) means we never handed out a credential: nothing matches.
+ */
 export function authorizationMatches(header: string | undefined, expectedHash: string | null): boolean {
-  if (!expectedHash) return true;
-  if (!header) return false;
+  if (!expectedHash || !header) return false;
   return timingSafeEqual(sha256(header), Buffer.from(expectedHash, 'hex'));
 }
 
