@@ -21,8 +21,12 @@ import { EVENT, SET_TYPE } from './vocabulary.ts';
 
 const ALLOWED_ALGS = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 const MAX_SET_BYTES = 64 * 1024;
-/** A SET may have been issued a little in our future (clock skew), not more. */
-const IAT_FUTURE_SKEW_SECONDS = 300;
+/**
+ * A SET may have been issued a little in our future (clock skew), not more. The upkeep keeps each
+ * received jti this much longer than `retentionSeconds` (src/signals/worker.ts): a SET passes the iat
+ * checks until iat + retention ≤ its receipt + skew + retention, so its dedupe row outlives that.
+ */
+export const IAT_FUTURE_SKEW_SECONDS = 300;
 
 export interface VerifiedSet {
   jti: string;
