@@ -86,6 +86,17 @@ const bankSchema = z
   })
   .strict();
 
+/**
+ * Per-peer circuit breaker on received SETs: once a peer's SETs acted on customers this many times
+ * within windowSeconds, its further SETs are acknowledged but their actions held for an operator.
+ */
+const circuitBreakerSchema = z
+  .object({
+    maxSetsPerWindow: z.number().int().min(1).default(100),
+    windowSeconds: seconds.default(600),
+  })
+  .strict();
+
 /** One institution the hub shares signals with, in either direction. */
 const peerSchema = z
   .object({
@@ -120,6 +131,8 @@ const peerSchema = z
       .optional(),
     /** Overrides `signals.actions` for SETs from this peer (merged per key). */
     actions: actionMap.optional(),
+    /** Overrides `signals.circuitBreaker` for this peer. */
+    circuitBreaker: circuitBreakerSchema.optional(),
   })
   .strict();
 
@@ -180,6 +193,7 @@ const signalsSchema = z
     /** Delivered SETs and received jtis are kept this long (audit, dedupe window). */
     retentionSeconds: seconds.default(30 * 24 * 3600),
     actions: actionMap.default({}),
+    circuitBreaker: circuitBreakerSchema.prefault({}),
     peers: z.array(peerSchema).default([]),
   })
   .strict()

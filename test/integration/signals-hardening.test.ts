@@ -13,8 +13,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newPeerClientKey, SsfManager } from '../../conformance/ssf/lib/manager.ts';
 import { setClientEnabled } from '../../src/oidc/clients.ts';
+import { ssfCommand } from '../../src/signals/cli.ts';
 import { EVENT, linkCustomer, registerPeerClient, SignalsError } from '../../src/signals/index.ts';
 import { signJws } from '../../src/signals/jws.ts';
+import { listPeerBreakers, resolvePeerBreaker } from '../../src/signals/ops.ts';
 import { sha256 } from '../../src/signals/receiver.ts';
 import { maintain } from '../../src/signals/worker.ts';
 import { ensureDevTls } from '../../src/tls/index.ts';
@@ -48,13 +50,22 @@ beforeAll(async () => {
           jwksUri: `${issuer}/ssf/jwks`,
           caFile: caPath,
         },
+        // A peer whose circuit breaker opens after 3 SETs acting on customers.
+        {
+          id: 'burst',
+          issuer: 'https://burst-peer.example',
+          jwksUri: `${issuer}/ssf/jwks`,
+          caFile: caPath,
+          circuitBreaker: { maxSetsPerWindow: 3, windowSeconds: 600 },
+        },
       ],
     },
   });
   await t.hub.db.query(
     `INSERT INTO ssf_subscriptions (peer_id, stream_id, delivery_method, push_auth_hash, poll_endpoint)
      VALUES ('peer', 'stream-at-peer', 'urn:ietf:rfc:8935', $1, NULL),
-            ('pollpeer', 'stream-at-pollpeer', 'urn:ietf:rfc:8936', NULL, 'https://poll-peer.example/poll')`,
+            ('pollpeer', 'stream-at-pollpeer', 'urn:ietf:rfc:8936', NULL, 'https://poll-peer.example/poll'),
+            ('burst', 'stream-at-burst', 'urn:ietf:rfc:8935', $1, NULL)`,
     [sha256(PUSH_AUTH).toString('hex')],
   );
   // Counts what the receiver fetches from peers' JWKS endpoints (the request itself still goes out).
@@ -277,5 +288,135 @@ describe('ambiguous subjects', () => {
       customerId: b,
       sharedSubject: { subject: email as never, consentRef: 'consent-b2' },
     });
+  });
+});
+
+describe('circuit breaker per peer', () => {
+  const takeover = async (peerId: string, subject: Record<string, unknown>) => {
+    const jti = randomUUID();
+    const jwt = await signSet(
+      EVENT.accountDisabled,
+      { reason: 'hijacking' },
+      { jti, subId: subject, iss: peerId === 'burst' ? 'https://burst-peer.example' : t.issuer },
+    );
+    expect((await push(peerId, jwt)).status).toBe(202);
+    return jti;
+  };
+  const queued = (jti: string) =>
+    count('SELECT count(*)::int AS n FROM ssf_action_outbox WHERE jti = $1', [jti]);
+  const audits = (type: string) =>
+    count("SELECT count(*)::int AS n FROM audit_events WHERE type = $1 AND data->>'peerId' = 'burst'", [
+      type,
+    ]);
+  const revoked = (customerId: string) =>
+    count(
+      "SELECT count(*)::int AS n FROM audit_events WHERE type = 'ssf.action.revoke_sessions' AND customer_id = $1",
+      [customerId],
+    );
+
+  async function linkedCustomers(n: number) {
+    const out: { customerId: string; subject: Record<string, unknown> }[] = [];
+    for (let i = 0; i < n; i++) {
+      const customerId = await insertCustomer(t.hub.db);
+      const subject = { format: 'opaque', id: `burst-${randomUUID()}` };
+      await linkCustomer(t.hub.db, { peerId: 'burst', customerId, peerSubject: subject as never });
+      out.push({ customerId, subject });
+    }
+    return out;
+  }
+
+  it('beyond maxSetsPerWindow a peer’s SETs are acknowledged but their actions held; an operator releases or drops them', async () => {
+    const customers = await linkedCustomers(5);
+    const jtis: string[] = [];
+    for (const c of customers) jtis.push(await takeover('burst', c.subject));
+    // The first three acted; the fourth opened the breaker; the fourth and fifth did nothing.
+    for (const jti of jtis.slice(0, 3)) expect(await queued(jti)).toBeGreaterThan(0);
+    for (const jti of jtis.slice(3)) expect(await queued(jti)).toBe(0);
+    expect(await revoked(customers[4]!.customerId)).toBe(0);
+    expect(await audits('ssf.peer.circuit_open')).toBe(1);
+    expect(
+      await count(
+        "SELECT count(*)::int AS n FROM audit_events WHERE type = 'ssf.actions.held' AND actor = 'peer:burst'",
+        [],
+      ),
+    ).toBe(2);
+    expect(await listPeerBreakers(t.hub.db)).toEqual([
+      expect.objectContaining({ peerId: 'burst', openedAt: expect.any(Date), openedCount: 3, held: 2 }),
+    ]);
+
+    // The operator's view through the CLI, then release: the held actions run, once.
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (line: string) => lines.push(line);
+    try {
+      expect(await ssfCommand(t.hub.db, ['held'], { operator: 'operator:sato' })).toBe(0);
+      expect(await ssfCommand(t.hub.db, ['release', 'burst'], { operator: 'operator:sato' })).toBe(0);
+    } finally {
+      console.log = log;
+    }
+    expect(lines.join('\n')).toMatch(/burst\s+open\s+2/);
+    expect(lines.join('\n')).toContain('peer burst: 2 held SETs released, breaker closed');
+    for (const jti of jtis.slice(3)) expect(await queued(jti)).toBeGreaterThan(0);
+    expect(await revoked(customers[4]!.customerId)).toBe(1);
+    expect(await resolvePeerBreaker(t.hub.db, 'nobody', 'release', 'operator:sato')).toBeUndefined();
+    expect(
+      await count(
+        "SELECT count(*)::int AS n FROM audit_events WHERE type = 'ssf.peer.circuit_closed' AND actor = 'operator:sato'",
+        [],
+      ),
+    ).toBe(1);
+
+    // Counting starts again once the operator closed it: 3 more act, the next is held; dropped, it never acts.
+    const more = await linkedCustomers(4);
+    const next: string[] = [];
+    for (const c of more) next.push(await takeover('burst', c.subject));
+    for (const jti of next.slice(0, 3)) expect(await queued(jti)).toBeGreaterThan(0);
+    expect(await queued(next[3]!)).toBe(0);
+    expect(await resolvePeerBreaker(t.hub.db, 'burst', 'drop', 'operator:sato')).toBe(1);
+    expect(await queued(next[3]!)).toBe(0);
+    expect(await revoked(more[3]!.customerId)).toBe(0);
+    expect(await audits('ssf.peer.circuit_open')).toBe(2);
+  });
+
+  it('forward re-signs only the members the event schema defines, never the peer’s free text', async () => {
+    const customerId = await insertCustomer(t.hub.db);
+    const subject = { format: 'opaque', id: `forward-${randomUUID()}` };
+    await linkCustomer(t.hub.db, { peerId: 'peer', customerId, peerSubject: subject as never });
+    const txn = randomUUID();
+    const jwt = await signSet(
+      EVENT.credentialCompromise,
+      {
+        credential_type: 'password',
+        event_timestamp: 1_700_000_000,
+        reason_admin: { en: 'Call +81-3-0000-0000 to restore the account' },
+        reason_user: { en: 'Your account is locked, visit example.com' },
+        unknown_member: 'x',
+      },
+      { subId: subject, txn },
+    );
+    expect((await push('peer', jwt)).status).toBe(202);
+    const forwarded = await t.hub.db.query<{ payload: { claims: Record<string, unknown> } }>(
+      "SELECT payload FROM ssf_events WHERE txn = $1 AND origin_peer = 'peer'",
+      [txn],
+    );
+    expect(forwarded.rows.map((r) => r.payload.claims)).toEqual([
+      { credential_type: 'password', event_timestamp: 1_700_000_000 },
+    ]);
+
+    // Without a valid member its schema requires (credential_type), it is not forwarded at all.
+    const txn2 = randomUUID();
+    const bad = await signSet(
+      EVENT.credentialCompromise,
+      { credential_type: 'a free text' },
+      { subId: subject, txn: txn2 },
+    );
+    expect((await push('peer', bad)).status).toBe(202);
+    expect(await count('SELECT count(*)::int AS n FROM ssf_events WHERE txn = $1', [txn2])).toBe(0);
+    expect(
+      await count(
+        "SELECT count(*)::int AS n FROM audit_events WHERE type = 'ssf.action.forward_skipped' AND data->>'txn' = $1",
+        [txn2],
+      ),
+    ).toBe(1);
   });
 });
