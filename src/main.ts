@@ -63,6 +63,8 @@ const USAGE = `usage: kakehashi <command>
   ssf stream <id> pause|enable|disable [--reason "…"]   change a stream's status (receiver is told)
   ssf dead-letters [--stream <id>] [--retry]   SETs that could not be delivered; --retry requeues them
   ssf verify <id>            send the stream a verification event
+  ssf held [--json]          peers' circuit breakers on received SETs and the actions they hold
+  ssf release|drop <peer>    run (release) or discard (drop) a peer's held actions; closes its breaker
   operators add <name> --role viewer|operator|admin   add a console operator; prints their one-time
                              enrollment ticket once
   operators list | disable <name> | ticket <name>   list, disable, or re-issue a ticket (lost device)

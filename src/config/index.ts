@@ -86,6 +86,17 @@ const bankSchema = z
   })
   .strict();
 
+/**
+ * Per-peer circuit breaker on received SETs: once a peer's SETs acted on customers this many times
+ * within windowSeconds, its further SETs are acknowledged but their actions held for an operator.
+ */
+const circuitBreakerSchema = z
+  .object({
+    maxSetsPerWindow: z.number().int().min(1).default(100),
+    windowSeconds: seconds.default(600),
+  })
+  .strict();
+
 /** One institution the hub shares signals with, in either direction. */
 const peerSchema = z
   .object({
@@ -120,6 +131,8 @@ const peerSchema = z
       .optional(),
     /** Overrides `signals.actions` for SETs from this peer (merged per key). */
     actions: actionMap.optional(),
+    /** Overrides `signals.circuitBreaker` for this peer. */
+    circuitBreaker: circuitBreakerSchema.optional(),
   })
   .strict();
 
@@ -145,6 +158,11 @@ const signalsSchema = z
      * (held SETs kept as for any pause; the receiver re-enables it). Checked every 30 s.
      */
     inactivityTimeoutSeconds: seconds.default(30 * 24 * 3600),
+    /**
+     * A SET naming a key we do not have makes us fetch the peer's JWKS again, at most once per this
+     * interval per peer (a peer rotating keys is picked up; a stream of junk kids is not a fetch each).
+     */
+    jwksRefetchMinIntervalSeconds: seconds.default(60),
     /** Verification requests closer together than this get 429. */
     minVerificationIntervalSeconds: z.number().int().min(0).default(5),
     push: z
@@ -175,6 +193,7 @@ const signalsSchema = z
     /** Delivered SETs and received jtis are kept this long (audit, dedupe window). */
     retentionSeconds: seconds.default(30 * 24 * 3600),
     actions: actionMap.default({}),
+    circuitBreaker: circuitBreakerSchema.prefault({}),
     peers: z.array(peerSchema).default([]),
   })
   .strict()

@@ -3,7 +3,7 @@
  * with the client-credentials grant for the SSF resource (RFC 8707), sent in the Authorization header
  * only (never the query string: CAEP interop §2.7.2). A DPoP-bound token needs its proof (RFC 9449);
  * a bearer token is accepted only when the peer's client is not DPoP-bound. `ssf.manage` includes
- * `ssf.read`. Errors are RFC 6750 §3 (or RFC 9449 §7.1) challenges.
+ * `ssf.read`. The client must still be enabled. Errors are RFC 6750 §3 (or RFC 9449 §7.1) challenges.
  */
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
@@ -102,6 +102,12 @@ export function createAuthenticator(signals: SignalsContext, provider: Provider)
         throw invalid('the access token is not DPoP-bound');
       }
       const clientId = token.clientId!;
+      // Disabling a client takes effect at its next request (as at the read API and grant management),
+      // not when its short-lived token expires.
+      const client = await signals.db.query('SELECT 1 FROM clients WHERE client_id = $1 AND enabled', [
+        clientId,
+      ]);
+      if (client.rowCount !== 1) throw invalid('the client has been disabled');
       const peer = signals.peers.byClient.get(clientId);
       if (!peer)
         throw new ManagementError(403, 'access_denied', 'this client is not an SSF receiver of this hub');

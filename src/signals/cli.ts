@@ -1,19 +1,28 @@
 /**
  * `kakehashi ssf …`: the operator's view of the transmitter's streams and what they hold, and the
  * levers — status changes (announced to the receiver with stream-updated), requeueing dead letters,
- * a verification event. Every change is in the audit log with the operator's name. Works on the
+ * a verification event; as receiver, peers' circuit breakers and the actions they held (release or
+ * drop them). Every change is in the audit log with the operator's name. Works on the
  * database: running hubs pick the changes up (NOTIFY on PostgreSQL, else their next poll).
  */
 import { recordAudit } from '../audit/index.ts';
 import type { Db } from '../db/index.ts';
 import { emitStreamEvent } from './emit.ts';
-import { changeStreamStatus, listDeadLetters, requeueDeadLetters } from './ops.ts';
+import {
+  changeStreamStatus,
+  listDeadLetters,
+  listPeerBreakers,
+  requeueDeadLetters,
+  resolvePeerBreaker,
+} from './ops.ts';
 import { EVENT, PUSH } from './vocabulary.ts';
 
 export const SSF_USAGE = `usage: ssf streams [--json]
        ssf stream <stream_id> pause|enable|disable [--reason "…"]
        ssf dead-letters [--stream <stream_id>] [--retry] [--json]
-       ssf verify <stream_id>`;
+       ssf verify <stream_id>
+       ssf held [--json]
+       ssf release|drop <peer_id>`;
 
 export interface SsfCliOptions {
   json?: boolean | undefined;
@@ -166,6 +175,35 @@ export async function ssfCommand(db: Db, args: string[], o: SsfCliOptions): Prom
       return 2;
     }
     console.log(`verification event queued for stream ${id}`);
+    return 0;
+  }
+  if (sub === 'held' && !id) {
+    const breakers = await listPeerBreakers(db);
+    if (o.json) {
+      console.log(JSON.stringify(breakers, null, 2));
+      return 0;
+    }
+    console.log('PEER             BREAKER  HELD  OPENED                    AFTER  CLOSED BY');
+    for (const b of breakers)
+      console.log(
+        [
+          b.peerId.padEnd(16),
+          (b.openedAt ? 'open' : 'closed').padEnd(8),
+          String(b.held).padStart(4),
+          (b.openedAt?.toISOString() ?? '-').padEnd(25),
+          String(b.openedCount ?? '-').padStart(5),
+          b.closedBy ?? '-',
+        ].join(' '),
+      );
+    return 0;
+  }
+  if ((sub === 'release' || sub === 'drop') && id && !action) {
+    const n = await resolvePeerBreaker(db, id, sub, o.operator);
+    if (n === undefined) {
+      console.error(`no circuit breaker for peer ${id}`);
+      return 2;
+    }
+    console.log(`peer ${id}: ${n} held SETs ${sub === 'release' ? 'released' : 'dropped'}, breaker closed`);
     return 0;
   }
   console.error(SSF_USAGE);

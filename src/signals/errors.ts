@@ -9,7 +9,9 @@ export type SignalsErrorCode =
   | 'ERR_SSF_UNKNOWN_CUSTOMER'
   | 'ERR_SSF_PEER_UNREACHABLE'
   | 'ERR_SSF_PEER_RESPONSE'
-  | 'ERR_SSF_CONFIG';
+  | 'ERR_SSF_CONFIG'
+  /** A shared identifier another customer already consented to share with the same peer. */
+  | 'ERR_SSF_SUBJECT_TAKEN';
 
 export class SignalsError extends Error {
   override name = 'SignalsError';

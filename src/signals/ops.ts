@@ -1,11 +1,12 @@
 /**
  * Operator-side functions: registering a peer's OAuth client, transmitter-initiated status changes
- * (which announce themselves with stream-updated), the dead-letter view, and revoking a customer's
- * sessions for any cause.
+ * (which announce themselves with stream-updated), the dead-letter view, peers' circuit breakers
+ * (release or drop what they held), and revoking a customer's sessions for any cause.
  */
 import { recordAudit } from '../audit/index.ts';
-import type { Queryable } from '../db/index.ts';
+import type { Db, Queryable } from '../db/index.ts';
 import { type RevokedCustomerSessions, revokeCustomerSessions as revokeInAdapter } from '../oidc/adapter.ts';
+import { causeHandled, executeActions } from './actions.ts';
 import { emitStreamEvent } from './emit.ts';
 import { type StatusChange, setStatus } from './streams.ts';
 import { EVENT } from './vocabulary.ts';
@@ -169,4 +170,98 @@ export async function revokeCustomerSessions(
     data: { reason: why.reason, ...revoked },
   });
   return revoked;
+}
+
+export interface PeerBreaker {
+  peerId: string;
+  openedAt: Date | null;
+  openedCount: number | null;
+  closedAt: Date | null;
+  closedBy: string | null;
+  /** SETs whose actions wait for an operator. */
+  held: number;
+}
+
+/** Peers whose breaker opened at least once, or that have SETs held. */
+export async function listPeerBreakers(db: Queryable): Promise<PeerBreaker[]> {
+  const res = await db.query<{
+    peer_id: string;
+    opened_at: Date | null;
+    opened_count: number | null;
+    closed_at: Date | null;
+    closed_by: string | null;
+    held: number;
+  }>(
+    `SELECT b.peer_id, b.opened_at, b.opened_count, b.closed_at, b.closed_by,
+            (SELECT count(*) FROM ssf_held_sets h WHERE h.peer_id = b.peer_id AND h.resolved_at IS NULL)::int AS held
+     FROM ssf_peer_breakers b WHERE b.opened_at IS NOT NULL OR b.closed_at IS NOT NULL
+       OR EXISTS (SELECT 1 FROM ssf_held_sets h WHERE h.peer_id = b.peer_id AND h.resolved_at IS NULL)
+     ORDER BY b.peer_id`,
+  );
+  return res.rows.map((r) => ({
+    peerId: r.peer_id,
+    openedAt: r.opened_at,
+    openedCount: r.opened_count,
+    closedAt: r.closed_at,
+    closedBy: r.closed_by,
+    held: r.held,
+  }));
+}
+
+/**
+ * An operator ends a peer's open circuit breaker: `release` runs the held SETs' actions in the order
+ * they came (as they would have run, a cause already handled meanwhile excepted), `drop` discards
+ * them. Either way the breaker closes and counting starts again. Returns how many SETs were resolved,
+ * or undefined when the peer has no breaker.
+ */
+export async function resolvePeerBreaker(
+  db: Db,
+  peerId: string,
+  how: 'release' | 'drop',
+  actor: string,
+): Promise<number | undefined> {
+  return db.transaction(async (tx) => {
+    const breaker = await tx.query(
+      'UPDATE ssf_peer_breakers SET opened_at = NULL, closed_at = now(), closed_by = $2 WHERE peer_id = $1',
+      [peerId, actor],
+    );
+    if (breaker.rowCount === 0) return undefined;
+    const held = await tx.query<{
+      id: string;
+      jti: string;
+      txn: string | null;
+      event_type: string;
+      customer_id: string;
+      event: Record<string, unknown>;
+      actions: string[];
+    }>(
+      `SELECT id::text AS id, jti, txn, event_type, customer_id, event, actions FROM ssf_held_sets
+       WHERE peer_id = $1 AND resolved_at IS NULL ORDER BY id FOR UPDATE`,
+      [peerId],
+    );
+    for (const h of held.rows) {
+      if (how === 'release') {
+        const set = { jti: h.jti, txn: h.txn ?? undefined, eventType: h.event_type, event: h.event };
+        const done = (await causeHandled(tx, peerId, set, h.customer_id))
+          ? []
+          : await executeActions(tx, peerId, set, h.customer_id, h.actions);
+        await tx.query('UPDATE ssf_received SET actions = $3::text[] WHERE peer_id = $1 AND jti = $2', [
+          peerId,
+          h.jti,
+          done,
+        ]);
+      }
+      await tx.query(
+        `UPDATE ssf_held_sets SET resolved_at = now(), resolution = $2, resolved_by = $3 WHERE id = $1`,
+        [h.id, how === 'release' ? 'released' : 'dropped', actor],
+      );
+    }
+    await recordAudit(tx, {
+      type: 'ssf.peer.circuit_closed',
+      outcome: 'success',
+      actor,
+      data: { peerId, [how === 'release' ? 'released' : 'dropped']: held.rows.length },
+    });
+    return held.rows.length;
+  });
 }

@@ -2,7 +2,9 @@
  * What the hub knows about peers as transmitters: their SSF configuration (fetched from the
  * well-known location and checked against the configured issuer) and their signing keys. An unknown
  * `kid` refetches the JWKS once (concurrent misses share one fetch), so a peer's key rotation is
- * picked up on its first SET without trusting anything the SET itself says about keys.
+ * picked up on its first SET without trusting anything the SET itself says about keys — but at most
+ * once per `signals.jwksRefetchMinIntervalSeconds` per peer, so SETs with made-up kids (whoever
+ * sends them) cannot turn into a stream of outbound fetches.
  */
 import { importJWK, type JWK } from 'jose';
 import type { PeerConfig } from '../config/index.ts';
@@ -43,6 +45,8 @@ export class PeerMetadata {
   readonly #metadata = new Map<string, { value: TransmitterMetadata; at: number }>();
   readonly #jwks = new Map<string, JwksEntry>();
   readonly #inflight = new Map<string, Promise<JwksEntry>>();
+  /** When a miss last made us refetch a peer's JWKS (ms). */
+  readonly #lastRefetch = new Map<string, number>();
 
   constructor(ctx: SignalsContext) {
     this.#ctx = ctx;
@@ -112,9 +116,9 @@ export class PeerMetadata {
     const cached = this.#jwks.get(peer.id);
     let entry = cached ?? (await this.#loadJwks(peer));
     let jwk = pick(entry.keys, kid, alg);
-    // Only an authenticated push or our own poll gets here, so a peer can make us refetch only its own
-    // keys; a JWKS fetched for this very SET is not fetched again, and concurrent misses share one fetch.
-    if (!jwk && cached) {
+    // A JWKS fetched for this very SET is not fetched again, concurrent misses share one fetch, and
+    // a miss refetches only if the last miss-driven refetch of this peer is old enough.
+    if (!jwk && cached && (this.#inflight.has(peer.id) || this.#mayRefetch(peer.id))) {
       entry = await this.#loadJwks(peer);
       jwk = pick(entry.keys, kid, alg);
     }
@@ -126,6 +130,20 @@ export class PeerMetadata {
       entry.imported.set(cacheKey, key);
     }
     return key;
+  }
+
+  #mayRefetch(peerId: string): boolean {
+    const now = Date.now();
+    const last = this.#lastRefetch.get(peerId);
+    if (last !== undefined && now - last < this.#ctx.signals.jwksRefetchMinIntervalSeconds * 1000) {
+      this.#ctx.logger.debug(
+        { peerId },
+        'unknown kid: the peer JWKS was refetched too recently to fetch again',
+      );
+      return false;
+    }
+    this.#lastRefetch.set(peerId, now);
+    return true;
   }
 }
 

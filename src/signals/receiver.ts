@@ -21,8 +21,12 @@ import { EVENT, SET_TYPE } from './vocabulary.ts';
 
 const ALLOWED_ALGS = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 const MAX_SET_BYTES = 64 * 1024;
-/** A SET may have been issued a little in our future (clock skew), not more. */
-const IAT_FUTURE_SKEW_SECONDS = 300;
+/**
+ * A SET may have been issued a little in our future (clock skew), not more. The upkeep keeps each
+ * received jti this much longer than `retentionSeconds` (src/signals/worker.ts): a SET passes the iat
+ * checks until iat + retention ≤ its receipt + skew + retention, so its dedupe row outlives that.
+ */
+export const IAT_FUTURE_SKEW_SECONDS = 300;
 
 export interface VerifiedSet {
   jti: string;
@@ -36,10 +40,12 @@ export interface VerifiedSet {
 
 export const sha256 = (s: string) => createHash('sha256').update(s).digest();
 
-/** Constant-time check of a push's Authorization header against the hash we stored. */
+/**
+ * Constant-time check of a push's Authorization header against the hash we stored. No stored hash
+ * (a poll subscription, or none) means we never handed out a credential: nothing matches.
+ */
 export function authorizationMatches(header: string | undefined, expectedHash: string | null): boolean {
-  if (!expectedHash) return true;
-  if (!header) return false;
+  if (!expectedHash || !header) return false;
   return timingSafeEqual(sha256(header), Buffer.from(expectedHash, 'hex'));
 }
 

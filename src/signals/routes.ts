@@ -348,13 +348,16 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
       return;
     }
     try {
-      const sub = await ctx.db.query<{ push_auth_hash: string | null }>(
-        'SELECT push_auth_hash FROM ssf_subscriptions WHERE peer_id = $1',
+      const sub = await ctx.db.query<{ push_auth_hash: string | null; delivery_method: string }>(
+        'SELECT push_auth_hash, delivery_method FROM ssf_subscriptions WHERE peer_id = $1',
         [peer.id],
       );
-      // Without a subscription we never handed out credentials, so nothing can authenticate.
-      const expected = sub.rows[0] ? sub.rows[0].push_auth_hash : undefined;
-      if (expected === undefined || !authorizationMatches(c.get('authorization') || undefined, expected))
+      // Only a push subscription has a credential we handed out: without one (no subscription, or a
+      // poll one) nothing authenticates, and nothing unauthenticated reaches the SET checks (which
+      // may fetch the peer's JWKS). One answer for every case, so the endpoint tells nothing.
+      const row = sub.rows[0];
+      const expected = row?.delivery_method === PUSH ? row.push_auth_hash : null;
+      if (!authorizationMatches(c.get('authorization') || undefined, expected))
         throw new SetRejected('authentication_failed', 'missing or wrong Authorization', 401);
       if (c.request.type !== SET_CONTENT_TYPE)
         throw new SetRejected('invalid_request', `Content-Type must be ${SET_CONTENT_TYPE}`);

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { recordAudit } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
+import { SignalsError } from './errors.ts';
 import type { SubjectId } from './types.ts';
 
 /** Canonical JSON (sorted keys): the key under which a subject is stored and compared. */
@@ -116,6 +117,20 @@ export async function linkCustomer(db: Queryable, input: LinkCustomerInput): Pro
     throw new TypeError('peerSubject is not a subject identifier');
   if (input.sharedSubject && !isSubjectId(input.sharedSubject.subject))
     throw new TypeError('sharedSubject is not a subject identifier');
+  // One identifier names one customer towards a peer (unique index ssf_subject_links_shared, 0037);
+  // refused here first so the caller gets a typed error, not a constraint violation.
+  if (input.sharedSubject) {
+    const taken = await db.query(
+      `SELECT 1 FROM ssf_subject_links WHERE peer_id = $1 AND consented_at IS NOT NULL
+         AND shared_subject = $2::jsonb AND customer_id <> $3`,
+      [input.peerId, JSON.stringify(input.sharedSubject.subject), input.customerId],
+    );
+    if (taken.rowCount > 0)
+      throw new SignalsError(
+        'ERR_SSF_SUBJECT_TAKEN',
+        `another customer already shares this identifier with peer ${input.peerId}`,
+      );
+  }
   const res = await db.query<LinkRow>(
     `INSERT INTO ssf_subject_links (peer_id, customer_id, pairwise_sub, peer_subject, peer_subject_key, shared_subject, consent_ref, consented_at)
      VALUES ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, CASE WHEN $6::jsonb IS NULL THEN NULL ELSE now() END)
@@ -197,7 +212,10 @@ export async function findLink(
 /**
  * The customer a subject names, as seen from one peer: our pairwise `iss_sub`, the identifier the
  * peer itself uses (learnt at linking), or a consented shared identifier. A complex subject is
- * judged by its `user` member. Unknown → undefined (never an error: peers may name anyone).
+ * judged by its `user` member. Unknown → undefined (never an error: peers may name anyone). A subject
+ * that names more than one customer (e.g. one customer's peer identifier is another's shared e-mail)
+ * names nobody: acting on an arbitrary one of them would be worse than not acting; audited
+ * `ssf.subject.ambiguous` for the operator.
  */
 export async function resolveSubject(
   db: Queryable,
@@ -212,12 +230,12 @@ export async function resolveSubject(
     s = user;
   }
   const res = await db.query<{ customer_id: string }>(
-    `SELECT customer_id FROM ssf_subject_links
+    `SELECT DISTINCT customer_id FROM ssf_subject_links
      WHERE peer_id = $1 AND (
        ($2::text IS NOT NULL AND pairwise_sub = $2)
        OR peer_subject_key = $3
        OR (consented_at IS NOT NULL AND shared_subject = $4::jsonb))
-     LIMIT 1`,
+     LIMIT 2`,
     [
       peerId,
       s.format === 'iss_sub' && s.iss === issuer && typeof s.sub === 'string' ? s.sub : null,
@@ -225,5 +243,14 @@ export async function resolveSubject(
       JSON.stringify(s),
     ],
   );
+  if (res.rows.length > 1) {
+    await recordAudit(db, {
+      type: 'ssf.subject.ambiguous',
+      outcome: 'failure',
+      actor: `peer:${peerId}`,
+      data: { peerId, format: s.format },
+    });
+    return undefined;
+  }
   return res.rows[0]?.customer_id;
 }

@@ -11,6 +11,7 @@ import { claimStreams, deliverStream } from './delivery.ts';
 import { onSignalsQueued, wakeSignals } from './emit.ts';
 import { fanOutBatch } from './fanout.ts';
 import { changeStreamStatus } from './ops.ts';
+import { IAT_FUTURE_SKEW_SECONDS } from './receiver.ts';
 import { activityResolutionSeconds } from './streams.ts';
 import type { Subscriber } from './subscriber.ts';
 
@@ -281,10 +282,12 @@ export async function maintain(ctx: SignalsContext): Promise<void> {
     `DELETE FROM ssf_events WHERE id IN (SELECT id FROM ssf_events WHERE fanned_out_at < now() - make_interval(secs => $1) LIMIT 10000)`,
     [keep],
   );
+  // A received jti is the only thing that tells a replay from a new SET: kept until the SET's iat is
+  // too old for the receiver (iat may be up to IAT_FUTURE_SKEW_SECONDS after its receipt).
   await ctx.db.query(
     `DELETE FROM ssf_received WHERE (peer_id, jti) IN (SELECT peer_id, jti FROM ssf_received
        WHERE received_at < now() - make_interval(secs => $1) LIMIT 10000)`,
-    [keep],
+    [keep + IAT_FUTURE_SKEW_SECONDS],
   );
   await ctx.db.query(
     `DELETE FROM ssf_txns WHERE txn IN (SELECT txn FROM ssf_txns WHERE at < now() - make_interval(secs => $1) LIMIT 10000)`,

@@ -170,6 +170,9 @@ beforeAll(async () => {
         actions: {
           'https://schemas.openid.net/secevent/caep/event-type/credential-change': ['raise_risk', 'notify'],
         },
+        // 300 events about 300 customers within seconds: above the default circuit breaker (100 per
+        // 10 minutes), which would hold the rest for an operator; this test is about delivery.
+        circuitBreaker: { maxSetsPerWindow: 1000, windowSeconds: 600 },
       },
     ],
   };

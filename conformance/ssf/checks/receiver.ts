@@ -259,7 +259,8 @@ export const receiverChecks: SsfCheck[] = [
   {
     group: PUSHED,
     id: 'recv-authentication',
-    title: 'a push without, or with the wrong, Authorization → 401 authentication_failed',
+    title:
+      'a push without, or with the wrong, Authorization — or for a peer the hub polls — → 401 authentication_failed',
     expect: 'fail',
     async run(ctx) {
       setError(
@@ -280,6 +281,29 @@ export const receiverChecks: SsfCheck[] = [
         raw: 'x.y.z',
       });
       check(unknown.status >= 400 && unknown.status < 500, `unknown peer: ${show(unknown)}`);
+      // A peer the hub receives from by poll never got a push credential: a valid SET pushed for it
+      // (with or without some Authorization) is refused before it is read.
+      const pollPeer = ctx.target.pollPeer;
+      const raw = signSet(pollPeer.jwks[0]!, {
+        iss: pollPeer.issuer,
+        jti: randomUUID(),
+        iat: Math.floor(Date.now() / 1000),
+        aud: ctx.issuer,
+        txn: randomUUID(),
+        sub_id: ctx.target.customerSubject,
+        events: { [`${RISC}account-disabled`]: { reason: 'hijacking' } },
+      });
+      for (const authorization of [undefined, 'Bearer guessed']) {
+        const reply = await ctx.manager.request(`${ctx.issuer}/ssf/receive/conformance-poll`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/secevent+jwt',
+            ...(authorization ? { authorization } : {}),
+          },
+          raw,
+        });
+        setError(reply, 401, 'authentication_failed', `push for a poll peer (${authorization ?? 'none'})`);
+      }
     },
   },
   {

@@ -30,6 +30,8 @@ export const PLAN_SIGNALS = {
   longPollSeconds: 2,
   pollRedeliverySeconds: 2,
   minVerificationIntervalSeconds: 1,
+  // recv-key-rotation rotates 1.1 s after recv-unknown-kid's refetch.
+  jwksRefetchMinIntervalSeconds: 1,
   maxStreamsPerReceiver: 500,
   push: { retryBaseMs: 200, retryMaxMs: 800, timeoutMs: 3000 },
 } as const;
