@@ -218,6 +218,8 @@ describe('settings', () => {
       'bank_link',
       'channel_changed',
       'products_changed',
+      // Declared travel quiets the abroad rules: the customer is always told (security review).
+      'travel_declared',
     ]);
 
     const after = await updateNotificationSettings(t.db, {
