@@ -605,8 +605,10 @@ describe('grant management actions', () => {
       lookbackDays: null,
       expiresAt: new Date(Date.now() + DAY),
     });
+    // The handler is attached at once: the write may be refused before the revocation's promise settles.
+    const refused = expect(write).rejects.toMatchObject({ code: 'ERR_CONSENT_REVOKED' });
     await revocation;
-    await expect(write).rejects.toMatchObject({ code: 'ERR_CONSENT_REVOKED' });
+    await refused;
     expect(await consentRow(grantId)).toMatchObject({
       account_ids: [accounts[0]],
       revoked_by: `customer:${customerId}`,
