@@ -589,7 +589,9 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
         await db.transaction(async (tx) => {
           request = await decideRequest(tx, { id, approve: true, decidedBy: by });
           if (request.kind !== 'exemption_grant') return false;
-          // Decided and granted together: an approval never stands without its exemption.
+          // Decided and granted together: an approval never stands without its exemption. Under the
+          // customer's row lock, which money decisions take before they read the exemption.
+          await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [request.customerId]);
           await grantExemption(tx, {
             customerId: request.customerId,
             reason: request.reason,
