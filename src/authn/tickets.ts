@@ -68,7 +68,7 @@ export async function issueEnrollmentTicket(
     return await ctx.db.transaction(async (tx) => {
       // Row lock: issuance and a concurrent lock-out of the same customer take turns.
       const customer = await tx.query<{ status: string }>(
-        'SELECT status FROM customers WHERE id = $1 FOR UPDATE',
+        'SELECT status FROM customers WHERE id = $1 FOR NO KEY UPDATE',
         [input.customerId],
       );
       const status = customer.rows[0]?.status;

@@ -131,8 +131,14 @@ const peerSchema = z
       .optional(),
     /** Overrides `signals.actions` for SETs from this peer (merged per key). */
     actions: actionMap.optional(),
-    /** Overrides `signals.circuitBreaker` for this peer. */
-    circuitBreaker: circuitBreakerSchema.optional(),
+    /** Overrides `signals.circuitBreaker` for this peer, member by member (an absent one is the global's). */
+    circuitBreaker: z
+      .object({
+        maxSetsPerWindow: z.number().int().min(1).optional(),
+        windowSeconds: seconds.optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

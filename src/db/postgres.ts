@@ -73,18 +73,22 @@ export async function openPostgres(url: string, max: number): Promise<Db> {
     exec: (script) => againIfStale(() => exec(pool, script)),
     afterCommit: runNow,
     async transaction(fn) {
-      const committed = afterCommitQueue();
-      // The BEGIN of a connection whose predecessor was terminated can fail with its stale error.
-      const result = await againIfStale(() =>
-        sql.begin((conn) => {
+      // The BEGIN of a connection whose predecessor was terminated can fail with its stale error,
+      // and the attempt is run again: each attempt queues its own callbacks, and only those of the
+      // attempt that committed run.
+      let committed = afterCommitQueue();
+      const result = await againIfStale(() => {
+        const attempt = afterCommitQueue();
+        committed = attempt;
+        return sql.begin((conn) => {
           const tx = on(conn);
           return fn({
             query: (text, params) => run(tx, text, params),
             exec: (script) => exec(tx, script),
-            afterCommit: committed.add,
+            afterCommit: attempt.add,
           });
-        }),
-      );
+        });
+      });
       committed.run();
       return result as Awaited<ReturnType<typeof fn>>;
     },

@@ -94,9 +94,10 @@ export async function customerLimits(
  * keeps the stored limits current, so that a change of a limit never starts from a stale one, and
  * gives forensics a record near the moment of effect (the request itself was audited as the policy's
  * raise_limit decision and told to the customer with its `effectiveAt`). Safe on many nodes at once:
- * the claiming UPDATE … RETURNING hands each raise to exactly one transaction (SKIP LOCKED: others
- * take the next rows instead of waiting), and the audit records and limits are written in that same
- * transaction, so a raise is recorded once and never half-applied. Returns how many were applied.
+ * each customer's raises are applied under that customer's row lock, and the claiming UPDATE …
+ * RETURNING hands each raise to exactly one transaction; the audit records and limits are written in
+ * that same transaction, so a raise is recorded once and never half-applied. Returns how many were
+ * applied.
  */
 export async function applyDueLimitRaises(
   db: Db,
@@ -104,11 +105,25 @@ export async function applyDueLimitRaises(
   customerId?: string,
   batch = 500,
 ): Promise<number> {
+  // Customer by customer, each under the customer's row lock taken first — the order every writer
+  // of customer_limits follows (a limit change locks the customer, then applies its due raises):
+  // claiming many customers' raises at once and writing their limits one by one deadlocked with a
+  // customer lowering a limit meanwhile.
   let applied = 0;
   for (;;) {
-    const n = await db.transaction((tx) => applyDueIn(tx, defaults, customerId, batch));
-    applied += n;
-    if (n < batch) return applied;
+    const due = await db.query<{ customer_id: string }>(
+      `SELECT DISTINCT customer_id FROM limit_raises
+       WHERE applied_at IS NULL AND cancelled_at IS NULL AND effective_at <= now()
+         AND ($1::text IS NULL OR customer_id = $1)
+       ORDER BY customer_id LIMIT $2`,
+      [customerId ?? null, batch],
+    );
+    for (const { customer_id: id } of due.rows)
+      applied += await db.transaction(async (tx) => {
+        await lockCustomer(tx, id);
+        return applyDueIn(tx, defaults, id, LIMIT_NAMES.length);
+      });
+    if (due.rowCount < batch) return applied;
   }
 }
 

@@ -22,8 +22,10 @@ export interface BreakerLimits {
   windowSeconds: number;
 }
 
-export const breakerLimits = (ctx: SignalsContext, peer: PeerConfig): BreakerLimits =>
-  peer.circuitBreaker ?? ctx.signals.circuitBreaker;
+export const breakerLimits = (ctx: SignalsContext, peer: PeerConfig): BreakerLimits => ({
+  maxSetsPerWindow: peer.circuitBreaker?.maxSetsPerWindow ?? ctx.signals.circuitBreaker.maxSetsPerWindow,
+  windowSeconds: peer.circuitBreaker?.windowSeconds ?? ctx.signals.circuitBreaker.windowSeconds,
+});
 
 /**
  * True when the peer's breaker is (or now becomes) open: the SET's actions are then held, not run.

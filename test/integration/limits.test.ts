@@ -23,6 +23,7 @@ import {
 } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
+import { insertCustomer } from '../support/db.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { registerClient, type Token, tokenFor } from '../support/institution.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
@@ -567,5 +568,46 @@ describe('the products a customer allows (operation trade at the decision endpoi
       "SELECT count(*)::int AS n FROM audit_events WHERE type LIKE 'policy.trade.%'",
     );
     expect(after.rows[0]).toEqual(before.rows[0]);
+  });
+});
+
+describe('the raise sweeper and customers lowering limits at the same time', () => {
+  it('never deadlock: every lowering stands and every raise is applied once', async () => {
+    const policy = loadPolicy(t.hub.config.linking.policyFile);
+    const customers = await Promise.all(Array.from({ length: 12 }, () => insertCustomer(t.hub.db)));
+    for (const id of customers)
+      await t.hub.db.query(
+        `INSERT INTO limit_raises (customer_id, limit_name, from_amount, to_amount, effective_at)
+         VALUES ($1, 'withdrawal_daily', 3000000, 5000000, now() - interval '1 second')`,
+        [id],
+      );
+    // The sweeper claims every customer's due raise while each customer lowers the same limit: the
+    // sweeper used to hold all the raises while writing limits one by one, and a lowering holding
+    // its customer's limits row then waited for that customer's raise — a deadlock on PostgreSQL.
+    const outcomes = await Promise.allSettled([
+      applyDueLimitRaises(t.hub.db, defaults),
+      ...customers.map((id) =>
+        changeLimit(t.hub.db, policy, defaults, {
+          customerId: id,
+          acr: 'phr',
+          authTime: Math.floor(Date.now() / 1000),
+          frozen: false,
+          actor: `customer:${id}`,
+          limit: 'withdrawal_daily',
+          amount: 1_000_000,
+        }),
+      ),
+    ]);
+    expect(
+      outcomes.filter((o) => o.status === 'rejected').map((o) => String((o as PromiseRejectedResult).reason)),
+    ).toEqual([]);
+    for (const id of customers) {
+      expect((await customerLimits(t.hub.db, id, defaults)).current.withdrawal_daily).toBe(1_000_000);
+      const applied = await t.hub.db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM audit_events WHERE type = 'limits.raise.applied' AND customer_id = $1",
+        [id],
+      );
+      expect(applied.rows[0]!.n).toBe(1);
+    }
   });
 });
