@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Db, Queryable } from '../db/index.ts';
 import type { BankAccountDetails } from './approvals/operationDetails.ts';
+import { lockCustomer } from './customerLock.ts';
 
 export interface WithdrawalAccount extends BankAccountDetails {
   id: string;
@@ -64,7 +65,11 @@ export async function registerWithdrawalAccount(
   account: BankAccountDetails,
   holdSeconds: number,
 ): Promise<WithdrawalAccount> {
-  return db.transaction((tx) => replaceWithdrawalAccount(tx, customerId, account, holdSeconds));
+  // Under the customer's row lock, as every change a money decision reads (customerLock.ts).
+  return db.transaction(async (tx) => {
+    await lockCustomer(tx, customerId);
+    return replaceWithdrawalAccount(tx, customerId, account, holdSeconds);
+  });
 }
 
 /**
