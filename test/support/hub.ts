@@ -48,20 +48,34 @@ export async function freePort(): Promise<number> {
 export async function startTestHub(overrides: ConfigInput = {}): Promise<TestHub> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-test-'));
   const database = await createTestDatabase();
-  const port = await freePort();
-  const config = loadConfig({
-    env: {},
-    configDir: path.join(dataDir, 'no-config'),
-    overrides: {
-      port,
-      dataDir,
-      issuer: `https://localhost:${port}`,
-      logLevel: 'silent',
-      ...(database.url ? { databaseUrl: database.url, databasePoolSize: 10 } : {}),
-      ...overrides,
-    },
-  });
-  const hub = await startHub(config, { logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent') });
+  const configFor = (port: number) =>
+    loadConfig({
+      env: {},
+      configDir: path.join(dataDir, 'no-config'),
+      overrides: {
+        port,
+        dataDir,
+        issuer: `https://localhost:${port}`,
+        logLevel: 'silent',
+        ...(database.url ? { databaseUrl: database.url, databasePoolSize: 10 } : {}),
+        ...overrides,
+      },
+    });
+  // freePort's port is free when it answers, not necessarily a moment later: the kernel may hand it
+  // to another process's outgoing connection meanwhile (seen once in CI as EADDRINUSE). A port the
+  // caller chose is used as given; a port chosen here is chosen again.
+  let config = configFor(await freePort());
+  let hub: Hub;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      hub = await startHub(config, { logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent') });
+      break;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EADDRINUSE' || overrides.port !== undefined || attempt >= 5)
+        throw err;
+      config = configFor(await freePort());
+    }
+  }
   // Behind a proxy (tls.mode "proxy") the hub speaks plain HTTP and has no CA of its own.
   const caPem = hub.caPath ? readFileSync(hub.caPath, 'utf8') : '';
   const dispatcher = new Agent({ connect: { ca: caPem }, keepAliveTimeout: 1000 });
