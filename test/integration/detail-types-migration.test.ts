@@ -3,37 +3,19 @@
  * default authorization_details_types ["account_information"] whatever their scope. Where the scope
  * lacks `accounts` the stored default goes; every other registration stays as it was.
  */
-import { copyFileSync, mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Db, migrate, openDb } from '../../src/db/index.ts';
-import { createTestDatabase } from '../support/db.ts';
+import { type Db, migrate } from '../../src/db/index.ts';
+import { type TestDb, testDb } from '../support/db.ts';
 
-const MIGRATIONS = fileURLToPath(new URL('../../migrations/', import.meta.url));
-
+let t: TestDb;
 let db: Db;
-let drop: () => Promise<void>;
-
-/** The migrations up to (not including) `upTo`, in a directory of their own. */
-function migrationsBefore(upTo: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'kkh-migrations-'));
-  for (const f of readdirSync(MIGRATIONS).filter((f) => /^\d{4}_.*\.sql$/.test(f) && f < upTo))
-    copyFileSync(path.join(MIGRATIONS, f), path.join(dir, f));
-  return dir;
-}
 
 beforeAll(async () => {
-  const created = await createTestDatabase();
-  drop = created.drop;
-  db = await openDb({ databaseUrl: created.url, dataDir: '', inMemory: true, poolSize: 2 });
-  await migrate(db, migrationsBefore('0038'));
+  // Every migration before 0038.
+  t = await testDb({ before: '0038' });
+  db = t.db;
 });
-afterAll(async () => {
-  await db?.close();
-  await drop?.();
-});
+afterAll(() => t?.close());
 
 describe('migration 0038 (authorization_details_types)', () => {
   it('drops the stored old default only from registered clients whose scope lacks accounts', async () => {
@@ -60,7 +42,7 @@ describe('migration 0038 (authorization_details_types)', () => {
       authorization_details_types: ['withdrawal'],
     });
     await client('operator-typed', { scope: 'openid', authorization_details_types: old });
-    await migrate(db, MIGRATIONS);
+    await migrate(db);
     const rows = await db.query<{ client_id: string; types: unknown }>(
       "SELECT client_id, metadata -> 'authorization_details_types' AS types FROM clients ORDER BY client_id",
     );

@@ -3,32 +3,19 @@
  * consented to share with the same peer. Both consents are withdrawn (audited), a consent of the
  * same identifier with another peer stays, and afterwards a second consent of it is refused.
  */
-import { copyFileSync, mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Db, migrate, openDb } from '../../src/db/index.ts';
-import { createTestDatabase, insertCustomer } from '../support/db.ts';
+import { type Db, migrate } from '../../src/db/index.ts';
+import { insertCustomer, type TestDb, testDb } from '../support/db.ts';
 
-const MIGRATIONS = fileURLToPath(new URL('../../migrations/', import.meta.url));
-
+let t: TestDb;
 let db: Db;
-let drop: () => Promise<void>;
 
 beforeAll(async () => {
-  const created = await createTestDatabase();
-  drop = created.drop;
-  db = await openDb({ databaseUrl: created.url, dataDir: '', inMemory: true, poolSize: 2 });
-  const before = mkdtempSync(path.join(tmpdir(), 'kkh-migrations-'));
-  for (const f of readdirSync(MIGRATIONS).filter((f) => /^\d{4}_.*\.sql$/.test(f) && f < '0037'))
-    copyFileSync(path.join(MIGRATIONS, f), path.join(before, f));
-  await migrate(db, before);
+  // Every migration before 0037.
+  t = await testDb({ before: '0037' });
+  db = t.db;
 });
-afterAll(async () => {
-  await db?.close();
-  await drop?.();
-});
+afterAll(() => t?.close());
 
 const link = (peerId: string, customerId: string, pairwise: string, shared: unknown) =>
   db.query(

@@ -4,7 +4,21 @@
  * that server and dropped afterwards, so test files can run in parallel.
  */
 import { randomBytes } from 'node:crypto';
+import { copyFileSync, mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type Db, migrate, openDb } from '../../src/db/index.ts';
+
+const MIGRATIONS = fileURLToPath(new URL('../../migrations/', import.meta.url));
+
+/** The migrations before version `upTo` (e.g. '0033'), in a directory of their own. */
+function migrationsBefore(upTo: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kkh-migrations-'));
+  for (const f of readdirSync(MIGRATIONS).filter((f) => /^\d{4}_.*\.sql$/.test(f) && f < upTo))
+    copyFileSync(path.join(MIGRATIONS, f), path.join(dir, f));
+  return dir;
+}
 
 export interface TestDb {
   db: Db;
@@ -36,10 +50,11 @@ export async function createTestDatabase(): Promise<{ url: string | undefined; d
   };
 }
 
-export async function testDb(): Promise<TestDb> {
+/** `before`: migrate only up to that version (tests of a migration on data it meets). */
+export async function testDb(o: { before?: string } = {}): Promise<TestDb> {
   const created = await createTestDatabase();
   const db = await openDb({ databaseUrl: created.url, dataDir: '', inMemory: true, poolSize: 5 });
-  await migrate(db);
+  await migrate(db, o.before ? migrationsBefore(o.before) : undefined);
   return {
     db,
     url: created.url,
