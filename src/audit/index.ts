@@ -22,25 +22,35 @@ export interface AuditEvent {
 }
 
 export async function recordAudit(db: Queryable, event: AuditEvent): Promise<void> {
-  await db.query(
-    `INSERT INTO audit_events (type, outcome, actor, customer_id, client_id, ip, port, user_agent, interaction_id, data)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-    [
-      event.type,
-      event.outcome,
-      event.actor ?? null,
-      event.customerId ?? null,
-      event.clientId ?? null,
-      event.ip ?? null,
-      event.port ?? null,
-      event.userAgent?.slice(0, 512) ?? null,
-      event.interactionId ?? null,
-      JSON.stringify(event.data ?? {}),
-    ],
-  );
+  await db.query(`INSERT INTO audit_events ${AUDIT_COLUMNS} VALUES ${auditValues(1)}`, auditParams(event));
   // Inside a transaction the event exists only once it commits; a rolled-back one is not counted.
   db.afterCommit(() => countSecurityEvent(event.type, event.outcome));
 }
+
+/**
+ * For a caller that writes an audit event inside a statement of its own (one round trip for a
+ * decision and its record): `INSERT INTO audit_events ${AUDIT_COLUMNS} VALUES ${auditValues(n)}` with
+ * auditParams(event) as parameters $n…, then `db.afterCommit(() => countAudited(event))`.
+ */
+export const AUDIT_COLUMNS =
+  '(type, outcome, actor, customer_id, client_id, ip, port, user_agent, interaction_id, data)';
+export const auditValues = (first: number): string =>
+  `(${Array.from({ length: 10 }, (_, i) => `$${first + i}`).join(', ')})`;
+export function auditParams(event: AuditEvent): unknown[] {
+  return [
+    event.type,
+    event.outcome,
+    event.actor ?? null,
+    event.customerId ?? null,
+    event.clientId ?? null,
+    event.ip ?? null,
+    event.port ?? null,
+    event.userAgent?.slice(0, 512) ?? null,
+    event.interactionId ?? null,
+    JSON.stringify(event.data ?? {}),
+  ];
+}
+export const countAudited = (event: AuditEvent): void => countSecurityEvent(event.type, event.outcome);
 
 export interface AuditRow {
   id: string;

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { recordAudit } from '../audit/index.ts';
+import { type AuditEvent, recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { emitSecurityEvent } from '../signals/index.ts';
 import type { RiskConfig } from './config.ts';
@@ -12,6 +12,7 @@ import {
   type RiskEventRow,
   type RiskLevel,
   raiseSessionRisk,
+  recordAtStoredLevel,
   sessionRisk,
   setRiskLevel,
 } from './store.ts';
@@ -143,8 +144,19 @@ async function auditDecision(
   o: RequestOrigin,
   d: RiskDecision,
 ) {
-  if (d.decision === 'allow') return;
-  await recordAudit(db, {
+  const event = decisionAudit(type, customerId, o, d);
+  if (event) await recordAudit(db, event);
+}
+
+/** The audit event of a decision: a step-up or a block is audited, an allow is not. */
+function decisionAudit(
+  type: string,
+  customerId: string,
+  o: RequestOrigin,
+  d: RiskDecision,
+): AuditEvent | undefined {
+  if (d.decision === 'allow') return undefined;
+  return {
     type,
     outcome: d.decision === 'block' ? 'failure' : 'info',
     actor: 'system',
@@ -160,7 +172,7 @@ async function auditDecision(
       reasons: d.reasons.map((r) => r.rule),
       ruleVersion: d.ruleVersion,
     },
-  });
+  };
 }
 
 /**
@@ -256,22 +268,32 @@ export async function assessLogin(
   const q = loginQuery(engine, attempt);
   const facts = await loginFacts(db, q.facts);
   const { signals, decision: d, row } = decideLogin(engine, attempt, q, facts);
-  if (d.decision === 'allow' && !facts.recoveryLoginDue && facts.stored) {
-    // The common sign-in: allowed, and the customer's level and its reasons stay as stored. The
-    // event is then the only write — one statement, no transaction, nothing to audit or announce.
-    const level = levelOf(engine.rules, d);
+  const level = levelOf(engine.rules, d);
+  const clearRecovery = d.decision === 'allow';
+  if (facts.stored?.level === level) {
+    // The level stays: nothing to announce over Shared Signals, so no transaction is needed.
     const reasons = d.reasons.map((r) => r.rule);
-    if (level === facts.stored.level && reasons.join() === facts.stored.reasons.join()) {
+    if (d.decision === 'allow' && !facts.recoveryLoginDue && reasons.join() === facts.stored.reasons.join()) {
+      // The common sign-in: allowed, level and reasons as stored. The event is the only write.
       await insertRiskEvent(db, row);
       return { ...d, signals, level };
     }
+    // Otherwise the event, the audit of a step-up or block and the new reasons in one statement.
+    const audit = decisionAudit(`risk.login.${d.decision}`, attempt.customerId, attempt, d);
+    if (await recordAtStoredLevel(db, row, { level, reasons, clearRecovery, audit }))
+      return { ...d, signals, level };
+    // The stored level changed since the facts were read: settle it (and announce it) below.
+    const settled = await db.transaction((tx) =>
+      applyLevel(engine, tx, attempt.customerId, d, { clearRecovery }),
+    );
+    return { ...d, signals, level: settled };
   }
-  const level = await db.transaction(async (tx) => {
+  const settled = await db.transaction(async (tx) => {
     await insertRiskEvent(tx, row);
     await auditDecision(tx, `risk.login.${d.decision}`, attempt.customerId, attempt, d);
-    return applyLevel(engine, tx, attempt.customerId, d, { clearRecovery: d.decision === 'allow' });
+    return applyLevel(engine, tx, attempt.customerId, d, { clearRecovery });
   });
-  return { ...d, signals, level };
+  return { ...d, signals, level: settled };
 }
 
 /** Records a failed sign-in (for velocity and forensics); no decision is taken on it. */

@@ -1,4 +1,5 @@
 /** The risk module's tables: events (forensics), travel declarations, levels, session risk. */
+import { AUDIT_COLUMNS, type AuditEvent, auditParams, auditValues, countAudited } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { countRiskDecision } from '../metrics/index.ts';
 import { expirePeerLevels, higherLevel, livePeerLevels, type PeerRiskLevel } from './peerLevels.ts';
@@ -37,6 +38,45 @@ const INSERT_RISK_EVENT = `INSERT INTO risk_events (kind, customer_id, method, r
 export async function insertRiskEvent(db: Queryable, e: RiskEventRow): Promise<void> {
   await db.query(INSERT_RISK_EVENT, riskEventParams(e));
   countRiskDecision(e.kind, e.decision);
+}
+
+/**
+ * Records a decision that leaves the customer's level where it is — so there is no risk-level-change
+ * to announce — in one statement: the event, the audit of a step-up or block, and the level's reasons
+ * (and the end of the first-login-after-recovery watch) when they differ. The level row is written
+ * only while it still holds `level`; answers false when it held another one by then (a concurrent
+ * decision or a peer's signal): the caller then settles the level in a transaction of its own.
+ */
+export async function recordAtStoredLevel(
+  db: Queryable,
+  e: RiskEventRow,
+  o: { level: RiskLevel; reasons: string[]; clearRecovery: boolean; audit?: AuditEvent | undefined },
+): Promise<boolean> {
+  const audit = o.audit
+    ? `, au AS (INSERT INTO audit_events ${AUDIT_COLUMNS} VALUES ${auditValues(25)})`
+    : '';
+  const res = await db.query<{ level: RiskLevel | null }>(
+    `WITH ev AS (${INSERT_RISK_EVENT}),
+     old AS (SELECT level FROM risk_levels WHERE customer_id = $2 FOR UPDATE),
+     lv AS (UPDATE risk_levels r SET reasons = $23::jsonb, updated_at = now(),
+              recovery_login_due = CASE WHEN $24::boolean THEN false ELSE r.recovery_login_due END
+            WHERE r.customer_id = $2 AND (SELECT count(*) FROM old) >= 0 AND r.level = $22::text
+              AND (r.reasons <> $23::jsonb OR ($24::boolean AND r.recovery_login_due)))${audit}
+     SELECT (SELECT level FROM old) AS level`,
+    [
+      ...riskEventParams(e),
+      o.level,
+      JSON.stringify(o.reasons),
+      o.clearRecovery,
+      ...(o.audit ? auditParams(o.audit) : []),
+    ],
+  );
+  const event = o.audit;
+  db.afterCommit(() => {
+    countRiskDecision(e.kind, e.decision);
+    if (event) countAudited(event);
+  });
+  return res.rows[0]?.level === o.level;
 }
 
 /** The INSERT's parameters (the JSON encoding included: the detection benchmark times it). */
