@@ -25,6 +25,8 @@ import { deviceHash } from './risk/index.ts';
 import type { Signals } from './signals/index.ts';
 import { assetsMiddleware, errorPage, html, languageOf } from './web/index.ts';
 
+const READ_API_PREFIX = '/api/v1/';
+
 export interface CreateAppOptions {
   config: Config;
   db: Db;
@@ -81,6 +83,20 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
 
   // A bad withdrawal-strength policy stops the hub here, at start.
   const policy = loadPolicy(config.linking.policyFile);
+  const api = apiRoutes({
+    provider,
+    db,
+    config,
+    unattendedCallsPerDay: config.api.unattendedCallsPerDay,
+    transactionLookbackDays: config.api.transactionLookbackDays,
+  });
+  // The read API is the hot path (thousands of calls a second): its requests go to its router first
+  // instead of being matched against every page's routes; what it does not handle continues below.
+  const apiMatch = api.routes() as Koa.Middleware;
+  const apiMethods = api.allowedMethods() as Koa.Middleware;
+  app.use((ctx, next) =>
+    ctx.path.startsWith(READ_API_PREFIX) ? apiMatch(ctx, () => apiMethods(ctx, next)) : next(),
+  );
   for (const router of [
     misc,
     approvalRoutes({
@@ -98,13 +114,7 @@ export function createApp({ config, db, provider, authn, logger, signals }: Crea
     accountRoutes({ provider, db, config, authn, policy }),
     consoleRoutes({ db, config, authn, policy }),
     linkingRoutes({ provider, db, config, authn, policy }),
-    apiRoutes({
-      provider,
-      db,
-      config,
-      unattendedCallsPerDay: config.api.unattendedCallsPerDay,
-      transactionLookbackDays: config.api.transactionLookbackDays,
-    }),
+    api,
     grantManagementRoutes({ provider, db, config }),
     ...(signals ? [signals.routes(provider)] : []),
   ]) {
