@@ -6,7 +6,7 @@
  */
 import { constants, createHash, createPublicKey, type KeyObject, verify } from 'node:crypto';
 import type { Queryable } from '../db/index.ts';
-import { tryJwkThumbprint } from '../keys/index.ts';
+import { p1363ToDer, tryJwkThumbprint } from '../keys/index.ts';
 
 export interface DpopReplayStore {
   /** true if first sighting (records it until expiresAt), false if seen before. */
@@ -198,7 +198,7 @@ function verifySignature(key: CachedKey, alg: DpopAlg, data: Buffer, signature: 
     switch (alg) {
       case 'ES256':
         if (signature.length !== 64) return false;
-        return verify('sha256', data, { key: key.key, dsaEncoding: 'ieee-p1363' }, signature);
+        return verify('sha256', data, key.key, p1363ToDer(signature));
       case 'PS256':
         return verify(
           'sha256',

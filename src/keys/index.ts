@@ -3,6 +3,7 @@
  * secrets oidc-provider needs (the same on every node that shares the database).
  */
 export { decryptAtRest, encryptAtRest, loadKeyEncryptionKey } from './atRest.ts';
+export { derToP1363, p1363ToDer } from './ecdsaSignature.ts';
 export { KeyError, type KeyErrorCode } from './errors.ts';
 export { jwkThumbprint, tryJwkThumbprint } from './jwkThumbprint.ts';
 export {

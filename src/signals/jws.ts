@@ -5,6 +5,7 @@
  * event loop goes on serving requests.
  */
 import { sign as cryptoSign, type KeyObject } from 'node:crypto';
+import { derToP1363 } from '../keys/index.ts';
 
 export type SetAlg = 'RS256' | 'ES256';
 
@@ -32,11 +33,14 @@ export function signEncoded(
   key: SigningKey,
 ): Promise<string> {
   const input = `${encodedHeader}.${b64json(payload)}`;
-  const keyInput = key.alg === 'ES256' ? { key: key.key, dsaEncoding: 'ieee-p1363' as const } : key.key;
+  // ES256: OpenSSL's DER signature converted here (src/keys/ecdsaSignature.ts says why).
   return new Promise((resolve, reject) => {
-    cryptoSign('sha256', Buffer.from(input), keyInput, (err, signature) => {
+    cryptoSign('sha256', Buffer.from(input), key.key, (err, signature) => {
       if (err) reject(err);
-      else resolve(`${input}.${signature.toString('base64url')}`);
+      else {
+        const jws = key.alg === 'ES256' ? derToP1363(signature, 32) : signature;
+        resolve(`${input}.${jws.toString('base64url')}`);
+      }
     });
   });
 }

@@ -111,7 +111,9 @@ function functionOf(frame: string): string {
 
 function noJsKind(thread: string, stack: string): string {
   if (thread !== 'MainThread')
-    return `helper threads (${/libuv|worker/i.test(thread) ? 'libuv pool' : 'V8 GC/JIT'})`;
+    // libuv's pool threads are named libuv-worker; V8's platform threads (V8Worker: parallel
+    // scavenges, concurrent marking, background compilation) are not the pool.
+    return `helper threads (${/libuv/i.test(thread) ? 'libuv pool' : 'V8 GC/JIT'})`;
   if (/Heap|Scaveng|MarkCompact|Sweeper|GCTracer/.test(stack)) return 'main thread: GC';
   if (/Compile|Maglev|Turbofan|compiler/.test(stack)) return 'main thread: JIT';
   if (/TLSWrap|SSL_|ssl3_|tls1_/.test(stack)) return 'main thread: TLS records (no JS)';
