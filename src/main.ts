@@ -5,6 +5,7 @@
  *   enroll-ticket <customer>    issue a one-time enrollment ticket (customer number or id) and print it
  *   keys …                      signing keys and the key-encryption key (src/keys/command.ts)
  */
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { exportCustomerAudit, recordAudit } from './audit/index.ts';
@@ -12,7 +13,7 @@ import { createAuthnContext, endExemption, grantExemption, issueEnrollmentTicket
 import { ConfigError, loadConfig } from './config/index.ts';
 import { operatorsCommand } from './console/cli.ts';
 import { migrate, openDb, type Queryable } from './db/index.ts';
-import { startHub } from './hub.ts';
+import { type Hub, startHub } from './hub.ts';
 import { newKeyEncryptionKey, runKeysCommand } from './keys/command.ts';
 import { describePolicy, loadPolicy, PolicyError } from './linking/index.ts';
 import { NoticeError, publishNotice } from './notices/index.ts';
@@ -31,6 +32,7 @@ import {
   TravelError,
 } from './risk/index.ts';
 import { ssfCommand } from './signals/cli.ts';
+import { isFirstWorker, reportReady, runPrimary } from './workers.ts';
 
 const USAGE = `usage: kakehashi <command>
   serve                      start the hub (default)
@@ -125,37 +127,18 @@ async function main(argv: string[]): Promise<number> {
   const operator = `operator:${values.operator ?? process.env.USER ?? 'cli'}`;
 
   if (command === 'serve') {
-    const hub = await startHub(config);
-    const lines = [
-      `Kakehashi is listening on ${hub.listenUrl}`,
-      `  issuer:        ${config.issuer}`,
-      `  discovery:     ${config.issuer}/.well-known/openid-configuration`,
-      `  security page: ${config.issuer}/account`,
-      `  database:      ${hub.db.kind === 'pglite' ? `embedded PGlite in ${config.dataDir}/pgdata` : 'PostgreSQL (DATABASE_URL)'}`,
-    ];
-    if (hub.mtlsUrl)
-      lines.push(`  mTLS aliases:  ${hub.mtlsUrl} (asks clients for certificates; docs/mtls.md)`);
-    if (hub.caPath)
-      lines.push(`  dev CA:        ${hub.caPath} (trust it to avoid certificate warnings; see README)`);
-    if (hub.demo) {
-      lines.push(`  demo client:   ${hub.demo.clientFile}`);
-      lines.push(`  demo institution client (ingestion): ${hub.demo.institutionClientFile}`);
-      lines.push(`  demo customer: customer number ${hub.demo.customerNumber}`);
-      const passkeys = await hub.db.query('SELECT 1 FROM passkeys WHERE customer_id = $1 LIMIT 1', [
-        hub.demo.customerId,
-      ]);
-      if (passkeys.rowCount === 0) {
-        const t = await issueEnrollmentTicket(hub.authn, {
-          customerId: hub.demo.customerId,
-          issuedBy: 'demo',
-        });
-        lines.push(
-          `  enrollment ticket for the demo customer: ${t.ticket} (expires ${t.expiresAt.toISOString()})`,
-        );
-      }
+    if (config.workers > 1 && cluster.isPrimary) {
+      await runPrimary(config);
+      return -1;
     }
-    console.log(lines.join('\n'));
+    const hub = await startHub(config);
+    const lines = isFirstWorker() ? await startBanner(hub) : [];
+    if (cluster.isWorker) reportReady(lines);
+    else console.log(lines.join('\n'));
+    let stopping = false;
     const stop = async () => {
+      if (stopping) return;
+      stopping = true;
       await hub.close();
       process.exit(0);
     };
@@ -413,6 +396,40 @@ function riskOffline(
     console.error(`refused: ${(err as Error).message}`);
     return 2;
   }
+}
+
+/** What `serve` prints once the hub listens (the demo customer's enrollment ticket included). */
+async function startBanner(hub: Hub): Promise<string[]> {
+  const config = hub.config;
+  const lines = [
+    `Kakehashi is listening on ${hub.listenUrl}`,
+    `  issuer:        ${config.issuer}`,
+    `  discovery:     ${config.issuer}/.well-known/openid-configuration`,
+    `  security page: ${config.issuer}/account`,
+    `  database:      ${hub.db.kind === 'pglite' ? `embedded PGlite in ${config.dataDir}/pgdata` : 'PostgreSQL (DATABASE_URL)'}`,
+  ];
+  if (hub.mtlsUrl)
+    lines.push(`  mTLS aliases:  ${hub.mtlsUrl} (asks clients for certificates; docs/mtls.md)`);
+  if (hub.caPath)
+    lines.push(`  dev CA:        ${hub.caPath} (trust it to avoid certificate warnings; see README)`);
+  if (hub.demo) {
+    lines.push(`  demo client:   ${hub.demo.clientFile}`);
+    lines.push(`  demo institution client (ingestion): ${hub.demo.institutionClientFile}`);
+    lines.push(`  demo customer: customer number ${hub.demo.customerNumber}`);
+    const passkeys = await hub.db.query('SELECT 1 FROM passkeys WHERE customer_id = $1 LIMIT 1', [
+      hub.demo.customerId,
+    ]);
+    if (passkeys.rowCount === 0) {
+      const t = await issueEnrollmentTicket(hub.authn, {
+        customerId: hub.demo.customerId,
+        issuedBy: 'demo',
+      });
+      lines.push(
+        `  enrollment ticket for the demo customer: ${t.ticket} (expires ${t.expiresAt.toISOString()})`,
+      );
+    }
+  }
+  return lines;
 }
 
 main(process.argv.slice(2)).then(

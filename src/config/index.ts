@@ -235,8 +235,14 @@ const schema = z
       .string()
       .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
       .optional(),
-    /** Size of the pg pool (ignored for PGlite, which has exactly one connection). */
+    /** Size of the pg pool (ignored for PGlite, which has exactly one connection); per worker. */
     databasePoolSize: z.number().int().min(1).max(200).default(10),
+    /**
+     * Processes `serve` runs (node:cluster): one primary that only supervises, and this many
+     * workers, each a whole hub node sharing the listening ports. Node runs JavaScript on one core,
+     * so a hub on N cores needs N workers to use them. More than one needs PostgreSQL.
+     */
+    workers: z.number().int().min(1).max(64).default(1),
     tls: z
       .object({
         /**
@@ -500,6 +506,7 @@ const ENVIRONMENT: Record<string, { key: string; type: 'string' | 'int' | 'bool'
   KAKEHASHI_DATA: { key: 'dataDir', type: 'string' },
   DATABASE_URL: { key: 'databaseUrl', type: 'string' },
   KAKEHASHI_DB_POOL: { key: 'databasePoolSize', type: 'int' },
+  KAKEHASHI_WORKERS: { key: 'workers', type: 'int' },
   KAKEHASHI_TLS: { key: 'tls.mode', type: 'string' },
   KAKEHASHI_TLS_CERT: { key: 'tls.certFile', type: 'string' },
   KAKEHASHI_TLS_KEY: { key: 'tls.keyFile', type: 'string' },
@@ -610,6 +617,10 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     throw new ConfigError('tls.certFile and tls.keyFile: required when tls.mode is "files"');
   if (c.mtls.enabled && c.tls.mode !== 'proxy' && c.mtls.port !== 0 && c.mtls.port === c.port)
     throw new ConfigError('mtls.port: must differ from port (the mTLS listener is a second listener)');
+  if (c.workers > 1 && !c.databaseUrl)
+    throw new ConfigError(
+      'workers: more than one worker needs databaseUrl (PostgreSQL); embedded PGlite serves one process',
+    );
   const issuer = (c.issuer ?? `https://localhost:${c.port}`).replace(/\/$/, '');
   const url = new URL(issuer);
   return { ...c, issuer, rpId: url.hostname, origin: url.origin, dataDir: path.resolve(c.dataDir) };

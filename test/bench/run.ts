@@ -73,6 +73,7 @@ const SETTINGS = {
   dbPool: num('BENCH_DB_POOL', 10),
   /** Hub nodes (processes) sharing the database and the issuer, as behind a load balancer. */
   hubNodes: Math.max(1, num('BENCH_HUB_NODES', 1)),
+  hubWorkers: Math.max(1, num('BENCH_HUB_WORKERS', 1)),
   parDpop: (env.BENCH_PAR_DPOP ?? 'proof') === 'jkt' ? ('jkt' as const) : ('proof' as const),
   consentPage: flag('BENCH_CONSENT_PAGE', true),
   loginPage: flag('BENCH_LOGIN_PAGE', false),
@@ -160,11 +161,22 @@ function sumOver(hubs: HubProcess[], read: (h: HubProcess) => number | undefined
   return total;
 }
 
+/** Sum over one node's processes (its workers); undefined when any reading is missing. */
+function sumPids(pids: number[], read: (pid: number) => number | undefined): number | undefined {
+  let total = 0;
+  for (const p of pids) {
+    const v = read(p);
+    if (v === undefined) return undefined;
+    total += v;
+  }
+  return total;
+}
+
 function snapshot(hubs: HubProcess[], db: Database): Snapshot {
   return {
     wall: performance.now(),
-    hub: sumOver(hubs, (h) => processCpuSeconds(h.pid)),
-    hubMain: sumOver(hubs, (h) => threadCpuSeconds(h.pid, h.pid)),
+    hub: sumOver(hubs, (h) => sumPids(h.pids, (p) => processCpuSeconds(p))),
+    hubMain: sumOver(hubs, (h) => sumPids(h.pids, (p) => threadCpuSeconds(p, p))),
     pg: db.postmasterPid === undefined ? undefined : postgresCpuSeconds(db.postmasterPid),
     gen: process.cpuUsage(),
     elu: performance.eventLoopUtilization(),
@@ -205,12 +217,12 @@ async function runPhase(o: {
   const perfFile = o.perfDir ? path.join(o.perfDir, `${o.name.replace(/\W/g, '_')}.perf.data`) : undefined;
 
   const startTimer = setTimeout(() => {
-    peakRssReset = o.hubs.every((h) => resetPeakRss(h.pid));
+    peakRssReset = o.hubs.every((h) => h.pids.every((p) => resetPeakRss(p)));
     before = snapshot(o.hubs, o.db);
     measuring = true;
     dbBefore = o.monitor.counters();
     statementsReset = o.monitor.resetStatements();
-    if (perfFile) recording = startPerfRecord(o.hubs[0]!.pid, perfFile);
+    if (perfFile) recording = startPerfRecord(o.hubs[0]!.servingPid, perfFile);
   }, SETTINGS.warmupS * 1000);
   const stopTimer = setTimeout(
     () => {
@@ -269,7 +281,7 @@ async function runPhase(o: {
   const genS = (after.gen.user + after.gen.system - before.gen.user - before.gen.system) / 1e6;
   const machineS = after.machine.busy - before.machine.busy;
   const elu = performance.eventLoopUtilization(after.elu, before.elu).utilization;
-  const memories = o.hubs.map((h) => memoryMiB(h.pid));
+  const memories = o.hubs.flatMap((h) => h.pids.map((p) => memoryMiB(p)));
   const mem = memories.every((m) => m !== undefined)
     ? { peak: memories.reduce((a, m) => a + m!.peak, 0), rss: memories.reduce((a, m) => a + m!.rss, 0) }
     : undefined;
@@ -357,7 +369,9 @@ async function measureStepCpu(o: {
     const calls = await o.monitor.totalCalls();
     let pgNs = 0;
     for (const pid of pgPids) pgNs += threadRuntimeNs(pid, pid);
-    return { hub: threadRuntimeNs(o.hub.pid, o.hub.pid), pg: pgNs, calls: calls ?? 0 };
+    // Every worker's main thread (the one serving the step's connection does the work).
+    const hubNs = o.hub.pids.reduce((sum, pid) => sum + threadRuntimeNs(pid, pid), 0);
+    return { hub: hubNs, pg: pgNs, calls: calls ?? 0 };
   };
   const hub: Partial<Record<Step, number>> = {};
   const pg: Partial<Record<Step, number>> = {};
@@ -484,7 +498,7 @@ function markdown(report: Report): string {
     '## Kakehashi benchmark',
     '',
     `Machine: ${m.nproc} × ${m.cpuModel}, ${m.platform}, Node ${m.node}; PostgreSQL ${report.postgres.version} ` +
-      `(${report.postgres.source}, fsync=${report.postgres.fsync}${report.postgres.fsync === 'off' ? ' — NOT durable, commits skip the disk flush' : ''}), hub pg pool ${report.config.dbPool}${report.config.hubNodes > 1 ? ` per node, ${report.config.hubNodes} hub nodes (processes) sharing the database and the issuer, connections spread over them; CPU and RSS are their sums, perf profiles node 1` : ''}.`,
+      `(${report.postgres.source}, fsync=${report.postgres.fsync}${report.postgres.fsync === 'off' ? ' — NOT durable, commits skip the disk flush' : ''}), hub pg pool ${report.config.dbPool}${report.config.hubWorkers > 1 ? ` per worker, ${report.config.hubWorkers} workers per hub (KAKEHASHI_WORKERS: node:cluster, one port; CPU and RSS summed over primary and workers, perf profiles worker 1)` : ''}${report.config.hubNodes > 1 ? ` per node, ${report.config.hubNodes} hub nodes (processes) sharing the database and the issuer, connections spread over them; CPU and RSS are their sums, perf profiles node 1` : ''}.`,
     `Load generator, hub and PostgreSQL share these ${m.nproc} cores. ${report.config.warmupS} s warm-up, ${report.config.durationS} s measured per phase.`,
     `Risk detection: ${report.config.risk === 'off' ? '**OFF** (BENCH_RISK=off, risk.enabled false)' : 'on'}.`,
     `Flow = PAR (private_key_jwt, PKCE S256, ${report.config.parDpop === 'proof' ? 'DPoP proof header' : 'dpop_jkt'}) → /auth → ` +
@@ -604,6 +618,7 @@ async function main(): Promise<void> {
         KAKEHASHI_DATA: dataDir,
         KAKEHASHI_CONFIG: configFile,
         KAKEHASHI_DB_POOL: String(SETTINGS.dbPool),
+        KAKEHASHI_WORKERS: String(SETTINGS.hubWorkers),
         KAKEHASHI_ISSUER: issuer,
         PORT: String(nodePort),
         LOG_LEVEL: 'warn',
@@ -617,8 +632,13 @@ async function main(): Promise<void> {
     });
     onCleanup(() => hub.stop());
     // --perf-basic-prof leaves its symbol map in /tmp.
-    if (perfDir) onCleanup(() => rmSync(`/tmp/perf-${hub.pid}.map`, { force: true }));
-    log(`hub node ${n + 1} pid ${hub.pid}${db.postmasterPid ? `, postmaster pid ${db.postmasterPid}` : ''}`);
+    if (perfDir)
+      onCleanup(() => {
+        for (const p of hub.pids) rmSync(`/tmp/perf-${p}.map`, { force: true });
+      });
+    log(
+      `hub node ${n + 1} pid ${hub.pid}${hub.pids.length > 1 ? ` (workers ${hub.pids.slice(1).join(', ')})` : ''}${db.postmasterPid ? `, postmaster pid ${db.postmasterPid}` : ''}`,
+    );
     hubs.push(hub);
   }
   const hub = hubs[0]!;

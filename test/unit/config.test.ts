@@ -30,6 +30,20 @@ describe('loadConfig', () => {
     expect(c.databaseUrl).toBe('postgres://u@127.0.0.1/db');
   });
 
+  it('runs one worker unless KAKEHASHI_WORKERS says more, and more only on PostgreSQL', () => {
+    expect(loadConfig({ env: {}, configDir: emptyDir() }).workers).toBe(1);
+    const url = 'postgres://u@127.0.0.1/db';
+    expect(
+      loadConfig({ env: { KAKEHASHI_WORKERS: '2', DATABASE_URL: url }, configDir: emptyDir() }).workers,
+    ).toBe(2);
+    expect(() => loadConfig({ env: { KAKEHASHI_WORKERS: '2' }, configDir: emptyDir() })).toThrow(
+      /workers: more than one worker needs databaseUrl/,
+    );
+    expect(() =>
+      loadConfig({ env: { KAKEHASHI_WORKERS: '0', DATABASE_URL: url }, configDir: emptyDir() }),
+    ).toThrow(/workers:/);
+  });
+
   it('reads config/kakehashi.json and lets the environment win', () => {
     const dir = emptyDir();
     writeFileSync(

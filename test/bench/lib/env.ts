@@ -102,6 +102,17 @@ export function postgresCpuSeconds(postmasterPid: number): number | undefined {
   return total;
 }
 
+/** Live child processes of `pid`, oldest first. */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSafe('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const f = statFields(Number(entry));
+    if (f && Number(f[1]) === pid) out.push(Number(entry));
+  }
+  return out.sort((a, b) => a - b);
+}
+
 function readdirSafe(dir: string): string[] {
   try {
     return readdirSync(dir);
@@ -318,6 +329,13 @@ export async function startDatabase(log: (s: string) => void): Promise<Database>
 export interface HubProcess {
   child: ChildProcess;
   pid: number;
+  /**
+   * The processes doing the hub's work: [pid] for one worker; with KAKEHASHI_WORKERS the primary
+   * (which only accepts connections and hands them on) and its workers, read once it listens.
+   */
+  pids: number[];
+  /** The process that serves requests (for perf): the first worker, or pid itself. */
+  servingPid: number;
   listenUrl: string;
   stop(): Promise<number | null>;
 }
@@ -377,9 +395,12 @@ export async function startHubProcess(o: {
     for (const line of d.toString().split('\n')) if (line.trim()) o.log(`[hub] ${line.slice(0, 400)}`);
   });
   child.stdout!.resume();
+  const workers = childrenOf(child.pid!);
   return {
     child,
     pid: child.pid!,
+    pids: [child.pid!, ...workers],
+    servingPid: workers[0] ?? child.pid!,
     listenUrl,
     async stop() {
       if (child.exitCode !== null) return child.exitCode;
