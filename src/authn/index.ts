@@ -43,4 +43,9 @@ export {
   startPasskeyAuthentication,
   startPasskeyRegistration,
 } from './passkeys.ts';
-export { checkEnrollmentTicket, issueEnrollmentTicket, normalizeTicket } from './tickets.ts';
+export {
+  auditTicketRefusal,
+  checkEnrollmentTicket,
+  issueEnrollmentTicket,
+  normalizeTicket,
+} from './tickets.ts';

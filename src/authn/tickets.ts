@@ -56,16 +56,25 @@ function auditMeta(meta: RequestMeta | undefined) {
   return { ip: meta?.ip, port: meta?.port, userAgent: meta?.userAgent, interactionId: meta?.interactionId };
 }
 
+/**
+ * Issues a customer's one-time enrollment ticket; a refusal (AuthnError) is audited. `within`: the
+ * caller's transaction, so that what authorised the issuance (a console approval) commits with the
+ * ticket or not at all — the caller then audits a refusal with auditTicketRefusal after its rollback
+ * (a record written inside would be rolled back with it).
+ */
 export async function issueEnrollmentTicket(
   ctx: AuthnContext,
   input: { customerId: string; issuedBy: string },
   meta?: RequestMeta,
+  options: { within?: Queryable } = {},
 ): Promise<{ ticket: string; ticketId: string; expiresAt: Date }> {
   const secret = generateSecret();
   const ticketId = `etk_${randomBytes(16).toString('base64url')}`;
   const actor = `operator:${input.issuedBy}`;
+  const inTransaction = <T>(fn: (tx: Queryable) => Promise<T>) =>
+    options.within ? fn(options.within) : ctx.db.transaction(fn);
   try {
-    return await ctx.db.transaction(async (tx) => {
+    return await inTransaction(async (tx) => {
       // Row lock: issuance and a concurrent lock-out of the same customer take turns.
       const customer = await tx.query<{ status: string }>(
         'SELECT status FROM customers WHERE id = $1 FOR NO KEY UPDATE',
@@ -104,18 +113,26 @@ export async function issueEnrollmentTicket(
       return { ticket: formatTicket(secret), ticketId, expiresAt };
     });
   } catch (err) {
-    if (err instanceof AuthnError) {
-      await recordAudit(ctx.db, {
-        type: AUTHN_AUDIT.ticketIssued,
-        outcome: 'failure',
-        actor,
-        customerId: err.code === 'ERR_CUSTOMER_UNKNOWN' ? undefined : input.customerId,
-        ...auditMeta(meta),
-        data: { reason: err.code, requestedCustomerId: input.customerId },
-      });
-    }
+    if (err instanceof AuthnError && !options.within) await auditTicketRefusal(ctx.db, input, err, meta);
     throw err;
   }
+}
+
+/** The audit record of a refused ticket issuance. */
+export async function auditTicketRefusal(
+  db: Queryable,
+  input: { customerId: string; issuedBy: string },
+  err: AuthnError,
+  meta?: RequestMeta,
+): Promise<void> {
+  await recordAudit(db, {
+    type: AUTHN_AUDIT.ticketIssued,
+    outcome: 'failure',
+    actor: `operator:${input.issuedBy}`,
+    customerId: err.code === 'ERR_CUSTOMER_UNKNOWN' ? undefined : input.customerId,
+    ...auditMeta(meta),
+    data: { reason: err.code, requestedCustomerId: input.customerId },
+  });
 }
 
 interface CandidateRow {

@@ -153,11 +153,3 @@ export async function decideRequest(
   });
   return request;
 }
-
-/** Puts an approved request back to open when carrying it out failed (nothing else was done). */
-export async function reopenRequest(db: Queryable, id: string): Promise<void> {
-  await db.query(
-    "UPDATE console_requests SET status = 'pending', decided_by = NULL, decided_at = NULL WHERE id = $1 AND status = 'approved'",
-    [id],
-  );
-}

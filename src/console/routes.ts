@@ -14,6 +14,7 @@ import {
   type AuthnContext,
   AuthnError,
   activeExemption,
+  auditTicketRefusal,
   endExemption,
   grantExemption,
   issueEnrollmentTicket,
@@ -85,7 +86,6 @@ import {
   holdsCredential,
   pendingRequests,
   type RequestKind,
-  reopenRequest,
 } from './requests.ts';
 
 export const CONSOLE_COOKIE = 'kkh_console';
@@ -584,36 +584,35 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
     action('admin', async (ctx, s, _body, lang) => {
       const id = String(ctx.params.rid);
       const by = actorOf(s);
-      let request: Awaited<ReturnType<typeof decideRequest>>;
-      if (
-        await db.transaction(async (tx) => {
-          request = await decideRequest(tx, { id, approve: true, decidedBy: by });
-          if (request.kind !== 'exemption_grant') return false;
-          // Decided and granted together: an approval never stands without its exemption. Under the
-          // customer's row lock, which money decisions take before they read the exemption.
+      // Decided and carried out in one transaction: an approval never stands without its exemption or
+      // its ticket, and a refused issuance (e.g. a frozen customer) leaves the request open.
+      let issuing: { customerId: string; issuedBy: string } | undefined;
+      const done = await db
+        .transaction(async (tx) => {
+          const request = await decideRequest(tx, { id, approve: true, decidedBy: by });
+          if (request.kind !== 'exemption_grant') {
+            issuing = { customerId: request.customerId, issuedBy: s.name };
+            const ticket = await issueEnrollmentTicket(authn, issuing, requestMeta(ctx), { within: tx });
+            return { request, ticket };
+          }
+          // Under the customer's row lock, which money decisions take before they read the exemption.
           await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [request.customerId]);
           await grantExemption(tx, {
             customerId: request.customerId,
             reason: request.reason,
             grantedBy: `${request.requestedBy}+${by}`,
           });
-          return true;
+          return { request, ticket: undefined };
         })
-      )
-        return back(request!.customerId, `exemption granted (${request!.requestedBy}, approved by ${by})`);
-      const approved = request!;
-      let t: Awaited<ReturnType<typeof issueEnrollmentTicket>>;
-      try {
-        t = await issueEnrollmentTicket(
-          authn,
-          { customerId: approved.customerId, issuedBy: s.name },
-          requestMeta(ctx),
-        );
-      } catch (err) {
-        // Nothing was issued (e.g. the customer is frozen): the request stays open.
-        await reopenRequest(db, approved.id);
-        throw err;
-      }
+        .catch(async (err: unknown) => {
+          // The refusal is recorded once the approval has rolled back (src/authn/tickets.ts).
+          if (err instanceof AuthnError && issuing)
+            await auditTicketRefusal(db, issuing, err, requestMeta(ctx));
+          throw err;
+        });
+      const { request: approved, ticket: t } = done;
+      if (!t)
+        return back(approved.customerId, `exemption granted (${approved.requestedBy}, approved by ${by})`);
       ctx.status = 200;
       ctx.type = 'html';
       ctx.body = ticketShownPage(lang, viewerOf(s), approved.customerNumber, t.ticket, t.expiresAt);

@@ -464,6 +464,50 @@ describe('search and customer view', () => {
     expect((await auditOf('console.request.rejected')).at(-1)).toMatchObject({ actor: 'operator:alice' });
   });
 
+  it('leaves a request open, approving nothing, when its ticket cannot be issued', async () => {
+    const url = `${t.issuer}/console/customers/${customerId}/enrollment-ticket`;
+    expect(
+      (await staff.ua.postForm(url, { csrf: staff.csrf, reason: 'customer at the branch' })).status,
+    ).toBe(303);
+    const [open] = (
+      await t.hub.db.query<{ id: string }>(
+        "SELECT id FROM console_requests WHERE customer_id = $1 AND status = 'pending'",
+        [customerId],
+      )
+    ).rows;
+    const approvals = (await auditOf('console.request.approved')).length;
+    const issued = (await auditOf('enrollment.ticket.issued')).length;
+    // Between request and approval the customer's account stopped being active.
+    await t.hub.db.query("UPDATE customers SET status = 'frozen' WHERE id = $1", [customerId]);
+    try {
+      const refused = await admin.ua.postForm(`${t.issuer}/console/requests/${open!.id}/approve`, {
+        csrf: admin.csrf,
+      });
+      expect(refused.status).not.toBe(200);
+      expect(refused.text).toContain('ERR_CUSTOMER_INACTIVE');
+      expect(refused.text).not.toContain('KKH-');
+      // Nothing was decided: the request is still open, no approval recorded, the refusal audited.
+      const status = await t.hub.db.query<{ status: string; decided_by: string | null }>(
+        'SELECT status, decided_by FROM console_requests WHERE id = $1',
+        [open!.id],
+      );
+      expect(status.rows[0]).toEqual({ status: 'pending', decided_by: null });
+      expect(await auditOf('console.request.approved')).toHaveLength(approvals);
+      const after = await auditOf('enrollment.ticket.issued');
+      expect(after).toHaveLength(issued + 1);
+      expect(after.at(-1)).toMatchObject({ outcome: 'failure', data: { reason: 'ERR_CUSTOMER_INACTIVE' } });
+    } finally {
+      await t.hub.db.query("UPDATE customers SET status = 'active' WHERE id = $1", [customerId]);
+    }
+    // Active again, the same request is approved and issued in one step.
+    const shown = await admin.ua.postForm(`${t.issuer}/console/requests/${open!.id}/approve`, {
+      csrf: admin.csrf,
+    });
+    expect(shown.status).toBe(200);
+    expect(shown.text).toMatch(/id="ticket-value">KKH-/);
+    expect(await auditOf('console.request.approved')).toHaveLength(approvals + 1);
+  });
+
   it('grants an MFA exemption only when an admin other than the requester approves; ends it at once', async () => {
     const exemptions = async () =>
       (
