@@ -206,7 +206,9 @@ function startSweeper(db: Db, logger: Logger, config: Config): NodeJS.Timeout {
       const challenges = (await deleteExpiredChallenges(db)) + (await deleteExpiredProofingFlows(db));
       const proofs = await deleteExpiredDpopProofs(db);
       const unattended = await deleteOldUnattendedCounts(db);
-      const risk = await deleteExpiredRiskEvents(db, config.risk.retentionDays);
+      const risk = await deleteExpiredRiskEvents(db, config.risk.retentionDays, {
+        baselineMaxAgeSeconds: Math.max(config.oidc.accessTokenTtl, config.oidc.sessionTtl),
+      });
       if (oidc + challenges + proofs + unattended + risk > 0)
         logger.debug({ oidc, challenges, proofs, unattended, risk }, 'expired rows swept');
     } catch (err) {

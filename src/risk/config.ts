@@ -73,7 +73,7 @@ export const riskConfigSchema = z
       .min(1)
       .max(36_500)
       .default(3 * 365),
-    /** Tokens whose first network and user agent a node remembers (post-login detection). */
+    /** Tokens whose stored first network and user agent a node keeps in memory (post-login detection). */
     trackedTokens: z.number().int().min(100).max(10_000_000).default(100_000),
   })
   .strict();

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { type AuditEvent, recordAudit } from '../audit/index.ts';
 import type { Db, Queryable } from '../db/index.ts';
 import { emitSecurityEvent } from '../signals/index.ts';
+import { claimBaseline, claimChanges } from './baselines.ts';
 import type { RiskConfig } from './config.ts';
 import { createGeoLookup, type GeoLookup, type Location, networkRange } from './geo.ts';
 import { evaluate, levelOf, loadRuleSet, type RiskDecision, type RuleSet, type Signals } from './rules.ts';
@@ -27,7 +28,10 @@ export interface RiskEngine {
   readonly rules: RuleSet;
   readonly geo: GeoLookup;
   readonly settings: SignalSettings;
-  /** First network and user agent per token or session, this node only. */
+  /**
+   * First network and user agent per token or session as claimed in the database (shared by the
+   * nodes), the changes this node saw, and calls per minute (this node only).
+   */
   readonly tracked: RequestTracker;
 }
 
@@ -405,7 +409,7 @@ export async function assessOperation(
 }
 
 export interface ObservedRequest extends RequestOrigin {
-  /** The token's or session's identity in memory (e.g. the access token's jti). */
+  /** The token's or session's identity (the access token's jti, or `session:<uid>`). */
   trackingId: string;
   /** Where a raised risk is kept: `grant:<id>` or `session:<uid>`. */
   sessionKey: string;
@@ -415,71 +419,109 @@ export interface ObservedRequest extends RequestOrigin {
 
 /**
  * Post-login detection on every read, cheaply: the first network (IPv4 /24, IPv6 /48, or the AS
- * when known) and user agent of a token are remembered in memory; only a change — or a burst of
- * calls — costs a database write, which raises the session's risk. Returns undefined (no work)
- * in the common case, else the promise of that write.
+ * when known) and user agent of a token are claimed in the database by the first node that sees it
+ * (one statement per token and node), then compared in memory; only a change — or a burst of calls
+ * — costs a transaction, which claims the change (so that it raises risk once in the hub, whichever
+ * nodes see it) and raises the session's risk. Returns undefined (no work) in the common case, else
+ * the promise of that work (its decision, or undefined when nothing was raised).
  */
 export function observeRequest(
   engine: RiskEngine,
   db: Db,
   r: ObservedRequest,
-): Promise<RiskDecision> | undefined {
+): Promise<RiskDecision | undefined> | undefined {
   if (!engine.config.enabled) return undefined;
-  const noted = engine.tracked.note(engine.rules, r);
-  return noted && recordObservation(engine, db, r, noted.signals, noted.decision);
+  if (!engine.tracked.has(r.trackingId)) return claimThenObserve(engine, db, r);
+  return observeTracked(engine, db, r);
+}
+
+async function claimThenObserve(
+  engine: RiskEngine,
+  db: Db,
+  r: ObservedRequest,
+): Promise<RiskDecision | undefined> {
+  const stored = await claimBaseline(db, r.trackingId, engine.tracked.baselineOf(r));
+  engine.tracked.adopt(r.trackingId, stored);
+  return observeTracked(engine, db, r);
+}
+
+function observeTracked(
+  engine: RiskEngine,
+  db: Db,
+  r: ObservedRequest,
+): Promise<RiskDecision | undefined> | undefined {
+  const { signals, changes } = engine.tracked.observe(r);
+  if (changes.length === 0) {
+    const d = engine.tracked.decide(engine.rules, r.trackingId, signals);
+    return d && db.transaction((tx) => recordObservation(engine, tx, r, signals, d));
+  }
+  return db
+    .transaction(async (tx) => {
+      // Only the changes no node reported yet count (rolled back with the rest if the record fails).
+      const claimed = await claimChanges(tx, r.trackingId, changes);
+      const fresh = {
+        ...signals,
+        networkChanged: changes.some((c) => c.startsWith('net:') && claimed.has(c)),
+        userAgentChanged: changes.some((c) => c.startsWith('ua:') && claimed.has(c)),
+      };
+      const d = engine.tracked.decide(engine.rules, r.trackingId, fresh);
+      return d && recordObservation(engine, tx, r, fresh, d);
+    })
+    .catch((err: unknown) => {
+      engine.tracked.unreport(r.trackingId, changes);
+      throw err;
+    });
 }
 
 async function recordObservation(
   engine: RiskEngine,
-  db: Db,
+  tx: Queryable,
   r: ObservedRequest,
   signals: Signals,
   d: RiskDecision,
 ): Promise<RiskDecision> {
   const { loc, source, sourceRange } = whereFrom(engine, r.ip);
-  return db.transaction(async (tx) => {
-    const total = await raiseSessionRisk(tx, {
-      sessionKey: r.sessionKey,
-      customerId: r.customerId,
-      clientId: r.clientId,
-      score: d.score,
-      reasons: d.reasons.map((x) => x.rule),
-    });
-    await insertRiskEvent(tx, {
-      kind: 'request',
-      customerId: r.customerId,
-      method: 'api',
-      result: 'observed',
-      ip: r.ip,
-      port: r.port,
-      source,
-      sourceRange,
-      country: loc.country,
-      asn: loc.asn,
-      userAgent: r.userAgent,
-      sessionKey: r.sessionKey,
-      clientId: r.clientId,
-      decision: d.decision,
-      score: d.score,
-      reasons: d.reasons,
-      ruleVersion: d.ruleVersion,
-      signals: { ...signals, sessionScore: total },
-    });
-    await recordAudit(tx, {
-      type: 'risk.session.raised',
-      outcome: 'info',
-      actor: 'system',
-      customerId: r.customerId,
-      clientId: r.clientId,
-      ip: r.ip,
-      userAgent: r.userAgent,
-      data: { sessionKey: r.sessionKey, score: total, reasons: d.reasons.map((x) => x.rule) },
-    });
-    // The session's total decides the customer's level (one new network alone may not change it).
-    const raised = { ...d, score: total };
-    if (levelOf(engine.rules, raised) !== 'LOW') await applyLevel(engine, tx, r.customerId, raised);
-    return { ...d, score: total };
+  const total = await raiseSessionRisk(tx, {
+    sessionKey: r.sessionKey,
+    customerId: r.customerId,
+    clientId: r.clientId,
+    score: d.score,
+    reasons: d.reasons.map((x) => x.rule),
   });
+  await insertRiskEvent(tx, {
+    kind: 'request',
+    customerId: r.customerId,
+    method: 'api',
+    result: 'observed',
+    ip: r.ip,
+    port: r.port,
+    source,
+    sourceRange,
+    country: loc.country,
+    asn: loc.asn,
+    userAgent: r.userAgent,
+    sessionKey: r.sessionKey,
+    clientId: r.clientId,
+    decision: d.decision,
+    score: d.score,
+    reasons: d.reasons,
+    ruleVersion: d.ruleVersion,
+    signals: { ...signals, sessionScore: total },
+  });
+  await recordAudit(tx, {
+    type: 'risk.session.raised',
+    outcome: 'info',
+    actor: 'system',
+    customerId: r.customerId,
+    clientId: r.clientId,
+    ip: r.ip,
+    userAgent: r.userAgent,
+    data: { sessionKey: r.sessionKey, score: total, reasons: d.reasons.map((x) => x.rule) },
+  });
+  // The session's total decides the customer's level (one new network alone may not change it).
+  const raised = { ...d, score: total };
+  if (levelOf(engine.rules, raised) !== 'LOW') await applyLevel(engine, tx, r.customerId, raised);
+  return { ...d, score: total };
 }
 
 export { sessionRisk };

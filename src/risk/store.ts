@@ -2,6 +2,7 @@
 import { AUDIT_COLUMNS, type AuditEvent, auditParams, auditValues, countAudited } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { countRiskDecision } from '../metrics/index.ts';
+import { deleteExpiredBaselines } from './baselines.ts';
 import { expirePeerLevels, higherLevel, livePeerLevels, type PeerRiskLevel } from './peerLevels.ts';
 import type { RiskReason } from './rules.ts';
 import type { LoginFacts } from './signals.ts';
@@ -265,14 +266,28 @@ export async function sessionRisk(db: Queryable, sessionKey: string): Promise<nu
 }
 
 /**
- * The hub's sweeper for risk data: deletes forensics rows older than the retention (a batch at a
- * time) and ends peer-raised levels that expired.
+ * The hub's sweeper for risk data: deletes forensics rows older than the retention and post-login
+ * baselines past their tokens' and sessions' lifetime (a batch at a time), and ends peer-raised
+ * levels that expired.
  */
 export async function deleteExpiredRiskEvents(
   db: Queryable,
   retentionDays: number,
-  limit = 5000,
+  o: {
+    limit?: number;
+    /**
+     * Post-login baselines (src/risk/baselines.ts) go once older than this — the longest token or
+     * session lifetime — or the retention, whichever is shorter; the retention when not given.
+     */
+    baselineMaxAgeSeconds?: number;
+  } = {},
 ): Promise<number> {
+  const limit = o.limit ?? 5000;
+  const baselines = await deleteExpiredBaselines(
+    db,
+    Math.min(retentionDays * 86_400, o.baselineMaxAgeSeconds ?? Number.POSITIVE_INFINITY),
+    limit,
+  );
   const events = await db.query(
     `DELETE FROM risk_events WHERE id IN (
        SELECT id FROM risk_events WHERE at < now() - make_interval(days => $1) ORDER BY at LIMIT $2)`,
@@ -292,7 +307,7 @@ export async function deleteExpiredRiskEvents(
     'DELETE FROM peer_risk_levels WHERE ended_at < now() - make_interval(days => $1)',
     [retentionDays],
   );
-  return events.rowCount + sessions.rowCount + travel.rowCount + expired + peer.rowCount;
+  return baselines + events.rowCount + sessions.rowCount + travel.rowCount + expired + peer.rowCount;
 }
 
 export interface CustomerRiskView {
