@@ -14,7 +14,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
@@ -61,6 +61,7 @@ const num = (name: string, dflt: number) => (env[name] ? Number(env[name]) : dfl
 const flag = (name: string, dflt: boolean) =>
   env[name] === undefined ? dflt : /^(1|true|yes|on)$/i.test(env[name]);
 
+const HUB_WORKERS = Math.max(1, num('BENCH_HUB_WORKERS', availableParallelism()));
 const SETTINGS = {
   warmupS: num('BENCH_WARMUP_S', 3),
   durationS: num('BENCH_DURATION_S', 15),
@@ -70,10 +71,16 @@ const SETTINGS = {
     .filter((n) => n > 0),
   apiConnections: num('BENCH_API_CONNECTIONS', 50),
   phases: new Set((env.BENCH_PHASES ?? 'flow,api').split(',')),
-  dbPool: num('BENCH_DB_POOL', 10),
+  /**
+   * The hub's pool per worker. With Postgres on the same two cores, few connections did best (fewer
+   * backends competing for the cores, more statements per round trip): 2 per worker with two
+   * workers, 4 with one (measured against 3, 5, 10, 20, 30).
+   */
+  dbPool: num('BENCH_DB_POOL', HUB_WORKERS > 1 ? 2 : 4),
   /** Hub nodes (processes) sharing the database and the issuer, as behind a load balancer. */
   hubNodes: Math.max(1, num('BENCH_HUB_NODES', 1)),
-  hubWorkers: Math.max(1, num('BENCH_HUB_WORKERS', 1)),
+  /** Workers per hub (KAKEHASHI_WORKERS): as many as the machine has cores, as the hub is deployed. */
+  hubWorkers: HUB_WORKERS,
   parDpop: (env.BENCH_PAR_DPOP ?? 'proof') === 'jkt' ? ('jkt' as const) : ('proof' as const),
   consentPage: flag('BENCH_CONSENT_PAGE', true),
   loginPage: flag('BENCH_LOGIN_PAGE', false),
