@@ -20,10 +20,10 @@ import { HttpError } from '../http/index.ts';
 import {
   type AccountLock,
   accountLock,
-  assessLogin,
   assessOperation,
   deviceHashOf,
   isKnownDevice,
+  type LoginAssessment,
   observeRequest,
   type RiskEngine,
   recordAuthFailure,
@@ -31,6 +31,7 @@ import {
   recordLoginFailure,
   releaseAccountAttempt,
   rememberDevice,
+  signInGate,
   sourceKey,
   sourceRetryAfter,
   type ThrottlePolicy,
@@ -183,14 +184,23 @@ async function admit(
   credential: { credentialId?: string; backedUp?: boolean } = {},
 ): Promise<void> {
   const device = ctx.cookies.get(DEVICE_COOKIE, { signed: false });
-  const lock = await accountLock(deps.db, customerId);
-  const known = await isKnownDevice(deps.db, customerId, device);
+  // The lock, the device and the risk facts in one statement.
+  const gate = await signInGate(deps.risk, deps.db, {
+    customerId,
+    method,
+    credentialId: credential.credentialId,
+    backedUp: credential.backedUp,
+    ip: meta.ip,
+    port: meta.port,
+    userAgent: meta.userAgent,
+    deviceHash: deviceHashOf(device),
+  });
+  const { lock, known } = gate;
   // A lock a peer's takeover signal set (re-proofing required) admits no device, known or not.
   const refused = lock.locked && (!known || lock.reproofingRequired);
   // Refusals in the language of the page that asked (its script shows error_description).
   const t = messages(languageOf(ctx));
-  if (!refused && deps.risk)
-    await applyRiskRules(deps, deps.risk, t, customerId, meta, method, known, device, credential);
+  if (!refused && deps.risk) await applyRiskRules(deps, t, customerId, await gate.assess());
   if (refused) await refuseLocked(deps, ctx, customerId, meta, method, lock, credential.credentialId);
   await recordAuthSuccess(deps.db, customerId);
   const token = await rememberDevice(deps.db, customerId, device, ctx.get('user-agent'));
@@ -243,26 +253,10 @@ async function refuseLocked(
  */
 async function applyRiskRules(
   deps: SignInDeps,
-  risk: RiskEngine,
   t: Messages,
   customerId: string,
-  meta: RequestMeta,
-  method: 'passkey' | 'totp',
-  known: boolean,
-  device: string | undefined,
-  credential: { credentialId?: string; backedUp?: boolean },
+  assessed: LoginAssessment,
 ): Promise<void> {
-  const assessed = await assessLogin(risk, deps.db, {
-    customerId,
-    method,
-    credentialId: credential.credentialId,
-    backedUp: credential.backedUp,
-    ip: meta.ip,
-    port: meta.port,
-    userAgent: meta.userAgent,
-    knownDevice: known,
-    deviceHash: deviceHashOf(device),
-  });
   if (assessed.decision === 'block')
     await refuseBlocked(deps, customerId, 'risk_block', t.refused.riskBlocked);
   if (assessed.decision === 'step_up')

@@ -14,10 +14,12 @@ import {
   type RiskLevel,
   raiseSessionRisk,
   recordAtStoredLevel,
+  type StoredLoginFacts,
   sessionRisk,
   setRiskLevel,
+  signInFacts,
 } from './store.ts';
-import { deviceHash, sourceKey } from './throttle.ts';
+import { type AccountLock, deviceHash, lockAndDevice, sourceKey } from './throttle.ts';
 import { RequestTracker } from './tracker.ts';
 
 /** The shipped rule set, also the default when `risk.rulesFile` is not set. */
@@ -190,6 +192,16 @@ function placeOf(engine: RiskEngine, last: { country: string | null; ip?: string
     : engine.geo.centroid(last.country ?? undefined);
 }
 
+/** A sign-in gate without a risk engine: allowed, not assessed, nothing recorded. */
+const ALLOW_UNASSESSED: LoginAssessment = {
+  decision: 'allow',
+  score: 0,
+  reasons: [],
+  ruleVersion: 'none',
+  signals: {},
+  level: 'LOW',
+};
+
 /** What a hub with detection off (risk.enabled false, for benchmarks) answers: allow, nothing recorded. */
 const DETECTION_OFF = (engine: RiskEngine): LoginAssessment => ({
   decision: 'allow',
@@ -270,7 +282,36 @@ export async function assessLogin(
 ): Promise<LoginAssessment> {
   if (!engine.config.enabled) return DETECTION_OFF(engine);
   const q = loginQuery(engine, attempt);
-  const facts = await loginFacts(db, q.facts);
+  return recordLogin(engine, db, attempt, q, await loginFacts(db, q.facts));
+}
+
+/**
+ * What a verified sign-in is decided on, read in ONE statement: the account lock, whether this
+ * browser's device token is known, and — detection on — the history's facts (so detection adds no
+ * round trip of its own). `assess` then decides and records the sign-in as assessLogin does.
+ */
+export async function signInGate(
+  engine: RiskEngine | undefined,
+  db: Db,
+  attempt: Omit<LoginAttempt, 'knownDevice'>,
+): Promise<{ lock: AccountLock; known: boolean; assess: () => Promise<LoginAssessment> }> {
+  if (!engine?.config.enabled) {
+    const { lock, known } = await lockAndDevice(db, attempt.customerId, attempt.deviceHash);
+    return { lock, known, assess: async () => (engine ? DETECTION_OFF(engine) : ALLOW_UNASSESSED) };
+  }
+  const q = loginQuery(engine, { ...attempt, knownDevice: false });
+  const { facts, lock, known } = await signInFacts(db, q.facts, attempt.deviceHash);
+  return { lock, known, assess: () => recordLogin(engine, db, { ...attempt, knownDevice: known }, q, facts) };
+}
+
+/** Decides on a sign-in given its facts, and records it (the part of assessLogin after the facts). */
+async function recordLogin(
+  engine: RiskEngine,
+  db: Db,
+  attempt: LoginAttempt,
+  q: ReturnType<typeof loginQuery>,
+  facts: StoredLoginFacts,
+): Promise<LoginAssessment> {
   const { signals, decision: d, row } = decideLogin(engine, attempt, q, facts);
   const level = levelOf(engine.rules, d);
   const clearRecovery = d.decision === 'allow';

@@ -19,6 +19,7 @@ export {
   recordLoginFailure,
   riskEngineFor,
   sessionRisk,
+  signInGate,
 } from './engine.ts';
 export {
   declareTravel,

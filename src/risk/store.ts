@@ -6,6 +6,7 @@ import { deleteExpiredBaselines } from './baselines.ts';
 import { expirePeerLevels, higherLevel, livePeerLevels, type PeerRiskLevel } from './peerLevels.ts';
 import type { RiskReason } from './rules.ts';
 import type { LoginFacts } from './signals.ts';
+import { type AccountLock, LOCK_COLUMNS, LOCKED, type LockRow, lockOf } from './throttle.ts';
 
 export interface RiskEventRow {
   kind: 'login' | 'operation' | 'request';
@@ -116,38 +117,39 @@ export function riskEventParams(e: RiskEventRow): unknown[] {
  * there was one, and where and when it was) and the latest with this credential (whether it was
  * seen, and its backup state then) — one index descent each instead of one per column.
  */
-export async function loginFacts(
-  db: Queryable,
-  q: {
-    customerId: string;
-    credentialId: string | undefined;
-    source: string;
-    sourceRange: string | undefined;
-    country: string | undefined;
-    asn: number | undefined;
-    windowSeconds: number;
-  },
-): Promise<LoginFacts & { stored: { level: RiskLevel; reasons: string[] } | undefined }> {
-  const res = await db.query<{
-    fa: number;
-    fs: number;
-    fr: number;
-    as_: number;
-    ar: number;
-    before: boolean;
-    seen_country: boolean;
-    seen_asn: boolean;
-    seen_cred: boolean;
-    last_country: string | null;
-    last_ip: string | null;
-    last_at: Date | null;
-    last_backed_up: boolean | null;
-    travel: boolean;
-    recovery_due: boolean | null;
-    stored_level: RiskLevel | null;
-    stored_reasons: string[] | null;
-  }>(
-    `WITH since AS (SELECT now() - make_interval(secs => $7) AS t),
+type FactsQuery = {
+  customerId: string;
+  credentialId: string | undefined;
+  source: string;
+  sourceRange: string | undefined;
+  country: string | undefined;
+  asn: number | undefined;
+  windowSeconds: number;
+};
+
+interface FactsRow {
+  fa: number;
+  fs: number;
+  fr: number;
+  as_: number;
+  ar: number;
+  before: boolean;
+  seen_country: boolean;
+  seen_asn: boolean;
+  seen_cred: boolean;
+  last_country: string | null;
+  last_ip: string | null;
+  last_at: Date | null;
+  last_backed_up: boolean | null;
+  travel: boolean;
+  recovery_due: boolean | null;
+  stored_level: RiskLevel | null;
+  stored_reasons: string[] | null;
+}
+
+export type StoredLoginFacts = LoginFacts & { stored: { level: RiskLevel; reasons: string[] } | undefined };
+
+const LOGIN_FACTS_SQL = `WITH since AS (SELECT now() - make_interval(secs => $7) AS t),
      mine AS NOT MATERIALIZED (SELECT country, asn, ip, credential_id, backed_up, at FROM risk_events
               WHERE customer_id = $1 AND kind = 'login' AND result = 'success'),
      src AS (SELECT customer_id, credential_id, result FROM risk_events, since
@@ -172,18 +174,52 @@ export async function loginFacts(
      FROM (SELECT 1) AS one
      LEFT JOIN LATERAL (SELECT country, ip, at FROM mine ORDER BY at DESC LIMIT 1) AS last ON true
      LEFT JOIN LATERAL (SELECT backed_up, at FROM mine WHERE credential_id = $2 ORDER BY at DESC LIMIT 1) AS cred ON true
-     LEFT JOIN risk_levels lv ON lv.customer_id = $1`,
-    [
-      q.customerId,
-      q.credentialId ?? null,
-      q.source,
-      q.sourceRange ?? null,
-      q.country ?? null,
-      q.asn ?? null,
-      q.windowSeconds,
-    ],
-  );
+     LEFT JOIN risk_levels lv ON lv.customer_id = $1`;
+
+/**
+ * The sign-in gate's statement (signInGate, engine.ts): the facts above and, in the same round trip,
+ * the account lock and whether the browser's device token is known (src/risk/throttle.ts) — what a
+ * verified sign-in reads anyway, so detection adds no round trip of its own. $8: the device hash.
+ */
+const SIGN_IN_FACTS_SQL = LOGIN_FACTS_SQL.replace(
+  '\n     FROM (SELECT 1) AS one',
+  `,
+       ${LOCK_COLUMNS.replaceAll('$TABLE', 'lk')},
+       EXISTS (SELECT 1 FROM known_devices WHERE device_hash = $8 AND customer_id = $1) AS known
+     FROM (SELECT 1) AS one
+     LEFT JOIN account_lockouts lk ON lk.customer_id = $1 AND ${LOCKED.replaceAll('$TABLE', 'lk')}`,
+);
+
+const factsParams = (q: FactsQuery) => [
+  q.customerId,
+  q.credentialId ?? null,
+  q.source,
+  q.sourceRange ?? null,
+  q.country ?? null,
+  q.asn ?? null,
+  q.windowSeconds,
+];
+
+export async function loginFacts(db: Queryable, q: FactsQuery): Promise<StoredLoginFacts> {
+  const res = await db.query<FactsRow>(LOGIN_FACTS_SQL, factsParams(q));
+  return factsOf(res.rows[0]!);
+}
+
+/** loginFacts with the account lock and the known-device check in the same statement. */
+export async function signInFacts(
+  db: Queryable,
+  q: FactsQuery,
+  deviceHash: string | undefined,
+): Promise<{ facts: StoredLoginFacts; lock: AccountLock; known: boolean }> {
+  const res = await db.query<FactsRow & LockRow & { known: boolean }>(SIGN_IN_FACTS_SQL, [
+    ...factsParams(q),
+    deviceHash ?? null,
+  ]);
   const r = res.rows[0]!;
+  return { facts: factsOf(r), lock: lockOf(r), known: deviceHash !== undefined && r.known };
+}
+
+function factsOf(r: FactsRow): StoredLoginFacts {
   return {
     failuresPerAccount: r.fa,
     failuresPerSource: r.fs,

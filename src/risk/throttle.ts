@@ -230,21 +230,47 @@ export interface AccountLock {
   reproofingRequired: boolean;
 }
 
+/** The lock's columns and condition over account_lockouts ($TABLE: its alias); store.ts reads them too. */
+export const LOCK_COLUMNS =
+  'CASE WHEN $TABLE.reproofing_required THEN NULL ELSE $TABLE.locked_until END AS locked_until, $TABLE.reproofing_required, $TABLE.customer_id IS NOT NULL AS locked';
+export const LOCKED = '($TABLE.locked_until > now() OR $TABLE.reproofing_required)';
+export interface LockRow {
+  locked_until: Date | null;
+  reproofing_required: boolean | null;
+  locked: boolean;
+}
+export const lockOf = (row: LockRow): AccountLock => ({
+  locked: row.locked,
+  lockedUntil: row.locked_until ?? null,
+  reproofingRequired: row.reproofing_required ?? false,
+});
+
 export async function accountLock(db: Queryable, customerId: string): Promise<AccountLock> {
-  const res = await db.query<{ locked_until: Date | null; reproofing_required: boolean }>(
-    `SELECT CASE WHEN reproofing_required THEN NULL ELSE locked_until END AS locked_until, reproofing_required
-     FROM account_lockouts WHERE customer_id = $1 AND (locked_until > now() OR reproofing_required)`,
+  const res = await db.query<LockRow>(
+    `SELECT ${LOCK_COLUMNS.replaceAll('$TABLE', 'a')} FROM (SELECT 1) AS one
+     LEFT JOIN account_lockouts a ON a.customer_id = $1 AND ${LOCKED.replaceAll('$TABLE', 'a')}`,
     [customerId],
   );
-  const row = res.rows[0];
-  return {
-    locked: row !== undefined,
-    lockedUntil: row?.locked_until ?? null,
-    reproofingRequired: row?.reproofing_required ?? false,
-  };
+  return lockOf(res.rows[0]!);
 }
 
-/** A successful sign-in ends the run of consecutive failures (an active lock stays). */
+/** The account lock and whether a device hash is known for the customer, in one statement. */
+export async function lockAndDevice(
+  db: Queryable,
+  customerId: string,
+  hash: string | undefined,
+): Promise<{ lock: AccountLock; known: boolean }> {
+  const res = await db.query<LockRow & { known: boolean }>(
+    `SELECT ${LOCK_COLUMNS.replaceAll('$TABLE', 'a')},
+            EXISTS (SELECT 1 FROM known_devices WHERE device_hash = $2 AND customer_id = $1) AS known
+     FROM (SELECT 1) AS one
+     LEFT JOIN account_lockouts a ON a.customer_id = $1 AND ${LOCKED.replaceAll('$TABLE', 'a')}`,
+    [customerId, hash ?? null],
+  );
+  const r = res.rows[0]!;
+  return { lock: lockOf(r), known: hash !== undefined && r.known };
+}
+
 export async function recordAuthSuccess(db: Queryable, customerId: string): Promise<void> {
   await db.query(
     'UPDATE account_lockouts SET consecutive_failures = 0 WHERE customer_id = $1 AND consecutive_failures > 0',

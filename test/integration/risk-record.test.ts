@@ -13,6 +13,7 @@ import {
   type LoginAttempt,
   recordLoginFailure,
   riskConfigSchema,
+  signInGate,
 } from '../../src/risk/index.ts';
 import { insertCustomer, type TestDb, testDb } from '../support/db.ts';
 
@@ -170,5 +171,45 @@ describe('recording a sign-in', () => {
     const s = await state(t.db, id);
     expect(s).toMatchObject({ level: 'LOW', events: 2, audits: 0, announced: 1 });
     expect(s.reasons).toContain('new-device');
+  });
+
+  it('reads lock, known device and facts in one statement, and records an unchanged sign-in in one more', async () => {
+    const id = await insertCustomer(t.db);
+    await assessLogin(engine, t.db, attempt(id));
+    await t.db.query('INSERT INTO known_devices (device_hash, customer_id) VALUES ($1, $2)', [
+      'device-1',
+      id,
+    ]);
+    const statements: string[] = [];
+    const counting: Db = {
+      ...interceptingDb(t.db, '\u0000never', async () => {}),
+      query: (sql, params) => {
+        statements.push(sql);
+        return t.db.query(sql, params);
+      },
+    };
+    const { knownDevice: _, ...signIn } = attempt(id);
+    const gate = await signInGate(engine, counting, signIn);
+    expect(gate).toMatchObject({ known: true, lock: { locked: false } });
+    expect(statements).toHaveLength(1);
+    expect(await gate.assess()).toMatchObject({ decision: 'allow', level: 'LOW', reasons: [] });
+    expect(statements).toHaveLength(2);
+    // Another browser: not known; a lock set meanwhile is seen by the same one statement.
+    await t.db.query(
+      "INSERT INTO account_lockouts (customer_id, consecutive_failures, locked_until) VALUES ($1, 5, now() + interval '1 hour')",
+      [id],
+    );
+    const other = await signInGate(engine, counting, { ...signIn, deviceHash: 'device-2' });
+    expect(other).toMatchObject({ known: false, lock: { locked: true, reproofingRequired: false } });
+    expect(other.lock.lockedUntil).toBeInstanceOf(Date);
+    expect(statements).toHaveLength(3);
+    // Detection off: lock and device in one statement, nothing assessed or recorded.
+    const off = createRiskEngine(riskConfigSchema.parse({ enabled: false }));
+    const events = (await state(t.db, id)).events;
+    const gateOff = await signInGate(off, counting, signIn);
+    expect(gateOff).toMatchObject({ known: true, lock: { locked: true } });
+    expect(await gateOff.assess()).toMatchObject({ decision: 'allow' });
+    expect(statements).toHaveLength(4);
+    expect((await state(t.db, id)).events).toBe(events);
   });
 });
