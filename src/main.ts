@@ -144,6 +144,8 @@ async function main(argv: string[]): Promise<number> {
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+    // A worker whose supervisor is gone gets no more connections: it closes its hub and ends.
+    if (cluster.isWorker) process.once('disconnect', stop);
     return -1;
   }
 

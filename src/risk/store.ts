@@ -190,6 +190,10 @@ const SIGN_IN_FACTS_SQL = LOGIN_FACTS_SQL.replace(
      LEFT JOIN account_lockouts lk ON lk.customer_id = $1 AND ${LOCKED.replaceAll('$TABLE', 'lk')}`,
 );
 
+// The gate decides on the lock: a statement without its columns would let every locked account in.
+if (!SIGN_IN_FACTS_SQL.includes('LEFT JOIN account_lockouts lk'))
+  throw new Error('SIGN_IN_FACTS_SQL: the facts statement no longer has the FROM clause the gate extends');
+
 const factsParams = (q: FactsQuery) => [
   q.customerId,
   q.credentialId ?? null,
