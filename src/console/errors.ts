@@ -13,6 +13,7 @@ const MESSAGES = {
     'the customer has not re-proofed their identity since the freeze (a verified proofing record for unlock or recovery)',
   ERR_REQUEST_UNKNOWN: 'no open request with this id (decided, expired or unknown)',
   ERR_REQUEST_OWN: 'a request must be approved or rejected by another operator than the one who filed it',
+  ERR_PEER_UNKNOWN: 'no circuit breaker for this peer',
   ERR_REASON_REQUIRED:
     'give a reason (at most 500 characters; at least 5 for a request another operator approves)',
 } as const;

@@ -1,4 +1,5 @@
 /** The operator console's pages (Japanese and English), rendered on the server. */
+
 import type { AuditRow, DailySecurityEvents } from '../audit/index.ts';
 import type { PasskeySummary } from '../authn/index.ts';
 import type { ConsentView } from '../consent/index.ts';
@@ -7,6 +8,7 @@ import type { SentNotification } from '../notify/index.ts';
 import type { CustomerSession } from '../oidc/adapter.ts';
 import type { ProtectiveSettingsReport } from '../report/index.ts';
 import type { CustomerRiskView } from '../risk/index.ts';
+import type { PeerBreaker } from '../signals/index.ts';
 import { html, type Lang, layout, type SafeHtml } from '../web/index.ts';
 import type { Operator, Role } from './operators.ts';
 import type { ConsoleRequest } from './requests.ts';
@@ -71,6 +73,17 @@ const M = {
     approve: '承認して実行',
     reject: '却下',
     noRequests: '承認待ちの依頼はありません。',
+    breakers: '連携先のサーキットブレーカー',
+    breakersIntro:
+      '連携先から短時間に多数の共有シグナルが届くと、その処理（セッション失効、スイープ停止など）を保留します。内容を確認し、実行するか破棄してください。',
+    noBreakers: 'サーキットブレーカーが作動した連携先はありません。',
+    peer: '連携先',
+    breakerState: (open: boolean) => (open ? '作動中（保留）' : '閉（通常どおり）'),
+    held: '保留中',
+    openedAt: '作動',
+    closedBy: '最後に閉じた人',
+    release: '保留分を実行して閉じる',
+    drop: '保留分を破棄して閉じる',
     customerLink: '顧客',
     admin: '管理',
     operators: 'オペレーター',
@@ -144,6 +157,17 @@ const M = {
     approve: 'Approve and carry out',
     reject: 'Reject',
     noRequests: 'No requests await approval.',
+    breakers: 'Peers’ circuit breakers',
+    breakersIntro:
+      'When a peer’s shared signals act on many customers within a short time, their actions (revoking sessions, stopping sweeps, …) are held. Review them, then carry them out or discard them.',
+    noBreakers: 'No peer’s circuit breaker has opened.',
+    peer: 'Peer',
+    breakerState: (open: boolean) => (open ? 'open (holding)' : 'closed'),
+    held: 'Held',
+    openedAt: 'Opened',
+    closedBy: 'Last closed by',
+    release: 'Carry out what it held and close',
+    drop: 'Discard what it held and close',
     customerLink: 'Customer',
     admin: 'Administration',
     operators: 'Operators',
@@ -183,7 +207,7 @@ function page(lang: Lang, title: string, viewer: Viewer | undefined, body: SafeH
   const nav = viewer
     ? html`<nav class="console-nav" id="console-nav"><span id="signed-in-as">${t.signedInAs(viewer.name, viewer.role)}</span>
 <a href="/console">${t.search}</a>
-${viewer.role === 'admin' ? html`<a href="/console/requests" id="nav-requests">${t.requests}</a> <a href="/console/operators">${t.operators}</a> <a href="/console/policies">${t.policies}</a> <a href="/console/report">${t.report}</a>` : ''}
+${viewer.role === 'admin' ? html`<a href="/console/requests" id="nav-requests">${t.requests}</a> <a href="/console/breakers" id="nav-breakers">${t.breakers}</a> <a href="/console/operators">${t.operators}</a> <a href="/console/policies">${t.policies}</a> <a href="/console/report">${t.report}</a>` : ''}
 <form method="post" action="/console/logout" class="inline"><input type="hidden" name="csrf" value="${viewer.csrf}"><button type="submit" class="secondary" id="console-logout">${t.logout}</button></form></nav>`
     : '';
   return layout(lang, title, html`${nav}${body}`, { wide: true, ...(scripts ? { scripts } : {}) });
@@ -381,6 +405,30 @@ ${requests.map(
       : html`<form method="post" action="/console/requests/${encodeURIComponent(r.id)}/approve" class="inline">${csrf}<button type="submit">${t.approve}</button></form>
 <form method="post" action="/console/requests/${encodeURIComponent(r.id)}/reject" class="inline">${csrf}<button type="submit" class="secondary">${t.reject}</button></form>`
   }</td></tr>`,
+)}
+</tbody></table>`
+    }
+<p><a href="/console">${t.back}</a></p>`,
+  );
+}
+
+export function breakersPage(lang: Lang, viewer: Viewer, breakers: PeerBreaker[]): string {
+  const t = M[lang];
+  const csrf = csrfField(viewer);
+  const actions = (peer: string) =>
+    html`<form method="post" action="/console/breakers/${encodeURIComponent(peer)}/release" class="inline">${csrf}<button type="submit">${t.release}</button></form>
+<form method="post" action="/console/breakers/${encodeURIComponent(peer)}/drop" class="inline">${csrf}<button type="submit" class="secondary">${t.drop}</button></form>`;
+  return page(
+    lang,
+    t.breakers,
+    viewer,
+    html`<p>${t.breakersIntro}</p>${
+      breakers.length === 0
+        ? html`<p id="no-breakers">${t.noBreakers}</p>`
+        : html`<table id="breakers"><thead><tr><th>${t.peer}</th><th>${t.status}</th><th>${t.held}</th><th>${t.openedAt}</th><th>${t.closedBy}</th><th></th></tr></thead><tbody>
+${breakers.map(
+  (b) =>
+    html`<tr data-peer="${b.peerId}" data-held="${String(b.held)}"><td>${b.peerId}</td><td>${t.breakerState(b.openedAt !== null)}</td><td>${String(b.held)}</td><td>${b.openedAt ? at(b.openedAt, lang) : '–'}</td><td>${b.closedBy ?? '–'}</td><td>${b.openedAt !== null || b.held > 0 ? actions(b.peerId) : ''}</td></tr>`,
 )}
 </tbody></table>`
     }

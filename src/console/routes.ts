@@ -47,6 +47,7 @@ import {
   recordAuthFailure,
   riskEngineFor,
 } from '../risk/index.ts';
+import { listPeerBreakers, resolvePeerBreaker } from '../signals/index.ts';
 import { errorPage, type Lang, languageOf } from '../web/index.ts';
 import { ConsoleError } from './errors.ts';
 import { freezeCustomer, openFreeze, unfreezeCustomer } from './freeze.ts';
@@ -67,6 +68,7 @@ import {
   startOperatorEnrollment,
 } from './operators.ts';
 import {
+  breakersPage,
   type CustomerRow,
   consoleEnrollPage,
   consoleLoginPage,
@@ -152,7 +154,9 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
       err instanceof HttpError || err instanceof BodyError
         ? err.status
         : err instanceof ConsoleError
-          ? err.code === 'ERR_CUSTOMER_UNKNOWN' || err.code === 'ERR_REQUEST_UNKNOWN'
+          ? err.code === 'ERR_CUSTOMER_UNKNOWN' ||
+            err.code === 'ERR_REQUEST_UNKNOWN' ||
+            err.code === 'ERR_PEER_UNKNOWN'
             ? 404
             : err.code === 'ERR_REQUEST_OWN'
               ? 403
@@ -633,6 +637,27 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
   );
 
   // --- administration --------------------------------------------------------------------------
+
+  // Peers' circuit breakers (src/signals/breaker.ts): what each held, released or dropped here as by
+  // `kakehashi ssf release|drop <peer>` — every held SET's actions run (or are discarded) and the
+  // breaker closes, audited as ssf.peer.circuit_closed with the admin's name.
+  router.get(
+    '/breakers',
+    view('admin', async (ctx, s, lang) => {
+      ctx.body = breakersPage(lang, viewerOf(s), await listPeerBreakers(db));
+    }),
+  );
+
+  router.post(
+    '/breakers/:peer/:how',
+    action('admin', async (ctx, s) => {
+      const how = String(ctx.params.how);
+      if (how !== 'release' && how !== 'drop') throw new HttpError(404, 'not_found', 'no such action');
+      const n = await resolvePeerBreaker(db, String(ctx.params.peer), how, actorOf(s));
+      if (n === undefined) throw new ConsoleError('ERR_PEER_UNKNOWN');
+      return '/console/breakers';
+    }),
+  );
 
   router.get(
     '/operators',

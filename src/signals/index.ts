@@ -33,9 +33,12 @@ export {
   changeStreamStatus,
   type DeadLetter,
   listDeadLetters,
+  listPeerBreakers,
+  type PeerBreaker,
   type PeerClientInput,
   registerPeerClient,
   requeueDeadLetters,
+  resolvePeerBreaker,
   revokeCustomerSessions,
 } from './ops.ts';
 export { ssfConfigurationUrl } from './peerMetadata.ts';

@@ -464,6 +464,57 @@ describe('search and customer view', () => {
     expect((await auditOf('console.request.rejected')).at(-1)).toMatchObject({ actor: 'operator:alice' });
   });
 
+  it('shows admins the peers’ circuit breakers; dropping what one held closes it, audited', async () => {
+    // A peer whose breaker opened, holding two SETs' actions (as the receiver leaves them).
+    await t.hub.db.query(
+      "INSERT INTO ssf_peer_breakers (peer_id, opened_at, opened_count) VALUES ('peer-flood', now(), 100)",
+    );
+    for (const jti of ['held-1', 'held-2'])
+      await t.hub.db.query(
+        `INSERT INTO ssf_held_sets (peer_id, jti, event_type, customer_id, event, actions)
+         VALUES ('peer-flood', $1, 'https://schemas.openid.net/secevent/caep/event-type/session-revoked', $2, '{}', ARRAY['revoke_sessions'])`,
+        [jti, customerId],
+      );
+    expect((await staff.ua.get(`${t.issuer}/console/breakers`)).status).toBe(403);
+    const shown = await admin.ua.get(`${t.issuer}/console/breakers`);
+    expect(shown.status).toBe(200);
+    expect(shown.text).toContain('data-peer="peer-flood" data-held="2"');
+    expect(shown.text).toContain('/console/breakers/peer-flood/drop');
+    // Form posts need the session's CSRF token; a peer without a breaker and an unknown action are 404.
+    expect((await admin.ua.postForm(`${t.issuer}/console/breakers/peer-flood/drop`, {})).status).toBe(403);
+    const unknown = await admin.ua.postForm(`${t.issuer}/console/breakers/peer-none/drop`, {
+      csrf: admin.csrf,
+    });
+    expect(unknown.status).toBe(404);
+    expect(unknown.text).toContain('ERR_PEER_UNKNOWN');
+    expect(
+      (await admin.ua.postForm(`${t.issuer}/console/breakers/peer-flood/explode`, { csrf: admin.csrf }))
+        .status,
+    ).toBe(404);
+    const dropped = await admin.ua.postForm(`${t.issuer}/console/breakers/peer-flood/drop`, {
+      csrf: admin.csrf,
+    });
+    expect(dropped.status).toBe(303);
+    const held = await t.hub.db.query<{ resolution: string; resolved_by: string }>(
+      "SELECT resolution, resolved_by FROM ssf_held_sets WHERE peer_id = 'peer-flood' ORDER BY id",
+    );
+    expect(held.rows).toEqual([
+      { resolution: 'dropped', resolved_by: 'operator:alice' },
+      { resolution: 'dropped', resolved_by: 'operator:alice' },
+    ]);
+    const breaker = await t.hub.db.query<{ opened_at: Date | null; closed_by: string }>(
+      "SELECT opened_at, closed_by FROM ssf_peer_breakers WHERE peer_id = 'peer-flood'",
+    );
+    expect(breaker.rows[0]).toEqual({ opened_at: null, closed_by: 'operator:alice' });
+    const closed = await t.hub.db.query<{ actor: string }>(
+      "SELECT actor FROM audit_events WHERE type = 'ssf.peer.circuit_closed' ORDER BY id DESC LIMIT 1",
+    );
+    expect(closed.rows[0]).toEqual({ actor: 'operator:alice' });
+    const after = await admin.ua.get(`${t.issuer}/console/breakers`);
+    expect(after.text).toContain('data-peer="peer-flood" data-held="0"');
+    expect(after.text).not.toContain('/console/breakers/peer-flood/drop');
+  });
+
   it('leaves a request open, approving nothing, when its ticket cannot be issued', async () => {
     const url = `${t.issuer}/console/customers/${customerId}/enrollment-ticket`;
     expect(
