@@ -103,9 +103,6 @@ export async function raisePeerLevel(
   return { previous, current, expiresAt: new Date(r.rows[0]!.expires_at) };
 }
 
-/** The pending peer actions a re-proofing or an operator's clear settles (see clearPeerLevels). */
-const SUPERSEDED_ACTIONS = ['raise_risk', 'require_step_up', 'require_reproofing', 'suspend_sweeps'];
-
 /**
  * Ends the customer's live peer levels: after re-proofing (`by` = 'reproofing') or by an operator
  * (`operator:<name>`). Audited as risk.peer.cleared when there was any; returns how many ended.
@@ -114,24 +111,6 @@ const SUPERSEDED_ACTIONS = ['raise_risk', 'require_step_up', 'require_reproofing
  * linking.sweeps.peer_stop_cleared).
  */
 export async function clearPeerLevels(db: Queryable, customerId: string, by: string): Promise<number> {
-  // Peer verdicts received before this clear but not yet acted on (ssf_action_outbox, picked up by the
-  // action consumers within moments) are settled by it too: acted on afterwards they would raise a
-  // level or stop the sweeps again although the customer re-proofed (or an operator cleared them)
-  // after they arrived. A signal received after the clear acts as usual.
-  const superseded = await db.query<{ id: string; action: string; peer_id: string }>(
-    `UPDATE ssf_action_outbox SET processed_at = now(), detail = detail || jsonb_build_object('supersededBy', $2::text)
-     WHERE customer_id = $1 AND processed_at IS NULL AND action = ANY ($3::text[])
-     RETURNING id::text AS id, action, peer_id`,
-    [customerId, by, SUPERSEDED_ACTIONS],
-  );
-  if (superseded.rowCount > 0)
-    await recordAudit(db, {
-      type: 'signals.actions.superseded',
-      outcome: 'info',
-      actor: by,
-      customerId,
-      data: { by, actions: superseded.rows.map((x) => ({ id: x.id, action: x.action, peer: x.peer_id })) },
-    });
   const stops = await db.query<{ peer_id: string }>(
     `UPDATE sweep_peer_stops SET cleared_at = now(), cleared_by = $2
      WHERE customer_id = $1 AND cleared_at IS NULL RETURNING peer_id`,

@@ -10,7 +10,6 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
 import { institutionResource } from '../../src/api/index.ts';
-import type { Queryable } from '../../src/db/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { encryptAtRest } from '../../src/keys/index.ts';
 import {
@@ -1198,52 +1197,5 @@ describe('sweep safeguards (security review): customer limit, bank approval clai
       'linking.sweeps.peer_stopped',
       'linking.sweeps.peer_stop_cleared',
     ]);
-  });
-
-  it('settles peer actions received before a re-proofing but not yet acted on; later ones act', async () => {
-    const outbox = (db: Queryable, action: string, jti: string) =>
-      db.query(
-        `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type)
-         VALUES ($1, $2, 'peer-z', $3, 'https://schemas.openid.net/secevent/risc/event-type/account-disabled')`,
-        [action, customerId, jti],
-      );
-    const openStops = async () =>
-      (
-        await t.hub.db.query(
-          "SELECT 1 FROM sweep_peer_stops WHERE customer_id = $1 AND peer_id = 'peer-z' AND cleared_at IS NULL",
-          [customerId],
-        )
-      ).rowCount;
-    // Received, then the customer re-proofs before the consumers run (one transaction, so that the
-    // hub's own consumers cannot act in between).
-    await t.hub.db.transaction(async (tx) => {
-      await outbox(tx, 'suspend_sweeps', 'jti-before-1');
-      await outbox(tx, 'raise_risk', 'jti-before-2');
-      await outbox(tx, 'notify', 'jti-before-3');
-      await clearPeerLevels(tx, customerId, 'reproofing');
-    });
-    expect(await applySweepSuspensions(t.hub.db, t.hub.config)).toEqual({ claimed: 0, suspended: 0 });
-    expect(await openStops()).toBe(0);
-    const settled = await t.hub.db.query<{ action: string; by: string | null }>(
-      `SELECT action, detail ->> 'supersededBy' AS by FROM ssf_action_outbox
-       WHERE customer_id = $1 AND jti LIKE 'jti-before-%' ORDER BY jti`,
-      [customerId],
-    );
-    expect(settled.rows).toEqual([
-      { action: 'suspend_sweeps', by: 'reproofing' },
-      { action: 'raise_risk', by: 'reproofing' },
-      // A notice of the peer's signal is still the customer's to see.
-      { action: 'notify', by: null },
-    ]);
-    const audit = await t.hub.db.query<{ data: { actions: Array<{ action: string }> } }>(
-      "SELECT data FROM audit_events WHERE customer_id = $1 AND type = 'signals.actions.superseded' ORDER BY id DESC LIMIT 1",
-      [customerId],
-    );
-    expect(audit.rows[0]!.data.actions.map((x) => x.action).sort()).toEqual(['raise_risk', 'suspend_sweeps']);
-    // A signal that arrives after the re-proofing acts as usual.
-    await outbox(t.hub.db, 'suspend_sweeps', 'jti-after');
-    expect((await applySweepSuspensions(t.hub.db, t.hub.config)).claimed).toBe(1);
-    expect(await openStops()).toBe(1);
-    await clearPeerLevels(t.hub.db, customerId, 'operator:test');
   });
 });
