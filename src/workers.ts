@@ -38,6 +38,8 @@ export async function runPrimary(config: Config, log: (line: string) => void = c
   const workers = new Map<number, Worker>();
   const deaths: number[] = [];
   let stopping = false;
+  // Until every first worker listens, a death is a failed start (the hub stops), not a crash to repair.
+  let started = false;
   // A replacement gets a new index: only the very first worker writes the banner (and the demo ticket).
   let lastIndex = 0;
 
@@ -56,7 +58,7 @@ export async function runPrimary(config: Config, log: (line: string) => void = c
       worker.once('exit', onEarlyExit);
       worker.once('exit', (code, signal) => {
         if (workers.get(index) === worker) workers.delete(index);
-        if (stopping) return;
+        if (stopping || !started) return;
         const now = Date.now();
         deaths.push(now);
         while (deaths.length && deaths[0]! < now - RESTART_WINDOW_MS) deaths.shift();
@@ -93,6 +95,7 @@ export async function runPrimary(config: Config, log: (line: string) => void = c
     // The first worker alone: it migrates, creates keys and demo data; then the others.
     const banner = await fork();
     await Promise.all(Array.from({ length: config.workers - 1 }, () => fork()));
+    started = true;
     const pids = [...workers.values()].map((w) => w.process.pid).join(', ');
     console.log(
       [

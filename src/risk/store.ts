@@ -320,18 +320,35 @@ export async function deleteExpiredRiskEvents(
      * session lifetime — or the retention, whichever is shorter; the retention when not given.
      */
     baselineMaxAgeSeconds?: number;
+    /**
+     * Batches of `limit` per table in one call while each comes back full (default 1). The hub's
+     * sweeper drains: baselines are written for every new token and events for every sign-in, far
+     * more than one batch per sweep interval at production rates.
+     */
+    batches?: number;
   } = {},
 ): Promise<number> {
   const limit = o.limit ?? 5000;
-  const baselines = await deleteExpiredBaselines(
-    db,
-    Math.min(retentionDays * 86_400, o.baselineMaxAgeSeconds ?? Number.POSITIVE_INFINITY),
-    limit,
-  );
-  const events = await db.query(
-    `DELETE FROM risk_events WHERE id IN (
-       SELECT id FROM risk_events WHERE at < now() - make_interval(days => $1) ORDER BY at LIMIT $2)`,
-    [retentionDays, limit],
+  const drain = async (batch: () => Promise<number>) => {
+    let total = 0;
+    for (let i = 0; i < (o.batches ?? 1); i++) {
+      const n = await batch();
+      total += n;
+      if (n < limit) break;
+    }
+    return total;
+  };
+  const baselineAge = Math.min(retentionDays * 86_400, o.baselineMaxAgeSeconds ?? Number.POSITIVE_INFINITY);
+  const baselines = await drain(() => deleteExpiredBaselines(db, baselineAge, limit));
+  const events = await drain(
+    async () =>
+      (
+        await db.query(
+          `DELETE FROM risk_events WHERE id IN (
+             SELECT id FROM risk_events WHERE at < now() - make_interval(days => $1) ORDER BY at LIMIT $2)`,
+          [retentionDays, limit],
+        )
+      ).rowCount,
   );
   const sessions = await db.query(
     'DELETE FROM session_risk WHERE updated_at < now() - make_interval(days => $1)',
@@ -347,7 +364,7 @@ export async function deleteExpiredRiskEvents(
     'DELETE FROM peer_risk_levels WHERE ended_at < now() - make_interval(days => $1)',
     [retentionDays],
   );
-  return baselines + events.rowCount + sessions.rowCount + travel.rowCount + expired + peer.rowCount;
+  return baselines + events + sessions.rowCount + travel.rowCount + expired + peer.rowCount;
 }
 
 export interface CustomerRiskView {

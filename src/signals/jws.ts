@@ -36,10 +36,13 @@ export function signEncoded(
   // ES256: OpenSSL's DER signature converted here (src/keys/ecdsaSignature.ts says why).
   return new Promise((resolve, reject) => {
     cryptoSign('sha256', Buffer.from(input), key.key, (err, signature) => {
-      if (err) reject(err);
-      else {
+      if (err) return reject(err);
+      try {
         const jws = key.alg === 'ES256' ? derToP1363(signature, 32) : signature;
         resolve(`${input}.${jws.toString('base64url')}`);
+      } catch (e) {
+        // Thrown in a callback it would end the process; the caller gets it instead.
+        reject(e);
       }
     });
   });

@@ -196,4 +196,34 @@ describe('post-login baselines shared by the nodes', () => {
     await deleteExpiredRiskEvents(t.db, 1);
     expect(await rows()).toEqual([]);
   });
+
+  it('drains a backlog in one sweep, batch after batch while each comes back full', async () => {
+    const a = node();
+    for (const id of ['D1', 'D2', 'D3', 'D4', 'D5']) expect(await a.see(id, HOME)).toBeUndefined();
+    await t.db.query(
+      "UPDATE request_baselines SET created_at = now() - interval '9 hours' WHERE tracking_id LIKE 'D_'",
+    );
+    const left = async () =>
+      Number(
+        (
+          await t.db.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM request_baselines WHERE tracking_id LIKE 'D_'",
+          )
+        ).rows[0]!.n,
+      );
+    // Two batches of two: four go, one is left for the next sweep.
+    await deleteExpiredRiskEvents(t.db, config.retentionDays, {
+      limit: 2,
+      batches: 2,
+      baselineMaxAgeSeconds: 8 * 3600,
+    });
+    expect(await left()).toBe(1);
+    // Enough batches: the rest go, and the sweep stops at the first batch that is not full.
+    await deleteExpiredRiskEvents(t.db, config.retentionDays, {
+      limit: 2,
+      batches: 100,
+      baselineMaxAgeSeconds: 8 * 3600,
+    });
+    expect(await left()).toBe(0);
+  });
 });
