@@ -19,11 +19,10 @@ import type { Db } from '../db/index.ts';
 import { HttpError } from '../http/index.ts';
 import {
   type AccountLock,
-  accountLock,
   assessOperation,
   deviceHashOf,
-  isKnownDevice,
   type LoginAssessment,
+  lockAndDevice,
   observeRequest,
   type RiskEngine,
   recordAuthFailure,
@@ -135,8 +134,11 @@ export async function signInWithAlternativeMfa(
       slotOf = customerId;
       return;
     }
-    const lock = await accountLock(deps.db, customerId);
-    const known = await isKnownDevice(deps.db, customerId, ctx.cookies.get(DEVICE_COOKIE, { signed: false }));
+    const { lock, known } = await lockAndDevice(
+      deps.db,
+      customerId,
+      deviceHashOf(ctx.cookies.get(DEVICE_COOKIE, { signed: false })),
+    );
     if (known && !lock.reproofingRequired) return;
     // Unchecked, but still a guess from this source: it slows the source down.
     await recordAuthFailure(deps.db, { source }, { ...meta, reason: 'ERR_ACCOUNT_LOCKED' }, deps.throttle);

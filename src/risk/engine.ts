@@ -192,22 +192,15 @@ function placeOf(engine: RiskEngine, last: { country: string | null; ip?: string
     : engine.geo.centroid(last.country ?? undefined);
 }
 
-/** A sign-in gate without a risk engine: allowed, not assessed, nothing recorded. */
-const ALLOW_UNASSESSED: LoginAssessment = {
+/**
+ * What a hub with detection off (risk.enabled false, for benchmarks) answers — or a sign-in gate
+ * without an engine: allow, nothing recorded.
+ */
+const DETECTION_OFF = (engine: RiskEngine | undefined): LoginAssessment => ({
   decision: 'allow',
   score: 0,
   reasons: [],
-  ruleVersion: 'none',
-  signals: {},
-  level: 'LOW',
-};
-
-/** What a hub with detection off (risk.enabled false, for benchmarks) answers: allow, nothing recorded. */
-const DETECTION_OFF = (engine: RiskEngine): LoginAssessment => ({
-  decision: 'allow',
-  score: 0,
-  reasons: [],
-  ruleVersion: engine.rules.version,
+  ruleVersion: engine?.rules.version ?? 'none',
   signals: {},
   level: 'LOW',
 });
@@ -297,7 +290,7 @@ export async function signInGate(
 ): Promise<{ lock: AccountLock; known: boolean; assess: () => Promise<LoginAssessment> }> {
   if (!engine?.config.enabled) {
     const { lock, known } = await lockAndDevice(db, attempt.customerId, attempt.deviceHash);
-    return { lock, known, assess: async () => (engine ? DETECTION_OFF(engine) : ALLOW_UNASSESSED) };
+    return { lock, known, assess: async () => DETECTION_OFF(engine) };
   }
   const q = loginQuery(engine, { ...attempt, knownDevice: false });
   const { facts, lock, known } = await signInFacts(db, q.facts, attempt.deviceHash);

@@ -56,6 +56,7 @@ export {
   deviceHash,
   type FailureOutcome,
   isKnownDevice,
+  lockAndDevice,
   recordAuthFailure,
   recordAuthSuccess,
   releaseAccountAttempt,

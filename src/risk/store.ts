@@ -6,7 +6,7 @@ import { deleteExpiredBaselines } from './baselines.ts';
 import { expirePeerLevels, higherLevel, livePeerLevels, type PeerRiskLevel } from './peerLevels.ts';
 import type { RiskReason } from './rules.ts';
 import type { LoginFacts } from './signals.ts';
-import { type AccountLock, LOCK_COLUMNS, LOCKED, type LockRow, lockOf } from './throttle.ts';
+import { type AccountLock, type LockRow, lockColumns, lockedWhere, lockOf } from './throttle.ts';
 
 export interface RiskEventRow {
   kind: 'login' | 'operation' | 'request';
@@ -149,7 +149,21 @@ interface FactsRow {
 
 export type StoredLoginFacts = LoginFacts & { stored: { level: RiskLevel; reasons: string[] } | undefined };
 
-const LOGIN_FACTS_SQL = `WITH since AS (SELECT now() - make_interval(secs => $7) AS t),
+/**
+ * The facts statement; `gate`: the sign-in gate's form (signInGate, engine.ts), which reads in the same
+ * round trip the account lock and whether the browser's device token is known ($8: its hash) — what a
+ * verified sign-in reads anyway, so detection adds no round trip of its own.
+ */
+function factsSql(gate: boolean): string {
+  const lock = gate
+    ? `,
+       ${lockColumns('lk')},
+       EXISTS (SELECT 1 FROM known_devices WHERE device_hash = $8 AND customer_id = $1) AS known`
+    : '';
+  const lockJoin = gate
+    ? `\n     LEFT JOIN account_lockouts lk ON lk.customer_id = $1 AND ${lockedWhere('lk')}`
+    : '';
+  return `WITH since AS (SELECT now() - make_interval(secs => $7) AS t),
      mine AS NOT MATERIALIZED (SELECT country, asn, ip, credential_id, backed_up, at FROM risk_events
               WHERE customer_id = $1 AND kind = 'login' AND result = 'success'),
      src AS (SELECT customer_id, credential_id, result FROM risk_events, since
@@ -170,29 +184,14 @@ const LOGIN_FACTS_SQL = `WITH since AS (SELECT now() - make_interval(secs => $7)
        cred.backed_up AS last_backed_up,
        EXISTS (SELECT 1 FROM travel_declarations WHERE customer_id = $1 AND country = $5
                AND starts_at <= now() AND ends_at > now()) AS travel,
-       lv.recovery_login_due AS recovery_due, lv.level AS stored_level, lv.reasons AS stored_reasons
+       lv.recovery_login_due AS recovery_due, lv.level AS stored_level, lv.reasons AS stored_reasons${lock}
      FROM (SELECT 1) AS one
      LEFT JOIN LATERAL (SELECT country, ip, at FROM mine ORDER BY at DESC LIMIT 1) AS last ON true
      LEFT JOIN LATERAL (SELECT backed_up, at FROM mine WHERE credential_id = $2 ORDER BY at DESC LIMIT 1) AS cred ON true
-     LEFT JOIN risk_levels lv ON lv.customer_id = $1`;
-
-/**
- * The sign-in gate's statement (signInGate, engine.ts): the facts above and, in the same round trip,
- * the account lock and whether the browser's device token is known (src/risk/throttle.ts) — what a
- * verified sign-in reads anyway, so detection adds no round trip of its own. $8: the device hash.
- */
-const SIGN_IN_FACTS_SQL = LOGIN_FACTS_SQL.replace(
-  '\n     FROM (SELECT 1) AS one',
-  `,
-       ${LOCK_COLUMNS.replaceAll('$TABLE', 'lk')},
-       EXISTS (SELECT 1 FROM known_devices WHERE device_hash = $8 AND customer_id = $1) AS known
-     FROM (SELECT 1) AS one
-     LEFT JOIN account_lockouts lk ON lk.customer_id = $1 AND ${LOCKED.replaceAll('$TABLE', 'lk')}`,
-);
-
-// The gate decides on the lock: a statement without its columns would let every locked account in.
-if (!SIGN_IN_FACTS_SQL.includes('LEFT JOIN account_lockouts lk'))
-  throw new Error('SIGN_IN_FACTS_SQL: the facts statement no longer has the FROM clause the gate extends');
+     LEFT JOIN risk_levels lv ON lv.customer_id = $1${lockJoin}`;
+}
+const LOGIN_FACTS_SQL = factsSql(false);
+const SIGN_IN_FACTS_SQL = factsSql(true);
 
 const factsParams = (q: FactsQuery) => [
   q.customerId,

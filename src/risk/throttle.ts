@@ -230,10 +230,12 @@ export interface AccountLock {
   reproofingRequired: boolean;
 }
 
-/** The lock's columns and condition over account_lockouts ($TABLE: its alias); store.ts reads them too. */
-export const LOCK_COLUMNS =
-  'CASE WHEN $TABLE.reproofing_required THEN NULL ELSE $TABLE.locked_until END AS locked_until, $TABLE.reproofing_required, $TABLE.customer_id IS NOT NULL AS locked';
-export const LOCKED = '($TABLE.locked_until > now() OR $TABLE.reproofing_required)';
+/** The lock's columns over account_lockouts under `alias` (store.ts's gate statement reads them too). */
+export const lockColumns = (alias: string) =>
+  `CASE WHEN ${alias}.reproofing_required THEN NULL ELSE ${alias}.locked_until END AS locked_until, ${alias}.reproofing_required, ${alias}.customer_id IS NOT NULL AS locked`;
+/** The join condition that keeps only a lock in force. */
+export const lockedWhere = (alias: string) =>
+  `(${alias}.locked_until > now() OR ${alias}.reproofing_required)`;
 export interface LockRow {
   locked_until: Date | null;
   reproofing_required: boolean | null;
@@ -247,8 +249,8 @@ export const lockOf = (row: LockRow): AccountLock => ({
 
 export async function accountLock(db: Queryable, customerId: string): Promise<AccountLock> {
   const res = await db.query<LockRow>(
-    `SELECT ${LOCK_COLUMNS.replaceAll('$TABLE', 'a')} FROM (SELECT 1) AS one
-     LEFT JOIN account_lockouts a ON a.customer_id = $1 AND ${LOCKED.replaceAll('$TABLE', 'a')}`,
+    `SELECT ${lockColumns('a')} FROM (SELECT 1) AS one
+     LEFT JOIN account_lockouts a ON a.customer_id = $1 AND ${lockedWhere('a')}`,
     [customerId],
   );
   return lockOf(res.rows[0]!);
@@ -261,10 +263,10 @@ export async function lockAndDevice(
   hash: string | undefined,
 ): Promise<{ lock: AccountLock; known: boolean }> {
   const res = await db.query<LockRow & { known: boolean }>(
-    `SELECT ${LOCK_COLUMNS.replaceAll('$TABLE', 'a')},
+    `SELECT ${lockColumns('a')},
             EXISTS (SELECT 1 FROM known_devices WHERE device_hash = $2 AND customer_id = $1) AS known
      FROM (SELECT 1) AS one
-     LEFT JOIN account_lockouts a ON a.customer_id = $1 AND ${LOCKED.replaceAll('$TABLE', 'a')}`,
+     LEFT JOIN account_lockouts a ON a.customer_id = $1 AND ${lockedWhere('a')}`,
     [customerId, hash ?? null],
   );
   const r = res.rows[0]!;

@@ -296,6 +296,16 @@ function attemptsToMeasure(
 
 const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
 
+/** Runs `fn` over `items`, SETTINGS.concurrency at a time (as the hub meets sign-ins under load). */
+async function eachConcurrently<T>(items: readonly T[], fn: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: SETTINGS.concurrency }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
+
 async function main(): Promise<void> {
   const database = await startDatabase(log);
   onCleanup(() => database.stop());
@@ -426,12 +436,7 @@ async function main(): Promise<void> {
     database.postmasterPid === undefined ? [] : postgresBackends(database.postmasterPid, dbName);
   const backendsNs = () => backends.reduce((sum, pid) => sum + threadRuntimeNs(pid, pid), 0);
   const load0 = { cpu: process.cpuUsage(), pg: backendsNs(), wall: performance.now() };
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: SETTINGS.concurrency }, async () => {
-      while (next < loadAttempts.length) await assessLogin(engine, loadDb, loadAttempts[next++]!.attempt);
-    }),
-  );
+  await eachConcurrently(loadAttempts, ({ attempt }) => assessLogin(engine, loadDb, attempt));
   const underLoad = {
     concurrency: SETTINGS.concurrency,
     hubCpuUsPerLogin: round((1000 * cpuMs(process.cpuUsage(load0.cpu))) / n, 1)!,
@@ -455,14 +460,8 @@ async function main(): Promise<void> {
       const set = gateSets[which === 'off' ? 0 : 1]!.slice(half * (n / 2), (half + 1) * (n / 2));
       const eng = which === 'off' ? offEngine : engine;
       const g0 = { cpu: process.cpuUsage(), pg: backendsNs() };
-      let k = 0;
-      await Promise.all(
-        Array.from({ length: SETTINGS.concurrency }, async () => {
-          while (k < set.length) {
-            const { knownDevice: _, ...attempt } = set[k++]!.attempt;
-            await (await signInGate(eng, loadDb, attempt)).assess();
-          }
-        }),
+      await eachConcurrently(set, async ({ attempt: { knownDevice: _, ...attempt } }) =>
+        (await signInGate(eng, loadDb, attempt)).assess(),
       );
       gateCost[which].hub += cpuMs(process.cpuUsage(g0.cpu)) * 1000;
       gateCost[which].pg += (backendsNs() - g0.pg) / 1000;

@@ -157,22 +157,11 @@ interface PhaseResult {
   perf?: PerfSummary;
 }
 
-/** Sum over the hub nodes; undefined when any reading is missing. */
-function sumOver(hubs: HubProcess[], read: (h: HubProcess) => number | undefined): number | undefined {
+/** Sum of a reading over hub nodes or their processes; undefined when any reading is missing. */
+function sumOver<T>(items: T[], read: (item: T) => number | undefined): number | undefined {
   let total = 0;
-  for (const h of hubs) {
-    const v = read(h);
-    if (v === undefined) return undefined;
-    total += v;
-  }
-  return total;
-}
-
-/** Sum over one node's processes (its workers); undefined when any reading is missing. */
-function sumPids(pids: number[], read: (pid: number) => number | undefined): number | undefined {
-  let total = 0;
-  for (const p of pids) {
-    const v = read(p);
+  for (const item of items) {
+    const v = read(item);
     if (v === undefined) return undefined;
     total += v;
   }
@@ -182,8 +171,8 @@ function sumPids(pids: number[], read: (pid: number) => number | undefined): num
 function snapshot(hubs: HubProcess[], db: Database): Snapshot {
   return {
     wall: performance.now(),
-    hub: sumOver(hubs, (h) => sumPids(h.pids, (p) => processCpuSeconds(p))),
-    hubMain: sumOver(hubs, (h) => sumPids(h.pids, (p) => threadCpuSeconds(p, p))),
+    hub: sumOver(hubs, (h) => sumOver(h.pids, processCpuSeconds)),
+    hubMain: sumOver(hubs, (h) => sumOver(h.pids, (p) => threadCpuSeconds(p, p))),
     pg: db.postmasterPid === undefined ? undefined : postgresCpuSeconds(db.postmasterPid),
     gen: process.cpuUsage(),
     elu: performance.eventLoopUtilization(),

@@ -8,9 +8,6 @@
  * SETs are real signed SETs checked against a JWKS fetched over TLS, without a second hub.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent } from '../../conformance/lib/userAgent.ts';
@@ -29,8 +26,7 @@ import { onActionsQueued, runActions } from '../../src/signals/actions.ts';
 import { EVENT, linkCustomer } from '../../src/signals/index.ts';
 import { signJws } from '../../src/signals/jws.ts';
 import { processSet, sha256, type VerifiedSet } from '../../src/signals/receiver.ts';
-import { ensureDevTls } from '../../src/tls/index.ts';
-import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
+import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator } from '../support/passkeyEmulator.ts';
 import { demoRp, startAuthorization } from '../support/rp.ts';
 import { waitFor } from '../support/waitFor.ts';
@@ -38,21 +34,13 @@ import { waitFor } from '../support/waitFor.ts';
 const PUSH_AUTH = `Bearer ${randomUUID()}`;
 const PEER_SUBJECT = { format: 'opaque', id: 'peer-customer-1' };
 let t: TestHub;
-let dir: string;
 let customerId: string;
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'kakehashi-ssf-actions-'));
-  const { caPath } = await ensureDevTls(dir, ['localhost']);
-  const port = await freePort();
-  const issuer = `https://localhost:${port}`;
-  t = await startTestHub({
-    port,
-    issuer,
-    dataDir: dir,
+  t = await startTestHub(({ issuer, caPath }) => ({
     signals: { workerIntervalMs: 50, peers: [{ id: 'peer', issuer, caFile: caPath }] },
     risk: { peerRiskTtlSeconds: 3 * 24 * 3600 },
-  });
+  }));
   customerId = t.hub.demo!.customerId;
   // Our stream at the peer, as subscribing would have left it: the header the peer must send.
   await t.hub.db.query(
@@ -65,7 +53,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await t?.close();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 /** Signs a SET as the peer and pushes it to our receiver; returns the HTTP status. */

@@ -7,9 +7,6 @@
  * The peer is the hub itself under other names (its SET keys sign; its JWKS is fetched over TLS).
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newPeerClientKey, SsfManager } from '../../conformance/ssf/lib/manager.ts';
 import { setClientEnabled } from '../../src/oidc/clients.ts';
@@ -19,25 +16,16 @@ import { signJws } from '../../src/signals/jws.ts';
 import { listPeerBreakers, resolvePeerBreaker } from '../../src/signals/ops.ts';
 import { sha256 } from '../../src/signals/receiver.ts';
 import { maintain } from '../../src/signals/worker.ts';
-import { ensureDevTls } from '../../src/tls/index.ts';
 import { insertCustomer } from '../support/db.ts';
-import { freePort, startTestHub, type TestHub } from '../support/hub.ts';
+import { startTestHub, type TestHub } from '../support/hub.ts';
 
 const PUSH_AUTH = `Bearer ${randomUUID()}`;
 const RETENTION = 3600;
 let t: TestHub;
-let dir: string;
 let jwksFetches = 0;
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), 'kakehashi-ssf-hardening-'));
-  const { caPath } = await ensureDevTls(dir, ['localhost']);
-  const port = await freePort();
-  const issuer = `https://localhost:${port}`;
-  t = await startTestHub({
-    port,
-    issuer,
-    dataDir: dir,
+  t = await startTestHub(({ issuer, caPath }) => ({
     signals: {
       workerIntervalMs: 50,
       retentionSeconds: RETENTION,
@@ -60,7 +48,7 @@ beforeAll(async () => {
         },
       ],
     },
-  });
+  }));
   await t.hub.db.query(
     `INSERT INTO ssf_subscriptions (peer_id, stream_id, delivery_method, push_auth_hash, poll_endpoint)
      VALUES ('peer', 'stream-at-peer', 'urn:ietf:rfc:8935', $1, NULL),
@@ -79,7 +67,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await t?.close();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 interface SetOptions {

@@ -68,6 +68,29 @@ const childrenOf = (pid: number): number[] => {
   }
 };
 
+/** `serve` with two workers on this file's database; resolves once the supervisor printed its banner. */
+async function startSupervisor(dataDir: string, port: number) {
+  const primary = spawn(process.execPath, ['src/main.ts', 'serve'], {
+    env: hubEnv({
+      KAKEHASHI_DATA: dataDir,
+      KAKEHASHI_WORKERS: '2',
+      DATABASE_URL: databaseUrl,
+      PORT: String(port),
+    }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output = { out: '', err: '' };
+  primary.stdout!.on('data', (d: Buffer) => {
+    output.out += d.toString();
+  });
+  primary.stderr!.on('data', (d: Buffer) => {
+    output.err += d.toString();
+  });
+  await waitFor('the banner', () => output.out.includes('workers:') || primary.exitCode !== null, 60_000);
+  expect(primary.exitCode, output.err).toBeNull();
+  return { primary, output };
+}
+
 describe('serve with workers', () => {
   it('refuses more than one worker on embedded PGlite, naming the setting', async () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'kkh-workers-'));
@@ -86,26 +109,11 @@ describe('serve with workers', () => {
     const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
     let primary: ChildProcess | undefined;
     try {
-      primary = spawn(process.execPath, ['src/main.ts', 'serve'], {
-        env: hubEnv({
-          KAKEHASHI_DATA: dataDir,
-          KAKEHASHI_WORKERS: '2',
-          DATABASE_URL: databaseUrl,
-          PORT: String(port),
-        }),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      let err = '';
-      primary.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-      });
-      primary.stderr!.on('data', (d: Buffer) => {
-        err += d.toString();
-      });
-      await waitFor('the banner', () => out.includes('workers:') || primary!.exitCode !== null, 60_000);
-      expect(primary.exitCode, err).toBeNull();
+      const started = await startSupervisor(dataDir, port);
+      primary = started.primary;
+      const { output } = started;
       const primaryPid = primary.pid!;
+      const out = output.out;
       const m = /workers: +2 processes \(pids (\d+), (\d+)\), supervised by pid (\d+)/.exec(out);
       expect(m, out).not.toBeNull();
       expect(Number(m![3])).toBe(primaryPid);
@@ -141,7 +149,7 @@ describe('serve with workers', () => {
         async () => (await health().catch(() => 0)) === 200,
         30_000,
       );
-      expect(err).toContain(`worker 1 (pid ${pids[0]}) died (SIGKILL); starting another`);
+      expect(output.err).toContain(`worker 1 (pid ${pids[0]}) died (SIGKILL); starting another`);
       const workersNow = childrenOf(primaryPid);
 
       // SIGTERM: every worker closes its hub, then the primary exits 0.
@@ -160,20 +168,7 @@ describe('serve with workers', () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'kkh-workers-'));
     let primary: ChildProcess | undefined;
     try {
-      primary = spawn(process.execPath, ['src/main.ts', 'serve'], {
-        env: hubEnv({
-          KAKEHASHI_DATA: dataDir,
-          KAKEHASHI_WORKERS: '2',
-          DATABASE_URL: databaseUrl,
-          PORT: String(await freePort()),
-        }),
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      primary.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-      });
-      await waitFor('the banner', () => out.includes('workers:') || primary!.exitCode !== null, 60_000);
+      primary = (await startSupervisor(dataDir, await freePort())).primary;
       const workers = childrenOf(primary.pid!);
       expect(workers).toHaveLength(2);
       primary.kill('SIGKILL');

@@ -11,6 +11,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { type ConfigInput, loadConfig } from '../../src/config/index.ts';
 import { type Hub, startHub } from '../../src/hub.ts';
 import { createLogger } from '../../src/log.ts';
+import { ensureDevTls } from '../../src/tls/index.ts';
 import { createTestDatabase } from './db.ts';
 
 export interface DemoClient {
@@ -45,9 +46,28 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startTestHub(overrides: ConfigInput = {}): Promise<TestHub> {
+/** What a hub that names itself in its configuration (e.g. as its own Shared Signals peer) knows. */
+export interface TestHubSelf {
+  port: number;
+  issuer: string;
+  /** Its dev CA, made before it starts (the hub's data directory). */
+  caPath: string;
+}
+
+/**
+ * `overrides` may depend on the hub's own port, issuer and CA (a hub peering with itself): it is then
+ * called again with each port tried.
+ */
+export async function startTestHub(
+  overridesFor: ConfigInput | ((self: TestHubSelf) => ConfigInput) = {},
+): Promise<TestHub> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-test-'));
   const database = await createTestDatabase();
+  const caPath =
+    typeof overridesFor === 'function' ? (await ensureDevTls(dataDir, ['localhost'])).caPath : '';
+  const overridesAt = (port: number, issuer: string) =>
+    typeof overridesFor === 'function' ? overridesFor({ port, issuer, caPath }) : overridesFor;
+  const overrides = overridesAt(0, '');
   const configFor = (port: number) =>
     loadConfig({
       env: {},
@@ -58,7 +78,7 @@ export async function startTestHub(overrides: ConfigInput = {}): Promise<TestHub
         issuer: `https://localhost:${port}`,
         logLevel: 'silent',
         ...(database.url ? { databaseUrl: database.url, databasePoolSize: 10 } : {}),
-        ...overrides,
+        ...overridesAt(port, `https://localhost:${port}`),
       },
     });
   // freePort's port is free when it answers, not necessarily a moment later: the kernel may hand it
