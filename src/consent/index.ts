@@ -98,18 +98,30 @@ export async function recordConsent(
     expiresAt: Date;
   },
 ): Promise<void> {
-  const accountIds = await checkAccounts(db, c.customerId, c.accountIds);
-  const res = await db.query(
-    `INSERT INTO consents (grant_id, customer_id, client_id, scopes, account_ids, data_types, lookback_days, expires_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-     ON CONFLICT (grant_id) DO UPDATE SET scopes = EXCLUDED.scopes, account_ids = EXCLUDED.account_ids,
-       data_types = EXCLUDED.data_types, lookback_days = EXCLUDED.lookback_days,
-       expires_at = EXCLUDED.expires_at
-     WHERE consents.revoked_at IS NULL`,
+  const accountIds = [...new Set(c.accountIds)];
+  // The accounts are checked in the statement that writes (one round trip, and no gap between the two).
+  const res = await db.query<{ accounts_ok: boolean; written: number }>(
+    `WITH ok AS (
+       SELECT count(*) = cardinality($5::text[]) AS accounts_ok FROM accounts
+       WHERE id = ANY($5::text[]) AND customer_id = $2 AND status = 'open'),
+     written AS (
+       INSERT INTO consents (grant_id, customer_id, client_id, scopes, account_ids, data_types, lookback_days, expires_at)
+       SELECT $1::text, $2::text, $3::text, $4::text[], $5::text[], $6::text[], $7::int, $8::timestamptz FROM ok
+       WHERE ok.accounts_ok
+       ON CONFLICT (grant_id) DO UPDATE SET scopes = EXCLUDED.scopes, account_ids = EXCLUDED.account_ids,
+         data_types = EXCLUDED.data_types, lookback_days = EXCLUDED.lookback_days,
+         expires_at = EXCLUDED.expires_at
+       WHERE consents.revoked_at IS NULL
+       RETURNING 1)
+     SELECT ok.accounts_ok, (SELECT count(*) FROM written)::int AS written FROM ok`,
     [c.grantId, c.customerId, c.clientId, c.scopes, accountIds, c.dataTypes, c.lookbackDays, c.expiresAt],
   );
-  if (res.rowCount !== 1) throw consentRevokedMeanwhile();
+  if (!res.rows[0]?.accounts_ok) throw accountsRefused();
+  if (res.rows[0].written !== 1) throw consentRevokedMeanwhile();
 }
+
+const accountsRefused = () =>
+  new ConsentError('ERR_CONSENT_ACCOUNTS', "an account chosen is not one of the customer's open accounts");
 
 export const consentRevokedMeanwhile = () =>
   new ConsentError(
@@ -125,11 +137,7 @@ export async function checkAccounts(db: Queryable, customerId: string, ids: stri
       "SELECT count(*)::int AS n FROM accounts WHERE id = ANY($1::text[]) AND customer_id = $2 AND status = 'open'",
       [accountIds, customerId],
     );
-    if (owned.rows[0]?.n !== accountIds.length)
-      throw new ConsentError(
-        'ERR_CONSENT_ACCOUNTS',
-        "an account chosen is not one of the customer's open accounts",
-      );
+    if (owned.rows[0]?.n !== accountIds.length) throw accountsRefused();
   }
   return accountIds;
 }

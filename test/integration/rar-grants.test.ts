@@ -616,6 +616,45 @@ describe('grant management actions', () => {
     });
   });
 
+  it("recordConsent writes nothing for an account that is not one of the customer's open accounts", async () => {
+    const customerId = t.hub.demo!.customerId;
+    const other = `cus_rar_other_${Date.now()}`;
+    const foreign = `acc_rar_foreign_${Date.now()}`;
+    const closed = `acc_rar_closed_${Date.now()}`;
+    await t.hub.db.query(
+      `INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana)
+       VALUES ($1, $2, $1, '他人', 'タニン')`,
+      [other, DEMO_INSTITUTION_ID],
+    );
+    await t.hub.db.query(
+      `INSERT INTO accounts (id, customer_id, institution_id, kind, tax_category, branch_code, account_number, nickname, opened_on, status)
+       VALUES ($1, $2, $3, 'securities', 'specific', '001', '7654321', 'x', '2020-01-01', 'open'),
+              ($4, $5, $3, 'securities', 'specific', '001', '7654322', 'y', '2020-01-01', 'closed')`,
+      [foreign, other, DEMO_INSTITUTION_ID, closed, customerId],
+    );
+    const write = (grantId: string, accountIds: string[]) =>
+      recordConsent(t.hub.db, {
+        grantId,
+        customerId,
+        clientId: 'demo-aggregator',
+        scopes: ['openid', 'accounts'],
+        accountIds,
+        dataTypes: ['balances'],
+        lookbackDays: null,
+        expiresAt: new Date(Date.now() + DAY),
+      });
+    for (const [grantId, ids] of [
+      ['rar-foreign', [accounts[0]!, foreign]],
+      ['rar-closed', [closed]],
+    ] as const) {
+      await expect(write(grantId, [...ids])).rejects.toMatchObject({ code: 'ERR_CONSENT_ACCOUNTS' });
+      expect(await consentRow(grantId)).toBeUndefined();
+    }
+    // The same call with the customer's own open accounts (one of them twice) is written once each.
+    await write('rar-own', [accounts[0]!, accounts[0]!, ACC3]);
+    expect(await consentRow('rar-own')).toMatchObject({ account_ids: [accounts[0], ACC3] });
+  });
+
   it("another client's grant is not found, cannot be revoked and cannot be merged into", async () => {
     const mine = await authorize({ authorization_details: details({ data_types: ['balances'] }) }, () => [
       accounts[0]!,
