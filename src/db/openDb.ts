@@ -10,6 +10,8 @@ export interface OpenDbOptions {
   poolSize?: number;
   /** Use an in-memory PGlite (tests that need no persistence). */
   inMemory?: boolean;
+  /** Start the in-memory PGlite from this cluster tarball (PGlite's dumpDataDir) instead of initdb. */
+  loadDataDir?: Blob;
 }
 
 export async function openDb(options: OpenDbOptions): Promise<Db> {
@@ -25,7 +27,7 @@ async function openPglite(options: OpenDbOptions): Promise<Db> {
     dir = path.join(options.dataDir, 'pgdata');
     mkdirSync(dir, { recursive: true });
   }
-  const lite = await PGlite.create(dir);
+  const lite = await PGlite.create(dir, options.loadDataDir ? { loadDataDir: options.loadDataDir } : {});
   const run = async <R>(
     q: { query: (sql: string, params?: unknown[]) => Promise<{ rows: unknown[]; affectedRows?: number }> },
     sql: string,

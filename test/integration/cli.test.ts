@@ -9,6 +9,7 @@ import { createLogger } from '../../src/log.ts';
 import { CLI_TEST_TIMEOUT, runCli } from '../support/cli.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
+import { seedPgliteDataDir } from '../support/pgliteTemplate.ts';
 
 let dataDir: string;
 let env: NodeJS.ProcessEnv;
@@ -31,6 +32,7 @@ beforeAll(async () => {
     configDir: path.join(dataDir, 'none'),
     overrides: { port, logLevel: 'silent' },
   });
+  if (!config.databaseUrl) seedPgliteDataDir(config.dataDir);
   const hub = await startHub(config, { logger: createLogger('silent') });
   await hub.close();
 });

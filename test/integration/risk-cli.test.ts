@@ -18,6 +18,7 @@ import {
 import { CLI_TEST_TIMEOUT, runCli } from '../support/cli.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
+import { seedPgliteDataDir } from '../support/pgliteTemplate.ts';
 
 const CONFIG = path.resolve('test/fixtures/risk/config.json');
 let dataDir: string;
@@ -38,6 +39,7 @@ beforeAll(async () => {
   };
   // A hub seeds the demo customer; sign-ins are recorded through the engine as the gate does.
   const config = loadConfig({ env, overrides: { port: await freePort(), logLevel: 'silent' } });
+  if (!config.databaseUrl) seedPgliteDataDir(config.dataDir);
   const hub = await startHub(config, { logger: createLogger('silent') });
   customerId = hub.demo!.customerId;
   const risk = riskEngineFor(config);

@@ -11,6 +11,7 @@ import { EVENT } from '../../src/signals/index.ts';
 import { runCli } from '../support/cli.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { freePort } from '../support/hub.ts';
+import { seedPgliteDataDir } from '../support/pgliteTemplate.ts';
 
 let dataDir: string;
 let env: NodeJS.ProcessEnv;
@@ -41,6 +42,7 @@ beforeAll(async () => {
     configDir: path.join(dataDir, 'none'),
     overrides: { port: await freePort(), logLevel: 'silent', signals: { enabled: false } },
   });
+  if (!config.databaseUrl) seedPgliteDataDir(config.dataDir);
   const hub = await startHub(config, { logger: createLogger('silent') });
   // A push stream that delivered one SET, holds two, and has one dead letter.
   await hub.db.query(

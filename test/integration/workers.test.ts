@@ -13,7 +13,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { Agent, fetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../support/cli.ts';
+import { NODE_COMPILE_CACHE, runCli } from '../support/cli.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { waitFor } from '../support/waitFor.ts';
 
@@ -53,7 +53,7 @@ function hubEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   for (const [k, v] of Object.entries(process.env))
     if (!k.startsWith('KAKEHASHI_') && k !== 'DATABASE_URL' && k !== 'PORT') env[k] = v;
   // One key-encryption key for every hub of this file: they share the database and its sealed keys.
-  return { ...env, LOG_LEVEL: 'warn', KAKEHASHI_KEK: KEK, ...extra };
+  return { ...env, NODE_COMPILE_CACHE, LOG_LEVEL: 'warn', KAKEHASHI_KEK: KEK, ...extra };
 }
 const KEK = randomBytes(32).toString('base64url');
 

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Db, migrate, openDb } from '../../src/db/index.ts';
+import { pgliteTemplateTarball } from './pgliteTemplate.ts';
 
 const MIGRATIONS = fileURLToPath(new URL('../../migrations/', import.meta.url));
 
@@ -53,7 +54,15 @@ export async function createTestDatabase(): Promise<{ url: string | undefined; d
 /** `before`: migrate only up to that version (tests of a migration on data it meets). */
 export async function testDb(o: { before?: string } = {}): Promise<TestDb> {
   const created = await createTestDatabase();
-  const db = await openDb({ databaseUrl: created.url, dataDir: '', inMemory: true, poolSize: 5 });
+  // Without a real server: a copy of the run's migrated template cluster (see pgliteTemplate.ts).
+  const template = created.url || o.before ? undefined : pgliteTemplateTarball();
+  const db = await openDb({
+    databaseUrl: created.url,
+    dataDir: '',
+    inMemory: true,
+    poolSize: 5,
+    ...(template ? { loadDataDir: template } : {}),
+  });
   await migrate(db, o.before ? migrationsBefore(o.before) : undefined);
   return {
     db,

@@ -13,6 +13,7 @@ import { type Hub, startHub } from '../../src/hub.ts';
 import { createLogger } from '../../src/log.ts';
 import { ensureDevTls } from '../../src/tls/index.ts';
 import { createTestDatabase } from './db.ts';
+import { seedPgliteDataDir } from './pgliteTemplate.ts';
 
 export interface DemoClient {
   issuer: string;
@@ -85,6 +86,7 @@ export async function startTestHub(
   // to another process's outgoing connection meanwhile (seen once in CI as EADDRINUSE). A port the
   // caller chose is used as given; a port chosen here is chosen again.
   let config = configFor(await freePort());
+  if (!config.databaseUrl) seedPgliteDataDir(config.dataDir);
   let hub: Hub;
   for (let attempt = 1; ; attempt++) {
     try {
