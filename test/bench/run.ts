@@ -410,7 +410,12 @@ async function main(): Promise<void> {
       source: db.source,
       fsync: db.fsync,
     },
-    config: { ...SETTINGS, phases: [...SETTINGS.phases], requestsPerFlow, scope: FLOW_SCOPE } as Report['config'],
+    config: {
+      ...SETTINGS,
+      phases: [...SETTINGS.phases],
+      requestsPerFlow,
+      scope: FLOW_SCOPE,
+    } as Report['config'],
     targets: TARGETS,
     verdicts,
     phases,
