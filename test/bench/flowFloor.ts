@@ -33,7 +33,7 @@ import {
   tokenRequestBody,
   type VirtualUser,
 } from './lib/flow.ts';
-import { type Connection, connection } from './lib/http.ts';
+import { type Connection, connection, UnexpectedResponse } from './lib/http.ts';
 import { createDpopSigner, pkcePair } from './lib/jws.ts';
 import { createPgMonitor } from './lib/pgstats.ts';
 import {
@@ -201,6 +201,51 @@ async function selfTest(flow: FlowSettings, u: VirtualUser, admin: pg.Client): P
     send(conn, flow, flow.tokenPath, tokenRequestBody(flow, code, verifier), {
       dpop: u.dpop.proof('POST', flow.tokenUrl),
     });
+
+  // Passkey assertions the server must refuse: no user verification, a changed signature byte, and
+  // an assertion from an earlier flow (its challenge).
+  const refusedAt = async (what: string, reason: string, device: VirtualUser['device']) => {
+    try {
+      await runFlow(flow, { ...u, device }, {});
+    } catch (err) {
+      if (
+        err instanceof UnexpectedResponse &&
+        err.step === 'passkeyVerify' &&
+        err.status === 400 &&
+        err.message.includes(`passkey: ${reason}`)
+      ) {
+        out.push(`${what}: 400 (${reason})`);
+        return;
+      }
+      throw err;
+    }
+    throw new Error(`self-test: ${what} was accepted`);
+  };
+  u.device.userVerified = false;
+  await refusedAt('passkey assertion without user verification', 'user verification', u.device);
+  u.device.userVerified = true;
+  let earlier: ReturnType<VirtualUser['device']['authenticate']> | undefined;
+  await runFlow(
+    flow,
+    {
+      ...u,
+      device: { ...u.device, authenticate: (o, origin) => (earlier = u.device.authenticate(o, origin)) },
+    },
+    {},
+  );
+  await refusedAt('passkey assertion of an earlier flow', 'challenge', {
+    ...u.device,
+    authenticate: () => earlier!,
+  });
+  await refusedAt('passkey assertion with a changed signature', 'signature', {
+    ...u.device,
+    authenticate: (o, origin) => {
+      const a = u.device.authenticate(o, origin);
+      const sig = Buffer.from(a.response.signature, 'base64url');
+      sig[sig.length - 5]! ^= 0x01;
+      return { ...a, response: { ...a.response, signature: sig.toString('base64url') } };
+    },
+  });
 
   // DPoP proof replayed at PAR.
   const proof = u.dpop.proof('POST', flow.parUrl);
