@@ -39,6 +39,7 @@ import {
   type PhaseResult,
   runPhase,
   type StepCpu,
+  TARGETS,
 } from './lib/phase.ts';
 import { formatProfile, summarizeProfile } from './lib/profile.ts';
 import { writeResults } from './lib/results.ts';
@@ -72,7 +73,6 @@ const SETTINGS = {
     return v;
   })(env.BENCH_RISK),
 };
-const TARGETS = { flowsPerSecondAt10: 300, flowP99MsAt10: 100, apiReadsPerSecondAt50: 2500 };
 // ---------------------------------------------------------------------------------------------
 // Set-up: database, hub, customers with enrolled passkeys.
 
