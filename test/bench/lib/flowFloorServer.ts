@@ -456,7 +456,8 @@ function serve(): void {
     } catch {
       return refuse('malformed');
     }
-    const r = assertion?.response;
+    if (typeof assertion !== 'object' || assertion === null) return refuse('malformed');
+    const r = assertion.response;
     if (
       assertion.type !== 'public-key' ||
       typeof assertion.id !== 'string' ||
