@@ -31,7 +31,7 @@ import {
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
-import pg from 'pg';
+import { openDb } from '../../../src/db/index.ts';
 import { secureTlsOptions } from '../../../src/tls/index.ts';
 import { checkClientAssertion, checkDpopProof, jtiKey, KeyCache } from './floorJose.ts';
 import { signCompact } from './jws.ts';
@@ -63,9 +63,13 @@ if (cluster.isPrimary && WORKERS > 1) {
     for (const w of Object.values(cluster.workers ?? {})) w?.kill();
     setTimeout(() => process.exit(0), 200);
   });
-} else serve();
+} else
+  serve().catch((err: Error) => {
+    console.error(`flow floor server: ${err.stack ?? err}`);
+    process.exit(1);
+  });
 
-function serve(): void {
+async function serve(): Promise<void> {
   const ISSUER = env('FLOOR_ISSUER');
   const PAR_URL = `${ISSUER}/request`;
   const TOKEN_URL = `${ISSUER}/token`;
@@ -88,7 +92,13 @@ function serve(): void {
   const idTokenHeader = Buffer.from(
     JSON.stringify({ alg: 'ES256', kid: env('FLOOR_SIGNING_KID'), typ: 'JWT' }),
   ).toString('base64url');
-  const pool = new pg.Pool({ connectionString: env('FLOOR_DB'), max: Number(env('FLOOR_POOL')) });
+  // The hub's own database layer (postgres.js: prepared statements, pipelining; less client CPU per
+  // statement than pg, docs/database-driver.md), so both pay the same per statement.
+  const db = await openDb({
+    databaseUrl: env('FLOOR_DB'),
+    dataDir: '.',
+    poolSize: Number(env('FLOOR_POOL')),
+  });
   const dpopKeys = new KeyCache();
   /** Parsed credential public keys by their stored SPKI bytes (parsing costs more than verifying). */
   const credentialKeys = new Map<string, KeyObject>();
@@ -97,7 +107,7 @@ function serve(): void {
   const SECURITY_HEADERS = { 'strict-transport-security': 'max-age=31536000; includeSubDomains' };
 
   // ---------------------------------------------------------------------------------------------
-  // Statements: each is one round trip (named, so prepared once per connection).
+  // Statements: each is one round trip (prepared once per connection by the Db layer).
 
   /** PAR: remember both jtis once, and store the request only if both were fresh. */
   const PAR_SQL = `WITH seen AS (
@@ -183,7 +193,8 @@ function serve(): void {
   tokens AS (UPDATE floor_tokens SET revoked_at = now() WHERE grant_id IN (SELECT grant_id FROM flow) RETURNING 1)
   SELECT (SELECT count(*) FROM grant_row)::int AS grants, (SELECT count(*) FROM tokens)::int AS tokens`;
 
-  const query = (name: string, text: string, values: unknown[]) => pool.query({ name, text, values });
+  // biome-ignore lint/suspicious/noExplicitAny: rows are read by column name right where they are used
+  const query = (text: string, values: unknown[]) => db.query<any>(text, values);
 
   // ---------------------------------------------------------------------------------------------
   // Small helpers.
@@ -370,7 +381,7 @@ function serve(): void {
     if (!jkt || !/^[A-Za-z0-9_-]{43}$/.test(jkt))
       return oauthError(res, 400, 'invalid_request', 'a DPoP proof or dpop_jkt is required');
     const flowId = newId();
-    const r = await query('par', PAR_SQL, [
+    const r = await query(PAR_SQL, [
       jtis,
       flowId,
       client.client_id,
@@ -403,7 +414,7 @@ function serve(): void {
     )
       return send(res, 400, 'invalid_request: client_id and a pushed request_uri are required', 'text/plain');
     const uid = newId();
-    const r = await query('auth', AUTH_SQL, [flowId, client.client_id, uid]);
+    const r = await query(AUTH_SQL, [flowId, client.client_id, uid]);
     if (r.rowCount !== 1) return send(res, 400, 'invalid_request_uri', 'text/plain');
     redirect(
       res,
@@ -431,7 +442,7 @@ function serve(): void {
     const body = await readBody(req);
     const [ip, port] = peer(req);
     const refuse = async (reason: string) => {
-      await query('signin_failed', FAILED_SIGN_IN_SQL, [
+      await query(FAILED_SIGN_IN_SQL, [
         client.client_id,
         ip,
         port,
@@ -489,7 +500,7 @@ function serve(): void {
     if ((authData[32]! & 0x05) !== 0x05) return refuse('user verification');
     const counter = authData.readUInt32BE(33);
 
-    const found = await query('credential', CREDENTIAL_SQL, [assertion.id]);
+    const found = await query(CREDENTIAL_SQL, [assertion.id]);
     const cred = found.rows[0] as
       | { public_key: Buffer; counter: string; customer_id: string; user_handle: string }
       | undefined;
@@ -511,7 +522,7 @@ function serve(): void {
     }
     if (!valid) return refuse('signature');
 
-    const done = await query('signin', SIGN_IN_SQL, [
+    const done = await query(SIGN_IN_SQL, [
       flow.f,
       uid,
       assertion.id,
@@ -547,7 +558,7 @@ function serve(): void {
         'text/html; charset=utf-8',
       );
     if (flow.s !== 'signedin') return send(res, 400, 'invalid_request', 'text/plain');
-    const r = await query('consent_page', CONSENT_PAGE_SQL, [flow.f, uid]);
+    const r = await query(CONSENT_PAGE_SQL, [flow.f, uid]);
     if (r.rows.length === 0) return send(res, 400, 'invalid_request: no consent pending', 'text/plain');
     const scopes = String(r.rows[0].scope).split(' ');
     let html = `<!doctype html><html lang="en"><meta charset="utf-8"><title>Consent</title><main><h1>${escapeHtml(client.client_name)} asks for access</h1><ul>`;
@@ -571,7 +582,7 @@ function serve(): void {
     const form = new URLSearchParams(body);
     const decision = form.get('decision');
     if (decision === 'deny') {
-      const r = await query('deny', DENY_SQL, [flow.f, uid]);
+      const r = await query(DENY_SQL, [flow.f, uid]);
       if (r.rowCount !== 1) return send(res, 400, 'invalid_request', 'text/plain');
       const { redirect_uri, oauth_state } = r.rows[0];
       return redirect(
@@ -584,7 +595,7 @@ function serve(): void {
     if (decision !== 'approve' || accounts.length === 0 || accounts.length > 50)
       return send(res, 400, 'invalid_request: approve with at least one account', 'text/plain');
     const [ip, port] = peer(req);
-    const r = await query('consent', CONSENT_SQL, [
+    const r = await query(CONSENT_SQL, [
       flow.f,
       uid,
       accounts,
@@ -643,7 +654,7 @@ function serve(): void {
     const dpopJti = jtiKey(`dpop:${checked.jkt}`, checked.jti);
     const accessToken = randomBytes(32).toString('base64url');
     const refreshToken = randomBytes(32).toString('base64url');
-    const r = await query('token', TOKEN_SQL, [
+    const r = await query(TOKEN_SQL, [
       [clientJti, dpopJti],
       flowId,
       client.client_id,
@@ -665,7 +676,7 @@ function serve(): void {
       return oauthError(res, 400, 'invalid_dpop_proof', 'DPoP proof replayed');
     if (!row.customer_id) {
       // Wrong client, redirect_uri, verifier or key, expired — or redeemed before: then revoke.
-      await query('code_replay', CODE_REPLAY_SQL, [flowId]);
+      await query(CODE_REPLAY_SQL, [flowId]);
       return oauthError(res, 400, 'invalid_grant', 'the code is invalid, expired or already used');
     }
     const now = Math.floor(Date.now() / 1000);
@@ -769,6 +780,6 @@ function serve(): void {
   process.once('SIGTERM', () => {
     server.close();
     server.closeAllConnections();
-    void pool.end().finally(() => process.exit(0));
+    void db.close().finally(() => process.exit(0));
   });
 }
