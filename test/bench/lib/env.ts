@@ -340,12 +340,16 @@ export interface HubProcess {
   stop(): Promise<number | null>;
 }
 
-/** Starts `node src/main.ts serve` as a child and waits for its "listening" line. */
+/**
+ * Starts `node src/main.ts serve` (or `script`: another server that prints the same "listening on
+ * <url>" line, such as lib/flowFloorServer.ts) as a child and waits for its "listening" line.
+ */
 export async function startHubProcess(o: {
   cwd: string;
   env: Record<string, string>;
   nodeArgs: string[];
   log: (s: string) => void;
+  script?: string[];
 }): Promise<HubProcess> {
   const env: Record<string, string> = {};
   // Only our settings reach the hub: nothing from a developer's KAKEHASHI_* or DATABASE_URL.
@@ -360,7 +364,7 @@ export async function startHubProcess(o: {
       continue;
     env[k] = v;
   }
-  const child = spawn(process.execPath, [...o.nodeArgs, 'src/main.ts', 'serve'], {
+  const child = spawn(process.execPath, [...o.nodeArgs, ...(o.script ?? ['src/main.ts', 'serve'])], {
     cwd: o.cwd,
     env: { ...env, ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -76,21 +76,26 @@ function pathOf(s: FlowSettings, location: string | undefined, step: string): st
   throw new Error(`${step}: unexpected redirect to ${location.slice(0, 120)}`);
 }
 
-/** PAR with private_key_jwt, PKCE S256 and a DPoP binding; returns the request_uri and PKCE verifier. */
-async function pushAuthorizationRequest(s: FlowSettings, u: VirtualUser) {
-  const pkce = pkcePair();
-  const state = pkce.verifier.slice(0, 16);
-  const form = new URLSearchParams({
+/** The PAR form: the code request with PKCE S256 and a fresh private_key_jwt client assertion. */
+export function parRequestBody(s: FlowSettings, challenge: string, state: string): URLSearchParams {
+  return new URLSearchParams({
     client_id: s.clientSigner.clientId,
     response_type: 'code',
     redirect_uri: s.redirectUri,
     scope: s.scope,
-    code_challenge: pkce.challenge,
+    code_challenge: challenge,
     code_challenge_method: 'S256',
     state,
     client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
     client_assertion: s.clientSigner.assertion(s.target.issuer),
   });
+}
+
+/** PAR with private_key_jwt, PKCE S256 and a DPoP binding; returns the request_uri and PKCE verifier. */
+async function pushAuthorizationRequest(s: FlowSettings, u: VirtualUser) {
+  const pkce = pkcePair();
+  const state = pkce.verifier.slice(0, 16);
+  const form = parRequestBody(s, pkce.challenge, state);
   const extra: Record<string, string> = { 'content-type': FORM, accept: JSON_TYPE };
   if (s.parDpopProof) extra.dpop = u.dpop.proof('POST', s.parUrl);
   else form.set('dpop_jkt', u.dpop.jkt);
@@ -192,33 +197,12 @@ async function follow(
   return res.location;
 }
 
-/**
- * Runs one complete flow and returns per-step durations (ms). Throws on any deviation. Every flow
- * starts in a fresh browser profile, so each one signs in with the passkey and consents.
- */
-export async function runFlow(
-  s: FlowSettings,
-  u: VirtualUser,
-  times: StepTimes,
-  onLap?: (step: Step | 'start') => Promise<void>,
-): Promise<void> {
+type Lap = (step: Step) => Promise<void> | undefined;
+
+/** PAR through the last /auth resume: the authorization code and the PKCE verifier for it. */
+async function authorizationSteps(s: FlowSettings, u: VirtualUser, lap: Lap) {
   const jar = new CookieJar();
   const origin = s.target.issuer;
-  await onLap?.('start');
-  let t = performance.now();
-  // Synchronous unless a probe is given (the per-step CPU table), so the hot path pays no await.
-  const lap = (step: Step): Promise<void> | undefined => {
-    const now = performance.now();
-    times[step] = now - t;
-    if (!onLap) {
-      t = now;
-      return undefined;
-    }
-    return onLap(step).then(() => {
-      t = performance.now();
-    });
-  };
-
   const par = await pushAuthorizationRequest(s, u);
   await lap('par');
   const loginPath = await authorize(s, u, jar, par.requestUri);
@@ -267,15 +251,55 @@ export async function runFlow(
   const code = params.get('code');
   if (!code || params.get('state') !== par.state || params.get('iss') !== s.target.issuer)
     throw new Error(`callback: ${callback.slice(0, 200)}`);
+  return { code, verifier: par.verifier };
+}
 
-  const tokenForm = new URLSearchParams({
+/** The token request's form for `code` (a fresh client assertion each time). */
+export function tokenRequestBody(s: FlowSettings, code: string, verifier: string): string {
+  return new URLSearchParams({
     grant_type: 'authorization_code',
     code,
     redirect_uri: s.redirectUri,
-    code_verifier: par.verifier,
+    code_verifier: verifier,
     client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
     client_assertion: s.clientSigner.assertion(s.target.issuer),
   }).toString();
+}
+
+/**
+ * Everything of a flow but the token request (for checks of the token endpoint): the code and the
+ * PKCE verifier it was requested with.
+ */
+export function obtainCode(s: FlowSettings, u: VirtualUser): Promise<{ code: string; verifier: string }> {
+  return authorizationSteps(s, u, () => undefined);
+}
+
+/**
+ * Runs one complete flow and returns per-step durations (ms). Throws on any deviation. Every flow
+ * starts in a fresh browser profile, so each one signs in with the passkey and consents.
+ */
+export async function runFlow(
+  s: FlowSettings,
+  u: VirtualUser,
+  times: StepTimes,
+  onLap?: (step: Step | 'start') => Promise<void>,
+): Promise<void> {
+  await onLap?.('start');
+  let t = performance.now();
+  // Synchronous unless a probe is given (the per-step CPU table), so the hot path pays no await.
+  const lap = (step: Step): Promise<void> | undefined => {
+    const now = performance.now();
+    times[step] = now - t;
+    if (!onLap) {
+      t = now;
+      return undefined;
+    }
+    return onLap(step).then(() => {
+      t = performance.now();
+    });
+  };
+
+  const { code, verifier } = await authorizationSteps(s, u, lap);
   const res = await request(
     u.conn,
     'token',
@@ -287,7 +311,7 @@ export async function runFlow(
       accept: JSON_TYPE,
       dpop: u.dpop.proof('POST', s.tokenUrl),
     }),
-    tokenForm,
+    tokenRequestBody(s, code, verifier),
     true,
   );
   const tokens = JSON.parse(res.text!) as { access_token?: string; token_type?: string };

@@ -23,7 +23,8 @@ export function nextJti(): string {
   return `${JTI_PREFIX}${jtiCounter.toString(36)}`;
 }
 
-function signCompact(encodedHeader: string, claims: object, key: KeyObject): string {
+/** An ES256 compact JWS of `claims` under an already encoded header. */
+export function signCompact(encodedHeader: string, claims: object, key: KeyObject): string {
   const input = `${encodedHeader}.${b64(JSON.stringify(claims))}`;
   // DER signed and converted: the dsaEncoding options object alone costs as much as the signature.
   const signature = derToP1363(sign('sha256', Buffer.from(input, 'latin1'), key), 32);
