@@ -204,7 +204,8 @@ async function admit(
   const t = messages(languageOf(ctx));
   if (!refused && deps.risk) await applyRiskRules(deps, t, customerId, await gate.assess());
   if (refused) await refuseLocked(deps, ctx, customerId, meta, method, lock, credential.credentialId);
-  await recordAuthSuccess(deps.db, customerId);
+  // None pending (the common case): no statement. One recorded after the gate read stays counted.
+  if (gate.failuresPending) await recordAuthSuccess(deps.db, customerId);
   const token = await rememberDevice(deps.db, customerId, device, ctx.get('user-agent'));
   await notifyCustomer(deps.db, {
     customerId,

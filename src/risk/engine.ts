@@ -287,14 +287,23 @@ export async function signInGate(
   engine: RiskEngine | undefined,
   db: Db,
   attempt: Omit<LoginAttempt, 'knownDevice'>,
-): Promise<{ lock: AccountLock; known: boolean; assess: () => Promise<LoginAssessment> }> {
+): Promise<{
+  lock: AccountLock;
+  known: boolean;
+  /** The customer has failures that the success must reset (recordAuthSuccess). */
+  failuresPending: boolean;
+  assess: () => Promise<LoginAssessment>;
+}> {
   if (!engine?.config.enabled) {
-    const { lock, known } = await lockAndDevice(db, attempt.customerId, attempt.deviceHash);
-    return { lock, known, assess: async () => DETECTION_OFF(engine) };
+    const read = await lockAndDevice(db, attempt.customerId, attempt.deviceHash);
+    return { ...read, assess: async () => DETECTION_OFF(engine) };
   }
   const q = loginQuery(engine, { ...attempt, knownDevice: false });
-  const { facts, lock, known } = await signInFacts(db, q.facts, attempt.deviceHash);
-  return { lock, known, assess: () => recordLogin(engine, db, { ...attempt, knownDevice: known }, q, facts) };
+  const { facts, ...read } = await signInFacts(db, q.facts, attempt.deviceHash);
+  return {
+    ...read,
+    assess: () => recordLogin(engine, db, { ...attempt, knownDevice: read.known }, q, facts),
+  };
 }
 
 /** Decides on a sign-in given its facts, and records it (the part of assessLogin after the facts). */

@@ -6,7 +6,14 @@ import { deleteExpiredBaselines } from './baselines.ts';
 import { expirePeerLevels, higherLevel, livePeerLevels, type PeerRiskLevel } from './peerLevels.ts';
 import type { RiskReason } from './rules.ts';
 import type { LoginFacts } from './signals.ts';
-import { type AccountLock, type LockRow, lockColumns, lockedWhere, lockOf } from './throttle.ts';
+import {
+  type AccountLock,
+  failuresPendingColumn,
+  type LockRow,
+  lockColumns,
+  lockedWhere,
+  lockOf,
+} from './throttle.ts';
 
 export interface RiskEventRow {
   kind: 'login' | 'operation' | 'request';
@@ -158,7 +165,8 @@ function factsSql(gate: boolean): string {
   const lock = gate
     ? `,
        ${lockColumns('lk')},
-       EXISTS (SELECT 1 FROM known_devices WHERE device_hash = $8 AND customer_id = $1) AS known`
+       EXISTS (SELECT 1 FROM known_devices WHERE device_hash = $8 AND customer_id = $1) AS known,
+       ${failuresPendingColumn}`
     : '';
   const lockJoin = gate
     ? `\n     LEFT JOIN account_lockouts lk ON lk.customer_id = $1 AND ${lockedWhere('lk')}`
@@ -213,13 +221,18 @@ export async function signInFacts(
   db: Queryable,
   q: FactsQuery,
   deviceHash: string | undefined,
-): Promise<{ facts: StoredLoginFacts; lock: AccountLock; known: boolean }> {
-  const res = await db.query<FactsRow & LockRow & { known: boolean }>(SIGN_IN_FACTS_SQL, [
-    ...factsParams(q),
-    deviceHash ?? null,
-  ]);
+): Promise<{ facts: StoredLoginFacts; lock: AccountLock; known: boolean; failuresPending: boolean }> {
+  const res = await db.query<FactsRow & LockRow & { known: boolean; failures_pending: boolean }>(
+    SIGN_IN_FACTS_SQL,
+    [...factsParams(q), deviceHash ?? null],
+  );
   const r = res.rows[0]!;
-  return { facts: factsOf(r), lock: lockOf(r), known: deviceHash !== undefined && r.known };
+  return {
+    facts: factsOf(r),
+    lock: lockOf(r),
+    known: deviceHash !== undefined && r.known,
+    failuresPending: r.failures_pending,
+  };
 }
 
 function factsOf(r: FactsRow): StoredLoginFacts {

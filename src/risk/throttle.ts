@@ -256,23 +256,32 @@ export async function accountLock(db: Queryable, customerId: string): Promise<Ac
   return lockOf(res.rows[0]!);
 }
 
-/** The account lock and whether a device hash is known for the customer, in one statement. */
+/**
+ * Whether the customer ($1) has failures a success must reset (recordAuthSuccess): read with the lock,
+ * so that the common sign-in, with none, skips that statement.
+ */
+export const failuresPendingColumn = `EXISTS (SELECT 1 FROM account_lockouts
+  WHERE customer_id = $1 AND consecutive_failures > 0) AS failures_pending`;
+
+/** The account lock, whether a device hash is known for the customer and failures are pending, in one statement. */
 export async function lockAndDevice(
   db: Queryable,
   customerId: string,
   hash: string | undefined,
-): Promise<{ lock: AccountLock; known: boolean }> {
-  const res = await db.query<LockRow & { known: boolean }>(
+): Promise<{ lock: AccountLock; known: boolean; failuresPending: boolean }> {
+  const res = await db.query<LockRow & { known: boolean; failures_pending: boolean }>(
     `SELECT ${lockColumns('a')},
-            EXISTS (SELECT 1 FROM known_devices WHERE device_hash = $2 AND customer_id = $1) AS known
+            EXISTS (SELECT 1 FROM known_devices WHERE device_hash = $2 AND customer_id = $1) AS known,
+            ${failuresPendingColumn}
      FROM (SELECT 1) AS one
      LEFT JOIN account_lockouts a ON a.customer_id = $1 AND ${lockedWhere('a')}`,
     [customerId, hash ?? null],
   );
   const r = res.rows[0]!;
-  return { lock: lockOf(r), known: hash !== undefined && r.known };
+  return { lock: lockOf(r), known: hash !== undefined && r.known, failuresPending: r.failures_pending };
 }
 
+/** Ends the run of failures after a verified sign-in (call it when the gate saw failures pending). */
 export async function recordAuthSuccess(db: Queryable, customerId: string): Promise<void> {
   await db.query(
     'UPDATE account_lockouts SET consecutive_failures = 0 WHERE customer_id = $1 AND consecutive_failures > 0',

@@ -19,7 +19,7 @@ import {
   type ThrottlePolicy,
   unlockAccount,
 } from '../../src/risk/index.ts';
-import { type TestDb, testDb } from '../support/db.ts';
+import { insertCustomer, type TestDb, testDb } from '../support/db.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
 import { demoRp, startAuthorization } from '../support/rp.ts';
@@ -136,8 +136,9 @@ describe('an attacker elsewhere cannot lock the owner out (FSA comment 83)', () 
     await t?.close();
   });
 
-  async function authorizationUrl(): Promise<URL> {
-    return (await startAuthorization(await demoRp(t))).url;
+  /** `signIn`: prompt=login, so a browser with a session still signs in (and shows its device cookie). */
+  async function authorizationUrl(o: { signIn?: boolean } = {}): Promise<URL> {
+    return (await startAuthorization(await demoRp(t), undefined, o.signIn ? { prompt: 'login' } : {})).url;
   }
 
   /** One sign-in attempt carrying the owner's credential id with a forged signature. */
@@ -215,10 +216,10 @@ describe('an attacker elsewhere cannot lock the owner out (FSA comment 83)', () 
     );
     expect(recorded.rowCount).toBe(1);
 
-    // … while the owner's own browser still gets in.
+    // … while the owner's own browser still gets in (signing in again: its device, not its session).
     const again = await completeLogin({
       fetch: t.fetch,
-      authorizationUrl: await authorizationUrl(),
+      authorizationUrl: await authorizationUrl({ signIn: true }),
       device: owner,
       userAgent: ownerBrowser,
     });
@@ -264,5 +265,37 @@ describe('an attacker elsewhere cannot lock the owner out (FSA comment 83)', () 
         'risk.account.unlocked',
       ]),
     );
+  });
+
+  it('a verified sign-in ends the run of failures counted before it', async () => {
+    const customerId = await insertCustomer(t.hub.db);
+    const owner = createEmulator();
+    const ownerBrowser = createUserAgent({ fetch: t.fetch });
+    const ticket = await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' });
+    await completeLogin({
+      fetch: t.fetch,
+      authorizationUrl: await authorizationUrl(),
+      device: owner,
+      userAgent: ownerBrowser,
+      enroll: { customerNumber: customerId, ticket: ticket.ticket },
+    });
+    const failures = async () =>
+      (
+        await t.hub.db.query<{ n: number }>(
+          'SELECT consecutive_failures AS n FROM account_lockouts WHERE customer_id = $1',
+          [customerId],
+        )
+      ).rows[0]?.n ?? 0;
+    const attacker = createUserAgent({ fetch: fetchFrom('127.0.0.90') });
+    for (let i = 0; i < 2; i++) expect((await forgedAttempt(attacker, owner)).status).toBe(400);
+    expect(await failures()).toBe(2);
+    const signedIn = await completeLogin({
+      fetch: t.fetch,
+      authorizationUrl: await authorizationUrl({ signIn: true }),
+      device: owner,
+      userAgent: ownerBrowser,
+    });
+    expect(signedIn.searchParams.get('code')).toBeTruthy();
+    expect(await failures()).toBe(0);
   });
 });
