@@ -1,7 +1,7 @@
 /**
  * Risk levels raised by peer institutions (shared signals), kept apart from the engine's own level
  * so that the engine's next clean sign-in does not wipe them out: each stands until it expires, the
- * customer re-proves their identity (unlockAccount … 'reproofing') or an operator clears it (console).
+ * customer re-proves their identity (clearAfterReproofing) or an operator clears it (console).
  * The customer's effective level — what withdrawal decisions and the console read — is the higher of
  * the engine's and the live peer levels. Every raise, clear and expiry is audited.
  */
@@ -104,8 +104,57 @@ export async function raisePeerLevel(
 }
 
 /**
- * Ends the customer's live peer levels: after re-proofing (`by` = 'reproofing') or by an operator
- * (`operator:<name>`). Audited as risk.peer.cleared when there was any; returns how many ended.
+ * The pending peer actions a re-proofing answers when they were received before its proof began:
+ * those whose effect it ends anyway once applied (a peer's level, a peer's stop on the sweeps, the
+ * lock until re-proofing). Not `require_step_up`: it asks for step-up in every session live when it
+ * is applied, and a proof made in one interaction does not vouch for the others; nor `notify`: the
+ * notice of the peer's signal is still the customer's to see.
+ */
+export const SETTLED_BY_REPROOFING = ['raise_risk', 'require_reproofing', 'suspend_sweeps'] as const;
+
+/**
+ * Marks the customer's pending SETTLED_BY_REPROOFING actions received (ssf_action_outbox.created_at)
+ * before `proofBegan` as processed, each audited signals.actions.superseded; one received at or after
+ * it stays pending and acts as usual. Inside the re-proofing's transaction (src/risk/reproofing.ts).
+ * A row a consumer has claimed is locked until that consumer commits: this waits for it and then
+ * skips it (applied, so lifted by the clear that follows); a row settled here is locked until the
+ * re-proofing commits and processed afterwards, so a consumer (SKIP LOCKED, processed_at IS NULL)
+ * never takes it. Returns how many it settled.
+ */
+export async function settlePeerActions(
+  tx: Queryable,
+  customerId: string,
+  proofBegan: Date,
+): Promise<number> {
+  const r = await tx.query<{ id: string; action: string; peer_id: string; jti: string; created_at: Date }>(
+    `UPDATE ssf_action_outbox SET processed_at = now(), detail = detail || '{"supersededBy":"reproofing"}'::jsonb
+     WHERE customer_id = $1 AND processed_at IS NULL AND action = ANY ($2::text[]) AND created_at < $3
+     RETURNING id::text AS id, action, peer_id, jti, created_at`,
+    [customerId, SETTLED_BY_REPROOFING, proofBegan],
+  );
+  // Audited in the order received (RETURNING has none of its own).
+  for (const x of r.rows.sort((a, b) => Number(BigInt(a.id) - BigInt(b.id))))
+    await recordAudit(tx, {
+      type: 'signals.actions.superseded',
+      outcome: 'info',
+      actor: 'reproofing',
+      customerId,
+      data: {
+        action: x.action,
+        peer: x.peer_id,
+        jti: x.jti,
+        receivedAt: new Date(x.created_at).toISOString(),
+        proofBegan: proofBegan.toISOString(),
+      },
+    });
+  return r.rowCount;
+}
+
+/**
+ * Ends the customer's live peer levels: after re-proofing (`by` = 'reproofing', see
+ * clearAfterReproofing) or by an operator (`operator:<name>`). Audited as risk.peer.cleared when there
+ * was any; returns how many ended. It settles no pending peer action: an operator's clear must not
+ * drop a signal the operator never saw.
  * A peer's stop on the customer's sweeps (sweep_peer_stops, src/linking) ends the same way and at the
  * same time — it is the same kind of peer verdict and must not outlive it (audited
  * linking.sweeps.peer_stop_cleared).

@@ -14,7 +14,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { recordAudit } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
-import { clearPeerLevels } from './peerLevels.ts';
 
 export interface ThrottlePolicy {
   source: {
@@ -281,12 +280,19 @@ export async function recordAuthSuccess(db: Queryable, customerId: string): Prom
 }
 
 /**
- * Lifts a lock: after re-proofing (`by` = 'reproofing') or by an operator. Audited. Re-proofing also
- * ends the risk levels peer institutions raised (the identity is established again); returns whether
- * a lock was lifted.
+ * An operator lifts a lock. Audited; returns whether a lock was lifted. A re-proofing lifts it
+ * through clearAfterReproofing (reproofing.ts), which also ends what peers raised.
  */
-export async function unlockAccount(db: Queryable, customerId: string, by: string): Promise<boolean> {
-  if (by === 'reproofing') await clearPeerLevels(db, customerId, by);
+export async function unlockAccount(
+  db: Queryable,
+  customerId: string,
+  by: `operator:${string}`,
+): Promise<boolean> {
+  return liftLock(db, customerId, by);
+}
+
+/** Lifts a lock (`by`: 'reproofing' or `operator:<name>`), audited; whether a lock was lifted. */
+export async function liftLock(db: Queryable, customerId: string, by: string): Promise<boolean> {
   const res = await db.query(
     `UPDATE account_lockouts SET consecutive_failures = 0, locked_until = NULL, reproofing_required = false
      WHERE customer_id = $1 AND (locked_until IS NOT NULL OR consecutive_failures > 0 OR reproofing_required)`,
