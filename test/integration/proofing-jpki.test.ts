@@ -17,7 +17,8 @@ import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { firstLoginAfterRecovery, markLoginAfterRecovery } from '../../src/proofing/index.ts';
-import { accountLock } from '../../src/risk/index.ts';
+import { accountLock, riskEngineFor } from '../../src/risk/index.ts';
+import { applyPeerRiskActions } from '../../src/risk/peerActions.ts';
 import {
   type CrlServer,
   createTestCa,
@@ -76,6 +77,8 @@ beforeAll(async () => {
   });
   for (const { file, ca } of crlFiles) writeFileSync(file, await issueCrl(ca));
   t = await startTestHub({
+    // No consumers of peers' actions in the background: a test runs them when it means to.
+    signals: { enabled: false },
     proofing: {
       jpki: {
         trustAnchorsFile: anchors,
@@ -417,6 +420,46 @@ describe('JPKI-style proofing', () => {
       lockedUntil: null,
       reproofingRequired: false,
     });
+  });
+
+  it('settles the peer actions received before the flow began, not those received while it ran', async () => {
+    const receivedAt = (action: string, jti: string, at: string) =>
+      t.hub.db.query(
+        `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type, created_at)
+         VALUES ($1, $2, 'peer-p', $3, 'https://schemas.openid.net/secevent/risc/event-type/account-disabled', ${at})`,
+        [action, customerId, jti],
+      );
+    await receivedAt('require_reproofing', 'flow-before', "now() - interval '1 minute'");
+    const ua = createUserAgent({ fetch: t.fetch });
+    const uid = await openInteraction(ua);
+    const flow = await challenge(ua, uid, 'unlock');
+    // Received while the customer signs the challenge with the card: the proof says nothing about it.
+    await receivedAt('suspend_sweeps', 'flow-during', 'now()');
+    const proved = await verify(ua, uid, flow);
+    expect(proved.body).toMatchObject({ verified: true, purpose: 'unlock' });
+    const rows = await t.hub.db.query<{ jti: string; processed: boolean; by: string | null }>(
+      `SELECT jti, processed_at IS NOT NULL AS processed, detail ->> 'supersededBy' AS by FROM ssf_action_outbox
+       WHERE jti LIKE 'flow-%' ORDER BY id`,
+    );
+    expect(rows.rows).toEqual([
+      { jti: 'flow-before', processed: true, by: 'reproofing' },
+      { jti: 'flow-during', processed: false, by: null },
+    ]);
+    // The proof began when the flow did (not when the card signed, nor when the answer was checked).
+    const began = await t.hub.db.query<{ created_at: Date }>(
+      'SELECT created_at FROM proofing_flows WHERE id = $1',
+      [flow.flowId],
+    );
+    const audit = await t.hub.db.query<{ data: Record<string, string> }>(
+      "SELECT data FROM audit_events WHERE customer_id = $1 AND type = 'signals.actions.superseded'",
+      [customerId],
+    );
+    expect(audit.rows.map((r) => [r.data.jti, r.data.action, r.data.proofBegan])).toEqual([
+      ['flow-before', 'require_reproofing', new Date(began.rows[0]!.created_at).toISOString()],
+    ]);
+    expect(await applyPeerRiskActions(riskEngineFor(t.hub.config), t.hub.db)).toBe(0);
+    expect((await accountLock(t.hub.db, customerId)).locked).toBe(false);
+    await t.hub.db.query("UPDATE ssf_action_outbox SET processed_at = now() WHERE jti = 'flow-during'");
   });
 
   it('recovers with a fresh ticket from the operator when the customer ticks recovery', async () => {
