@@ -1256,20 +1256,23 @@ describe('sweep safeguards (security review): customer limit, bank approval clai
    * The customer re-proves over HTTP: an operator's one-time ticket (the proof begins when it is
    * issued), `during` the flow, then a new passkey registered with it. Returns when the ticket was issued.
    */
-  async function reproof(during?: () => Promise<void>): Promise<Date> {
+  async function reproof(during?: () => Promise<void>): Promise<{ began: Date; signIn: string }> {
     const { ticket } = await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' });
     await during?.();
-    await completeLogin({
+    const signIn = await completeLogin({
       fetch: t.fetch,
       authorizationUrl: (await startAuthorization(await demoRp(t))).url,
       device: createEmulator(),
       enroll: { customerNumber: t.hub.demo!.customerNumber, ticket },
-    });
+    }).then(
+      () => 'signed in',
+      (err: Error & { status?: number; body?: string }) => `${err.status} ${err.body}`,
+    );
     const issued = await t.hub.db.query<{ created_at: Date }>(
       'SELECT created_at FROM enrollment_tickets WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 1',
       [customerId],
     );
-    return new Date(issued.rows[0]!.created_at);
+    return { began: new Date(issued.rows[0]!.created_at), signIn };
   }
   /** An operator ends what the peers left after each test: stops, levels, the lock; leftovers processed. */
   async function operatorCleanUp() {
@@ -1301,7 +1304,8 @@ describe('sweep safeguards (security review): customer limit, bank approval clai
     );
     expect((await effectiveRiskLevel(t.hub.db, customerId)).level).toBe('LOW');
 
-    const began = await reproof();
+    const { began, signIn } = await reproof();
+    expect(signIn).toBe('signed in');
 
     expect(await actionsOf('settle-')).toEqual([
       { action: 'suspend_sweeps', processed: true, by: 'reproofing' },
@@ -1336,7 +1340,7 @@ describe('sweep safeguards (security review): customer limit, bank approval clai
 
   it('re-proofing leaves peer actions received once the proof had begun: they act afterwards', async () => {
     const linkId = await insertLink({ bankId: 'a-bank', strength: 'phishing_resistant', cap: 1_000_000 });
-    await reproof(async () => {
+    const { signIn } = await reproof(async () => {
       // Received at the very moment the ticket was issued, and later while the customer signs in.
       await received(
         'suspend_sweeps',
@@ -1346,6 +1350,7 @@ describe('sweep safeguards (security review): customer limit, bank approval clai
       await received('raise_risk', 'during-2');
       await received('require_reproofing', 'during-3');
     });
+    expect(signIn).toBe('signed in');
     expect(await actionsOf('during-')).toEqual([
       { action: 'suspend_sweeps', processed: false, by: null },
       { action: 'raise_risk', processed: false, by: null },
@@ -1358,6 +1363,41 @@ describe('sweep safeguards (security review): customer limit, bank approval clai
     expect((await pull(linkId, 1_000)).decidedBy).toContain('sweep.link-suspended');
     expect((await effectiveRiskLevel(t.hub.db, customerId)).level).toBe('HIGH');
     expect((await accountLock(t.hub.db, customerId)).reproofingRequired).toBe(true);
+  });
+
+  it('re-proofing lifts no peer verdict applied while the proof ran: the stop, the level and the lock stay', async () => {
+    const linkId = await insertLink({ bankId: 'a-bank', strength: 'phishing_resistant', cap: 1_000_000 });
+    await received('suspend_sweeps', 'applied-before', "now() - interval '1 minute'", 'peer-q');
+    expect(await consume()).toEqual({ sweeps: 1, risk: 0 });
+    const { began, signIn } = await reproof(async () => {
+      // Received once the ticket was issued, and applied at once (the consumers run within moments).
+      await received('suspend_sweeps', 'applied-during-1');
+      await received('raise_risk', 'applied-during-2');
+      await received('require_reproofing', 'applied-during-3');
+      expect(await consume()).toEqual({ sweeps: 1, risk: 2 });
+    });
+    // The passkey is registered, but the peer asked for re-proofing after this proof began: locked.
+    expect(signIn).toMatch(/^403 .*ERR_ACCOUNT_LOCKED/);
+    expect(await accountLock(t.hub.db, customerId)).toEqual({
+      locked: true,
+      lockedUntil: null,
+      reproofingRequired: true,
+    });
+    // The stop received before the proof began is lifted; the one received during it stands.
+    expect(await openStops()).toEqual(['peer-r']);
+    expect((await effectiveRiskLevel(t.hub.db, customerId)).peer).toBe('HIGH');
+    await credentialChangesTenDaysAgo();
+    expect((await pull(linkId, 1_000)).decidedBy).toContain('sweep.link-suspended');
+    const kept = await t.hub.db.query<{ data: { proofBegan: string; kept: Array<Record<string, unknown>> } }>(
+      "SELECT data FROM audit_events WHERE customer_id = $1 AND type = 'risk.reproofing.kept' ORDER BY id DESC LIMIT 1",
+      [customerId],
+    );
+    expect(kept.rows[0]!.data.proofBegan).toBe(began.toISOString());
+    expect(kept.rows[0]!.data.kept.map((k) => [k.verdict, k.peer, k.level])).toEqual([
+      ['sweep_stop', 'peer-r', null],
+      ['peer_level', 'peer-r', 'HIGH'],
+      ['reproofing_required', null, null],
+    ]);
   });
 
   it('an operator’s clear settles no pending peer action (it may be one the operator never saw)', async () => {

@@ -224,8 +224,8 @@ describe('actions of received SETs', () => {
     expect(await push(EVENT.riskLevelChange, { current_level: 'MEDIUM', principal: 'USER' })).toBe(202);
     await waitFor('MEDIUM', async () => (await level()) === 'MEDIUM');
     expect(await audits('risk.peer.cleared')).toBe(0);
-    // (No proof start: nothing pending is settled; docs/reproofing-settles.md, bank-linking.test.ts.)
-    await clearAfterReproofing(t.hub.db, { customerId, began: undefined });
+    // A proof begun now, after the peer's signal (docs/reproofing-settles.md).
+    await clearAfterReproofing(t.hub.db, { customerId, began: new Date() });
     expect(await effectiveRiskLevel(t.hub.db, customerId)).toEqual({
       level: 'LOW',
       engine: 'LOW',
@@ -339,7 +339,7 @@ describe('actions of received SETs', () => {
     expect(await audits('risk.account.locked.refused')).toBe(1);
 
     // Re-proofing lifts it (as the proofing routes do on a verified `unlock` flow).
-    expect((await clearAfterReproofing(t.hub.db, { customerId, began: undefined })).unlocked).toBe(true);
+    expect((await clearAfterReproofing(t.hub.db, { customerId, began: new Date() })).unlocked).toBe(true);
     const lock = await accountLock(t.hub.db, customerId);
     expect(lock).toEqual({ locked: false, lockedUntil: null, reproofingRequired: false });
     const again = await completeLogin({
