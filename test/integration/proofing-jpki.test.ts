@@ -111,6 +111,23 @@ function browserFrom(address: string): UserAgent {
   });
 }
 
+/** A peer's action as the receiver leaves it, received `at` (SQL); no consumer runs in this hub. */
+const peerAction = (action: string, jti: string, at: string) =>
+  t.hub.db.query(
+    `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type, created_at)
+     VALUES ($1, $2, 'peer-p', $3, 'https://schemas.openid.net/secevent/risc/event-type/account-disabled', ${at})`,
+    [action, customerId, jti],
+  );
+/** The outbox rows whose jti starts with `prefix`: processed, and by what. */
+const peerActions = async (prefix: string) =>
+  (
+    await t.hub.db.query<{ jti: string; processed: boolean; by: string | null }>(
+      `SELECT jti, processed_at IS NOT NULL AS processed, detail ->> 'supersededBy' AS by FROM ssf_action_outbox
+       WHERE jti LIKE $1 ORDER BY id`,
+      [`${prefix}%`],
+    )
+  ).rows;
+
 /** A fresh browser at the login page of a new authorization: its interaction uid. */
 async function openInteraction(ua: UserAgent): Promise<string> {
   const { response } = await ua.follow((await startAuthorization(await demoRp(t))).url);
@@ -423,25 +440,15 @@ describe('JPKI-style proofing', () => {
   });
 
   it('settles the peer actions received before the flow began, not those received while it ran', async () => {
-    const receivedAt = (action: string, jti: string, at: string) =>
-      t.hub.db.query(
-        `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type, created_at)
-         VALUES ($1, $2, 'peer-p', $3, 'https://schemas.openid.net/secevent/risc/event-type/account-disabled', ${at})`,
-        [action, customerId, jti],
-      );
-    await receivedAt('require_reproofing', 'flow-before', "now() - interval '1 minute'");
+    await peerAction('require_reproofing', 'flow-before', "now() - interval '1 minute'");
     const ua = createUserAgent({ fetch: t.fetch });
     const uid = await openInteraction(ua);
     const flow = await challenge(ua, uid, 'unlock');
     // Received while the customer signs the challenge with the card: the proof says nothing about it.
-    await receivedAt('suspend_sweeps', 'flow-during', 'now()');
+    await peerAction('suspend_sweeps', 'flow-during', 'now()');
     const proved = await verify(ua, uid, flow);
     expect(proved.body).toMatchObject({ verified: true, purpose: 'unlock' });
-    const rows = await t.hub.db.query<{ jti: string; processed: boolean; by: string | null }>(
-      `SELECT jti, processed_at IS NOT NULL AS processed, detail ->> 'supersededBy' AS by FROM ssf_action_outbox
-       WHERE jti LIKE 'flow-%' ORDER BY id`,
-    );
-    expect(rows.rows).toEqual([
+    expect(await peerActions('flow-')).toEqual([
       { jti: 'flow-before', processed: true, by: 'reproofing' },
       { jti: 'flow-during', processed: false, by: null },
     ]);
@@ -460,6 +467,30 @@ describe('JPKI-style proofing', () => {
     expect(await applyPeerRiskActions(riskEngineFor(t.hub.config), t.hub.db)).toBe(0);
     expect((await accountLock(t.hub.db, customerId)).locked).toBe(false);
     await t.hub.db.query("UPDATE ssf_action_outbox SET processed_at = now() WHERE jti = 'flow-during'");
+  });
+
+  it('enrolment after a proofing flow: the proof began with the flow, not when its ticket was minted', async () => {
+    await peerAction('suspend_sweeps', 'minted-before', "now() - interval '1 minute'");
+    const ua = createUserAgent({ fetch: t.fetch });
+    const uid = await openInteraction(ua);
+    const flow = await challenge(ua, uid, 'enrollment');
+    // Received after the flow began, before the verified flow mints its internal ticket.
+    await peerAction('suspend_sweeps', 'minted-during', 'now()');
+    const proved = await verify(ua, uid, flow);
+    expect(proved.body).toMatchObject({ verified: true, purpose: 'enrollment' });
+    const options = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, {
+      proofing: flow.flowId,
+    });
+    expect(options.status).toBe(200);
+    const registered = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/verify`, {
+      response: createEmulator().register(options.json(), t.issuer),
+    });
+    expect(registered.json()).toMatchObject({ registered: true });
+    expect(await peerActions('minted-')).toEqual([
+      { jti: 'minted-before', processed: true, by: 'reproofing' },
+      { jti: 'minted-during', processed: false, by: null },
+    ]);
+    await t.hub.db.query("UPDATE ssf_action_outbox SET processed_at = now() WHERE jti = 'minted-during'");
   });
 
   it('recovers with a fresh ticket from the operator when the customer ticks recovery', async () => {
