@@ -159,6 +159,20 @@ async function verify(
   return { status: res.status, body: res.json<Record<string, unknown>>() };
 }
 
+/**
+ * A JPKI proofing flow for `purpose` with a peer's `action` received a minute before it began
+ * (`<prefix>-before`) and a suspend_sweeps received while it ran, before the card's answer
+ * (`<prefix>-during`): the proof says nothing about the latter.
+ */
+async function proofAmidPeerActions(purpose: string, prefix: string, action: string) {
+  await peerAction(action, `${prefix}-before`, "now() - interval '1 minute'");
+  const ua = createUserAgent({ fetch: t.fetch });
+  const uid = await openInteraction(ua);
+  const flow = await challenge(ua, uid, purpose);
+  await peerAction('suspend_sweeps', `${prefix}-during`, 'now()');
+  return { ua, uid, flow, proved: await verify(ua, uid, flow) };
+}
+
 async function lastRecord() {
   const res = await t.hub.db.query<{
     method: string;
@@ -440,13 +454,7 @@ describe('JPKI-style proofing', () => {
   });
 
   it('settles the peer actions received before the flow began, not those received while it ran', async () => {
-    await peerAction('require_reproofing', 'flow-before', "now() - interval '1 minute'");
-    const ua = createUserAgent({ fetch: t.fetch });
-    const uid = await openInteraction(ua);
-    const flow = await challenge(ua, uid, 'unlock');
-    // Received while the customer signs the challenge with the card: the proof says nothing about it.
-    await peerAction('suspend_sweeps', 'flow-during', 'now()');
-    const proved = await verify(ua, uid, flow);
+    const { flow, proved } = await proofAmidPeerActions('unlock', 'flow', 'require_reproofing');
     expect(proved.body).toMatchObject({ verified: true, purpose: 'unlock' });
     expect(await peerActions('flow-')).toEqual([
       { jti: 'flow-before', processed: true, by: 'reproofing' },
@@ -470,13 +478,8 @@ describe('JPKI-style proofing', () => {
   });
 
   it('enrolment after a proofing flow: the proof began with the flow, not when its ticket was minted', async () => {
-    await peerAction('suspend_sweeps', 'minted-before', "now() - interval '1 minute'");
-    const ua = createUserAgent({ fetch: t.fetch });
-    const uid = await openInteraction(ua);
-    const flow = await challenge(ua, uid, 'enrollment');
-    // Received after the flow began, before the verified flow mints its internal ticket.
-    await peerAction('suspend_sweeps', 'minted-during', 'now()');
-    const proved = await verify(ua, uid, flow);
+    // The 'during' one is received before the verified flow mints its internal ticket.
+    const { ua, uid, flow, proved } = await proofAmidPeerActions('enrollment', 'minted', 'suspend_sweeps');
     expect(proved.body).toMatchObject({ verified: true, purpose: 'enrollment' });
     const options = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, {
       proofing: flow.flowId,
