@@ -184,13 +184,13 @@ async function acceptCode(
 
 /**
  * Confirms the set-up begun in `interactionId` with a first code; consumes the enrollment ticket
- * in the same step. Returns the customer.
+ * in the same step. Returns the customer and the ticket.
  */
 export async function confirmTotpSetup(
   ctx: AuthnContext,
   input: { interactionId: string; code: string },
   meta?: RequestMeta,
-): Promise<{ customerId: string }> {
+): Promise<{ customerId: string; ticketId: string }> {
   const pending = await ctx.db.query<{ customer_id: string }>(
     'SELECT customer_id FROM totp_credentials WHERE interaction_id = $1 AND confirmed_at IS NULL',
     [input.interactionId],
@@ -198,8 +198,8 @@ export async function confirmTotpSetup(
   const customerId = pending.rows[0]?.customer_id;
   if (!customerId) throw new AuthnError('ERR_WEBAUTHN_CHALLENGE');
   await acceptCode(ctx, customerId, input.code, false);
-  await ctx.db.transaction(async (tx) => {
-    const used = await tx.query(
+  const ticketId = await ctx.db.transaction(async (tx) => {
+    const used = await tx.query<{ id: string }>(
       `UPDATE enrollment_tickets t SET used_at = now() FROM totp_credentials c
        WHERE c.customer_id = $1 AND t.id = c.ticket_id AND t.used_at IS NULL AND t.voided_at IS NULL AND t.expires_at > now()
        RETURNING t.id`,
@@ -217,8 +217,9 @@ export async function confirmTotpSetup(
       customerId,
       ...meta,
     });
+    return used.rows[0]!.id;
   });
-  return { customerId };
+  return { customerId, ticketId };
 }
 
 /**

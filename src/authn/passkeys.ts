@@ -240,7 +240,12 @@ export async function finishPasskeyRegistration(
     onRegistered?: (tx: Queryable, registered: { customerId: string; credentialId: string }) => Promise<void>;
   },
   meta?: RequestMeta,
-): Promise<{ customerId: string; credentialId: string }> {
+): Promise<{
+  customerId: string;
+  credentialId: string;
+  /** The enrollment ticket it consumed, if any. */
+  ticketId?: string;
+}> {
   let challenge: string | undefined;
   let customerId: string | undefined;
   let ticketId: string | undefined;
@@ -371,7 +376,7 @@ export async function finishPasskeyRegistration(
       });
       await input.onRegistered?.(tx, { customerId: cid, credentialId });
     });
-    return { customerId: cid, credentialId };
+    return { customerId: cid, credentialId, ...(tid !== undefined ? { ticketId: tid } : {}) };
   } catch (err) {
     if (challenge && !(err instanceof AuthnError && err.code === 'ERR_WEBAUTHN_CHALLENGE')) {
       // Spend the challenge: one attempt per challenge, even when the transaction rolled back.

@@ -778,20 +778,25 @@ export async function applySweepSuspensions(
   limit = 100,
 ): Promise<{ claimed: number; suspended: number }> {
   return db.transaction(async (tx) => {
-    const claimed = await tx.query<{ customer_id: string; peer_id: string; event_type: string }>(
+    const claimed = await tx.query<{
+      customer_id: string;
+      peer_id: string;
+      event_type: string;
+      created_at: Date;
+    }>(
       `UPDATE ssf_action_outbox SET processed_at = now()
        WHERE id IN (SELECT id FROM ssf_action_outbox WHERE action = 'suspend_sweeps' AND processed_at IS NULL
                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-       RETURNING customer_id, peer_id, event_type`,
+       RETURNING customer_id, peer_id, event_type, created_at`,
       [limit],
     );
     let suspended = 0;
     for (const action of claimed.rows) {
-      await tx.query('INSERT INTO sweep_peer_stops (customer_id, peer_id, event_type) VALUES ($1, $2, $3)', [
-        action.customer_id,
-        action.peer_id,
-        action.event_type,
-      ]);
+      // When it was received: a re-proofing whose proof began before then does not lift it (src/risk).
+      await tx.query(
+        'INSERT INTO sweep_peer_stops (customer_id, peer_id, event_type, received_at) VALUES ($1, $2, $3, $4)',
+        [action.customer_id, action.peer_id, action.event_type, action.created_at],
+      );
       await recordAudit(tx, {
         type: 'linking.sweeps.peer_stopped',
         outcome: 'success',

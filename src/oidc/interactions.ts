@@ -30,8 +30,8 @@ import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { approvalView } from '../linking/approvals/approvalInteraction.ts';
 import { acknowledgeNotices, pendingNotices } from '../notices/index.ts';
-import { completeRecoveryAfterEnrollment, enrollmentProof } from '../proofing/index.ts';
-import { DEFAULT_THROTTLE_POLICY, riskEngineFor, type ThrottlePolicy, unlockAccount } from '../risk/index.ts';
+import { completeRecoveryAfterEnrollment, enrollmentProof, reproofed } from '../proofing/index.ts';
+import { DEFAULT_THROTTLE_POLICY, riskEngineFor, type ThrottlePolicy } from '../risk/index.ts';
 import {
   alternativeLoginPage,
   approvalPage,
@@ -316,14 +316,13 @@ export function interactionRoutes({
       const d = await details(ctx);
       const body = await readBody(ctx, 'json');
       const code = typeof body.code === 'string' ? body.code.trim() : '';
-      const { customerId } = await confirmTotpSetup(
+      const { customerId, ticketId } = await confirmTotpSetup(
         authn,
         { interactionId: d.uid, code },
         requestMeta(ctx, d.uid),
       );
       // Setting up with a one-time ticket is re-proofing of identity, as for a passkey.
-      if (await unlockAccount(db, customerId, 'reproofing'))
-        await notifyCustomer(db, { customerId, kind: 'account_unlocked', data: {} });
+      await reproofed(db, customerId, { ticketId });
       return { registered: true };
     }),
   );
@@ -372,9 +371,9 @@ export function interactionRoutes({
         kind: 'passkey_added',
         data: { ...(name ? { passkeyName: name } : {}) },
       });
-      // Enrolling with a one-time ticket is re-proofing of identity: it lifts an automatic lock.
-      if (await unlockAccount(db, result.customerId, 'reproofing'))
-        await notifyCustomer(db, { customerId: result.customerId, kind: 'account_unlocked', data: {} });
+      // Enrolling with a one-time ticket (an operator's, or the one a verified proofing flow minted) is
+      // re-proofing of identity: it lifts an automatic lock.
+      if (result.ticketId) await reproofed(db, result.customerId, { ticketId: result.ticketId });
       return { registered: true, credentialId: result.credentialId, recovered };
     }),
   );

@@ -362,3 +362,34 @@ export async function verifiedProofingSince(
   const r = res.rows[0];
   return r ? { id: r.id, method: r.method, purpose: r.purpose, at: new Date(r.created_at) } : undefined;
 }
+
+/** A completed re-proofing: the proofing flow that verified it, or the enrollment ticket it consumed. */
+export type ProofReference = { flowId: string } | { ticketId: string };
+
+/**
+ * When the proof behind a re-proofing began, as stored here (never a client's word): what it can
+ * vouch for is only what the hub knew then (src/risk/reproofing.ts settles peer actions received
+ * before it). A flow began when it was created; a ticket an operator issued, when it was issued (the
+ * operator's identity check is the proof, and a ticket may travel for days); a ticket a verified flow
+ * minted, when that flow began. Where a flow answered with an operator's ticket, the earlier of the
+ * two. Undefined when neither is found.
+ */
+export async function proofBegan(db: Queryable, proof: ProofReference): Promise<Date | undefined> {
+  const r =
+    'flowId' in proof
+      ? await db.query<{ began: Date | null }>(
+          `SELECT least(f.created_at, CASE WHEN f.method = 'ticket' THEN t.created_at END) AS began
+           FROM proofing_flows f LEFT JOIN enrollment_tickets t ON t.id = f.ticket_id WHERE f.id = $1`,
+          [proof.flowId],
+        )
+      : await db.query<{ began: Date | null }>(
+          // A ticket some flow of another method refers to is one that flow minted (mintTicket).
+          `SELECT least(CASE WHEN bool_and(f.method IS NULL OR f.method = 'ticket') THEN t.created_at END,
+                        min(f.created_at)) AS began
+           FROM enrollment_tickets t LEFT JOIN proofing_flows f ON f.ticket_id = t.id
+           WHERE t.id = $1 GROUP BY t.id, t.created_at`,
+          [proof.ticketId],
+        );
+  const began = r.rows[0]?.began;
+  return began ? new Date(began) : undefined;
+}

@@ -14,6 +14,8 @@ export {
   deleteExpiredProofingFlows,
   PROOFING_AUDIT,
   type ProofingResult,
+  type ProofReference,
+  proofBegan,
   proofedEnrollment,
   verifiedProofingSince,
 } from './engine.ts';
@@ -43,4 +45,5 @@ export {
   markLoginAfterRecovery,
   type RecoveryMarker,
 } from './recovery.ts';
+export { reproofed } from './reproofed.ts';
 export { enrollmentProof, proofingRoutes } from './routes.ts';

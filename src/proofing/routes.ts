@@ -14,13 +14,7 @@ import type { Db } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { jsonEndpoint } from '../oidc/jsonEndpoint.ts';
 import { checkTicketThrottled, refuseThrottledSource, requestMeta } from '../oidc/passkeySignIn.ts';
-import { notifyCustomer } from '../oidc/securityNotices.ts';
-import {
-  DEFAULT_THROTTLE_POLICY,
-  recordAuthFailure,
-  type ThrottlePolicy,
-  unlockAccount,
-} from '../risk/index.ts';
+import { DEFAULT_THROTTLE_POLICY, recordAuthFailure, type ThrottlePolicy } from '../risk/index.ts';
 import { errorPage, languageOf } from '../web/index.ts';
 import { createProofingContext, EKYC_CALLBACK_PATH, type ProofingContext } from './context.ts';
 import {
@@ -35,6 +29,7 @@ import { ProofingError, proofingErrorMessage } from './errors.ts';
 import { PROOFING_PURPOSES, type ProofingMethod, type ProofingPurpose } from './method.ts';
 import { type TicketAnswer, ticketMethod } from './methods/ticket.ts';
 import { proofingPage } from './pages.ts';
+import { reproofed } from './reproofed.ts';
 
 export interface ProofingRoutesOptions {
   provider: Provider;
@@ -126,8 +121,7 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
         await recordAuthFailure(db, { source }, { ...meta, reason: err.code }, throttle);
       throw toHttp(err, ctx);
     }
-    if (result.purpose === 'unlock' && (await unlockAccount(db, result.customerId, 'reproofing')))
-      await notifyCustomer(db, { customerId: result.customerId, kind: 'account_unlocked', data: {} });
+    if (result.purpose === 'unlock') await reproofed(db, result.customerId, { flowId: result.flowId });
     return result;
   }
 

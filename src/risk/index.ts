@@ -36,6 +36,7 @@ export {
   type PeerRiskLevel,
 } from './peerLevels.ts';
 export { ReplayError, type ReplayedDecision, replay } from './replay.ts';
+export { clearAfterReproofing, type Reproofing } from './reproofing.ts';
 export {
   type Decision,
   evaluate,

@@ -18,6 +18,9 @@
  *   purpose `unlock`) or an operator unlocks it; unlike a lock after failed sign-ins it refuses known
  *   devices too, since the peer saw the account itself taken over.
  *
+ * A re-proofing answers only what was received before its proof began (src/risk/reproofing.ts): the
+ * time each row was received goes with the level and the lock it leaves.
+ *
  * Peer-raised levels are not announced again as risk-level-change: passing events on is the
  * receiver's `forward` action, which keeps peer rings loop-free.
  */
@@ -47,6 +50,8 @@ interface ActionRow {
   txn: string | null;
   event_type: string;
   detail: Record<string, unknown>;
+  /** When the receiver took it (a re-proofing whose proof began before then does not answer it). */
+  created_at: Date;
 }
 
 /** The level a peer's event asks for (undefined: none, e.g. a risk-level-change to LOW). */
@@ -79,7 +84,7 @@ export async function applyPeerRiskActions(engine: RiskEngine, db: Db, limit = 1
         `UPDATE ssf_action_outbox SET processed_at = now()
          WHERE id = (SELECT id FROM ssf_action_outbox WHERE action = ANY ($1::text[]) AND processed_at IS NULL
                      ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING id::text AS id, action, customer_id, peer_id, jti, txn, event_type, detail`,
+         RETURNING id::text AS id, action, customer_id, peer_id, jti, txn, event_type, detail, created_at`,
         [PEER_RISK_ACTIONS],
       );
       const row = res.rows[0];
@@ -108,6 +113,7 @@ async function apply(engine: RiskEngine, tx: Queryable, row: ActionRow): Promise
           eventType: row.event_type,
           jti: row.jti,
           txn: row.txn,
+          receivedAt: row.created_at,
           ttlSeconds: engine.config.peerRiskTtlSeconds,
         })
       : undefined;
@@ -150,11 +156,12 @@ async function apply(engine: RiskEngine, tx: Queryable, row: ActionRow): Promise
   }
   // require_reproofing: no end time, known devices refused too (see passkeySignIn's admit).
   await tx.query(
-    `INSERT INTO account_lockouts AS l (customer_id, locked_at, locked_until, reproofing_required)
-     VALUES ($1, now(), 'infinity', true)
+    `INSERT INTO account_lockouts AS l (customer_id, locked_at, locked_until, reproofing_required, reproofing_required_at)
+     VALUES ($1, now(), 'infinity', true, $2)
      ON CONFLICT (customer_id) DO UPDATE SET locked_at = COALESCE(l.locked_at, now()),
-       locked_until = 'infinity', reproofing_required = true`,
-    [row.customer_id],
+       locked_until = 'infinity', reproofing_required = true,
+       reproofing_required_at = greatest(CASE WHEN l.reproofing_required THEN l.reproofing_required_at END, $2)`,
+    [row.customer_id, row.created_at],
   );
   await recordAudit(tx, {
     type: 'risk.account.locked',

@@ -14,7 +14,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { recordAudit } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
-import { clearPeerLevels } from './peerLevels.ts';
 
 export interface ThrottlePolicy {
   source: {
@@ -290,18 +289,38 @@ export async function recordAuthSuccess(db: Queryable, customerId: string): Prom
 }
 
 /**
- * Lifts a lock: after re-proofing (`by` = 'reproofing') or by an operator. Audited. Re-proofing also
- * ends the risk levels peer institutions raised (the identity is established again); returns whether
- * a lock was lifted.
+ * An operator lifts a lock. Audited; returns whether a lock was lifted. A re-proofing lifts it
+ * through clearAfterReproofing (reproofing.ts), which also ends what peers raised.
  */
-export async function unlockAccount(db: Queryable, customerId: string, by: string): Promise<boolean> {
-  if (by === 'reproofing') await clearPeerLevels(db, customerId, by);
-  const res = await db.query(
-    `UPDATE account_lockouts SET consecutive_failures = 0, locked_until = NULL, reproofing_required = false
-     WHERE customer_id = $1 AND (locked_until IS NOT NULL OR consecutive_failures > 0 OR reproofing_required)`,
-    [customerId],
+export async function unlockAccount(
+  db: Queryable,
+  customerId: string,
+  by: `operator:${string}`,
+): Promise<boolean> {
+  return liftLock(db, customerId, by);
+}
+
+/**
+ * Lifts a lock (`by`: 'reproofing' or `operator:<name>`), audited; whether a lock was lifted.
+ * `receivedBefore` (a re-proofing: when its proof began): a peer's demand for re-proofing received
+ * at or after it is not answered by this proof and keeps the account locked.
+ */
+export async function liftLock(
+  db: Queryable,
+  customerId: string,
+  by: string,
+  receivedBefore?: Date,
+): Promise<boolean> {
+  const kept = 'COALESCE(reproofing_required AND COALESCE(reproofing_required_at, locked_at) >= $2, false)';
+  const res = await db.query<{ kept: boolean }>(
+    `UPDATE account_lockouts SET consecutive_failures = 0,
+       locked_until = CASE WHEN ${kept} THEN locked_until END, reproofing_required = ${kept}
+     WHERE customer_id = $1 AND (locked_until IS NOT NULL OR consecutive_failures > 0 OR reproofing_required)
+     RETURNING reproofing_required AS kept`,
+    [customerId, receivedBefore ?? null],
   );
-  if (res.rowCount > 0)
+  const lifted = res.rowCount > 0 && !res.rows[0]!.kept;
+  if (lifted)
     await recordAudit(db, {
       type: 'risk.account.unlocked',
       outcome: 'info',
@@ -309,7 +328,7 @@ export async function unlockAccount(db: Queryable, customerId: string, by: strin
       customerId,
       data: { by },
     });
-  return res.rowCount > 0;
+  return lifted;
 }
 
 /** What known_devices keeps of a browser's device cookie. */

@@ -7,9 +7,12 @@
 
 import * as client from 'openid-client';
 import { Agent, fetch as undiciFetch } from 'undici';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { completeLogin } from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
 import { institutionResource } from '../../src/api/index.ts';
+import { issueEnrollmentTicket } from '../../src/authn/index.ts';
+import type { Db } from '../../src/db/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
 import { encryptAtRest } from '../../src/keys/index.ts';
 import {
@@ -27,12 +30,21 @@ import {
   sweepPullFacts,
 } from '../../src/linking/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
-import { clearPeerLevels } from '../../src/risk/index.ts';
+import {
+  accountLock,
+  clearAfterReproofing,
+  clearPeerLevels,
+  effectiveRiskLevel,
+  riskEngineFor,
+  unlockAccount,
+} from '../../src/risk/index.ts';
+import { applyPeerRiskActions } from '../../src/risk/peerActions.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { registerClient, tokenFor } from '../support/institution.ts';
 import { type OpenApiValidator, openApiValidator } from '../support/openapi.ts';
-import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import { createEmulator, type PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import { demoRp, startAuthorization } from '../support/rp.ts';
 import { startUpstreamOp, type UpstreamOp } from '../support/upstreamOp.ts';
 
 const BANK_INSTITUTION = 'a-bank';
@@ -79,6 +91,9 @@ beforeAll(async () => {
     startUpstreamOp({ claims: { name: '山田太郎' }, login: { amr: ['pwd'] } }),
   ]);
   t = await startTestHub({
+    // No consumers of peers' actions in the background: the tests run them (a pending row stays pending
+    // until they do, whatever the time an HTTP flow takes).
+    signals: { enabled: false },
     linking: {
       // The customer's own daily sweep limit above the links' caps, so that the caps' rows decide; the
       // limit's own rows are tested at the end with lowered limits.
@@ -1197,5 +1212,297 @@ describe('sweep safeguards (security review): customer limit, bank approval clai
       'linking.sweeps.peer_stopped',
       'linking.sweeps.peer_stop_cleared',
     ]);
+  });
+
+  // A peer's verdict received before a re-proofing but not yet acted on (ssf_action_outbox) is settled by
+  // it; one received once the proof had begun acts as usual (docs/reproofing-settles.md). This hub runs
+  // no consumers of its own (signals.enabled false), so each test decides when they run.
+  const DISABLED = 'https://schemas.openid.net/secevent/risc/event-type/account-disabled';
+  /** A peer's action as the receiver leaves it, received `at` (SQL; default now()). */
+  const received = (action: string, jti: string, at = 'now()', peer = 'peer-r') =>
+    t.hub.db.query(
+      `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type, created_at)
+       VALUES ($1, $2, $3, $4, $5, ${at})`,
+      [action, customerId, peer, jti, DISABLED],
+    );
+  const consume = async () => ({
+    sweeps: (await applySweepSuspensions(t.hub.db, t.hub.config)).claimed,
+    risk: await applyPeerRiskActions(riskEngineFor(t.hub.config), t.hub.db),
+  });
+  const actionsOf = async (prefix: string) =>
+    (
+      await t.hub.db.query<{ action: string; processed: boolean; by: string | null }>(
+        `SELECT action, processed_at IS NOT NULL AS processed, detail ->> 'supersededBy' AS by
+         FROM ssf_action_outbox WHERE customer_id = $1 AND jti LIKE $2 ORDER BY id`,
+        [customerId, `${prefix}%`],
+      )
+    ).rows;
+  const superseded = async (prefix: string) =>
+    (
+      await t.hub.db.query<{ actor: string; data: Record<string, string> }>(
+        `SELECT actor, data FROM audit_events
+         WHERE customer_id = $1 AND type = 'signals.actions.superseded' AND data ->> 'jti' LIKE $2 ORDER BY id`,
+        [customerId, `${prefix}%`],
+      )
+    ).rows;
+  const openStops = async () =>
+    (
+      await t.hub.db.query<{ peer_id: string }>(
+        'SELECT peer_id FROM sweep_peer_stops WHERE customer_id = $1 AND cleared_at IS NULL ORDER BY id',
+        [customerId],
+      )
+    ).rows.map((r) => r.peer_id);
+  /**
+   * The customer re-proves over HTTP: an operator's one-time ticket (the proof begins when it is
+   * issued), `during` the flow, then a new passkey registered with it. Returns when the ticket was issued.
+   */
+  async function reproof(during?: () => Promise<void>): Promise<{ began: Date; signIn: string }> {
+    const { ticket } = await issueEnrollmentTicket(t.hub.authn, { customerId, issuedBy: 'operator:test' });
+    await during?.();
+    const signIn = await completeLogin({
+      fetch: t.fetch,
+      authorizationUrl: (await startAuthorization(await demoRp(t))).url,
+      device: createEmulator(),
+      enroll: { customerNumber: t.hub.demo!.customerNumber, ticket },
+    }).then(
+      () => 'signed in',
+      (err: Error & { status?: number; body?: string }) => `${err.status} ${err.body}`,
+    );
+    const issued = await t.hub.db.query<{ created_at: Date }>(
+      'SELECT created_at FROM enrollment_tickets WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 1',
+      [customerId],
+    );
+    return { began: new Date(issued.rows[0]!.created_at), signIn };
+  }
+  /** An operator ends what the peers left after each test: stops, levels, the lock; leftovers processed. */
+  async function operatorCleanUp() {
+    await clearPeerLevels(t.hub.db, customerId, 'operator:test');
+    await unlockAccount(t.hub.db, customerId, 'operator:test');
+    await t.hub.db.query(
+      'UPDATE ssf_action_outbox SET processed_at = now() WHERE customer_id = $1 AND processed_at IS NULL',
+      [customerId],
+    );
+  }
+
+  afterEach(operatorCleanUp);
+
+  it('re-proofing settles peer actions received before the proof began: never applied, sweeps run, audited', async () => {
+    const linkId = await insertLink({ bankId: 'a-bank', strength: 'phishing_resistant', cap: 1_000_000 });
+    const before = "now() - interval '1 minute'";
+    await received('suspend_sweeps', 'settle-1', before);
+    await received('raise_risk', 'settle-2', before);
+    await received('require_reproofing', 'settle-3', before);
+    await received('require_step_up', 'settle-4', before);
+    await received('notify', 'settle-5', before);
+    const receivedAt = new Map(
+      (
+        await t.hub.db.query<{ jti: string; created_at: Date }>(
+          "SELECT jti, created_at FROM ssf_action_outbox WHERE customer_id = $1 AND jti LIKE 'settle-%'",
+          [customerId],
+        )
+      ).rows.map((r) => [r.jti, new Date(r.created_at).toISOString()]),
+    );
+    expect((await effectiveRiskLevel(t.hub.db, customerId)).level).toBe('LOW');
+
+    const { began, signIn } = await reproof();
+    expect(signIn).toBe('signed in');
+
+    expect(await actionsOf('settle-')).toEqual([
+      { action: 'suspend_sweeps', processed: true, by: 'reproofing' },
+      { action: 'raise_risk', processed: true, by: 'reproofing' },
+      { action: 'require_reproofing', processed: true, by: 'reproofing' },
+      // Step-up is for the sessions live when it is applied, which this proof does not vouch for; the
+      // notice is still the customer's to see.
+      { action: 'require_step_up', processed: false, by: null },
+      { action: 'notify', processed: false, by: null },
+    ]);
+    expect(await superseded('settle-')).toEqual(
+      ['suspend_sweeps', 'raise_risk', 'require_reproofing'].map((action, i) => ({
+        actor: 'reproofing',
+        data: {
+          action,
+          peer: 'peer-r',
+          jti: `settle-${i + 1}`,
+          receivedAt: receivedAt.get(`settle-${i + 1}`),
+          proofBegan: began.toISOString(),
+        },
+      })),
+    );
+    // The sweeps run (the new passkey's own pause moved out of the way), nothing is left to stop them…
+    await credentialChangesTenDaysAgo();
+    expect((await pull(linkId, 1_000)).decision).toBe('allow');
+    // … and the consumers find only the step-up: a MEDIUM level, never the HIGH of the takeover, no lock.
+    expect(await consume()).toEqual({ sweeps: 0, risk: 1 });
+    expect(await openStops()).toEqual([]);
+    expect((await effectiveRiskLevel(t.hub.db, customerId)).peer).toBe('MEDIUM');
+    expect((await accountLock(t.hub.db, customerId)).locked).toBe(false);
+  });
+
+  it('re-proofing leaves peer actions received once the proof had begun: they act afterwards', async () => {
+    const linkId = await insertLink({ bankId: 'a-bank', strength: 'phishing_resistant', cap: 1_000_000 });
+    const { signIn } = await reproof(async () => {
+      // Received at the very moment the ticket was issued, and later while the customer signs in.
+      await received(
+        'suspend_sweeps',
+        'during-1',
+        '(SELECT max(created_at) FROM enrollment_tickets WHERE customer_id = $2)',
+      );
+      await received('raise_risk', 'during-2');
+      await received('require_reproofing', 'during-3');
+    });
+    expect(signIn).toBe('signed in');
+    expect(await actionsOf('during-')).toEqual([
+      { action: 'suspend_sweeps', processed: false, by: null },
+      { action: 'raise_risk', processed: false, by: null },
+      { action: 'require_reproofing', processed: false, by: null },
+    ]);
+    expect(await superseded('during-')).toEqual([]);
+    expect(await consume()).toEqual({ sweeps: 1, risk: 2 });
+    expect(await openStops()).toEqual(['peer-r']);
+    await credentialChangesTenDaysAgo();
+    expect((await pull(linkId, 1_000)).decidedBy).toContain('sweep.link-suspended');
+    expect((await effectiveRiskLevel(t.hub.db, customerId)).level).toBe('HIGH');
+    expect((await accountLock(t.hub.db, customerId)).reproofingRequired).toBe(true);
+  });
+
+  it('re-proofing lifts no peer verdict applied while the proof ran: the stop, the level and the lock stay', async () => {
+    const linkId = await insertLink({ bankId: 'a-bank', strength: 'phishing_resistant', cap: 1_000_000 });
+    await received('suspend_sweeps', 'applied-before', "now() - interval '1 minute'", 'peer-q');
+    expect(await consume()).toEqual({ sweeps: 1, risk: 0 });
+    const { began, signIn } = await reproof(async () => {
+      // Received once the ticket was issued, and applied at once (the consumers run within moments).
+      await received('suspend_sweeps', 'applied-during-1');
+      await received('raise_risk', 'applied-during-2');
+      await received('require_reproofing', 'applied-during-3');
+      expect(await consume()).toEqual({ sweeps: 1, risk: 2 });
+    });
+    // The passkey is registered, but the peer asked for re-proofing after this proof began: locked.
+    expect(signIn).toMatch(/^403 .*ERR_ACCOUNT_LOCKED/);
+    expect(await accountLock(t.hub.db, customerId)).toEqual({
+      locked: true,
+      lockedUntil: null,
+      reproofingRequired: true,
+    });
+    // The stop received before the proof began is lifted; the one received during it stands.
+    expect(await openStops()).toEqual(['peer-r']);
+    expect((await effectiveRiskLevel(t.hub.db, customerId)).peer).toBe('HIGH');
+    await credentialChangesTenDaysAgo();
+    expect((await pull(linkId, 1_000)).decidedBy).toContain('sweep.link-suspended');
+    const kept = await t.hub.db.query<{ data: { proofBegan: string; kept: Array<Record<string, unknown>> } }>(
+      "SELECT data FROM audit_events WHERE customer_id = $1 AND type = 'risk.reproofing.kept' ORDER BY id DESC LIMIT 1",
+      [customerId],
+    );
+    expect(kept.rows[0]!.data.proofBegan).toBe(began.toISOString());
+    expect(kept.rows[0]!.data.kept.map((k) => [k.verdict, k.peer, k.level])).toEqual([
+      ['sweep_stop', 'peer-r', null],
+      ['peer_level', 'peer-r', 'HIGH'],
+      ['reproofing_required', null, null],
+    ]);
+  });
+
+  it('an operator’s clear settles no pending peer action (it may be one the operator never saw)', async () => {
+    await received('suspend_sweeps', 'operator-1', "now() - interval '1 minute'");
+    await received('raise_risk', 'operator-2', "now() - interval '1 minute'");
+    await clearPeerLevels(t.hub.db, customerId, 'operator:test');
+    await unlockAccount(t.hub.db, customerId, 'operator:test');
+    expect(await actionsOf('operator-')).toEqual([
+      { action: 'suspend_sweeps', processed: false, by: null },
+      { action: 'raise_risk', processed: false, by: null },
+    ]);
+    expect(await consume()).toEqual({ sweeps: 1, risk: 1 });
+    expect(await openStops()).toEqual(['peer-r']);
+    expect((await effectiveRiskLevel(t.hub.db, customerId)).level).toBe('HIGH');
+    expect(await superseded('operator-')).toEqual([]);
+  });
+
+  describe('a consumer running while a re-proofing clears', () => {
+    /**
+     * `db` whose transactions stop right after their first statement on ssf_action_outbox (a consumer's
+     * claim, or the re-proofing's settle) until released: the other side then runs while that
+     * transaction is open (PostgreSQL: it holds those rows locked; PGlite: it holds everyone out).
+     */
+    function pausedAfterOutbox(db: Db) {
+      let reached: () => void = () => {};
+      let release: () => void = () => {};
+      const atPause = new Promise<void>((r) => {
+        reached = r;
+      });
+      const released = new Promise<void>((r) => {
+        release = r;
+      });
+      const paused: Db = {
+        kind: db.kind,
+        query: (sql, params) => db.query(sql, params),
+        exec: (sql) => db.exec(sql),
+        afterCommit: (fn) => db.afterCommit(fn),
+        close: () => db.close(),
+        transaction: (fn) =>
+          db.transaction((tx) =>
+            fn({
+              exec: (sql) => tx.exec(sql),
+              afterCommit: (f) => tx.afterCommit(f),
+              query: async <R>(sql: string, params?: unknown[]) => {
+                const res = await tx.query<R>(sql, params);
+                if (/^\s*UPDATE ssf_action_outbox/.test(sql)) {
+                  reached();
+                  await released;
+                }
+                return res;
+              },
+            }),
+          ),
+      };
+      return { db: paused, atPause, release };
+    }
+    const aMoment = () => new Promise((r) => setTimeout(r, 150));
+
+    it('applied first: the re-proofing waits for it and then lifts what it applied', async () => {
+      await received('suspend_sweeps', 'applied-first-1', "now() - interval '1 minute'");
+      await received('raise_risk', 'applied-first-2', "now() - interval '1 minute'");
+      const consumer = pausedAfterOutbox(t.hub.db);
+      const applying = applySweepSuspensions(consumer.db, t.hub.config);
+      await Promise.race([consumer.atPause, applying]);
+      const clearing = clearAfterReproofing(t.hub.db, { customerId, began: new Date() });
+      await aMoment();
+      consumer.release();
+      expect((await applying).claimed).toBe(1);
+      await clearing;
+      // The raise_risk, not yet taken by any consumer, was settled by the re-proofing.
+      expect(await actionsOf('applied-first-')).toEqual([
+        { action: 'suspend_sweeps', processed: true, by: null },
+        { action: 'raise_risk', processed: true, by: 'reproofing' },
+      ]);
+      expect(await openStops()).toEqual([]);
+      const stops = await t.hub.db.query<{ type: string }>(
+        "SELECT type FROM audit_events WHERE customer_id = $1 AND type LIKE 'linking.sweeps.peer_stop%' ORDER BY id DESC LIMIT 2",
+        [customerId],
+      );
+      expect(stops.rows.map((r) => r.type)).toEqual([
+        'linking.sweeps.peer_stop_cleared',
+        'linking.sweeps.peer_stopped',
+      ]);
+      expect(await consume()).toEqual({ sweeps: 0, risk: 0 });
+      expect((await effectiveRiskLevel(t.hub.db, customerId)).level).toBe('LOW');
+    });
+
+    it('settled first: the consumers find nothing, then or afterwards', async () => {
+      await received('suspend_sweeps', 'settled-first-1', "now() - interval '1 minute'");
+      await received('raise_risk', 'settled-first-2', "now() - interval '1 minute'");
+      const reproofing = pausedAfterOutbox(t.hub.db);
+      const clearing = clearAfterReproofing(reproofing.db, { customerId, began: new Date() });
+      await Promise.race([reproofing.atPause, clearing]);
+      const consuming = consume();
+      await aMoment();
+      reproofing.release();
+      expect(await clearing).toEqual({ unlocked: false, settled: 2 });
+      expect(await consuming).toEqual({ sweeps: 0, risk: 0 });
+      expect(await consume()).toEqual({ sweeps: 0, risk: 0 });
+      expect(await actionsOf('settled-first-')).toEqual([
+        { action: 'suspend_sweeps', processed: true, by: 'reproofing' },
+        { action: 'raise_risk', processed: true, by: 'reproofing' },
+      ]);
+      expect(await openStops()).toEqual([]);
+      expect((await effectiveRiskLevel(t.hub.db, customerId)).level).toBe('LOW');
+    });
   });
 });

@@ -20,7 +20,8 @@ import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
 
 let t: TestHub;
 beforeAll(async () => {
-  t = await startTestHub();
+  // No consumers of peers' actions in the background: a pending one stays until a test says.
+  t = await startTestHub({ signals: { enabled: false } });
 });
 afterAll(() => t?.close());
 
@@ -94,6 +95,17 @@ describe('exemptions', () => {
       [customerId],
     );
     expect(stored.rows[0]!.secret_enc).not.toContain(secret);
+    // A peer's stop received before the ticket was issued, and one after: setting up the app with the
+    // ticket is a re-proofing, which settles the first only (docs/reproofing-settles.md).
+    for (const [jti, at] of [
+      ['totp-before', "now() - interval '1 minute'"],
+      ['totp-after', 'now()'],
+    ])
+      await t.hub.db.query(
+        `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type, created_at)
+         VALUES ('suspend_sweeps', $1, 'peer', $2, 'https://schemas.openid.net/secevent/risc/event-type/account-disabled', ${at})`,
+        [customerId, jti],
+      );
     const wrong = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/totp/confirm`, { code: '000000' });
     expect(wrong.status).toBe(400);
     const ok = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/totp/confirm`, {
@@ -105,6 +117,14 @@ describe('exemptions', () => {
       [ticket.ticketId],
     );
     expect(ticketRow.rowCount).toBe(1);
+    const settled = await t.hub.db.query<{ jti: string; by: string | null }>(
+      "SELECT jti, detail ->> 'supersededBy' AS by FROM ssf_action_outbox WHERE jti LIKE 'totp-%' ORDER BY id",
+    );
+    expect(settled.rows).toEqual([
+      { jti: 'totp-before', by: 'reproofing' },
+      { jti: 'totp-after', by: null },
+    ]);
+    await t.hub.db.query("UPDATE ssf_action_outbox SET processed_at = now() WHERE jti = 'totp-after'");
 
     // Sign in with customer number + the next code, consent, redeem: acr and amr say `otp`.
     const auth = await startAuthorization(rp, 'openid accounts');

@@ -17,7 +17,8 @@ import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { addEmailChannel } from '../../src/notify/index.ts';
 import { firstLoginAfterRecovery, markLoginAfterRecovery } from '../../src/proofing/index.ts';
-import { accountLock } from '../../src/risk/index.ts';
+import { accountLock, riskEngineFor } from '../../src/risk/index.ts';
+import { applyPeerRiskActions } from '../../src/risk/peerActions.ts';
 import {
   type CrlServer,
   createTestCa,
@@ -76,6 +77,8 @@ beforeAll(async () => {
   });
   for (const { file, ca } of crlFiles) writeFileSync(file, await issueCrl(ca));
   t = await startTestHub({
+    // No consumers of peers' actions in the background: a test runs them when it means to.
+    signals: { enabled: false },
     proofing: {
       jpki: {
         trustAnchorsFile: anchors,
@@ -108,6 +111,23 @@ function browserFrom(address: string): UserAgent {
   });
 }
 
+/** A peer's action as the receiver leaves it, received `at` (SQL); no consumer runs in this hub. */
+const peerAction = (action: string, jti: string, at: string) =>
+  t.hub.db.query(
+    `INSERT INTO ssf_action_outbox (action, customer_id, peer_id, jti, event_type, created_at)
+     VALUES ($1, $2, 'peer-p', $3, 'https://schemas.openid.net/secevent/risc/event-type/account-disabled', ${at})`,
+    [action, customerId, jti],
+  );
+/** The outbox rows whose jti starts with `prefix`: processed, and by what. */
+const peerActions = async (prefix: string) =>
+  (
+    await t.hub.db.query<{ jti: string; processed: boolean; by: string | null }>(
+      `SELECT jti, processed_at IS NOT NULL AS processed, detail ->> 'supersededBy' AS by FROM ssf_action_outbox
+       WHERE jti LIKE $1 ORDER BY id`,
+      [`${prefix}%`],
+    )
+  ).rows;
+
 /** A fresh browser at the login page of a new authorization: its interaction uid. */
 async function openInteraction(ua: UserAgent): Promise<string> {
   const { response } = await ua.follow((await startAuthorization(await demoRp(t))).url);
@@ -137,6 +157,20 @@ async function verify(
     signature: signWith(holder, o.data ?? Buffer.from(flow.challenge, 'base64url')).toString('base64url'),
   });
   return { status: res.status, body: res.json<Record<string, unknown>>() };
+}
+
+/**
+ * A JPKI proofing flow for `purpose` with a peer's `action` received a minute before it began
+ * (`<prefix>-before`) and a suspend_sweeps received while it ran, before the card's answer
+ * (`<prefix>-during`): the proof says nothing about the latter.
+ */
+async function proofAmidPeerActions(purpose: string, prefix: string, action: string) {
+  await peerAction(action, `${prefix}-before`, "now() - interval '1 minute'");
+  const ua = createUserAgent({ fetch: t.fetch });
+  const uid = await openInteraction(ua);
+  const flow = await challenge(ua, uid, purpose);
+  await peerAction('suspend_sweeps', `${prefix}-during`, 'now()');
+  return { ua, uid, flow, proved: await verify(ua, uid, flow) };
 }
 
 async function lastRecord() {
@@ -417,6 +451,49 @@ describe('JPKI-style proofing', () => {
       lockedUntil: null,
       reproofingRequired: false,
     });
+  });
+
+  it('settles the peer actions received before the flow began, not those received while it ran', async () => {
+    const { flow, proved } = await proofAmidPeerActions('unlock', 'flow', 'require_reproofing');
+    expect(proved.body).toMatchObject({ verified: true, purpose: 'unlock' });
+    expect(await peerActions('flow-')).toEqual([
+      { jti: 'flow-before', processed: true, by: 'reproofing' },
+      { jti: 'flow-during', processed: false, by: null },
+    ]);
+    // The proof began when the flow did (not when the card signed, nor when the answer was checked).
+    const began = await t.hub.db.query<{ created_at: Date }>(
+      'SELECT created_at FROM proofing_flows WHERE id = $1',
+      [flow.flowId],
+    );
+    const audit = await t.hub.db.query<{ data: Record<string, string> }>(
+      "SELECT data FROM audit_events WHERE customer_id = $1 AND type = 'signals.actions.superseded'",
+      [customerId],
+    );
+    expect(audit.rows.map((r) => [r.data.jti, r.data.action, r.data.proofBegan])).toEqual([
+      ['flow-before', 'require_reproofing', new Date(began.rows[0]!.created_at).toISOString()],
+    ]);
+    expect(await applyPeerRiskActions(riskEngineFor(t.hub.config), t.hub.db)).toBe(0);
+    expect((await accountLock(t.hub.db, customerId)).locked).toBe(false);
+    await t.hub.db.query("UPDATE ssf_action_outbox SET processed_at = now() WHERE jti = 'flow-during'");
+  });
+
+  it('enrolment after a proofing flow: the proof began with the flow, not when its ticket was minted', async () => {
+    // The 'during' one is received before the verified flow mints its internal ticket.
+    const { ua, uid, flow, proved } = await proofAmidPeerActions('enrollment', 'minted', 'suspend_sweeps');
+    expect(proved.body).toMatchObject({ verified: true, purpose: 'enrollment' });
+    const options = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/options`, {
+      proofing: flow.flowId,
+    });
+    expect(options.status).toBe(200);
+    const registered = await ua.postJson(`${t.issuer}/interaction/${uid}/enroll/verify`, {
+      response: createEmulator().register(options.json(), t.issuer),
+    });
+    expect(registered.json()).toMatchObject({ registered: true });
+    expect(await peerActions('minted-')).toEqual([
+      { jti: 'minted-before', processed: true, by: 'reproofing' },
+      { jti: 'minted-during', processed: false, by: null },
+    ]);
+    await t.hub.db.query("UPDATE ssf_action_outbox SET processed_at = now() WHERE jti = 'minted-during'");
   });
 
   it('recovers with a fresh ticket from the operator when the customer ticks recovery', async () => {

@@ -17,10 +17,10 @@ import {
   accountLock,
   assessLogin,
   assessOperation,
+  clearAfterReproofing,
   deleteExpiredRiskEvents,
   effectiveRiskLevel,
   riskEngineFor,
-  unlockAccount,
 } from '../../src/risk/index.ts';
 import { onActionsQueued, runActions } from '../../src/signals/actions.ts';
 import { EVENT, linkCustomer } from '../../src/signals/index.ts';
@@ -224,7 +224,8 @@ describe('actions of received SETs', () => {
     expect(await push(EVENT.riskLevelChange, { current_level: 'MEDIUM', principal: 'USER' })).toBe(202);
     await waitFor('MEDIUM', async () => (await level()) === 'MEDIUM');
     expect(await audits('risk.peer.cleared')).toBe(0);
-    await unlockAccount(t.hub.db, customerId, 'reproofing');
+    // A proof begun now, after the peer's signal (docs/reproofing-settles.md).
+    await clearAfterReproofing(t.hub.db, { customerId, began: new Date() });
     expect(await effectiveRiskLevel(t.hub.db, customerId)).toEqual({
       level: 'LOW',
       engine: 'LOW',
@@ -338,7 +339,7 @@ describe('actions of received SETs', () => {
     expect(await audits('risk.account.locked.refused')).toBe(1);
 
     // Re-proofing lifts it (as the proofing routes do on a verified `unlock` flow).
-    expect(await unlockAccount(t.hub.db, customerId, 'reproofing')).toBe(true);
+    expect((await clearAfterReproofing(t.hub.db, { customerId, began: new Date() })).unlocked).toBe(true);
     const lock = await accountLock(t.hub.db, customerId);
     expect(lock).toEqual({ locked: false, lockedUntil: null, reproofingRequired: false });
     const again = await completeLogin({
