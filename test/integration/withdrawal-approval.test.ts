@@ -834,6 +834,36 @@ describe('what is refused before anything is approved', () => {
     });
   });
 
+  it('names the customer reads carry no control, invisible or direction-changing characters (security review)', async () => {
+    const refused = (details: unknown, path: string) =>
+      expect(push(details)).rejects.toMatchObject({
+        error: 'invalid_authorization_details',
+        error_description: expect.stringContaining(path),
+      });
+    // A NUL was accepted, shown, and failed only after the customer's passkey ceremony (a 500: the
+    // approval's JSON cannot hold it); a right-to-left override in the bank name showed the bank
+    // code, branch and account number after it reversed on the approval page.
+    await refused(withdrawal('700', { ...bank, holderName: 'ﾔﾏﾀﾞ\u0000ﾀﾛｳ' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, bankName: 'かけはし銀行\u202e' }), 'destination.bankName');
+    await refused(withdrawal('700', { ...bank, holderName: 'ﾔﾏﾀﾞ\u200bﾀﾛｳ' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, holderName: 'ﾔﾏﾀﾞ\ud800' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, holderName: 'ﾔﾏﾀﾞ\nﾀﾛｳ' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, holderName: '\u3000' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, bankName: ' かけはし銀行' }), 'destination.bankName');
+    await refused(
+      {
+        type: 'withdrawal_account_change',
+        sourceAccountId: sourceAccount,
+        newAccount: { ...bank, bankName: '\u2066銀行' },
+      },
+      'newAccount.bankName',
+    );
+    // Spaces inside a name (ideographic or not) are how names are written.
+    await expect(push(withdrawal('700', { ...bank, holderName: 'ヤマダ　タロウ' }))).resolves.toHaveProperty(
+      'url',
+    );
+  });
+
   it('the decision endpoint answers client mistakes in the API envelope', async () => {
     expect((await decide({ operation: 'withdrawal' }, null)).status).toBe(401);
     const bad = await decide({ operation: 'teleport', approvalToken: 'x', details: {} });
