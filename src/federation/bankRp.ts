@@ -20,6 +20,18 @@ import { DPOP_SECRET_NAME, loadRpKey, type RpKey } from './rpKey.ts';
 
 export type BankConfig = Config['linking']['banks'][number];
 
+/** The JWS algorithms of ID tokens the hub takes from a bank that names none (FAPI 2.0). */
+export const ID_TOKEN_ALGS: readonly string[] = ['PS256', 'ES256', 'EdDSA'];
+
+/** The `alg` of a compact JWS's protected header (undefined when it has none or is not one). */
+function jwsAlg(jws: string | undefined): unknown {
+  try {
+    return JSON.parse(Buffer.from(jws?.split('.')[0] ?? '', 'base64url').toString('utf8')).alg;
+  } catch {
+    return undefined;
+  }
+}
+
 /** What the hub keeps of one authorization request, to check the response against. */
 export interface BankChecks {
   state: string;
@@ -137,9 +149,17 @@ function asFederationError(err: unknown, what: string): FederationError {
     return new FederationError('ERR_BANK_UNAVAILABLE', `the bank could not be reached (${what})`, {
       cause: err,
     });
-  return new FederationError('ERR_BANK_RESPONSE', `${what}: ${(err as Error).message}`.slice(0, 300), {
-    cause: err,
-  });
+  // openid-client's own message is generic ("invalid response encountered"); oauth4webapi's, kept as
+  // the cause, names the check (e.g. "JWT signature verification failed"). Neither carries tokens.
+  const cause = (err as Error).cause;
+  const detail = cause instanceof Error ? ` (${cause.message})` : '';
+  return new FederationError(
+    'ERR_BANK_RESPONSE',
+    `${what}: ${(err as Error).message}${detail}`.slice(0, 300),
+    {
+      cause: err,
+    },
+  );
 }
 
 export function createBankFederation(o: { config: Config; db: Queryable; kek: Buffer }): BankFederation {
@@ -191,7 +211,7 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
             ? client.ClientSecretBasic(bank.auth.secret)
             : await key().then((k) => client.PrivateKeyJwt({ key: k.privateKey, kid: k.kid }));
         const customFetch = fetchFor(bank);
-        return client.discovery(
+        const config = await client.discovery(
           new URL(bank.issuer),
           bank.clientId,
           { redirect_uris: [redirectUriFor(bank.id)] },
@@ -200,6 +220,11 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
             ...(customFetch ? { [client.customFetch]: customFetch } : {}),
           },
         );
+        // openid-client checks an ID token's signature only when told (TLS alone otherwise): the
+        // acr, amr and names the policy decides on must be the bank's signed word (keys from its
+        // jwks_uri, refetched on an unknown kid; HS* refused).
+        client.enableNonRepudiationChecks(config);
+        return config;
       })().catch((err: unknown) => {
         // Not cached: the next attempt discovers again.
         discovered.delete(bank.id);
@@ -278,6 +303,13 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
           undefined,
           DPoP ? { DPoP } : undefined,
         );
+        // Whatever the bank's discovery lists: only these algorithms (openid-client takes any listed).
+        const alg = jwsAlg(tokens.id_token);
+        if (!(bank.idTokenSigningAlg ? [bank.idTokenSigningAlg] : ID_TOKEN_ALGS).includes(alg as string))
+          throw new FederationError(
+            'ERR_BANK_RESPONSE',
+            `ID token alg ${JSON.stringify(alg)?.slice(0, 20)} is not allowed`,
+          );
         // A bank that offers DPoP must bind its token: a Bearer token there is a downgrade.
         if (protections.dpop && tokens.token_type?.toLowerCase() !== 'dpop')
           throw new FederationError('ERR_BANK_RESPONSE', 'the bank offers DPoP but issued an unbound token');

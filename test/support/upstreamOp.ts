@@ -31,8 +31,11 @@ export interface UpstreamOpOptions {
    * keeps this OP's cookies apart from the hub's (cookies ignore ports).
    */
   hostname?: 'localhost' | '127.0.0.1';
-  /** ID token signing algorithm. Default ES256 (RS256: what a relying party without settings expects). */
-  idTokenAlg?: 'ES256' | 'RS256';
+  /**
+   * ID token signing algorithm. Default ES256 (RS256: what a relying party without settings expects;
+   * HS256: signed with the client's secret, which proves nothing the token endpoint's TLS does not).
+   */
+  idTokenAlg?: 'ES256' | 'RS256' | 'HS256';
   /** More claims the OP knows, by name, for the claims parameter (e.g. `verified_claims`). */
   claimNames?: string[];
 }
@@ -50,6 +53,11 @@ export interface UpstreamOp {
   login: { acr?: string; amr?: string[] };
   /** What the customer does at the OP: approve, or deny (the OP answers access_denied). */
   decision: 'approve' | 'deny';
+  /**
+   * When set, the OP's jwks_uri serves these keys instead of the one it signs with (a bank that
+   * rotated badly, or an ID token that is not the bank's): relying parties must refuse its tokens.
+   */
+  publishedJwks: { keys: Array<Record<string, unknown>> } | undefined;
   /** Registers a client (oidc-provider client metadata). */
   addClient(metadata: Record<string, unknown>): Promise<void>;
   close(): Promise<void>;
@@ -110,8 +118,10 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const issuer = `https://${options.hostname ?? 'localhost'}:${(server.address() as AddressInfo).port}`;
   const idTokenAlg = options.idTokenAlg ?? 'ES256';
+  // The OP's own key (HS256 ID tokens are signed with the client's secret instead).
+  const keyAlg = idTokenAlg === 'RS256' ? 'RS256' : 'ES256';
   const signing = (
-    idTokenAlg === 'RS256'
+    keyAlg === 'RS256'
       ? generateKeyPairSync('rsa', { modulusLength: 2048 })
       : generateKeyPairSync('ec', { namedCurve: 'P-256' })
   ).privateKey.export({ format: 'jwk' });
@@ -127,6 +137,7 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
     account: { sub: `upstream-${randomBytes(6).toString('hex')}`, claims: { ...options.claims } },
     login: { ...options.login },
     decision: 'approve',
+    publishedJwks: undefined,
     async addClient(metadata) {
       await clientStore.upsert(String(metadata.client_id), metadata as AdapterPayload);
     },
@@ -142,7 +153,7 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
   const provider = new Provider(issuer, {
     adapter: Adapter,
     jwks: {
-      keys: [{ ...signing, kid: `upstream-${idTokenAlg.toLowerCase()}`, alg: idTokenAlg, use: 'sig' }],
+      keys: [{ ...signing, kid: `upstream-${keyAlg.toLowerCase()}`, alg: keyAlg, use: 'sig' }],
     },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     features: {
@@ -186,6 +197,11 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
   const callback = provider.callback();
 
   server.on('request', async (req, res) => {
+    if (req.url === '/jwks' && op.publishedJwks) {
+      res.setHeader('content-type', 'application/jwk-set+json');
+      res.end(JSON.stringify(op.publishedJwks));
+      return;
+    }
     if (!req.url?.startsWith('/interaction/')) return callback(req, res);
     try {
       const details = await provider.interactionDetails(req, res);

@@ -73,7 +73,7 @@ describe('名義一致: normalizeName / matchesRegisteredName', () => {
 });
 
 describe('bankStrength', () => {
-  it('classes by the bank’s own acr map first, then the exact acr phr/phrh, then amr (RFC 8176)', () => {
+  it('classes by the bank’s own acr map first, then amr (RFC 8176)', () => {
     expect(bankStrength({ acr: 'urn:x:loa:2', amr: ['pwd'] }, { 'urn:x:loa:2': 'phishing_resistant' })).toBe(
       'phishing_resistant',
     );
@@ -83,8 +83,9 @@ describe('bankStrength', () => {
     expect(bankStrength({ acr: 'urn:bank:fido2' }, { 'urn:bank:fido2': 'phishing_resistant' })).toBe(
       'phishing_resistant',
     );
-    expect(bankStrength({ acr: 'phr' })).toBe('phishing_resistant');
-    expect(bankStrength({ acr: 'phrh', amr: ['pwd'] })).toBe('phishing_resistant');
+    expect(bankStrength({ acr: 'phr', amr: ['pwd'] }, { phr: 'phishing_resistant' })).toBe(
+      'phishing_resistant',
+    );
     expect(bankStrength({ amr: ['pwd', 'otp'] })).toBe('otp');
     expect(bankStrength({ amr: ['sms'] })).toBe('otp');
     expect(bankStrength({ amr: ['pwd', 'mfa'] })).toBe('otp');
@@ -109,6 +110,10 @@ describe('bankStrength', () => {
     expect(bankStrength({ acr: 'urn:bank:loa:phr' })).toBe('unknown');
     expect(bankStrength({ acr: 'webauthn' })).toBe('unknown');
     expect(bankStrength({ acr: 'PHR' })).toBe('unknown');
+    // Nor the OpenID EAP values the bank did not map (security review, session 14).
+    expect(bankStrength({ acr: 'phr' })).toBe('unknown');
+    expect(bankStrength({ acr: 'phrh', amr: ['pwd'] })).toBe('password');
+    expect(bankStrength({ acr: 'phr', amr: ['pwd', 'otp'] }, { other: 'phishing_resistant' })).toBe('otp');
     // An unmapped acr does not hide a strong amr, and the bank's own mapping still rules.
     expect(bankStrength({ acr: 'urn:bank:no-passkey', amr: ['hwk', 'user'] })).toBe('phishing_resistant');
     expect(
