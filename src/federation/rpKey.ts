@@ -10,6 +10,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { recordAudit } from '../audit/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { decryptAtRest, encryptAtRest, jwkThumbprint } from '../keys/index.ts';
+import { FederationError } from './errors.ts';
 
 const SECRET_NAME = 'federation.rp_signing_key';
 export const DPOP_SECRET_NAME = 'federation.rp_dpop_key';
@@ -63,5 +64,14 @@ export async function loadRpKey(db: Queryable, kek: Buffer, name: string = SECRE
       });
     sealed = await read();
   }
-  return toRpKey(JSON.parse(decryptAtRest(kek, sealed!, name)) as JsonWebKey);
+  try {
+    return await toRpKey(JSON.parse(decryptAtRest(kek, sealed!, name)) as JsonWebKey);
+  } catch (err) {
+    // Never generated anew over it (banks registered its public part): the operator must act.
+    throw new FederationError(
+      'ERR_RP_KEY',
+      `the hub's ${name} does not open with the configured key-encryption key (sealed with another KEK, or tampered; see docs/key-rotation.md)`,
+      { cause: err },
+    );
+  }
 }

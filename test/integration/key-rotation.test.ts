@@ -10,9 +10,16 @@ import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { loadConfig } from '../../src/config/index.ts';
+import {
+  type BankConfig,
+  createBankFederation,
+  FederationError,
+  loadRpKey,
+} from '../../src/federation/index.ts';
 import { runKeysCommand } from '../../src/keys/command.ts';
 import {
   advanceKeyLifecycle,
+  encryptAtRest,
   keyLifecycleSettings,
   listSigningKeys,
   loadKeyEncryptionKey,
@@ -20,6 +27,7 @@ import {
   rekeyAtRest,
 } from '../../src/keys/index.ts';
 import { SEALED_COLUMNS } from '../../src/keys/rekey.ts';
+import { LinkError, loadPolicy, startBankLink } from '../../src/linking/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { testDb } from '../support/db.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
@@ -292,6 +300,92 @@ describe('key-encryption key rotation (keys rekey)', () => {
     } finally {
       await d.close();
     }
+  });
+
+  it('re-seals the bank-federation keys; a node whose KEK does not open them says so, never a 500 (security review)', async () => {
+    const d = await testDb();
+    try {
+      const oldKek = randomBytes(32);
+      const newKek = randomBytes(32).toString('base64url');
+      const signing = await loadRpKey(d.db, oldKek);
+      const dpop = await loadRpKey(d.db, oldKek, 'federation.rp_dpop_key');
+      expect(signing.kid).not.toBe(dpop.kid);
+      const rotating = loadKeyEncryptionKey({
+        keyEncryptionKey: newKek,
+        additionalKeyEncryptionKeys: [oldKek.toString('base64url')],
+        dataDir: '',
+      });
+      expect((await rekeyAtRest(d.db, rotating, 'operator:test')).resealed['secrets.value_enc']).toBe(2);
+      const newOnly = loadKeyEncryptionKey({ keyEncryptionKey: newKek, dataDir: '' });
+      expect((await loadRpKey(d.db, newOnly)).kid).toBe(signing.kid);
+      expect((await loadRpKey(d.db, newOnly, 'federation.rp_dpop_key')).kid).toBe(dpop.kid);
+      // The old KEK alone: a clear error naming the key, and the key is not replaced by a new one.
+      const sealed = async () =>
+        (await d.db.query("SELECT value_enc FROM secrets WHERE name LIKE 'federation.%' ORDER BY name")).rows;
+      const before = await sealed();
+      const err = await loadRpKey(d.db, oldKek).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FederationError);
+      expect(err).toMatchObject({
+        code: 'ERR_RP_KEY',
+        message: expect.stringContaining('federation.rp_signing_key'),
+      });
+      expect(await sealed()).toEqual(before);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('a relying-party key that does not open: the JWKS answers 503 and a link start blames the hub, not the bank', async () => {
+    // Before the fix: a 500 at /federation/jwks.json, and "the bank cannot be reached" at a link start.
+    await t.hub.db.query(
+      `INSERT INTO secrets (name, value_enc) VALUES ('federation.rp_signing_key', $1)
+       ON CONFLICT (name) DO UPDATE SET value_enc = EXCLUDED.value_enc`,
+      [encryptAtRest(randomBytes(32), '{}', 'federation.rp_signing_key')],
+    );
+    const res = await t.fetch(`${t.issuer}/federation/jwks.json`);
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({
+      error: 'temporarily_unavailable',
+      error_description: 'the relying-party key is unavailable',
+    });
+    const bank = {
+      id: 'fapi-bank',
+      name: { ja: '銀行', en: 'Bank' },
+      issuer: 'https://localhost:1',
+      clientId: 'kakehashi',
+      auth: { method: 'private_key_jwt' },
+      scope: 'openid',
+      acrStrength: {},
+      accountClaim: 'bank_account',
+    } satisfies BankConfig;
+    const config = { ...t.hub.config, linking: { ...t.hub.config.linking, banks: [bank] } };
+    const federation = createBankFederation({ config, db: t.hub.db, kek: t.hub.authn.kek! });
+    const customerId = t.hub.demo!.customerId;
+    const account = await t.hub.db.query<{ id: string }>(
+      "SELECT id FROM accounts WHERE customer_id = $1 AND kind = 'securities' LIMIT 1",
+      [customerId],
+    );
+    const started = startBankLink(
+      { db: t.hub.db, config, policy: loadPolicy(), federation, kek: t.hub.authn.kek! },
+      {
+        customerId,
+        sessionUid: 's',
+        sessionAcr: 'phr',
+        sessionLoginTs: Date.now() / 1000,
+        bankId: bank.id,
+        accountId: account.rows[0]!.id,
+      },
+    );
+    await expect(started).rejects.toBeInstanceOf(LinkError);
+    await expect(started).rejects.toMatchObject({ code: 'ERR_LINK_HUB_UNAVAILABLE' });
+    const audited = await t.hub.db.query<{ type: string }>(
+      "SELECT type FROM audit_events WHERE type IN ('federation.rp_key.unavailable', 'linking.link.hub_unavailable') ORDER BY id",
+    );
+    expect(audited.rows.map((r) => r.type)).toEqual([
+      'federation.rp_key.unavailable',
+      'linking.link.hub_unavailable',
+    ]);
+    await t.hub.db.query("DELETE FROM secrets WHERE name = 'federation.rp_signing_key'");
   });
 
   it('knows every sealed column of the schema', async () => {
