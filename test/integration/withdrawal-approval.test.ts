@@ -32,6 +32,7 @@ import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { type ClientKey, configFor, registerClient, type Token, tokenFor } from '../support/institution.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 const REDIRECT = 'https://brokerage.example/cb';
 const bank = {
@@ -862,6 +863,27 @@ describe('what is refused before anything is approved', () => {
     await expect(push(withdrawal('700', { ...bank, holderName: 'ヤマダ　タロウ' }))).resolves.toHaveProperty(
       'url',
     );
+    // Every refusal is audited with the client, the operation and the reason (none were before).
+    const refusals = async () =>
+      (
+        await t.hub.db.query<{ client_id: string; data: { kinds: string[]; reason: string } }>(
+          "SELECT client_id, data FROM audit_events WHERE type = 'approval.request_refused' ORDER BY id",
+        )
+      ).rows;
+    await waitFor('the refusals audited', async () => (await refusals()).length >= 8);
+    expect((await refusals()).slice(-2)).toEqual([
+      {
+        client_id: 'brokerage-rp',
+        data: { kinds: ['withdrawal'], reason: expect.stringContaining('destination.bankName') },
+      },
+      {
+        client_id: 'brokerage-rp',
+        data: {
+          kinds: ['withdrawal_account_change'],
+          reason: expect.stringContaining('newAccount.bankName'),
+        },
+      },
+    ]);
   });
 
   it('the decision endpoint answers client mistakes in the API envelope', async () => {
