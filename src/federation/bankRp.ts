@@ -16,7 +16,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import type { Config } from '../config/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { FederationError } from './errors.ts';
-import { DPOP_SECRET_NAME, loadRpKey, type RpKey } from './rpKey.ts';
+import { DPOP_SECRET_NAME, loadRpKey, type RpKey, rpPublicJwks } from './rpKey.ts';
 
 export type BankConfig = Config['linking']['banks'][number];
 
@@ -70,7 +70,7 @@ export interface BankFederation {
   authorizationUrl(bankId: string, checks: BankChecks): Promise<URL>;
   /** Validates the callback and exchanges the code; FederationError on any failure. */
   complete(bankId: string, callbackUrl: URL, checks: BankChecks): Promise<BankAssertion>;
-  /** The public key banks register for private_key_jwt. */
+  /** The public keys banks register for private_key_jwt: current, and a staged next or the previous. */
   jwks(): Promise<{ keys: JsonWebKey[] }>;
 }
 
@@ -166,14 +166,21 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
   const banks = o.config.linking.banks;
   const redirectUriFor = (bankId: string) => `${o.config.issuer}${BANK_CALLBACK_PATH}/${bankId}`;
   const discovered = new Map<string, Promise<client.Configuration>>();
-  /** A sealed key, loaded once per process (a failed load is tried again next time). */
+  /**
+   * A sealed key, read again after keys.pollSeconds so that a promoted signing key (keys promote-rp)
+   * signs on every node within that time; a failed load is tried again next time.
+   */
   const cachedKey = (name?: string) => {
     let loaded: Promise<RpKey> | undefined;
+    let loadedAt = 0;
     return () => {
-      loaded ??= loadRpKey(o.db, o.kek, name).catch((err) => {
-        loaded = undefined;
-        throw err;
-      });
+      if (!loaded || Date.now() - loadedAt > o.config.keys.pollSeconds * 1000) {
+        loadedAt = Date.now();
+        loaded = loadRpKey(o.db, o.kek, name).catch((err) => {
+          loaded = undefined;
+          throw err;
+        });
+      }
       return loaded;
     };
   };
@@ -206,10 +213,14 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
     let found = discovered.get(bank.id);
     if (!found) {
       found = (async () => {
-        const auth =
+        // private_key_jwt with whichever key signs at the time of each request (rotation).
+        const auth: client.ClientAuth =
           bank.auth.method === 'client_secret'
             ? client.ClientSecretBasic(bank.auth.secret)
-            : await key().then((k) => client.PrivateKeyJwt({ key: k.privateKey, kid: k.kid }));
+            : async (as, metadata, body, headers) => {
+                const k = await key();
+                await client.PrivateKeyJwt({ key: k.privateKey, kid: k.kid })(as, metadata, body, headers);
+              };
         const customFetch = fetchFor(bank);
         const config = await client.discovery(
           new URL(bank.issuer),
@@ -248,6 +259,8 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
 
     async authorizationUrl(bankId, checks) {
       const bank = known(bankId);
+      // The hub's own key first: a key that does not open is the hub's fault (ERR_RP_KEY), whatever the bank does.
+      if (bank.auth.method === 'private_key_jwt') await key();
       const config = await configuration(bank);
       const params: Record<string, string> = {
         redirect_uri: redirectUriFor(bank.id),
@@ -262,10 +275,11 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
       const p = protectionsFor(bank, config);
       try {
         // JAR: the parameters travel as one request object signed with the hub's RP key.
-        const url = p.jar
+        const signer = p.jar ? await key() : undefined;
+        const url = signer
           ? await client.buildAuthorizationUrlWithJAR(config, params, {
-              key: (await key()).privateKey,
-              kid: (await key()).kid,
+              key: signer.privateKey,
+              kid: signer.kid,
             })
           : client.buildAuthorizationUrl(config, params);
         if (!p.par) return url;
@@ -341,8 +355,7 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
       }
     },
 
-    async jwks() {
-      return { keys: [(await key()).publicJwk] };
-    },
+    // Read at every request: a staged or promoted key is published at once.
+    jwks: () => rpPublicJwks(o.db, o.kek),
   };
 }

@@ -13,4 +13,4 @@ export {
   maskBankAccount,
 } from './bankRp.ts';
 export { FederationError, type FederationErrorCode } from './errors.ts';
-export { loadRpKey, type RpKey } from './rpKey.ts';
+export { loadRpKey, promoteRpKey, type RpKey, rpPublicJwks, stageRpKey } from './rpKey.ts';
