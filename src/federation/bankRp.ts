@@ -267,6 +267,9 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
         scope: bank.scope,
         state: checks.state,
         nonce: checks.nonce,
+        // A sign-in at the bank as fresh as the hub wants its own: an old bank session proves nothing
+        // about who links the account now (auth_time is then required and checked).
+        max_age: String(o.config.linking.signInMaxAgeSeconds),
         code_challenge: await client.calculatePKCECodeChallenge(checks.codeVerifier),
         code_challenge_method: 'S256',
         ...(bank.claims ? { claims: JSON.stringify(bank.claims) } : {}),
@@ -312,6 +315,7 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
             pkceCodeVerifier: checks.codeVerifier,
             expectedState: checks.state,
             expectedNonce: checks.nonce,
+            maxAge: o.config.linking.signInMaxAgeSeconds,
             idTokenExpected: true,
           },
           undefined,

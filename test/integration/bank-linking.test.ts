@@ -566,6 +566,19 @@ describe('the callback', () => {
     ]);
   });
 
+  it('asks the bank for a sign-in as fresh as the hub’s own: an old bank session does not link (security review)', async () => {
+    // The customer opened a session at the bank an hour ago; without max_age the bank answered
+    // from it (one sign-in, auth_time an hour old) and the link was made on that.
+    passkeyBank.login.authTime = Math.floor(Date.now() / 1000) - 3600;
+    const before = passkeyBank.signIns;
+    const { result } = await linkAt('a-bank');
+    expect(passkeyBank.signIns - before).toBe(2);
+    expect(result).toBe('linked');
+    const [link] = await liveLinks();
+    expect(link?.bankId).toBe('a-bank');
+    await removeAll();
+  });
+
   it('an acr the bank’s configuration does not map never counts as phishing-resistant (security review)', async () => {
     // `phr` from a bank that maps no acr values, with a password sign-in: the acr alone said passkey.
     passwordBank.login = { acr: 'phr', amr: ['pwd'] };

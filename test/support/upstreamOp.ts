@@ -15,11 +15,22 @@ import path from 'node:path';
 import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
 import { ensureDevTls } from '../../src/tls/index.ts';
 
+/** What the OP's automatic sign-in asserts. */
+export interface UpstreamLogin {
+  acr?: string;
+  amr?: string[];
+  /**
+   * When the customer signed in (epoch seconds), for the next sign-in only: a session the customer
+   * opened at the OP long ago. Later sign-ins are fresh (as when the OP asks again for max_age).
+   */
+  authTime?: number;
+}
+
 export interface UpstreamOpOptions {
   /** Claims of the one account (besides `sub`), e.g. names and a bank account. */
   claims?: Record<string, unknown>;
   /** acr and amr of the automatic sign-in. */
-  login?: { acr?: string; amr?: string[] };
+  login?: UpstreamLogin;
   /** Offer PAR (pushed_authorization_request_endpoint) and require it. Default false. */
   requirePar?: boolean;
   /** Extra claim names the OP may release under the `profile` scope. */
@@ -50,7 +61,9 @@ export interface UpstreamOp {
   provider: Provider;
   /** The account the OP signs in (claims are read at every request). */
   account: { sub: string; claims: Record<string, unknown> };
-  login: { acr?: string; amr?: string[] };
+  login: UpstreamLogin;
+  /** Sign-ins the OP has performed (each login prompt answered). */
+  signIns: number;
   /** What the customer does at the OP: approve, or deny (the OP answers access_denied). */
   decision: 'approve' | 'deny';
   /**
@@ -136,6 +149,7 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
     provider: undefined as unknown as Provider,
     account: { sub: `upstream-${randomBytes(6).toString('hex')}`, claims: { ...options.claims } },
     login: { ...options.login },
+    signIns: 0,
     decision: 'approve',
     publishedJwks: undefined,
     async addClient(metadata) {
@@ -209,13 +223,16 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
       if (op.decision === 'deny') {
         result = { error: 'access_denied', error_description: 'the customer cancelled at the bank' };
       } else if (details.prompt.name === 'login') {
+        op.signIns++;
         result = {
           login: {
             accountId: op.account.sub,
             ...(op.login.acr ? { acr: op.login.acr } : {}),
             ...(op.login.amr ? { amr: op.login.amr } : {}),
+            ...(op.login.authTime ? { ts: op.login.authTime } : {}),
           },
         };
+        op.login.authTime = undefined;
       } else {
         const grant = new provider.Grant({
           accountId: op.account.sub,
