@@ -131,6 +131,28 @@ export function assertedNames(claims: Record<string, unknown>): string[] {
   return [...new Set(names)];
 }
 
+/** Seconds of clock difference tolerated with a bank (openid-client's own tolerance). */
+const CLOCK_TOLERANCE = 30;
+
+/**
+ * What openid-client leaves unchecked in a bank's ID token, as the reason it is refused (undefined:
+ * fine): `azp`, when present, must be the hub's client id (OIDC Core 3.1.3.7; openid-client compares
+ * it only with several audiences); `iat` must lie between the oldest acceptable sign-in (`maxAge`,
+ * the max_age the hub sent) and now, with the clock tolerance — a token from the future or one
+ * older than the sign-in it reports is no answer to this exchange.
+ */
+export function idTokenProblem(
+  claims: { azp?: unknown; iat?: unknown },
+  o: { clientId: string; maxAge: number; now?: number },
+): string | undefined {
+  if (claims.azp !== undefined && claims.azp !== o.clientId) return 'ID token azp is not the hub';
+  const now = o.now ?? Math.floor(Date.now() / 1000);
+  if (typeof claims.iat !== 'number') return 'ID token iat is missing';
+  if (claims.iat > now + CLOCK_TOLERANCE) return 'ID token iat is in the future';
+  if (claims.iat < now - o.maxAge - CLOCK_TOLERANCE) return 'ID token iat is older than max_age';
+  return undefined;
+}
+
 function fetchFor(bank: BankConfig): client.CustomFetch | undefined {
   if (!bank.caFile) return undefined;
   const dispatcher = new Agent({ connect: { ca: readFileSync(bank.caFile, 'utf8') } });
@@ -332,6 +354,11 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
         if (protections.dpop && tokens.token_type?.toLowerCase() !== 'dpop')
           throw new FederationError('ERR_BANK_RESPONSE', 'the bank offers DPoP but issued an unbound token');
         const idToken = tokens.claims()!;
+        const problem = idTokenProblem(idToken, {
+          clientId: bank.clientId,
+          maxAge: o.config.linking.signInMaxAgeSeconds,
+        });
+        if (problem) throw new FederationError('ERR_BANK_RESPONSE', problem);
         let claims: Record<string, unknown> = { ...idToken };
         // Banks that keep names or the account out of the ID token give them at userinfo.
         const missing = !assertedNames(claims).length || claims[bank.accountClaim] === undefined;

@@ -10,6 +10,7 @@ export {
   type BankConfig,
   type BankFederation,
   createBankFederation,
+  idTokenProblem,
   maskBankAccount,
 } from './bankRp.ts';
 export { FederationError, type FederationErrorCode } from './errors.ts';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assertedNames, maskBankAccount } from '../../src/federation/index.ts';
+import { assertedNames, idTokenProblem, maskBankAccount } from '../../src/federation/index.ts';
 import { bankStrength } from '../../src/linking/index.ts';
 import { matchesRegisteredName, normalizeName } from '../../src/proofing/index.ts';
 
@@ -122,5 +122,22 @@ describe('bankStrength', () => {
         { 'urn:bank:no-passkey': 'password' },
       ),
     ).toBe('password');
+  });
+});
+
+describe('idTokenProblem (what openid-client leaves to the hub; security review)', () => {
+  const now = 1_800_000_000;
+  const o = { clientId: 'kakehashi', maxAge: 300, now };
+  it('takes a token issued now, with or without azp naming the hub', () => {
+    expect(idTokenProblem({ iat: now }, o)).toBeUndefined();
+    expect(idTokenProblem({ iat: now - 329, azp: 'kakehashi' }, o)).toBeUndefined();
+    expect(idTokenProblem({ iat: now + 30 }, o)).toBeUndefined();
+  });
+  it('refuses another azp, a missing iat, an iat from the future or older than max_age', () => {
+    expect(idTokenProblem({ iat: now, azp: 'another-client' }, o)).toMatch(/azp/);
+    expect(idTokenProblem({}, o)).toMatch(/iat is missing/);
+    expect(idTokenProblem({ iat: now + 31 }, o)).toMatch(/future/);
+    expect(idTokenProblem({ iat: now - 331 }, o)).toMatch(/older/);
+    expect(idTokenProblem({ iat: String(now) }, o)).toMatch(/iat is missing/);
   });
 });
