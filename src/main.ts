@@ -60,6 +60,8 @@ const USAGE = `usage: kakehashi <command>
                              algorithm unless --alg); it signs after keys.activateAfterSeconds
   keys rekey                 re-seal every secret with the configured key-encryption key (KEK rotation)
   keys new-kek               print a fresh random key-encryption key
+  keys rotate-rp             publish a next bank-federation signing key (/federation/jwks.json)
+  keys promote-rp            the next bank-federation key signs; the replaced one stays published
   policy show [--ja] [--json]   the effective withdrawal-strength policy (operations, facts, rules)
   ssf streams [--json]       Shared Signals streams: status, delivery method, backlog, last delivery/error
   ssf stream <id> pause|enable|disable [--reason "…"]   change a stream's status (receiver is told)

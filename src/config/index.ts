@@ -79,6 +79,11 @@ const bankSchema = z
     acrValues: z.array(z.string().min(1)).optional(),
     /** The bank's own acr values and the strength class each means; amr decides otherwise. */
     acrStrength: z.record(z.string(), bankStrengthValue).default({}),
+    /**
+     * The one JWS algorithm the bank signs ID tokens with (registered there as
+     * id_token_signed_response_alg); unset: any of PS256, ES256, EdDSA (FAPI 2.0).
+     */
+    idTokenSigningAlg: z.enum(['PS256', 'ES256', 'EdDSA']).optional(),
     /** The ID token or userinfo claim naming the bank account ({branch_code, account_number, …}). */
     accountClaim: z.string().min(1).default('bank_account'),
     /** PEM file of the CA that issued the bank's TLS certificate, when it is not a public one. */

@@ -16,9 +16,21 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import type { Config } from '../config/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { FederationError } from './errors.ts';
-import { DPOP_SECRET_NAME, loadRpKey, type RpKey } from './rpKey.ts';
+import { DPOP_SECRET_NAME, loadRpKey, type RpKey, rpPublicJwks } from './rpKey.ts';
 
 export type BankConfig = Config['linking']['banks'][number];
+
+/** The JWS algorithms of ID tokens the hub takes from a bank that names none (FAPI 2.0). */
+export const ID_TOKEN_ALGS: readonly string[] = ['PS256', 'ES256', 'EdDSA'];
+
+/** The `alg` of a compact JWS's protected header (undefined when it has none or is not one). */
+function jwsAlg(jws: string | undefined): unknown {
+  try {
+    return JSON.parse(Buffer.from(jws?.split('.')[0] ?? '', 'base64url').toString('utf8')).alg;
+  } catch {
+    return undefined;
+  }
+}
 
 /** What the hub keeps of one authorization request, to check the response against. */
 export interface BankChecks {
@@ -58,7 +70,7 @@ export interface BankFederation {
   authorizationUrl(bankId: string, checks: BankChecks): Promise<URL>;
   /** Validates the callback and exchanges the code; FederationError on any failure. */
   complete(bankId: string, callbackUrl: URL, checks: BankChecks): Promise<BankAssertion>;
-  /** The public key banks register for private_key_jwt. */
+  /** The public keys banks register for private_key_jwt: current, and a staged next or the previous. */
   jwks(): Promise<{ keys: JsonWebKey[] }>;
 }
 
@@ -119,6 +131,28 @@ export function assertedNames(claims: Record<string, unknown>): string[] {
   return [...new Set(names)];
 }
 
+/** Seconds of clock difference tolerated with a bank (openid-client's own tolerance). */
+const CLOCK_TOLERANCE = 30;
+
+/**
+ * What openid-client leaves unchecked in a bank's ID token, as the reason it is refused (undefined:
+ * fine): `azp`, when present, must be the hub's client id (OIDC Core 3.1.3.7; openid-client compares
+ * it only with several audiences); `iat` must lie between the oldest acceptable sign-in (`maxAge`,
+ * the max_age the hub sent) and now, with the clock tolerance — a token from the future or one
+ * older than the sign-in it reports is no answer to this exchange.
+ */
+export function idTokenProblem(
+  claims: { azp?: unknown; iat?: unknown },
+  o: { clientId: string; maxAge: number; now?: number },
+): string | undefined {
+  if (claims.azp !== undefined && claims.azp !== o.clientId) return 'ID token azp is not the hub';
+  const now = o.now ?? Math.floor(Date.now() / 1000);
+  if (typeof claims.iat !== 'number') return 'ID token iat is missing';
+  if (claims.iat > now + CLOCK_TOLERANCE) return 'ID token iat is in the future';
+  if (claims.iat < now - o.maxAge - CLOCK_TOLERANCE) return 'ID token iat is older than max_age';
+  return undefined;
+}
+
 function fetchFor(bank: BankConfig): client.CustomFetch | undefined {
   if (!bank.caFile) return undefined;
   const dispatcher = new Agent({ connect: { ca: readFileSync(bank.caFile, 'utf8') } });
@@ -137,23 +171,38 @@ function asFederationError(err: unknown, what: string): FederationError {
     return new FederationError('ERR_BANK_UNAVAILABLE', `the bank could not be reached (${what})`, {
       cause: err,
     });
-  return new FederationError('ERR_BANK_RESPONSE', `${what}: ${(err as Error).message}`.slice(0, 300), {
-    cause: err,
-  });
+  // openid-client's own message is generic ("invalid response encountered"); oauth4webapi's, kept as
+  // the cause, names the check (e.g. "JWT signature verification failed"). Neither carries tokens.
+  const cause = (err as Error).cause;
+  const detail = cause instanceof Error ? ` (${cause.message})` : '';
+  return new FederationError(
+    'ERR_BANK_RESPONSE',
+    `${what}: ${(err as Error).message}${detail}`.slice(0, 300),
+    {
+      cause: err,
+    },
+  );
 }
 
 export function createBankFederation(o: { config: Config; db: Queryable; kek: Buffer }): BankFederation {
   const banks = o.config.linking.banks;
   const redirectUriFor = (bankId: string) => `${o.config.issuer}${BANK_CALLBACK_PATH}/${bankId}`;
   const discovered = new Map<string, Promise<client.Configuration>>();
-  /** A sealed key, loaded once per process (a failed load is tried again next time). */
+  /**
+   * A sealed key, read again after keys.pollSeconds so that a promoted signing key (keys promote-rp)
+   * signs on every node within that time; a failed load is tried again next time.
+   */
   const cachedKey = (name?: string) => {
     let loaded: Promise<RpKey> | undefined;
+    let loadedAt = 0;
     return () => {
-      loaded ??= loadRpKey(o.db, o.kek, name).catch((err) => {
-        loaded = undefined;
-        throw err;
-      });
+      if (!loaded || Date.now() - loadedAt > o.config.keys.pollSeconds * 1000) {
+        loadedAt = Date.now();
+        loaded = loadRpKey(o.db, o.kek, name).catch((err) => {
+          loaded = undefined;
+          throw err;
+        });
+      }
       return loaded;
     };
   };
@@ -186,12 +235,16 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
     let found = discovered.get(bank.id);
     if (!found) {
       found = (async () => {
-        const auth =
+        // private_key_jwt with whichever key signs at the time of each request (rotation).
+        const auth: client.ClientAuth =
           bank.auth.method === 'client_secret'
             ? client.ClientSecretBasic(bank.auth.secret)
-            : await key().then((k) => client.PrivateKeyJwt({ key: k.privateKey, kid: k.kid }));
+            : async (as, metadata, body, headers) => {
+                const k = await key();
+                await client.PrivateKeyJwt({ key: k.privateKey, kid: k.kid })(as, metadata, body, headers);
+              };
         const customFetch = fetchFor(bank);
-        return client.discovery(
+        const config = await client.discovery(
           new URL(bank.issuer),
           bank.clientId,
           { redirect_uris: [redirectUriFor(bank.id)] },
@@ -200,6 +253,11 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
             ...(customFetch ? { [client.customFetch]: customFetch } : {}),
           },
         );
+        // openid-client checks an ID token's signature only when told (TLS alone otherwise): the
+        // acr, amr and names the policy decides on must be the bank's signed word (keys from its
+        // jwks_uri, refetched on an unknown kid; HS* refused).
+        client.enableNonRepudiationChecks(config);
+        return config;
       })().catch((err: unknown) => {
         // Not cached: the next attempt discovers again.
         discovered.delete(bank.id);
@@ -223,12 +281,17 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
 
     async authorizationUrl(bankId, checks) {
       const bank = known(bankId);
+      // The hub's own key first: a key that does not open is the hub's fault (ERR_RP_KEY), whatever the bank does.
+      if (bank.auth.method === 'private_key_jwt') await key();
       const config = await configuration(bank);
       const params: Record<string, string> = {
         redirect_uri: redirectUriFor(bank.id),
         scope: bank.scope,
         state: checks.state,
         nonce: checks.nonce,
+        // A sign-in at the bank as fresh as the hub wants its own: an old bank session proves nothing
+        // about who links the account now (auth_time is then required and checked).
+        max_age: String(o.config.linking.signInMaxAgeSeconds),
         code_challenge: await client.calculatePKCECodeChallenge(checks.codeVerifier),
         code_challenge_method: 'S256',
         ...(bank.claims ? { claims: JSON.stringify(bank.claims) } : {}),
@@ -237,10 +300,11 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
       const p = protectionsFor(bank, config);
       try {
         // JAR: the parameters travel as one request object signed with the hub's RP key.
-        const url = p.jar
+        const signer = p.jar ? await key() : undefined;
+        const url = signer
           ? await client.buildAuthorizationUrlWithJAR(config, params, {
-              key: (await key()).privateKey,
-              kid: (await key()).kid,
+              key: signer.privateKey,
+              kid: signer.kid,
             })
           : client.buildAuthorizationUrl(config, params);
         if (!p.par) return url;
@@ -273,15 +337,28 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
             pkceCodeVerifier: checks.codeVerifier,
             expectedState: checks.state,
             expectedNonce: checks.nonce,
+            maxAge: o.config.linking.signInMaxAgeSeconds,
             idTokenExpected: true,
           },
           undefined,
           DPoP ? { DPoP } : undefined,
         );
+        // Whatever the bank's discovery lists: only these algorithms (openid-client takes any listed).
+        const alg = jwsAlg(tokens.id_token);
+        if (!(bank.idTokenSigningAlg ? [bank.idTokenSigningAlg] : ID_TOKEN_ALGS).includes(alg as string))
+          throw new FederationError(
+            'ERR_BANK_RESPONSE',
+            `ID token alg ${JSON.stringify(alg)?.slice(0, 20)} is not allowed`,
+          );
         // A bank that offers DPoP must bind its token: a Bearer token there is a downgrade.
         if (protections.dpop && tokens.token_type?.toLowerCase() !== 'dpop')
           throw new FederationError('ERR_BANK_RESPONSE', 'the bank offers DPoP but issued an unbound token');
         const idToken = tokens.claims()!;
+        const problem = idTokenProblem(idToken, {
+          clientId: bank.clientId,
+          maxAge: o.config.linking.signInMaxAgeSeconds,
+        });
+        if (problem) throw new FederationError('ERR_BANK_RESPONSE', problem);
         let claims: Record<string, unknown> = { ...idToken };
         // Banks that keep names or the account out of the ID token give them at userinfo.
         const missing = !assertedNames(claims).length || claims[bank.accountClaim] === undefined;
@@ -309,8 +386,7 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
       }
     },
 
-    async jwks() {
-      return { keys: [(await key()).publicJwk] };
-    },
+    // Read at every request: a staged or promoted key is published at once.
+    jwks: () => rpPublicJwks(o.db, o.kek),
   };
 }

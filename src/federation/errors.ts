@@ -6,7 +6,12 @@ export type FederationErrorCode =
   /** The bank answered the authorization request with an error (e.g. the customer cancelled). */
   | 'ERR_BANK_DENIED'
   /** The bank's response did not validate: state, nonce, ID token, code exchange. */
-  | 'ERR_BANK_RESPONSE';
+  | 'ERR_BANK_RESPONSE'
+  /**
+   * The hub's own relying-party key (sealed in `secrets`) does not open: sealed with another
+   * key-encryption key, tampered, or unreadable. Nothing the bank or the customer did.
+   */
+  | 'ERR_RP_KEY';
 
 export class FederationError extends Error {
   override name = 'FederationError';

@@ -10,7 +10,8 @@ export {
   type BankConfig,
   type BankFederation,
   createBankFederation,
+  idTokenProblem,
   maskBankAccount,
 } from './bankRp.ts';
 export { FederationError, type FederationErrorCode } from './errors.ts';
-export { loadRpKey, type RpKey } from './rpKey.ts';
+export { loadRpKey, promoteRpKey, type RpKey, rpPublicJwks, stageRpKey } from './rpKey.ts';

@@ -1,10 +1,12 @@
 /**
- * `kakehashi keys …`: list, rotate, rekey (docs/key-rotation.md). Separate from src/main.ts so that
+ * `kakehashi keys …`: list, rotate, rekey (docs/key-rotation.md), rotate-rp / promote-rp (the
+ * bank-federation signing key, docs/rp-and-operations-review.md). Separate from src/main.ts so that
  * tests run it against a live hub's database.
  */
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
+import { promoteRpKey, stageRpKey } from '../federation/index.ts';
 import { loadKeyEncryptionKey } from './atRest.ts';
 import { KeyError } from './errors.ts';
 import { isSigningAlg, listSigningKeys, rotateSigningKeys } from './lifecycle.ts';
@@ -12,7 +14,7 @@ import { loadKeyMaterial, SIGNING_ALGS, type SigningAlg } from './material.ts';
 import { rekeyAtRest } from './rekey.ts';
 
 export const KEYS_USAGE = `usage: keys [list] | keys jwks | keys rotate [--alg ES256|PS256|EdDSA] [--activate-after SECONDS]
-       | keys rekey | keys new-kek`;
+       | keys rekey | keys new-kek | keys rotate-rp | keys promote-rp`;
 
 export interface KeysCommandOptions {
   db: Db;
@@ -115,6 +117,25 @@ async function run(
       out(
         'once every node runs with this configuration, remove additionalKeyEncryptionKeys and restart them',
       );
+    return 0;
+  }
+  // The bank-federation signing key (src/federation/rpKey.ts): staged, then promoted by an operator.
+  if (action === 'rotate-rp') {
+    const r = await stageRpKey(o.db, loadKeyEncryptionKey(o.config), o.operator);
+    out(
+      `${r.created ? 'new key' : 'key already waiting'} ${r.kid} is published now at /federation/jwks.json as next; once every bank trusts it, run keys promote-rp`,
+    );
+    return 0;
+  }
+  if (action === 'promote-rp') {
+    const r = await promoteRpKey(o.db, loadKeyEncryptionKey(o.config), o.operator);
+    if (!r) {
+      err('no next key is waiting; run keys rotate-rp first');
+      return 2;
+    }
+    out(
+      `${r.kid} signs from now on (every node within keys.pollSeconds); ${r.previousKid} stays published as previous until the next rotate-rp`,
+    );
     return 0;
   }
   if (action === 'new-kek') {

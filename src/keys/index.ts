@@ -21,6 +21,7 @@ export {
 } from './lifecycle.ts';
 export {
   type JsonWebKeyWithKid,
+  KEYS_LOCK_ID,
   type KeyMaterial,
   loadKeyMaterial,
   SIGNING_ALGS,

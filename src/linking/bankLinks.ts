@@ -265,12 +265,25 @@ export async function startBankLink(deps: LinkingDeps, input: StartLinkInput): P
     url = await deps.federation.authorizationUrl(bank.id, checks);
   } catch (err) {
     if (!(err instanceof FederationError)) throw err;
-    await auditCustomer(db, input, 'linking.link.bank_unavailable', 'failure', {
-      bankId: bank.id,
-      code: err.code,
-      reason: err.message.slice(0, 200),
-    });
-    throw new LinkError('ERR_LINK_BANK_UNAVAILABLE', 'the bank cannot be reached just now');
+    // The hub's own key is the hub's fault, not the bank's: said so to the customer and the operator.
+    const ours = err.code === 'ERR_RP_KEY';
+    await auditCustomer(
+      db,
+      input,
+      ours ? 'linking.link.hub_unavailable' : 'linking.link.bank_unavailable',
+      'failure',
+      {
+        bankId: bank.id,
+        code: err.code,
+        reason: err.message.slice(0, 200),
+      },
+    );
+    throw ours
+      ? new LinkError(
+          'ERR_LINK_HUB_UNAVAILABLE',
+          'bank linking is unavailable just now; please try again later',
+        )
+      : new LinkError('ERR_LINK_BANK_UNAVAILABLE', 'the bank cannot be reached just now');
   }
   await db.query(
     `INSERT INTO bank_link_attempts (id, state_hash, customer_id, session_uid, bank_id, account_id, secrets_enc, brokerage_acr, expires_at, redirect_uri)

@@ -57,7 +57,9 @@ export type LinkErrorCode =
   /** Only the institution that suspended a link may resume it. */
   | 'ERR_LINK_SUSPENDED_BY_OTHER'
   /** The bank could not be reached to start the link. */
-  | 'ERR_LINK_BANK_UNAVAILABLE';
+  | 'ERR_LINK_BANK_UNAVAILABLE'
+  /** The hub's own relying-party key cannot be used (an operator must re-seal or restore it). */
+  | 'ERR_LINK_HUB_UNAVAILABLE';
 
 export class LinkError extends Error {
   override name = 'LinkError';

@@ -27,7 +27,7 @@ import { recordAudit } from '../audit/index.ts';
 import type { AuthnContext } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
-import { BANK_CALLBACK_PATH, createBankFederation } from '../federation/index.ts';
+import { BANK_CALLBACK_PATH, createBankFederation, FederationError } from '../federation/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { loadKeyEncryptionKey } from '../keys/index.ts';
 import { requestMeta } from '../oidc/passkeySignIn.ts';
@@ -69,6 +69,7 @@ const LINK_STATUS: Record<LinkError['code'], number> = {
   ERR_LINK_STATUS: 409,
   ERR_LINK_SUSPENDED_BY_OTHER: 409,
   ERR_LINK_BANK_UNAVAILABLE: 503,
+  ERR_LINK_HUB_UNAVAILABLE: 503,
 };
 
 const LINK_ID = /^lnk_[0-9a-f]{32}$/;
@@ -176,9 +177,25 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
   );
 
   router.get('/federation/jwks.json', async (ctx) => {
-    ctx.set('cache-control', 'max-age=300');
-    ctx.type = 'application/jwk-set+json';
-    ctx.body = await federation.jwks();
+    try {
+      ctx.body = await federation.jwks();
+      ctx.set('cache-control', 'max-age=300');
+      ctx.type = 'application/jwk-set+json';
+    } catch (err) {
+      if (!(err instanceof FederationError) || err.code !== 'ERR_RP_KEY') throw err;
+      await recordAudit(db, {
+        type: 'federation.rp_key.unavailable',
+        outcome: 'failure',
+        actor: 'system',
+        data: { reason: err.message },
+      });
+      ctx.set('cache-control', 'no-store');
+      ctx.status = 503;
+      ctx.body = {
+        error: 'temporarily_unavailable',
+        error_description: 'the relying-party key is unavailable',
+      };
+    }
   });
 
   // --- institution API --------------------------------------------------------------------------

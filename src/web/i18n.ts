@@ -547,6 +547,8 @@ export const ERROR_TEXT_JA: Readonly<Record<string, string>> = {
   'unknown channel or action': '指定されたチャネルまたは操作が正しくありません。',
   'unknown product or action': '指定された商品または操作が正しくありません。',
   'use sign out to end this session': 'このセッションを終えるにはログアウトしてください。',
+  'bank linking is unavailable just now; please try again later':
+    'ただいま銀行口座の連携をご利用いただけません。しばらくしてからお試しください。',
   'request body too large': '送信された内容が大きすぎます。',
   'the request body could not be read': '送信された内容を読み取れません。',
   'the request was aborted': '送信が途中で中断されました。',

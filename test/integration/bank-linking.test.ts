@@ -5,6 +5,7 @@
  * create_sweep_link. Then the callback's defences, unlinking, and the institution API.
  */
 
+import { generateKeyPairSync } from 'node:crypto';
 import * as client from 'openid-client';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -55,6 +56,10 @@ let device: PasskeyEmulator;
 let passkeyBank: UpstreamOp;
 let otpBank: UpstreamOp;
 let passwordBank: UpstreamOp;
+/** Signs its ID tokens with HS256 (the client secret), which its discovery advertises. */
+let hs256Bank: UpstreamOp;
+/** Signs ES256 ID tokens with a key its jwks_uri never publishes (what a forged token looks like). */
+let forgedBank: UpstreamOp;
 let customerId: string;
 let accountId: string;
 /** Access tokens the passkey bank issued: their type and DPoP binding. */
@@ -69,7 +74,7 @@ const YAMADA = {
 };
 
 beforeAll(async () => {
-  [passkeyBank, otpBank, passwordBank] = await Promise.all([
+  [passkeyBank, otpBank, passwordBank, hs256Bank, forgedBank] = await Promise.all([
     startUpstreamOp({
       claims: YAMADA,
       login: { acr: 'urn:a-bank:loa:transfer-2', amr: ['hwk', 'user'] },
@@ -89,7 +94,11 @@ beforeAll(async () => {
       profileClaims: ['bank_account'],
     }),
     startUpstreamOp({ claims: { name: '山田太郎' }, login: { amr: ['pwd'] } }),
+    startUpstreamOp({ claims: YAMADA, login: { amr: ['hwk', 'user'] }, idTokenAlg: 'HS256' }),
+    startUpstreamOp({ claims: YAMADA, login: { amr: ['hwk', 'user'] } }),
   ]);
+  const otherKey = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+  forgedBank.publishedJwks = { keys: [{ ...otherKey, kid: 'upstream-es256', alg: 'ES256', use: 'sig' }] };
   t = await startTestHub({
     // No consumers of peers' actions in the background: the tests run them (a pending row stays pending
     // until they do, whatever the time an HTTP flow takes).
@@ -108,22 +117,22 @@ beforeAll(async () => {
           acrStrength: { 'urn:a-bank:loa:transfer-2': 'phishing_resistant' },
           caFile: passkeyBank.caPath,
         },
-        {
-          id: 'otp-bank',
-          name: { ja: 'ワンタイム銀行', en: 'OTP Bank' },
-          issuer: otpBank.issuer,
+        // Client-secret banks.
+        ...(
+          [
+            ['otp-bank', 'ワンタイム銀行', 'OTP Bank', otpBank],
+            ['pw-bank', 'パスワード銀行', 'Password Bank', passwordBank],
+            ['hs256-bank', '共通鍵銀行', 'HS256 Bank', hs256Bank],
+            ['forged-bank', '偽署名銀行', 'Forged Bank', forgedBank],
+          ] as const
+        ).map(([id, ja, en, op]) => ({
+          id,
+          name: { ja, en },
+          issuer: op.issuer,
           clientId: 'kakehashi',
-          auth: { method: 'client_secret', secret: SECRET },
-          caFile: otpBank.caPath,
-        },
-        {
-          id: 'pw-bank',
-          name: { ja: 'パスワード銀行', en: 'Password Bank' },
-          issuer: passwordBank.issuer,
-          clientId: 'kakehashi',
-          auth: { method: 'client_secret', secret: SECRET },
-          caFile: passwordBank.caPath,
-        },
+          auth: { method: 'client_secret' as const, secret: SECRET },
+          caFile: op.caPath,
+        })),
         // Nothing listens there.
         {
           id: 'down-bank',
@@ -150,19 +159,23 @@ beforeAll(async () => {
     dpop_bound_access_tokens: true,
     jwks,
   });
-  for (const [bankId, bank] of [
-    ['otp-bank', otpBank],
-    ['pw-bank', passwordBank],
+  for (const [bankId, bank, alg] of [
+    ['otp-bank', otpBank, 'ES256'],
+    ['pw-bank', passwordBank, 'ES256'],
+    ['hs256-bank', hs256Bank, 'HS256'],
+    ['forged-bank', forgedBank, 'ES256'],
   ] as const)
     await bank.addClient({
       client_id: 'kakehashi',
       client_secret: SECRET,
       redirect_uris: [redirect(bankId)],
       token_endpoint_auth_method: 'client_secret_basic',
-      id_token_signed_response_alg: 'ES256',
+      id_token_signed_response_alg: alg,
     });
   const dispatcher = new Agent({
-    connect: { ca: [t.caPem, passkeyBank.caPem, otpBank.caPem, passwordBank.caPem] },
+    connect: {
+      ca: [t.caPem, passkeyBank.caPem, otpBank.caPem, passwordBank.caPem, hs256Bank.caPem, forgedBank.caPem],
+    },
   });
   browserFetch = ((url: string | URL, init?: RequestInit) =>
     undiciFetch(url, { ...(init as object), dispatcher })) as unknown as typeof globalThis.fetch;
@@ -185,7 +198,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await t?.close();
-  await Promise.all([passkeyBank, otpBank, passwordBank].map((b) => b?.close()));
+  await Promise.all([passkeyBank, otpBank, passwordBank, hs256Bank, forgedBank].map((b) => b?.close()));
 });
 
 async function signedIn(fetch = browserFetch): Promise<{ ua: UserAgent; csrf: string }> {
@@ -547,6 +560,49 @@ describe('the callback', () => {
     const res = await ua.get(callback);
     expect(res.status).toBe(200);
     expect(res.text).toContain('data-reason="bank_error"');
+    expect(await liveLinks()).toHaveLength(0);
+  });
+
+  it('takes ID tokens only in the allowed algorithms, and only with a valid signature (security review)', async () => {
+    // openid-client takes whatever alg the bank's discovery lists and checks no signature unless told:
+    // an HS256 token (the client secret: anyone holding it) asserting a passkey linked at the full cap.
+    const hs = await linkAt('hs256-bank');
+    expect([hs.result, hs.reason]).toEqual(['refused', 'bank_error']);
+    // An ES256 token whose signature no key of the bank's jwks_uri verifies was taken as well.
+    const forged = await linkAt('forged-bank');
+    expect([forged.result, forged.reason]).toEqual(['refused', 'bank_error']);
+    expect(await liveLinks()).toHaveLength(0);
+    const failed = await t.hub.db.query<{ data: { bankId: string; reason: string } }>(
+      "SELECT data FROM audit_events WHERE type = 'linking.link.bank_failed' ORDER BY id DESC LIMIT 2",
+    );
+    expect(failed.rows.map((r) => [r.data.bankId, r.data.reason])).toEqual([
+      ['forged-bank', expect.stringMatching(/signature/)],
+      ['hs256-bank', expect.stringMatching(/alg/)],
+    ]);
+  });
+
+  it('asks the bank for a sign-in as fresh as the hub’s own: an old bank session does not link (security review)', async () => {
+    // The customer opened a session at the bank an hour ago; without max_age the bank answered
+    // from it (one sign-in, auth_time an hour old) and the link was made on that.
+    passkeyBank.login.authTime = Math.floor(Date.now() / 1000) - 3600;
+    const before = passkeyBank.signIns;
+    const { result } = await linkAt('a-bank');
+    expect(passkeyBank.signIns - before).toBe(2);
+    expect(result).toBe('linked');
+    const [link] = await liveLinks();
+    expect(link?.bankId).toBe('a-bank');
+    await removeAll();
+  });
+
+  it('an acr the bank’s configuration does not map never counts as phishing-resistant (security review)', async () => {
+    // `phr` from a bank that maps no acr values, with a password sign-in: the acr alone said passkey.
+    passwordBank.login = { acr: 'phr', amr: ['pwd'] };
+    try {
+      const pw = await linkAt('pw-bank');
+      expect([pw.result, pw.reason]).toEqual(['refused', 'bank_strength']);
+    } finally {
+      passwordBank.login = { amr: ['pwd'] };
+    }
     expect(await liveLinks()).toHaveLength(0);
   });
 

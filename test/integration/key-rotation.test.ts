@@ -7,12 +7,20 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
+import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { loadConfig } from '../../src/config/index.ts';
+import {
+  type BankConfig,
+  createBankFederation,
+  FederationError,
+  loadRpKey,
+} from '../../src/federation/index.ts';
 import { runKeysCommand } from '../../src/keys/command.ts';
 import {
   advanceKeyLifecycle,
+  encryptAtRest,
   keyLifecycleSettings,
   listSigningKeys,
   loadKeyEncryptionKey,
@@ -20,11 +28,14 @@ import {
   rekeyAtRest,
 } from '../../src/keys/index.ts';
 import { SEALED_COLUMNS } from '../../src/keys/rekey.ts';
+import { LinkError, loadPolicy, startBankLink } from '../../src/linking/index.ts';
 import { enrollDemoCustomer } from '../support/customer.ts';
 import { testDb } from '../support/db.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
 import { demoRp, redeem, startAuthorization } from '../support/rp.ts';
+import { startUpstreamOp } from '../support/upstreamOp.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 let t: TestHub;
 let device: PasskeyEmulator;
@@ -222,6 +233,94 @@ describe('scheduled rotation (keys.rotateEveryDays)', () => {
   });
 });
 
+/** A bank the hub authenticates to with private_key_jwt (its RP key). */
+const fapiBank = (id: string, issuer: string, o: { clientId?: string; caFile?: string } = {}) =>
+  ({
+    id,
+    name: { ja: '銀行', en: 'Bank' },
+    issuer,
+    clientId: o.clientId ?? 'kakehashi',
+    auth: { method: 'private_key_jwt' },
+    scope: 'openid',
+    acrStrength: {},
+    accountClaim: 'bank_account',
+    ...(o.caFile ? { caFile: o.caFile } : {}),
+  }) satisfies BankConfig;
+
+/** The hub's bank federation (as src/linking builds it) for these banks. */
+function federationOf(banks: BankConfig[]) {
+  const config = { ...t.hub.config, linking: { ...t.hub.config.linking, banks } };
+  return { config, federation: createBankFederation({ config, db: t.hub.db, kek: t.hub.authn.kek! }) };
+}
+
+describe('the bank-federation signing key (keys rotate-rp / promote-rp; security review)', () => {
+  it('is staged and published first, then promoted: requests sign with it within keys.pollSeconds', async () => {
+    const bankOp = await startUpstreamOp({ requirePar: true });
+    try {
+      const published = async () => {
+        const res = await t.fetch(`${t.issuer}/federation/jwks.json`);
+        expect(res.status).toBe(200);
+        return ((await res.json()) as { keys: Array<{ kid: string }> }).keys;
+      };
+      const [current] = await published();
+      const register = (clientId: string, keys: unknown[]) =>
+        bankOp.addClient({
+          client_id: clientId,
+          redirect_uris: [`${t.issuer}/account/links/callback/${clientId}`],
+          token_endpoint_auth_method: 'private_key_jwt',
+          token_endpoint_auth_signing_alg: 'ES256',
+          id_token_signed_response_alg: 'ES256',
+          jwks: { keys },
+        });
+      // One bank registered the key once; the other learns the next one while it is staged.
+      await register('stays', [current]);
+      const { federation } = federationOf([
+        fapiBank('stays', bankOp.issuer, { clientId: 'stays', caFile: bankOp.caPath }),
+        fapiBank('learns', bankOp.issuer, { clientId: 'learns', caFile: bankOp.caPath }),
+      ]);
+      const start = (bankId: string) =>
+        federation.authorizationUrl(bankId, {
+          state: client.randomState(),
+          nonce: client.randomNonce(),
+          codeVerifier: client.randomPKCECodeVerifier(),
+        });
+      // PAR authenticates the hub with a client assertion.
+      await expect(start('stays')).resolves.toBeInstanceOf(URL);
+
+      const staged = await keysCli('rotate-rp');
+      expect(staged.out[0]).toMatch(/^new key \S+ is published now/);
+      const [, next] = await published();
+      expect((await published()).map((k) => k.kid)).toEqual([current!.kid, next!.kid]);
+      expect((await keysCli('rotate-rp')).out[0]).toContain(`key already waiting ${next!.kid}`);
+      await register('learns', [current, next]);
+      // Staged keys sign nothing yet.
+      await expect(start('stays')).resolves.toBeInstanceOf(URL);
+
+      expect((await keysCli('promote-rp')).out[0]).toMatch(new RegExp(`^${next!.kid} signs from now on`));
+      expect((await published()).map((k) => k.kid)).toEqual([next!.kid, current!.kid]);
+      // Within keys.pollSeconds (1 s here) the promoted key signs: the bank that knows only the old
+      // key refuses the hub, the one that learned the new key takes it.
+      await waitFor('the promoted key to sign', () =>
+        start('stays').then(
+          () => false,
+          (e: unknown) => e instanceof FederationError,
+        ),
+      );
+      await expect(start('learns')).resolves.toBeInstanceOf(URL);
+      expect((await keysCli('promote-rp')).code).toBe(2);
+      const audited = await t.hub.db.query<{ type: string; data: { kid: string } }>(
+        "SELECT type, data FROM audit_events WHERE type LIKE 'keys.federation.%' ORDER BY id",
+      );
+      expect(audited.rows.map((r) => [r.type, r.data.kid])).toEqual([
+        ['keys.federation.staged', next!.kid],
+        ['keys.federation.promoted', next!.kid],
+      ]);
+    } finally {
+      await bankOp.close();
+    }
+  });
+});
+
 describe('key-encryption key rotation (keys rekey)', () => {
   it('re-seals every sealed value with the new KEK in one transaction, the old one readable meanwhile', async () => {
     const d = await testDb();
@@ -292,6 +391,82 @@ describe('key-encryption key rotation (keys rekey)', () => {
     } finally {
       await d.close();
     }
+  });
+
+  it('re-seals the bank-federation keys; a node whose KEK does not open them says so, never a 500 (security review)', async () => {
+    const d = await testDb();
+    try {
+      const oldKek = randomBytes(32);
+      const newKek = randomBytes(32).toString('base64url');
+      const signing = await loadRpKey(d.db, oldKek);
+      const dpop = await loadRpKey(d.db, oldKek, 'federation.rp_dpop_key');
+      expect(signing.kid).not.toBe(dpop.kid);
+      const rotating = loadKeyEncryptionKey({
+        keyEncryptionKey: newKek,
+        additionalKeyEncryptionKeys: [oldKek.toString('base64url')],
+        dataDir: '',
+      });
+      expect((await rekeyAtRest(d.db, rotating, 'operator:test')).resealed['secrets.value_enc']).toBe(2);
+      const newOnly = loadKeyEncryptionKey({ keyEncryptionKey: newKek, dataDir: '' });
+      expect((await loadRpKey(d.db, newOnly)).kid).toBe(signing.kid);
+      expect((await loadRpKey(d.db, newOnly, 'federation.rp_dpop_key')).kid).toBe(dpop.kid);
+      // The old KEK alone: a clear error naming the key, and the key is not replaced by a new one.
+      const sealed = async () =>
+        (await d.db.query("SELECT value_enc FROM secrets WHERE name LIKE 'federation.%' ORDER BY name")).rows;
+      const before = await sealed();
+      const err = await loadRpKey(d.db, oldKek).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FederationError);
+      expect(err).toMatchObject({
+        code: 'ERR_RP_KEY',
+        message: expect.stringContaining('federation.rp_signing_key'),
+      });
+      expect(await sealed()).toEqual(before);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('a relying-party key that does not open: the JWKS answers 503 and a link start blames the hub, not the bank', async () => {
+    // Before the fix: a 500 at /federation/jwks.json, and "the bank cannot be reached" at a link start.
+    await t.hub.db.query(
+      `INSERT INTO secrets (name, value_enc) VALUES ('federation.rp_signing_key', $1)
+       ON CONFLICT (name) DO UPDATE SET value_enc = EXCLUDED.value_enc`,
+      [encryptAtRest(randomBytes(32), '{}', 'federation.rp_signing_key')],
+    );
+    const res = await t.fetch(`${t.issuer}/federation/jwks.json`);
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({
+      error: 'temporarily_unavailable',
+      error_description: 'the relying-party key is unavailable',
+    });
+    const bank = fapiBank('fapi-bank', 'https://localhost:1');
+    const { config, federation } = federationOf([bank]);
+    const customerId = t.hub.demo!.customerId;
+    const account = await t.hub.db.query<{ id: string }>(
+      "SELECT id FROM accounts WHERE customer_id = $1 AND kind = 'securities' LIMIT 1",
+      [customerId],
+    );
+    const started = startBankLink(
+      { db: t.hub.db, config, policy: loadPolicy(), federation, kek: t.hub.authn.kek! },
+      {
+        customerId,
+        sessionUid: 's',
+        sessionAcr: 'phr',
+        sessionLoginTs: Date.now() / 1000,
+        bankId: bank.id,
+        accountId: account.rows[0]!.id,
+      },
+    );
+    await expect(started).rejects.toBeInstanceOf(LinkError);
+    await expect(started).rejects.toMatchObject({ code: 'ERR_LINK_HUB_UNAVAILABLE' });
+    const audited = await t.hub.db.query<{ type: string }>(
+      "SELECT type FROM audit_events WHERE type IN ('federation.rp_key.unavailable', 'linking.link.hub_unavailable') ORDER BY id",
+    );
+    expect(audited.rows.map((r) => r.type)).toEqual([
+      'federation.rp_key.unavailable',
+      'linking.link.hub_unavailable',
+    ]);
+    await t.hub.db.query("DELETE FROM secrets WHERE name = 'federation.rp_signing_key'");
   });
 
   it('knows every sealed column of the schema', async () => {

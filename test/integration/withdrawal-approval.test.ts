@@ -32,6 +32,7 @@ import { enrollDemoCustomer } from '../support/customer.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { type ClientKey, configFor, registerClient, type Token, tokenFor } from '../support/institution.ts';
 import type { PasskeyEmulator } from '../support/passkeyEmulator.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 const REDIRECT = 'https://brokerage.example/cb';
 const bank = {
@@ -832,6 +833,57 @@ describe('what is refused before anything is approved', () => {
     await expect(push(withdrawal(), aggregator, t.demoClient.redirect_uris[0])).rejects.toMatchObject({
       error: 'invalid_authorization_details',
     });
+  });
+
+  it('names the customer reads carry no control, invisible or direction-changing characters (security review)', async () => {
+    const refused = (details: unknown, path: string) =>
+      expect(push(details)).rejects.toMatchObject({
+        error: 'invalid_authorization_details',
+        error_description: expect.stringContaining(path),
+      });
+    // A NUL was accepted, shown, and failed only after the customer's passkey ceremony (a 500: the
+    // approval's JSON cannot hold it); a right-to-left override in the bank name showed the bank
+    // code, branch and account number after it reversed on the approval page.
+    await refused(withdrawal('700', { ...bank, holderName: 'ﾔﾏﾀﾞ\u0000ﾀﾛｳ' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, bankName: 'かけはし銀行\u202e' }), 'destination.bankName');
+    await refused(withdrawal('700', { ...bank, holderName: 'ﾔﾏﾀﾞ\u200bﾀﾛｳ' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, holderName: 'ﾔﾏﾀﾞ\ud800' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, holderName: 'ﾔﾏﾀﾞ\nﾀﾛｳ' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, holderName: '\u3000' }), 'destination.holderName');
+    await refused(withdrawal('700', { ...bank, bankName: ' かけはし銀行' }), 'destination.bankName');
+    await refused(
+      {
+        type: 'withdrawal_account_change',
+        sourceAccountId: sourceAccount,
+        newAccount: { ...bank, bankName: '\u2066銀行' },
+      },
+      'newAccount.bankName',
+    );
+    // Spaces inside a name (ideographic or not) are how names are written.
+    await expect(push(withdrawal('700', { ...bank, holderName: 'ヤマダ　タロウ' }))).resolves.toHaveProperty(
+      'url',
+    );
+    // Every refusal is audited with the client, the operation and the reason (none were before).
+    const refusals = async () =>
+      (
+        await t.hub.db.query<{ client_id: string; data: { kinds: string[]; reason: string } }>(
+          "SELECT client_id, data FROM audit_events WHERE type = 'approval.request_refused' ORDER BY id",
+        )
+      ).rows;
+    await waitFor('the refusals audited', async () => (await refusals()).length >= 8);
+    expect((await refusals()).slice(-2)).toEqual([
+      {
+        client_id: 'brokerage-rp',
+        data: { kinds: ['withdrawal'], reason: expect.stringContaining('destination.bankName') },
+      },
+      {
+        client_id: 'brokerage-rp',
+        data: {
+          kinds: ['withdrawal_account_change'],
+          reason: expect.stringContaining('newAccount.bankName'),
+        },
+      },
+    ]);
   });
 
   it('the decision endpoint answers client mistakes in the API envelope', async () => {

@@ -15,11 +15,22 @@ import path from 'node:path';
 import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
 import { ensureDevTls } from '../../src/tls/index.ts';
 
+/** What the OP's automatic sign-in asserts. */
+export interface UpstreamLogin {
+  acr?: string;
+  amr?: string[];
+  /**
+   * When the customer signed in (epoch seconds), for the next sign-in only: a session the customer
+   * opened at the OP long ago. Later sign-ins are fresh (as when the OP asks again for max_age).
+   */
+  authTime?: number;
+}
+
 export interface UpstreamOpOptions {
   /** Claims of the one account (besides `sub`), e.g. names and a bank account. */
   claims?: Record<string, unknown>;
   /** acr and amr of the automatic sign-in. */
-  login?: { acr?: string; amr?: string[] };
+  login?: UpstreamLogin;
   /** Offer PAR (pushed_authorization_request_endpoint) and require it. Default false. */
   requirePar?: boolean;
   /** Extra claim names the OP may release under the `profile` scope. */
@@ -31,8 +42,11 @@ export interface UpstreamOpOptions {
    * keeps this OP's cookies apart from the hub's (cookies ignore ports).
    */
   hostname?: 'localhost' | '127.0.0.1';
-  /** ID token signing algorithm. Default ES256 (RS256: what a relying party without settings expects). */
-  idTokenAlg?: 'ES256' | 'RS256';
+  /**
+   * ID token signing algorithm. Default ES256 (RS256: what a relying party without settings expects;
+   * HS256: signed with the client's secret, which proves nothing the token endpoint's TLS does not).
+   */
+  idTokenAlg?: 'ES256' | 'RS256' | 'HS256';
   /** More claims the OP knows, by name, for the claims parameter (e.g. `verified_claims`). */
   claimNames?: string[];
 }
@@ -47,9 +61,16 @@ export interface UpstreamOp {
   provider: Provider;
   /** The account the OP signs in (claims are read at every request). */
   account: { sub: string; claims: Record<string, unknown> };
-  login: { acr?: string; amr?: string[] };
+  login: UpstreamLogin;
+  /** Sign-ins the OP has performed (each login prompt answered). */
+  signIns: number;
   /** What the customer does at the OP: approve, or deny (the OP answers access_denied). */
   decision: 'approve' | 'deny';
+  /**
+   * When set, the OP's jwks_uri serves these keys instead of the one it signs with (a bank that
+   * rotated badly, or an ID token that is not the bank's): relying parties must refuse its tokens.
+   */
+  publishedJwks: { keys: Array<Record<string, unknown>> } | undefined;
   /** Registers a client (oidc-provider client metadata). */
   addClient(metadata: Record<string, unknown>): Promise<void>;
   close(): Promise<void>;
@@ -110,8 +131,10 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   const issuer = `https://${options.hostname ?? 'localhost'}:${(server.address() as AddressInfo).port}`;
   const idTokenAlg = options.idTokenAlg ?? 'ES256';
+  // The OP's own key (HS256 ID tokens are signed with the client's secret instead).
+  const keyAlg = idTokenAlg === 'RS256' ? 'RS256' : 'ES256';
   const signing = (
-    idTokenAlg === 'RS256'
+    keyAlg === 'RS256'
       ? generateKeyPairSync('rsa', { modulusLength: 2048 })
       : generateKeyPairSync('ec', { namedCurve: 'P-256' })
   ).privateKey.export({ format: 'jwk' });
@@ -126,7 +149,9 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
     provider: undefined as unknown as Provider,
     account: { sub: `upstream-${randomBytes(6).toString('hex')}`, claims: { ...options.claims } },
     login: { ...options.login },
+    signIns: 0,
     decision: 'approve',
+    publishedJwks: undefined,
     async addClient(metadata) {
       await clientStore.upsert(String(metadata.client_id), metadata as AdapterPayload);
     },
@@ -142,7 +167,7 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
   const provider = new Provider(issuer, {
     adapter: Adapter,
     jwks: {
-      keys: [{ ...signing, kid: `upstream-${idTokenAlg.toLowerCase()}`, alg: idTokenAlg, use: 'sig' }],
+      keys: [{ ...signing, kid: `upstream-${keyAlg.toLowerCase()}`, alg: keyAlg, use: 'sig' }],
     },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     features: {
@@ -186,6 +211,11 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
   const callback = provider.callback();
 
   server.on('request', async (req, res) => {
+    if (req.url === '/jwks' && op.publishedJwks) {
+      res.setHeader('content-type', 'application/jwk-set+json');
+      res.end(JSON.stringify(op.publishedJwks));
+      return;
+    }
     if (!req.url?.startsWith('/interaction/')) return callback(req, res);
     try {
       const details = await provider.interactionDetails(req, res);
@@ -193,13 +223,16 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
       if (op.decision === 'deny') {
         result = { error: 'access_denied', error_description: 'the customer cancelled at the bank' };
       } else if (details.prompt.name === 'login') {
+        op.signIns++;
         result = {
           login: {
             accountId: op.account.sub,
             ...(op.login.acr ? { acr: op.login.acr } : {}),
             ...(op.login.amr ? { amr: op.login.amr } : {}),
+            ...(op.login.authTime ? { ts: op.login.authTime } : {}),
           },
         };
+        op.login.authTime = undefined;
       } else {
         const grant = new provider.Grant({
           accountId: op.account.sub,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assertedNames, maskBankAccount } from '../../src/federation/index.ts';
+import { assertedNames, idTokenProblem, maskBankAccount } from '../../src/federation/index.ts';
 import { bankStrength } from '../../src/linking/index.ts';
 import { matchesRegisteredName, normalizeName } from '../../src/proofing/index.ts';
 
@@ -73,7 +73,7 @@ describe('名義一致: normalizeName / matchesRegisteredName', () => {
 });
 
 describe('bankStrength', () => {
-  it('classes by the bank’s own acr map first, then the exact acr phr/phrh, then amr (RFC 8176)', () => {
+  it('classes by the bank’s own acr map first, then amr (RFC 8176)', () => {
     expect(bankStrength({ acr: 'urn:x:loa:2', amr: ['pwd'] }, { 'urn:x:loa:2': 'phishing_resistant' })).toBe(
       'phishing_resistant',
     );
@@ -83,8 +83,9 @@ describe('bankStrength', () => {
     expect(bankStrength({ acr: 'urn:bank:fido2' }, { 'urn:bank:fido2': 'phishing_resistant' })).toBe(
       'phishing_resistant',
     );
-    expect(bankStrength({ acr: 'phr' })).toBe('phishing_resistant');
-    expect(bankStrength({ acr: 'phrh', amr: ['pwd'] })).toBe('phishing_resistant');
+    expect(bankStrength({ acr: 'phr', amr: ['pwd'] }, { phr: 'phishing_resistant' })).toBe(
+      'phishing_resistant',
+    );
     expect(bankStrength({ amr: ['pwd', 'otp'] })).toBe('otp');
     expect(bankStrength({ amr: ['sms'] })).toBe('otp');
     expect(bankStrength({ amr: ['pwd', 'mfa'] })).toBe('otp');
@@ -109,6 +110,10 @@ describe('bankStrength', () => {
     expect(bankStrength({ acr: 'urn:bank:loa:phr' })).toBe('unknown');
     expect(bankStrength({ acr: 'webauthn' })).toBe('unknown');
     expect(bankStrength({ acr: 'PHR' })).toBe('unknown');
+    // Nor the OpenID EAP values the bank did not map (security review, session 14).
+    expect(bankStrength({ acr: 'phr' })).toBe('unknown');
+    expect(bankStrength({ acr: 'phrh', amr: ['pwd'] })).toBe('password');
+    expect(bankStrength({ acr: 'phr', amr: ['pwd', 'otp'] }, { other: 'phishing_resistant' })).toBe('otp');
     // An unmapped acr does not hide a strong amr, and the bank's own mapping still rules.
     expect(bankStrength({ acr: 'urn:bank:no-passkey', amr: ['hwk', 'user'] })).toBe('phishing_resistant');
     expect(
@@ -117,5 +122,22 @@ describe('bankStrength', () => {
         { 'urn:bank:no-passkey': 'password' },
       ),
     ).toBe('password');
+  });
+});
+
+describe('idTokenProblem (what openid-client leaves to the hub; security review)', () => {
+  const now = 1_800_000_000;
+  const o = { clientId: 'kakehashi', maxAge: 300, now };
+  it('takes a token issued now, with or without azp naming the hub', () => {
+    expect(idTokenProblem({ iat: now }, o)).toBeUndefined();
+    expect(idTokenProblem({ iat: now - 329, azp: 'kakehashi' }, o)).toBeUndefined();
+    expect(idTokenProblem({ iat: now + 30 }, o)).toBeUndefined();
+  });
+  it('refuses another azp, a missing iat, an iat from the future or older than max_age', () => {
+    expect(idTokenProblem({ iat: now, azp: 'another-client' }, o)).toMatch(/azp/);
+    expect(idTokenProblem({}, o)).toMatch(/iat is missing/);
+    expect(idTokenProblem({ iat: now + 31 }, o)).toMatch(/future/);
+    expect(idTokenProblem({ iat: now - 331 }, o)).toMatch(/older/);
+    expect(idTokenProblem({ iat: String(now) }, o)).toMatch(/iat is missing/);
   });
 });

@@ -10,6 +10,7 @@ import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { interactionPolicy, errors as oidcErrors, type ResourceServer } from 'oidc-provider';
 import { institutionIdOf } from '../../api/institution.ts';
+import { recordAudit } from '../../audit/index.ts';
 import { type AuthnContext, hasTotpAlternative } from '../../authn/index.ts';
 import type { Db } from '../../db/index.ts';
 import { HttpError, readBody } from '../../http/index.ts';
@@ -112,6 +113,42 @@ export async function approvalView(db: Db, d: Details, clientName: string): Prom
   };
 }
 
+/**
+ * A refused pushed request for an operation (invalid_authorization_details: malformed details, a
+ * client that may not ask, two operations at once) is audited as `approval.request_refused`: who
+ * asked for which kind of operation and why. oidc-provider emits the event after it answered, so
+ * the record is written beside the answer, not before it.
+ */
+function auditRefusedOperationRequests(provider: Provider, db: Db): void {
+  provider.on('pushed_authorization_request.error', (ctx, err) => {
+    if ((err as { error?: unknown }).error !== 'invalid_authorization_details') return;
+    let kinds: string[] = [];
+    try {
+      const list = JSON.parse(String(ctx.oidc?.params?.authorization_details ?? '[]')) as unknown;
+      if (Array.isArray(list))
+        kinds = list
+          .map((d) => (d as { type?: unknown } | null)?.type)
+          .filter((type): type is string => isOperationDetailType(type));
+    } catch {
+      return;
+    }
+    if (!kinds.length) return;
+    recordAudit(db, {
+      type: 'approval.request_refused',
+      outcome: 'failure',
+      actor: ctx.oidc?.client ? `client:${ctx.oidc.client.clientId}` : undefined,
+      clientId: ctx.oidc?.client?.clientId,
+      ip: ctx.ip,
+      data: {
+        kinds,
+        reason: String((err as { error_description?: unknown }).error_description ?? '').slice(0, 300),
+      },
+    }).catch(() => {
+      // The refusal was answered; a lost record must not become an unhandled rejection.
+    });
+  });
+}
+
 export interface ApprovalRoutesOptions {
   provider: Provider;
   db: Db;
@@ -127,6 +164,7 @@ export function approvalRoutes({
   deviceHashOf = () => undefined,
 }: ApprovalRoutesOptions) {
   const router = new Router({ prefix: '/interaction/:uid/approval' });
+  auditRefusedOperationRequests(provider, db);
 
   async function pending(ctx: Context) {
     let d: Details;

@@ -17,15 +17,32 @@ export type OperationDetailType = (typeof OPERATION_DETAIL_TYPES)[number];
 
 const ACCOUNT_TYPES = ['ordinary', 'current', 'savings'] as const;
 
+/**
+ * Characters a customer cannot see as they are: controls (a NUL also cannot be stored in the
+ * approval's JSON), format characters (zero-width, bidirectional overrides and isolates, which
+ * reorder what follows them on the approval page: bank code, branch, account), private-use,
+ * unpaired surrogates, unassigned code points, line and paragraph separators.
+ */
+const UNSHOWABLE = /[\p{Cc}\p{Cf}\p{Co}\p{Cs}\p{Cn}\p{Zl}\p{Zp}]/u;
+
+/** Text the approval page shows as it is, so what the customer reads is what the details say. */
+const shownText = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .refine((s) => !UNSHOWABLE.test(s), 'control, invisible or direction-changing characters are not allowed')
+    .refine((s) => s.trim() === s && s !== '', 'no leading or trailing spaces');
+
 const bankAccount = z.strictObject({
   /** 全銀 bank code (4 digits) and branch code (3 digits). */
   bankCode: z.string().regex(/^\d{4}$/, 'a 4-digit bank code'),
-  bankName: z.string().min(1).max(60),
+  bankName: shownText(60),
   branchCode: z.string().regex(/^\d{3}$/, 'a 3-digit branch code'),
   accountType: z.enum(ACCOUNT_TYPES),
   accountNumber: z.string().regex(/^\d{7}$/, 'a 7-digit account number'),
   /** As the bank records it (カナ). */
-  holderName: z.string().min(1).max(60),
+  holderName: shownText(60),
 });
 export type BankAccountDetails = z.output<typeof bankAccount>;
 
