@@ -4,6 +4,7 @@
  * kana readings normalised) and birth date with the customer's records, and lets the customer
  * register a passkey with the proof. Mismatches and other trust frameworks are refused and recorded.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import * as client from 'openid-client';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +21,8 @@ let op: EkycProvider;
 let dispatcher: Agent;
 const CALLBACK = '/proofing/ekyc/callback';
 
-beforeAll(async () => {
+/** A hub and an eKYC provider of their own (a hub keeps the provider's keys once it has fetched them). */
+async function startPair(): Promise<void> {
   const port = await freePort();
   const issuer = `https://localhost:${port}`;
   op = await startEkycProvider({ redirectUri: `${issuer}${CALLBACK}` });
@@ -32,12 +34,14 @@ beforeAll(async () => {
     },
   });
   dispatcher = new Agent({ connect: { ca: [t.caPem, op.caPem] } });
-});
-afterAll(async () => {
+}
+async function stopPair(): Promise<void> {
   await dispatcher?.close();
   await t?.close();
   await op?.close();
-});
+}
+beforeAll(startPair);
+afterAll(stopPair);
 
 /** A browser trusting both the hub and the eKYC provider. */
 function browser(): UserAgent {
@@ -283,5 +287,33 @@ describe('eKYC proofing (OpenID Connect for Identity Assurance)', () => {
     expect(done.response.url.pathname).toBe(`/interaction/${uid}`);
     expect(done.response.url.searchParams.get('unlocked')).toBe('1');
     expect((await accountLock(t.hub.db, customerId)).locked).toBe(false);
+  });
+});
+
+describe('eKYC proofing with a provider whose published keys do not verify its ID tokens', () => {
+  beforeAll(async () => {
+    await stopPair();
+    await startPair();
+  });
+
+  it("refuses an ID token its provider's published keys do not verify, and records why", async () => {
+    op.person = {
+      sub: 'ekyc-forged',
+      verified_claims: jpAmlClaims({ family_name: '山田', given_name: '太郎', birthdate: '1980-04-01' }),
+    };
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' });
+    op.publishedJwks = { keys: [{ ...other, kid: 'not-the-signing-key', use: 'sig', alg: 'RS256' }] };
+    try {
+      const ua = browser();
+      const { uid, callback } = await throughProvider(ua);
+      const landed = await ua.follow(callback);
+      expect(landed.response.url.pathname).not.toBe(`/interaction/${uid}/enroll`);
+      const record = await lastRecord();
+      expect(record.result).toBe('refused');
+      expect(record.reason).toMatch(/^token_exchange:/);
+      expect(record.evidence).not.toHaveProperty('checks');
+    } finally {
+      op.publishedJwks = undefined;
+    }
   });
 });

@@ -22,6 +22,8 @@ export interface EkycProvider {
   clientSecret: string;
   /** Who the next login at the provider is. */
   person: EkycPerson;
+  /** A JWK Set published in place of the provider's own (its ID tokens then verify against nothing). */
+  publishedJwks: { keys: Array<Record<string, unknown>> } | undefined;
   close(): Promise<void>;
 }
 
@@ -71,6 +73,12 @@ export async function startEkycProvider(o: { redirectUri: string }): Promise<Eky
         sub: p.sub,
         claims: p.verified_claims === undefined ? {} : { verified_claims: p.verified_claims },
       };
+    },
+    get publishedJwks() {
+      return op.publishedJwks;
+    },
+    set publishedJwks(jwks) {
+      op.publishedJwks = jwks;
     },
     close: () => op.close(),
   };

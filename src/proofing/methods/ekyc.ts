@@ -63,7 +63,10 @@ export function ekycMethod(
         settings.clientId,
         undefined,
         client.ClientSecretBasic(settings.clientSecret),
-        { [client.customFetch]: customFetch },
+        // The ID token's signature is verified against the provider's published keys (openid-client
+        // would trust the token endpoint's TLS alone): the proofing record's verified_claims then stand
+        // on the provider's signature, not only on the connection they came over.
+        { [client.customFetch]: customFetch, execute: [client.enableNonRepudiationChecks] },
       )
       .catch((err: unknown) => {
         discovered = undefined; // try again next time
