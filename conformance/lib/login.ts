@@ -52,6 +52,13 @@ export interface LoginOptions {
   redirectUri?: string;
   /** Reuse a browser profile (cookie jar); default a fresh one, i.e. no session at the hub. */
   userAgent?: UserAgent;
+  /**
+   * What the test means to exercise when it reuses a user agent: 'required', a sign-in with the
+   * passkey (a LoginError when the hub shows no sign-in page, i.e. the session was reused; ask for
+   * `prompt=login` or use a fresh user agent); 'session', riding the session the user agent holds
+   * at the hub (a LoginError when a sign-in page comes). Default: whichever the hub asks for.
+   */
+  signIn?: 'required' | 'session';
   /** Called once the passkey is registered (before signing in with it). */
   onEnrolled?: () => void;
 }
@@ -99,6 +106,9 @@ async function expectJson<T>(step: LoginStep, res: UaResponse): Promise<T> {
   }
 }
 
+/** Where following redirects ended: at the callback (`redirect` is the answer pointing there) or at an interaction page. */
+type Proceeded = { callback: URL; redirect: UaResponse } | { uid: string; page: UaResponse };
+
 /**
  * Drives one authorization request to its end and returns the URL the hub finally redirects to
  * (the redirect_uri with `code`/`iss`/`state`, or with `error`). Throws LoginError when the hub
@@ -113,12 +123,9 @@ export async function completeLogin(o: LoginOptions): Promise<URL> {
     return u.origin !== origin || !/^\/(auth|interaction)(\/|$)/.test(u.pathname);
   };
   /** Follows redirects to the callback (returned) or to an interaction page (returned with its HTML). */
-  const proceed = async (
-    url: URL,
-    step: LoginStep,
-  ): Promise<{ callback: URL } | { uid: string; page: UaResponse }> => {
+  const proceed = async (url: URL, step: LoginStep): Promise<Proceeded> => {
     const { response, stoppedAt } = await ua.follow(url, { stopAt: isCallback });
-    if (stoppedAt) return { callback: stoppedAt };
+    if (stoppedAt) return { callback: stoppedAt, redirect: response };
     const uid = interactionUid(response.url, origin);
     if (!uid || response.status !== 200)
       throw new LoginError(step, response, 'expected an interaction page or the callback');
@@ -127,9 +134,28 @@ export async function completeLogin(o: LoginOptions): Promise<URL> {
 
   const consent = (uid: string, page: string) => answerConsent(o, ua, origin, proceed, uid, page);
   let at = await proceed(start, 'authorize');
-  if ('callback' in at) return at.callback;
+  if ('callback' in at) {
+    if (o.signIn === 'required')
+      throw new LoginError(
+        'authorize',
+        at.redirect,
+        'expected a sign-in page; the session at the hub was reused (straight back to the client)',
+      );
+    return at.callback;
+  }
   const loginUid = at.uid;
   const base = `${origin}/interaction/${loginUid}`;
+  // A browser with a session at the hub skips the sign-in: it lands on the consent page (or, with
+  // nothing left to ask, went straight back to the client above).
+  const signInPage = at.page.text.includes('id="passkey-login"');
+  if (o.signIn === 'required' && !signInPage)
+    throw new LoginError('authorize', at.page, 'expected a sign-in page; the session at the hub was reused');
+  if (o.signIn === 'session' && signInPage)
+    throw new LoginError(
+      'authorize',
+      at.page,
+      'expected the session at the hub to carry on; a sign-in page came',
+    );
 
   if (o.decision === 'cancel') {
     const res = await ua.postForm(`${base}/abort`, {});
@@ -139,9 +165,7 @@ export async function completeLogin(o: LoginOptions): Promise<URL> {
     return end.callback;
   }
 
-  // A browser with a session at the hub skips the sign-in and lands on the consent page.
-  const signedIn = !at.page.text.includes('id="passkey-login"') && !o.enroll;
-  if (signedIn) return consent(at.uid, at.page.text);
+  if (!signInPage && !o.enroll) return consent(at.uid, at.page.text);
 
   if (o.enroll) {
     const creation = await expectJson<Parameters<PasskeyEmulator['register']>[0]>(
@@ -182,7 +206,7 @@ async function answerConsent(
   o: LoginOptions,
   ua: UserAgent,
   origin: string,
-  proceed: (url: URL, step: LoginStep) => Promise<{ callback: URL } | { uid: string; page: UaResponse }>,
+  proceed: (url: URL, step: LoginStep) => Promise<Proceeded>,
   uid: string,
   page: string,
 ): Promise<URL> {

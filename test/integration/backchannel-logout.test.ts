@@ -65,13 +65,23 @@ async function brokerage(name: string, extra: Record<string, unknown> = {}): Pro
   return { ...rp, name };
 }
 
-/** Signs in at the brokerage in `browser`; returns the ID token's sub and sid. */
+/**
+ * Signs in at the brokerage in `browser`: with the passkey ('required', a browser without a session)
+ * or by riding the session the browser holds at the hub ('session', single sign-on). Returns the ID
+ * token's sub and sid.
+ */
 async function signIn(
   b: Brokerage,
   browser: UserAgent,
+  how: 'required' | 'session',
+  extra: Record<string, string> = {},
 ): Promise<{ sub: string; sid: string; idToken: string }> {
-  const auth = await startAuthorization(b, 'openid');
-  const callback = await customer.login(auth.url, { redirectUri: b.redirectUri, userAgent: browser });
+  const auth = await startAuthorization(b, 'openid', extra);
+  const callback = await customer.login(auth.url, {
+    redirectUri: b.redirectUri,
+    userAgent: browser,
+    signIn: how,
+  });
   const tokens = await redeem(b, auth, callback);
   const claims = tokens.claims()!;
   return { sub: claims.sub, sid: String(claims.sid), idToken: tokens.id_token! };
@@ -86,11 +96,16 @@ describe('back-channel logout to every brokerage', () => {
     const a = await brokerage('broker-a');
     const b = await brokerage('broker-b', { subject_type: 'public' });
     const browser = createUserAgent({ fetch: t.fetch });
-    const atA = await signIn(a, browser);
-    // Signing in again (another brokerage, same browser) re-saves the session: nobody is logged out.
-    const atB = await signIn(b, browser);
+    const atA = await signIn(a, browser, 'required');
+    // Another brokerage in the same browser rides the session (single sign-on); resuming its
+    // interaction re-saves the session under a new id: nobody is logged out.
+    const atB = await signIn(b, browser, 'session');
     expect(atA.sub).not.toBe(t.hub.demo!.customerId);
     expect(atB.sub).toBe(t.hub.demo!.customerId);
+    // The customer signs in again at the first brokerage (prompt=login: the passkey, not the
+    // session): the session carries on, and still nobody is logged out.
+    const again = await signIn(a, browser, 'required', { prompt: 'login' });
+    expect(again).toMatchObject({ sub: atA.sub, sid: atA.sid });
     await settle();
     expect(received).toEqual([]);
 
@@ -129,8 +144,8 @@ describe('back-channel logout to every brokerage', () => {
     const e = await brokerage('broker-e');
     const f = await brokerage('broker-f');
     const browser = createUserAgent({ fetch: t.fetch });
-    const atE = await signIn(e, browser);
-    await signIn(f, browser);
+    const atE = await signIn(e, browser, 'required');
+    await signIn(f, browser, 'session');
     const page = await browser.get(`${t.issuer}/session/end?id_token_hint=${atE.idToken}&client_id=broker-e`);
     expect(page.status).toBe(200);
     const xsrf = /name="xsrf" value="([^"]+)"/.exec(page.text)?.[1];
@@ -146,7 +161,7 @@ describe('back-channel logout to every brokerage', () => {
     received.length = 0;
     const c = await brokerage('broker-c', { backchannel_logout_uri: 'http://127.0.0.1:9/unreachable' });
     const browser = createUserAgent({ fetch: t.fetch });
-    await signIn(c, browser);
+    await signIn(c, browser, 'required');
     await revokeCustomerSessions(t.hub.db, t.hub.demo!.customerId);
     let row: { attempts: number; last_error: string | null } | undefined;
     for (let i = 0; i < 50 && !row?.attempts; i++) {

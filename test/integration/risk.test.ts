@@ -7,7 +7,12 @@ import path from 'node:path';
 import * as client from 'openid-client';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { completeLogin, createPasskeyUser, LoginError } from '../../conformance/lib/login.ts';
+import {
+  completeLogin,
+  createPasskeyUser,
+  LoginError,
+  type PasskeyUser,
+} from '../../conformance/lib/login.ts';
 import { createUserAgent, type UserAgent } from '../../conformance/lib/userAgent.ts';
 import { issueEnrollmentTicket } from '../../src/authn/index.ts';
 import { DEMO_INSTITUTION_ID } from '../../src/demo/seed.ts';
@@ -65,17 +70,18 @@ async function enrolledCustomer(browser: UserAgent = createUserAgent({ fetch: t.
   return { id, user, browser };
 }
 
-/** Signs in and returns the hub's refusal code, or 'ok' when the sign-in went through. */
-async function signIn(
-  user: { login: (u: URL, o: { userAgent: UserAgent }) => Promise<URL> },
-  browser: UserAgent,
-) {
+/**
+ * Signs in with the passkey (never riding a session `browser` holds: each call is a risk decision)
+ * and returns the hub's refusal code, or 'ok' when the sign-in went through.
+ */
+async function signIn(user: Pick<PasskeyUser, 'login'>, browser: UserAgent) {
   try {
-    const callback = await user.login(await authorizationUrl(), { userAgent: browser });
+    const callback = await user.login(await authorizationUrl(), { userAgent: browser, signIn: 'required' });
     return callback.searchParams.get('code') ? 'ok' : 'no code';
   } catch (err) {
     if (!(err instanceof LoginError)) throw err;
-    return `${err.status} ${(JSON.parse(err.body) as { error_code?: string }).error_code}`;
+    const code = /"error_code":"([^"]+)"/.exec(err.body)?.[1];
+    return code ? `${err.status} ${code}` : err.message;
   }
 }
 

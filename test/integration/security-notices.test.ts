@@ -55,6 +55,7 @@ describe('security notices', () => {
       authorizationUrl: (await startAuthorization(await demoRp(t), 'openid accounts', { prompt: 'login' }))
         .url,
       device,
+      signIn: 'required',
     });
     expect((await kinds()).slice(3, 4)).toEqual(['login']);
     const data = await t.hub.db.query<{ data: { device?: string; method?: string } }>(

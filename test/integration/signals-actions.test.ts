@@ -331,6 +331,7 @@ describe('actions of received SETs', () => {
       authorizationUrl: await authorizationUrl(),
       device,
       userAgent: browser,
+      signIn: 'required',
     }).then(
       () => 'signed in',
       (err: Error & { status?: number; body?: string }) => `${err.status} ${err.body}`,
@@ -347,6 +348,7 @@ describe('actions of received SETs', () => {
       authorizationUrl: await authorizationUrl(),
       device,
       userAgent: browser,
+      signIn: 'required',
     });
     expect(again.searchParams.get('code')).toBeTruthy();
   });

@@ -222,6 +222,7 @@ describe('an attacker elsewhere cannot lock the owner out (FSA comment 83)', () 
       authorizationUrl: await authorizationUrl({ signIn: true }),
       device: owner,
       userAgent: ownerBrowser,
+      signIn: 'required',
     });
     expect(again.searchParams.get('code')).toBeTruthy();
 
@@ -294,6 +295,7 @@ describe('an attacker elsewhere cannot lock the owner out (FSA comment 83)', () 
       authorizationUrl: await authorizationUrl({ signIn: true }),
       device: owner,
       userAgent: ownerBrowser,
+      signIn: 'required',
     });
     expect(signedIn.searchParams.get('code')).toBeTruthy();
     expect(await failures()).toBe(0);
