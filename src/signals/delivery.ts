@@ -13,8 +13,9 @@
 import { recordAudit } from '../audit/index.ts';
 import { decryptAtRest } from '../keys/index.ts';
 import type { SignalsContext } from './context.ts';
+import { assertPublicDestination, publicOnlyLookup } from './egress.ts';
 import { parseJsonObject } from './http.ts';
-import type { StreamRow } from './streams.ts';
+import { pushGuarded, type StreamRow } from './streams.ts';
 import { PUSH, SET_CONTENT_TYPE } from './vocabulary.ts';
 
 interface OutboxRow {
@@ -68,7 +69,12 @@ async function pushOne(
   const peer = ctx.peers.byId.get(stream.peer_id);
   await ctx.pushSlots.acquire();
   try {
-    const res = await ctx.agents.request(stream.endpoint_url, ctx.agents.agent(peer), {
+    const url = new URL(stream.endpoint_url);
+    // The receiver chose this URL: it must not reach into the hub's own network, whatever its name
+    // resolves to now (a stream configured before, or a DNS record changed since).
+    const guarded = pushGuarded(ctx, peer, url);
+    if (guarded) assertPublicDestination(url);
+    const res = await ctx.agents.request(url, ctx.agents.agent(peer), {
       method: 'POST',
       headers: {
         'content-type': SET_CONTENT_TYPE,
@@ -77,7 +83,9 @@ async function pushOne(
       },
       body: row.set_jwt,
       timeoutMs: ctx.signals.push.timeoutMs,
+      deadlineMs: ctx.signals.push.timeoutMs,
       maxBodyBytes: 16 * 1024,
+      ...(guarded ? { lookup: publicOnlyLookup } : {}),
     });
     if (res.status >= 200 && res.status < 300) return { kind: 'delivered' };
     const body = parseJsonObject(res.body);
