@@ -23,7 +23,11 @@ interface OutboxRow {
   jti: string;
   subject_key: string;
   set_jwt: string;
+  control: boolean;
 }
+
+/** While pushing a batch, how often the stream's row is read again (status, endpoint, existence). */
+const RECHECK_MS = 250;
 
 type Outcome =
   | { kind: 'delivered' }
@@ -222,10 +226,36 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
   // slots: no more connections to a receiver than its pushes can use (each is a TLS handshake).
   const width = () => streamWidth(ctx.signals.push, ctx.deliveries.size);
   let probe = Boolean(claimed.consecutive_failures);
+  // A pause, disable, delete or new endpoint may land while a batch is being pushed (a batch to a slow
+  // receiver lasts long): the row is read again every RECHECK_MS, and pushes that it no longer allows
+  // stop (their SETs stay pending; the next claim sees the stream as it is then).
+  let gone = false;
+  let lastLook = Date.now();
+  let looking: Promise<void> | undefined;
+  const mayPush = async (row: OutboxRow): Promise<boolean> => {
+    if (!gone && Date.now() - lastLook >= RECHECK_MS) {
+      looking ??= ctx.db
+        .query<{ status: StreamRow['status']; endpoint_url: string }>(
+          'SELECT status, endpoint_url FROM ssf_streams WHERE stream_id = $1',
+          [stream.stream_id],
+        )
+        .then((r) => {
+          const now = r.rows[0];
+          if (!now || now.endpoint_url !== claimed.endpoint_url) gone = true;
+          else stream = { ...stream, status: now.status };
+          lastLook = Date.now();
+        })
+        .finally(() => {
+          looking = undefined;
+        });
+      await looking;
+    }
+    return !gone && (row.control || stream.status === 'enabled');
+  };
   try {
     for (;;) {
       const batch = await ctx.db.query<OutboxRow>(
-        `SELECT id::text AS id, jti, subject_key, set_jwt FROM ssf_outbox
+        `SELECT id::text AS id, jti, subject_key, set_jwt, control FROM ssf_outbox
          WHERE stream_id = $1 AND state = 'pending' AND (control OR $2)
          ORDER BY event_id, id LIMIT $3`,
         [stream.stream_id, stream.status === 'enabled', ctx.signals.push.batchSize],
@@ -251,7 +281,7 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       }
       await pool(todo, width(), async (chain) => {
         for (const row of chain) {
-          if (retry) return;
+          if (retry || !(await mayPush(row))) return;
           const outcome = await pushOne(ctx, stream, authorization, row);
           if (outcome.kind === 'retry') {
             retry ??= outcome;
@@ -280,6 +310,7 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       }
       result.delivered += delivered;
       result.rejected += rejected.length;
+      if (gone) break;
 
       if (retry) {
         const failures = await ctx.db.query<{ consecutive_failures: number }>(

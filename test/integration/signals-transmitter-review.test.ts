@@ -399,6 +399,76 @@ describe('push to a slow, flooding or redirecting receiver', () => {
   });
 });
 
+describe('a stream changed while a batch is being pushed', () => {
+  it('stops pushing soon after it is disabled, deleted or given a new endpoint; the rest stays pending or goes', async () => {
+    const d = managers.d!;
+    const arrived: Record<string, number> = {};
+    let onFirst: ((path: string) => void) | undefined;
+    const server = http.createServer((req, res) => {
+      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      arrived[path] = (arrived[path] ?? 0) + 1;
+      if (arrived[path] === 1) onFirst?.(path);
+      req.resume();
+      // A slow receiver: one SET about one customer after the other, 150 ms each.
+      setTimeout(() => res.writeHead(202).end(), 150);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const ids: Record<string, string> = {};
+    try {
+      for (const path of ['/disable', '/delete', '/moved'])
+        ids[path] = await create(d, { delivery: { method: PUSH, endpoint_url: `${base}${path}` } });
+      const changes: Promise<Reply>[] = [];
+      onFirst = (path) => {
+        const id = ids[path]!;
+        if (path === '/disable') changes.push(d.setStatus(id, 'disabled'));
+        if (path === '/delete') changes.push(d.deleteStream(id));
+        if (path === '/moved')
+          changes.push(
+            d.call('PATCH', url('stream'), {
+              stream_id: id,
+              delivery: { method: PUSH, endpoint_url: `${base}/moved-here` },
+            }),
+          );
+      };
+      const customerId = await linkedCustomer('d');
+      await db.transaction(async (tx) => {
+        for (let i = 0; i < 12; i++)
+          await emitSecurityEvent(tx, {
+            type: 'credential-change',
+            credentialType: 'fido2-platform',
+            changeType: 'create',
+            customerId,
+          });
+      });
+      await waitFor('the three changes', () => changes.length === 3, 10_000);
+      for (const r of await Promise.all(changes)) expect(r.status, r.text).toBeLessThan(300);
+      const pendingOf = (id: string) =>
+        db
+          .query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM ssf_outbox WHERE stream_id = $1 AND state = 'pending'",
+            [id],
+          )
+          .then((r) => r.rows[0]!.n);
+      await waitFor(
+        'the moved stream to deliver all',
+        async () => (await pendingOf(ids['/moved']!)) === 0,
+        15_000,
+      );
+      // Each change is seen within a recheck (250 ms, under 2 pushes of 150 ms), not after all 12.
+      for (const path of ['/disable', '/delete', '/moved'])
+        expect(arrived[path], path).toBeLessThanOrEqual(4);
+      // Disabling drops what was pending (SSF 1.0 §8.1.2).
+      expect(await pendingOf(ids['/disable']!)).toBe(0);
+      expect((arrived['/moved'] ?? 0) + (arrived['/moved-here'] ?? 0)).toBeGreaterThanOrEqual(12);
+    } finally {
+      for (const id of [ids['/disable'], ids['/moved']]) if (id) await d.deleteStream(id);
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
+
 describe('stream changes racing a delete', () => {
   /**
    * Deletes the stream (without waiting) right after the request's first statement naming it has
