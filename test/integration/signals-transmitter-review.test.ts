@@ -8,14 +8,18 @@
  * plan's SsfManager), and small local servers standing in for receivers' push endpoints.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
-import { hostname } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newPeerClientKey, type Reply, SsfManager } from '../../conformance/ssf/lib/manager.ts';
 import type { Db, Queryable } from '../../src/db/index.ts';
 import { emitSecurityEvent, linkCustomer, registerPeerClient } from '../../src/signals/index.ts';
 import { TRANSMITTED_EVENTS } from '../../src/signals/vocabulary.ts';
+import { ensureDevTls } from '../../src/tls/index.ts';
 import { insertCustomer } from '../support/db.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
 import { waitFor } from '../support/waitFor.ts';
@@ -27,8 +31,23 @@ const PUBLIC_ENDPOINT = 'https://receiver.example/events';
 let t: TestHub;
 let db: Db;
 const managers: Record<string, SsfManager> = {};
+/** A receiver endpoint whose certificate no CA the hub trusts has signed (its own dev CA). */
+let untrusted: { server: https.Server; origin: string; requests: number; dir: string };
 
 beforeAll(async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kakehashi-untrusted-'));
+  const tls = await ensureDevTls(dir, ['localhost']);
+  const server = https.createServer({ cert: tls.certPem, key: tls.keyPem }, (_req, res) => {
+    untrusted.requests++;
+    res.writeHead(202).end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  untrusted = {
+    server,
+    origin: `https://localhost:${(server.address() as net.AddressInfo).port}`,
+    requests: 0,
+    dir,
+  };
   t = await startTestHub({
     signals: {
       workerIntervalMs: 50,
@@ -45,11 +64,15 @@ beforeAll(async () => {
         retryBaseMs: 100,
         retryMaxMs: 200,
       },
-      peers: ['a', 'b', 'c', 'd', 'e'].map((id) => ({ id, clientId: `ssf-${id}` })),
+      peers: [
+        ...['a', 'b', 'c', 'd', 'e'].map((id) => ({ id, clientId: `ssf-${id}` })),
+        // Its push endpoint is at an origin the operator listed: trusted as listed, even on loopback.
+        { id: 'f', clientId: 'ssf-f', endpointOrigins: [untrusted.origin] },
+      ],
     },
   });
   db = t.hub.db;
-  for (const id of ['a', 'b', 'c', 'd', 'e']) {
+  for (const id of ['a', 'b', 'c', 'd', 'e', 'f']) {
     const key = newPeerClientKey(`ssf-${id}`);
     await registerPeerClient(db, { clientId: key.clientId, jwks: { keys: [key.publicJwk] }, dpop: true });
     const m = new SsfManager({ issuer: t.issuer, fetch: t.fetch }, key);
@@ -60,6 +83,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await t?.close();
+  untrusted?.server.close();
+  if (untrusted) rmSync(untrusted.dir, { recursive: true, force: true });
 });
 
 const url = (path: string, query?: Record<string, string>) => {
@@ -317,6 +342,35 @@ describe('push endpoints at non-public addresses (SSRF)', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('push over TLS', () => {
+  it('an origin the operator listed may be on loopback, but its certificate must still verify', async () => {
+    const f = managers.f!;
+    oauthError(
+      await f.createStream({ delivery: { method: PUSH, endpoint_url: PUBLIC_ENDPOINT } }),
+      400,
+      'invalid_request',
+    );
+    const streamId = await create(f, {
+      delivery: { method: PUSH, endpoint_url: `${untrusted.origin}/events` },
+    });
+    await emit(await linkedCustomer('f'));
+    const failed = await waitFor(
+      'the push to fail',
+      async () => {
+        const r = await db.query<{ last_error: string | null }>(
+          'SELECT last_error FROM ssf_streams WHERE stream_id = $1',
+          [streamId],
+        );
+        return r.rows[0]?.last_error ?? undefined;
+      },
+      10_000,
+    );
+    expect(failed).toMatch(/certificate/);
+    expect(untrusted.requests).toBe(0);
+    await f.deleteStream(streamId);
   });
 });
 
