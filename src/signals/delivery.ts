@@ -47,7 +47,7 @@ export async function claimStreams(ctx: SignalsContext, limit: number): Promise<
                      AND (o.control OR c.status = 'enabled'))
        ORDER BY c.next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
      RETURNING s.stream_id, s.peer_id, s.client_id, s.aud, s.delivery_method, s.endpoint_url, s.authorization_header_enc,
-       s.events_requested, s.events_delivered, s.description, s.status, s.status_reason, s.signing_alg,
+       s.events_requested, s.events_delivered, s.description, s.status, s.status_reason, s.signing_alg, s.operator_hold,
        s.consecutive_failures`,
     [limit, ctx.nodeId, ctx.signals.push.leaseSeconds, PUSH],
   );

@@ -245,6 +245,12 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
     await ctx.db.transaction(async (tx) => {
       const row = await lockStream(tx, caller.clientId, id);
       if (!row) throw notFound();
+      if (row.operator_hold)
+        throw new ManagementError(
+          403,
+          'access_denied',
+          'the transmitter’s operator set this stream’s status; only the operator can change it',
+        );
       const change = await setStatus(tx, row.stream_id, status, reason);
       if (!change) throw notFound();
       await audit(tx, c, 'ssf.stream.status', caller.clientId, {

@@ -29,12 +29,14 @@ export interface StreamRow {
   status: 'enabled' | 'paused' | 'disabled';
   status_reason: string | null;
   signing_alg: 'RS256' | 'ES256';
+  /** The status was set by the hub's operator: the receiver may not change it (setStatus). */
+  operator_hold: boolean;
   /** Only as claimed for pushing (claimStreams). */
   consecutive_failures?: number;
 }
 
 export const STREAM_COLUMNS = `stream_id, peer_id, client_id, aud, delivery_method, endpoint_url, authorization_header_enc,
-  events_requested, events_delivered, description, status, status_reason, signing_alg`;
+  events_requested, events_delivered, description, status, status_reason, signing_alg, operator_hold`;
 
 const MAX_DESCRIPTION = 1024;
 
@@ -369,21 +371,24 @@ export interface StatusChange {
 
 /**
  * Sets a stream's status. Disabling drops what was held (SSF 1.0 §8.1.2: a disabled stream keeps
- * nothing); pausing keeps pending SETs until the stream is enabled again.
+ * nothing); pausing keeps pending SETs until the stream is enabled again. `byOperator`: a pause or
+ * disable holds against the receiver until an operator enables the stream.
  */
 export async function setStatus(
   q: Queryable,
   streamId: string,
   status: StreamRow['status'],
   reason: string | null,
+  byOperator = false,
 ): Promise<StatusChange | undefined> {
   const res = await q.query<{ previous: StreamRow['status'] }>(
     `WITH old AS (SELECT status FROM ssf_streams WHERE stream_id = $1 FOR UPDATE)
      UPDATE ssf_streams s SET status = $2, status_reason = $3, updated_at = now(),
+       operator_hold = ($4 AND $2 <> 'enabled'),
        next_attempt_at = CASE WHEN $2 = 'enabled' THEN now() ELSE s.next_attempt_at END,
        consecutive_failures = CASE WHEN $2 = 'enabled' THEN 0 ELSE s.consecutive_failures END
      FROM old WHERE s.stream_id = $1 RETURNING old.status AS previous`,
-    [streamId, status, reason],
+    [streamId, status, reason, byOperator],
   );
   const previous = res.rows[0]?.previous;
   if (!previous) return undefined;

@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newPeerClientKey, type Reply, SsfManager } from '../../conformance/ssf/lib/manager.ts';
 import type { Db, Queryable } from '../../src/db/index.ts';
 import { emitSecurityEvent, linkCustomer, registerPeerClient } from '../../src/signals/index.ts';
+import { changeStreamStatus } from '../../src/signals/ops.ts';
 import { TRANSMITTED_EVENTS } from '../../src/signals/vocabulary.ts';
 import { ensureDevTls } from '../../src/tls/index.ts';
 import { insertCustomer } from '../support/db.ts';
@@ -184,6 +185,36 @@ describe('another receiver’s stream', () => {
       [push],
     );
     expect(rows.rows[0]!.n).toBe(0);
+  });
+});
+
+describe('a status the operator set', () => {
+  it('holds against the receiver (403) until an operator enables the stream; the hub’s own pause does not', async () => {
+    const a = managers.a!;
+    const streamId = await create(a, { delivery: { method: POLL } });
+    const operator = (
+      status: 'enabled' | 'paused' | 'disabled',
+      actor: string,
+      reason: string | null = null,
+    ) => db.transaction((tx) => changeStreamStatus(tx, streamId, status, reason, actor));
+    const statusNow = async () => ((await a.readStatus(streamId)).body as { status: string }).status;
+
+    await operator('disabled', 'operator:alice', 'fraud investigation');
+    for (const status of ['enabled', 'paused', 'disabled'])
+      oauthError(await a.setStatus(streamId, status), 403, 'access_denied');
+    expect(await statusNow()).toBe('disabled');
+    await operator('paused', 'operator:alice');
+    oauthError(await a.setStatus(streamId, 'enabled'), 403, 'access_denied');
+    expect(await statusNow()).toBe('paused');
+
+    await operator('enabled', 'operator:alice');
+    expect((await a.setStatus(streamId, 'paused')).status).toBe(200);
+    expect((await a.setStatus(streamId, 'enabled')).status).toBe(200);
+    // Paused by the hub itself for inactivity: the receiver re-enables it (SSF 1.0 §8.1.1).
+    await operator('paused', 'system', 'inactivity_timeout');
+    expect((await a.setStatus(streamId, 'enabled')).status).toBe(200);
+    expect(await statusNow()).toBe('enabled');
+    await a.deleteStream(streamId);
   });
 });
 
