@@ -165,6 +165,11 @@ const signalsSchema = z
      */
     maxLongPollsPerReceiver: z.number().int().min(1).max(1000).default(10),
     maxLongPolls: z.number().int().min(1).max(100_000).default(200),
+    /**
+     * How often a waiting long poll looks at the outbox when nothing woke it: SETs fanned out by
+     * another node (this node's own wake the poll at once) and reservations that ran out.
+     */
+    longPollRecheckMs: z.number().int().min(100).max(60_000).default(1000),
     /** A polled SET that was not acknowledged is handed out again after this. */
     pollRedeliverySeconds: seconds.default(60),
     /**

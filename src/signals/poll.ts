@@ -7,7 +7,8 @@
  *
  * A waiting long poll holds no database connection: it looks once, then sleeps until this node's
  * fan-out stores a SET for its stream (LongPolls.wake) or, for SETs stored by other nodes and
- * reservations that ran out, until a recheck a second later; it stops when the client goes. How many
+ * reservations that ran out, until a recheck (signals.longPollRecheckMs, default a second later);
+ * it stops when the client goes. How many
  * wait at once is bounded per receiver and per node (signals.maxLongPollsPerReceiver, maxLongPolls):
  * beyond, a long poll is answered 429 before anything in it is acted on.
  */
@@ -19,8 +20,6 @@ import type { StreamRow } from './streams.ts';
 
 const MAX_EVENTS = 1000;
 const DEFAULT_MAX_EVENTS = 100;
-/** How often a waiting long poll looks at the outbox when nothing woke it. */
-export const LONG_POLL_RECHECK_MS = 1000;
 
 const pollSchema = z.looseObject({
   maxEvents: z.number().int().min(0).max(MAX_EVENTS).optional(),
@@ -146,7 +145,7 @@ export async function poll(
         const left = deadline - Date.now();
         if (served.length > 0 || left <= 0 || clientGone.aborted)
           return respond(ctx, stream.stream_id, served);
-        await Promise.race([wake.woken, sleep(Math.min(LONG_POLL_RECHECK_MS, left), clientGone)]);
+        await Promise.race([wake.woken, sleep(Math.min(ctx.signals.longPollRecheckMs, left), clientGone)]);
       } finally {
         wake.cancel();
       }
