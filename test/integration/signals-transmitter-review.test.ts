@@ -143,6 +143,14 @@ function afterEachQuery(after: (sql: string, params: unknown[] | undefined) => u
   };
 }
 
+/** The stream's last push error, once there is one. */
+const lastError = (streamId: string) =>
+  db
+    .query<{ last_error: string | null }>('SELECT last_error FROM ssf_streams WHERE stream_id = $1', [
+      streamId,
+    ])
+    .then((r) => r.rows[0]?.last_error ?? undefined);
+
 describe('another receiver’s stream', () => {
   it('every management and poll endpoint answers 404 for it, and nothing of it changes', async () => {
     const a = managers.a!;
@@ -351,18 +359,9 @@ describe('push endpoints at non-public addresses (SSRF)', () => {
         [streamId, PUSH, `https://${hostname()}:${port}/events`, [...TRANSMITTED_EVENTS]],
       );
       await emit(await linkedCustomer('d'));
-      const failed = await waitFor(
-        'the push to fail',
-        async () => {
-          const r = await db.query<{ last_error: string | null }>(
-            'SELECT last_error FROM ssf_streams WHERE stream_id = $1',
-            [streamId],
-          );
-          return r.rows[0]?.last_error ?? undefined;
-        },
-        10_000,
+      expect(await waitFor('the push to fail', () => lastError(streamId), 10_000)).toMatch(
+        /non-public address/,
       );
-      expect(failed).toMatch(/non-public address/);
       expect(connections).toBe(0);
       const pending = await db.query<{ n: number }>(
         "SELECT count(*)::int AS n FROM ssf_outbox WHERE stream_id = $1 AND state = 'pending'",
@@ -388,18 +387,7 @@ describe('push over TLS', () => {
       delivery: { method: PUSH, endpoint_url: `${untrusted.origin}/events` },
     });
     await emit(await linkedCustomer('f'));
-    const failed = await waitFor(
-      'the push to fail',
-      async () => {
-        const r = await db.query<{ last_error: string | null }>(
-          'SELECT last_error FROM ssf_streams WHERE stream_id = $1',
-          [streamId],
-        );
-        return r.rows[0]?.last_error ?? undefined;
-      },
-      10_000,
-    );
-    expect(failed).toMatch(/certificate/);
+    expect(await waitFor('the push to fail', () => lastError(streamId), 10_000)).toMatch(/certificate/);
     expect(untrusted.requests).toBe(0);
     await f.deleteStream(streamId);
   });
@@ -446,12 +434,6 @@ describe('push to a slow, flooding or redirecting receiver', () => {
       for (const path of ['/trickle', '/flood', '/redirect'])
         streams[path] = await create(d, { delivery: { method: PUSH, endpoint_url: `${base}${path}` } });
       await emit(await linkedCustomer('d'));
-      const lastError = (id: string) =>
-        db
-          .query<{ last_error: string | null }>('SELECT last_error FROM ssf_streams WHERE stream_id = $1', [
-            id,
-          ])
-          .then((r) => r.rows[0]?.last_error ?? undefined);
       // The trickling answer is abandoned and the SET tried again.
       expect(
         await waitFor('the trickle to be abandoned', () => lastError(streams['/trickle']!), 10_000),
