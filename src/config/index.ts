@@ -159,8 +159,22 @@ const signalsSchema = z
     pausedHoldMax: z.number().int().min(1).default(10_000),
     /** …and none older than this. */
     pausedHoldSeconds: seconds.default(7 * 24 * 3600),
+    /** Subjects (added or removed) one stream may record; beyond, add/remove answers 409. */
+    maxSubjectsPerStream: z.number().int().min(1).max(1_000_000).default(10_000),
     /** Longest a poll request with returnImmediately false waits for SETs. */
     longPollSeconds: z.number().int().min(0).max(120).default(20),
+    /**
+     * Long polls (returnImmediately false) one receiver may have waiting on one node, and all
+     * receivers together: each waiting poll rechecks the outbox about once a second, so these bound
+     * what idle receivers cost the database. Beyond either, a long poll is answered 429.
+     */
+    maxLongPollsPerReceiver: z.number().int().min(1).max(1000).default(10),
+    maxLongPolls: z.number().int().min(1).max(100_000).default(200),
+    /**
+     * How often a waiting long poll looks at the outbox when nothing woke it: SETs fanned out by
+     * another node (this node's own wake the poll at once) and reservations that ran out.
+     */
+    longPollRecheckMs: z.number().int().min(100).max(60_000).default(1000),
     /** A polled SET that was not acknowledged is handed out again after this. */
     pollRedeliverySeconds: seconds.default(60),
     /**
@@ -197,6 +211,13 @@ const signalsSchema = z
         leaseSeconds: z.number().int().min(5).default(60),
         /** Allow http:// push endpoints on loopback addresses (benchmarks, local demos). */
         allowLoopbackHttp: z.boolean().default(false),
+        /**
+         * Allow push endpoints (named by a receiver) at loopback, private, link-local and other
+         * non-public addresses, by IP literal or by what the name resolves to when connecting. Off:
+         * a receiver cannot make the hub POST into its own network (SSRF). A peer's `endpointOrigins`
+         * (chosen by the operator) are trusted as listed. On for tests and local demos.
+         */
+        allowPrivateAddresses: z.boolean().default(false),
       })
       .prefault({}),
     /** Idle polling interval of the workers (they are also woken in-process when events arrive). */
@@ -534,6 +555,7 @@ const ENVIRONMENT: Record<string, { key: string; type: 'string' | 'int' | 'bool'
   KAKEHASHI_SMTP_PASS: { key: 'notify.smtp.auth.pass', type: 'string' },
   KAKEHASHI_MAIL_FROM: { key: 'notify.from.address', type: 'string' },
   KAKEHASHI_POLICY: { key: 'linking.policyFile', type: 'string' },
+  KAKEHASHI_SSF_ALLOW_PRIVATE_ENDPOINTS: { key: 'signals.push.allowPrivateAddresses', type: 'bool' },
 };
 
 function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {

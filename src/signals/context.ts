@@ -8,6 +8,7 @@ import type { Db } from '../db/index.ts';
 import type { Logger } from '../log.ts';
 import { PeerAgents } from './http.ts';
 import type { SsfKeys } from './keys.ts';
+import { LongPolls } from './poll.ts';
 
 /** The resource indicator (RFC 8707) of the SSF management API: client-credentials tokens name it as `aud`. */
 export const ssfResource = (issuer: string) => `${issuer}/ssf`;
@@ -34,6 +35,8 @@ export interface SignalsContext {
   pushSlots: Semaphore;
   /** Deliveries under way on this node (they share `pushSlots`); the worker keeps the set. */
   deliveries: ReadonlySet<unknown>;
+  /** Poll requests waiting on this node (bounded; woken by this node's fan-out). */
+  longPolls: LongPolls;
 }
 
 /** A counting semaphore: at most `limit` holders at once, others wait in line. */
@@ -85,5 +88,6 @@ export function createSignalsContext(o: {
     nodeId: `${process.pid}-${randomBytes(4).toString('hex')}`,
     pushSlots: new Semaphore(signals.push.maxInFlight),
     deliveries: new Set(),
+    longPolls: new LongPolls(),
   };
 }

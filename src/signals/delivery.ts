@@ -13,8 +13,9 @@
 import { recordAudit } from '../audit/index.ts';
 import { decryptAtRest } from '../keys/index.ts';
 import type { SignalsContext } from './context.ts';
+import { assertPublicDestination, publicOnlyLookup } from './egress.ts';
 import { parseJsonObject } from './http.ts';
-import type { StreamRow } from './streams.ts';
+import { pushGuarded, type StreamRow } from './streams.ts';
 import { PUSH, SET_CONTENT_TYPE } from './vocabulary.ts';
 
 interface OutboxRow {
@@ -22,7 +23,11 @@ interface OutboxRow {
   jti: string;
   subject_key: string;
   set_jwt: string;
+  control: boolean;
 }
+
+/** While pushing a batch, how often the stream's row is read again (status, endpoint, existence). */
+const RECHECK_MS = 250;
 
 type Outcome =
   | { kind: 'delivered' }
@@ -42,7 +47,7 @@ export async function claimStreams(ctx: SignalsContext, limit: number): Promise<
                      AND (o.control OR c.status = 'enabled'))
        ORDER BY c.next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
      RETURNING s.stream_id, s.peer_id, s.client_id, s.aud, s.delivery_method, s.endpoint_url, s.authorization_header_enc,
-       s.events_requested, s.events_delivered, s.description, s.status, s.status_reason, s.signing_alg,
+       s.events_requested, s.events_delivered, s.description, s.status, s.status_reason, s.signing_alg, s.operator_hold,
        s.consecutive_failures`,
     [limit, ctx.nodeId, ctx.signals.push.leaseSeconds, PUSH],
   );
@@ -68,7 +73,12 @@ async function pushOne(
   const peer = ctx.peers.byId.get(stream.peer_id);
   await ctx.pushSlots.acquire();
   try {
-    const res = await ctx.agents.request(stream.endpoint_url, ctx.agents.agent(peer), {
+    const url = new URL(stream.endpoint_url);
+    // The receiver chose this URL: it must not reach into the hub's own network, whatever its name
+    // resolves to now (a stream configured before, or a DNS record changed since).
+    const guarded = pushGuarded(ctx, peer, url);
+    if (guarded) assertPublicDestination(url);
+    const res = await ctx.agents.request(url, ctx.agents.agent(peer), {
       method: 'POST',
       headers: {
         'content-type': SET_CONTENT_TYPE,
@@ -77,7 +87,9 @@ async function pushOne(
       },
       body: row.set_jwt,
       timeoutMs: ctx.signals.push.timeoutMs,
+      deadlineMs: ctx.signals.push.timeoutMs,
       maxBodyBytes: 16 * 1024,
+      ...(guarded ? { lookup: publicOnlyLookup } : {}),
     });
     if (res.status >= 200 && res.status < 300) return { kind: 'delivered' };
     const body = parseJsonObject(res.body);
@@ -214,10 +226,36 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
   // slots: no more connections to a receiver than its pushes can use (each is a TLS handshake).
   const width = () => streamWidth(ctx.signals.push, ctx.deliveries.size);
   let probe = Boolean(claimed.consecutive_failures);
+  // A pause, disable, delete or new endpoint may land while a batch is being pushed (a batch to a slow
+  // receiver lasts long): the row is read again every RECHECK_MS, and pushes that it no longer allows
+  // stop (their SETs stay pending; the next claim sees the stream as it is then).
+  let gone = false;
+  let lastLook = Date.now();
+  let looking: Promise<void> | undefined;
+  const mayPush = async (row: OutboxRow): Promise<boolean> => {
+    if (!gone && Date.now() - lastLook >= RECHECK_MS) {
+      looking ??= ctx.db
+        .query<{ status: StreamRow['status']; endpoint_url: string }>(
+          'SELECT status, endpoint_url FROM ssf_streams WHERE stream_id = $1',
+          [stream.stream_id],
+        )
+        .then((r) => {
+          const now = r.rows[0];
+          if (!now || now.endpoint_url !== claimed.endpoint_url) gone = true;
+          else stream = { ...stream, status: now.status };
+          lastLook = Date.now();
+        })
+        .finally(() => {
+          looking = undefined;
+        });
+      await looking;
+    }
+    return !gone && (row.control || stream.status === 'enabled');
+  };
   try {
     for (;;) {
       const batch = await ctx.db.query<OutboxRow>(
-        `SELECT id::text AS id, jti, subject_key, set_jwt FROM ssf_outbox
+        `SELECT id::text AS id, jti, subject_key, set_jwt, control FROM ssf_outbox
          WHERE stream_id = $1 AND state = 'pending' AND (control OR $2)
          ORDER BY event_id, id LIMIT $3`,
         [stream.stream_id, stream.status === 'enabled', ctx.signals.push.batchSize],
@@ -243,7 +281,7 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       }
       await pool(todo, width(), async (chain) => {
         for (const row of chain) {
-          if (retry) return;
+          if (retry || !(await mayPush(row))) return;
           const outcome = await pushOne(ctx, stream, authorization, row);
           if (outcome.kind === 'retry') {
             retry ??= outcome;
@@ -272,6 +310,7 @@ export async function deliverStream(ctx: SignalsContext, claimed: StreamRow): Pr
       }
       result.delivered += delivered;
       result.rejected += rejected.length;
+      if (gone) break;
 
       if (retry) {
         const failures = await ctx.db.query<{ consecutive_failures: number }>(

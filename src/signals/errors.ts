@@ -29,11 +29,20 @@ export class ManagementError extends Error {
   readonly status: number;
   readonly error: string;
   readonly challenge: string | undefined;
-  constructor(status: number, error: string, description: string, challenge?: string) {
+  /** Sent as Retry-After (429). */
+  readonly retryAfterSeconds: number | undefined;
+  constructor(
+    status: number,
+    error: string,
+    description: string,
+    challenge?: string,
+    retryAfterSeconds?: number,
+  ) {
     super(description);
     this.status = status;
     this.error = error;
     this.challenge = challenge;
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }
 

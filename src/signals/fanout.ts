@@ -145,6 +145,7 @@ export async function fanOutBatch(
         rows.map((r) => r.control),
       ],
     );
+    ctx.longPolls.wake(rows.map((r) => r.streamId));
     onChunk?.();
   }
   await ctx.db.query(

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import type { LookupFunction } from 'node:net';
 import { createSecureContext, rootCertificates } from 'node:tls';
 import type { PeerConfig } from '../config/index.ts';
 
@@ -20,8 +21,18 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   body?: string;
   timeoutMs?: number;
-  /** Bodies above this are cut off (responses from peers are small JSON documents). */
+  /**
+   * Bodies above this are cut off and the connection closed (responses from peers are small JSON
+   * documents): the rest is never read.
+   */
   maxBodyBytes?: number;
+  /**
+   * Longest the whole exchange may take, body included (`timeoutMs` alone bounds only the silence
+   * between packets: a peer trickling bytes would hold the request forever).
+   */
+  deadlineMs?: number;
+  /** Resolves host names for new connections (e.g. refusing non-public addresses). */
+  lookup?: LookupFunction;
 }
 
 export class PeerAgents {
@@ -54,6 +65,8 @@ export class PeerAgents {
     const mod = isHttps ? https : http;
     const limit = o.maxBodyBytes ?? 1024 * 1024;
     return new Promise((resolve, reject) => {
+      let deadline: NodeJS.Timeout | undefined;
+      const settle = () => clearTimeout(deadline);
       const req = mod.request(
         target,
         {
@@ -64,26 +77,48 @@ export class PeerAgents {
           },
           agent: isHttps ? agent : this.#plain,
           timeout: o.timeoutMs ?? 10_000,
+          ...(o.lookup ? { lookup: o.lookup } : {}),
         },
         (res) => {
           const chunks: Buffer[] = [];
           let size = 0;
-          res.on('data', (c: Buffer) => {
-            size += c.length;
-            if (size <= limit) chunks.push(c);
-          });
-          res.on('end', () =>
+          const done = () => {
+            settle();
             resolve({
               status: res.statusCode ?? 0,
               headers: res.headers,
               body: Buffer.concat(chunks).toString('utf8'),
-            }),
-          );
-          res.on('error', reject);
+            });
+          };
+          res.on('data', (c: Buffer) => {
+            if (size + c.length > limit) {
+              chunks.push(c.subarray(0, limit - size));
+              size = limit;
+              done();
+              // Nothing more is read: the connection goes (it cannot be reused mid-body).
+              res.destroy();
+              return;
+            }
+            size += c.length;
+            chunks.push(c);
+          });
+          res.on('end', done);
+          res.on('error', (err) => {
+            settle();
+            reject(err);
+          });
         },
       );
+      if (o.deadlineMs !== undefined)
+        deadline = setTimeout(
+          () => req.destroy(new Error(`no complete answer within ${o.deadlineMs} ms`)),
+          o.deadlineMs,
+        );
       req.on('timeout', () => req.destroy(new Error(`timeout after ${o.timeoutMs ?? 10_000} ms`)));
-      req.on('error', reject);
+      req.on('error', (err) => {
+        settle();
+        reject(err);
+      });
       if (o.body !== undefined) req.write(o.body);
       req.end();
     });

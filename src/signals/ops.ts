@@ -59,7 +59,8 @@ export async function registerPeerClient(db: Queryable, input: PeerClientInput):
 /**
  * The transmitter changes a stream's status on its own (operator, policy). SSF 1.0 §8.1.5: the
  * receiver is told with stream-updated — before the stream stops, or upon re-enabling; the event
- * is delivered even though the stream is paused or disabled.
+ * is delivered even though the stream is paused or disabled. An operator's pause or disable holds:
+ * the receiver cannot lift it (setStatus); the hub's own (actor `system`, e.g. inactivity) does not.
  */
 export async function changeStreamStatus(
   db: Queryable,
@@ -68,7 +69,7 @@ export async function changeStreamStatus(
   reason: string | null,
   actor: string,
 ): Promise<StatusChange | undefined> {
-  const change = await setStatus(db, streamId, status, reason);
+  const change = await setStatus(db, streamId, status, reason, actor !== 'system');
   if (!change) return undefined;
   if (change.previous !== status)
     await emitStreamEvent(db, streamId, EVENT.streamUpdated, reason ? { status, reason } : { status });

@@ -18,6 +18,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
+import type { Queryable } from '../db/index.ts';
 import { createAuthenticator } from './auth.ts';
 import type { SignalsContext } from './context.ts';
 import { emitStreamEvent } from './emit.ts';
@@ -31,12 +32,14 @@ import {
   deleteStream,
   findStream,
   listStreams,
+  lockStream,
   parseReceiverSupplied,
+  recordStreamSubject,
   setStatus,
   streamJson,
   updateStream,
 } from './streams.ts';
-import { canonicalJson, isSubjectId, resolveSubject } from './subjects.ts';
+import { isSubjectId, resolveSubject } from './subjects.ts';
 import { EVENT, POLL, PUSH, SET_CONTENT_TYPE } from './vocabulary.ts';
 
 const MAX_BODY = 64 * 1024;
@@ -90,16 +93,11 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   const issuerPath = new URL(ctx.issuer).pathname.replace(/\/$/, '');
   const base = `${ctx.issuer}/ssf`;
 
-  const audit = (
-    c: Context,
-    type: string,
-    clientId: string,
-    data: Record<string, unknown>,
-    outcome: 'success' | 'failure' = 'success',
-  ) =>
-    recordAudit(ctx.db, {
+  // Written in the transaction of the change it records: both exist, or neither.
+  const audit = (q: Queryable, c: Context, type: string, clientId: string, data: Record<string, unknown>) =>
+    recordAudit(q, {
       type,
-      outcome,
+      outcome: 'success',
       actor: `client:${clientId}`,
       clientId,
       ip: c.ip,
@@ -117,6 +115,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
       if (err instanceof ManagementError) {
         c.status = err.status;
         if (err.challenge) c.set('www-authenticate', err.challenge);
+        if (err.retryAfterSeconds !== undefined) c.set('retry-after', String(err.retryAfterSeconds));
         c.body = { error: err.error, error_description: err.message };
         if (err.status === 401 || err.status === 403)
           await recordAudit(ctx.db, {
@@ -162,13 +161,16 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   router.post('/ssf/stream', async (c) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const input = parseReceiverSupplied(await readJson(c));
-    const row = await createStream(ctx, ctx.db, caller.peer, caller.clientId, input);
-    await audit(c, 'ssf.stream.created', caller.clientId, {
-      streamId: row.stream_id,
-      peerId: caller.peer.id,
-      delivery: row.delivery_method,
-      endpoint: row.delivery_method === PUSH ? row.endpoint_url : undefined,
-      eventsDelivered: row.events_delivered.length,
+    const row = await ctx.db.transaction(async (tx) => {
+      const row = await createStream(ctx, tx, caller.peer, caller.clientId, input);
+      await audit(tx, c, 'ssf.stream.created', caller.clientId, {
+        streamId: row.stream_id,
+        peerId: caller.peer.id,
+        delivery: row.delivery_method,
+        endpoint: row.delivery_method === PUSH ? row.endpoint_url : undefined,
+        eventsDelivered: row.events_delivered.length,
+      });
+      return row;
     });
     c.status = 201;
     c.body = streamJson(ctx, row);
@@ -189,15 +191,19 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   const update = (replace: boolean) => async (c: Context) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const body = await readJson(c);
-    const row = await findStream(ctx, caller.clientId, streamIdOf(body.stream_id));
-    if (!row) throw notFound();
-    checkTransmitterSupplied(ctx, row, body);
+    const id = streamIdOf(body.stream_id);
     const input = parseReceiverSupplied(body);
-    const updated = await updateStream(ctx, ctx.db, caller.peer, row, input, replace);
-    await audit(c, replace ? 'ssf.stream.replaced' : 'ssf.stream.updated', caller.clientId, {
-      streamId: row.stream_id,
-      delivery: updated.delivery_method,
-      endpoint: updated.delivery_method === PUSH ? updated.endpoint_url : undefined,
+    const updated = await ctx.db.transaction(async (tx) => {
+      const row = await lockStream(tx, caller.clientId, id);
+      if (!row) throw notFound();
+      checkTransmitterSupplied(ctx, row, body);
+      const updated = await updateStream(ctx, tx, caller.peer, row, input, replace);
+      await audit(tx, c, replace ? 'ssf.stream.replaced' : 'ssf.stream.updated', caller.clientId, {
+        streamId: row.stream_id,
+        delivery: updated.delivery_method,
+        endpoint: updated.delivery_method === PUSH ? updated.endpoint_url : undefined,
+      });
+      return updated;
     });
     c.body = streamJson(ctx, updated);
   };
@@ -207,8 +213,10 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   router.delete('/ssf/stream', async (c) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const id = streamIdOf(c.query.stream_id);
-    if (!(await deleteStream(ctx.db, caller.clientId, id))) throw notFound();
-    await audit(c, 'ssf.stream.deleted', caller.clientId, { streamId: id });
+    await ctx.db.transaction(async (tx) => {
+      if (!(await deleteStream(tx, caller.clientId, id))) throw notFound();
+      await audit(tx, c, 'ssf.stream.deleted', caller.clientId, { streamId: id });
+    });
     c.status = 204;
   });
 
@@ -227,60 +235,61 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   router.post('/ssf/status', async (c) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const body = await readJson(c);
-    const row = await findStream(ctx, caller.clientId, streamIdOf(body.stream_id));
-    if (!row) throw notFound();
+    const id = streamIdOf(body.stream_id);
     const status = body.status;
     if (status !== 'enabled' && status !== 'paused' && status !== 'disabled')
       throw new ManagementError(400, 'invalid_request', 'status must be enabled, paused or disabled');
     if (body.reason !== undefined && typeof body.reason !== 'string')
       throw new ManagementError(400, 'invalid_request', 'reason must be a string');
     const reason = typeof body.reason === 'string' ? body.reason.slice(0, 256) : null;
-    const change = await setStatus(ctx.db, row.stream_id, status, reason);
-    if (!change) throw notFound();
-    await audit(c, 'ssf.stream.status', caller.clientId, {
-      streamId: row.stream_id,
-      from: change.previous,
-      to: status,
-      reason,
-      dropped: change.dropped,
+    await ctx.db.transaction(async (tx) => {
+      const row = await lockStream(tx, caller.clientId, id);
+      if (!row) throw notFound();
+      if (row.operator_hold)
+        throw new ManagementError(
+          403,
+          'access_denied',
+          'the transmitter’s operator set this stream’s status; only the operator can change it',
+        );
+      const change = await setStatus(tx, row.stream_id, status, reason);
+      if (!change) throw notFound();
+      await audit(tx, c, 'ssf.stream.status', caller.clientId, {
+        streamId: row.stream_id,
+        from: change.previous,
+        to: status,
+        reason,
+        dropped: change.dropped,
+      });
     });
-    c.body = { stream_id: row.stream_id, status, ...(reason ? { reason } : {}) };
+    c.body = { stream_id: id, status, ...(reason ? { reason } : {}) };
   });
 
   // ---- subjects -------------------------------------------------------------------------------
   const subjects = (included: boolean) => async (c: Context) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const body = await readJson(c);
-    const row = await findStream(ctx, caller.clientId, streamIdOf(body.stream_id));
-    if (!row) throw notFound();
-    if (!isSubjectId(body.subject))
+    const id = streamIdOf(body.stream_id);
+    const subject = body.subject;
+    if (!isSubjectId(subject))
       throw new ManagementError(400, 'invalid_request', 'subject is not a subject identifier');
     if (body.verified !== undefined && typeof body.verified !== 'boolean')
       throw new ManagementError(400, 'invalid_request', 'verified must be a boolean');
-    // Whether we know the subject is never revealed (SSF 1.0 §9.1, subject probing): same answer either way.
-    const customerId = await resolveSubject(ctx.db, caller.peer.id, body.subject, ctx.issuer);
-    await ctx.db.query(
-      `INSERT INTO ssf_stream_subjects (stream_id, subject_key, subject, customer_id, included, verified)
-       VALUES ($1, $2, $3::jsonb, $4, $5, $6)
-       ON CONFLICT (stream_id, subject_key) DO UPDATE SET included = EXCLUDED.included, verified = EXCLUDED.verified,
-         customer_id = EXCLUDED.customer_id, updated_at = now()`,
-      [
-        row.stream_id,
-        canonicalJson(body.subject),
-        JSON.stringify(body.subject),
-        customerId ?? null,
-        included,
-        body.verified ?? null,
-      ],
-    );
-    await recordAudit(ctx.db, {
-      type: included ? 'ssf.subject.added' : 'ssf.subject.removed',
-      outcome: 'success',
-      actor: `client:${caller.clientId}`,
-      clientId: caller.clientId,
-      customerId,
-      ip: c.ip,
-      data: { streamId: row.stream_id, format: body.subject.format, known: customerId !== undefined },
+    const verified = body.verified;
+    await ctx.db.transaction(async (tx) => {
+      const row = await lockStream(tx, caller.clientId, id);
+      if (!row) throw notFound();
+      // Whether we know the subject is never revealed (SSF 1.0 §9.1, subject probing): same answer either way.
+      const customerId = await resolveSubject(tx, caller.peer.id, subject, ctx.issuer);
+      await recordStreamSubject(ctx, tx, row.stream_id, subject, customerId, included, verified);
+      await recordAudit(tx, {
+        type: included ? 'ssf.subject.added' : 'ssf.subject.removed',
+        outcome: 'success',
+        actor: `client:${caller.clientId}`,
+        clientId: caller.clientId,
+        customerId,
+        ip: c.ip,
+        data: { streamId: row.stream_id, format: subject.format, known: customerId !== undefined },
+      });
     });
     // SSF 1.0 §8.1.3.2 answers an add with 200 (empty), a remove with 204.
     c.status = included ? 200 : 204;
@@ -292,31 +301,30 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   router.post('/ssf/verify', async (c) => {
     const caller = await auth.authenticate(c, 'ssf.manage');
     const body = await readJson(c);
-    const row = await findStream(ctx, caller.clientId, streamIdOf(body.stream_id));
-    if (!row) throw notFound();
-    if (body.state !== undefined && (typeof body.state !== 'string' || body.state.length > 1024))
+    const id = streamIdOf(body.stream_id);
+    const state = body.state;
+    if (state !== undefined && (typeof state !== 'string' || state.length > 1024))
       throw new ManagementError(400, 'invalid_request', 'state must be a string of at most 1024 characters');
-    const ok = await ctx.db.query(
-      `UPDATE ssf_streams SET last_verification_at = now()
+    await ctx.db.transaction(async (tx) => {
+      const row = await lockStream(tx, caller.clientId, id);
+      if (!row) throw notFound();
+      const ok = await tx.query(
+        `UPDATE ssf_streams SET last_verification_at = now()
        WHERE stream_id = $1 AND (last_verification_at IS NULL OR last_verification_at <= now() - make_interval(secs => $2))
        RETURNING stream_id`,
-      [row.stream_id, ctx.signals.minVerificationIntervalSeconds],
-    );
-    if (ok.rowCount === 0) {
-      c.set('retry-after', String(ctx.signals.minVerificationIntervalSeconds));
-      throw new ManagementError(
-        429,
-        'slow_down',
-        'verification requested more often than min_verification_interval',
+        [row.stream_id, ctx.signals.minVerificationIntervalSeconds],
       );
-    }
-    await emitStreamEvent(
-      ctx.db,
-      row.stream_id,
-      EVENT.verification,
-      body.state === undefined ? {} : { state: body.state },
-    );
-    await audit(c, 'ssf.stream.verification_requested', caller.clientId, { streamId: row.stream_id });
+      if (ok.rowCount === 0)
+        throw new ManagementError(
+          429,
+          'slow_down',
+          'verification requested more often than min_verification_interval',
+          undefined,
+          ctx.signals.minVerificationIntervalSeconds,
+        );
+      await emitStreamEvent(tx, row.stream_id, EVENT.verification, state === undefined ? {} : { state });
+      await audit(tx, c, 'ssf.stream.verification_requested', caller.clientId, { streamId: row.stream_id });
+    });
     c.status = 204;
   });
 
@@ -326,11 +334,15 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
     const row = await findStream(ctx, caller.clientId, c.params.streamId!);
     if (!row || row.delivery_method !== POLL) throw notFound();
     const body = await readJson(c);
-    let gone = false;
-    c.req.once('close', () => {
-      gone = true;
-    });
-    c.body = await poll(ctx, row, body, () => gone);
+    // The response closing before it was written: the client went (a waiting poll stops at once).
+    const gone = new AbortController();
+    const onClose = () => gone.abort();
+    c.res.once('close', onClose);
+    try {
+      c.body = await poll(ctx, row, body, gone.signal);
+    } finally {
+      c.res.off('close', onClose);
+    }
   });
 
   // ---- push receiver --------------------------------------------------------------------------

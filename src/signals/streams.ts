@@ -9,7 +9,10 @@ import type { PeerConfig } from '../config/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { encryptAtRest } from '../keys/index.ts';
 import type { SignalsContext } from './context.ts';
+import { namesNonPublicHost } from './egress.ts';
 import { ManagementError } from './errors.ts';
+import { canonicalJson } from './subjects.ts';
+import type { SubjectId } from './types.ts';
 import { type DeliveryMethod, POLL, PUSH, TRANSMITTED_EVENTS } from './vocabulary.ts';
 
 export interface StreamRow {
@@ -26,12 +29,14 @@ export interface StreamRow {
   status: 'enabled' | 'paused' | 'disabled';
   status_reason: string | null;
   signing_alg: 'RS256' | 'ES256';
+  /** The status was set by the hub's operator: the receiver may not change it (setStatus). */
+  operator_hold: boolean;
   /** Only as claimed for pushing (claimStreams). */
   consecutive_failures?: number;
 }
 
 export const STREAM_COLUMNS = `stream_id, peer_id, client_id, aud, delivery_method, endpoint_url, authorization_header_enc,
-  events_requested, events_delivered, description, status, status_reason, signing_alg`;
+  events_requested, events_delivered, description, status, status_reason, signing_alg, operator_hold`;
 
 const MAX_DESCRIPTION = 1024;
 
@@ -61,7 +66,24 @@ export function parseReceiverSupplied(body: Record<string, unknown>): ReceiverSu
 
 const LOOPBACK = new Set(['127.0.0.1', '[::1]', 'localhost']);
 
-/** A push endpoint must be https (or loopback http when configured), without credentials or fragment. */
+/**
+ * Whether pushes to this URL are held to public addresses: not when the configuration allows private
+ * ones, nor for loopback http the configuration allows, nor at origins the operator listed for the peer.
+ */
+export function pushGuarded(
+  ctx: Pick<SignalsContext, 'signals'>,
+  peer: Pick<PeerConfig, 'endpointOrigins'> | undefined,
+  url: URL,
+): boolean {
+  const push = ctx.signals.push;
+  if (push.allowPrivateAddresses || peer?.endpointOrigins) return false;
+  return !(push.allowLoopbackHttp && url.protocol === 'http:' && LOOPBACK.has(url.hostname));
+}
+
+/**
+ * A push endpoint must be https (or loopback http when configured), without credentials or fragment,
+ * and at a public address unless configured otherwise (pushGuarded).
+ */
 export function checkPushEndpoint(ctx: SignalsContext, peer: PeerConfig, value: string | undefined): string {
   if (!value)
     throw new ManagementError(400, 'invalid_request', 'delivery.endpoint_url is required for push delivery');
@@ -87,6 +109,8 @@ export function checkPushEndpoint(ctx: SignalsContext, peer: PeerConfig, value: 
       'invalid_request',
       'delivery.endpoint_url is not at an origin registered for this receiver',
     );
+  if (pushGuarded(ctx, peer, url) && namesNonPublicHost(url))
+    throw new ManagementError(400, 'invalid_request', 'delivery.endpoint_url must be at a public address');
   return url.href;
 }
 
@@ -149,6 +173,9 @@ export async function createStream(
   clientId: string,
   input: ReceiverSupplied,
 ): Promise<StreamRow> {
+  // Creations by one receiver count one after the other (in the caller's transaction): two at once
+  // cannot both see room for one more stream.
+  await q.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`ssf-streams:${clientId}`]);
   const count = await q.query<{ n: number }>(
     'SELECT count(*)::int AS n FROM ssf_streams WHERE client_id = $1',
     [clientId],
@@ -214,6 +241,23 @@ export async function findStream(
     `WITH touched AS (${touchStale(3)} AND stream_id = $1 AND client_id = $2)
      SELECT ${STREAM_COLUMNS} FROM ssf_streams WHERE stream_id = $1 AND client_id = $2`,
     [streamId, clientId, activityResolutionSeconds(ctx.signals)],
+  );
+  return res.rows[0];
+}
+
+/**
+ * The receiver's stream, locked for a change in the caller's transaction (a concurrent change or
+ * delete waits, or finds it gone): a call that changes the stream is receiver activity too.
+ */
+export async function lockStream(
+  q: Queryable,
+  clientId: string,
+  streamId: string,
+): Promise<StreamRow | undefined> {
+  const res = await q.query<StreamRow>(
+    `UPDATE ssf_streams SET last_activity_at = now() WHERE stream_id = $1 AND client_id = $2
+     RETURNING ${STREAM_COLUMNS}`,
+    [streamId, clientId],
   );
   return res.rows[0];
 }
@@ -327,21 +371,24 @@ export interface StatusChange {
 
 /**
  * Sets a stream's status. Disabling drops what was held (SSF 1.0 §8.1.2: a disabled stream keeps
- * nothing); pausing keeps pending SETs until the stream is enabled again.
+ * nothing); pausing keeps pending SETs until the stream is enabled again. `byOperator`: a pause or
+ * disable holds against the receiver until an operator enables the stream.
  */
 export async function setStatus(
   q: Queryable,
   streamId: string,
   status: StreamRow['status'],
   reason: string | null,
+  byOperator = false,
 ): Promise<StatusChange | undefined> {
   const res = await q.query<{ previous: StreamRow['status'] }>(
     `WITH old AS (SELECT status FROM ssf_streams WHERE stream_id = $1 FOR UPDATE)
      UPDATE ssf_streams s SET status = $2, status_reason = $3, updated_at = now(),
+       operator_hold = ($4 AND $2 <> 'enabled'),
        next_attempt_at = CASE WHEN $2 = 'enabled' THEN now() ELSE s.next_attempt_at END,
        consecutive_failures = CASE WHEN $2 = 'enabled' THEN 0 ELSE s.consecutive_failures END
      FROM old WHERE s.stream_id = $1 RETURNING old.status AS previous`,
-    [streamId, status, reason],
+    [streamId, status, reason, byOperator],
   );
   const previous = res.rows[0]?.previous;
   if (!previous) return undefined;
@@ -354,4 +401,39 @@ export async function setStatus(
     dropped = del.rowCount;
   }
   return { status, reason, previous, dropped };
+}
+
+/**
+ * Records a subject the receiver added (included) or removed, under the stream's lock (lockStream):
+ * a new one only while the stream holds fewer than maxSubjectsPerStream (409 beyond).
+ */
+export async function recordStreamSubject(
+  ctx: Pick<SignalsContext, 'signals'>,
+  q: Queryable,
+  streamId: string,
+  subject: SubjectId,
+  customerId: string | undefined,
+  included: boolean,
+  verified: boolean | undefined,
+): Promise<void> {
+  const key = canonicalJson(subject);
+  const held = await q.query<{ n: number; known: boolean }>(
+    `SELECT count(*)::int AS n, coalesce(bool_or(subject_key = $2), false) AS known
+     FROM ssf_stream_subjects WHERE stream_id = $1`,
+    [streamId, key],
+  );
+  const { n, known } = held.rows[0] ?? { n: 0, known: false };
+  if (!known && n >= ctx.signals.maxSubjectsPerStream)
+    throw new ManagementError(
+      409,
+      'invalid_request',
+      'this stream already has the maximum number of subjects',
+    );
+  await q.query(
+    `INSERT INTO ssf_stream_subjects (stream_id, subject_key, subject, customer_id, included, verified)
+     VALUES ($1, $2, $3::jsonb, $4, $5, $6)
+     ON CONFLICT (stream_id, subject_key) DO UPDATE SET included = EXCLUDED.included, verified = EXCLUDED.verified,
+       customer_id = EXCLUDED.customer_id, updated_at = now()`,
+    [streamId, key, JSON.stringify(subject), customerId ?? null, included, verified ?? null],
+  );
 }

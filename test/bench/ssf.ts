@@ -225,6 +225,8 @@ async function run(
         setSigningAlg: o.alg,
         workerIntervalMs: 20,
         push: {
+          // The receivers are a local process.
+          allowPrivateAddresses: true,
           concurrencyPerStream: Number(env.BENCH_SSF_CONCURRENCY ?? 16),
           batchSize: 1000,
           maxInFlight: Number(env.BENCH_SSF_IN_FLIGHT ?? 256),

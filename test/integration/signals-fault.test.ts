@@ -108,7 +108,8 @@ async function site(name: string): Promise<Site> {
     },
     config: (signals) =>
       loadConfig({
-        env: {},
+        // The hubs push to each other on loopback.
+        env: { KAKEHASHI_SSF_ALLOW_PRIVATE_ENDPOINTS: 'true' },
         configDir: path.join(dir, 'none'),
         overrides: { port, issuer: s.issuer, dataDir: dir, logLevel: 'silent', signals },
       }),

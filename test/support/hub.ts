@@ -71,7 +71,8 @@ export async function startTestHub(
   const overrides = overridesAt(0, '');
   const configFor = (port: number) =>
     loadConfig({
-      env: {},
+      // Test peers listen on loopback: pushes there are allowed (tests of the refusal override it).
+      env: { KAKEHASHI_SSF_ALLOW_PRIVATE_ENDPOINTS: 'true' },
       configDir: path.join(dataDir, 'no-config'),
       overrides: {
         port,
