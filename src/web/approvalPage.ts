@@ -1,6 +1,7 @@
 /**
  * The page where a customer approves one withdrawal or withdrawal-account change with a passkey.
- * It shows exactly what the passkey will commit to (account numbers masked).
+ * It shows exactly what the passkey will commit to: a new withdrawal account in full, so the customer
+ * can check every digit of what they register; the withdrawal's and source accounts masked.
  */
 import { html } from './html.ts';
 import type { Lang } from './i18n.ts';
@@ -16,7 +17,8 @@ export interface ApprovalView {
   bankCode: string;
   branchCode: string;
   accountType: 'ordinary' | 'current' | 'savings';
-  accountMasked: string;
+  /** A new withdrawal account's number in full; a withdrawal's destination masked (`****223`). */
+  accountShown: string;
   holderName: string;
   /**
    * The customer is exempted from passkeys and has an authenticator app: a withdrawal can be
@@ -85,7 +87,7 @@ export function approvalPage(p: { lang: Lang; uid: string; view: ApprovalView })
 <dl id="approval-details">
 ${v.amount !== undefined ? html`<dt>${t.amount}</dt><dd id="approval-amount">${yen(v.amount)}</dd>` : ''}
 <dt>${t.from}</dt><dd>${v.sourceAccount}</dd>
-<dt>${t.to[v.kind]}</dt><dd id="approval-destination">${v.bankName} (${v.bankCode}) ${v.branchCode} ${t.types[v.accountType]} ${v.accountMasked}</dd>
+<dt>${t.to[v.kind]}</dt><dd id="approval-destination">${v.bankName} (${v.bankCode}) ${v.branchCode} ${t.types[v.accountType]} ${v.accountShown}</dd>
 <dt>${t.holder}</dt><dd id="approval-holder">${v.holderName}</dd>
 </dl>
 <p class="notice">${t.caution}</p>

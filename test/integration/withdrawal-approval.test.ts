@@ -642,6 +642,17 @@ describe('changing the withdrawal account', () => {
     expect(held.body.decidedBy).toEqual(['withdrawal.destination-cool-off']);
   });
 
+  it('shows the new account number in full on the approval page, a withdrawal destination masked', async () => {
+    const next = { ...bank, bankCode: '0009', bankName: 'みらい銀行', accountNumber: '7778889' };
+    const change = { type: 'withdrawal_account_change', sourceAccountId: sourceAccount, newAccount: next };
+    const ua = createUserAgent({ fetch: t.fetch, language: 'ja' });
+    const changePage = await toApprovalPage(ua, (await push(change)).url, withPasskey);
+    expect(changePage.html).toMatch(/id="approval-destination">[^<]*7778889</);
+    const withdrawalPage = await toApprovalPage(ua, (await push(withdrawal('1000', next))).url, withPasskey);
+    expect(withdrawalPage.html).toMatch(/id="approval-destination">[^<]*\*\*\*\*889</);
+    expect(withdrawalPage.html).not.toContain('7778889');
+  });
+
   it('refuses an account in another holder’s name', async () => {
     const change = {
       type: 'withdrawal_account_change',

@@ -107,7 +107,12 @@ export async function approvalView(db: Db, d: Details, clientName: string): Prom
     bankCode: account.bankCode,
     branchCode: account.branchCode,
     accountType: account.accountType,
-    accountMasked: maskAccountNumber(account.accountNumber),
+    // What You See Is What You Sign: the account being registered in full (the customer must be able to
+    // tell 1112223 from 9992223); a withdrawal goes to an account registered before, shown masked.
+    accountShown:
+      details.type === 'withdrawal_account_change'
+        ? account.accountNumber
+        : maskAccountNumber(account.accountNumber),
     holderName: account.holderName,
     oneTimeCode: await hasTotpAlternative(db, customerId),
   };
