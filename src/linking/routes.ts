@@ -24,6 +24,7 @@ import {
   sendApiError,
 } from '../api/index.ts';
 import { recordAudit } from '../audit/index.ts';
+import { recordSampledAudit } from '../audit/sampled.ts';
 import type { AuthnContext } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
@@ -224,7 +225,8 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
               ? new ApiError(err.status, 'invalid_request', err.message)
               : err;
         if (!(apiErr instanceof ApiError)) throw err;
-        await recordAudit(db, {
+        // Before any live token was presented the caller is anyone: sampled (docs/audit-sampling.md).
+        await (trace.clientId ? recordAudit : recordSampledAudit)(db, {
           type: `api.links.${name}.refused`,
           outcome: 'failure',
           actor: trace.clientId ? `client:${trace.clientId}` : undefined,
