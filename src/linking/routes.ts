@@ -184,10 +184,12 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
       ctx.type = 'application/jwk-set+json';
     } catch (err) {
       if (!(err instanceof FederationError) || err.code !== 'ERR_RP_KEY') throw err;
-      await recordAudit(db, {
+      // Any caller on the internet asks for this document: while the key is out, per source sampled.
+      await recordSampledAudit(db, {
         type: 'federation.rp_key.unavailable',
         outcome: 'failure',
         actor: 'system',
+        ip: ctx.ip,
         data: { reason: err.message },
       });
       ctx.set('cache-control', 'no-store');

@@ -7,10 +7,11 @@
  * Sources are told apart over real connections: undici agents bound to other loopback addresses
  * (127.0.0.2, 127.0.0.3) reach the hub listening on 127.0.0.1.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newPeerClientKey, SsfManager } from '../../conformance/ssf/lib/manager.ts';
+import { encryptAtRest } from '../../src/keys/index.ts';
 import { registerPeerClient } from '../../src/signals/index.ts';
 import { sha256 } from '../../src/signals/receiver.ts';
 import { startTestHub, type TestHub } from '../support/hub.ts';
@@ -210,6 +211,27 @@ describe('anonymous refusals elsewhere', () => {
       const written = await rows(type, '127.0.0.6');
       expect(written.map((r) => r.type)).toEqual([...Array(LIMIT).fill(type), `${type}.suppressed`]);
       expect(written.at(-1)!.data.suppressed).toBe(40 - LIMIT);
+    }
+  });
+
+  it('a relying-party key that does not open is recorded per source sampled, however often its JWKS is asked for', async () => {
+    await t.hub.db.query(
+      `INSERT INTO secrets (name, value_enc) VALUES ('federation.rp_signing_key', $1)
+       ON CONFLICT (name) DO UPDATE SET value_enc = EXCLUDED.value_enc`,
+      [encryptAtRest(randomBytes(32), '{}', 'federation.rp_signing_key')],
+    );
+    try {
+      const fetch = from('127.0.0.7');
+      expect(await flood(30, () => fetch(`${t.issuer}/federation/jwks.json`))).toEqual(Array(30).fill(503));
+      await endWindows();
+      const written = await rows('federation.rp_key.unavailable', '127.0.0.7');
+      expect(written.map((r) => r.type)).toEqual([
+        ...Array(LIMIT).fill('federation.rp_key.unavailable'),
+        'federation.rp_key.unavailable.suppressed',
+      ]);
+      expect(written.at(-1)!.data.suppressed).toBe(30 - LIMIT);
+    } finally {
+      await t.hub.db.query("DELETE FROM secrets WHERE name = 'federation.rp_signing_key'");
     }
   });
 });
