@@ -77,11 +77,21 @@ async function flood(n: number, send: () => Promise<Response>): Promise<number[]
   return statuses;
 }
 
+/** kakehashi_security_events_total for a type (failures), from /metrics (loopback only). */
+async function securityEventsCounted(type: string): Promise<number> {
+  const text = await (await t.fetch(`${t.issuer}/metrics`)).text();
+  const line = text
+    .split('\n')
+    .find((l) => l.startsWith(`kakehashi_security_events_total{type="${type}",outcome="failure"}`));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}
+
 /** What a node writes when a window ends (or when it stops): every pending summary, now. */
 const endWindows = () => t.hub.auditSampling.flush({ all: true });
 
 describe('anonymous refusals at /ssf/*', () => {
   it('200 anonymous management requests from one source write 5 rows and one summary of the 195 dropped', async () => {
+    const countedBefore = await securityEventsCounted('ssf.management.rejected');
     const attacker = from('127.0.0.2');
     const statuses = await flood(200, () =>
       attacker(`${t.issuer}/ssf/stream`, {
@@ -115,6 +125,8 @@ describe('anonymous refusals at /ssf/*', () => {
     });
     const second = await rows('ssf.management.rejected', '127.0.0.3');
     expect(second.at(-1)).toMatchObject({ data: { source: '127.0.0.3', suppressed: 3 } });
+    // The metrics still count every refusal, written or not.
+    expect((await securityEventsCounted('ssf.management.rejected')) - countedBefore).toBe(208);
   });
 
   it('a peer with a live token is recorded every time, by name, even from a flooded source', async () => {
