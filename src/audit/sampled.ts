@@ -113,14 +113,22 @@ export function createAuditSampler(db: Queryable, options: AuditSamplerOptions =
     }
   }
 
+  /**
+   * Wakes at the end of the earliest window with a pending count. A window opened later ends later,
+   * so a timer already set is never too late for a new one.
+   */
   function schedule(): void {
     if (!autoFlush || timer) return;
-    timer = setTimeout(() => {
-      timer = undefined;
-      void flush().finally(() => {
-        if ([...entries.values()].some((e) => e.suppressed > 0)) schedule();
-      });
-    }, windowMs);
+    let end = Number.POSITIVE_INFINITY;
+    for (const e of entries.values()) if (e.suppressed > 0) end = Math.min(end, e.windowStart + windowMs);
+    if (end === Number.POSITIVE_INFINITY) return;
+    timer = setTimeout(
+      () => {
+        timer = undefined;
+        void flush().finally(schedule);
+      },
+      Math.max(0, end - now()),
+    );
     timer.unref();
   }
 

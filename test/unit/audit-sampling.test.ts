@@ -114,6 +114,15 @@ describe('the audit sampler', () => {
       expect(rows[2]!.data).toMatchObject({ source: '192.0.2.77', suppressed: 48 });
       expect(sampler.size).toBe(0);
       expect(vi.getTimerCount()).toBe(0);
+      // Dropping that begins late in a window is summed up when that window ends, not a window later.
+      await sampler.record(refusal('192.0.2.78'));
+      await sampler.record(refusal('192.0.2.78'));
+      await vi.advanceTimersByTimeAsync(45_000);
+      for (let i = 0; i < 4; i++) await sampler.record(refusal('192.0.2.78'));
+      expect(rows).toHaveLength(5);
+      await vi.advanceTimersByTimeAsync(15_000);
+      expect(rows).toHaveLength(6);
+      expect(rows[5]!.data).toMatchObject({ source: '192.0.2.78', suppressed: 4 });
     } finally {
       vi.useRealTimers();
     }
