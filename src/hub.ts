@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type Provider from 'oidc-provider';
 import { deleteExpiredDpopProofs, deleteOldUnattendedCounts } from './api/index.ts';
 import { createApp } from './app.ts';
+import { type AuditSampler, startAuditSampling, stopAuditSampling } from './audit/sampled.ts';
 import { type AuthnContext, createAuthnContext, deleteExpiredChallenges } from './authn/index.ts';
 import type { Config } from './config/index.ts';
 import { type Db, migrate, openDb } from './db/index.ts';
@@ -51,6 +52,8 @@ export interface Hub {
   demo: DemoInfo | undefined;
   /** Path of the dev CA certificate when the hub made its own TLS material. */
   caPath: string | undefined;
+  /** This node's counts of sampled audit events (docs/audit-sampling.md). */
+  auditSampling: AuditSampler;
   close(): Promise<void>;
 }
 
@@ -84,6 +87,10 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
     provider.on('server_error', (ctx, err) =>
       logger.error({ err, path: ctx.path }, 'oidc-provider server_error'),
     );
+    const auditSampling = startAuditSampling(db, {
+      ...config.audit.sampling,
+      onError: (err) => logger.warn({ err }, 'an audit summary (suppressed events) could not be written'),
+    });
     const authn = createAuthnContext(db, config);
     const signals = await createSignals({ config, db, logger });
     const notifier = createNotifier({ config, db, logger });
@@ -166,6 +173,7 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
       listenUrl: `${scheme}://${host}:${port}`,
       demo,
       caPath,
+      auditSampling,
       async close() {
         clearInterval(sweeper);
         signingKeys.stop();
@@ -180,6 +188,8 @@ export async function startHub(config: Config, options: StartHubOptions = {}): P
             s.closeAllConnections();
           });
         }
+        // Pending `<type>.suppressed` counts are written before the database goes.
+        await stopAuditSampling(db, auditSampling);
         if (!options.db) await db.close();
       },
     };

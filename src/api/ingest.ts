@@ -8,6 +8,7 @@
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
+import { recordSampledAudit } from '../audit/sampled.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, readBodyText } from '../http/index.ts';
@@ -138,7 +139,8 @@ export function ingestHandler({
   }
 
   async function audit(ctx: Context, trace: Trace, outcome: 'success' | 'info' | 'failure', data: object) {
-    await recordAudit(db, {
+    // A refusal before any live token was presented can come from anyone, as fast as they send: sampled.
+    await (trace.clientId ? recordAudit : recordSampledAudit)(db, {
       type: `api.ingest.${outcome === 'success' ? 'accepted' : outcome === 'info' ? 'replayed' : 'refused'}`,
       outcome,
       actor: trace.clientId ? `client:${trace.clientId}` : undefined,

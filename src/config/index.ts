@@ -499,6 +499,22 @@ const schema = z
         if (dup)
           ctx.addIssue({ code: 'custom', path: ['banks'], message: `bank id ${dup} is configured twice` });
       }),
+    /** Sampling of audit events that callers without a credential can cause (docs/audit-sampling.md). */
+    audit: z
+      .object({
+        sampling: z
+          .object({
+            /** Events written per (type, source network) and window; the rest are counted in a summary row. */
+            limit: z.number().int().min(1).max(1000).default(5),
+            windowSeconds: z.number().int().min(1).max(3600).default(60),
+            /** (type, source) counters kept in memory per node at most (least recently seen evicted). */
+            maxSources: z.number().int().min(10).max(1_000_000).default(10_000),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     /** Shared Signals (SSF 1.0 transmitter and receiver): see README "Shared Signals". */
     signals: signalsSchema.prefault({}),
     /** Customer notifications by mail (see src/notify/). */

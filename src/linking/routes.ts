@@ -24,6 +24,7 @@ import {
   sendApiError,
 } from '../api/index.ts';
 import { recordAudit } from '../audit/index.ts';
+import { recordSampledAudit } from '../audit/sampled.ts';
 import type { AuthnContext } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
@@ -183,10 +184,12 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
       ctx.type = 'application/jwk-set+json';
     } catch (err) {
       if (!(err instanceof FederationError) || err.code !== 'ERR_RP_KEY') throw err;
-      await recordAudit(db, {
+      // Any caller on the internet asks for this document: while the key is out, per source sampled.
+      await recordSampledAudit(db, {
         type: 'federation.rp_key.unavailable',
         outcome: 'failure',
         actor: 'system',
+        ip: ctx.ip,
         data: { reason: err.message },
       });
       ctx.set('cache-control', 'no-store');
@@ -224,7 +227,8 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
               ? new ApiError(err.status, 'invalid_request', err.message)
               : err;
         if (!(apiErr instanceof ApiError)) throw err;
-        await recordAudit(db, {
+        // Before any live token was presented the caller is anyone: sampled (docs/audit-sampling.md).
+        await (trace.clientId ? recordAudit : recordSampledAudit)(db, {
           type: `api.links.${name}.refused`,
           outcome: 'failure',
           actor: trace.clientId ? `client:${trace.clientId}` : undefined,

@@ -16,6 +16,7 @@ import type * as X509 from '@peculiar/x509';
 import type { Context, Middleware } from 'koa';
 import type { Configuration, KoaContextWithOIDC } from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
+import { recordSampledAudit } from '../audit/sampled.ts';
 import { type Config, ConfigError } from '../config/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { createCrlChecker, loadX509 } from '../tls/index.ts';
@@ -169,8 +170,9 @@ function createMtls(config: Config): Mtls {
                 },
               });
           }
+          // Anyone can send the header, on every request: sampled (docs/audit-sampling.md).
           if (r.ignoredHeader)
-            await recordAudit(db, {
+            await recordSampledAudit(db, {
               type: 'mtls.certificate_header.ignored',
               outcome: 'failure',
               ip: ctx.ip,

@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
+import { recordSampledAudit } from '../audit/sampled.ts';
 import type { Db } from '../db/index.ts';
 import { BodyError, readBody } from '../http/index.ts';
 import { ClientPolicyError, endClientAccess, validateClientMetadata } from '../oidc/clients.ts';
@@ -75,6 +76,9 @@ export interface RegistrationGuard {
 
 export function createRegistrationGuard(o: RegistrationGuardOptions): RegistrationGuard {
   const assigned = new WeakMap<object, string>();
+  // Requests that presented a live credential (a verified software statement, an initial or a
+  // registration access token): their refusals are always audited; the others' are sampled.
+  const credentialed = new WeakSet<Context>();
   let provider: Provider | undefined;
 
   async function create(ctx: Context, next: Next): Promise<void> {
@@ -84,6 +88,7 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
     let request = body;
     if (body.software_statement !== undefined) {
       const statement = await verified(o, body.software_statement);
+      credentialed.add(ctx);
       request = statementApplied(body, statement.claims);
       via = {
         actor: `directory:${statement.directory}`,
@@ -99,7 +104,10 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
     const claimed = bearer !== undefined && (await claimInitialAccessToken(o.db, bearer));
     if (bearer !== undefined && !claimed && body.software_statement === undefined)
       throw invalidToken('initial access token unknown, expired or already used');
-    if (claimed) via.data.initialAccessToken = reference(bearer);
+    if (claimed) {
+      credentialed.add(ctx);
+      via.data.initialAccessToken = reference(bearer);
+    }
     const clientId = `dcr-${randomBytes(12).toString('base64url')}`;
     try {
       replayBody(ctx, policyChecked({ ...request, client_id: clientId }));
@@ -130,6 +138,7 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
     const bearer = bearerToken(ctx);
     const rat = bearer && provider ? await provider.RegistrationAccessToken.find(bearer) : undefined;
     if (!rat || rat.clientId !== clientId) throw invalidToken('invalid registration access token');
+    credentialed.add(ctx);
     const row = (
       await o.db.query<{ enabled: boolean; metadata: Record<string, unknown> }>(
         'SELECT enabled, metadata FROM clients WHERE client_id = $1',
@@ -208,7 +217,8 @@ export function createRegistrationGuard(o: RegistrationGuardOptions): Registrati
           ctx.set('www-authenticate', `Bearer realm="registration", error="${err.error}"`);
         ctx.body = { error: err.error, error_description: err.message };
         const clientId = manageMatch ? decodeURIComponent(manageMatch[1]!) : undefined;
-        await recordAudit(o.db, {
+        // Without a credential anyone can cause this refusal as fast as they send: sampled.
+        await (credentialed.has(ctx) ? recordAudit : recordSampledAudit)(o.db, {
           type: isCreate ? 'client.registration.refused' : `client.${MANAGE_ACTIONS[ctx.method]}.refused`,
           outcome: 'failure',
           actor: clientId ? `client:${clientId}` : 'anonymous',

@@ -32,6 +32,12 @@ function challenge(scheme: 'Bearer' | 'DPoP', error?: string, description?: stri
   return parts.length ? `${scheme} ${parts.join(', ')}` : scheme;
 }
 
+/** What authenticate leaves on the request for the audit of a refusal. */
+export interface SsfState {
+  /** The client of the live access token presented (set even when a later check refused it). */
+  ssfTokenClient?: string | undefined;
+}
+
 export interface Authenticator {
   authenticate(ctx: Context, scope: SsfScope): Promise<Caller>;
 }
@@ -71,6 +77,8 @@ export function createAuthenticator(signals: SignalsContext, provider: Provider)
 
       const token = await provider.ClientCredentials.find(value);
       if (!token || token.isExpired) throw invalid('the access token is invalid, expired or revoked');
+      // From here on the caller presented a live token: its refusals name a client and are always audited.
+      (ctx.state as SsfState).ssfTokenClient = token.clientId;
       const aud = (token as unknown as { aud?: string | string[] }).aud;
       if (!(Array.isArray(aud) ? aud.includes(resource) : aud === resource))
         throw invalid('the access token is not for the SSF API');

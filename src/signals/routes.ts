@@ -18,8 +18,9 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type Provider from 'oidc-provider';
 import { recordAudit } from '../audit/index.ts';
+import { recordSampledAudit } from '../audit/sampled.ts';
 import type { Queryable } from '../db/index.ts';
-import { createAuthenticator } from './auth.ts';
+import { createAuthenticator, type SsfState } from './auth.ts';
 import type { SignalsContext } from './context.ts';
 import { emitStreamEvent } from './emit.ts';
 import { ManagementError, SetRejected } from './errors.ts';
@@ -117,13 +118,19 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
         if (err.challenge) c.set('www-authenticate', err.challenge);
         if (err.retryAfterSeconds !== undefined) c.set('retry-after', String(err.retryAfterSeconds));
         c.body = { error: err.error, error_description: err.message };
-        if (err.status === 401 || err.status === 403)
-          await recordAudit(ctx.db, {
+        if (err.status === 401 || err.status === 403) {
+          // Without a live token anyone can cause this as fast as they can send requests: sampled
+          // (docs/audit-sampling.md). A caller with one is named and always recorded.
+          const clientId = (c.state as SsfState).ssfTokenClient;
+          const event = {
             type: 'ssf.management.rejected',
-            outcome: 'failure',
+            outcome: 'failure' as const,
+            ...(clientId ? { actor: `client:${clientId}`, clientId } : {}),
             ip: c.ip,
             data: { path: c.path, method: c.method, error: err.error, reason: err.message },
-          });
+          };
+          await (clientId ? recordAudit(ctx.db, event) : recordSampledAudit(ctx.db, event));
+        }
         return;
       }
       throw err;
@@ -359,6 +366,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
       c.body = { err: 'invalid_request', description: 'no such receiver endpoint' };
       return;
     }
+    let authenticated = false;
     try {
       const sub = await ctx.db.query<{ push_auth_hash: string | null; delivery_method: string }>(
         'SELECT push_auth_hash, delivery_method FROM ssf_subscriptions WHERE peer_id = $1',
@@ -371,6 +379,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
       const expected = row?.delivery_method === PUSH ? row.push_auth_hash : null;
       if (!authorizationMatches(c.get('authorization') || undefined, expected))
         throw new SetRejected('authentication_failed', 'missing or wrong Authorization', 401);
+      authenticated = true;
       if (c.request.type !== SET_CONTENT_TYPE)
         throw new SetRejected('invalid_request', `Content-Type must be ${SET_CONTENT_TYPE}`);
       let text: string;
@@ -387,13 +396,15 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
       c.body = '';
     } catch (err) {
       if (!(err instanceof SetRejected)) throw err;
-      await recordAudit(ctx.db, {
+      const event = {
         type: 'ssf.set.rejected',
-        outcome: 'failure',
+        outcome: 'failure' as const,
         actor: `peer:${peer.id}`,
         ip: c.ip,
         data: { err: err.err, reason: err.message, via: 'push' },
-      });
+      };
+      // Before the push credential matched, the caller is anyone (sampled); after, it is the peer.
+      await (authenticated ? recordAudit(ctx.db, event) : recordSampledAudit(ctx.db, event));
       reject(err);
     }
   });
