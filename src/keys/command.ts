@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
-import { promoteRpKey, stageRpKey } from '../federation/index.ts';
+import { FederationError, promoteRpKey, stageRpKey } from '../federation/index.ts';
 import { loadKeyEncryptionKey } from './atRest.ts';
 import { KeyError } from './errors.ts';
 import { isSigningAlg, listSigningKeys, rotateSigningKeys } from './lifecycle.ts';
@@ -34,13 +34,14 @@ export function newKeyEncryptionKey(): string {
   return randomBytes(32).toString('base64url');
 }
 
-/** Runs one keys subcommand; returns the exit code (2 with a message for a KEK that opens nothing). */
+/** Runs one keys subcommand; returns the exit code (2 with a message for a KEK that opens nothing, or a sealed key it does not open). */
 export async function runKeysCommand(o: KeysCommandOptions): Promise<number> {
   const err = o.err ?? ((line: string) => console.error(line));
   try {
     return await run(o, o.out ?? ((line: string) => console.log(line)), err);
   } catch (e) {
-    if (!(e instanceof KeyError)) throw e;
+    // A bank-federation key that does not open (rotate-rp, promote-rp) is the same operator matter.
+    if (!(e instanceof KeyError) && !(e instanceof FederationError && e.code === 'ERR_RP_KEY')) throw e;
     err(`refused: ${e.message}`);
     return 2;
   }

@@ -19,6 +19,7 @@ for (const [net, prefix] of [
   ['172.16.0.0', 12],
   ['192.0.0.0', 24],
   ['192.0.2.0', 24],
+  ['192.88.99.0', 24], // 6to4 relay anycast
   ['192.168.0.0', 16],
   ['198.18.0.0', 15],
   ['198.51.100.0', 24],
@@ -28,12 +29,19 @@ for (const [net, prefix] of [
 ] as const)
   nonPublic.addSubnet(net, prefix, 'ipv4');
 for (const [net, prefix] of [
-  ['::', 128],
-  ['::1', 128],
-  ['64:ff9b::', 96], // NAT64 (embeds an IPv4 address)
+  // ::/96 holds the unspecified (::) and loopback (::1) addresses and the IPv4-compatible form. With
+  // it, the forms that embed an IPv4 address a stack or a translator may reach it by (the mapped form,
+  // ::ffff:0:0/96, is judged by its IPv4 address already): IPv4-translated (SIIT), NAT64 well-known
+  // and local-use (RFC 8215: the site's own IPv4 network), 6to4.
+  ['::', 96],
+  ['::ffff:0:0:0', 96],
+  ['64:ff9b::', 96],
+  ['64:ff9b:1::', 48],
+  ['2002::', 16],
   ['100::', 64],
   ['2001:db8::', 32],
   ['fc00::', 7], // unique local
+  ['fec0::', 10], // site-local (deprecated, private where still used)
   ['fe80::', 10], // link-local
   ['ff00::', 8], // multicast
 ] as const)

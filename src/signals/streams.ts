@@ -176,10 +176,12 @@ export async function createStream(
   // Creations by one receiver count one after the other (in the caller's transaction): two at once
   // cannot both see room for one more stream.
   await q.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`ssf-streams:${clientId}`]);
-  const count = await q.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM ssf_streams WHERE client_id = $1',
+  const count = await q.query<{ n: number; held: boolean }>(
+    'SELECT count(*)::int AS n, coalesce(bool_or(operator_hold), false) AS held FROM ssf_streams WHERE client_id = $1',
     [clientId],
   );
+  // A new stream would carry what the operator stopped on the held one (setStatus: byOperator).
+  if (count.rows[0]?.held) throw operatorHeld();
   if ((count.rows[0]?.n ?? 0) >= ctx.signals.maxStreamsPerReceiver)
     throw new ManagementError(
       409,
@@ -353,13 +355,32 @@ export async function updateStream(
   return res.rows[0]!;
 }
 
+/**
+ * Deletes the receiver's stream; false when it has none of that id. One the operator paused or
+ * disabled is not the receiver's to delete (403, as for its status): deleting and creating anew
+ * would lift the hold.
+ */
 export async function deleteStream(q: Queryable, clientId: string, streamId: string): Promise<boolean> {
-  const res = await q.query('DELETE FROM ssf_streams WHERE stream_id = $1 AND client_id = $2', [
+  const res = await q.query(
+    'DELETE FROM ssf_streams WHERE stream_id = $1 AND client_id = $2 AND NOT operator_hold',
+    [streamId, clientId],
+  );
+  if (res.rowCount > 0) return true;
+  const held = await q.query('SELECT 1 FROM ssf_streams WHERE stream_id = $1 AND client_id = $2', [
     streamId,
     clientId,
   ]);
-  return res.rowCount > 0;
+  if (held.rowCount > 0) throw operatorHeld();
+  return false;
 }
+
+/** The receiver may not lift, or sidestep, a status the hub's operator set (SSF 1.0 §8.1.2.2). */
+const operatorHeld = () =>
+  new ManagementError(
+    403,
+    'access_denied',
+    'the transmitter’s operator paused or disabled a stream of this receiver; only the operator can lift that',
+  );
 
 export interface StatusChange {
   status: StreamRow['status'];

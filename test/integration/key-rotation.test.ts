@@ -319,6 +319,55 @@ describe('the bank-federation signing key (keys rotate-rp / promote-rp; security
       await bankOp.close();
     }
   });
+
+  it('rotate-rp and promote-rp refuse a key that does not open (exit 2, the key named), nothing changed', async () => {
+    const d = await testDb();
+    try {
+      const dataDir = mkdtempSync(path.join(tmpdir(), 'kakehashi-rp-kek-'));
+      const kek = randomBytes(32).toString('base64url');
+      const config = loadConfig({
+        env: {},
+        configDir: path.join(dataDir, 'none'),
+        overrides: { dataDir, keyEncryptionKey: kek },
+      });
+      const cli = async (action: string) => {
+        const err: string[] = [];
+        const code = await runKeysCommand({
+          db: d.db,
+          config,
+          args: [action],
+          operator: 'operator:test',
+          out: () => {},
+          err: (l) => err.push(l),
+        });
+        return { code, err };
+      };
+      const sealed = async () =>
+        (await d.db.query("SELECT name, value_enc FROM secrets WHERE name LIKE 'federation.%' ORDER BY name"))
+          .rows;
+      // Sealed with another KEK (a node started with the wrong one, or a restored backup).
+      const foreign = (name: string) => encryptAtRest(randomBytes(32), '{}', name);
+      await d.db.query('INSERT INTO secrets (name, value_enc) VALUES ($1, $2)', [
+        'federation.rp_signing_key',
+        foreign('federation.rp_signing_key'),
+      ]);
+      let before = await sealed();
+      for (const action of ['rotate-rp', 'promote-rp']) {
+        if (action === 'promote-rp')
+          await d.db.query('INSERT INTO secrets (name, value_enc) VALUES ($1, $2)', [
+            'federation.rp_signing_key.next',
+            foreign('federation.rp_signing_key.next'),
+          ]);
+        before = await sealed();
+        const r = await cli(action);
+        expect(r.code, action).toBe(2);
+        expect(r.err.join('\n'), action).toMatch(/^refused: .*federation\.rp_signing_key/);
+        expect(await sealed(), action).toEqual(before);
+      }
+    } finally {
+      await d.close();
+    }
+  });
 });
 
 describe('key-encryption key rotation (keys rekey)', () => {

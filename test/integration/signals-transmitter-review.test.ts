@@ -224,6 +224,34 @@ describe('a status the operator set', () => {
     expect(await statusNow()).toBe('enabled');
     await a.deleteStream(streamId);
   });
+
+  it('cannot be sidestepped by deleting the held stream or opening another one', async () => {
+    const a = managers.a!;
+    const streams = async () =>
+      (await db.query<{ n: number }>("SELECT count(*)::int AS n FROM ssf_streams WHERE client_id = 'ssf-a'"))
+        .rows[0]!.n;
+    const before = await streams();
+    const streamId = await create(a, { delivery: { method: POLL } });
+    const operator = (status: 'enabled' | 'disabled') =>
+      db.transaction((tx) => changeStreamStatus(tx, streamId, status, null, 'operator:alice'));
+
+    await operator('disabled');
+    oauthError(await a.createStream({ delivery: { method: POLL } }), 403, 'access_denied');
+    oauthError(await a.deleteStream(streamId), 403, 'access_denied');
+    expect(await streams()).toBe(before + 1);
+    const held = await db.query<{ status: string; operator_hold: boolean }>(
+      'SELECT status, operator_hold FROM ssf_streams WHERE stream_id = $1',
+      [streamId],
+    );
+    expect(held.rows[0]).toEqual({ status: 'disabled', operator_hold: true });
+
+    // Once the operator enables it, the receiver manages its streams as before.
+    await operator('enabled');
+    const other = await create(a, { delivery: { method: POLL } });
+    expect((await a.deleteStream(other)).status).toBe(204);
+    expect((await a.deleteStream(streamId)).status).toBe(204);
+    expect(await streams()).toBe(before);
+  });
 });
 
 describe('limits and input', () => {
