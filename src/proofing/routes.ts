@@ -104,12 +104,15 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
     return method;
   }
 
-  /** Answers a flow under the sign-in throttle; a verified unlock lifts the account lock at once. */
+  /**
+   * Answers a flow under the sign-in throttle; a verified unlock lifts the account lock at once
+   * (`unlocked`: a lock was in force and is lifted now).
+   */
   async function answer<A>(
     ctx: Context,
     method: ProofingMethod<unknown, A>,
     input: { flowId: string; interactionId: string; answer: A },
-  ): Promise<ProofingResult> {
+  ): Promise<ProofingResult & { unlocked: boolean }> {
     const meta = requestMeta(ctx, input.interactionId);
     const source = await refuseThrottledSource(signIn, ctx);
     let result: ProofingResult;
@@ -121,13 +124,21 @@ export function proofingRoutes(o: ProofingRoutesOptions): Router {
         await recordAuthFailure(db, { source }, { ...meta, reason: err.code }, throttle);
       throw toHttp(err, ctx);
     }
-    if (result.purpose === 'unlock') await reproofed(db, result.customerId, { flowId: result.flowId });
-    return result;
+    const unlocked =
+      result.purpose === 'unlock' && (await reproofed(db, result.customerId, { flowId: result.flowId }));
+    return { ...result, unlocked };
   }
 
-  const nextStep = (uid: string, r: ProofingResult) =>
+  // The sign-in page says the lock was lifted only when one was (none may have been in force: the
+  // lock had run out, or the customer re-proofed while frozen, which only an operator ends).
+  const nextStep = (uid: string, r: ProofingResult & { unlocked: boolean }) =>
     r.purpose === 'unlock'
-      ? { verified: true, purpose: r.purpose, unlocked: true, redirectTo: `/interaction/${uid}?unlocked=1` }
+      ? {
+          verified: true,
+          purpose: r.purpose,
+          unlocked: r.unlocked,
+          redirectTo: `/interaction/${uid}${r.unlocked ? '?unlocked=1' : ''}`,
+        }
       : {
           verified: true,
           purpose: r.purpose,

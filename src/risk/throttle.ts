@@ -301,9 +301,11 @@ export async function unlockAccount(
 }
 
 /**
- * Lifts a lock (`by`: 'reproofing' or `operator:<name>`), audited; whether a lock was lifted.
- * `receivedBefore` (a re-proofing: when its proof began): a peer's demand for re-proofing received
- * at or after it is not answered by this proof and keeps the account locked.
+ * Lifts a lock (`by`: 'reproofing' or `operator:<name>`), audited; whether a lock was lifted — only
+ * when one was in force at that moment: counted failures alone, or a lock whose time had run out, are
+ * reset silently (nothing to tell the customer "unlocked" about). `receivedBefore` (a re-proofing:
+ * when its proof began): a peer's demand for re-proofing received at or after it is not answered by
+ * this proof and keeps the account locked.
  */
 export async function liftLock(
   db: Queryable,
@@ -311,15 +313,24 @@ export async function liftLock(
   by: string,
   receivedBefore?: Date,
 ): Promise<boolean> {
-  const kept = 'COALESCE(reproofing_required AND COALESCE(reproofing_required_at, locked_at) >= $2, false)';
-  const res = await db.query<{ kept: boolean }>(
-    `UPDATE account_lockouts SET consecutive_failures = 0,
-       locked_until = CASE WHEN ${kept} THEN locked_until END, reproofing_required = ${kept}
-     WHERE customer_id = $1 AND (locked_until IS NOT NULL OR consecutive_failures > 0 OR reproofing_required)
-     RETURNING reproofing_required AS kept`,
+  const kept =
+    'COALESCE(l.reproofing_required AND COALESCE(l.reproofing_required_at, l.locked_at) >= $2, false)';
+  // Whether a lock was in force is read from the row as it was (RETURNING shows it as updated); the
+  // row lock makes a concurrent lift wait and then see this one's result.
+  const res = await db.query<{ kept: boolean; in_force: boolean }>(
+    `WITH prev AS (
+       SELECT customer_id, COALESCE(${lockedWhere('a')}, false) AS in_force FROM account_lockouts a
+       WHERE customer_id = $1 FOR UPDATE
+     )
+     UPDATE account_lockouts l SET consecutive_failures = 0,
+       locked_until = CASE WHEN ${kept} THEN l.locked_until END, reproofing_required = ${kept}
+     FROM prev WHERE l.customer_id = prev.customer_id
+       AND (l.locked_until IS NOT NULL OR l.consecutive_failures > 0 OR l.reproofing_required)
+     RETURNING l.reproofing_required AS kept, prev.in_force`,
     [customerId, receivedBefore ?? null],
   );
-  const lifted = res.rowCount > 0 && !res.rows[0]!.kept;
+  const row = res.rows[0];
+  const lifted = row?.in_force === true && !row.kept;
   if (lifted)
     await recordAudit(db, {
       type: 'risk.account.unlocked',

@@ -429,6 +429,68 @@ describe('JPKI-style proofing', () => {
     expect(await lastRecord()).toMatchObject({ method: 'jpki', purpose: 'unlock', result: 'verified' });
   });
 
+  it('tells the customer "unlocked" only when a lock was in force: not for counted failures nor a lock that ran out', async () => {
+    /** The "account unlocked" notices queued and unlock audits so far. */
+    const told = async () =>
+      (
+        await t.hub.db.query<{ notices: number; audits: number }>(
+          `SELECT (SELECT count(*)::int FROM notify_outbox WHERE customer_id = $1 AND kind = 'account_unlocked') AS notices,
+                  (SELECT count(*)::int FROM audit_events WHERE customer_id = $1 AND type = 'risk.account.unlocked') AS audits`,
+          [customerId],
+        )
+      ).rows[0]!;
+    const failures = async () =>
+      (
+        await t.hub.db.query<{ n: number }>(
+          'SELECT consecutive_failures AS n FROM account_lockouts WHERE customer_id = $1',
+          [customerId],
+        )
+      ).rows[0]?.n;
+    const unlockProof = async () => {
+      const ua = createUserAgent({ fetch: t.fetch });
+      const uid = await openInteraction(ua);
+      return { uid, proved: await verify(ua, uid, await challenge(ua, uid, 'unlock')) };
+    };
+    const before = await told();
+    const states = [
+      // Failures counted, never locked.
+      'consecutive_failures = 4, locked_at = NULL, locked_until = NULL',
+      // A lock whose time had run out before the proof.
+      "consecutive_failures = 10, locked_at = now() - interval '2 days', locked_until = now() - interval '1 day'",
+    ];
+    for (const state of states) {
+      await t.hub.db.query(
+        `INSERT INTO account_lockouts (customer_id) VALUES ($1) ON CONFLICT (customer_id) DO NOTHING`,
+        [customerId],
+      );
+      await t.hub.db.query(
+        `UPDATE account_lockouts SET ${state}, reproofing_required = false WHERE customer_id = $1`,
+        [customerId],
+      );
+      const { uid, proved } = await unlockProof();
+      expect(proved.body).toEqual({
+        verified: true,
+        purpose: 'unlock',
+        unlocked: false,
+        redirectTo: `/interaction/${uid}`,
+      });
+      expect(await told()).toEqual(before);
+      // The count is still reset.
+      expect(await failures()).toBe(0);
+    }
+    // A lock in force: told once (notice and audit).
+    await t.hub.db.query(
+      `UPDATE account_lockouts SET consecutive_failures = 10, locked_at = now(), locked_until = now() + interval '1 day'
+       WHERE customer_id = $1`,
+      [customerId],
+    );
+    const { uid, proved } = await unlockProof();
+    expect(proved.body).toMatchObject({ unlocked: true, redirectTo: `/interaction/${uid}?unlocked=1` });
+    const after = await told();
+    expect(after.audits).toBe(before.audits + 1);
+    expect(after.notices).toBeGreaterThan(before.notices);
+  });
+
   it('lifts the lock a peer’s takeover signal set (re-proofing required, no end, known devices refused too)', async () => {
     // As src/risk/peerActions.ts leaves it for a received require_reproofing action.
     await t.hub.db.query(

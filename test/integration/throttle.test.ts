@@ -47,7 +47,7 @@ describe('throttle state in the database', () => {
     await t.db.query(
       "INSERT INTO institutions (id, kind, name_ja, name_en) VALUES ('i', 'brokerage', 'i', 'i')",
     );
-    for (const id of ['c1', 'c2'])
+    for (const id of ['c1', 'c2', 'c3'])
       await t.db.query(
         "INSERT INTO customers (id, institution_id, customer_number, name_kanji, name_kana) VALUES ($1, 'i', $1, 'x', 'x')",
         [id],
@@ -101,6 +101,38 @@ describe('throttle state in the database', () => {
       "SELECT data FROM audit_events WHERE type = 'risk.account.unlocked' AND customer_id = 'c1'",
     );
     expect(unlocked.rows[0]).toEqual({ data: { by: 'operator:test' } });
+  });
+
+  it('an operator unlock lifts only a lock in force: counted failures or a lock that ran out are reset silently', async () => {
+    const audits = async () =>
+      (
+        await t.db.query(
+          "SELECT 1 FROM audit_events WHERE type = 'risk.account.unlocked' AND customer_id = 'c3'",
+        )
+      ).rowCount;
+    const failures = async () =>
+      (
+        await t.db.query<{ n: number }>(
+          "SELECT consecutive_failures AS n FROM account_lockouts WHERE customer_id = 'c3'",
+        )
+      ).rows[0]?.n;
+    for (let i = 0; i < 2; i++)
+      await recordAuthFailure(t.db, { source: 's3', customerId: 'c3' }, meta, policy);
+    expect(await unlockAccount(t.db, 'c3', 'operator:test')).toBe(false);
+    expect(await failures()).toBe(0);
+    // Locked, then its time runs out.
+    for (let i = 0; i < 3; i++)
+      await recordAuthFailure(t.db, { source: 's3', customerId: 'c3' }, meta, policy);
+    expect((await accountLock(t.db, 'c3')).locked).toBe(true);
+    await t.db.query(
+      "UPDATE account_lockouts SET locked_until = now() - interval '1 second' WHERE customer_id = 'c3'",
+    );
+    expect(await unlockAccount(t.db, 'c3', 'operator:test')).toBe(false);
+    expect(await failures()).toBe(0);
+    expect(await audits()).toBe(0);
+    // Nothing left to lift: still false.
+    expect(await unlockAccount(t.db, 'c3', 'operator:test')).toBe(false);
+    expect(await audits()).toBe(0);
   });
 
   it('remembers devices per customer by a hash of the cookie', async () => {
