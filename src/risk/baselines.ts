@@ -54,19 +54,28 @@ export async function claimChanges(
 }
 
 /**
- * Deletes baselines and reported changes older than `maxAgeSeconds` (the longest token or session
- * lifetime, or the retention if shorter), `limit` rows at a time; returns how many went.
+ * Deletes baselines and reported changes `limit` rows at a time; returns how many went. A row goes
+ * once older than `lifetimeSeconds` (the longest token or session lifetime) unless it tracks a browser
+ * session (`session:<uid>`) that is still live: a session rolls (oidc-provider saves it again with a
+ * full lifetime whenever it is used), so it can be presented long after its baseline was claimed.
+ * Every row goes once older than `retentionSeconds` (the risk data's retention), live or not.
  */
 export async function deleteExpiredBaselines(
   db: Queryable,
-  maxAgeSeconds: number,
+  age: { lifetimeSeconds: number; retentionSeconds: number },
   limit = 5000,
 ): Promise<number> {
+  // The session's row by its uid (index oidc_payloads_uid), as src/oidc/adapter.ts findByUid reads it.
   const res = await db.query(
     `DELETE FROM request_baselines WHERE (tracking_id, item) IN (
-       SELECT tracking_id, item FROM request_baselines
-       WHERE created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2)`,
-    [maxAgeSeconds, limit],
+       SELECT b.tracking_id, b.item FROM request_baselines b
+       WHERE b.created_at < now() - make_interval(secs => $1)
+         AND (b.created_at < now() - make_interval(secs => $3) OR b.tracking_id NOT LIKE 'session:%'
+              OR NOT EXISTS (SELECT 1 FROM oidc_payloads s
+                WHERE s.model = 'Session' AND s.uid = substr(b.tracking_id, 9)
+                  AND (s.expires_at IS NULL OR s.expires_at > now())))
+       ORDER BY b.created_at LIMIT $2)`,
+    [Math.min(age.lifetimeSeconds, age.retentionSeconds), limit, age.retentionSeconds],
   );
   return res.rowCount;
 }

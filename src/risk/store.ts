@@ -329,7 +329,8 @@ export async function deleteExpiredRiskEvents(
     limit?: number;
     /**
      * Post-login baselines (src/risk/baselines.ts) go once older than this — the longest token or
-     * session lifetime — or the retention, whichever is shorter; the retention when not given.
+     * session lifetime — unless the browser session they track is still live, and once older than the
+     * retention in any case; the retention alone when not given.
      */
     baselineMaxAgeSeconds?: number;
     /**
@@ -350,7 +351,10 @@ export async function deleteExpiredRiskEvents(
     }
     return total;
   };
-  const baselineAge = Math.min(retentionDays * 86_400, o.baselineMaxAgeSeconds ?? Number.POSITIVE_INFINITY);
+  const baselineAge = {
+    lifetimeSeconds: o.baselineMaxAgeSeconds ?? Number.POSITIVE_INFINITY,
+    retentionSeconds: retentionDays * 86_400,
+  };
   const baselines = await drain(() => deleteExpiredBaselines(db, baselineAge, limit));
   const events = await drain(
     async () =>

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../src/db/index.ts';
+import { createAdapterFactory } from '../../src/oidc/adapter.ts';
 import {
   createRiskEngine,
   deleteExpiredRiskEvents,
@@ -195,6 +196,57 @@ describe('post-login baselines shared by the nodes', () => {
     );
     await deleteExpiredRiskEvents(t.db, 1);
     expect(await rows()).toEqual([]);
+  });
+
+  it('keeps the baseline of a browser session still in use past the longest lifetime (short TTLs)', async () => {
+    // A session lives `ttl` seconds from its last save; oidc-provider saves it again whenever it is used.
+    const ttl = 3;
+    const sessions = createAdapterFactory(t.db)('Session');
+    const save = (id: string, uid: string) => sessions.upsert(id, { uid, accountId: customerId }, ttl);
+    const seeSession = async (n: { engine: RiskEngine }, uid: string, ip: string) =>
+      (
+        await observeRequest(n.engine, t.db, {
+          trackingId: `session:${uid}`,
+          sessionKey: `session:${uid}`,
+          customerId,
+          ip,
+          userAgent: 'Browser/1',
+        })
+      )?.reasons.map((r) => r.rule);
+    const rows = async (uid: string) =>
+      (
+        await t.db.query<{ item: string }>(
+          'SELECT item FROM request_baselines WHERE tracking_id = $1 ORDER BY item',
+          [`session:${uid}`],
+        )
+      ).rows.map((r) => r.item);
+    const sweep = (retentionDays = config.retentionDays) =>
+      deleteExpiredRiskEvents(t.db, retentionDays, { baselineMaxAgeSeconds: ttl });
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+    await save('SID1', 'uid-1');
+    expect(await seeSession(node(), 'uid-1', HOME)).toBeUndefined();
+    // In use: saved again half-way, so it is live when its baseline is past the longest lifetime.
+    await sleep(1600);
+    await save('SID1', 'uid-1');
+    await sleep(1600);
+    await sweep();
+    expect(await rows('uid-1')).toEqual(['baseline']);
+    // A node that never saw the session compares with the stored first network (not its own request).
+    expect(await seeSession(node(), 'uid-1', ABROAD)).toEqual(['session-network-changed']);
+    // Once the session is over, the sweeper takes its baseline (the change reported just now goes
+    // when it is itself past the lifetime).
+    await sessions.destroy('SID1');
+    await sweep();
+    expect(await rows('uid-1')).toEqual(['net:127.0.3.0/24']);
+    // A live session's rows still go with the retention.
+    await save('SID2', 'uid-2');
+    expect(await seeSession(node(), 'uid-2', HOME)).toBeUndefined();
+    await t.db.query(
+      "UPDATE request_baselines SET created_at = now() - interval '2 days' WHERE tracking_id = 'session:uid-2'",
+    );
+    await sweep(1);
+    expect(await rows('uid-2')).toEqual([]);
   });
 
   it('drains a backlog in one sweep, batch after batch while each comes back full', async () => {
