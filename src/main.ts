@@ -18,6 +18,7 @@ import { newKeyEncryptionKey, runKeysCommand } from './keys/command.ts';
 import { describePolicy, loadPolicy, PolicyError } from './linking/index.ts';
 import { NoticeError, publishNotice } from './notices/index.ts';
 import { addClient, ClientPolicyError, listClients, removeClient, setClientEnabled } from './oidc/clients.ts';
+import { notifyCustomer } from './oidc/securityNotices.ts';
 import { createInitialAccessToken } from './registration/index.ts';
 import { formatReport, protectiveSettingsReport } from './report/index.ts';
 import {
@@ -30,6 +31,7 @@ import {
   RiskRulesError,
   replay,
   TravelError,
+  unlockAccount,
 } from './risk/index.ts';
 import { ssfCommand } from './signals/cli.ts';
 import { isFirstWorker, reportReady, runPrimary } from './workers.ts';
@@ -49,6 +51,8 @@ const USAGE = `usage: kakehashi <command>
   risk replay <events.jsonl> [--rules FILE]   decide a recorded event stream offline, one JSON line
                              per sign-in attempt
   risk travel <customer> --country CC [--from D] --to D   record travel the customer declared
+  risk unlock <customer>     lift the customer's account lock (failed sign-ins, or a peer's demand for
+                             re-proofing) without re-proofing; audited, the customer told
   clients list | add <metadata.json> | disable <id> | enable <id> | remove <id>
                              manage registered clients (FAPI policy enforced; disabling is immediate)
   clients iat create [--ttl SECONDS]   an initial access token for one dynamic registration (POST /reg),
@@ -245,6 +249,20 @@ async function main(argv: string[]): Promise<number> {
         customerId,
         data: { from: period.from.toISOString(), to: period.to.toISOString() },
       });
+      return 0;
+    }
+    if (command === 'risk' && rest[0] === 'unlock') {
+      const customerId = rest[1] ? await resolveCustomer(db, rest[1]) : undefined;
+      if (!customerId) {
+        if (!rest[1]) console.error('usage: risk unlock <customer> [--operator NAME]');
+        return 2;
+      }
+      const lifted = await unlockAccount(db, customerId, operator as `operator:${string}`);
+      // Told like a re-proofing's unlock: an operator acting for someone else must not do it silently.
+      if (lifted) await notifyCustomer(db, { customerId, kind: 'account_unlocked', data: {} });
+      console.log(
+        lifted ? `account of ${rest[1]} unlocked` : `no lock in force for ${rest[1]}: nothing to lift`,
+      );
       return 0;
     }
     if (command === 'risk' && rest[0] === 'travel') {

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.ts';
+import { type Db, openDb } from '../../src/db/index.ts';
 import { startHub } from '../../src/hub.ts';
 import { createLogger } from '../../src/log.ts';
 import {
@@ -77,6 +78,15 @@ afterAll(async () => {
 });
 
 const cli = (...args: string[]) => runCli(env, ...args);
+/** The database as the CLI sees it (PGlite allows one process at a time: open only between calls). */
+async function withDb<T>(fn: (db: Db) => Promise<T>): Promise<T> {
+  const db = await openDb({ databaseUrl: env.DATABASE_URL, dataDir });
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
 const lines = (out: string) =>
   out
     .trim()
@@ -173,6 +183,58 @@ describe('kakehashi risk', () => {
       };
       expect(rules.version).toBe('2026-11-26.3');
       expect(rules.rules.map((r) => r.id)).toContain('abroad-undeclared');
+    },
+    CLI_TEST_TIMEOUT,
+  );
+
+  it(
+    'lifts an account lock, audited with the operator and the customer told; says so when none is in force',
+    async () => {
+      await withDb(async (db) => {
+        await db.query(
+          `INSERT INTO account_lockouts (customer_id, consecutive_failures, locked_at, locked_until)
+           VALUES ($1, 10, now(), now() + interval '1 day')
+           ON CONFLICT (customer_id) DO UPDATE SET consecutive_failures = 10, locked_at = now(),
+             locked_until = now() + interval '1 day'`,
+          [customerId],
+        );
+        // A mail channel, so that telling the customer leaves a row to count.
+        await db.query(
+          `INSERT INTO notify_channels (id, customer_id, kind, address_enc, address_hash, address_masked)
+           VALUES ('ch-risk-cli', $1, 'email', 'sealed', 'hash', 't***@example.jp')`,
+          [customerId],
+        );
+      });
+      const lifted = await cli('risk', 'unlock', '10000001', '--operator', 'sato');
+      expect(lifted.code).toBe(0);
+      expect(lifted.stdout).toContain('account of 10000001 unlocked');
+      const again = await cli('risk', 'unlock', '10000001', '--operator', 'sato');
+      expect(again.stdout).toContain('no lock in force');
+      expect((await cli('risk', 'unlock')).code).toBe(2);
+      const { audits, notices, lock } = await withDb(async (db) => ({
+        audits: (
+          await db.query<{ actor: string }>(
+            "SELECT actor FROM audit_events WHERE type = 'risk.account.unlocked' AND customer_id = $1",
+            [customerId],
+          )
+        ).rows,
+        notices: (
+          await db.query<{ n: number }>(
+            "SELECT count(*)::int AS n FROM notify_outbox WHERE customer_id = $1 AND kind = 'account_unlocked'",
+            [customerId],
+          )
+        ).rows[0]!.n,
+        lock: (
+          await db.query<{ n: number }>(
+            'SELECT count(*)::int AS n FROM account_lockouts WHERE customer_id = $1 AND locked_until > now()',
+            [customerId],
+          )
+        ).rows[0]!.n,
+      }));
+      expect(audits).toEqual([{ actor: 'operator:sato' }]);
+      expect(lock).toBe(0);
+      // Told once (one channel), and only for the lift that happened.
+      expect(notices).toBe(1);
     },
     CLI_TEST_TIMEOUT,
   );
