@@ -305,7 +305,7 @@ describe('the bank-federation signing key (keys rotate-rp / promote-rp; security
         const keys = await published();
         return keys.length === 2 && keys;
       });
-      expect(Date.now() - stagedAt).toBeLessThan(1_000 + 500);
+      expect(Date.now() - stagedAt).toBeLessThan(1_000 + 1_000);
       expect((await published()).map((k) => k.kid)).toEqual([current!.kid, next!.kid]);
       expect((await keysCli('rotate-rp')).out[0]).toContain(`key already waiting ${next!.kid}`);
       await register('learns', [current, next]);
@@ -318,7 +318,7 @@ describe('the bank-federation signing key (keys rotate-rp / promote-rp; security
         'the promoted key to be published first',
         async () => (await published())[0]!.kid === next!.kid,
       );
-      expect(Date.now() - promotedAt).toBeLessThan(1_000 + 500);
+      expect(Date.now() - promotedAt).toBeLessThan(1_000 + 1_000);
       expect((await published()).map((k) => k.kid)).toEqual([next!.kid, current!.kid]);
       // Within keys.pollSeconds (1 s here) the promoted key signs: the bank that knows only the old
       // key refuses the hub, the one that learned the new key takes it.
@@ -498,7 +498,7 @@ describe('bank-federation key hygiene (docs/key-rotation.md)', () => {
       const r = await t.fetch(`${t.issuer}/federation/jwks.json`);
       return kidsIn((await r.json()) as { keys: JsonWebKey[] }).join() === [waiting, current].join();
     });
-    expect(Date.now() - promotedAt).toBeLessThan(1_000 + 500);
+    expect(Date.now() - promotedAt).toBeLessThan(1_000 + 1_000);
     // A staged key as well, once the replaced key may go.
     await t.hub.db.query(
       "UPDATE secrets SET created_at = created_at - interval '31 seconds' WHERE name = 'federation.rp_signing_key.previous'",
@@ -509,7 +509,7 @@ describe('bank-federation key hygiene (docs/key-rotation.md)', () => {
       'the other node to publish the staged key',
       async () => kidsIn(await node.federation.jwks()).join() === [waiting, staged].join(),
     );
-    expect(Date.now() - stagedAt).toBeLessThan(1_000 + 500);
+    expect(Date.now() - stagedAt).toBeLessThan(1_000 + 1_000);
     // The node that looks every 60 s still answers from its copy, without a query.
     expect(kidsIn(await quiet.federation.jwks())).toEqual(kidsIn(served));
     expect(quiet.counted.secrets).toBe(opened);
