@@ -6,7 +6,8 @@
  *
  * What the bank's discovery advertises, the hub uses (FAPI 2.0 toward banks that can): a signed
  * request object (JAR, RFC 9101; ES256 with the hub's RP key) when it lists ES256 in
- * `request_object_signing_alg_values_supported` and the hub authenticates with private_key_jwt, and
+ * `request_object_signing_alg_values_supported`, offers PAR, and the hub authenticates with
+ * private_key_jwt (never through the browser: that key authenticates the hub), and
  * DPoP-bound tokens (RFC 9449; the hub's sealed DPoP key) when it lists ES256 in
  * `dpop_signing_alg_values_supported` — at PAR, the token endpoint and userinfo alike.
  */
@@ -16,7 +17,7 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import type { Config } from '../config/index.ts';
 import type { Queryable } from '../db/index.ts';
 import { FederationError } from './errors.ts';
-import { DPOP_SECRET_NAME, loadRpKey, type RpKey, rpPublicJwks } from './rpKey.ts';
+import { DPOP_SECRET_NAME, loadRpKey, type RpKey, rpJwksFollower } from './rpKey.ts';
 
 export type BankConfig = Config['linking']['banks'][number];
 
@@ -70,7 +71,10 @@ export interface BankFederation {
   authorizationUrl(bankId: string, checks: BankChecks): Promise<URL>;
   /** Validates the callback and exchanges the code; FederationError on any failure. */
   complete(bankId: string, callbackUrl: URL, checks: BankChecks): Promise<BankAssertion>;
-  /** The public keys banks register for private_key_jwt: current, and a staged next or the previous. */
+  /**
+   * The public keys banks register for private_key_jwt: current, and a staged next or the previous.
+   * Opened again only when the sealed keys changed, looked at every keys.pollSeconds.
+   */
   jwks(): Promise<{ keys: JsonWebKey[] }>;
 }
 
@@ -214,9 +218,13 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
     return Array.isArray(algs) && algs.includes('ES256');
   };
   function protectionsFor(bank: BankConfig, config: client.Configuration): BankProtections {
+    const par = Boolean(config.serverMetadata().pushed_authorization_request_endpoint);
     return {
-      par: Boolean(config.serverMetadata().pushed_authorization_request_endpoint),
+      par,
+      // Only over PAR: a request object sent through the browser would put a JWS signed with the
+      // client-authentication key in the front channel (docs/bank-linking.md, key separation).
       jar:
+        par &&
         bank.auth.method === 'private_key_jwt' &&
         offersEs256(config, 'request_object_signing_alg_values_supported'),
       dpop: offersEs256(config, 'dpop_signing_alg_values_supported'),
@@ -386,7 +394,7 @@ export function createBankFederation(o: { config: Config; db: Queryable; kek: Bu
       }
     },
 
-    // Read at every request: a staged or promoted key is published at once.
-    jwks: () => rpPublicJwks(o.db, o.kek),
+    // Followed like the signing key: a staged or promoted key is published within keys.pollSeconds.
+    jwks: rpJwksFollower({ db: o.db, kek: o.kek, pollSeconds: o.config.keys.pollSeconds }),
   };
 }

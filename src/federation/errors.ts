@@ -11,7 +11,12 @@ export type FederationErrorCode =
    * The hub's own relying-party key (sealed in `secrets`) does not open: sealed with another
    * key-encryption key, tampered, or unreadable. Nothing the bank or the customer did.
    */
-  | 'ERR_RP_KEY';
+  | 'ERR_RP_KEY'
+  /**
+   * `keys rotate-rp` too soon after `keys promote-rp`: it would unpublish the previous signing key
+   * while a node may still sign with it (the message names when it becomes possible).
+   */
+  | 'ERR_RP_KEY_IN_USE';
 
 export class FederationError extends Error {
   override name = 'FederationError';

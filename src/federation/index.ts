@@ -14,4 +14,13 @@ export {
   maskBankAccount,
 } from './bankRp.ts';
 export { FederationError, type FederationErrorCode } from './errors.ts';
-export { loadRpKey, promoteRpKey, type RpKey, rpPublicJwks, stageRpKey } from './rpKey.ts';
+export {
+  loadRpKey,
+  promoteRpKey,
+  RP_JWKS_MAX_AGE_SECONDS,
+  RP_KEY_IN_FLIGHT_SECONDS,
+  type RpKey,
+  rpJwksFollower,
+  rpPublicJwks,
+  stageRpKey,
+} from './rpKey.ts';

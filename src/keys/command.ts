@@ -41,7 +41,10 @@ export async function runKeysCommand(o: KeysCommandOptions): Promise<number> {
     return await run(o, o.out ?? ((line: string) => console.log(line)), err);
   } catch (e) {
     // A bank-federation key that does not open (rotate-rp, promote-rp) is the same operator matter.
-    if (!(e instanceof KeyError) && !(e instanceof FederationError && e.code === 'ERR_RP_KEY')) throw e;
+    // So is a rotate-rp that would unpublish a key a node may still sign with.
+    const federation =
+      e instanceof FederationError && (e.code === 'ERR_RP_KEY' || e.code === 'ERR_RP_KEY_IN_USE');
+    if (!(e instanceof KeyError) && !federation) throw e;
     err(`refused: ${e.message}`);
     return 2;
   }
@@ -122,7 +125,15 @@ async function run(
   }
   // The bank-federation signing key (src/federation/rpKey.ts): staged, then promoted by an operator.
   if (action === 'rotate-rp') {
-    const r = await stageRpKey(o.db, loadKeyEncryptionKey(o.config), o.operator);
+    const r = await stageRpKey(o.db, loadKeyEncryptionKey(o.config), o.operator, {
+      pollSeconds: o.config.keys.pollSeconds,
+    });
+    if (r.replacedMissing) {
+      out(
+        `the signing key was missing: ${r.created ? 'new key' : 'the waiting key'} ${r.kid} signs from now on (every node within keys.pollSeconds); banks must register it (published at /federation/jwks.json)`,
+      );
+      return 0;
+    }
     out(
       `${r.created ? 'new key' : 'key already waiting'} ${r.kid} is published now at /federation/jwks.json as next; once every bank trusts it, run keys promote-rp`,
     );

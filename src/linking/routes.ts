@@ -28,7 +28,12 @@ import { recordSampledAudit } from '../audit/sampled.ts';
 import type { AuthnContext } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
 import type { Db } from '../db/index.ts';
-import { BANK_CALLBACK_PATH, createBankFederation, FederationError } from '../federation/index.ts';
+import {
+  BANK_CALLBACK_PATH,
+  createBankFederation,
+  FederationError,
+  RP_JWKS_MAX_AGE_SECONDS,
+} from '../federation/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import { loadKeyEncryptionKey } from '../keys/index.ts';
 import { requestMeta } from '../oidc/passkeySignIn.ts';
@@ -180,7 +185,9 @@ export function linkingRoutes({ provider, db, config, authn, policy }: LinkingRo
   router.get('/federation/jwks.json', async (ctx) => {
     try {
       ctx.body = await federation.jwks();
-      ctx.set('cache-control', 'max-age=300');
+      // Public keys, the same for everyone: shared caches may keep them as long as banks do. A staged
+      // key must be in every bank's copy before promote-rp (docs/key-rotation.md: wait this long).
+      ctx.set('cache-control', `public, max-age=${RP_JWKS_MAX_AGE_SECONDS}`);
       ctx.type = 'application/jwk-set+json';
     } catch (err) {
       if (!(err instanceof FederationError) || err.code !== 'ERR_RP_KEY') throw err;

@@ -8,14 +8,17 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createLocalJWKSet, decodeProtectedHeader, type JSONWebKeySet, jwtVerify } from 'jose';
 import * as client from 'openid-client';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeLogin } from '../../conformance/lib/login.ts';
 import { loadConfig } from '../../src/config/index.ts';
+import type { Queryable } from '../../src/db/index.ts';
 import {
   type BankConfig,
   createBankFederation,
   FederationError,
   loadRpKey,
+  stageRpKey,
 } from '../../src/federation/index.ts';
 import { runKeysCommand } from '../../src/keys/command.ts';
 import {
@@ -39,6 +42,13 @@ import { waitFor } from '../support/waitFor.ts';
 
 let t: TestHub;
 let device: PasskeyEmulator;
+
+/** fetch that trusts a test CA (an upstream OP's). */
+const fetchWithCa = (ca: string) => {
+  const dispatcher = new Agent({ connect: { ca } });
+  return (url: string, init: Parameters<typeof undiciFetch>[1] = {}) =>
+    undiciFetch(url, { ...init, dispatcher });
+};
 
 beforeAll(async () => {
   t = await startTestHub({ keys: { pollSeconds: 1 } });
@@ -289,7 +299,13 @@ describe('the bank-federation signing key (keys rotate-rp / promote-rp; security
 
       const staged = await keysCli('rotate-rp');
       expect(staged.out[0]).toMatch(/^new key \S+ is published now/);
-      const [, next] = await published();
+      // Each node follows the sealed keys every keys.pollSeconds (1 s here) rather than per request.
+      const stagedAt = Date.now();
+      const [, next] = await waitFor('the staged key to be published', async () => {
+        const keys = await published();
+        return keys.length === 2 && keys;
+      });
+      expect(Date.now() - stagedAt).toBeLessThan(1_000 + 1_000);
       expect((await published()).map((k) => k.kid)).toEqual([current!.kid, next!.kid]);
       expect((await keysCli('rotate-rp')).out[0]).toContain(`key already waiting ${next!.kid}`);
       await register('learns', [current, next]);
@@ -297,6 +313,12 @@ describe('the bank-federation signing key (keys rotate-rp / promote-rp; security
       await expect(start('stays')).resolves.toBeInstanceOf(URL);
 
       expect((await keysCli('promote-rp')).out[0]).toMatch(new RegExp(`^${next!.kid} signs from now on`));
+      const promotedAt = Date.now();
+      await waitFor(
+        'the promoted key to be published first',
+        async () => (await published())[0]!.kid === next!.kid,
+      );
+      expect(Date.now() - promotedAt).toBeLessThan(1_000 + 1_000);
       expect((await published()).map((k) => k.kid)).toEqual([next!.kid, current!.kid]);
       // Within keys.pollSeconds (1 s here) the promoted key signs: the bank that knows only the old
       // key refuses the hub, the one that learned the new key takes it.
@@ -315,6 +337,29 @@ describe('the bank-federation signing key (keys rotate-rp / promote-rp; security
         ['keys.federation.staged', next!.kid],
         ['keys.federation.promoted', next!.kid],
       ]);
+
+      // A rotation now would unpublish the replaced key while a node may still sign with it (its
+      // client-authentication key is reloaded only every keys.pollSeconds): refused, naming when.
+      const tooSoon = await keysCli('rotate-rp');
+      expect(tooSoon.code).toBe(2);
+      const promoted = await t.hub.db.query<{ until: Date }>(
+        "SELECT created_at + interval '31 seconds' AS until FROM secrets WHERE name = 'federation.rp_signing_key.previous'",
+      );
+      expect(tooSoon.err).toEqual([
+        `refused: the previous key ${current!.kid} was promoted away less than keys.pollSeconds + 30 s ago and a node may still sign with it; a new rotation would unpublish it: run keys rotate-rp again after ${new Date(promoted.rows[0]!.until).toISOString()}`,
+      ]);
+      expect((await published()).map((k) => k.kid)).toEqual([next!.kid, current!.kid]);
+      // Once keys.pollSeconds + 30 s have passed (moved into the past here), it goes ahead.
+      await t.hub.db.query(
+        "UPDATE secrets SET created_at = created_at - interval '31 seconds' WHERE name = 'federation.rp_signing_key.previous'",
+      );
+      const later = await keysCli('rotate-rp');
+      expect(later.code).toBe(0);
+      const third = /^new key (\S+) is published now/.exec(later.out[0]!)![1];
+      await waitFor(
+        'the third key to be published',
+        async () => (await published()).map((k) => k.kid).join() === [next!.kid, third].join(),
+      );
     } finally {
       await bankOp.close();
     }
@@ -366,6 +411,157 @@ describe('the bank-federation signing key (keys rotate-rp / promote-rp; security
       }
     } finally {
       await d.close();
+    }
+  });
+});
+
+/** The JWKS once the node noticed its key is out (within keys.pollSeconds): the 503 answer. */
+const jwksFailing = () =>
+  waitFor('the JWKS to fail', async () => {
+    const r = await t.fetch(`${t.issuer}/federation/jwks.json`);
+    if (r.status === 503) return r;
+    await r.arrayBuffer();
+    return undefined;
+  });
+
+/** The demo customer starts linking a private_key_jwt bank nobody can reach. */
+async function startLinkAtUnreachableBank() {
+  const bank = fapiBank('fapi-bank', 'https://localhost:1');
+  const { config, federation } = federationOf([bank]);
+  const customerId = t.hub.demo!.customerId;
+  const account = await t.hub.db.query<{ id: string }>(
+    "SELECT id FROM accounts WHERE customer_id = $1 AND kind = 'securities' LIMIT 1",
+    [customerId],
+  );
+  return startBankLink(
+    { db: t.hub.db, config, policy: loadPolicy(), federation, kek: t.hub.authn.kek! },
+    {
+      customerId,
+      sessionUid: 's',
+      sessionAcr: 'phr',
+      sessionLoginTs: Date.now() / 1000,
+      bankId: bank.id,
+      accountId: account.rows[0]!.id,
+    },
+  );
+}
+
+/** A second node on the same database: its own bank federation, counting its queries of `secrets`. */
+function otherNode(pollSeconds: number) {
+  const counted = { secrets: 0 };
+  const db: Queryable = {
+    query: (sql, params) => {
+      if (/\bsecrets\b/.test(sql)) counted.secrets++;
+      return t.hub.db.query(sql, params);
+    },
+    exec: (sql) => t.hub.db.exec(sql),
+    afterCommit: (fn) => t.hub.db.afterCommit(fn),
+  } as Queryable;
+  const config = { ...t.hub.config, keys: { ...t.hub.config.keys, pollSeconds } };
+  return { counted, federation: createBankFederation({ config, db, kek: t.hub.authn.kek! }) };
+}
+const kidsIn = (set: { keys: JsonWebKey[] }) => set.keys.map((k) => (k as { kid: string }).kid);
+
+describe('bank-federation key hygiene (docs/key-rotation.md)', () => {
+  it('the published JWKS is opened only when the sealed keys change, and followed on every node within keys.pollSeconds', async () => {
+    // Before: every request read and decrypted up to three sealed keys, whoever asked.
+    const res = await t.fetch(`${t.issuer}/federation/jwks.json`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('cache-control')).toBe('public, max-age=300');
+    expect(res.headers.get('content-type')).toContain('application/jwk-set+json');
+    const served = (await res.json()) as { keys: JsonWebKey[] };
+
+    const quiet = otherNode(60);
+    expect(kidsIn(await quiet.federation.jwks())).toEqual(kidsIn(served));
+    const opened = quiet.counted.secrets;
+    await Promise.all(Array.from({ length: 20 }, () => quiet.federation.jwks()));
+    for (let i = 0; i < 20; i++) await quiet.federation.jwks();
+    expect(quiet.counted.secrets).toBe(opened);
+
+    const node = otherNode(1);
+    expect(kidsIn(await node.federation.jwks())).toEqual(kidsIn(served));
+    const before = node.counted.secrets;
+    await new Promise((r) => setTimeout(r, 1_100));
+    // Unchanged keys after keys.pollSeconds: one look at the sealed rows, nothing opened.
+    expect(kidsIn(await node.federation.jwks())).toEqual(kidsIn(served));
+    expect(node.counted.secrets).toBe(before + 1);
+
+    // A promotion (from the CLI, another process in production) reaches both nodes within 1 s.
+    const [current, waiting] = kidsIn(served);
+    expect((await keysCli('promote-rp')).code).toBe(0);
+    const promotedAt = Date.now();
+    await waitFor(
+      'the other node to publish the promotion',
+      async () => kidsIn(await node.federation.jwks()).join() === [waiting, current].join(),
+    );
+    await waitFor('the hub to publish the promotion', async () => {
+      const r = await t.fetch(`${t.issuer}/federation/jwks.json`);
+      return kidsIn((await r.json()) as { keys: JsonWebKey[] }).join() === [waiting, current].join();
+    });
+    expect(Date.now() - promotedAt).toBeLessThan(1_000 + 1_000);
+    // A staged key as well, once the replaced key may go.
+    await t.hub.db.query(
+      "UPDATE secrets SET created_at = created_at - interval '31 seconds' WHERE name = 'federation.rp_signing_key.previous'",
+    );
+    const staged = /^new key (\S+) is published now/.exec((await keysCli('rotate-rp')).out[0]!)![1];
+    const stagedAt = Date.now();
+    await waitFor(
+      'the other node to publish the staged key',
+      async () => kidsIn(await node.federation.jwks()).join() === [waiting, staged].join(),
+    );
+    expect(Date.now() - stagedAt).toBeLessThan(1_000 + 1_000);
+    // The node that looks every 60 s still answers from its copy, without a query.
+    expect(kidsIn(await quiet.federation.jwks())).toEqual(kidsIn(served));
+    expect(quiet.counted.secrets).toBe(opened);
+  });
+
+  it('sends a signed request object only over PAR: a bank without PAR gets plain parameters with PKCE, state and nonce', async () => {
+    // Before: a request object signed with the client-authentication key, in the browser's URL.
+    const bankOp = await startUpstreamOp({ offerPar: false, offerSignedRequestObject: true });
+    try {
+      const published = (await (await t.fetch(`${t.issuer}/federation/jwks.json`)).json()) as {
+        keys: unknown[];
+      };
+      await bankOp.addClient({
+        client_id: 'no-par',
+        redirect_uris: [`${t.issuer}/account/links/callback/no-par`],
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'ES256',
+        id_token_signed_response_alg: 'ES256',
+        jwks: { keys: published.keys },
+      });
+      const discovery = await fetchWithCa(bankOp.caPem)(`${bankOp.issuer}/.well-known/openid-configuration`);
+      const metadata = (await discovery.json()) as Record<string, unknown>;
+      // The bank would take a request object, but has no PAR endpoint.
+      expect(metadata.request_object_signing_alg_values_supported).toContain('ES256');
+      expect(metadata.pushed_authorization_request_endpoint).toBeUndefined();
+      const { federation } = federationOf([
+        fapiBank('no-par', bankOp.issuer, { clientId: 'no-par', caFile: bankOp.caPath }),
+      ]);
+      const checks = {
+        state: client.randomState(),
+        nonce: client.randomNonce(),
+        codeVerifier: client.randomPKCECodeVerifier(),
+      };
+      const url = await federation.authorizationUrl('no-par', checks);
+      expect(url.origin + url.pathname).toBe(metadata.authorization_endpoint);
+      expect(url.searchParams.has('request')).toBe(false);
+      expect(url.searchParams.has('request_uri')).toBe(false);
+      expect(Object.fromEntries(url.searchParams)).toMatchObject({
+        client_id: 'no-par',
+        response_type: 'code',
+        redirect_uri: `${t.issuer}/account/links/callback/no-par`,
+        state: checks.state,
+        nonce: checks.nonce,
+        code_challenge: await client.calculatePKCECodeChallenge(checks.codeVerifier),
+        code_challenge_method: 'S256',
+      });
+      // And the bank takes it: on to its sign-in, not an error back to the hub.
+      const answer = await fetchWithCa(bankOp.caPem)(url.href, { redirect: 'manual' });
+      expect(answer.status).toBe(303);
+      expect(answer.headers.get('location')).not.toContain('error=');
+    } finally {
+      await bankOp.close();
     }
   });
 });
@@ -482,30 +678,14 @@ describe('key-encryption key rotation (keys rekey)', () => {
        ON CONFLICT (name) DO UPDATE SET value_enc = EXCLUDED.value_enc`,
       [encryptAtRest(randomBytes(32), '{}', 'federation.rp_signing_key')],
     );
-    const res = await t.fetch(`${t.issuer}/federation/jwks.json`);
-    expect(res.status).toBe(503);
+    // The node notices within keys.pollSeconds.
+    const res = await jwksFailing();
+    expect(res.headers.get('cache-control')).toBe('no-store');
     expect(await res.json()).toEqual({
       error: 'temporarily_unavailable',
       error_description: 'the relying-party key is unavailable',
     });
-    const bank = fapiBank('fapi-bank', 'https://localhost:1');
-    const { config, federation } = federationOf([bank]);
-    const customerId = t.hub.demo!.customerId;
-    const account = await t.hub.db.query<{ id: string }>(
-      "SELECT id FROM accounts WHERE customer_id = $1 AND kind = 'securities' LIMIT 1",
-      [customerId],
-    );
-    const started = startBankLink(
-      { db: t.hub.db, config, policy: loadPolicy(), federation, kek: t.hub.authn.kek! },
-      {
-        customerId,
-        sessionUid: 's',
-        sessionAcr: 'phr',
-        sessionLoginTs: Date.now() / 1000,
-        bankId: bank.id,
-        accountId: account.rows[0]!.id,
-      },
-    );
+    const started = startLinkAtUnreachableBank();
     await expect(started).rejects.toBeInstanceOf(LinkError);
     await expect(started).rejects.toMatchObject({ code: 'ERR_LINK_HUB_UNAVAILABLE' });
     const audited = await t.hub.db.query<{ type: string }>(
@@ -526,5 +706,107 @@ describe('key-encryption key rotation (keys rekey)', () => {
     expect(columns.rows.map((r) => `${r.t}.${r.c}`)).toEqual(
       SEALED_COLUMNS.map((s) => `${s.table}.${s.column}`).sort(),
     );
+  });
+});
+
+describe('a deleted bank-federation signing key (docs/key-rotation.md)', () => {
+  it('is generated at first start only: once one was published, the same error as a key that does not open, until keys rotate-rp', async () => {
+    const d = await testDb();
+    try {
+      const kek = randomBytes(32);
+      const generated = async () =>
+        (
+          await d.db.query<{ data: { secrets: string[] } }>(
+            "SELECT data FROM audit_events WHERE type = 'keys.generated' ORDER BY id",
+          )
+        ).rows.map((r) => r.data.secrets.join());
+      const sealedNames = async () =>
+        (
+          await d.db.query<{ name: string }>(
+            "SELECT name FROM secrets WHERE name LIKE 'federation.%' ORDER BY name",
+          )
+        ).rows.map((r) => r.name);
+      // First start: no key ever, so one is generated.
+      const first = await loadRpKey(d.db, kek);
+      await loadRpKey(d.db, kek, 'federation.rp_dpop_key');
+      expect(await generated()).toEqual(['federation.rp_signing_key', 'federation.rp_dpop_key']);
+
+      // Deleted (not corrupt): no silent new key banks would refuse.
+      await d.db.query("DELETE FROM secrets WHERE name = 'federation.rp_signing_key'");
+      const err = await loadRpKey(d.db, kek).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FederationError);
+      expect(err).toMatchObject({
+        code: 'ERR_RP_KEY',
+        message: expect.stringMatching(/federation\.rp_signing_key is missing .*keys rotate-rp/),
+      });
+      expect(await sealedNames()).toEqual(['federation.rp_dpop_key']);
+      // The DPoP key is published nowhere (a bank binds short-lived tokens to it): generated again.
+      await d.db.query("DELETE FROM secrets WHERE name = 'federation.rp_dpop_key'");
+      await loadRpKey(d.db, kek, 'federation.rp_dpop_key');
+      expect(await generated()).toEqual([
+        'federation.rp_signing_key',
+        'federation.rp_dpop_key',
+        'federation.rp_dpop_key',
+      ]);
+
+      // keys rotate-rp makes a new signing key at once (nothing signs meanwhile anyway).
+      const replaced = await stageRpKey(d.db, kek, 'operator:test', { pollSeconds: 10 });
+      expect(replaced).toMatchObject({ created: true, replacedMissing: true });
+      expect(replaced.kid).not.toBe(first.kid);
+      expect((await loadRpKey(d.db, kek)).kid).toBe(replaced.kid);
+      // A key that was staged when the signing key went: that one signs (banks may know it already).
+      const staged = await stageRpKey(d.db, kek, 'operator:test', { pollSeconds: 10 });
+      expect(staged).toMatchObject({ created: true, replacedMissing: false });
+      await d.db.query("DELETE FROM secrets WHERE name = 'federation.rp_signing_key'");
+      expect(await stageRpKey(d.db, kek, 'operator:test', { pollSeconds: 10 })).toEqual({
+        kid: staged.kid,
+        created: false,
+        replacedMissing: true,
+      });
+      expect((await loadRpKey(d.db, kek)).kid).toBe(staged.kid);
+      expect(await sealedNames()).toEqual(['federation.rp_dpop_key', 'federation.rp_signing_key']);
+      // Only the first start and the DPoP key were generated silently; the replacements are audited.
+      expect(await generated()).toHaveLength(3);
+      const replacements = await d.db.query<{ actor: string; data: { kid: string; wasStaged: boolean } }>(
+        "SELECT actor, data FROM audit_events WHERE type = 'keys.federation.replaced' ORDER BY id",
+      );
+      expect(replacements.rows).toEqual([
+        expect.objectContaining({
+          actor: 'operator:test',
+          data: expect.objectContaining({ kid: replaced.kid, wasStaged: false }),
+        }),
+        expect.objectContaining({
+          actor: 'operator:test',
+          data: expect.objectContaining({ kid: staged.kid, wasStaged: true }),
+        }),
+      ]);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('on a running hub: the JWKS answers 503 and a link start blames the hub until keys rotate-rp, which publishes the new key', async () => {
+    await t.hub.db.query("DELETE FROM secrets WHERE name = 'federation.rp_signing_key'");
+    const res = await jwksFailing();
+    expect(await res.json()).toEqual({
+      error: 'temporarily_unavailable',
+      error_description: 'the relying-party key is unavailable',
+    });
+    const started = startLinkAtUnreachableBank();
+    await expect(started).rejects.toMatchObject({ code: 'ERR_LINK_HUB_UNAVAILABLE' });
+    const rows = await t.hub.db.query("SELECT 1 FROM secrets WHERE name = 'federation.rp_signing_key'");
+    expect(rows.rows).toHaveLength(0);
+
+    const r = await keysCli('rotate-rp');
+    expect(r.code).toBe(0);
+    const kid = /^the signing key was missing: (?:new key|the waiting key) (\S+) signs from now on/.exec(
+      r.out[0]!,
+    )?.[1];
+    expect(kid).toBeDefined();
+    await waitFor('the new key to be published', async () => {
+      const got = await t.fetch(`${t.issuer}/federation/jwks.json`);
+      if (got.status !== 200) return (await got.arrayBuffer()) && false;
+      return ((await got.json()) as { keys: Array<{ kid: string }> }).keys[0]!.kid === kid;
+    });
   });
 });

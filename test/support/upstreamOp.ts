@@ -33,6 +33,10 @@ export interface UpstreamOpOptions {
   login?: UpstreamLogin;
   /** Offer PAR (pushed_authorization_request_endpoint) and require it. Default false. */
   requirePar?: boolean;
+  /** Offer PAR at all. Default true (false: a bank without PAR). */
+  offerPar?: boolean;
+  /** Accept signed request objects (JAR, ES256) without requiring them. Default false. */
+  offerSignedRequestObject?: boolean;
   /** Extra claim names the OP may release under the `profile` scope. */
   profileClaims?: string[];
   /** Accept signed request objects (JAR) and require them of every client. Default false. */
@@ -174,11 +178,11 @@ export async function startUpstreamOp(options: UpstreamOpOptions = {}): Promise<
       devInteractions: { enabled: false },
       claimsParameter: { enabled: true },
       pushedAuthorizationRequests: {
-        enabled: true,
+        enabled: options.offerPar !== false,
         requirePushedAuthorizationRequests: !!options.requirePar,
       },
       requestObjects: {
-        enabled: !!options.requireSignedRequestObject,
+        enabled: !!options.requireSignedRequestObject || !!options.offerSignedRequestObject,
         requireSignedRequestObject: !!options.requireSignedRequestObject,
       },
     },
