@@ -95,6 +95,19 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
   const base = `${ctx.issuer}/ssf`;
 
   // Written in the transaction of the change it records: both exist, or neither.
+  /**
+   * A push endpoint as the audit log keeps it: without its query (a receiver may have put a token
+   * there; the stream row keeps it). Credentials in the user part and fragments are refused anyway.
+   */
+  const auditedEndpoint = (endpoint: string | null | undefined) => {
+    if (!endpoint) return undefined;
+    try {
+      const u = new URL(endpoint);
+      return `${u.protocol}//${u.host}${u.pathname}${u.search ? '?…' : ''}`;
+    } catch {
+      return '(unparsable)';
+    }
+  };
   const audit = (q: Queryable, c: Context, type: string, clientId: string, data: Record<string, unknown>) =>
     recordAudit(q, {
       type,
@@ -174,7 +187,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
         streamId: row.stream_id,
         peerId: caller.peer.id,
         delivery: row.delivery_method,
-        endpoint: row.delivery_method === PUSH ? row.endpoint_url : undefined,
+        endpoint: row.delivery_method === PUSH ? auditedEndpoint(row.endpoint_url) : undefined,
         eventsDelivered: row.events_delivered.length,
       });
       return row;
@@ -208,7 +221,7 @@ export function signalsRoutes({ ctx, provider, metadata, enabled }: SignalsRoute
       await audit(tx, c, replace ? 'ssf.stream.replaced' : 'ssf.stream.updated', caller.clientId, {
         streamId: row.stream_id,
         delivery: updated.delivery_method,
-        endpoint: updated.delivery_method === PUSH ? updated.endpoint_url : undefined,
+        endpoint: updated.delivery_method === PUSH ? auditedEndpoint(updated.endpoint_url) : undefined,
       });
       return updated;
     });

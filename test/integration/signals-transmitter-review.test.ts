@@ -196,6 +196,26 @@ describe('another receiver’s stream', () => {
   });
 });
 
+describe('the audit of a push endpoint', () => {
+  it('keeps the host and path, not a token in the query (credentials and fragments are refused anyway)', async () => {
+    const a = managers.a!;
+    const streamId = await create(a, {
+      delivery: {
+        method: PUSH,
+        endpoint_url: 'https://receiver.example/events?token=s3cret-in-query',
+      },
+    });
+    const rows = await db.query<{ data: { endpoint?: string } }>(
+      "SELECT data FROM audit_events WHERE type = 'ssf.stream.created' AND data ->> 'streamId' = $1",
+      [streamId],
+    );
+    expect(rows.rows.map((r) => r.data.endpoint)).toEqual(['https://receiver.example/events?…']);
+    expect(JSON.stringify(rows.rows)).not.toContain('s3cret');
+    // The receiver's stream count is shared with the tests below.
+    expect((await a.call('DELETE', url('stream', { stream_id: streamId }))).status).toBe(204);
+  });
+});
+
 describe('a status the operator set', () => {
   it('holds against the receiver (403) until an operator enables the stream; the hub’s own pause does not', async () => {
     const a = managers.a!;
