@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import * as OTPAuth from 'otpauth';
 import { recordAudit } from '../audit/index.ts';
-import type { Db, Queryable } from '../db/index.ts';
+import { type Db, lockCustomer, type Queryable } from '../db/index.ts';
 import { decryptAtRest, encryptAtRest } from '../keys/index.ts';
 import type { AuthnContext, RequestMeta } from './context.ts';
 import { AuthnError } from './errors.ts';
@@ -65,12 +65,12 @@ export async function grantExemption(
 /**
  * Ends the open exemption; the customer's TOTP credential goes with it. One transaction under the
  * customer's row lock (the lock money decisions take before they read the exemption, see
- * src/linking/customerLock.ts): a decision either finishes first or sees the exemption ended, and
+ * src/db/customerLock.ts): a decision either finishes first or sees the exemption ended, and
  * the end, the credential's removal and the audit record are written together or not at all.
  */
 export async function endExemption(db: Db, customerId: string, endedBy: string): Promise<boolean> {
   return db.transaction(async (tx) => {
-    await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [customerId]);
+    await lockCustomer(tx, customerId);
     const res = await tx.query(
       'UPDATE mfa_exemptions SET ended_at = now(), ended_by = $2 WHERE customer_id = $1 AND ended_at IS NULL',
       [customerId, endedBy],

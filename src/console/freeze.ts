@@ -34,7 +34,7 @@ export async function freezeCustomer(
   const actor = `operator:${input.operator}`;
   return db.transaction(async (tx) => {
     // The customer's row lock that withdrawal, account-change and trade decisions take before they read
-    // the status (src/linking/customerLock.ts): a decision in flight finishes first, a later one sees
+    // the status (src/db/customerLock.ts): a decision in flight finishes first, a later one sees
     // `frozen`.
     const c = await tx.query<{ status: string }>(
       'SELECT status FROM customers WHERE id = $1 FOR NO KEY UPDATE',

@@ -24,7 +24,7 @@ import {
 } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
 import { listActiveConsents } from '../consent/index.ts';
-import type { Db } from '../db/index.ts';
+import { type Db, lockCustomer } from '../db/index.ts';
 import { BodyError, HttpError, readBody } from '../http/index.ts';
 import {
   activeWithdrawalAccount,
@@ -600,7 +600,7 @@ export function consoleRoutes({ db, config, authn, policy }: ConsoleRoutesOption
             return { request, ticket };
           }
           // Under the customer's row lock, which money decisions take before they read the exemption.
-          await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [request.customerId]);
+          await lockCustomer(tx, request.customerId);
           await grantExemption(tx, {
             customerId: request.customerId,
             reason: request.reason,

@@ -4,6 +4,7 @@
  * queries to what Postgres 15 and PGlite's Postgres accept alike.
  */
 
+export { lockCustomer } from './customerLock.ts';
 export { migrate } from './migrate.ts';
 export { openDb } from './openDb.ts';
 export type { Db, Queryable, QueryResult } from './types.ts';

@@ -55,6 +55,13 @@ const readSealed = async (db: Queryable, name: string) =>
   (await db.query<{ value_enc: string }>('SELECT value_enc FROM secrets WHERE name = $1', [name])).rows[0]
     ?.value_enc;
 
+/** Seals `jwk` under `name` (the name is the sealed value's context) and stores it as a new row. */
+const insertSealed = (db: Queryable, kek: Buffer, name: string, jwk: JsonWebKey) =>
+  db.query('INSERT INTO secrets (name, value_enc) VALUES ($1, $2)', [
+    name,
+    encryptAtRest(kek, JSON.stringify(jwk), name),
+  ]);
+
 /** The private JWK sealed under `name`; ERR_RP_KEY when it does not open. */
 function openJwk(kek: Buffer, sealed: string, name: string): JsonWebKey {
   try {
@@ -219,10 +226,7 @@ export async function stageRpKey(
     const waiting = await readSealed(tx, NEXT_NAME);
     if (!(await readSealed(tx, SECRET_NAME)) && (await signingKeyWasPublished(tx))) {
       const jwk = waiting ? openJwk(kek, waiting, NEXT_NAME) : newJwk();
-      await tx.query('INSERT INTO secrets (name, value_enc) VALUES ($1, $2)', [
-        SECRET_NAME,
-        encryptAtRest(kek, JSON.stringify(jwk), SECRET_NAME),
-      ]);
+      await insertSealed(tx, kek, SECRET_NAME, jwk);
       await tx.query('DELETE FROM secrets WHERE name = $1', [NEXT_NAME]);
       const { kid } = await toRpKey(jwk);
       await recordAudit(tx, {
@@ -250,10 +254,7 @@ export async function stageRpKey(
       );
     }
     const jwk = newJwk();
-    await tx.query('INSERT INTO secrets (name, value_enc) VALUES ($1, $2)', [
-      NEXT_NAME,
-      encryptAtRest(kek, JSON.stringify(jwk), NEXT_NAME),
-    ]);
+    await insertSealed(tx, kek, NEXT_NAME, jwk);
     await tx.query('DELETE FROM secrets WHERE name = $1', [PREVIOUS_NAME]);
     const { kid } = await toRpKey(jwk);
     await recordAudit(tx, { type: 'keys.federation.staged', outcome: 'info', actor, data: { kid } });

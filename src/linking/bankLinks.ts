@@ -10,7 +10,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import * as client from 'openid-client';
 import { recordAudit } from '../audit/index.ts';
 import type { Config } from '../config/index.ts';
-import type { Db, Queryable } from '../db/index.ts';
+import { type Db, lockCustomer, type Queryable } from '../db/index.ts';
 import {
   BANK_CALLBACK_PATH,
   type BankChecks,
@@ -23,7 +23,6 @@ import { enqueueNotification, type NotificationData } from '../notify/index.ts';
 import { matchesRegisteredName } from '../proofing/index.ts';
 import { bankStrength } from './bankStrength.ts';
 import { channelDisabled } from './channels.ts';
-import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
 import { LinkError } from './errors.ts';
 import { customerLimits } from './limits.ts';
@@ -1178,7 +1177,7 @@ export async function decideSweepPull(
   const customerId = owner.rows[0]?.customer_id;
   if (customerId === undefined) return { status: 'not_found' };
   return db.transaction(async (tx): Promise<SweepPullOutcome> => {
-    // The customer's lock (customerLock.ts: freezes and channel or limit changes take it too),
+    // The customer's lock (src/db/customerLock.ts: freezes and channel or limit changes take it too),
     // taken before the link's.
     await lockCustomer(tx, customerId);
     const limits = await customerLimits(tx, customerId, config.linking.defaultLimits);

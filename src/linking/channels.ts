@@ -4,9 +4,8 @@
  * like lowering a limit (at once); switching on like raising one (a passkey sign-in within 5 minutes,
  * then the policy's cool-off). The read API, the decision endpoint and sweep decisions read the state.
  */
-import type { Db, Queryable } from '../db/index.ts';
+import { type Db, lockCustomer, type Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
-import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
 import { raiseUnderLock } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';

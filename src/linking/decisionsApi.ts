@@ -24,7 +24,7 @@ import {
 } from '../api/index.ts';
 import { activeExemption } from '../authn/index.ts';
 import type { Config } from '../config/index.ts';
-import type { Db, Queryable } from '../db/index.ts';
+import { type Db, lockCustomer, type Queryable } from '../db/index.ts';
 import { BodyError, readBody } from '../http/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
 import { notifyCustomer } from '../oidc/securityNotices.ts';
@@ -46,7 +46,6 @@ import {
 } from './approvals/operationDetails.ts';
 import { decideSweepPull } from './bankLinks.ts';
 import { channelDisabled } from './channels.ts';
-import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import { customerLimits, type Limits, recordWithdrawal, withdrawnToday } from './limits.ts';

@@ -5,9 +5,8 @@
  * decided by the withdrawal-strength policy (raise_limit / lower_limit), audited and notified.
  */
 import { recordAudit } from '../audit/index.ts';
-import type { Db, Queryable } from '../db/index.ts';
+import { type Db, lockCustomer, type Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
-import { lockCustomer } from './customerLock.ts';
 import { type DecisionContext, decide } from './decide.ts';
 import { LinkingError } from './errors.ts';
 import type { PolicyDecision } from './policy/evaluatePolicy.ts';

@@ -5,9 +5,8 @@
  * before an order. Blocking a product is lowering: at once. Allowing one is raising: a passkey
  * sign-in within 5 minutes, then the policy's cool-off — the same raise_limit decision as limits.
  */
-import type { Db, Queryable } from '../db/index.ts';
+import { type Db, lockCustomer, type Queryable } from '../db/index.ts';
 import { enqueueNotification } from '../notify/index.ts';
-import { lockCustomer } from './customerLock.ts';
 import { decide } from './decide.ts';
 import { raiseUnderLock } from './limits.ts';
 import type { Policy } from './policy/parsePolicy.ts';

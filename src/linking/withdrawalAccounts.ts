@@ -4,9 +4,8 @@
  * attackers change the withdrawal account first, then withdraw).
  */
 import { randomUUID } from 'node:crypto';
-import type { Db, Queryable } from '../db/index.ts';
+import { type Db, lockCustomer, type Queryable } from '../db/index.ts';
 import type { BankAccountDetails } from './approvals/operationDetails.ts';
-import { lockCustomer } from './customerLock.ts';
 
 export interface WithdrawalAccount extends BankAccountDetails {
   id: string;
@@ -65,7 +64,7 @@ export async function registerWithdrawalAccount(
   account: BankAccountDetails,
   holdSeconds: number,
 ): Promise<WithdrawalAccount> {
-  // Under the customer's row lock, as every change a money decision reads (customerLock.ts).
+  // Under the customer's row lock, as every change a money decision reads (src/db/customerLock.ts).
   return db.transaction(async (tx) => {
     await lockCustomer(tx, customerId);
     return replaceWithdrawalAccount(tx, customerId, account, holdSeconds);

@@ -8,7 +8,7 @@
  * proof began is not answered by it: applied, it stays in force; pending, it acts as usual.
  */
 import { recordAudit } from '../audit/index.ts';
-import type { Db } from '../db/index.ts';
+import { type Db, lockCustomer } from '../db/index.ts';
 import { clearPeerLevels, peerVerdictsInForce, settlePeerActions } from './peerLevels.ts';
 import { liftLock } from './throttle.ts';
 
@@ -29,9 +29,9 @@ export async function clearAfterReproofing(
 ): Promise<{ unlocked: boolean; settled: number }> {
   const before = r.began ?? new Date(0);
   return db.transaction(async (tx) => {
-    // The customer's lock (src/linking/customerLock.ts), as for every change of the facts money
+    // The customer's lock (src/db/customerLock.ts), as for every change of the facts money
     // decisions read: a decision in flight finishes first, a later one sees all of this at once.
-    await tx.query('SELECT 1 FROM customers WHERE id = $1 FOR NO KEY UPDATE', [r.customerId]);
+    await lockCustomer(tx, r.customerId);
     // Settled first: a row a consumer is applying is waited for here, so what it applied is in place
     // when the statements below lift it (each sees what committed before it started).
     const settled = await settlePeerActions(tx, r.customerId, before);

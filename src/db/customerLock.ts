@@ -6,7 +6,7 @@
  * finishes before the change or reads the changed facts — never decides on values the change has
  * already replaced.
  */
-import type { Queryable } from '../db/index.ts';
+import type { Queryable } from './types.ts';
 
 /**
  * Takes the lock in the caller's transaction until it ends. `exclusive` (FOR NO KEY UPDATE) for
